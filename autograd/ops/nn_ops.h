@@ -1,0 +1,20 @@
+// Differentiable ops used by model heads and losses.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace mt {
+
+// weight [V, d], ids (i32 or i64, any shape S) -> [S..., d]. An id outside [0, V) is an mt::Error(Data) naming it.
+// Backward scatters (adds) gradient rows into a dense [V, d] gradient.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+
+// log(softmax(x)) along dim, computed with the max subtracted.
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+
+// Mean cross-entropy of logits [N, C] against integer targets [N] (i32 / i64). Rows whose target equals
+// ignore_index contribute nothing and are not counted in the mean (all ignored -> 0). Returns a scalar (shape [])
+// in f32 (f64 for f64 logits). Targets outside [0, C) (other than ignore_index) are an mt::Error(Data).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+
+}  // namespace mt

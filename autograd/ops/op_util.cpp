@@ -1,0 +1,37 @@
+#include "autograd/ops/op_util.h"
+
+namespace mt::ops {
+
+void check_float(const char* op, const char* arg, const Tensor& t) {
+  MT_CHECK_SHAPE(t.defined(), op, ": ", arg, " is undefined");
+  MT_CHECK_SHAPE(is_floating(t.dtype()), op, ": ", arg, " must be a float tensor, got ", t.describe());
+}
+
+void check_same(const char* op, const std::vector<const Tensor*>& ts) {
+  for (size_t i = 1; i < ts.size(); ++i) {
+    if (ts[i]->device() != ts[0]->device() || ts[i]->dtype() != ts[0]->dtype()) {
+      std::string all;
+      for (size_t j = 0; j < ts.size(); ++j) all += (j ? ", " : "") + ts[j]->describe();
+      throw Error(ErrorKind::Shape, str(op, ": inputs must share device and dtype, got ", all));
+    }
+  }
+}
+
+int64_t wrap_dim(const char* op, int64_t dim, int64_t rank) {
+  int64_t d = dim < 0 ? dim + rank : dim;
+  MT_CHECK_SHAPE(d >= 0 && d < (rank == 0 ? 1 : rank), op, ": dimension ", dim, " out of range for rank ", rank);
+  return d;
+}
+
+Tensor as_cpu_compute(const Tensor& t) {
+  if (t.dtype() == DType::F32 || t.dtype() == DType::F64) return t;
+  return t.to(DType::F32);
+}
+
+Tensor from_cpu_compute(const Tensor& r, DType dt) { return r.dtype() == dt ? r : r.to(dt); }
+
+void no_cuda(const char* op) {
+  throw Error(ErrorKind::Device, str(op, ": tensor is on CUDA but this mamba-train was built without CUDA support"));
+}
+
+}  // namespace mt::ops

@@ -1,0 +1,34 @@
+// Small helpers shared by the differentiable ops: input validation with messages that name the op, and the
+// device dispatch convention.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "core/tensor.h"
+
+namespace mt::ops {
+
+// Throw mt::Error(Shape) unless t is defined and floating.
+void check_float(const char* op, const char* arg, const Tensor& t);
+// Throw unless all tensors share device and dtype (names the op and every tensor).
+void check_same(const char* op, const std::vector<const Tensor*>& ts);
+// Normalise a possibly negative dim against rank; throws naming the op.
+int64_t wrap_dim(const char* op, int64_t dim, int64_t rank);
+
+// CPU kernels are written for float and double; bf16 / f16 tensors run through f32 copies.
+// as_cpu_compute(t): t itself if f32 / f64, else an f32 copy.  from_cpu_compute(r, dt): r converted back.
+Tensor as_cpu_compute(const Tensor& t);
+Tensor from_cpu_compute(const Tensor& r, DType dt);
+
+[[noreturn]] void no_cuda(const char* op);
+
+}  // namespace mt::ops
+
+// Run the CUDA branch in CUDA builds; in CPU-only builds throw a clear error naming the op.
+#if defined(MT_WITH_CUDA)
+#define MT_CUDA_ONLY(op, ...) __VA_ARGS__
+#else
+#define MT_CUDA_ONLY(op, ...) ::mt::ops::no_cuda(op)
+#endif

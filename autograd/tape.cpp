@@ -1,0 +1,103 @@
+#include "autograd/tape.h"
+
+#include <unordered_map>
+
+#include "autograd/autograd.h"
+#include "autograd/ops/elementwise.h"
+
+namespace mt {
+
+namespace {
+thread_local Tape t_tape;
+thread_local bool t_grad_enabled = true;
+
+// Sum g into acc. Never writes into g or acc in place (either may alias another tensor's gradient).
+void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
+
+void check_grad(const Node& node, size_t j, const Tensor& g, const AutogradMeta& in) {
+  MT_ASSERT(g.dim() >= 0, "");
+  if (in.grad.defined())
+    MT_CHECK_SHAPE(in.grad.shape() == g.shape(), "backward of ", node.name(), ": gradient for input ", j, " is ",
+                   shape_str(g.shape()), " but earlier gradients are ", shape_str(in.grad.shape()));
+}
+}  // namespace
+
+Tape& current_tape() { return t_tape; }
+bool grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+
+void Tape::backward(const Tensor& root, const Tensor& seed) {
+  auto meta = root.impl().autograd;
+  MT_CHECK_SHAPE(meta && meta->requires_grad, "backward on a tensor that does not require grad (", root.describe(),
+                 ")");
+  Tensor g0 = seed.defined() ? seed : Tensor::ones(root.shape(), root.dtype(), root.device());
+  MT_CHECK_SHAPE(g0.shape() == root.shape(), "backward: gradient ", shape_str(g0.shape()), " for output ",
+                 shape_str(root.shape()));
+  NoGradGuard no_grad;
+  if (meta->is_leaf) {
+    accumulate(meta->grad, g0.clone());
+    for (auto& h : meta->grad_ready_hooks) h(meta->grad);
+    nodes_.clear();
+    return;
+  }
+  MT_CHECK_SHAPE(!meta->grad_fn.expired() && !nodes_.empty(),
+                 "backward: the graph of this tensor is gone (backward already ran, or the tape was cleared)");
+  meta->grad = g0;
+
+  // How many recorded uses each leaf has: its gradient is final when the earliest of them has run.
+  std::unordered_map<AutogradMeta*, int> pending;
+  for (auto& n : nodes_)
+    for (auto& in : n->inputs)
+      if (in && in->is_leaf) ++pending[in.get()];
+
+  // Gradients of intermediate tensors live in their AutogradMeta, which only the consumer nodes own once the
+  // tensor itself is gone (a temporary such as exp(x) in exp(exp(x))). Hold every meta that received a gradient
+  // until its producer ran, or the consumer's destruction would drop the gradient on the floor.
+  std::vector<std::shared_ptr<AutogradMeta>> holding;
+
+  for (size_t i = nodes_.size(); i-- > 0;) {
+    std::shared_ptr<Node> node = std::move(nodes_[i]);
+    std::vector<Tensor> gout(node->outputs.size());
+    bool any = false;
+    for (size_t k = 0; k < node->outputs.size(); ++k) {
+      if (auto m = node->outputs[k].lock()) {
+        if (m->grad.defined()) {
+          gout[k] = std::move(m->grad);
+          m->grad = Tensor();  // a non-leaf's gradient is dead once its producer consumed it
+          any = true;
+        }
+      }
+    }
+    if (any) {
+      for (size_t k = 0; k < gout.size(); ++k)
+        if (!gout[k].defined())
+          gout[k] = Tensor::zeros(node->output_shapes[k], node->output_dtypes[k], node->output_devices[k]);
+      std::vector<Tensor> gin = node->backward(gout);
+      MT_ASSERT(gin.size() == node->inputs.size(), "node ", node->name(), " returned ", gin.size(), " grads for ",
+                node->inputs.size(), " inputs");
+      for (size_t j = 0; j < gin.size(); ++j) {
+        auto& in = node->inputs[j];
+        if (!in || !gin[j].defined()) continue;
+        check_grad(*node, j, gin[j], *in);
+        if (in->is_leaf && !in->grad.defined()) {
+          in->grad = gin[j].clone();  // leaves own their gradient storage (optimizers update it in place)
+        } else if (in->is_leaf) {
+          in->grad = add(in->grad, gin[j]);
+        } else {
+          if (!in->grad.defined()) holding.push_back(in);
+          accumulate(in->grad, gin[j]);
+        }
+      }
+    }
+    node->release();
+    for (auto& in : node->inputs) {
+      if (!in || !in->is_leaf) continue;
+      if (--pending[in.get()] == 0 && in->grad.defined())
+        for (auto& h : in->grad_ready_hooks) h(in->grad);
+    }
+  }
+  nodes_.clear();
+}
+
+}  // namespace mt

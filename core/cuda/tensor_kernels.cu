@@ -1,0 +1,159 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "core/cuda/dtype_cuda.cuh"
+#include "core/cuda/tensor_kernels.h"
+#include "core/random_formulas.h"
+
+namespace mt::cuda {
+
+namespace {
+
+// Any dtype (ints included) to / from double, for the generic copy kernel.
+template <typename T> __device__ __forceinline__ double to_d(T v) { return static_cast<double>(v); }
+template <> __device__ __forceinline__ double to_d<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ double to_d<__half>(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_d(double v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_d<__nv_bfloat16>(double v) { return __float2bfloat16_rn(static_cast<float>(v)); }
+template <> __device__ __forceinline__ __half from_d<__half>(double v) { return __float2half_rn(static_cast<float>(v)); }
+template <> __device__ __forceinline__ float from_d<float>(double v) { return static_cast<float>(v); }
+
+template <typename D, typename S> __device__ __forceinline__ D convert(S v) {
+  if constexpr (std::is_same_v<D, S>) return v;
+  else if constexpr (std::is_integral_v<D> && std::is_integral_v<S>) return static_cast<D>(v);
+  else if constexpr (std::is_same_v<D, float> && !std::is_same_v<S, double> && !std::is_integral_v<S>) return static_cast<float>(to_d(v));
+  else return from_d<D>(to_d(v));
+}
+
+__device__ __forceinline__ int64_t offset_of(int64_t linear, const StridedDesc& d) {
+  int64_t off = 0;
+  for (int k = d.ndim - 1; k >= 0; --k) {
+    int64_t i = linear % d.shape[k];
+    linear /= d.shape[k];
+    off += i * d.strides[k];
+  }
+  return off;
+}
+
+template <typename D, typename S>
+__global__ void strided_copy_kernel(D* dst, StridedDesc dd, const S* src, StridedDesc sd, int64_t n, bool dst_contig,
+                                    bool src_contig) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t od = dst_contig ? i : offset_of(i, dd);
+    int64_t os = src_contig ? i : offset_of(i, sd);
+    dst[od] = convert<D>(src[os]);
+  }
+}
+
+template <typename F>
+void dispatch_any(DType dt, F&& f) {
+  switch (dt) {
+    case DType::F32: f(TypeTag<float>{}); return;
+    case DType::F64: f(TypeTag<double>{}); return;
+    case DType::BF16: f(TypeTag<__nv_bfloat16>{}); return;
+    case DType::F16: f(TypeTag<__half>{}); return;
+    case DType::I32: f(TypeTag<int32_t>{}); return;
+    case DType::I64: f(TypeTag<int64_t>{}); return;
+  }
+}
+
+bool contiguous(const StridedDesc& d) {
+  int64_t expect = 1;
+  for (int k = d.ndim - 1; k >= 0; --k) {
+    if (d.shape[k] != 1 && d.strides[k] != expect) return false;
+    expect *= d.shape[k];
+  }
+  return true;
+}
+
+template <typename T>
+__global__ void fill_kernel(T* dst, StridedDesc d, int64_t n, double value, bool contig) {
+  const T v = from_d<T>(value);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[contig ? i : offset_of(i, d)] = v;
+}
+
+template <typename T>
+__global__ void uniform_kernel(T* dst, int64_t n, uint64_t seed, uint64_t off, double lo, double hi, bool f64) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = from_d<T>(rng_uniform(f64, seed, off, static_cast<uint64_t>(i), lo, hi));
+}
+
+template <typename T>
+__global__ void normal_kernel(T* dst, int64_t n, uint64_t seed, uint64_t off, double mean, double sd, bool f64) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = from_d<T>(rng_normal(f64, seed, off, static_cast<uint64_t>(i), mean, sd));
+}
+
+template <typename T>
+__global__ void randint_kernel(T* dst, int64_t n, uint64_t seed, uint64_t off, int64_t lo, int64_t hi) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = from_d<T>(static_cast<double>(rng_randint(seed, off, static_cast<uint64_t>(i), lo, hi)));
+}
+
+}  // namespace
+
+void strided_copy(void* dst, DType dst_dtype, const StridedDesc& dst_desc, const void* src, DType src_dtype,
+                  const StridedDesc& src_desc, int64_t numel) {
+  if (numel == 0) return;
+  const bool dc = contiguous(dst_desc), sc = contiguous(src_desc);
+  if (dc && sc && dst_dtype == src_dtype) {
+    MT_CUDA_CHECK(cudaMemcpyAsync(dst, src, numel * dtype_size(dst_dtype), cudaMemcpyDeviceToDevice, stream()));
+    return;
+  }
+  dispatch_any(dst_dtype, [&](auto tag_D) {
+    using D = typename decltype(tag_D)::type;
+    dispatch_any(src_dtype, [&](auto tag_S) {
+    using S = typename decltype(tag_S)::type;
+      strided_copy_kernel<D, S><<<grid_for(numel), 256, 0, stream()>>>(
+          static_cast<D*>(dst), dst_desc, static_cast<const S*>(src), src_desc, numel, dc, sc);
+      MT_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void fill(void* dst, DType dtype, const StridedDesc& desc, int64_t numel, double value) {
+  if (numel == 0) return;
+  const bool c = contiguous(desc);
+  dispatch_any(dtype, [&](auto tag_T) {
+    using T = typename decltype(tag_T)::type;
+    fill_kernel<T><<<grid_for(numel), 256, 0, stream()>>>(static_cast<T*>(dst), desc, numel, value, c);
+    MT_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void fill_uniform(void* dst, DType dtype, int64_t n, uint64_t seed, uint64_t offset, double lo, double hi) {
+  if (n == 0) return;
+  dispatch_float(dtype, [&](auto tag_T) {
+    using T = typename decltype(tag_T)::type;
+    uniform_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, lo, hi,
+                                                          dtype == DType::F64);
+    MT_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void fill_normal(void* dst, DType dtype, int64_t n, uint64_t seed, uint64_t offset, double mean, double sd) {
+  if (n == 0) return;
+  dispatch_float(dtype, [&](auto tag_T) {
+    using T = typename decltype(tag_T)::type;
+    normal_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, mean, sd,
+                                                         dtype == DType::F64);
+    MT_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void fill_randint(void* dst, DType dtype, int64_t n, uint64_t seed, uint64_t offset, int64_t lo, int64_t hi) {
+  if (n == 0) return;
+  dispatch_any(dtype, [&](auto tag_T) {
+    using T = typename decltype(tag_T)::type;
+    randint_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, lo, hi);
+    MT_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace mt::cuda

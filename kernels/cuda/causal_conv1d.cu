@@ -1,0 +1,263 @@
+// CUDA depthwise causal conv1d (math in kernels/causal_conv1d.h).
+//
+// Forward: one thread per (b, t, d), D fastest, so a warp reads 32 consecutive channels of one time step
+// (coalesced); the K taps of a channel come from L1/L2.
+// Backward: one fused kernel over tiles of kTileL time steps x kTileD channels of one sequence. The block stages the
+// tile's padded input rows in shared memory, recomputes pre and g_pre = dy * silu'(pre) for the tile plus a halo of
+// K-1 steps, writes dx (and d_initial_state for the first tile), and reduces g_pre * xx into per-block partial
+// dweight / dbias sums. A second small kernel adds the partials of all blocks in a fixed order: deterministic,
+// no atomics.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "core/cuda/dtype_cuda.cuh"
+#include "core/tensor.h"
+#include "kernels/causal_conv1d.h"
+
+namespace mt::kernels {
+
+namespace {
+
+using cuda::Compute;
+using cuda::load;
+
+constexpr int kTileD = 32;                // channels per block (one warp row)
+constexpr int kRowsY = 8;                 // warps per block
+constexpr int kTileL = 64;                // time steps per tile
+constexpr int kMaxBlocksPerColumn = 512;  // caps the partial-sum workspace; blocks loop over tiles beyond it
+
+template <typename C>
+__device__ __forceinline__ C sigmoid_c(C v) {
+  return C(1) / (C(1) + exp(-v));
+}
+
+// xx[b, s, d]: initial_state rows for s < K-1 (zeros when absent), x rows after.
+template <typename Tx>
+__device__ __forceinline__ typename Compute<Tx>::type padded(const Tx* x, const Tx* init, int64_t b, int64_t s,
+                                                             int64_t d, int64_t L, int64_t D, int64_t K) {
+  using C = typename Compute<Tx>::type;
+  if (s >= K - 1) return load(x, (b * L + (s - (K - 1))) * D + d);
+  return init ? load(init, (b * (K - 1) + s) * D + d) : C(0);
+}
+
+template <typename Tx, typename Tw>
+__global__ void conv_fwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
+                                const Tx* __restrict__ init, Tx* __restrict__ y, Tx* __restrict__ final_state,
+                                int64_t B, int64_t L, int64_t D, int64_t K, bool silu) {
+  using C = typename Compute<Tx>::type;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t n = B * L * D;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    const int64_t d = i % D, bt = i / D, t = bt % L, b = bt / L;
+    C acc = bias ? static_cast<C>(load(bias, d)) : C(0);
+    for (int64_t k = 0; k < K; ++k) acc += static_cast<C>(load(w, d * K + k)) * padded(x, init, b, t + k, d, L, D, K);
+    if (silu) acc = acc * sigmoid_c(acc);
+    y[i] = cuda::from_compute<Tx>(acc);
+  }
+  if (!final_state) return;
+  const int64_t nf = B * (K - 1) * D;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < nf; i += stride) {
+    const int64_t d = i % D, bj = i / D, j = bj % (K - 1), b = bj / (K - 1);
+    final_state[i] = cuda::from_compute<Tx>(padded(x, init, b, L + j, d, L, D, K));
+  }
+}
+
+// Shared-memory layout of the backward kernel, in elements of C.
+struct BwdSmem {
+  int64_t xs, gs, red, acc, total;
+  __host__ __device__ explicit BwdSmem(int64_t K) {
+    xs = 0;                                     // [kTileL + 2(K-1)][kTileD] padded inputs
+    gs = xs + (kTileL + 2 * (K - 1)) * kTileD;  // [kTileL + K-1][kTileD] g_pre
+    red = gs + (kTileL + K - 1) * kTileD;       // [kRowsY][kTileD] reduction scratch
+    acc = red + kRowsY * kTileD;                // [K+1][kTileD] this block's running dweight (k < K) / dbias (k = K)
+    total = acc + (K + 1) * kTileD;
+  }
+};
+
+// grid: x = blocks over (b, time tile) pairs (each loops over several when capped), y = channel tiles.
+// partial: [gridDim.x][K+1][D] in C.
+template <typename Tx, typename Tw>
+__global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
+                                const Tx* __restrict__ init, const Tx* __restrict__ dy, const Tx* __restrict__ d_final,
+                                Tx* __restrict__ dx, Tx* __restrict__ dinit,
+                                typename Compute<Tx>::type* __restrict__ partial, int64_t B, int64_t L, int64_t D,
+                                int64_t K, bool silu) {
+  using C = typename Compute<Tx>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  C* smem = reinterpret_cast<C*>(smem_raw);
+  const BwdSmem lay(K);
+  C* xs = smem + lay.xs;
+  C* gs = smem + lay.gs;
+  C* red = smem + lay.red;
+  C* acc = smem + lay.acc;
+
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t d = static_cast<int64_t>(blockIdx.y) * kTileD + tx;
+  const bool dvalid = d < D;
+  const int64_t tiles_per_seq = (L + kTileL - 1) / kTileL;
+  const int64_t ntiles = B * tiles_per_seq;
+  const int64_t R = kTileL + 2 * (K - 1);
+  const int64_t G = kTileL + K - 1;
+
+  for (int64_t k = ty; k <= K; k += kRowsY) acc[k * kTileD + tx] = C(0);
+  const C bias_d = (bias && dvalid) ? static_cast<C>(load(bias, d)) : C(0);
+
+  for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+    const int64_t b = tile / tiles_per_seq;
+    const int64_t t0 = (tile % tiles_per_seq) * kTileL;
+    __syncthreads();  // previous tile's readers of xs / gs are done
+    // 1. padded inputs xx[t0 .. t0 + R)
+    for (int64_t r = ty; r < R; r += kRowsY) {
+      const int64_t s = t0 + r;
+      xs[r * kTileD + tx] = (dvalid && s < L + K - 1) ? padded(x, init, b, s, d, L, D, K) : C(0);
+    }
+    __syncthreads();
+    // 2. g_pre for t' = t0 + i, i < G (zero past the end of the sequence)
+    for (int64_t i = ty; i < G; i += kRowsY) {
+      const int64_t t = t0 + i;
+      C g = C(0);
+      if (dvalid && t < L) {
+        g = load(dy, (b * L + t) * D + d);
+        if (silu) {
+          C pre = bias_d;
+          for (int64_t k = 0; k < K; ++k) pre += static_cast<C>(load(w, d * K + k)) * xs[(i + k) * kTileD + tx];
+          const C sg = sigmoid_c(pre);
+          g *= sg * (C(1) + pre * (C(1) - sg));
+        }
+      }
+      gs[i * kTileD + tx] = g;
+    }
+    __syncthreads();
+    // 3. dx[t] = dxx[t + K-1] for t in the tile; the first tile also writes d_initial_state (dxx[0 .. K-1)).
+    if (dvalid) {
+      for (int64_t i = ty; i < kTileL && t0 + i < L; i += kRowsY) {
+        const int64_t s = t0 + i + K - 1;
+        C v = (d_final && s >= L) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
+        for (int64_t k = 0; k < K; ++k) v += static_cast<C>(load(w, d * K + k)) * gs[(i + K - 1 - k) * kTileD + tx];
+        if (dx) dx[(b * L + t0 + i) * D + d] = cuda::from_compute<Tx>(v);
+      }
+      if (t0 == 0 && dinit) {
+        for (int64_t s = ty; s < K - 1; s += kRowsY) {
+          C v = (d_final && s >= L) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
+          for (int64_t k = 0; k <= s; ++k) v += static_cast<C>(load(w, d * K + k)) * gs[(s - k) * kTileD + tx];
+          dinit[(b * (K - 1) + s) * D + d] = cuda::from_compute<Tx>(v);
+        }
+      }
+    }
+    // 4. this tile's dweight[d, k] = sum_i g[i] xx[i + k] (k < K) and dbias = sum_i g[i] (k = K), own rows only.
+    if (partial) {
+      for (int64_t k = 0; k <= K; ++k) {
+        C s = C(0);
+        for (int64_t i = ty; i < kTileL; i += kRowsY)
+          s += gs[i * kTileD + tx] * (k < K ? xs[(i + k) * kTileD + tx] : C(1));
+        red[ty * kTileD + tx] = s;
+        __syncthreads();
+        if (ty == 0) {
+          C tot = C(0);
+          for (int r = 0; r < kRowsY; ++r) tot += red[r * kTileD + tx];
+          acc[k * kTileD + tx] += tot;
+        }
+        __syncthreads();
+      }
+    }
+  }
+  __syncthreads();  // (uniform) the last acc update is visible to every thread
+  if (partial && dvalid) {
+    for (int64_t k = ty; k <= K; k += kRowsY)
+      partial[(static_cast<int64_t>(blockIdx.x) * (K + 1) + k) * D + d] = acc[k * kTileD + tx];
+  }
+}
+
+// dweight[d, k] / dbias[d] = sum over blocks of partial[blk][k][d], in block order.
+template <typename C, typename Tw>
+__global__ void conv_reduce_kernel(const C* __restrict__ partial, int64_t nblk, Tw* __restrict__ dw,
+                                   Tw* __restrict__ db, int64_t D, int64_t K) {
+  const int64_t n = (K + 1) * D;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i / D, d = i % D;
+    C s = C(0);
+    for (int64_t blk = 0; blk < nblk; ++blk) s += partial[blk * n + i];
+    using Cw = typename Compute<Tw>::type;
+    if (k < K) {
+      if (dw) dw[d * K + k] = cuda::from_compute<Tw>(static_cast<Cw>(s));
+    } else if (db) {
+      db[d] = cuda::from_compute<Tw>(static_cast<Cw>(s));
+    }
+  }
+}
+
+template <typename Tx, typename Tw>
+void launch_fwd(const CausalConv1dFwdParams& p) {
+  const int64_t n = p.B * p.L * p.D;
+  if (n == 0) return;
+  conv_fwd_kernel<Tx, Tw><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(
+      static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
+      static_cast<const Tx*>(p.initial_state), static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.B, p.L, p.D,
+      p.K, p.silu);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename Tx, typename Tw>
+void launch_bwd(const CausalConv1dBwdParams& p) {
+  using C = typename Compute<Tx>::type;
+  if (p.B * p.D == 0) return;
+  const int64_t smem = BwdSmem(p.K).total * static_cast<int64_t>(sizeof(C));
+  MT_CHECK_SHAPE(smem <= 48 * 1024, "causal_conv1d_bwd_cuda: kernel width K = ", p.K,
+                 " needs more shared memory than the kernel supports (", smem, " > 49152 bytes)");
+  const int64_t dtiles = (p.D + kTileD - 1) / kTileD;
+  MT_CHECK_SHAPE(dtiles <= 65535, "causal_conv1d_bwd_cuda: D = ", p.D, " channels exceed the grid limit");
+  const int64_t ntiles = p.B * ((p.L + kTileL - 1) / kTileL);
+  const int64_t nblk = ntiles < kMaxBlocksPerColumn ? ntiles : kMaxBlocksPerColumn;
+  const bool want_w = p.dweight || p.dbias;
+  Tensor partial;
+  if (want_w)
+    partial = Tensor::empty({nblk, p.K + 1, p.D}, std::is_same<C, double>::value ? DType::F64 : DType::F32,
+                            Device::cuda(CudaContext::get().device()));
+  dim3 grid(static_cast<unsigned>(nblk), static_cast<unsigned>(dtiles));
+  dim3 block(kTileD, kRowsY);
+  conv_bwd_kernel<Tx, Tw><<<grid, block, static_cast<size_t>(smem), cuda::stream()>>>(
+      static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
+      static_cast<const Tx*>(p.initial_state), static_cast<const Tx*>(p.dy), static_cast<const Tx*>(p.d_final),
+      static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),
+      want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.L, p.D, p.K, p.silu);
+  MT_CUDA_CHECK_LAUNCH();
+  if (want_w) {
+    const int64_t n = (p.K + 1) * p.D;
+    conv_reduce_kernel<C, Tw><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(static_cast<const C*>(partial.data_ptr()),
+                                                                             nblk, static_cast<Tw*>(p.dweight),
+                                                                             static_cast<Tw*>(p.dbias), p.D, p.K);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+}
+
+void check_w_dtype(const char* what, DType dtype, DType w_dtype) {
+  MT_CHECK_SHAPE(w_dtype == dtype || w_dtype == DType::F32, what, ": weight dtype must be ", dtype_name(dtype),
+                 " or f32, got ", dtype_name(w_dtype));
+}
+
+}  // namespace
+
+void causal_conv1d_fwd_cuda(const CausalConv1dFwdParams& p) {
+  check_w_dtype("causal_conv1d_fwd_cuda", p.dtype, p.w_dtype);
+  cuda::dispatch_float(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (p.w_dtype == p.dtype)
+      launch_fwd<T, T>(p);
+    else
+      launch_fwd<T, float>(p);
+  });
+}
+
+void causal_conv1d_bwd_cuda(const CausalConv1dBwdParams& p) {
+  check_w_dtype("causal_conv1d_bwd_cuda", p.dtype, p.w_dtype);
+  cuda::dispatch_float(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (p.w_dtype == p.dtype)
+      launch_bwd<T, T>(p);
+    else
+      launch_bwd<T, float>(p);
+  });
+}
+
+}  // namespace mt::kernels

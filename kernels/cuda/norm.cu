@@ -1,0 +1,237 @@
+// CUDA RMSNorm / LayerNorm with the fused residual add (math in kernels/norm.h).
+//
+// Row kernels: one warp per row (8 rows per 256-thread block, grid-stride over rows). A warp reads 32 consecutive
+// elements per step (coalesced) and reduces with shuffles, so rows of any size (1, 7, 768, 1536, ...) need no
+// shared memory and no block-level synchronisation. Passes over the row re-read it from L1/L2: mean, then the
+// centred sum of squares (two-pass, as the CPU reference), then the output.
+// dweight / dbias: a column-tiled kernel (32 columns x 8 warps, one chunk of rows per block) writes partial sums,
+// and a second kernel adds the chunks in a fixed order: deterministic, no atomics.
+// Storage dtypes are runtime arguments (a uniform switch per load / store), so one instantiation per compute type
+// serves every combination of x / y / weight dtypes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "core/cuda/dtype_cuda.cuh"
+#include "core/tensor.h"
+#include "kernels/norm.h"
+
+namespace mt::kernels {
+
+namespace {
+
+constexpr int kWarps = 8;        // rows per block in the row kernels
+constexpr int kColTile = 32;     // columns per block in the dweight kernel
+constexpr int kMaxChunks = 512;  // row chunks in the dweight kernel (bounds the workspace)
+constexpr int64_t kMinChunkRows = 64;
+
+template <typename C>
+__device__ __forceinline__ C load_any(const void* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::F32:
+      return static_cast<C>(static_cast<const float*>(p)[i]);
+    case DType::F64:
+      return static_cast<C>(static_cast<const double*>(p)[i]);
+    case DType::BF16:
+      return static_cast<C>(__bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]));
+    default:
+      return static_cast<C>(__half2float(static_cast<const __half*>(p)[i]));
+  }
+}
+
+template <typename C>
+__device__ __forceinline__ void store_any(void* p, DType dt, int64_t i, C v) {
+  switch (dt) {
+    case DType::F32:
+      static_cast<float*>(p)[i] = static_cast<float>(v);
+      return;
+    case DType::F64:
+      static_cast<double*>(p)[i] = static_cast<double>(v);
+      return;
+    case DType::BF16:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v));
+      return;
+    default:
+      static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v));
+      return;
+  }
+}
+
+template <typename C>
+__device__ __forceinline__ C warp_sum(C v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename C>
+__global__ void norm_fwd_kernel(NormFwdParams p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t H = p.H;
+  const C* res = static_cast<const C*>(p.residual);
+  C* rout = static_cast<C*>(p.residual_out);
+  const C eps = static_cast<C>(p.eps);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + warp; i < p.rows;
+       i += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const int64_t off = i * H;
+    auto r_at = [&](int64_t c) { return load_any<C>(p.x, p.x_dtype, off + c) + (res ? res[off + c] : C(0)); };
+    C mu = C(0);
+    if (!p.rms) {
+      C s = C(0);
+      for (int64_t c = lane; c < H; c += 32) s += r_at(c);
+      mu = warp_sum(s) / static_cast<C>(H);
+    }
+    C ss = C(0);
+    for (int64_t c = lane; c < H; c += 32) {
+      const C r = r_at(c);
+      if (rout) rout[off + c] = r;
+      ss += (r - mu) * (r - mu);
+    }
+    const C rstd = C(1) / sqrt(warp_sum(ss) / static_cast<C>(H) + eps);
+    if (lane == 0) {
+      if (p.mean) static_cast<C*>(p.mean)[i] = mu;
+      if (p.rstd) static_cast<C*>(p.rstd)[i] = rstd;
+    }
+    for (int64_t c = lane; c < H; c += 32) {
+      C v = (r_at(c) - mu) * rstd * load_any<C>(p.weight, p.w_dtype, c);
+      if (p.bias) v += load_any<C>(p.bias, p.w_dtype, c);
+      store_any<C>(p.y, p.y_dtype, off + c, v);
+    }
+  }
+}
+
+// dx / d_residual, one warp per row.
+template <typename C>
+__global__ void norm_bwd_dx_kernel(NormBwdParams p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t H = p.H;
+  const C* dres_out = static_cast<const C*>(p.d_residual_out);
+  C* dres = static_cast<C*>(p.d_residual);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + warp; i < p.rows;
+       i += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const int64_t off = i * H;
+    const C mu = p.rms ? C(0) : static_cast<const C*>(p.mean)[i];
+    const C rs = static_cast<const C*>(p.rstd)[i];
+    C sum_g = C(0), sum_gn = C(0);
+    for (int64_t c = lane; c < H; c += 32) {
+      const C gn = load_any<C>(p.dy, p.dy_dtype, off + c) * load_any<C>(p.weight, p.w_dtype, c);
+      sum_g += gn;
+      sum_gn += gn * (load_any<C>(p.r, p.r_dtype, off + c) - mu) * rs;
+    }
+    const C mean_g = p.rms ? C(0) : warp_sum(sum_g) / static_cast<C>(H);
+    const C mean_gn = warp_sum(sum_gn) / static_cast<C>(H);
+    for (int64_t c = lane; c < H; c += 32) {
+      const C n = (load_any<C>(p.r, p.r_dtype, off + c) - mu) * rs;
+      const C gn = load_any<C>(p.dy, p.dy_dtype, off + c) * load_any<C>(p.weight, p.w_dtype, c);
+      C d = rs * (gn - mean_g - n * mean_gn);
+      if (dres_out) d += dres_out[off + c];
+      if (p.dx) store_any<C>(p.dx, p.dx_dtype, off + c, d);
+      if (dres) dres[off + c] = d;
+    }
+  }
+}
+
+// partial[chunk][0][c] = sum over the chunk's rows of dy * n, partial[chunk][1][c] = sum of dy.
+// grid: x = column tiles, y = row chunks; block (kColTile, kWarps).
+template <typename C>
+__global__ void norm_bwd_dw_kernel(NormBwdParams p, C* __restrict__ partial, int64_t rows_per_chunk) {
+  __shared__ C red_w[kWarps][kColTile];
+  __shared__ C red_b[kWarps][kColTile];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t H = p.H;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kColTile + tx;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
+  const int64_t r1 = r0 + rows_per_chunk < p.rows ? r0 + rows_per_chunk : p.rows;
+  C aw = C(0), ab = C(0);
+  if (c < H) {
+    for (int64_t i = r0 + ty; i < r1; i += kWarps) {
+      const C mu = p.rms ? C(0) : static_cast<const C*>(p.mean)[i];
+      const C rs = static_cast<const C*>(p.rstd)[i];
+      const C g = load_any<C>(p.dy, p.dy_dtype, i * H + c);
+      aw += g * (load_any<C>(p.r, p.r_dtype, i * H + c) - mu) * rs;
+      ab += g;
+    }
+  }
+  red_w[ty][tx] = aw;
+  red_b[ty][tx] = ab;
+  __syncthreads();
+  if (ty == 0 && c < H) {
+    C tw = C(0), tb = C(0);
+    for (int k = 0; k < kWarps; ++k) {
+      tw += red_w[k][tx];
+      tb += red_b[k][tx];
+    }
+    partial[(static_cast<int64_t>(blockIdx.y) * 2 + 0) * H + c] = tw;
+    partial[(static_cast<int64_t>(blockIdx.y) * 2 + 1) * H + c] = tb;
+  }
+}
+
+template <typename C>
+__global__ void norm_dw_reduce_kernel(const C* __restrict__ partial, int64_t nchunks, int64_t H, void* dw, void* db,
+                                      DType w_dtype) {
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < 2 * H;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t which = j / H, c = j % H;
+    void* out = which == 0 ? dw : db;
+    if (!out) continue;
+    C s = C(0);
+    for (int64_t k = 0; k < nchunks; ++k) s += partial[(k * 2 + which) * H + c];
+    store_any<C>(out, w_dtype, c, s);
+  }
+}
+
+template <typename C>
+void launch_fwd(const NormFwdParams& p) {
+  norm_fwd_kernel<C><<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename C>
+void launch_bwd(const NormBwdParams& p) {
+  if (p.dx || p.d_residual) {
+    norm_bwd_dx_kernel<C><<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  if (p.dweight || p.dbias) {
+    int64_t rpc = (p.rows + kMaxChunks - 1) / kMaxChunks;
+    if (rpc < kMinChunkRows) rpc = kMinChunkRows;
+    const int64_t nchunks = (p.rows + rpc - 1) / rpc;
+    const int64_t ctiles = (p.H + kColTile - 1) / kColTile;
+    MT_CHECK_SHAPE(ctiles <= 2147483647LL, "norm_bwd_cuda: row size ", p.H, " too large");
+    Tensor partial = Tensor::empty({nchunks, 2, p.H}, std::is_same<C, double>::value ? DType::F64 : DType::F32,
+                                   Device::cuda(CudaContext::get().device()));
+    dim3 grid(static_cast<unsigned>(ctiles), static_cast<unsigned>(nchunks));
+    dim3 block(kColTile, kWarps);
+    norm_bwd_dw_kernel<C><<<grid, block, 0, cuda::stream()>>>(p, static_cast<C*>(partial.data_ptr()), rpc);
+    MT_CUDA_CHECK_LAUNCH();
+    norm_dw_reduce_kernel<C><<<cuda::grid_for(2 * p.H), 256, 0, cuda::stream()>>>(
+        static_cast<const C*>(partial.data_ptr()), nchunks, p.H, p.dweight, p.dbias, p.w_dtype);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+}
+
+void check_floats(const char* what, std::initializer_list<DType> dts) {
+  for (DType d : dts) MT_CHECK_SHAPE(is_floating(d), what, ": buffers must be float, got ", dtype_name(d));
+}
+
+}  // namespace
+
+void norm_fwd_cuda(const NormFwdParams& p) {
+  check_floats("norm_fwd_cuda", {p.x_dtype, p.w_dtype, p.y_dtype});
+  MT_CHECK_SHAPE(p.rms || p.mean || !p.rstd, "norm_fwd_cuda: LayerNorm saving rstd must also save mean");
+  if (p.rows == 0 || p.H == 0) return;
+  if (p.x_dtype == DType::F64)
+    launch_fwd<double>(p);
+  else
+    launch_fwd<float>(p);
+}
+
+void norm_bwd_cuda(const NormBwdParams& p) {
+  check_floats("norm_bwd_cuda", {p.r_dtype, p.w_dtype, p.dy_dtype, p.dx ? p.dx_dtype : DType::F32});
+  MT_CHECK_SHAPE(p.rstd && (p.rms || p.mean), "norm_bwd_cuda: needs the saved rstd (and mean for LayerNorm)");
+  if (p.rows == 0 || p.H == 0) return;
+  if (p.r_dtype == DType::F64)
+    launch_bwd<double>(p);
+  else
+    launch_bwd<float>(p);
+}
+
+}  // namespace mt::kernels

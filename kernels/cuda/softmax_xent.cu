@@ -1,0 +1,272 @@
+// CUDA log-softmax and fused cross-entropy (formulas in kernels/softmax_xent.h).
+//
+// One block per row (blocks stride over rows). Pass 1 keeps a running (max, sum of exp(x - max)) per thread and
+// merges them across the block (warp shuffles, then shared memory): the row is read once for its log-sum-exp.
+// Pass 2 writes the output row. Math in f32 (f64 for f64) for every storage dtype. The cross-entropy mean is a
+// second, single-block kernel that sums the per-row losses in a fixed order (bitwise reproducible).
+#include <cmath>
+
+#include "core/cuda/dtype_cuda.cuh"
+#include "kernels/softmax_xent.h"
+
+namespace mt::kernels {
+
+namespace {
+
+template <typename A>
+struct MaxSum {
+  A m;  // running max (-inf when empty)
+  A s;  // sum of exp(x - m)
+};
+
+template <typename A>
+__device__ __forceinline__ A neg_inf() {
+  return -static_cast<A>(INFINITY);
+}
+
+template <typename A>
+__device__ __forceinline__ MaxSum<A> merge(MaxSum<A> a, MaxSum<A> b) {
+  const A m = a.m > b.m ? a.m : b.m;
+  if (m == neg_inf<A>()) return {m, A(0)};
+  const A sa = a.m == neg_inf<A>() ? A(0) : a.s * exp(a.m - m);
+  const A sb = b.m == neg_inf<A>() ? A(0) : b.s * exp(b.m - m);
+  return {m, sa + sb};
+}
+
+template <typename A>
+__device__ __forceinline__ MaxSum<A> push(MaxSum<A> v, A x) {
+  if (x == neg_inf<A>()) return v;
+  if (x > v.m) {
+    v.s = v.s * exp(v.m - x) + A(1);
+    v.m = x;
+  } else {
+    v.s += exp(x - v.m);
+  }
+  return v;
+}
+
+// Block-wide merge of (max, sum) pairs; every thread gets the result. blockDim.x is a multiple of 32 (<= 1024).
+template <typename A>
+__device__ MaxSum<A> block_merge(MaxSum<A> v) {
+  __shared__ A sm[32], ss[32];
+  for (int off = 16; off > 0; off >>= 1) {
+    MaxSum<A> o{__shfl_xor_sync(0xffffffffu, v.m, off), __shfl_xor_sync(0xffffffffu, v.s, off)};
+    v = merge(v, o);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  if (lane == 0) {
+    sm[warp] = v.m;
+    ss[warp] = v.s;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    MaxSum<A> w = lane < nwarps ? MaxSum<A>{sm[lane], ss[lane]} : MaxSum<A>{neg_inf<A>(), A(0)};
+    for (int off = 16; off > 0; off >>= 1) {
+      MaxSum<A> o{__shfl_xor_sync(0xffffffffu, w.m, off), __shfl_xor_sync(0xffffffffu, w.s, off)};
+      w = merge(w, o);
+    }
+    if (lane == 0) {
+      sm[0] = w.m;
+      ss[0] = w.s;
+    }
+  }
+  __syncthreads();
+  MaxSum<A> r{sm[0], ss[0]};
+  __syncthreads();  // the shared slots are reused by the next call
+  return r;
+}
+
+template <typename A>
+__device__ A block_sum(A v) {
+  __shared__ A sh[32];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    A w = lane < nwarps ? sh[lane] : A(0);
+    for (int off = 16; off > 0; off >>= 1) w += __shfl_xor_sync(0xffffffffu, w, off);
+    if (lane == 0) sh[0] = w;
+  }
+  __syncthreads();
+  A r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+// log-sum-exp of row x[0..C) by the whole block.
+template <typename T>
+__device__ typename cuda::Compute<T>::type row_lse(const T* x, int64_t C) {
+  using A = typename cuda::Compute<T>::type;
+  MaxSum<A> v{neg_inf<A>(), A(0)};
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v = push(v, cuda::load(x, c));
+  v = block_merge(v);
+  return v.m == neg_inf<A>() ? v.m : v.m + log(v.s);
+}
+
+template <typename T>
+__global__ void ls_fwd_kernel(const T* x, T* y, int64_t R, int64_t C) {
+  using A = typename cuda::Compute<T>::type;
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const T* xr = x + r * C;
+    const A lse = row_lse(xr, C);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) y[r * C + c] = cuda::from_compute<T>(cuda::load(xr, c) - lse);
+  }
+}
+
+template <typename T>
+__global__ void ls_bwd_kernel(const T* y, const T* dy, T* dx, int64_t R, int64_t C) {
+  using A = typename cuda::Compute<T>::type;
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const T* yr = y + r * C;
+    const T* gr = dy + r * C;
+    A s = A(0);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += cuda::load(gr, c);
+    s = block_sum(s);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+      dx[r * C + c] = cuda::from_compute<T>(cuda::load(gr, c) - exp(cuda::load(yr, c)) * s);
+  }
+}
+
+template <typename I>
+__device__ __forceinline__ bool valid_target(const I* t, int64_t i, int64_t C, int64_t ignore, int64_t* tv) {
+  const int64_t v = static_cast<int64_t>(t[i]);
+  *tv = v;
+  return v != ignore && v >= 0 && v < C;
+}
+
+template <typename T, typename I>
+__global__ void xent_fwd_kernel(const T* x, const I* targets, int64_t N, int64_t C, int64_t ignore,
+                                typename cuda::Compute<T>::type* lse_out, typename cuda::Compute<T>::type* row_loss,
+                                long long* bad_row) {
+  using A = typename cuda::Compute<T>::type;
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const T* xi = x + i * C;
+    const A lse = row_lse(xi, C);
+    if (threadIdx.x == 0) {
+      int64_t t;
+      const bool ok = valid_target(targets, i, C, ignore, &t);
+      if (!ok && t != ignore) atomicMin(bad_row, static_cast<long long>(i));
+      lse_out[i] = lse;
+      row_loss[i] = ok ? lse - cuda::load(xi, t) : A(0);
+    }
+  }
+}
+
+// Single block: loss = sum(row_loss) / count in a fixed order; count = number of valid targets.
+template <typename A, typename I>
+__global__ void xent_mean_kernel(const A* row_loss, const I* targets, int64_t N, int64_t C, int64_t ignore, A* loss,
+                                 A* count) {
+  A s = A(0), n = A(0);
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    int64_t t;
+    if (valid_target(targets, i, C, ignore, &t)) {
+      s += row_loss[i];
+      n += A(1);
+    }
+  }
+  s = block_sum(s);
+  n = block_sum(n);
+  if (threadIdx.x == 0) {
+    *loss = n > A(0) ? s / n : A(0);
+    *count = n;
+  }
+}
+
+template <typename T, typename I>
+__global__ void xent_bwd_kernel(const T* x, const I* targets, int64_t N, int64_t C, int64_t ignore,
+                                const typename cuda::Compute<T>::type* lse,
+                                const typename cuda::Compute<T>::type* count,
+                                const typename cuda::Compute<T>::type* grad_loss, T* dx) {
+  using A = typename cuda::Compute<T>::type;
+  const A cnt = *count;
+  const A scale = cnt > A(0) ? *grad_loss / cnt : A(0);
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const T* xi = x + i * C;
+    T* di = dx + i * C;
+    int64_t t;
+    if (!valid_target(targets, i, C, ignore, &t)) {
+      for (int64_t c = threadIdx.x; c < C; c += blockDim.x) di[c] = cuda::from_compute<T>(A(0));
+      continue;
+    }
+    const A l = lse[i];
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+      di[c] = cuda::from_compute<T>((exp(cuda::load(xi, c) - l) - (c == t ? A(1) : A(0))) * scale);
+  }
+}
+
+int threads_for(int64_t C) { return C >= 4096 ? 512 : C >= 512 ? 256 : 128; }
+
+int rows_grid(int64_t R) {
+  const int64_t cap = static_cast<int64_t>(CudaContext::get().sm_count()) * 16;
+  return static_cast<int>(std::max<int64_t>(1, std::min(R, cap)));
+}
+
+template <typename F>
+void dispatch_targets(DType t, F&& f) {
+  if (t == DType::I32) return f(cuda::TypeTag<int32_t>{});
+  if (t == DType::I64) return f(cuda::TypeTag<int64_t>{});
+  throw Error(ErrorKind::Internal, str("cross_entropy targets must be i32 / i64, got ", dtype_name(t)));
+}
+
+}  // namespace
+
+void log_softmax_fwd_cuda(const LogSoftmaxParams& p) {
+  if (p.R == 0 || p.C == 0) return;
+  cuda::dispatch_float(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    ls_fwd_kernel<T><<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(static_cast<const T*>(p.x),
+                                                                               static_cast<T*>(p.y), p.R, p.C);
+    MT_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void log_softmax_bwd_cuda(const LogSoftmaxParams& p) {
+  if (p.R == 0 || p.C == 0) return;
+  cuda::dispatch_float(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    ls_bwd_kernel<T><<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(
+        static_cast<const T*>(p.y), static_cast<const T*>(p.dy), static_cast<T*>(p.dx), p.R, p.C);
+    MT_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void cross_entropy_fwd_cuda(const XentParams& p) {
+  MT_ASSERT(p.bad_row != nullptr && (p.N == 0 || p.row_loss != nullptr), "cross_entropy_fwd_cuda scratch");
+  cuda::dispatch_float(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = typename cuda::Compute<T>::type;
+    dispatch_targets(p.target_dtype, [&](auto itag) {
+      using I = typename decltype(itag)::type;
+      if (p.N > 0) {
+        xent_fwd_kernel<T, I><<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
+            static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), p.N, p.C, p.ignore_index,
+            static_cast<A*>(p.lse), static_cast<A*>(p.row_loss), reinterpret_cast<long long*>(p.bad_row));
+        MT_CUDA_CHECK_LAUNCH();
+      }
+      xent_mean_kernel<A, I><<<1, 1024, 0, cuda::stream()>>>(static_cast<const A*>(p.row_loss),
+                                                             static_cast<const I*>(p.targets), p.N, p.C,
+                                                             p.ignore_index, static_cast<A*>(p.loss),
+                                                             static_cast<A*>(p.count));
+      MT_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void cross_entropy_bwd_cuda(const XentParams& p) {
+  if (p.N == 0 || p.C == 0) return;
+  cuda::dispatch_float(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = typename cuda::Compute<T>::type;
+    dispatch_targets(p.target_dtype, [&](auto itag) {
+      using I = typename decltype(itag)::type;
+      xent_bwd_kernel<T, I><<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
+          static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), p.N, p.C, p.ignore_index,
+          static_cast<const A*>(p.lse), static_cast<const A*>(p.count), static_cast<const A*>(p.grad_loss),
+          static_cast<T*>(p.grad_logits));
+      MT_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+}  // namespace mt::kernels

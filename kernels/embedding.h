@@ -1,0 +1,56 @@
+// Embedding lookup and its backward (V vocab rows of width D, n ids).
+//
+//   forward:   out[i, :] = weight[ids[i], :]                 i < n, ids[i] in [0, V)
+//   backward:  dW[v, :] = sum_{i : ids[i] == v} dout[i, :]   (dense [V, D]; rows never looked up are 0)
+//
+// Validation: an id outside [0, V) is a data error. The CPU forward checks every id before writing anything and
+// returns the position of the first bad one. The CUDA forward does not stop the kernel: each thread that meets a
+// bad id atomicMin's its position into a device flag (bad_pos, initialised by the caller to n) and writes a zero
+// row; the op copies that one int64 back (a 8-byte D2H copy + stream sync per call, which is cheap next to the
+// lookup; copying all the ids to the host would cost O(n) and a sync too) and throws naming id, position and V.
+//
+// Backward on CUDA: atomicAdd of every dout element into an f32 accumulator (f64 for f64 weights), then a cast into
+// the weight dtype when it is bf16 / f16. Atomics make the f32 sum order, hence the last bits, run-dependent.
+// A deterministic variant (for `deterministic: true`) would sort (id, position) pairs by id (cub radix sort), then
+// let one warp per unique id sum its dout rows in position order, with no atomics; it is not needed yet because
+// the scatter sums at most (number of repeats of one token in a batch) terms per element.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace mt::kernels {
+
+struct EmbeddingFwdParams {
+  DType dtype = DType::F32;     // weight / out dtype (any float dtype: rows are copied, not converted)
+  DType id_dtype = DType::I64;  // I32 or I64
+  const void* ids = nullptr;    // [n] contiguous
+  int64_t n = 0;
+  int64_t V = 0, D = 0;
+  const void* weight = nullptr;  // [V, D] contiguous
+  void* out = nullptr;           // [n, D] contiguous
+  int64_t* bad_pos = nullptr;    // CUDA only: device int64, = n on entry; min position of a bad id on exit
+};
+
+struct EmbeddingBwdParams {
+  DType dtype = DType::F32;     // grad dtype (CPU: f32 / f64)
+  DType id_dtype = DType::I64;
+  const void* ids = nullptr;    // [n] contiguous, all in [0, V) (checked by the forward)
+  int64_t n = 0;
+  int64_t V = 0, D = 0;
+  const void* grad_out = nullptr;  // [n, D] contiguous
+  void* grad_weight = nullptr;     // [V, D] contiguous, fully written
+  void* accum = nullptr;           // CUDA, bf16 / f16 only: f32 scratch [V, D]
+};
+
+// Returns the position of the first id outside [0, V), or -1 when all are valid (then out is written).
+int64_t embedding_fwd_cpu(const EmbeddingFwdParams& p);
+void embedding_bwd_cpu(const EmbeddingBwdParams& p);
+
+#if defined(MT_WITH_CUDA)
+void embedding_fwd_cuda(const EmbeddingFwdParams& p);
+void embedding_bwd_cuda(const EmbeddingBwdParams& p);
+#endif
+
+}  // namespace mt::kernels

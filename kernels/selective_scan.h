@@ -1,0 +1,105 @@
+// Selective scan (the Mamba-1 SSM recurrence), forward and backward, token-major layout.
+//
+// Shapes (all contiguous): u, delta, z, y: [B, L, D]; Bm, Cm: [B, L, N]; A: [D, N]; D_skip, delta_bias: [D];
+// initial_state, last_state: [B, D, N]; mask: [B, L] (any dtype, nonzero = real token).
+// Token-major (time before channel) so that the GEMMs producing u, delta, B, C and consuming y need no transposes;
+// the reference kernel of state-spaces uses [B, D, L] (REFERENCE.md "Reference kernel contract").
+//
+// Forward, per batch b, channel d, state n (h_{-1} = initial_state, or 0 when absent):
+//   dt_t   = delta[b,t,d] + delta_bias[d]                      (bias optional)
+//   d'_t   = softplus(dt_t) if delta_softplus else dt_t         (softplus(x) = x for x > 20, as PyTorch / mamba)
+//   real t (mask[b,t] != 0 or no mask):
+//     a_t[n] = exp(d'_t * A[d,n])
+//     h_t[n] = a_t[n] * h_{t-1}[n] + d'_t * Bm[b,t,n] * u[b,t,d]
+//     y0_t   = sum_n Cm[b,t,n] * h_t[n] + D_skip[d] * u[b,t,d]  (D_skip optional)
+//     y_t    = y0_t * silu(z[b,t,d]) if z given, else y0_t
+//   masked t (mask == 0): h_t = h_{t-1} (state unchanged), y_t = 0.
+//   last_state = h_{L-1}.
+//
+// Backward, given gy = dLoss/dy and gS = dLoss/dlast_state (optional, zero when absent). Walk t = L-1 .. 0 with
+// g[n] = dLoss/dh_t, starting from g = gS:
+//   masked t: every gradient at t is 0 and g passes through unchanged (h_t = h_{t-1}).
+//   real t:
+//     dy0     = gy_t * silu(z_t)                 dz_t = gy_t * y0_t * s (1 + z_t (1 - s)),  s = sigmoid(z_t)
+//     dC_t[n] = dy0 * h_t[n]                     dD  += dy0 * u_t           du_t = dy0 * D_skip
+//     g[n]   += Cm_t[n] * dy0                    (now g = total dLoss/dh_t)
+//     dB_t[n] = g[n] * d'_t * u_t                du_t += sum_n g[n] d'_t Bm_t[n]
+//     dA[n]  += g[n] * d'_t * a_t[n] * h_{t-1}[n]
+//     dd'_t   = sum_n g[n] (A[n] a_t[n] h_{t-1}[n] + Bm_t[n] u_t)
+//     ddelta_t = dd'_t * sigmoid(dt_t) if softplus (1 for dt_t > 20) else dd'_t;   dbias += ddelta_t
+//     g[n]    = g[n] * a_t[n]                    (now g = dLoss/dh_{t-1} through h_t)
+//   dinitial_state = g after t = 0.
+// dB, dC sum over d; dA over b; dD, dbias over b and t.
+//
+// Memory: the backward recomputes the states from the inputs (nothing of size B*L*D*N is stored by the forward).
+// The CPU backward keeps one (L+1)*N state buffer per (b, d) while it works on that channel; the CUDA backward
+// stores the state at every chunk boundary plus the states of one chunk per channel in a workspace.
+//
+// Precision: the CPU kernels compute in T = float or double (bf16 / f16 inputs are converted to f32 by the op).
+// The CUDA kernels read the storage dtype (f32, f64, bf16, f16) and compute, keep the state and accumulate in
+// f32 (f64 for f64 storage).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace mt::kernels {
+
+struct SelectiveScanParams {
+  int64_t B = 0, L = 0, D = 0, N = 0;
+  // Storage dtype of u, delta, z, Bm, Cm, y, dy, du, ddelta, dz. The CPU kernels accept F32 / F64 only.
+  DType dtype = DType::F32;
+  // A, D_skip, delta_bias, initial_state, last_state, dlast_state and the "compute" gradients (dA, dBm, dCm,
+  // dD_skip, ddelta_bias, dinitial_state) are F64 when dtype is F64 and F32 otherwise.
+  bool delta_softplus = false;
+
+  // ---- inputs (null = absent where optional) ----
+  const void* u = nullptr;
+  const void* delta = nullptr;
+  const void* A = nullptr;
+  const void* Bm = nullptr;
+  const void* Cm = nullptr;
+  const void* D_skip = nullptr;         // optional
+  const void* z = nullptr;              // optional
+  const void* delta_bias = nullptr;     // optional
+  const void* initial_state = nullptr;  // optional
+  const void* mask = nullptr;           // optional, [B, L] of mask_dtype
+  DType mask_dtype = DType::F32;
+
+  // ---- forward outputs ----
+  void* y = nullptr;           // storage dtype
+  void* last_state = nullptr;  // compute dtype
+
+  // ---- backward inputs ----
+  const void* dy = nullptr;           // storage dtype
+  const void* dlast_state = nullptr;  // compute dtype, optional
+
+  // ---- backward outputs ----
+  // Storage dtype, fully written: du, ddelta, dz (dz only when z is given).
+  void* du = nullptr;
+  void* ddelta = nullptr;
+  void* dz = nullptr;
+  // Compute dtype. The CPU kernel overwrites them; the CUDA kernel ACCUMULATES into dA, dBm, dCm, dD_skip and
+  // ddelta_bias (atomics), so they must be zeroed before the call; dinitial_state is overwritten.
+  // dD_skip / ddelta_bias / dinitial_state may be null (not wanted, or the input is absent).
+  void* dA = nullptr;
+  void* dBm = nullptr;
+  void* dCm = nullptr;
+  void* dD_skip = nullptr;
+  void* ddelta_bias = nullptr;
+  void* dinitial_state = nullptr;
+};
+
+void selective_scan_fwd_cpu(const SelectiveScanParams& p);
+void selective_scan_bwd_cpu(const SelectiveScanParams& p);
+
+#if defined(MT_WITH_CUDA)
+// N <= 64. The backward allocates its state workspace (B*D*N*(ceil(L/chunk) + chunk) compute-dtype values) on
+// the current device.
+constexpr int64_t kSelectiveScanCudaMaxN = 64;
+void selective_scan_fwd_cuda(const SelectiveScanParams& p);
+void selective_scan_bwd_cuda(const SelectiveScanParams& p);
+#endif
+
+}  // namespace mt::kernels

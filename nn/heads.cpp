@@ -1,0 +1,107 @@
+#include "nn/heads.h"
+
+#include <cmath>
+
+#include "autograd/ops/elementwise.h"
+#include "autograd/ops/linalg.h"
+#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/pool.h"
+#include "autograd/ops/reduce.h"
+#include "autograd/ops/shape_ops.h"
+#include "nn/init.h"
+
+namespace mt::nn {
+
+// ---------------------------------------------------------------- LM
+MambaLMHeadModel::MambaLMHeadModel(const MambaConfig& cfg) : backbone(cfg) {
+  register_module("backbone", backbone);
+  if (!cfg.tie_embeddings) lm_head_w = &register_parameter("lm_head.weight", Tensor::zeros({cfg.vocab_size, cfg.d_model}));
+}
+
+void MambaLMHeadModel::init_parameters(Generator& gen) {
+  backbone.init_parameters(gen);
+  if (lm_head_w) init_normal(*lm_head_w, gen, 0.0, config().initializer_range);
+}
+
+Tensor MambaLMHeadModel::logits(const Tensor& hidden, DType cd) const {
+  return linear(hidden, as_compute(lm_head_w ? *lm_head_w : *backbone.embeddings, cd));
+}
+
+Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
+  MT_CHECK_SHAPE(logits.dim() == 3 && targets.dim() == 2 && targets.size(0) == logits.size(0) &&
+                     targets.size(1) == logits.size(1),
+                 "next_token_loss: logits ", logits.describe(), " and targets ", targets.describe());
+  const int64_t B = logits.size(0), L = logits.size(1), V = logits.size(2);
+  if (L < 2) return mul_scalar(sum(logits), 0.0);  // nothing to predict: a zero that still has a graph
+  Tensor lg = reshape(slice(logits, 1, 0, L - 1), {B * (L - 1), V});
+  Tensor tg = slice(targets, 1, 1, L).contiguous().view({B * (L - 1)});
+  return cross_entropy(lg, tg, -100);
+}
+
+LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss,
+                                   const Tensor& targets) const {
+  LMOutput out;
+  out.backbone = backbone.forward(ids, opt);
+  out.logits = logits(out.backbone.last_hidden_state, opt.compute_dtype);
+  if (with_loss) out.loss = next_token_loss(out.logits, targets.defined() ? targets : ids);
+  return out;
+}
+
+// ---------------------------------------------------------------- sequence classification
+MambaForSequenceClassification::MambaForSequenceClassification(const MambaConfig& cfg, int64_t num_classes,
+                                                               const std::string& pooling)
+    : backbone(cfg), pooling_(pooling) {
+  MT_CHECK(num_classes >= 2, ErrorKind::Config, "sequence classification needs at least 2 classes, got ",
+           num_classes);
+  if (pooling != "state") pool_mode_from_name(pooling);  // validates the name
+  const int64_t features = pooling == "state" ? cfg.d_inner * cfg.d_state : cfg.d_model;
+  register_module("backbone", backbone);
+  classifier_w = &register_parameter("classifier.weight", Tensor::zeros({num_classes, features}));
+  classifier_b = &register_parameter("classifier.bias", Tensor::zeros({num_classes}));
+}
+
+void MambaForSequenceClassification::init_parameters(Generator& gen) {
+  backbone.init_parameters(gen);
+  const double b = 1.0 / std::sqrt(static_cast<double>(classifier_w->size(1)));
+  init_uniform(*classifier_w, gen, -b, b);
+  classifier_b->zero_();
+}
+
+Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
+  BackboneOutput bo = backbone.forward(ids, opt);
+  const DType cd = opt.compute_dtype;
+  Tensor features;
+  if (pooling_ == "state") {
+    MT_CHECK(!config().bidirectional, ErrorKind::Config,
+             "pooling 'state' needs a unidirectional model (a bidirectional one has two final states)");
+    const int64_t B = ids.size(0);
+    features = cast(reshape(bo.last_ssm_state, {B, -1}), cd);
+  } else {
+    features = masked_pool(bo.last_hidden_state, opt.mask, pool_mode_from_name(pooling_));
+  }
+  return linear(features, as_compute(*classifier_w, cd), as_compute(*classifier_b, cd));
+}
+
+// ---------------------------------------------------------------- token classification
+MambaForTokenClassification::MambaForTokenClassification(const MambaConfig& cfg, int64_t num_classes)
+    : backbone(cfg) {
+  MT_CHECK(num_classes >= 2, ErrorKind::Config, "token classification needs at least 2 classes, got ", num_classes);
+  register_module("backbone", backbone);
+  classifier_w = &register_parameter("classifier.weight", Tensor::zeros({num_classes, cfg.d_model}));
+  classifier_b = &register_parameter("classifier.bias", Tensor::zeros({num_classes}));
+}
+
+void MambaForTokenClassification::init_parameters(Generator& gen) {
+  backbone.init_parameters(gen);
+  const double b = 1.0 / std::sqrt(static_cast<double>(classifier_w->size(1)));
+  init_uniform(*classifier_w, gen, -b, b);
+  classifier_b->zero_();
+}
+
+Tensor MambaForTokenClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
+  BackboneOutput bo = backbone.forward(ids, opt);
+  const DType cd = opt.compute_dtype;
+  return linear(bo.last_hidden_state, as_compute(*classifier_w, cd), as_compute(*classifier_b, cd));
+}
+
+}  // namespace mt::nn

@@ -1,0 +1,63 @@
+// Task heads on top of the Mamba backbone.
+//   MambaLMHeadModel: causal LM, logits = h @ embeddings^T (tied, REFERENCE.md) or an untied lm_head.
+//   MambaForSequenceClassification: pooled features (mean / max / last token / final SSM state, honouring the
+//     padding mask) -> linear classifier.
+//   MambaForTokenClassification: per-token linear classifier.
+#pragma once
+
+#include <string>
+
+#include "nn/mamba.h"
+
+namespace mt::nn {
+
+struct LMOutput {
+  Tensor logits;  // [B, L, V] in the compute dtype
+  Tensor loss;    // scalar: mean next-token cross-entropy (positions 0..L-2 predict 1..L-1), if requested
+  BackboneOutput backbone;
+};
+
+class MambaLMHeadModel : public Module {
+ public:
+  explicit MambaLMHeadModel(const MambaConfig& cfg);
+  // targets (optional) [B, L] i64: token ids to predict with ignore_index -100 (e.g. pads); when undefined and
+  // with_loss, the input ids are the targets. The loss uses logits[:, t] against targets[:, t+1].
+  LMOutput forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss = false,
+                   const Tensor& targets = Tensor()) const;
+  Tensor logits(const Tensor& hidden, DType cd) const;
+  void init_parameters(Generator& gen);
+  const MambaConfig& config() const { return backbone.config(); }
+
+  MambaBackbone backbone;
+  Tensor* lm_head_w = nullptr;  // untied only
+};
+
+// Next-token loss of logits [B, L, V] against targets [B, L] (ignore_index -100), mean over counted positions.
+Tensor next_token_loss(const Tensor& logits, const Tensor& targets);
+
+class MambaForSequenceClassification : public Module {
+ public:
+  // pooling: "mean" | "max" | "last" | "state" (the last layer's final SSM state, flattened [B, d_inner*N]).
+  MambaForSequenceClassification(const MambaConfig& cfg, int64_t num_classes, const std::string& pooling);
+  Tensor forward(const Tensor& ids, const ForwardOptions& opt) const;  // logits [B, C]
+  void init_parameters(Generator& gen);
+  const MambaConfig& config() const { return backbone.config(); }
+
+  MambaBackbone backbone;
+  Tensor *classifier_w, *classifier_b;
+
+ private:
+  std::string pooling_;
+};
+
+class MambaForTokenClassification : public Module {
+ public:
+  MambaForTokenClassification(const MambaConfig& cfg, int64_t num_classes);
+  Tensor forward(const Tensor& ids, const ForwardOptions& opt) const;  // logits [B, L, C]
+  void init_parameters(Generator& gen);
+
+  MambaBackbone backbone;
+  Tensor *classifier_w, *classifier_b;
+};
+
+}  // namespace mt::nn

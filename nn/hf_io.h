@@ -1,0 +1,23 @@
+// HuggingFace checkpoint directories: config.json + model.safetensors (transformers' MambaForCausalLM names, or
+// the original state-spaces names with `backbone.embedding.weight`). lm_head.weight may be absent when tied.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "nn/heads.h"
+
+namespace mt::nn {
+
+// Read DIR/config.json and DIR/model.safetensors into a new model (parameters in f32 unless keep_dtype_f64 and
+// the file is f64, for exact checks). Every failure is an mt::Error(Checkpoint) naming the file and tensor.
+std::unique_ptr<MambaLMHeadModel> load_hf_model(const std::string& dir, bool keep_f64 = false);
+// Map a file's tensor names onto ours: backbone.embedding.weight -> backbone.embeddings.weight; a tied
+// lm_head.weight is dropped. Throws on conflicting duplicates.
+std::map<std::string, Tensor> normalize_hf_names(std::map<std::string, Tensor> tensors, bool tied,
+                                                 const std::string& source);
+// Write DIR/config.json and DIR/model.safetensors (creates DIR). Tensors in f32.
+void save_hf_model(const MambaLMHeadModel& model, const std::string& dir);
+
+}  // namespace mt::nn

@@ -1,0 +1,98 @@
+#include "nn/init.h"
+
+#include <cmath>
+
+#include "autograd/tape.h"
+#include "nn/mamba.h"
+
+namespace mt::nn {
+
+void init_uniform(Tensor& t, Generator& gen, double lo, double hi) {
+  NoGradGuard ng;
+  t.copy_(Tensor::rand(t.shape(), gen, lo, hi, DType::F64));
+}
+
+void init_normal(Tensor& t, Generator& gen, double mean, double std) {
+  NoGradGuard ng;
+  t.copy_(Tensor::randn(t.shape(), gen, mean, std, DType::F64));
+}
+
+void init_dt_bias(Tensor& bias, Generator& gen, const MambaConfig& cfg) {
+  Tensor u = Tensor::rand(bias.shape(), gen, 0.0, 1.0, DType::F64);
+  std::vector<double> v = u.to_vector();
+  const double lmin = std::log(cfg.dt_min), lmax = std::log(cfg.dt_max);
+  for (double& x : v) {
+    double dt = std::exp(x * (lmax - lmin) + lmin);
+    dt = std::max(dt, cfg.dt_init_floor);
+    x = dt + std::log(-std::expm1(-dt));  // inverse of softplus
+  }
+  NoGradGuard ng;
+  bias.copy_(Tensor::from_vector(v, bias.shape(), DType::F64));
+}
+
+void init_A_log(Tensor& A_log) {
+  const int64_t di = A_log.size(0), n = A_log.size(1);
+  std::vector<double> v(static_cast<size_t>(di * n));
+  for (int64_t d = 0; d < di; ++d)
+    for (int64_t j = 0; j < n; ++j) v[d * n + j] = std::log(static_cast<double>(j + 1));
+  NoGradGuard ng;
+  A_log.copy_(Tensor::from_vector(v, A_log.shape(), DType::F64));
+}
+
+void MambaMixer::init_parameters(Generator& gen, int64_t n_layer) {
+  const MambaConfig& c = cfg_;
+  auto fan_in_uniform = [&](Tensor& w, int64_t fan_in) {
+    const double b = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    init_uniform(w, gen, -b, b);
+  };
+  fan_in_uniform(*in_proj_w, c.d_model);
+  if (in_proj_b) in_proj_b->zero_();
+  fan_in_uniform(*conv_w, c.d_conv);  // depthwise: fan_in = (in_channels / groups) * kernel = d_conv
+  if (conv_b) fan_in_uniform(*conv_b, c.d_conv);
+  fan_in_uniform(*x_proj_w, c.d_inner);
+  const double dt_std = std::pow(static_cast<double>(c.dt_rank), -0.5) * c.dt_scale;
+  if (c.dt_init == "constant") {
+    dt_proj_w->fill_(dt_std);
+  } else {
+    init_uniform(*dt_proj_w, gen, -dt_std, dt_std);
+  }
+  init_dt_bias(*dt_proj_b, gen, c);
+  init_A_log(*A_log);
+  D->fill_(1.0);
+  // out_proj: U(+-1/sqrt(fan_in)), then scaled by 1/sqrt(n_layer) (state-spaces' rescale_prenorm_residual).
+  const double b = 1.0 / std::sqrt(static_cast<double>(c.d_inner)) / std::sqrt(static_cast<double>(n_layer));
+  init_uniform(*out_proj_w, gen, -b, b);
+  if (out_proj_b) out_proj_b->zero_();
+}
+
+void MambaBackbone::init_parameters(Generator& gen) {
+  init_normal(*embeddings, gen, 0.0, cfg_.initializer_range);
+  for (auto& layer : layers) {
+    layer->norm_w->fill_(1.0);
+    if (layer->norm_b) layer->norm_b->zero_();
+    layer->mixer.init_parameters(gen, cfg_.n_layer);
+  }
+  norm_f_w->fill_(1.0);
+  if (norm_f_b) norm_f_b->zero_();
+}
+
+std::string check_init_invariants(const MambaBackbone& model, bool after_training) {
+  const MambaConfig& c = model.config();
+  for (size_t i = 0; i < model.layers.size(); ++i) {
+    const MambaMixer& m = model.layers[i]->mixer;
+    std::vector<double> b = m.dt_proj_b->to_vector();
+    for (size_t j = 0; j < b.size(); ++j) {
+      const double sp = b[j] > 20 ? b[j] : std::log1p(std::exp(b[j]));
+      const double lo = std::min(c.dt_min, c.dt_init_floor);
+      if (!std::isfinite(sp) || (!after_training && (sp < lo * (1 - 1e-5) || sp > c.dt_max * (1 + 1e-5))))
+        return str("layer ", i, ": softplus(dt_proj.bias[", j, "]) = ", sp, " outside [", lo, ", ", c.dt_max, "]");
+    }
+    for (double a : m.A_log->to_vector())
+      if (!std::isfinite(a)) return str("layer ", i, ": A_log is not finite");
+    for (double d : m.D->to_vector())
+      if (!std::isfinite(d)) return str("layer ", i, ": D is not finite");
+  }
+  return "";
+}
+
+}  // namespace mt::nn

@@ -1,0 +1,94 @@
+// The Mamba-1 encoder (REFERENCE.md "Mamba-1 block, exactly"), on the tape.
+//
+//   MambaBackbone: embeddings -> n_layer x MambaBlock -> norm_f
+//   MambaBlock (pre-norm, fused residual): residual = h + residual (fp32); h = Norm(residual); h = mixer(h)
+//   MambaMixer: xz = in_proj(h); x, z = split; x = silu(causal_conv1d(x)); [dt | B | C] = x_proj(x);
+//               delta = dt_proj.weight @ dt; y = selective_scan(x, delta, -exp(A_log), B, C, D, z,
+//               dt_proj.bias, softplus); out = out_proj(y)
+// Activations are [B, L, d] (token-major) throughout, so no transposes sit between the GEMMs and the scan.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/rng.h"
+#include "nn/config.h"
+#include "nn/module.h"
+
+namespace mt::nn {
+
+// Per-layer recurrent state for step-by-step (streaming) use: the conv's last K-1 inputs and the SSM state.
+struct LayerState {
+  Tensor conv_state;  // [B, K-1, d_inner] in the compute dtype
+  Tensor ssm_state;   // [B, d_inner, N] f32 (f64 in an f64 model)
+};
+struct InferenceCache {
+  std::vector<LayerState> layers;
+  int64_t position = 0;  // tokens consumed so far
+};
+
+struct ForwardOptions {
+  DType compute_dtype = DType::F32;  // activation / GEMM operand dtype (f32, bf16, f16; f64 for checks)
+  Tensor mask;                       // [B, L], nonzero = real token (optional)
+  bool output_hidden_states = false;
+  InferenceCache* cache = nullptr;   // when set: start from and update these states (streaming)
+};
+
+class MambaMixer : public Module {
+ public:
+  MambaMixer(const MambaConfig& cfg);
+  // h [B, L, d_model] in the compute dtype -> [B, L, d_model]. last_state (optional out): the forward scan's
+  // final SSM state [B, d_inner, N]. state (optional in/out): streaming conv + SSM state.
+  Tensor forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const;
+  void init_parameters(Generator& gen, int64_t n_layer);
+
+  Tensor *in_proj_w, *in_proj_b = nullptr, *conv_w, *conv_b = nullptr, *x_proj_w, *dt_proj_w, *dt_proj_b, *A_log,
+      *D, *out_proj_w, *out_proj_b = nullptr;
+
+ private:
+  // One direction of the mixer on already-masked input.
+  Tensor run(const Tensor& h, const Tensor& mask, DType cd, LayerState* state, Tensor* last_state) const;
+  MambaConfig cfg_;
+};
+
+class MambaBlock : public Module {
+ public:
+  explicit MambaBlock(const MambaConfig& cfg);
+  // Returns (mixer output, residual). residual may be undefined for the first block.
+  std::pair<Tensor, Tensor> forward(const Tensor& h, const Tensor& residual, const ForwardOptions& opt,
+                                    LayerState* state, Tensor* last_state) const;
+  Tensor *norm_w, *norm_b = nullptr;
+  MambaMixer mixer;
+
+ private:
+  MambaConfig cfg_;
+};
+
+struct BackboneOutput {
+  Tensor last_hidden_state;           // [B, L, d_model] after norm_f, compute dtype
+  std::vector<Tensor> hidden_states;  // with output_hidden_states: embeddings, each block's output (residual
+                                      // stream, as HF returns), then the normed final state
+  Tensor last_ssm_state;              // last layer's final SSM state [B, d_inner, N]
+};
+
+class MambaBackbone : public Module {
+ public:
+  explicit MambaBackbone(const MambaConfig& cfg);
+  BackboneOutput forward(const Tensor& ids, const ForwardOptions& opt) const;
+  void init_parameters(Generator& gen);
+  const MambaConfig& config() const { return cfg_; }
+  Tensor *embeddings, *norm_f_w, *norm_f_b = nullptr;
+  std::vector<std::unique_ptr<MambaBlock>> layers;
+
+ private:
+  MambaConfig cfg_;
+};
+
+// Cast a master parameter to the compute dtype, recording the cast (gradients reach the fp32 master).
+Tensor as_compute(const Tensor& param, DType cd);
+// The dtype of SSM state and of A / D / dt bias for a compute dtype: f64 for f64, else f32.
+DType state_dtype(DType cd);
+// New empty streaming cache for batch B on a device.
+InferenceCache make_cache(const MambaConfig& cfg, int64_t batch, DType cd, Device dev);
+
+}  // namespace mt::nn

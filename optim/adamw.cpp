@@ -1,0 +1,83 @@
+#include "optim/adamw.h"
+
+#include <cmath>
+
+#include "autograd/autograd.h"
+#include "autograd/ops/op_util.h"
+
+namespace mt::optim {
+
+bool default_decay(const std::string& name, const Tensor& param) {
+  auto ends_with = [&](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  if (ends_with("A_log") || ends_with(".D") || name == "D" || ends_with(".bias")) return false;
+  if (name.find("norm") != std::string::npos) return false;  // norm.weight, norm_f.weight
+  return param.dim() >= 2;
+}
+
+AdamW::AdamW(const std::vector<std::pair<std::string, Tensor*>>& params, const AdamWOptions& opt) : opt_(opt) {
+  for (auto& np : params) {
+    MT_CHECK_SHAPE(np.second->dtype() == DType::F32 || np.second->dtype() == DType::F64,
+                   "AdamW: parameter ", np.first, " must be an f32 master (got ", np.second->describe(), ")");
+    ParamEntry e;
+    e.name = np.first;
+    e.param = np.second;
+    e.decay = default_decay(np.first, *np.second);
+    e.exp_avg = Tensor::zeros(np.second->shape(), DType::F32, np.second->device());
+    e.exp_avg_sq = Tensor::zeros(np.second->shape(), DType::F32, np.second->device());
+    entries_.push_back(std::move(e));
+  }
+}
+
+void AdamW::step(double lr, double grad_scale) {
+  ++step_;
+  const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
+  for (auto& e : entries_) {
+    Tensor g = grad(*e.param);
+    if (!g.defined()) continue;
+    MT_CHECK_SHAPE(e.param->dtype() == DType::F32, "AdamW: parameter ", e.name, " must be f32, is ",
+                   e.param->describe());
+    g = g.contiguous();
+    kernels::AdamWParams p;
+    p.param = e.param->data<float>();
+    p.grad = g.data_ptr();
+    p.grad_dtype = g.dtype();
+    p.exp_avg = e.exp_avg.data<float>();
+    p.exp_avg_sq = e.exp_avg_sq.data<float>();
+    p.n = e.param->numel();
+    p.lr = static_cast<float>(lr);
+    p.beta1 = static_cast<float>(opt_.beta1);
+    p.beta2 = static_cast<float>(opt_.beta2);
+    p.eps = static_cast<float>(opt_.eps);
+    p.weight_decay = e.decay ? static_cast<float>(opt_.weight_decay) : 0.0f;
+    p.bias_correction1 = static_cast<float>(bc1);
+    p.bias_correction2 = static_cast<float>(bc2);
+    p.grad_scale = static_cast<float>(grad_scale);
+    if (e.param->is_cuda()) {
+      MT_CUDA_ONLY("adamw", kernels::adamw_cuda(p));
+    } else {
+      kernels::adamw_cpu(p);
+    }
+  }
+}
+
+double global_grad_norm(const std::vector<Tensor*>& params) {
+  double s = 0;
+  for (Tensor* t : params) {
+    Tensor g = grad(*t);
+    if (!g.defined()) continue;
+    g = g.contiguous();
+    if (g.is_cuda()) {
+#if defined(MT_WITH_CUDA)
+      s += kernels::sum_squares_cuda(g.data_ptr(), g.dtype(), g.numel());
+#endif
+    } else {
+      s += kernels::sum_squares_cpu(g.data_ptr(), g.dtype(), g.numel());
+    }
+  }
+  return std::sqrt(s);
+}
+
+}  // namespace mt::optim

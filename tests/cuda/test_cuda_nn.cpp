@@ -1,0 +1,104 @@
+// CUDA embedding / log_softmax / cross_entropy forward + backward against the CPU reference.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/shape_ops.h"
+#include "op_compare.h"
+
+using namespace mt;
+
+namespace {
+
+Tensor randn32(const Shape& s, uint64_t seed, double std = 1.0) {
+  Generator g(seed);
+  return Tensor::randn(s, g, 0.0, std, DType::F32);
+}
+
+// Targets in [0, C) with every 5th row ignored (-100).
+Tensor targets_with_ignored(int64_t N, int64_t C, uint64_t seed, DType dt = DType::I64) {
+  Generator g(seed);
+  std::vector<int64_t> t = Tensor::randint({N}, g, 0, C).to_vector_i64();
+  for (int64_t i = 0; i < N; i += 5) t[i] = -100;
+  return Tensor::from_vector_i64(t, {N}, dt);
+}
+
+}  // namespace
+
+TEST(CudaNn, EmbeddingMatchesCpu) {
+  MT_REQUIRE_CUDA();
+  auto f = [](const std::vector<Tensor>& v) { return embedding(v[0], v[1]); };
+  Generator g(3);
+  Tensor ids = Tensor::randint({7, 37}, g, 0, 50);  // many repeats across 259 ids
+  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
+    test::expect_cuda_matches_cpu(f, {randn32({50, 13}, 1), ids}, dt, 1e-5, 1e-5, 1e-2, "embedding i64");
+    test::expect_cuda_matches_cpu(f, {randn32({50, 13}, 2), ids.to(DType::I32)}, dt, 1e-5, 1e-5, 1e-2,
+                                  "embedding i32");
+  }
+  test::expect_cuda_matches_cpu(f, {randn32({1, 1}, 4), Tensor::from_vector_i64({0}, {1})}, DType::F32, 1e-6, 1e-6,
+                                0, "embedding V=1 d=1");
+}
+
+TEST(CudaNn, EmbeddingBadIdOnCuda) {
+  MT_REQUIRE_CUDA();
+  Tensor w = Tensor::zeros({10, 4}, DType::BF16, Device::cuda());
+  Tensor ids = Tensor::from_vector_i64({1, 2, 3, 4, 5, 10}, {2, 3}, DType::I64, Device::cuda());
+  try {
+    embedding(w, ids);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Data);
+    std::string m = e.what();
+    EXPECT_NE(m.find("id 10"), std::string::npos) << m;
+    EXPECT_NE(m.find("[1, 2]"), std::string::npos) << m;
+    EXPECT_NE(m.find("[0, 10)"), std::string::npos) << m;
+  }
+}
+
+TEST(CudaNn, LogSoftmaxMatchesCpu) {
+  MT_REQUIRE_CUDA();
+  auto f = [](int64_t d) { return [d](const std::vector<Tensor>& v) { return log_softmax(v[0], d); }; };
+  for (DType dt : {DType::F32, DType::BF16}) {
+    test::expect_cuda_matches_cpu(f(-1), {randn32({13, 257}, 1, 3.0)}, dt, 1e-4, 1e-4, 3e-2, "dim -1");
+    test::expect_cuda_matches_cpu(f(0), {randn32({7, 5}, 2)}, dt, 1e-4, 1e-4, 3e-2, "dim 0");
+    test::expect_cuda_matches_cpu(f(1), {randn32({2, 9, 3}, 3)}, dt, 1e-4, 1e-4, 3e-2, "middle dim");
+    test::expect_cuda_matches_cpu(f(-1), {randn32({3, 50280}, 4, 2.0)}, dt, 1e-4, 1e-4, 3e-2, "C = 50280");
+    test::expect_cuda_matches_cpu(f(-1), {randn32({5, 1}, 5)}, dt, 1e-6, 1e-6, 3e-2, "C = 1");
+  }
+}
+
+TEST(CudaNn, CrossEntropyMatchesCpu) {
+  MT_REQUIRE_CUDA();
+  auto f = [](const std::vector<Tensor>& v) { return cross_entropy(v[0], v[1]); };
+  for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
+    const double tol = dt == DType::F64 ? 1e-10 : 1e-4;
+    test::expect_cuda_matches_cpu(f, {randn32({37, 50280}, 1, 2.0), targets_with_ignored(37, 50280, 2)}, dt, tol,
+                                  tol, 3e-2, "N=37 C=50280");
+    test::expect_cuda_matches_cpu(f, {randn32({13, 7}, 3), targets_with_ignored(13, 7, 4, DType::I32)}, dt, tol,
+                                  tol, 3e-2, "N=13 C=7 i32");
+    test::expect_cuda_matches_cpu(f, {randn32({4, 1}, 5), Tensor::from_vector_i64({0, 0, -100, 0}, {4})}, dt, tol,
+                                  tol, 3e-2, "C=1");
+  }
+  // Every row ignored: loss 0, gradient 0.
+  Tensor x = randn32({3, 11}, 6).to(Device::cuda()).clone();
+  set_requires_grad(x);
+  Tensor l = cross_entropy(x, Tensor::from_vector_i64({-100, -100, -100}, {3}, DType::I64, Device::cuda()));
+  EXPECT_EQ(l.item(), 0.0);
+  backward(l);
+  EXPECT_EQ(grad(x).to_vector(), std::vector<double>(33, 0.0));
+}
+
+TEST(CudaNn, CrossEntropyBadTargetOnCuda) {
+  MT_REQUIRE_CUDA();
+  Tensor x = Tensor::zeros({4, 50280}, DType::BF16, Device::cuda());
+  try {
+    cross_entropy(x, Tensor::from_vector_i64({0, 50280, 3, -7}, {4}, DType::I32, Device::cuda()));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Data);
+    std::string m = e.what();
+    EXPECT_NE(m.find("target 50280"), std::string::npos) << m;
+    EXPECT_NE(m.find("row 1"), std::string::npos) << m;
+  }
+}

@@ -1,0 +1,413 @@
+// CPU tests of causal_conv1d and the norms (rms / layer, plain and with the fused residual add): values against
+// naive loops written here, gradcheck in f64 of every flag through both outputs, streaming equivalence, errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autograd/ops/conv1d.h"
+#include "autograd/ops/norm.h"
+#include "pack_outputs.h"
+#include "test_util.h"
+
+using namespace mt;
+using mt::test::pack_outputs;
+
+namespace {
+
+// y and final_state by the definition: xx = concat(init, x) along time; y[t] = b + sum_k w[k] xx[t + k].
+void naive_conv(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>* bias,
+                const std::vector<double>* init, int64_t B, int64_t L, int64_t D, int64_t K, bool silu,
+                std::vector<double>& y, std::vector<double>& fin) {
+  auto xx = [&](int64_t b, int64_t s, int64_t d) {
+    if (s >= K - 1) return x[(b * L + s - (K - 1)) * D + d];
+    return init ? (*init)[(b * (K - 1) + s) * D + d] : 0.0;
+  };
+  y.assign(B * L * D, 0.0);
+  fin.assign(B * (K - 1) * D, 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t d = 0; d < D; ++d) {
+        double a = bias ? (*bias)[d] : 0.0;
+        for (int64_t k = 0; k < K; ++k) a += w[d * K + k] * xx(b, t + k, d);
+        y[(b * L + t) * D + d] = silu ? a / (1.0 + std::exp(-a)) : a;
+      }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < K - 1; ++j)
+      for (int64_t d = 0; d < D; ++d) fin[(b * (K - 1) + j) * D + d] = xx(b, L + j, d);
+}
+
+void expect_vec_near(const std::vector<double>& a, const std::vector<double>& b, double tol, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol) << what << " element " << i;
+}
+
+// Rows [t0, t0 + n) of a [B, L, D] tensor's values.
+std::vector<double> time_rows(const Tensor& t, int64_t t0, int64_t n) {
+  const int64_t B = t.size(0), L = t.size(1), D = t.size(2);
+  std::vector<double> v = t.to_vector(), out;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = t0; s < t0 + n; ++s)
+      for (int64_t d = 0; d < D; ++d) out.push_back(v[(b * L + s) * D + d]);
+  return out;
+}
+
+}  // namespace
+
+TEST(ConvNorm, Conv1dMatchesNaiveLoop) {
+  Generator gen(11);
+  const int64_t B = 2, L = 9, D = 5;
+  for (int64_t K : {1, 3, 4})
+    for (int mask = 0; mask < 8; ++mask) {
+      const bool use_bias = mask & 1, use_init = mask & 2, silu = mask & 4;
+      for (DType dt : {DType::F64, DType::F32}) {
+        Tensor x = Tensor::randn({B, L, D}, gen, 0, 1, dt);
+        Tensor w = Tensor::randn({D, K}, gen, 0, 1, dt);
+        Tensor b = use_bias ? Tensor::randn({D}, gen, 0, 1, dt) : Tensor();
+        Tensor init = use_init ? Tensor::randn({B, K - 1, D}, gen, 0, 1, dt) : Tensor();
+        auto out = causal_conv1d(x, w, b, init, silu);
+        std::vector<double> bv = use_bias ? b.to_vector() : std::vector<double>();
+        std::vector<double> iv = use_init ? init.to_vector() : std::vector<double>();
+        std::vector<double> y, fin;
+        naive_conv(x.to_vector(), w.to_vector(), use_bias ? &bv : nullptr, use_init ? &iv : nullptr, B, L, D, K, silu,
+                   y, fin);
+        EXPECT_EQ(out.y.shape(), (Shape{B, L, D}));
+        EXPECT_EQ(out.final_state.shape(), (Shape{B, K - 1, D}));
+        EXPECT_EQ(out.y.dtype(), dt);
+        const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+        const std::string what = str("K=", K, " mask=", mask, " ", dtype_name(dt));
+        expect_vec_near(out.y.to_vector(), y, tol, what + " y");
+        expect_vec_near(out.final_state.to_vector(), fin, 0.0, what + " final_state");
+      }
+    }
+}
+
+TEST(ConvNorm, Conv1dHandComputed) {
+  // One channel, K = 3, w = [1, 2, 3] (w[2] hits the current input), bias 0.5, init = [10, 20].
+  Tensor x = Tensor::from_vector({1, 2, 3}, {1, 3, 1}, DType::F64);
+  Tensor w = Tensor::from_vector({1, 2, 3}, {1, 3}, DType::F64);
+  Tensor b = Tensor::from_vector({0.5}, {1}, DType::F64);
+  Tensor init = Tensor::from_vector({10, 20}, {1, 2, 1}, DType::F64);
+  auto out = causal_conv1d(x, w, b, init, false);
+  // y0 = 10 + 40 + 3 + .5, y1 = 20 + 2 + 6 + .5, y2 = 1 + 4 + 9 + .5
+  EXPECT_EQ(out.y.to_vector(), (std::vector<double>{53.5, 28.5, 14.5}));
+  EXPECT_EQ(out.final_state.to_vector(), (std::vector<double>{2, 3}));
+  auto z = causal_conv1d(x, w, Tensor(), Tensor(), false);  // zero history
+  EXPECT_EQ(z.y.to_vector(), (std::vector<double>{3, 8, 14}));
+}
+
+TEST(ConvNorm, Conv1dGradcheck) {
+  Generator gen(5);
+  const int64_t B = 2, D = 3;
+  int checked = 0;
+  for (int64_t K : {1, 3, 4})
+    for (int64_t L : {1, 2, 9})
+      for (int mask = 0; mask < 8; ++mask) {
+        const bool use_bias = mask & 1, use_init = mask & 2, silu = mask & 4;
+        std::vector<Tensor> in = {Tensor::randn({B, L, D}, gen, 0, 1, DType::F64),
+                                  Tensor::randn({D, K}, gen, 0, 1, DType::F64)};
+        if (use_bias) in.push_back(Tensor::randn({D}, gen, 0, 1, DType::F64));
+        if (use_init) in.push_back(Tensor::randn({B, K - 1, D}, gen, 0, 1, DType::F64));
+        auto f = [&](const std::vector<Tensor>& t) {
+          const Tensor bias = use_bias ? t[2] : Tensor();
+          const Tensor init = use_init ? t[use_bias ? 3 : 2] : Tensor();
+          auto o = causal_conv1d(t[0], t[1], bias, init, silu);
+          return pack_outputs(o.y, o.final_state, DType::F64);  // a loss on both outputs
+        };
+        auto res = gradcheck(f, in);
+        EXPECT_TRUE(res.ok) << "K=" << K << " L=" << L << " bias=" << use_bias << " init=" << use_init
+                            << " silu=" << silu << ": " << res.message;
+        ++checked;
+      }
+  EXPECT_EQ(checked, 72);
+}
+
+TEST(ConvNorm, Conv1dGradcheckFinalStateOnly) {
+  // A loss on final_state alone: its gradient reaches x (and initial_state when L < K-1) and nothing else.
+  Generator gen(6);
+  for (int64_t L : {1, 2, 9}) {
+    std::vector<Tensor> in = {Tensor::randn({2, L, 3}, gen, 0, 1, DType::F64),
+                              Tensor::randn({3, 4}, gen, 0, 1, DType::F64),
+                              Tensor::randn({2, 3, 3}, gen, 0, 1, DType::F64)};
+    auto f = [](const std::vector<Tensor>& t) { return causal_conv1d(t[0], t[1], Tensor(), t[2], true).final_state; };
+    EXPECT_GRADCHECK(gradcheck(f, in));
+  }
+}
+
+TEST(ConvNorm, Conv1dStreamingEqualsOneRun) {
+  Generator gen(21);
+  const int64_t B = 2, L = 9, D = 4;
+  for (int64_t K : {1, 3, 4})
+    for (bool silu : {false, true}) {
+      Tensor x = Tensor::randn({B, L, D}, gen, 0, 1, DType::F64);
+      Tensor w = Tensor::randn({D, K}, gen, 0, 1, DType::F64);
+      Tensor b = Tensor::randn({D}, gen, 0, 1, DType::F64);
+      Tensor init = Tensor::randn({B, K - 1, D}, gen, 0, 1, DType::F64);
+      auto full = causal_conv1d(x, w, b, init, silu);
+      auto chunk = [&](int64_t t0, int64_t n) { return x.as_strided({B, n, D}, {L * D, D, 1}, t0 * D).contiguous(); };
+      const std::string what = str("K=", K, " silu=", silu);
+      // 4 + 5
+      auto a = causal_conv1d(chunk(0, 4), w, b, init, silu);
+      auto c = causal_conv1d(chunk(4, 5), w, b, a.final_state, silu);
+      expect_vec_near(a.y.to_vector(), time_rows(full.y, 0, 4), 1e-12, what + " chunk 4");
+      expect_vec_near(c.y.to_vector(), time_rows(full.y, 4, 5), 1e-12, what + " chunk 5");
+      expect_vec_near(c.final_state.to_vector(), full.final_state.to_vector(), 0.0, what + " final 4+5");
+      // 1 by 1 (decode): state shorter than K-1 steps of new input comes partly from init.
+      Tensor state = init;
+      for (int64_t t = 0; t < L; ++t) {
+        auto s = causal_conv1d(chunk(t, 1), w, b, state, silu);
+        expect_vec_near(s.y.to_vector(), time_rows(full.y, t, 1), 1e-12, what + str(" step ", t));
+        state = s.final_state;
+      }
+      expect_vec_near(state.to_vector(), full.final_state.to_vector(), 0.0, what + " final steps");
+    }
+}
+
+TEST(ConvNorm, Conv1dMixedDtypes) {
+  // bf16 activations with f32 weights (autocast): y / final_state / dx in bf16, dweight / dbias in f32.
+  Generator gen(3);
+  Tensor x = Tensor::randn({2, 5, 3}, gen, 0, 1, DType::BF16);
+  Tensor w = Tensor::randn({3, 4}, gen, 0, 1, DType::F32);
+  Tensor b = Tensor::randn({3}, gen, 0, 1, DType::F32);
+  Tensor init = Tensor::randn({2, 3, 3}, gen, 0, 1, DType::BF16);
+  set_requires_grad(x), set_requires_grad(w), set_requires_grad(b), set_requires_grad(init);
+  auto o = causal_conv1d(x, w, b, init, true);
+  EXPECT_EQ(o.y.dtype(), DType::BF16);
+  EXPECT_EQ(o.final_state.dtype(), DType::BF16);
+  backward(pack_outputs(o.y, o.final_state, DType::F32), Tensor::ones({2 * 5 * 3 + 2 * 3 * 3}, DType::F32));
+  EXPECT_EQ(grad(x).dtype(), DType::BF16);
+  EXPECT_EQ(grad(init).dtype(), DType::BF16);
+  EXPECT_EQ(grad(w).dtype(), DType::F32);
+  EXPECT_EQ(grad(b).dtype(), DType::F32);
+  // Same numbers as the f32 computation on the bf16-rounded inputs.
+  Tensor x32 = x.to(DType::F32), i32 = init.to(DType::F32);
+  set_requires_grad(x32), set_requires_grad(i32);
+  Tensor w2 = w.clone(), b2 = b.clone();
+  set_requires_grad(w2), set_requires_grad(b2);
+  auto r = causal_conv1d(x32, w2, b2, i32, true);
+  backward(pack_outputs(r.y, r.final_state, DType::F32), Tensor::ones({2 * 5 * 3 + 2 * 3 * 3}, DType::F32));
+  EXPECT_CLOSE(o.y.to(DType::F32), r.y, 1e-2, 1e-2);
+  EXPECT_CLOSE(grad(w), grad(w2), 1e-6, 1e-6);
+  EXPECT_CLOSE(grad(b), grad(b2), 1e-6, 1e-6);
+  EXPECT_CLOSE(grad(x).to(DType::F32), grad(x32), 1e-2, 1e-2);
+}
+
+TEST(ConvNorm, Conv1dErrors) {
+  Tensor x = Tensor::ones({2, 5, 3});
+  Tensor w = Tensor::ones({3, 4});
+  auto msg = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Shape);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg([&] {
+              causal_conv1d(Tensor::ones({5, 3}), w, Tensor(), Tensor(), false);
+            }).find("[B, L, D]"),
+            std::string::npos);
+  EXPECT_NE(msg([&] {
+              causal_conv1d(x, Tensor::ones({4, 4}), Tensor(), Tensor(), false);
+            }).find("weight must be [D, K]"),
+            std::string::npos);
+  EXPECT_NE(msg([&] {
+              causal_conv1d(x, Tensor::ones({3, 1, 4}), Tensor(), Tensor(), false);
+            }).find("reshape"),
+            std::string::npos);
+  EXPECT_NE(msg([&] { causal_conv1d(x, w, Tensor::ones({4}), Tensor(), false); }).find("bias must be [3]"),
+            std::string::npos);
+  EXPECT_NE(msg([&] {
+              causal_conv1d(x, w, Tensor(), Tensor::ones({2, 4, 3}), false);
+            }).find("initial_state"),
+            std::string::npos);
+  EXPECT_NE(msg([&] { causal_conv1d(x, w.to(DType::F64), Tensor(), Tensor(), false); }).find("or f32"),
+            std::string::npos);
+  EXPECT_NE(msg([&] {
+              causal_conv1d(x, w, Tensor(), Tensor::ones({2, 3, 3}, DType::F64), false);
+            }).find("causal_conv1d"),
+            std::string::npos);
+  EXPECT_NE(msg([&] {
+              causal_conv1d(Tensor::ones({2, 5, 3}, DType::I64), w, Tensor(), Tensor(), false);
+            }).find("float"),
+            std::string::npos);
+}
+
+// ---------------------------------------------------------------- norms
+
+namespace {
+
+// Naive norm of each row of v ([rows, H]): rms or layer, optional bias.
+std::vector<double> naive_norm(const std::vector<double>& v, int64_t H, const std::vector<double>& w,
+                               const std::vector<double>* b, bool rms, double eps) {
+  std::vector<double> y(v.size());
+  for (size_t r0 = 0; r0 < v.size(); r0 += H) {
+    double mu = 0, ss = 0;
+    if (!rms) {
+      for (int64_t c = 0; c < H; ++c) mu += v[r0 + c];
+      mu /= H;
+    }
+    for (int64_t c = 0; c < H; ++c) ss += (v[r0 + c] - mu) * (v[r0 + c] - mu);
+    const double rstd = 1.0 / std::sqrt(ss / H + eps);
+    for (int64_t c = 0; c < H; ++c) y[r0 + c] = (v[r0 + c] - mu) * rstd * w[c] + (b ? (*b)[c] : 0.0);
+  }
+  return y;
+}
+
+}  // namespace
+
+TEST(ConvNorm, RmsNormMatchesReferenceFormula) {
+  // REFERENCE.md: h = RMSNorm(residual), x * rsqrt(mean(x^2) + eps) * w, eps 1e-5.
+  Generator gen(8);
+  for (int64_t H : {1, 7, 768}) {
+    Tensor x = Tensor::randn({3, 4, H}, gen, 0, 1, DType::F32);
+    Tensor w = Tensor::rand({H}, gen, 0.5, 1.5, DType::F32);
+    const auto xv = x.to_vector(), wv = w.to_vector();
+    std::vector<double> ref(xv.size());
+    for (size_t r0 = 0; r0 < xv.size(); r0 += H) {
+      double ms = 0;
+      for (int64_t c = 0; c < H; ++c) ms += xv[r0 + c] * xv[r0 + c];
+      ms /= H;
+      for (int64_t c = 0; c < H; ++c) ref[r0 + c] = xv[r0 + c] / std::sqrt(ms + 1e-5) * wv[c];
+    }
+    Tensor y = rms_norm(x, w, 1e-5);
+    EXPECT_EQ(y.dtype(), DType::F32);
+    EXPECT_EQ(y.shape(), x.shape());
+    expect_vec_near(y.to_vector(), ref, 1e-5, str("rms_norm H=", H));
+
+    // Fused: residual_out = x + residual in f32, y = RMSNorm(residual_out), here cast to bf16.
+    Tensor res = Tensor::randn({3, 4, H}, gen, 0, 1, DType::F32);
+    auto o = rms_norm_residual(x.to(DType::BF16), res, w, 1e-5, DType::BF16);
+    EXPECT_EQ(o.y.dtype(), DType::BF16);
+    EXPECT_EQ(o.residual.dtype(), DType::F32);
+    const auto xb = x.to(DType::BF16).to_vector(), rv = res.to_vector();
+    std::vector<double> sum(xb.size());
+    for (size_t i = 0; i < xb.size(); ++i)
+      sum[i] = static_cast<double>(static_cast<float>(xb[i]) + static_cast<float>(rv[i]));
+    expect_vec_near(o.residual.to_vector(), sum, 0.0, "residual_out");
+    EXPECT_CLOSE(o.y, Tensor::from_vector(naive_norm(sum, H, wv, nullptr, true, 1e-5), x.shape(), DType::F64), 1e-2,
+                 1e-2);
+  }
+}
+
+TEST(ConvNorm, LayerNormMatchesNaive) {
+  Generator gen(9);
+  for (int64_t H : {1, 7, 768}) {
+    Tensor x = Tensor::randn({5, H}, gen, 1, 2, DType::F32);
+    Tensor w = Tensor::rand({H}, gen, 0.5, 1.5, DType::F32);
+    Tensor b = Tensor::randn({H}, gen, 0, 1, DType::F32);
+    const auto wv = w.to_vector(), bv = b.to_vector();
+    EXPECT_CLOSE(layer_norm(x, w, b, 1e-5),
+                 Tensor::from_vector(naive_norm(x.to_vector(), H, wv, &bv, false, 1e-5), x.shape(), DType::F64), 1e-5,
+                 1e-5);
+    EXPECT_CLOSE(layer_norm(x, w, Tensor(), 1e-5),
+                 Tensor::from_vector(naive_norm(x.to_vector(), H, wv, nullptr, false, 1e-5), x.shape(), DType::F64),
+                 1e-5, 1e-5);
+    Tensor res = Tensor::randn({5, H}, gen, 0, 1, DType::F32);
+    auto o = layer_norm_residual(x, res, w, b, 1e-6, DType::F32);
+    std::vector<double> sum = o.residual.to_vector();
+    const auto xv = x.to_vector(), rv = res.to_vector();
+    for (size_t i = 0; i < sum.size(); ++i)
+      ASSERT_EQ(sum[i], static_cast<double>(static_cast<float>(xv[i]) + static_cast<float>(rv[i])));
+    EXPECT_CLOSE(o.y, Tensor::from_vector(naive_norm(sum, H, wv, &bv, false, 1e-6), x.shape(), DType::F64), 1e-5, 1e-5);
+  }
+}
+
+TEST(ConvNorm, NormGradcheck) {
+  Generator gen(13);
+  int checked = 0;
+  for (int64_t H : {1, 2, 7})
+    for (bool rms : {true, false})
+      for (bool fused : {false, true})
+        for (bool with_res : {false, true})
+          for (bool with_bias : {false, true}) {
+            if ((rms && with_bias) || (!fused && with_res)) continue;
+            std::vector<Tensor> in = {Tensor::randn({2, 3, H}, gen, 0.3, 1, DType::F64),
+                                      Tensor::rand({H}, gen, 0.5, 1.5, DType::F64)};
+            if (with_bias) in.push_back(Tensor::randn({H}, gen, 0, 1, DType::F64));
+            if (with_res) in.push_back(Tensor::randn({2, 3, H}, gen, 0, 1, DType::F64));
+            auto f = [&](const std::vector<Tensor>& t) {
+              const Tensor bias = with_bias ? t[2] : Tensor();
+              const Tensor res = with_res ? t.back() : Tensor();
+              if (!fused) return rms ? rms_norm(t[0], t[1], 1e-5) : layer_norm(t[0], t[1], bias, 1e-5);
+              NormOut o = rms ? rms_norm_residual(t[0], res, t[1], 1e-5, DType::F64)
+                              : layer_norm_residual(t[0], res, t[1], bias, 1e-5, DType::F64);
+              EXPECT_EQ(o.residual.dtype(), DType::F64);
+              return pack_outputs(o.y, o.residual, DType::F64);  // a loss on both outputs
+            };
+            auto r = gradcheck(f, in);
+            EXPECT_TRUE(r.ok) << "H=" << H << " rms=" << rms << " fused=" << fused << " residual=" << with_res
+                              << " bias=" << with_bias << ": " << r.message;
+            ++checked;
+          }
+  EXPECT_EQ(checked, 27);
+}
+
+TEST(ConvNorm, NormResidualChainGradcheck) {
+  // Two pre-norm blocks: the first block's residual_out is the second's residual input, and its y is used too,
+  // so the gradient of the residual stream is the sum of the two paths.
+  Generator gen(17);
+  std::vector<Tensor> in = {Tensor::randn({2, 5}, gen, 0, 1, DType::F64), Tensor::randn({2, 5}, gen, 0, 1, DType::F64),
+                            Tensor::rand({5}, gen, 0.5, 1.5, DType::F64), Tensor::rand({5}, gen, 0.5, 1.5, DType::F64)};
+  auto f = [](const std::vector<Tensor>& t) {
+    NormOut a = rms_norm_residual(t[0], Tensor(), t[2], 1e-5, DType::F64);
+    NormOut b = rms_norm_residual(t[1], a.residual, t[3], 1e-5, DType::F64);
+    return pack_outputs(pack_outputs(a.y, b.y, DType::F64), b.residual, DType::F64);
+  };
+  EXPECT_GRADCHECK(gradcheck(f, in));
+}
+
+TEST(ConvNorm, NormGradDtypes) {
+  Generator gen(4);
+  Tensor x = Tensor::randn({3, 8}, gen, 0, 1, DType::BF16);
+  Tensor res = Tensor::randn({3, 8}, gen, 0, 1, DType::F32);
+  Tensor w = Tensor::rand({8}, gen, 0.5, 1.5, DType::F32);
+  Tensor b = Tensor::randn({8}, gen, 0, 1, DType::F32);
+  set_requires_grad(x), set_requires_grad(res), set_requires_grad(w), set_requires_grad(b);
+  auto o = layer_norm_residual(x, res, w, b, 1e-5, DType::BF16);
+  backward(pack_outputs(o.y, o.residual, DType::F32), Tensor::ones({48}, DType::F32));
+  EXPECT_EQ(grad(x).dtype(), DType::BF16);
+  EXPECT_EQ(grad(res).dtype(), DType::F32);
+  EXPECT_EQ(grad(w).dtype(), DType::F32);
+  EXPECT_EQ(grad(b).dtype(), DType::F32);
+  // Unit gradients on y and on residual_out, weight 1: through the norm d(sum_c y_c)/dr = rstd (1 - 1 - n mean(n))
+  // = 0 (mean(n) = 0 for LayerNorm), so d residual is exactly the 1 that residual_out passes straight back.
+  Tensor x2 = Tensor::randn({2, 6}, gen, 0, 1, DType::F32), r2 = Tensor::randn({2, 6}, gen, 0, 1, DType::F32);
+  Tensor w2 = Tensor::ones({6}, DType::F32);
+  set_requires_grad(r2);
+  auto o2 = layer_norm_residual(x2, r2, w2, Tensor(), 1e-5, DType::F32);
+  backward(pack_outputs(o2.y, o2.residual, DType::F32), Tensor::ones({24}, DType::F32));
+  std::vector<double> g = grad(r2).to_vector();
+  for (double v : g) EXPECT_NEAR(v, 1.0, 1e-5);
+}
+
+TEST(ConvNorm, NormErrors) {
+  Tensor x = Tensor::ones({2, 4});
+  Tensor w = Tensor::ones({4});
+  auto msg = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Shape);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg([&] { rms_norm(x, Tensor::ones({3}), 1e-5); }).find("rms_norm: weight must be [4]"), std::string::npos);
+  EXPECT_NE(msg([&] { rms_norm(x, w.to(DType::BF16), 1e-5); }).find("f32 or f64"), std::string::npos);
+  EXPECT_NE(msg([&] { layer_norm(x, w, Tensor::ones({5}), 1e-5); }).find("bias must be [4]"), std::string::npos);
+  EXPECT_NE(msg([&] {
+              rms_norm_residual(x, Tensor::ones({2, 4}, DType::F64), w, 1e-5, DType::F32);
+            }).find("residual must be f32"),
+            std::string::npos);
+  EXPECT_NE(msg([&] {
+              rms_norm_residual(x, Tensor::ones({2, 5}), w, 1e-5, DType::F32);
+            }).find("x's shape"),
+            std::string::npos);
+  EXPECT_NE(msg([&] { rms_norm_residual(x, Tensor(), w, 1e-5, DType::I32); }).find("out_dtype"), std::string::npos);
+  EXPECT_NE(msg([&] { layer_norm(x, w, Tensor(), -1.0); }).find("eps"), std::string::npos);
+  EXPECT_NE(msg([&] { rms_norm(Tensor::ones({2, 4}, DType::I64), w, 1e-5); }).find("float"), std::string::npos);
+}

@@ -1,0 +1,61 @@
+// Shared helpers for the test suite.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "autograd/gradcheck.h"
+#include "core/device.h"
+#include "core/tensor.h"
+
+namespace mt::test {
+
+// Skip a test unless a GPU is visible (CUDA tests carry the ctest label `cuda`).
+#define MT_REQUIRE_CUDA()                                              \
+  do {                                                                 \
+    if (!::mt::cuda_available()) GTEST_SKIP() << "no CUDA device";     \
+  } while (0)
+
+// Path of a file in the source tree (tests/data/..., configs/...).
+inline std::string source_path(const std::string& rel) { return std::string(MT_SOURCE_DIR) + "/" + rel; }
+
+// Max over elements of |a-b| / (atol + rtol*|b|); <= 1 means within tolerance. NaN anywhere gives +inf.
+inline double tolerance_ratio(const std::vector<double>& a, const std::vector<double>& b, double atol, double rtol) {
+  if (a.size() != b.size()) return INFINITY;
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double r = std::fabs(a[i] - b[i]) / (atol + rtol * std::fabs(b[i]));
+    if (std::isnan(r)) return INFINITY;
+    if (r > worst) worst = r;
+  }
+  return worst;
+}
+
+// ||a - b|| / ||b|| over all elements (NaN -> inf).
+inline double rel_l2(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  double r = std::sqrt(num / (den > 0 ? den : 1e-300));
+  return std::isnan(r) ? INFINITY : r;
+}
+
+#define EXPECT_CLOSE(actual, expected, atol, rtol)                                                       \
+  do {                                                                                                   \
+    auto mt_a_ = (actual).to_vector();                                                                   \
+    auto mt_b_ = (expected).to_vector();                                                                 \
+    ASSERT_EQ(mt_a_.size(), mt_b_.size());                                                               \
+    double mt_r_ = ::mt::test::tolerance_ratio(mt_a_, mt_b_, (atol), (rtol));                            \
+    EXPECT_LE(mt_r_, 1.0) << "tolerance ratio " << mt_r_ << " (atol " << (atol) << ", rtol " << (rtol) << ")"; \
+  } while (0)
+
+#define EXPECT_GRADCHECK(result) EXPECT_TRUE((result).ok) << (result).message
+
+}  // namespace mt::test
