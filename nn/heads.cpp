@@ -15,16 +15,19 @@ namespace mt::nn {
 // ---------------------------------------------------------------- LM
 MambaLMHeadModel::MambaLMHeadModel(const MambaConfig& cfg) : backbone(cfg) {
   register_module("backbone", backbone);
-  if (!cfg.tie_embeddings) lm_head_w = &register_parameter("lm_head.weight", Tensor::zeros({cfg.vocab_size, cfg.d_model}));
+  if (!cfg.tie_embeddings) {
+    lm_head = std::make_unique<Linear>(cfg.d_model, cfg.vocab_size, false);
+    register_module("lm_head", *lm_head);
+  }
 }
 
 void MambaLMHeadModel::init_parameters(Generator& gen) {
   backbone.init_parameters(gen);
-  if (lm_head_w) init_normal(*lm_head_w, gen, 0.0, config().initializer_range);
+  if (lm_head) init_normal(*lm_head->weight, gen, 0.0, config().initializer_range);
 }
 
 Tensor MambaLMHeadModel::logits(const Tensor& hidden, DType cd) const {
-  return linear(hidden, as_compute(lm_head_w ? *lm_head_w : *backbone.embeddings, cd));
+  return linear(hidden, as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd));
 }
 
 Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
@@ -50,21 +53,21 @@ LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt,
 // ---------------------------------------------------------------- sequence classification
 MambaForSequenceClassification::MambaForSequenceClassification(const MambaConfig& cfg, int64_t num_classes,
                                                                const std::string& pooling)
-    : backbone(cfg), pooling_(pooling) {
+    : backbone(cfg),
+      classifier(pooling == "state" ? cfg.d_inner * cfg.d_state : cfg.d_model, num_classes, true),
+      pooling_(pooling) {
   MT_CHECK(num_classes >= 2, ErrorKind::Config, "sequence classification needs at least 2 classes, got ",
            num_classes);
   if (pooling != "state") pool_mode_from_name(pooling);  // validates the name
-  const int64_t features = pooling == "state" ? cfg.d_inner * cfg.d_state : cfg.d_model;
   register_module("backbone", backbone);
-  classifier_w = &register_parameter("classifier.weight", Tensor::zeros({num_classes, features}));
-  classifier_b = &register_parameter("classifier.bias", Tensor::zeros({num_classes}));
+  register_module("classifier", classifier);
 }
 
 void MambaForSequenceClassification::init_parameters(Generator& gen) {
   backbone.init_parameters(gen);
-  const double b = 1.0 / std::sqrt(static_cast<double>(classifier_w->size(1)));
-  init_uniform(*classifier_w, gen, -b, b);
-  classifier_b->zero_();
+  const double b = 1.0 / std::sqrt(static_cast<double>(classifier.weight->size(1)));
+  init_uniform(*classifier.weight, gen, -b, b);
+  classifier.bias->zero_();
 }
 
 Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
@@ -79,29 +82,28 @@ Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardO
   } else {
     features = masked_pool(bo.last_hidden_state, opt.mask, pool_mode_from_name(pooling_));
   }
-  return linear(features, as_compute(*classifier_w, cd), as_compute(*classifier_b, cd));
+  return classifier.forward(features, cd);
 }
 
 // ---------------------------------------------------------------- token classification
 MambaForTokenClassification::MambaForTokenClassification(const MambaConfig& cfg, int64_t num_classes)
-    : backbone(cfg) {
+    : backbone(cfg), classifier(cfg.d_model, num_classes, true) {
   MT_CHECK(num_classes >= 2, ErrorKind::Config, "token classification needs at least 2 classes, got ", num_classes);
   register_module("backbone", backbone);
-  classifier_w = &register_parameter("classifier.weight", Tensor::zeros({num_classes, cfg.d_model}));
-  classifier_b = &register_parameter("classifier.bias", Tensor::zeros({num_classes}));
+  register_module("classifier", classifier);
 }
 
 void MambaForTokenClassification::init_parameters(Generator& gen) {
   backbone.init_parameters(gen);
-  const double b = 1.0 / std::sqrt(static_cast<double>(classifier_w->size(1)));
-  init_uniform(*classifier_w, gen, -b, b);
-  classifier_b->zero_();
+  const double b = 1.0 / std::sqrt(static_cast<double>(classifier.weight->size(1)));
+  init_uniform(*classifier.weight, gen, -b, b);
+  classifier.bias->zero_();
 }
 
 Tensor MambaForTokenClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
   BackboneOutput bo = backbone.forward(ids, opt);
   const DType cd = opt.compute_dtype;
-  return linear(bo.last_hidden_state, as_compute(*classifier_w, cd), as_compute(*classifier_b, cd));
+  return classifier.forward(bo.last_hidden_state, cd);
 }
 
 }  // namespace mt::nn

@@ -5,6 +5,7 @@
 //   MambaForTokenClassification: per-token linear classifier.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "nn/mamba.h"
@@ -29,7 +30,7 @@ class MambaLMHeadModel : public Module {
   const MambaConfig& config() const { return backbone.config(); }
 
   MambaBackbone backbone;
-  Tensor* lm_head_w = nullptr;  // untied only
+  std::unique_ptr<Linear> lm_head;  // untied only (tied: the embedding matrix)
 };
 
 // Next-token loss of logits [B, L, V] against targets [B, L] (ignore_index -100), mean over counted positions.
@@ -44,7 +45,7 @@ class MambaForSequenceClassification : public Module {
   const MambaConfig& config() const { return backbone.config(); }
 
   MambaBackbone backbone;
-  Tensor *classifier_w, *classifier_b;
+  Linear classifier;
 
  private:
   std::string pooling_;
@@ -57,7 +58,7 @@ class MambaForTokenClassification : public Module {
   void init_parameters(Generator& gen);
 
   MambaBackbone backbone;
-  Tensor *classifier_w, *classifier_b;
+  Linear classifier;
 };
 
 }  // namespace mt::nn

@@ -45,42 +45,42 @@ void MambaMixer::init_parameters(Generator& gen, int64_t n_layer) {
     const double b = 1.0 / std::sqrt(static_cast<double>(fan_in));
     init_uniform(w, gen, -b, b);
   };
-  fan_in_uniform(*in_proj_w, c.d_model);
-  if (in_proj_b) in_proj_b->zero_();
-  fan_in_uniform(*conv_w, c.d_conv);  // depthwise: fan_in = (in_channels / groups) * kernel = d_conv
-  if (conv_b) fan_in_uniform(*conv_b, c.d_conv);
-  fan_in_uniform(*x_proj_w, c.d_inner);
+  fan_in_uniform(*in_proj.weight, c.d_model);
+  if (in_proj.bias) in_proj.bias->zero_();
+  fan_in_uniform(*conv1d.weight, c.d_conv);  // depthwise: fan_in = (in_channels / groups) * kernel = d_conv
+  if (conv1d.bias) fan_in_uniform(*conv1d.bias, c.d_conv);
+  fan_in_uniform(*x_proj.weight, c.d_inner);
   const double dt_std = std::pow(static_cast<double>(c.dt_rank), -0.5) * c.dt_scale;
   if (c.dt_init == "constant") {
-    dt_proj_w->fill_(dt_std);
+    dt_proj.weight->fill_(dt_std);
   } else {
-    init_uniform(*dt_proj_w, gen, -dt_std, dt_std);
+    init_uniform(*dt_proj.weight, gen, -dt_std, dt_std);
   }
-  init_dt_bias(*dt_proj_b, gen, c);
+  init_dt_bias(*dt_proj.bias, gen, c);
   init_A_log(*A_log);
   D->fill_(1.0);
   // out_proj: U(+-1/sqrt(fan_in)), then scaled by 1/sqrt(n_layer) (state-spaces' rescale_prenorm_residual).
   const double b = 1.0 / std::sqrt(static_cast<double>(c.d_inner)) / std::sqrt(static_cast<double>(n_layer));
-  init_uniform(*out_proj_w, gen, -b, b);
-  if (out_proj_b) out_proj_b->zero_();
+  init_uniform(*out_proj.weight, gen, -b, b);
+  if (out_proj.bias) out_proj.bias->zero_();
 }
 
 void MambaBackbone::init_parameters(Generator& gen) {
-  init_normal(*embeddings, gen, 0.0, cfg_.initializer_range);
+  init_normal(*embeddings.weight, gen, 0.0, cfg_.initializer_range);
   for (auto& layer : layers) {
-    layer->norm_w->fill_(1.0);
-    if (layer->norm_b) layer->norm_b->zero_();
+    layer->norm.weight->fill_(1.0);
+    if (layer->norm.bias) layer->norm.bias->zero_();
     layer->mixer.init_parameters(gen, cfg_.n_layer);
   }
-  norm_f_w->fill_(1.0);
-  if (norm_f_b) norm_f_b->zero_();
+  norm_f.weight->fill_(1.0);
+  if (norm_f.bias) norm_f.bias->zero_();
 }
 
 std::string check_init_invariants(const MambaBackbone& model, bool after_training) {
   const MambaConfig& c = model.config();
   for (size_t i = 0; i < model.layers.size(); ++i) {
     const MambaMixer& m = model.layers[i]->mixer;
-    std::vector<double> b = m.dt_proj_b->to_vector();
+    std::vector<double> b = m.dt_proj.bias->to_vector();
     for (size_t j = 0; j < b.size(); ++j) {
       const double sp = b[j] > 20 ? b[j] : std::log1p(std::exp(b[j]));
       const double lo = std::min(c.dt_min, c.dt_init_floor);

@@ -14,9 +14,6 @@
 
 namespace mt::nn {
 
-Tensor as_compute(const Tensor& param, DType cd) { return param.dtype() == cd ? param : cast(param, cd); }
-DType state_dtype(DType cd) { return cd == DType::F64 ? DType::F64 : DType::F32; }
-
 InferenceCache make_cache(const MambaConfig& cfg, int64_t batch, DType cd, Device dev) {
   InferenceCache c;
   for (int64_t i = 0; i < cfg.n_layer; ++i) {
@@ -29,45 +26,41 @@ InferenceCache make_cache(const MambaConfig& cfg, int64_t batch, DType cd, Devic
 }
 
 // ---------------------------------------------------------------- MambaMixer
-MambaMixer::MambaMixer(const MambaConfig& c) : cfg_(c) {
-  const int64_t d = c.d_model, di = c.d_inner, n = c.d_state, r = c.dt_rank, k = c.d_conv;
-  in_proj_w = &register_parameter("in_proj.weight", Tensor::zeros({2 * di, d}));
-  if (c.proj_bias) in_proj_b = &register_parameter("in_proj.bias", Tensor::zeros({2 * di}));
-  conv_w = &register_parameter("conv1d.weight", Tensor::zeros({di, 1, k}));
-  if (c.conv_bias) conv_b = &register_parameter("conv1d.bias", Tensor::zeros({di}));
-  x_proj_w = &register_parameter("x_proj.weight", Tensor::zeros({r + 2 * n, di}));
-  dt_proj_w = &register_parameter("dt_proj.weight", Tensor::zeros({di, r}));
-  dt_proj_b = &register_parameter("dt_proj.bias", Tensor::zeros({di}));
-  A_log = &register_parameter("A_log", Tensor::zeros({di, n}));
-  D = &register_parameter("D", Tensor::ones({di}));
-  out_proj_w = &register_parameter("out_proj.weight", Tensor::zeros({d, di}));
-  if (c.proj_bias) out_proj_b = &register_parameter("out_proj.bias", Tensor::zeros({d}));
+MambaMixer::MambaMixer(const MambaConfig& c)
+    : in_proj(c.d_model, 2 * c.d_inner, c.proj_bias),
+      conv1d(c.d_inner, c.d_conv, c.conv_bias),
+      x_proj(c.d_inner, c.dt_rank + 2 * c.d_state, false),
+      dt_proj(c.dt_rank, c.d_inner, true),
+      out_proj(c.d_inner, c.d_model, c.proj_bias),
+      cfg_(c) {
+  register_module("in_proj", in_proj);
+  register_module("conv1d", conv1d);
+  register_module("x_proj", x_proj);
+  register_module("dt_proj", dt_proj);
+  A_log = &register_parameter("A_log", Tensor::zeros({c.d_inner, c.d_state}));
+  D = &register_parameter("D", Tensor::ones({c.d_inner}));
+  register_module("out_proj", out_proj);
 }
 
 Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, DType cd, LayerState* state, Tensor* last_state) const {
-  const int64_t di = cfg_.d_inner, n = cfg_.d_state, r = cfg_.dt_rank, k = cfg_.d_conv;
+  const int64_t di = cfg_.d_inner, n = cfg_.d_state, r = cfg_.dt_rank;
   const DType sd = state_dtype(cd);
-  Tensor xz = linear(h, as_compute(*in_proj_w, cd), in_proj_b ? as_compute(*in_proj_b, cd) : Tensor());
+  Tensor xz = in_proj.forward(h, cd);
   Tensor x = contiguous(slice(xz, -1, 0, di));
   Tensor z = contiguous(slice(xz, -1, di, 2 * di));
   if (mask.defined()) x = mul(x, unsqueeze(mask, -1));  // pads enter the conv as zeros
-  CausalConv1dOut conv = causal_conv1d(x, reshape(as_compute(*conv_w, cd), {di, k}),
-                                       conv_b ? as_compute(*conv_b, cd) : Tensor(),
-                                       state ? state->conv_state : Tensor(), /*apply_silu=*/true);
-  Tensor xdbl = linear(conv.y, as_compute(*x_proj_w, cd));
+  Tensor u = conv1d.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr);
+  Tensor xdbl = x_proj.forward(u, cd);
   Tensor dt = contiguous(slice(xdbl, -1, 0, r));
   Tensor Bm = contiguous(slice(xdbl, -1, r, r + n));
   Tensor Cm = contiguous(slice(xdbl, -1, r + n, r + 2 * n));
-  Tensor delta = linear(dt, as_compute(*dt_proj_w, cd));
+  Tensor delta = linear(dt, as_compute(*dt_proj.weight, cd));  // the bias goes into the scan, in fp32
   Tensor A = neg(exp(as_compute(*A_log, sd)));
-  SelectiveScanOut scan = selective_scan(conv.y, delta, A, Bm, Cm, as_compute(*D, sd), z, as_compute(*dt_proj_b, sd),
+  SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, as_compute(*D, sd), z, as_compute(*dt_proj.bias, sd),
                                          /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask);
-  if (state) {
-    state->conv_state = conv.final_state;
-    state->ssm_state = scan.last_state;
-  }
+  if (state) state->ssm_state = scan.last_state;
   if (last_state) *last_state = scan.last_state;
-  return linear(scan.y, as_compute(*out_proj_w, cd), out_proj_b ? as_compute(*out_proj_b, cd) : Tensor());
+  return out_proj.forward(scan.y, cd);
 }
 
 Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const {
@@ -84,30 +77,26 @@ Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerStat
 }
 
 // ---------------------------------------------------------------- MambaBlock
-MambaBlock::MambaBlock(const MambaConfig& c) : mixer(c), cfg_(c) {
-  norm_w = &register_parameter("norm.weight", Tensor::ones({c.d_model}));
-  if (c.norm == "layernorm") norm_b = &register_parameter("norm.bias", Tensor::zeros({c.d_model}));
+MambaBlock::MambaBlock(const MambaConfig& c) : norm(c.d_model, c.norm == "layernorm", c.norm_eps), mixer(c), cfg_(c) {
+  register_module("norm", norm);
   register_module("mixer", mixer);
 }
 
 std::pair<Tensor, Tensor> MambaBlock::forward(const Tensor& h, const Tensor& residual, const ForwardOptions& opt,
                                               LayerState* state, Tensor* last_state) const {
-  const DType cd = opt.compute_dtype, sd = state_dtype(cd);
-  NormOut n = norm_b ? layer_norm_residual(h, residual, as_compute(*norm_w, sd), as_compute(*norm_b, sd),
-                                           cfg_.norm_eps, cd)
-                     : rms_norm_residual(h, residual, as_compute(*norm_w, sd), cfg_.norm_eps, cd);
+  NormOut n = norm.forward(h, residual, opt.compute_dtype);
   return {mixer.forward(n.y, opt, state, last_state), n.residual};
 }
 
 // ---------------------------------------------------------------- MambaBackbone
-MambaBackbone::MambaBackbone(const MambaConfig& c) : cfg_(c) {
-  embeddings = &register_parameter("embeddings.weight", Tensor::zeros({c.vocab_size, c.d_model}));
+MambaBackbone::MambaBackbone(const MambaConfig& c)
+    : embeddings(c.vocab_size, c.d_model), norm_f(c.d_model, c.norm == "layernorm", c.norm_eps), cfg_(c) {
+  register_module("embeddings", embeddings);
   for (int64_t i = 0; i < c.n_layer; ++i) {
     layers.push_back(std::make_unique<MambaBlock>(c));
     register_module("layers." + std::to_string(i), *layers.back());
   }
-  norm_f_w = &register_parameter("norm_f.weight", Tensor::ones({c.d_model}));
-  if (c.norm == "layernorm") norm_f_b = &register_parameter("norm_f.bias", Tensor::zeros({c.d_model}));
+  register_module("norm_f", norm_f);
 }
 
 BackboneOutput MambaBackbone::forward(const Tensor& ids, const ForwardOptions& opt) const {
@@ -118,9 +107,9 @@ BackboneOutput MambaBackbone::forward(const Tensor& ids, const ForwardOptions& o
   if (opt.cache)
     MT_CHECK_SHAPE(static_cast<int64_t>(opt.cache->layers.size()) == cfg_.n_layer, "inference cache has ",
                    opt.cache->layers.size(), " layers, model has ", cfg_.n_layer);
-  const DType cd = opt.compute_dtype, sd = state_dtype(cd);
+  const DType cd = opt.compute_dtype;
   BackboneOutput out;
-  Tensor h = embedding(as_compute(*embeddings, cd), ids);
+  Tensor h = embeddings.forward(ids, cd);
   if (opt.output_hidden_states) out.hidden_states.push_back(h);
   Tensor residual;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -131,9 +120,7 @@ BackboneOutput MambaBackbone::forward(const Tensor& ids, const ForwardOptions& o
     residual = hr.second;
     if (opt.output_hidden_states) out.hidden_states.push_back(add(residual, cast(h, residual.dtype())));
   }
-  NormOut f = norm_f_b ? layer_norm_residual(h, residual, as_compute(*norm_f_w, sd), as_compute(*norm_f_b, sd),
-                                             cfg_.norm_eps, cd)
-                       : rms_norm_residual(h, residual, as_compute(*norm_f_w, sd), cfg_.norm_eps, cd);
+  NormOut f = norm_f.forward(h, residual, cd);
   out.last_hidden_state = f.y;
   if (opt.output_hidden_states) out.hidden_states.push_back(f.y);
   if (opt.cache) opt.cache->position += ids.size(1);

@@ -13,6 +13,7 @@
 
 #include "core/rng.h"
 #include "nn/config.h"
+#include "nn/layers.h"
 #include "nn/module.h"
 
 namespace mt::nn {
@@ -42,8 +43,13 @@ class MambaMixer : public Module {
   Tensor forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const;
   void init_parameters(Generator& gen, int64_t n_layer);
 
-  Tensor *in_proj_w, *in_proj_b = nullptr, *conv_w, *conv_b = nullptr, *x_proj_w, *dt_proj_w, *dt_proj_b, *A_log,
-      *D, *out_proj_w, *out_proj_b = nullptr;
+  Linear in_proj;       // [2*d_inner, d_model]: x and z halves
+  CausalConv1d conv1d;  // depthwise over d_inner channels, kernel d_conv
+  Linear x_proj;        // [dt_rank + 2N, d_inner]: dt | B | C
+  Linear dt_proj;       // [d_inner, dt_rank]; its bias is applied in fp32 inside the scan
+  Tensor* A_log;        // [d_inner, N] fp32, A = -exp(A_log)
+  Tensor* D;            // [d_inner] fp32 skip
+  Linear out_proj;      // [d_model, d_inner]
 
  private:
   // One direction of the mixer on already-masked input.
@@ -57,7 +63,7 @@ class MambaBlock : public Module {
   // Returns (mixer output, residual). residual may be undefined for the first block.
   std::pair<Tensor, Tensor> forward(const Tensor& h, const Tensor& residual, const ForwardOptions& opt,
                                     LayerState* state, Tensor* last_state) const;
-  Tensor *norm_w, *norm_b = nullptr;
+  Norm norm;
   MambaMixer mixer;
 
  private:
@@ -77,17 +83,14 @@ class MambaBackbone : public Module {
   BackboneOutput forward(const Tensor& ids, const ForwardOptions& opt) const;
   void init_parameters(Generator& gen);
   const MambaConfig& config() const { return cfg_; }
-  Tensor *embeddings, *norm_f_w, *norm_f_b = nullptr;
+  Embedding embeddings;
   std::vector<std::unique_ptr<MambaBlock>> layers;
+  Norm norm_f;
 
  private:
   MambaConfig cfg_;
 };
 
-// Cast a master parameter to the compute dtype, recording the cast (gradients reach the fp32 master).
-Tensor as_compute(const Tensor& param, DType cd);
-// The dtype of SSM state and of A / D / dt bias for a compute dtype: f64 for f64, else f32.
-DType state_dtype(DType cd);
 // New empty streaming cache for batch B on a device.
 InferenceCache make_cache(const MambaConfig& cfg, int64_t batch, DType cd, Device dev);
 

@@ -58,7 +58,7 @@ TEST(Model, InitialisationMatchesReference) {
     for (int64_t d = 0; d < c.d_inner; ++d)
       for (int64_t n = 0; n < c.d_state; ++n) EXPECT_NEAR(a[d * c.d_state + n], std::log(n + 1.0), 1e-6);
     for (double v : mx.D->to_vector()) EXPECT_EQ(v, 1.0);
-    std::vector<double> b = mx.dt_proj_b->to_vector();
+    std::vector<double> b = mx.dt_proj.bias->to_vector();
     for (double x : b) {
       const double dt = std::log1p(std::exp(x));
       EXPECT_GE(dt, c.dt_min * (1 - 1e-5));
@@ -66,14 +66,14 @@ TEST(Model, InitialisationMatchesReference) {
     }
     const double out_bound = 1.0 / std::sqrt(double(c.d_inner)) / std::sqrt(double(c.n_layer));
     double max_out = 0;
-    for (double v : mx.out_proj_w->to_vector()) max_out = std::max(max_out, std::fabs(v));
+    for (double v : mx.out_proj.weight->to_vector()) max_out = std::max(max_out, std::fabs(v));
     EXPECT_LE(max_out, out_bound);
     EXPECT_GT(max_out, 0.5 * out_bound);  // actually spread over the range, not left at zero
     const double dtw = std::pow(double(c.dt_rank), -0.5);
-    for (double v : mx.dt_proj_w->to_vector()) EXPECT_LE(std::fabs(v), dtw);
+    for (double v : mx.dt_proj.weight->to_vector()) EXPECT_LE(std::fabs(v), dtw);
   }
   // Embedding ~ N(0, 0.02).
-  std::vector<double> e = m.backbone.embeddings->to_vector();
+  std::vector<double> e = m.backbone.embeddings.weight->to_vector();
   double var = 0;
   for (double v : e) var += v * v / e.size();
   EXPECT_NEAR(std::sqrt(var), 0.02, 0.004);
