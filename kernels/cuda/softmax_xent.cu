@@ -5,6 +5,8 @@
 // Pass 2 writes the output row. Math in f32 (f64 for f64) for every storage dtype. The cross-entropy mean is a
 // second, single-block kernel that sums the per-row losses in a fixed order (bitwise reproducible).
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/softmax_xent.h"
@@ -31,18 +33,6 @@ __device__ __forceinline__ MaxSum<A> merge(MaxSum<A> a, MaxSum<A> b) {
   const A sa = a.m == neg_inf<A>() ? A(0) : a.s * exp(a.m - m);
   const A sb = b.m == neg_inf<A>() ? A(0) : b.s * exp(b.m - m);
   return {m, sa + sb};
-}
-
-template <typename A>
-__device__ __forceinline__ MaxSum<A> push(MaxSum<A> v, A x) {
-  if (x == neg_inf<A>()) return v;
-  if (x > v.m) {
-    v.s = v.s * exp(v.m - x) + A(1);
-    v.m = x;
-  } else {
-    v.s += exp(x - v.m);
-  }
-  return v;
 }
 
 // Block-wide merge of (max, sum) pairs; every thread gets the result. blockDim.x is a multiple of 32 (<= 1024).
@@ -94,37 +84,98 @@ __device__ A block_sum(A v) {
   return r;
 }
 
+// V consecutive elements as one 16-byte load / store (V = 1: plain scalar access). The host picks V > 1 only when
+// C % V == 0 and every row pointer is 16-byte aligned; the wide loads are what lets a block stream a row near the
+// memory bandwidth (2-byte scalar loads leave most of it unused).
+template <typename T, int V>
+struct alignas(16) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(const T* p, int64_t c, typename cuda::Compute<T>::type (&out)[V]) {
+  if constexpr (V == 1) {
+    out[0] = cuda::load(p, c);
+  } else {
+    const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p + c);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = cuda::load(pk.v, i);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* p, int64_t c, const typename cuda::Compute<T>::type (&in)[V]) {
+  if constexpr (V == 1) {
+    p[c] = cuda::from_compute<T>(in[0]);
+  } else {
+    Pack<T, V> pk;
+#pragma unroll
+    for (int i = 0; i < V; ++i) pk.v[i] = cuda::from_compute<T>(in[i]);
+    *reinterpret_cast<Pack<T, V>*>(p + c) = pk;
+  }
+}
+
 // log-sum-exp of row x[0..C) by the whole block.
-template <typename T>
+template <typename T, int V>
 __device__ typename cuda::Compute<T>::type row_lse(const T* x, int64_t C) {
   using A = typename cuda::Compute<T>::type;
   MaxSum<A> v{neg_inf<A>(), A(0)};
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v = push(v, cuda::load(x, c));
+  for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < C; c += static_cast<int64_t>(blockDim.x) * V) {
+    A e[V];
+    load_vec<T, V>(x, c, e);
+    // Rescale the running sum at most once per V elements: new max first, then V exponentials.
+    A m = v.m;
+#pragma unroll
+    for (int i = 0; i < V; ++i) m = e[i] > m ? e[i] : m;
+    if (m != neg_inf<A>()) {
+      if (m > v.m) v.s = v.m == neg_inf<A>() ? A(0) : v.s * exp(v.m - m);
+      v.m = m;
+#pragma unroll
+      for (int i = 0; i < V; ++i) v.s += exp(e[i] - m);
+    }
+  }
   v = block_merge(v);
   return v.m == neg_inf<A>() ? v.m : v.m + log(v.s);
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void ls_fwd_kernel(const T* x, T* y, int64_t R, int64_t C) {
   using A = typename cuda::Compute<T>::type;
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const T* xr = x + r * C;
-    const A lse = row_lse(xr, C);
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) y[r * C + c] = cuda::from_compute<T>(cuda::load(xr, c) - lse);
+    const A lse = row_lse<T, V>(xr, C);
+    for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < C; c += static_cast<int64_t>(blockDim.x) * V) {
+      A e[V];
+      load_vec<T, V>(xr, c, e);
+#pragma unroll
+      for (int i = 0; i < V; ++i) e[i] -= lse;
+      store_vec<T, V>(y + r * C, c, e);
+    }
   }
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void ls_bwd_kernel(const T* y, const T* dy, T* dx, int64_t R, int64_t C) {
   using A = typename cuda::Compute<T>::type;
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const T* yr = y + r * C;
     const T* gr = dy + r * C;
     A s = A(0);
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += cuda::load(gr, c);
+    for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < C; c += static_cast<int64_t>(blockDim.x) * V) {
+      A g[V];
+      load_vec<T, V>(gr, c, g);
+#pragma unroll
+      for (int i = 0; i < V; ++i) s += g[i];
+    }
     s = block_sum(s);
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-      dx[r * C + c] = cuda::from_compute<T>(cuda::load(gr, c) - exp(cuda::load(yr, c)) * s);
+    for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < C; c += static_cast<int64_t>(blockDim.x) * V) {
+      A g[V], e[V];
+      load_vec<T, V>(gr, c, g);
+      load_vec<T, V>(yr, c, e);
+#pragma unroll
+      for (int i = 0; i < V; ++i) e[i] = g[i] - exp(e[i]) * s;
+      store_vec<T, V>(dx + r * C, c, e);
+    }
   }
 }
 
@@ -135,14 +186,14 @@ __device__ __forceinline__ bool valid_target(const I* t, int64_t i, int64_t C, i
   return v != ignore && v >= 0 && v < C;
 }
 
-template <typename T, typename I>
+template <typename T, typename I, int V>
 __global__ void xent_fwd_kernel(const T* x, const I* targets, int64_t N, int64_t C, int64_t ignore,
                                 typename cuda::Compute<T>::type* lse_out, typename cuda::Compute<T>::type* row_loss,
                                 long long* bad_row) {
   using A = typename cuda::Compute<T>::type;
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const T* xi = x + i * C;
-    const A lse = row_lse(xi, C);
+    const A lse = row_lse<T, V>(xi, C);
     if (threadIdx.x == 0) {
       int64_t t;
       const bool ok = valid_target(targets, i, C, ignore, &t);
@@ -173,7 +224,7 @@ __global__ void xent_mean_kernel(const A* row_loss, const I* targets, int64_t N,
   }
 }
 
-template <typename T, typename I>
+template <typename T, typename I, int V>
 __global__ void xent_bwd_kernel(const T* x, const I* targets, int64_t N, int64_t C, int64_t ignore,
                                 const typename cuda::Compute<T>::type* lse,
                                 const typename cuda::Compute<T>::type* count,
@@ -186,13 +237,32 @@ __global__ void xent_bwd_kernel(const T* x, const I* targets, int64_t N, int64_t
     T* di = dx + i * C;
     int64_t t;
     if (!valid_target(targets, i, C, ignore, &t)) {
-      for (int64_t c = threadIdx.x; c < C; c += blockDim.x) di[c] = cuda::from_compute<T>(A(0));
+      A z[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) z[k] = A(0);
+      for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < C; c += static_cast<int64_t>(blockDim.x) * V)
+        store_vec<T, V>(di, c, z);
       continue;
     }
     const A l = lse[i];
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-      di[c] = cuda::from_compute<T>((exp(cuda::load(xi, c) - l) - (c == t ? A(1) : A(0))) * scale);
+    for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < C; c += static_cast<int64_t>(blockDim.x) * V) {
+      A e[V];
+      load_vec<T, V>(xi, c, e);
+#pragma unroll
+      for (int k = 0; k < V; ++k) e[k] = (exp(e[k] - l) - (c + k == t ? A(1) : A(0))) * scale;
+      store_vec<T, V>(di, c, e);
+    }
   }
+}
+
+// 16 / sizeof(T) when C is a multiple of it and every pointer (hence, with C, every row) is 16-byte aligned.
+template <typename T>
+int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
+  constexpr int V = 16 / static_cast<int>(sizeof(T));
+  if (C % V != 0) return 1;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
+  return V;
 }
 
 int threads_for(int64_t C) { return C >= 4096 ? 512 : C >= 512 ? 256 : 128; }
@@ -215,8 +285,10 @@ void log_softmax_fwd_cuda(const LogSoftmaxParams& p) {
   if (p.R == 0 || p.C == 0) return;
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    ls_fwd_kernel<T><<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(static_cast<const T*>(p.x),
-                                                                               static_cast<T*>(p.y), p.R, p.C);
+    constexpr int VW = 16 / static_cast<int>(sizeof(T));
+    auto kernel = vec_width<T>(p.C, {p.x, p.y}) == VW ? ls_fwd_kernel<T, VW> : ls_fwd_kernel<T, 1>;
+    kernel<<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(static_cast<const T*>(p.x), static_cast<T*>(p.y),
+                                                                     p.R, p.C);
     MT_CUDA_CHECK_LAUNCH();
   });
 }
@@ -225,7 +297,9 @@ void log_softmax_bwd_cuda(const LogSoftmaxParams& p) {
   if (p.R == 0 || p.C == 0) return;
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    ls_bwd_kernel<T><<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(
+    constexpr int VW = 16 / static_cast<int>(sizeof(T));
+    auto kernel = vec_width<T>(p.C, {p.y, p.dy, p.dx}) == VW ? ls_bwd_kernel<T, VW> : ls_bwd_kernel<T, 1>;
+    kernel<<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(
         static_cast<const T*>(p.y), static_cast<const T*>(p.dy), static_cast<T*>(p.dx), p.R, p.C);
     MT_CUDA_CHECK_LAUNCH();
   });
@@ -239,7 +313,9 @@ void cross_entropy_fwd_cuda(const XentParams& p) {
     dispatch_targets(p.target_dtype, [&](auto itag) {
       using I = typename decltype(itag)::type;
       if (p.N > 0) {
-        xent_fwd_kernel<T, I><<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
+        constexpr int VW = 16 / static_cast<int>(sizeof(T));
+        auto kernel = vec_width<T>(p.C, {p.logits}) == VW ? xent_fwd_kernel<T, I, VW> : xent_fwd_kernel<T, I, 1>;
+        kernel<<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
             static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), p.N, p.C, p.ignore_index,
             static_cast<A*>(p.lse), static_cast<A*>(p.row_loss), reinterpret_cast<long long*>(p.bad_row));
         MT_CUDA_CHECK_LAUNCH();
@@ -260,7 +336,10 @@ void cross_entropy_bwd_cuda(const XentParams& p) {
     using A = typename cuda::Compute<T>::type;
     dispatch_targets(p.target_dtype, [&](auto itag) {
       using I = typename decltype(itag)::type;
-      xent_bwd_kernel<T, I><<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
+      constexpr int VW = 16 / static_cast<int>(sizeof(T));
+      auto kernel = vec_width<T>(p.C, {p.logits, p.grad_logits}) == VW ? xent_bwd_kernel<T, I, VW>
+                                                                         : xent_bwd_kernel<T, I, 1>;
+      kernel<<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
           static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), p.N, p.C, p.ignore_index,
           static_cast<const A*>(p.lse), static_cast<const A*>(p.count), static_cast<const A*>(p.grad_loss),
           static_cast<T*>(p.grad_logits));

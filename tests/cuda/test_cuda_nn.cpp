@@ -65,6 +65,7 @@ TEST(CudaNn, LogSoftmaxMatchesCpu) {
     test::expect_cuda_matches_cpu(f(1), {randn32({2, 9, 3}, 3)}, dt, 1e-4, 1e-4, 3e-2, "middle dim");
     test::expect_cuda_matches_cpu(f(-1), {randn32({3, 50280}, 4, 2.0)}, dt, 1e-4, 1e-4, 3e-2, "C = 50280");
     test::expect_cuda_matches_cpu(f(-1), {randn32({5, 1}, 5)}, dt, 1e-6, 1e-6, 3e-2, "C = 1");
+    test::expect_cuda_matches_cpu(f(-1), {randn32({4, 64}, 6)}, dt, 1e-4, 1e-4, 3e-2, "C = 64 (16-byte loads)");
   }
 }
 
