@@ -2,6 +2,7 @@
 // one process per GPU).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace mt {
