@@ -10,7 +10,9 @@ namespace mt {
 
 MT_HD double rng_uniform(bool f64, uint64_t seed, uint64_t offset, uint64_t i, double lo, double hi) {
   double u = f64 ? Philox::uniform_double(seed, offset, i) : static_cast<double>(Philox::uniform(seed, offset, i));
-  return lo + (hi - lo) * u;
+  // An explicit fused multiply-add: nvcc contracts lo + (hi-lo)*u into an FMA on the GPU and g++ does not on the
+  // CPU, which would make the two differ in the last bit. fma() rounds once on both, so they agree exactly.
+  return fma(hi - lo, u, lo);
 }
 
 // Box-Muller on two uniforms (lanes 2i and 2i+1 of the stream); 1-u keeps log's argument in (0, 1].
@@ -19,11 +21,11 @@ MT_HD double rng_normal(bool f64, uint64_t seed, uint64_t offset, uint64_t i, do
   if (f64) {
     u1 = Philox::uniform_double(seed, offset, 2 * i);
     u2 = Philox::uniform_double(seed, offset, 2 * i + 1);
-    return mean + std * sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+    return fma(std, sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2), mean);
   }
   float a = Philox::uniform(seed, offset, 2 * i), b = Philox::uniform(seed, offset, 2 * i + 1);
   float z = sqrtf(-2.0f * logf(1.0f - a)) * cosf(6.2831853f * b);
-  return mean + std * static_cast<double>(z);
+  return fma(std, static_cast<double>(z), mean);
 }
 
 // Integers in [lo, hi): 32 random bits times the range, high word (unbiased enough for ranges << 2^32).
