@@ -365,7 +365,7 @@ std::string config_to_hf_json(const MambaConfig& cfg_in) {
   j["time_step_max"] = c.dt_max;
   j["time_step_init_scheme"] = c.dt_init;
   j["time_step_floor"] = c.dt_init_floor;
-  j["rescale_prenorm_residual"] = false;
+  j["rescale_prenorm_residual"] = true;  // our init divides out_proj by sqrt(n_layer) (nn/init.cpp), as HF does with this flag
   j["use_cache"] = true;
   j["tie_word_embeddings"] = c.tie_embeddings;
   j["pad_vocab_size_multiple"] = c.pad_vocab_size_multiple;  // also present in the published *-hf configs

@@ -12,6 +12,15 @@
 
 namespace mt::nn {
 
+namespace {
+// Classifier heads: weight U(+-1/sqrt(fan_in)) (PyTorch's Linear default), bias 0.
+void init_classifier(Linear& classifier, Generator& gen) {
+  const double b = 1.0 / std::sqrt(static_cast<double>(classifier.weight->size(1)));
+  init_uniform(*classifier.weight, gen, -b, b);
+  classifier.bias->zero_();
+}
+}  // namespace
+
 // ---------------------------------------------------------------- LM
 MambaLMHeadModel::MambaLMHeadModel(const MambaConfig& cfg) : backbone(cfg) {
   register_module("backbone", backbone);
@@ -65,9 +74,7 @@ MambaForSequenceClassification::MambaForSequenceClassification(const MambaConfig
 
 void MambaForSequenceClassification::init_parameters(Generator& gen) {
   backbone.init_parameters(gen);
-  const double b = 1.0 / std::sqrt(static_cast<double>(classifier.weight->size(1)));
-  init_uniform(*classifier.weight, gen, -b, b);
-  classifier.bias->zero_();
+  init_classifier(classifier, gen);
 }
 
 Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
@@ -95,9 +102,7 @@ MambaForTokenClassification::MambaForTokenClassification(const MambaConfig& cfg,
 
 void MambaForTokenClassification::init_parameters(Generator& gen) {
   backbone.init_parameters(gen);
-  const double b = 1.0 / std::sqrt(static_cast<double>(classifier.weight->size(1)));
-  init_uniform(*classifier.weight, gen, -b, b);
-  classifier.bias->zero_();
+  init_classifier(classifier, gen);
 }
 
 Tensor MambaForTokenClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {

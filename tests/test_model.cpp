@@ -10,7 +10,9 @@
 #include "autograd/ops/shape_ops.h"
 #include "nn/heads.h"
 #include "nn/hf_io.h"
+#include "autograd/ops/nn_ops.h"
 #include "nn/init.h"
+#include "nn/safetensors.h"
 #include "test_util.h"
 
 using namespace mt;
@@ -250,5 +252,55 @@ TEST(Model, LoadRejectsMismatchedWeights) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("missing tensor 'backbone.norm_f.weight'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, LoadsOriginalStateSpacesNamesAndAnUntiedCopyOfTheHead) {
+  MambaConfig c = tiny_config();
+  MambaLMHeadModel m(c);
+  Generator g(12);
+  m.init_parameters(g);
+  const std::string dir = temp_dir();
+  save_hf_model(m, dir);
+  // Rewrite the weights the way state-spaces' files name them, with a (tied, redundant) lm_head.weight.
+  auto sd = m.state_dict();
+  sd["backbone.embedding.weight"] = sd["backbone.embeddings.weight"];
+  sd["lm_head.weight"] = sd["backbone.embeddings.weight"];
+  sd.erase("backbone.embeddings.weight");
+  save_safetensors(dir + "/model.safetensors", sd);
+  auto loaded = load_hf_model(dir);
+  EXPECT_EQ(loaded->parameter("backbone.embeddings.weight").to_vector(), m.backbone.embeddings.weight->to_vector());
+  // Both spellings at once is ambiguous: refused.
+  sd["backbone.embeddings.weight"] = sd["backbone.embedding.weight"];
+  save_safetensors(dir + "/model.safetensors", sd);
+  EXPECT_THROW(load_hf_model(dir), Error);
+  // A missing weights file names the path.
+  std::remove((dir + "/model.safetensors").c_str());
+  try {
+    load_hf_model(dir);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Checkpoint);
+    EXPECT_NE(std::string(e.what()).find(dir + "/model.safetensors"), std::string::npos) << e.what();
+  }
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(Model, TokenClassificationHeadShapesAndGradients) {
+  MambaConfig c = tiny_config();
+  MambaForTokenClassification m(c, 4);
+  Generator g(2);
+  m.init_parameters(g);
+  Tensor ids = random_ids(2, 5, c.vocab_size, 3);
+  ForwardOptions fo;
+  Tensor logits = m.forward(ids, fo);
+  EXPECT_EQ(logits.shape(), (Shape{2, 5, 4}));
+  Tensor labels = Tensor::from_vector_i64({0, 1, 2, 3, -100, 3, 2, 1, 0, 1}, {10});
+  backward(cross_entropy(reshape(logits, {10, 4}), labels, -100));
+  for (auto& np : m.named_parameters()) {
+    ASSERT_TRUE(grad(*np.second).defined()) << np.first;
+    double s = 0;
+    for (double v : grad(*np.second).to_vector()) s += std::fabs(v);
+    EXPECT_GT(s, 0.0) << np.first;
   }
 }

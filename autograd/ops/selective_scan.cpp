@@ -106,6 +106,21 @@ ScanInputs cpu_compute(const ScanInputs& s) {
 }
 
 // Gradients in input order: u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state.
+// Point the backward's output slots at the gradient tensors (undefined ones stay null: not wanted).
+void bind_grads(kernels::SelectiveScanParams& p, const Tensor& du, const Tensor& ddelta, const Tensor& dz,
+                const Tensor& dA, const Tensor& dBm, const Tensor& dCm, const Tensor& dD, const Tensor& dbias,
+                const Tensor& dinit) {
+  p.du = du.data_ptr();
+  p.ddelta = ddelta.data_ptr();
+  p.dz = mut_ptr(dz);
+  p.dA = dA.data_ptr();
+  p.dBm = dBm.data_ptr();
+  p.dCm = dCm.data_ptr();
+  p.dD_skip = mut_ptr(dD);
+  p.ddelta_bias = mut_ptr(dbias);
+  p.dinitial_state = mut_ptr(dinit);
+}
+
 std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tensor& gy_in, const Tensor& gS_in) {
   const DType dt = s.u.dtype();
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;
@@ -131,15 +146,7 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
     kernels::SelectiveScanParams p = params_for(c, softplus);
     p.dy = gyc.data_ptr();
     p.dlast_state = ptr(gS);
-    p.du = du.data_ptr();
-    p.ddelta = ddelta.data_ptr();
-    p.dz = mut_ptr(dz);
-    p.dA = dA.data_ptr();
-    p.dBm = dBm.data_ptr();
-    p.dCm = dCm.data_ptr();
-    p.dD_skip = mut_ptr(dD);
-    p.ddelta_bias = mut_ptr(dbias);
-    p.dinitial_state = mut_ptr(dinit);
+    bind_grads(p, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit);
     kernels::selective_scan_bwd_cpu(p);
     du = ops::from_cpu_compute(du, dt);
     ddelta = ops::from_cpu_compute(ddelta, dt);
@@ -161,15 +168,7 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
       kernels::SelectiveScanParams p = params_for(s, softplus);
       p.dy = gy.data_ptr();
       p.dlast_state = ptr(gS);
-      p.du = du.data_ptr();
-      p.ddelta = ddelta.data_ptr();
-      p.dz = mut_ptr(dz);
-      p.dA = dA.data_ptr();
-      p.dBm = dBm.data_ptr();
-      p.dCm = dCm.data_ptr();
-      p.dD_skip = mut_ptr(dD);
-      p.ddelta_bias = mut_ptr(dbias);
-      p.dinitial_state = mut_ptr(dinit);
+      bind_grads(p, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit);
       kernels::selective_scan_bwd_cuda(p);
       dBm = dBm.to(dt);
       dCm = dCm.to(dt);
