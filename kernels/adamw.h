@@ -1,5 +1,4 @@
-// Fused AdamW update over one f32 parameter tensor (see optim/adamw.h for the math), plus the sum of squares
-// used for the global gradient norm.
+// Fused AdamW update over one f32 parameter tensor (see optim/adamw.h for the math).
 #pragma once
 
 #include <cstdint>
@@ -21,11 +20,8 @@ struct AdamWParams {
 };
 
 void adamw_cpu(const AdamWParams& p);
-// Sum of squares of grad (any float dtype), as double.
-double sum_squares_cpu(const void* grad, DType dtype, int64_t n);
 #if defined(MT_WITH_CUDA)
 void adamw_cuda(const AdamWParams& p);
-double sum_squares_cuda(const void* grad, DType dtype, int64_t n);  // synchronises
 #endif
 
 }  // namespace mt::kernels

@@ -4,6 +4,7 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops/op_util.h"
+#include "optim/grad_check.h"
 
 namespace mt::optim {
 
@@ -63,21 +64,6 @@ void AdamW::step(double lr, double grad_scale) {
   }
 }
 
-double global_grad_norm(const std::vector<Tensor*>& params) {
-  double s = 0;
-  for (Tensor* t : params) {
-    Tensor g = grad(*t);
-    if (!g.defined()) continue;
-    g = g.contiguous();
-    if (g.is_cuda()) {
-#if defined(MT_WITH_CUDA)
-      s += kernels::sum_squares_cuda(g.data_ptr(), g.dtype(), g.numel());
-#endif
-    } else {
-      s += kernels::sum_squares_cpu(g.data_ptr(), g.dtype(), g.numel());
-    }
-  }
-  return std::sqrt(s);
-}
+double global_grad_norm(const std::vector<Tensor*>& params) { return grad_global_norm(params); }
 
 }  // namespace mt::optim

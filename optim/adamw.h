@@ -47,7 +47,8 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Global L2 norm of all gradients (f64 accumulation on the host side of per-tensor sums of squares).
+// Global L2 norm of all gradients: same as grad_global_norm (optim/grad_check.h): f64 accumulation, one device
+// synchronisation, NaN / inf when any gradient element is.
 double global_grad_norm(const std::vector<Tensor*>& params);
 
 }  // namespace mt::optim

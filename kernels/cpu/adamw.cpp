@@ -31,14 +31,4 @@ void adamw_cpu(const AdamWParams& p) {
   }
 }
 
-double sum_squares_cpu(const void* grad, DType dtype, int64_t n) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = load_as_double(grad, dtype, i);
-    s += v * v;
-  }
-  return s;
-}
-
 }  // namespace mt::kernels

@@ -1,7 +1,6 @@
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/adamw.h"
 
-#include <vector>
 
 namespace mt::kernels {
 
@@ -21,24 +20,6 @@ __global__ void adamw_kernel(AdamWParams p) {
   }
 }
 
-template <typename G>
-__global__ void sumsq_kernel(const G* g, int64_t n, double* out) {
-  double s = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const double v = static_cast<double>(cuda::load(g, i));
-    s += v * v;
-  }
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
-  __shared__ double warp_sums[32];
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = s;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double t = 0;
-    for (int w = 0; w < static_cast<int>(blockDim.x + 31) / 32; ++w) t += warp_sums[w];
-    out[blockIdx.x] = t;  // one partial per block: a fixed-order sum on the host keeps it deterministic
-  }
-}
 }  // namespace
 
 void adamw_cuda(const AdamWParams& p) {
@@ -48,25 +29,6 @@ void adamw_cuda(const AdamWParams& p) {
     adamw_kernel<G><<<cuda::grid_for(p.n), 256, 0, cuda::stream()>>>(p);
     MT_CUDA_CHECK_LAUNCH();
   });
-}
-
-double sum_squares_cuda(const void* grad, DType dtype, int64_t n) {
-  if (n == 0) return 0.0;
-  const int blocks = cuda::grid_for(n);
-  double* partial = nullptr;
-  MT_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(double) * blocks, cuda::stream()));
-  cuda::dispatch_float(dtype, [&](auto tag) {
-    using G = typename decltype(tag)::type;
-    sumsq_kernel<G><<<blocks, 256, 0, cuda::stream()>>>(static_cast<const G*>(grad), n, partial);
-    MT_CUDA_CHECK_LAUNCH();
-  });
-  std::vector<double> host(blocks);
-  MT_CUDA_CHECK(cudaMemcpyAsync(host.data(), partial, sizeof(double) * blocks, cudaMemcpyDeviceToHost, cuda::stream()));
-  MT_CUDA_CHECK(cudaFreeAsync(partial, cuda::stream()));
-  MT_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
-  double s = 0;
-  for (double v : host) s += v;
-  return s;
 }
 
 }  // namespace mt::kernels

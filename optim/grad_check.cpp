@@ -1,0 +1,101 @@
+#include "optim/grad_check.h"
+
+#include <cmath>
+#include <limits>
+
+#include "autograd/autograd.h"
+#include "kernels/grad_check.h"
+
+namespace mt::optim {
+
+namespace {
+
+// The gradients of params, packed, with the index of their parameter; CPU and CUDA ones apart. The packed tensors
+// are kept alive here until the kernels that read them have finished.
+struct Grads {
+  std::vector<Tensor> keep;
+  std::vector<int64_t> cpu_index, cuda_index;
+  std::vector<kernels::GradBuffer> cpu, cuda;
+};
+
+Grads collect(const std::vector<Tensor*>& params, const char* fn) {
+  Grads out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    MT_CHECK_SHAPE(params[i] != nullptr, fn, ": parameter ", i, " is a null pointer");
+    Tensor g = grad(*params[i]);
+    if (!g.defined()) continue;
+    MT_CHECK_SHAPE(is_floating(g.dtype()), fn, ": gradient of parameter ", i, " is ", g.describe(),
+                   " (expected f32, f64, bf16 or f16)");
+    g = g.contiguous();
+    kernels::GradBuffer b;
+    b.data = g.data_ptr();
+    b.dtype = g.dtype();
+    b.n = g.numel();
+    if (g.is_cuda()) {
+      out.cuda_index.push_back(static_cast<int64_t>(i));
+      out.cuda.push_back(b);
+    } else {
+      out.cpu_index.push_back(static_cast<int64_t>(i));
+      out.cpu.push_back(b);
+    }
+    out.keep.push_back(std::move(g));
+  }
+  return out;
+}
+
+}  // namespace
+
+int64_t first_nonfinite_grad(const std::vector<Tensor*>& params) {
+  Grads g = collect(params, "first_nonfinite_grad");
+  int64_t first = -1;
+  if (!g.cuda.empty()) {
+#if defined(MT_WITH_CUDA)
+    const std::vector<uint8_t> flags = kernels::grad_nonfinite_flags_cuda(g.cuda);
+    for (size_t k = 0; k < flags.size(); ++k) {
+      if (flags[k]) {
+        first = g.cuda_index[k];
+        break;
+      }
+    }
+#else
+    MT_CHECK(false, ErrorKind::Device, "first_nonfinite_grad: CUDA gradients in a build without CUDA");
+#endif
+  }
+  // CPU gradients in order; stop at the first bad one (a CUDA hit with a smaller index wins anyway).
+  for (size_t k = 0; k < g.cpu.size(); ++k) {
+    if (first >= 0 && g.cpu_index[k] > first) break;
+    if (!kernels::grad_all_finite_cpu(g.cpu[k])) {
+      first = g.cpu_index[k];
+      break;
+    }
+  }
+  return first;
+}
+
+double grad_global_norm(const std::vector<Tensor*>& params) {
+  Grads g = collect(params, "grad_global_norm");
+  // Per-parameter sums of squares, then added in parameter order: the same total whatever the device split.
+  std::vector<double> sums(params.size(), 0.0);
+  if (!g.cuda.empty()) {
+#if defined(MT_WITH_CUDA)
+    const std::vector<double> s = kernels::grad_sum_squares_cuda(g.cuda);
+    for (size_t k = 0; k < s.size(); ++k) sums[static_cast<size_t>(g.cuda_index[k])] = s[k];
+#else
+    MT_CHECK(false, ErrorKind::Device, "grad_global_norm: CUDA gradients in a build without CUDA");
+#endif
+  }
+  for (size_t k = 0; k < g.cpu.size(); ++k) {
+    sums[static_cast<size_t>(g.cpu_index[k])] = kernels::grad_sum_squares_cpu(g.cpu[k]);
+  }
+  double total = 0.0;
+  for (double s : sums) total += s;  // NaN / inf propagate
+  return std::sqrt(total);
+}
+
+double clip_factor(double norm, double max_norm) {
+  if (!std::isfinite(norm)) return std::numeric_limits<double>::quiet_NaN();
+  if (!(max_norm > 0.0)) return 1.0;
+  return norm > max_norm ? max_norm / norm : 1.0;
+}
+
+}  // namespace mt::optim
