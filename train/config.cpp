@@ -1,0 +1,525 @@
+// The strict YAML training config: strict_yaml.h gives a tree with positions, the schema (config_schema.h) types and
+// ranges each key, then cross-key checks and derived defaults. Every error is one line
+// "<source>:<line>:<col>: <key.path>: <problem>" ("--set <key.path>: <problem>" for an override).
+#include "train/config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "train/config_schema.h"
+#include "train/strict_yaml.h"
+
+namespace mt::train {
+namespace {
+
+using schema::Key;
+using schema::Type;
+using schema::Value;
+
+constexpr size_t kMaxConfigBytes = 1 << 20;  // configs are a few KB; anything near this is not a config
+
+// Where a value came from: a file position, a --set override, or nowhere (a default).
+struct Origin {
+  const std::string* source = nullptr;
+  int line = 0, col = 0;
+  bool from_set = false;
+};
+
+std::string where(const Origin& o, const std::string& path) {
+  if (o.from_set) return "--set " + path;
+  if (o.line > 0) return str(*o.source, ":", o.line, ":", o.col, ": ", path);
+  return str(*o.source, ": ", path);
+}
+
+[[noreturn]] void config_error(const std::string& msg) { throw Error(ErrorKind::Config, one_line(msg)); }
+
+[[noreturn]] void fail(const Origin& o, const std::string& path, const std::string& problem) {
+  config_error(str(where(o, path), ": ", problem));
+}
+
+Origin at(const std::string& source, const YamlNode& n) {
+  Origin o;
+  o.source = &source;
+  o.line = n.line;
+  o.col = n.col;
+  return o;
+}
+
+// ---- did you mean ----------------------------------------------------------------------------------------------
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Nearest valid name to `typed`: a full key path, or a section name when `typed` has no dot. Candidates: the whole
+// path against every path and section; the part after the first dot (or the whole word) against every key's last
+// part, one edit cheaper inside the same section. A candidate counts when it is within max(1, len/3) edits of the
+// string compared. "" when nothing is close.
+std::string suggest(const std::string& typed) {
+  if (typed.size() > 64) return "";  // garbage: not worth the quadratic distance
+  const size_t dot = typed.find('.');
+  const std::string sec = dot == std::string::npos ? "" : typed.substr(0, dot);
+  const std::string leaf = dot == std::string::npos ? typed : typed.substr(dot + 1);
+  auto close = [](size_t d, const std::string& s) { return d <= std::max<size_t>(1, s.size() / 3); };
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  auto consider = [&](const std::string& cand, size_t d, const std::string& compared) {
+    if (close(d, compared) && d < best_d) {
+      best = cand;
+      best_d = d;
+    }
+  };
+  if (dot == std::string::npos) {
+    for (const std::string& s : schema::sections()) consider(s, edit_distance(typed, s), typed);
+  }
+  for (const Key& k : schema::keys()) {
+    consider(k.path, edit_distance(typed, k.path), typed);
+    const bool same_section = k.section() == sec;
+    consider(k.path, edit_distance(leaf, k.leaf()) + (same_section ? 0 : 1), leaf);
+  }
+  return best;
+}
+
+std::string section_keys(const std::string& sec) {
+  std::string s;
+  for (const Key& k : schema::keys()) {
+    if (k.section() == sec) s += (s.empty() ? "" : ", ") + k.leaf();
+  }
+  return s;
+}
+
+std::string unknown_key_problem(const std::string& path) {
+  const std::string near = suggest(path);
+  if (!near.empty()) return str("unknown key; did you mean '", near, "'?");
+  const std::string sec = path.substr(0, path.find('.'));
+  if (std::find(schema::sections().begin(), schema::sections().end(), sec) != schema::sections().end()) {
+    return str("unknown key (keys of ", sec, ": ", section_keys(sec), ")");
+  }
+  std::string all;
+  for (const std::string& s : schema::sections()) all += (all.empty() ? "" : ", ") + s;
+  return str("unknown key (sections: ", all, ")");
+}
+
+std::string unknown_section_problem(const std::string& name) {
+  if (schema::find(name)) {
+    return str("unknown section: write dotted keys nested ('", name.substr(0, name.find('.')), ":' then '  ",
+               name.substr(name.find('.') + 1), ": ...' on the next line); dotted paths are for --set");
+  }
+  const std::string near = suggest(name);
+  if (!near.empty()) return str("unknown section; did you mean '", near, "'?");
+  std::string all;
+  for (const std::string& s : schema::sections()) all += (all.empty() ? "" : ", ") + s;
+  return str("unknown section (sections: ", all, ")");
+}
+
+// ---- scalars ---------------------------------------------------------------------------------------------------
+
+bool is_null_spelling(const std::string& t) {
+  return t.empty() || t == "~" || t == "null" || t == "Null" || t == "NULL";
+}
+
+bool all_digits(const std::string& s, size_t from, size_t to) {
+  if (from >= to) return false;
+  for (size_t i = from; i < to; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+  }
+  return true;
+}
+
+// [+-]? digits  (plain decimal)
+bool is_decimal_integer(const std::string& t) {
+  const size_t start = (!t.empty() && (t[0] == '+' || t[0] == '-')) ? 1 : 0;
+  return all_digits(t, start, t.size());
+}
+
+// [+-]? (digits (. digits?)? | . digits) ([eE] [+-]? digits)?
+bool is_decimal_number(const std::string& t) {
+  size_t i = (!t.empty() && (t[0] == '+' || t[0] == '-')) ? 1 : 0;
+  const size_t int_start = i;
+  while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+  bool digits = i > int_start;
+  if (i < t.size() && t[i] == '.') {
+    const size_t frac = ++i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    digits = digits || i > frac;
+  }
+  if (!digits) return false;
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    return all_digits(t, i, t.size());
+  }
+  return i == t.size();
+}
+
+bool is_nonfinite_spelling(std::string t) {
+  if (!t.empty() && (t[0] == '+' || t[0] == '-')) t.erase(0, 1);
+  if (!t.empty() && t[0] == '.') t.erase(0, 1);
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return t == "nan" || t == "inf" || t == "infinity";
+}
+
+std::string quoted_hint(const Key& k, const YamlNode& n) {
+  return str(schema::expectation(k), ", got ", describe_yaml_node(n), " (write ",
+             k.type == Type::Bool ? "true / false" : "numbers", " without quotes)");
+}
+
+Value parse_value(const Key& k, const YamlNode& n, const Origin& value_at, const Origin& key_at) {
+  Value v;
+  const schema::Value def = k.get(schema::defaults());
+  if (n.kind == YamlNode::Kind::Null) {
+    if ((k.type == Type::String || k.type == Type::Enum) && def.s.empty()) return v;  // "" is the default
+    fail(key_at, k.path,
+         str("has no value (", schema::expectation(k), "; remove the key to use the default ",
+             schema::format_yaml(k, def), ")"));
+  }
+  if (n.kind != YamlNode::Kind::Scalar)
+    fail(value_at, k.path, str(schema::expectation(k), ", got ", describe_yaml_node(n)));
+  const std::string& t = n.value;
+  switch (k.type) {
+    case Type::Int: {
+      if (n.quoted) fail(value_at, k.path, quoted_hint(k, n));
+      if (!is_decimal_integer(t)) fail(value_at, k.path, str("expected an integer, got '", t, "'"));
+      const size_t digits = (t[0] == '+' || t[0] == '-') ? 1 : 0;
+      if (t.size() - digits > 1 && t[digits] == '0') {
+        fail(value_at, k.path,
+             str("expected an integer, got '", t, "' (no leading zeros: YAML 1.1 reads them as octal)"));
+      }
+      const char* first = t.data() + (t[0] == '+' ? 1 : 0);
+      auto r = std::from_chars(first, t.data() + t.size(), v.i);
+      if (r.ec != std::errc() || r.ptr != t.data() + t.size()) {
+        fail(value_at, k.path, str("'", t, "' is out of the range of a 64-bit integer"));
+      }
+      break;
+    }
+    case Type::Float: {
+      if (n.quoted) fail(value_at, k.path, quoted_hint(k, n));
+      if (is_nonfinite_spelling(t)) fail(value_at, k.path, str("must be a finite number, got '", t, "'"));
+      if (!is_decimal_number(t)) fail(value_at, k.path, str("expected a number, got '", t, "'"));
+      const char* first = t.data() + (t[0] == '+' ? 1 : 0);
+      auto r = std::from_chars(first, t.data() + t.size(), v.f);
+      if (r.ec != std::errc() || r.ptr != t.data() + t.size() || !std::isfinite(v.f)) {
+        fail(value_at, k.path, str("must be a finite number, got '", t, "' (out of the range of a double)"));
+      }
+      break;
+    }
+    case Type::Bool: {
+      if (n.quoted) fail(value_at, k.path, quoted_hint(k, n));
+      if (t == "true" || t == "false") {
+        v.b = (t == "true");
+        break;
+      }
+      std::string lower = t;
+      std::transform(lower.begin(), lower.end(), lower.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      const char* yaml11[] = {"y", "yes", "n", "no", "on", "off", "true", "false"};
+      for (const char* w : yaml11) {
+        if (lower == w) {
+          fail(value_at, k.path,
+               str("expected true or false, got '", t,
+                   "' (only lowercase true / false: YAML 1.1 words like yes / no / on / off / y "
+                   "are not accepted)"));
+        }
+      }
+      fail(value_at, k.path, str("expected true or false, got '", t, "'"));
+    }
+    case Type::String:
+      v.s = t;
+      break;
+    case Type::Enum:
+      if (std::find(k.choices.begin(), k.choices.end(), t) == k.choices.end()) {
+        fail(value_at, k.path, str(schema::expectation(k), ", got '", t, "'"));
+      }
+      v.s = t;
+      break;
+  }
+  const std::string range = schema::range_problem(k, v);
+  if (!range.empty()) fail(value_at, k.path, str(range, ", got ", t));
+  if (k.check) {
+    const std::string problem = k.check(v);
+    if (!problem.empty()) fail(value_at, k.path, problem);
+  }
+  return v;
+}
+
+// ---- assembling the config --------------------------------------------------------------------------------------
+
+// The explicitly given values, by index in schema::keys(), with their origins.
+struct Given {
+  std::vector<bool> set;
+  std::vector<Value> value;
+  std::vector<Origin> origin;
+  const std::string* source;
+
+  explicit Given(const std::string& src)
+      : set(schema::keys().size()), value(schema::keys().size()), origin(schema::keys().size()), source(&src) {}
+  size_t index(const Key* k) const {
+    MT_ASSERT(k != nullptr, "a config key path missing from the schema");
+    return static_cast<size_t>(k - schema::keys().data());
+  }
+  bool has(const std::string& path) const { return set[index(schema::find(path))]; }
+  Origin of(const std::string& path) const {
+    const size_t i = index(schema::find(path));
+    if (set[i]) return origin[i];
+    Origin o;
+    o.source = source;
+    return o;
+  }
+  // The key to blame for a conflict between a and b: the one the user wrote (a when both or neither).
+  std::string blame(const std::string& a, const std::string& b) const { return has(a) || !has(b) ? a : b; }
+};
+
+void read_tree(const YamlNode& root, const std::string& source, Given& g) {
+  if (root.kind == YamlNode::Kind::Null) {
+    if (root.line == 0) {
+      config_error(str(source,
+                       ": the config is empty: expected a mapping of sections (run:, model:, "
+                       "tokenizer:, data:, optimizer:, ...; see configs/README.md)"));
+    }
+    config_error(str(source, ":", root.line, ":", root.col,
+                     ": expected a mapping of sections at the "
+                     "top level (run:, model:, data:, ...), found no value"));
+  }
+  if (root.kind != YamlNode::Kind::Map) {
+    config_error(str(source, ":", root.line, ":", root.col,
+                     ": expected a mapping of sections at the "
+                     "top level (run:, model:, data:, ...), got ",
+                     describe_yaml_node(root)));
+  }
+  for (size_t i = 0; i < root.keys.size(); ++i) {
+    const YamlNode& sk = root.keys[i];
+    const YamlNode& sv = root.items[i];
+    const std::string& sec = sk.value;
+    if (std::find(schema::sections().begin(), schema::sections().end(), sec) == schema::sections().end()) {
+      fail(at(source, sk), sec, unknown_section_problem(sec));
+    }
+    if (sv.kind == YamlNode::Kind::Null) continue;  // "optimizer:" with every key commented out: all defaults
+    if (sv.kind != YamlNode::Kind::Map) {
+      fail(at(source, sv), sec,
+           str("expected a mapping of keys (indented 'key: value' lines), got ", describe_yaml_node(sv)));
+    }
+    for (size_t j = 0; j < sv.keys.size(); ++j) {
+      const YamlNode& kk = sv.keys[j];
+      const std::string path = sec + "." + kk.value;
+      const Key* k = schema::find(path);
+      if (!k) fail(at(source, kk), path, unknown_key_problem(path));
+      const size_t idx = g.index(k);
+      g.value[idx] = parse_value(*k, sv.items[j], at(source, sv.items[j]), at(source, kk));
+      g.origin[idx] = at(source, kk);
+      g.set[idx] = true;
+    }
+  }
+}
+
+void read_overrides(const std::vector<std::string>& overrides, Given& g) {
+  for (const std::string& s : overrides) {
+    Origin o;
+    o.source = g.source;
+    o.from_set = true;
+    const size_t eq = s.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      config_error(str("--set ", s, ": expected section.key=value (e.g. --set optimizer.lr=3e-4)"));
+    }
+    const std::string path = s.substr(0, eq), text = s.substr(eq + 1);
+    const Key* k = schema::find(path);
+    if (!k) fail(o, path, unknown_key_problem(path));
+    YamlNode n;  // the value as an unquoted YAML scalar: the same rules as in the file
+    n.kind = is_null_spelling(text) ? YamlNode::Kind::Null : YamlNode::Kind::Scalar;
+    n.value = text;
+    const size_t idx = g.index(k);
+    g.value[idx] = parse_value(*k, n, o, o);
+    g.origin[idx] = o;
+    g.set[idx] = true;
+  }
+}
+
+std::string cwd_hint(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return "";
+  std::error_code ec;
+  const auto cwd = std::filesystem::current_path(ec);
+  return ec ? "" : str(" (relative to the working directory ", cwd.string(), ")");
+}
+
+void check_cross(const TrainConfig& c, const Given& g) {
+  auto fail_at = [&](const std::string& path, const std::string& problem) { fail(g.of(path), path, problem); };
+
+  if (c.distributed.nproc_per_node != 1) {
+    fail_at("distributed.nproc_per_node",
+            str("multi-GPU data parallelism is not in this build yet: must be 1, got ", c.distributed.nproc_per_node));
+  }
+  const auto& m = c.model.mamba;
+  if (m.dt_min > m.dt_max) {
+    const std::string p = g.blame("model.dt_min", "model.dt_max");
+    if (p == "model.dt_min")
+      fail_at(p, str("must be <= model.dt_max = ", schema::format_double(m.dt_max), ", got ",
+                     schema::format_double(m.dt_min)));
+    fail_at(p, str("must be >= model.dt_min = ", schema::format_double(m.dt_min), ", got ",
+                   schema::format_double(m.dt_max)));
+  }
+  {
+    // Size sanity in double arithmetic (an upper bound of MambaConfig::num_parameters), so that no int64 size
+    // computation downstream can overflow: 10^15 parameters is far beyond anything trainable.
+    const double d = static_cast<double>(m.d_model), N = static_cast<double>(m.d_state);
+    const double di = m.d_inner > 0 ? static_cast<double>(m.d_inner) : static_cast<double>(m.expand) * d;
+    const double r = m.dt_rank > 0 ? static_cast<double>(m.dt_rank) : std::ceil(d / 16.0);
+    const double layer = 3 * di * d + di * (static_cast<double>(m.d_conv) + 2 * r + 3 * N + 4) + 2 * d;
+    const double total = 2 * static_cast<double>(m.vocab_size) * d + static_cast<double>(m.n_layer) * layer;
+    if (total > 1e15) {
+      fail_at(g.blame("model.d_model", "model.n_layer"),
+              str("the model would have about ", schema::format_double(std::round(total / 1e12)),
+                  " trillion parameters (at most 10^15)"));
+    }
+  }
+  if ((c.model.head == "sequence_classification" || c.model.head == "token_classification") &&
+      c.model.num_classes < 2) {
+    fail_at(g.blame("model.num_classes", "model.head"),
+            str("model.head ", c.model.head, " needs model.num_classes >= 2, got ", c.model.num_classes));
+  }
+  if (!c.model.init_from.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(c.model.init_from, ec)) {
+      fail_at("model.init_from", str("no such directory '", c.model.init_from, "'", cwd_hint(c.model.init_from)));
+    }
+    if (!std::filesystem::is_regular_file(c.model.init_from + "/config.json", ec)) {
+      fail_at("model.init_from", str("'", c.model.init_from,
+                                     "' has no config.json (expected a HuggingFace model "
+                                     "directory: config.json + model.safetensors)"));
+    }
+  }
+
+  const auto& d = c.data;
+  if (d.kind == "text") {
+    if (d.path.empty()) {
+      fail_at(g.blame("data.path", "data.kind"), "data.path is required when data.kind is text (the corpus file)");
+    }
+    std::error_code ec;
+    if (!std::filesystem::exists(d.path, ec)) {
+      fail_at("data.path", str("no such file '", d.path, "'", cwd_hint(d.path)));
+    }
+    if (!std::filesystem::is_regular_file(d.path, ec))
+      fail_at("data.path", str("'", d.path, "' is not a regular file"));
+  } else if (d.kind == "selective_copying" && d.seq_len <= 2 * d.copy_tokens) {  // both <= 2^30 (schema)
+    const std::string p = g.blame("data.seq_len", "data.copy_tokens");
+    if (p == "data.seq_len") {
+      fail_at(p, str("must be > 2 * data.copy_tokens = ", 2 * d.copy_tokens,
+                     " (the data tokens, then as many markers), got ", d.seq_len));
+    }
+    fail_at(p, str("must be < data.seq_len / 2 = ", schema::format_double(d.seq_len / 2.0), ", got ", d.copy_tokens));
+  }
+  // The embedding must hold every token id the data produces.
+  const bool copying = d.kind == "selective_copying";
+  const int64_t needed = copying ? d.copy_vocab + 2 : 256;
+  if (m.vocab_size != 0 && m.vocab_size < needed) {
+    fail_at("model.vocab_size", str("must be >= ", needed,
+                                    copying ? str(" (selective_copying uses ids 0..copy_vocab + 1 = ", needed - 1, ")")
+                                            : std::string(" (the byte tokenizer's vocabulary)"),
+                                    " or 0 to take it from the data, got ", m.vocab_size));
+  }
+
+  const auto& t = c.trainer;
+  if (t.global_batch_size % t.micro_batch_size != 0) {
+    const std::string p = g.blame("trainer.global_batch_size", "trainer.micro_batch_size");
+    fail_at(p, str("trainer.global_batch_size (", t.global_batch_size,
+                   ") must be a multiple of trainer.micro_batch_size (", t.micro_batch_size, ")"));
+  }
+  if (c.scheduler.warmup_steps >= t.max_steps) {
+    const std::string p = g.blame("scheduler.warmup_steps", "trainer.max_steps");
+    fail_at(p, str("scheduler.warmup_steps (", c.scheduler.warmup_steps, ") must be < trainer.max_steps (", t.max_steps,
+                   ")"));
+  }
+  if (c.scheduler.min_lr > c.optimizer.lr) {
+    const std::string p = g.blame("scheduler.min_lr", "optimizer.lr");
+    fail_at(p, str("scheduler.min_lr (", schema::format_double(c.scheduler.min_lr), ") must be <= optimizer.lr (",
+                   schema::format_double(c.optimizer.lr), ")"));
+  }
+}
+
+}  // namespace
+
+TrainConfig load_train_config(const std::string& yaml_text, const std::string& source,
+                              const std::vector<std::string>& overrides) {
+  if (yaml_text.size() > kMaxConfigBytes) {
+    config_error(str(source, ": config too large: ", yaml_text.size(), " bytes (at most ", kMaxConfigBytes, ")"));
+  }
+  Given g(source);
+  read_tree(parse_strict_yaml(yaml_text, source), source, g);
+  read_overrides(overrides, g);
+
+  TrainConfig c = schema::defaults();
+  const Key* variant = schema::find("model.variant");
+  if (g.set[g.index(variant)] && !g.value[g.index(variant)].s.empty()) {
+    // A published size as the starting point; derived sizes and the vocabulary are re-derived unless given.
+    c.model.mamba = MambaConfig::variant(g.value[g.index(variant)].s);
+    c.model.mamba.d_inner = 0;
+    c.model.mamba.dt_rank = 0;
+    c.model.mamba.vocab_size = 0;
+  }
+  for (const Key& k : schema::keys()) {
+    if (g.set[g.index(&k)]) k.set(c, g.value[g.index(&k)]);
+  }
+  check_cross(c, g);
+
+  // Derived defaults.
+  if (c.model.mamba.vocab_size == 0) {
+    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : 256;
+  }
+  try {
+    c.model.mamba.finalize();
+  } catch (const Error& e) {
+    config_error(str(source, ": model: ", e.what()));
+  }
+  if (c.run.out_dir.empty()) c.run.out_dir = "runs/" + c.run.name;
+  if (c.checkpoint.dir.empty()) c.checkpoint.dir = c.run.out_dir + "/checkpoints";
+  if (c.logging.metrics_file.empty()) c.logging.metrics_file = c.run.out_dir + "/metrics.jsonl";
+  return c;
+}
+
+TrainConfig load_train_config_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    config_error(str(path, ": is a directory, expected a YAML config file"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) config_error(str(path, ": cannot read the config file: ", std::strerror(errno)));
+  std::string text;
+  char buf[65536];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes) {
+      config_error(str(path, ": config too large: more than ", kMaxConfigBytes, " bytes"));
+    }
+  }
+  if (in.bad()) config_error(str(path, ": error reading the config file"));
+  return load_train_config(text, path, overrides);
+}
+
+std::string dump_train_config(const TrainConfig& c) {
+  std::string out = "# mamba-train training config, resolved: every key, defaults filled in (configs/README.md)\n";
+  for (const std::string& sec : schema::sections()) {
+    out += sec + ":\n";
+    for (const Key& k : schema::keys()) {
+      if (k.section() == sec) out += str("  ", k.leaf(), ": ", schema::format_yaml(k, k.get(c)), "\n");
+    }
+  }
+  return out;
+}
+
+}  // namespace mt::train
