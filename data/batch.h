@@ -1,0 +1,28 @@
+// One batch of training / evaluation data, as produced by the data sources in data/ (TextDataset,
+// SelectiveCopying). Everything lives on the CPU; the trainer moves ids/targets to the device.
+//
+// Target convention (the model's, nn/heads.h next_token_loss): the loss compares logits[:, t] with
+// targets[:, t+1]. So for plain language modelling targets == ids (targets[:, 0] is never scored), and any
+// position that must not be scored holds -100 (cross_entropy's ignore_index).
+//
+// Deterministic data: every source is a pure function of (seed, global sample index), so a resumed run that
+// restarts at sample `samples_seen` sees exactly the batches it would have seen without the interruption.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mt::data {
+
+// Value of targets at positions that are not scored (cross_entropy's ignore_index).
+constexpr int64_t kIgnoreIndex = -100;
+
+struct Batch {
+  Tensor ids;      // [B, L] i64, CPU
+  Tensor targets;  // [B, L] i64, CPU; kIgnoreIndex = not scored
+  Tensor mask;     // [B, L] f32, 1 = real row / 0 = padding row; undefined when every row is real
+  int64_t tokens = 0;  // real (non-padding) input tokens: weight for averaging losses over batches
+};
+
+}  // namespace mt::data
