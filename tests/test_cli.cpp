@@ -7,43 +7,16 @@
 #include <fstream>
 
 #include "nn/safetensors.h"
+#include "cli_util.h"
 #include "test_util.h"
 #include "train/hdf5_io.h"
 
 using namespace mt;
 
-namespace {
-
-struct Result {
-  int code;
-  std::string out;
-};
-
-Result run_cli(const std::string& args) {
-  const std::string cmd = std::string(MT_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-std::string write_temp(const std::string& content) {
-  char tmpl[] = "/tmp/mt_cli_XXXXXX";
-  int fd = mkstemp(tmpl);
-  EXPECT_GE(fd, 0);
-  close(fd);
-  std::ofstream(tmpl) << content;
-  return tmpl;
-}
-
-bool contains(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
-
-}  // namespace
+using test::contains;
+using test::run_cli;
+using test::write_temp;
+using Result = test::CliResult;
 
 TEST(Cli, InfoPrintsExactParameterCounts) {
   Result r = run_cli("info --variant 130m --batch 8 --seq-len 2048");

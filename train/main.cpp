@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
   add(mt::train::add_info_command);
   add(mt::train::add_forward_command);
   add(mt::train::add_demo_command);
+  add(mt::train::add_train_command);
+  add(mt::train::add_bench_command);
+  add(mt::train::add_export_command);
+  add(mt::train::add_checkpoint_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

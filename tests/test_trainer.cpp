@@ -1,0 +1,283 @@
+// `mamba-train train` end to end through the binary (fresh processes, as users run it): exact resume, gradient
+// accumulation, SIGTERM, non-finite steps, resume refusals, export, checkpoint verify, and a model that learns.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "cli_util.h"
+#include "nn/hf_io.h"
+#include "test_util.h"
+#include "train/checkpoint.h"
+
+extern char** environ;
+
+using namespace mt;
+using test::contains;
+using test::run_cli;
+
+namespace {
+
+// A small byte-level LM on the shipped corpus: a few CPU seconds for tens of steps.
+std::string small_lm_args(const std::string& out_dir, int64_t max_steps) {
+  return "train configs/tinyshakespeare.yaml --set run.out_dir=" + out_dir +
+         " --set model.d_model=32 --set model.n_layer=2 --set data.seq_len=32 --set trainer.micro_batch_size=4"
+         " --set trainer.global_batch_size=8 --set scheduler.warmup_steps=3 --set trainer.eval_every=5"
+         " --set trainer.eval_batches=2 --set trainer.log_every=2 --set checkpoint.every=4 --set checkpoint.keep_last=10"
+         " --set logging.progress=false --set run.device=cpu --set trainer.max_steps=" +
+         std::to_string(max_steps);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string ckpt(const std::string& out_dir, int64_t step) {
+  return out_dir + "/checkpoints/" + train::checkpoint_file_name(step);
+}
+
+}  // namespace
+
+TEST(Trainer, ResumeIsBitExact) {
+  // 12 steps straight vs 5 steps, stop (a fresh process), resume to 12: the final checkpoints (parameters, both
+  // Adam moments, step counters, scaler, RNG and data position) are the same bytes. Gradient accumulation (2
+  // micro-batches per step) is on, and the stop is not at a checkpoint.every boundary.
+  const std::string dir = test::temp_dir("resume");
+  test::CliResult r = run_cli(small_lm_args(dir, 12));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string straight = read_text(ckpt(dir, 12) + ".sha256");
+  ASSERT_FALSE(straight.empty());
+  std::filesystem::remove_all(dir);
+  r = run_cli(small_lm_args(dir, 12) + " --stop-at-step 5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "stopped at step 5")) << r.out;
+  EXPECT_EQ(train::verify_checkpoint(ckpt(dir, 5)), "");
+  r = run_cli(small_lm_args(dir, 12));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 5) + " at step 5")) << r.out;
+  EXPECT_EQ(read_text(ckpt(dir, 12) + ".sha256"), straight);
+  // The tensors themselves, for a readable failure.
+  train::CheckpointData d = train::load_checkpoint(ckpt(dir, 12));
+  EXPECT_EQ(d.ints["step"], 12);
+  EXPECT_EQ(d.ints["samples_seen"], 12 * 8);
+  EXPECT_EQ(d.ints["optim/step"], 12);
+  // Metrics of both processes are in one file, each step once.
+  std::ifstream m(dir + "/metrics.jsonl");
+  std::string line;
+  int train_lines = 0;
+  while (std::getline(m, line)) train_lines += contains(line, "\"tokens_per_s\"");
+  EXPECT_EQ(train_lines, 6);  // steps 2, 4, ..., 12
+  EXPECT_TRUE(std::filesystem::exists(dir + "/loss.svg"));
+  EXPECT_TRUE(contains(read_text(dir + "/config.yaml"), "  d_model: 32\n"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, AccumulationMatchesOneLargeBatch) {
+  // global batch 8 as 2 x 4 or 1 x 8: the same samples, the same weighted mean loss, so the same updates up to
+  // float summation order.
+  const std::string a = test::temp_dir("acc_a"), b = test::temp_dir("acc_b");
+  test::CliResult r = run_cli(small_lm_args(a, 4));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli(small_lm_args(b, 4) + " --set trainer.micro_batch_size=8");
+  ASSERT_EQ(r.code, 0) << r.out;
+  train::CheckpointData da = train::load_checkpoint(ckpt(a, 4)), db = train::load_checkpoint(ckpt(b, 4));
+  ASSERT_EQ(da.tensors.size(), db.tensors.size());
+  for (auto& kv : da.tensors) {
+    if (kv.first.rfind("model/", 0) != 0) continue;
+    const auto x = kv.second.to_vector(), y = db.tensors.at(kv.first).to_vector();
+    EXPECT_LE(test::tolerance_ratio(x, y, 1e-6, 1e-4), 1.0) << kv.first;
+  }
+  std::filesystem::remove_all(a);
+  std::filesystem::remove_all(b);
+}
+
+TEST(Trainer, SigtermSavesACheckpointAndExits143) {
+  const std::string dir = test::temp_dir("sigterm");
+  const std::string log = dir + "/out.log";
+  const std::string cmd = "cd '" + std::string(MT_SOURCE_DIR) + "' && exec " + std::string(MT_BINARY) + " " +
+                          small_lm_args(dir, 100000) + " > " + log + " 2>&1";
+  pid_t pid = 0;
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  ASSERT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  // Wait until it has trained a few steps (the first checkpoint is written at step 4).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::filesystem::exists(ckpt(dir, 4) + ".sha256") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(std::filesystem::exists(ckpt(dir, 4) + ".sha256")) << read_text(log);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << read_text(log);
+  EXPECT_EQ(WEXITSTATUS(st), 143) << read_text(log);
+  const std::string out = read_text(log);
+  EXPECT_TRUE(contains(out, "stopped by SIGTERM at step")) << out;
+  std::vector<std::string> skipped;
+  const std::string latest = train::latest_checkpoint(dir + "/checkpoints", &skipped);
+  ASSERT_FALSE(latest.empty());
+  EXPECT_TRUE(skipped.empty());
+  const int64_t step = train::load_checkpoint(latest).ints["step"];
+  EXPECT_GT(step, 4);
+  EXPECT_TRUE(contains(out, "stopped by SIGTERM at step " + std::to_string(step))) << out;
+  // checkpoint verify agrees, and the run resumes from there.
+  test::CliResult r = run_cli("checkpoint verify " + dir);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "latest valid: " + latest)) << r.out;
+  r = run_cli(small_lm_args(dir, step + 2));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + latest)) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, RepeatedNonFiniteStepsStopNamingStepTensorAndCheckpoint) {
+  // A model whose final norm weight holds a NaN: every loss is NaN, every step is skipped, and after
+  // max_nonfinite_steps in a row the run stops with exit code 6; the parameters were never touched.
+  const std::string dir = test::temp_dir("nan");
+  MambaConfig mc;
+  mc.vocab_size = 256;
+  mc.d_model = 32;
+  mc.n_layer = 2;
+  mc.d_inner = 0;
+  mc.dt_rank = 0;
+  mc.finalize();
+  nn::MambaLMHeadModel model(mc);
+  Generator g(7);
+  model.init_parameters(g);
+  model.parameter("backbone.norm_f.weight").data<float>()[3] = NAN;
+  nn::save_hf_model(model, dir + "/init");
+  test::CliResult r = run_cli(small_lm_args(dir, 20) + " --set model.init_from=" + dir +
+                              "/init --set trainer.max_nonfinite_steps=3 --set checkpoint.every=2");
+  EXPECT_EQ(r.code, 6) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: training stopped at step 3 after 3 consecutive non-finite steps"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "first non-finite tensor: loss")) << r.out;
+  EXPECT_TRUE(contains(r.out, "last good checkpoint: " + ckpt(dir, 2))) << r.out;
+  train::CheckpointData d = train::load_checkpoint(ckpt(dir, 2));
+  EXPECT_EQ(d.ints["optim/step"], 0);  // skipped steps never reach the optimizer
+  EXPECT_EQ(d.ints["samples_seen"], 16);  // but the data advances
+  EXPECT_EQ(d.ints["scaler/skipped_total"], 2);
+  const auto w = d.tensors.at("model/backbone.layers.0.mixer.in_proj.weight").to_vector();
+  const auto w0 = model.parameter("backbone.layers.0.mixer.in_proj.weight").to_vector();
+  EXPECT_EQ(w, w0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, ResumeRefusesADifferentModelOrData) {
+  const std::string dir = test::temp_dir("refuse");
+  test::CliResult r = run_cli(small_lm_args(dir, 8));  // checkpoints at steps 4 and 8
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli(small_lm_args(dir, 12) + " --set model.d_model=48");
+  EXPECT_EQ(r.code, 5) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: checkpoint '" + ckpt(dir, 8) + "': model differs from the config: "))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "hidden_size: checkpoint 32, config 48")) << r.out;
+  const std::string other = test::write_temp(std::string(4000, 'a'));
+  r = run_cli(small_lm_args(dir, 12) + " --set data.path=" + other);
+  EXPECT_EQ(r.code, 5) << r.out;
+  EXPECT_TRUE(contains(r.out, "trained on other data")) << r.out;
+  r = run_cli(small_lm_args(dir, 12) + " --set run.seed=99");
+  EXPECT_EQ(r.code, 5) << r.out;
+  EXPECT_TRUE(contains(r.out, "run.seed: checkpoint 1234, config 99")) << r.out;
+  // A corrupt newest checkpoint: refused when named, skipped with a warning by resume: auto.
+  {
+    std::fstream f(ckpt(dir, 8), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(2000);
+    const char c = static_cast<char>(f.get());
+    f.seekp(2000);
+    f.put(static_cast<char>(c ^ 0x10));
+  }
+  r = run_cli(small_lm_args(dir, 12) + " --set checkpoint.resume=" + ckpt(dir, 8));
+  EXPECT_EQ(r.code, 5) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: checkpoint '" + ckpt(dir, 8) + "'")) << r.out;
+  r = run_cli("checkpoint verify " + dir);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "INVALID " + ckpt(dir, 8))) << r.out;
+  EXPECT_TRUE(contains(r.out, "latest valid: " + ckpt(dir, 4) + " (1 valid, 1 invalid)")) << r.out;
+  r = run_cli(small_lm_args(dir, 12));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "warning: skipping invalid checkpoint " + ckpt(dir, 8))) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 4) + " at step 4")) << r.out;
+  unlink(other.c_str());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, ExportWritesAHuggingFaceDirectoryWithTheTrainedWeights) {
+  const std::string dir = test::temp_dir("export");
+  test::CliResult r = run_cli(small_lm_args(dir, 4));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("export " + dir + " --hf " + dir + "/hf");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "exported " + ckpt(dir, 4))) << r.out;
+  auto model = nn::load_hf_model(dir + "/hf");
+  train::CheckpointData d = train::load_checkpoint(ckpt(dir, 4));
+  for (auto& np : model->named_parameters())
+    EXPECT_EQ(np.second->to_vector(), d.tensors.at("model/" + np.first).to_vector()) << np.first;
+  r = run_cli("export " + dir + "/nothing-here --hf " + dir + "/hf2");
+  EXPECT_EQ(r.code, 5) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, BadConfigsAndUnsupportedSettingsAreOneClearError) {
+  test::CliResult r = run_cli("train configs/tinyshakespeare.yaml --set optimizer.lrr=1");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: --set optimizer.lrr: unknown key; did you mean 'optimizer.lr'?"))
+      << r.out;
+  r = run_cli("train configs/tinyshakespeare.yaml --set model.head=sequence_classification");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "classification heads need labelled data")) << r.out;
+  r = run_cli("train /nonexistent.yaml");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "/nonexistent.yaml")) << r.out;
+  r = run_cli("train configs/tinyshakespeare.yaml --stop-at-step 0");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: --stop-at-step")) << r.out;
+  r = run_cli("train");
+  EXPECT_EQ(r.code, 2) << r.out;
+}
+
+TEST(Trainer, LearnsSelectiveCopying) {
+  // The selective copying task of the Mamba paper (Gu & Dao 2023, section 4.1) with the shipped config, shortened
+  // to 500 steps: 4 data tokens scattered among 28 noise positions must be reproduced in order after the context.
+  // Chance is 1/8; a model without input-dependent (selective) state updates cannot solve it.
+  const std::string dir = test::temp_dir("selcopy");
+  test::CliResult r = run_cli("train configs/selective_copying.yaml --set run.out_dir=" + dir +
+                              " --set trainer.max_steps=500 --set checkpoint.every=0 --set logging.progress=false"
+                              " --set run.device=cpu");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const size_t at = r.out.find("eval step 500: ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const size_t acc = r.out.find("accuracy ", at);
+  ASSERT_NE(acc, std::string::npos) << r.out;
+  const double accuracy = std::stod(r.out.substr(acc + 9));
+  std::printf("selective copying: validation accuracy %.4f after 500 steps\n", accuracy);
+  EXPECT_GE(accuracy, 0.95) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, Fp16OverflowSkipsStepsAndBacksOffTheScale) {
+  // A loss scale far too large for fp16: the first steps overflow (inf gradients), are skipped without touching the
+  // optimizer, and halve the scale until the gradients fit; then training proceeds.
+  const std::string dir = test::temp_dir("fp16");
+  test::CliResult r = run_cli(small_lm_args(dir, 24) +
+                              " --set trainer.precision=fp16 --set trainer.loss_scale_init=1099511627776"
+                              " --set trainer.max_nonfinite_steps=40");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "step 1: skipped (non-finite ")) << r.out;
+  train::CheckpointData d = train::load_checkpoint(ckpt(dir, 24));
+  const int64_t skipped = d.ints["scaler/skipped_total"];
+  EXPECT_GE(skipped, 1);
+  EXPECT_LT(skipped, 24);
+  EXPECT_EQ(d.ints["optim/step"], 24 - skipped);
+  EXPECT_EQ(d.ints["scaler/nonfinite_streak"], 0);
+  EXPECT_EQ(d.floats["scaler/scale"], std::ldexp(1.0, 40 - static_cast<int>(skipped)));  // no growth in 24 steps
+  std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build, the `cuda` tests, the training benchmark and short GPU training runs.
+# Full logs under $OUT (or ./gpu-logs): build.log, ctest-cuda.log, bench.log, train.log; the summary last.
+#   bash tools/gpu-check.sh [bench steps]
+set -uo pipefail
+out=${OUT:-gpu-logs}
+mkdir -p "$out"
+steps=${1:-10}
+t0=$(date +%s)
+{ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j16; } \
+  > "$out/build.log" 2>&1 || { tail -60 "$out/build.log"; exit 1; }
+t1=$(date +%s)
+ctest --test-dir build -L cuda -j4 --output-on-failure --timeout 600 > "$out/ctest-cuda.log" 2>&1
+cuda_rc=$?
+t2=$(date +%s)
+for prec in bf16 fp32; do
+  echo "== bench configs/bench-130m.yaml precision $prec"
+  ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set trainer.precision=$prec
+  echo "rc $?"
+done > "$out/bench.log" 2>&1
+t3=$(date +%s)
+summary=""
+run() {  # label, config, extra args
+  local label=$1 cfg=$2; shift 2
+  echo "== $label: $cfg $*" >> "$out/train.log"
+  ./build/mamba-train train "$cfg" --set logging.progress=false "$@" >> "$out/train.log" 2>&1
+  local rc=$?
+  summary+="train $label: rc $rc; $(grep -E '^eval step' "$out/train.log" | tail -1)"$'\n'
+}
+run "tinyshakespeare bf16 to 500" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/bf16 \
+  --set trainer.precision=bf16 --stop-at-step 500
+run "tinyshakespeare bf16 resumed" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/bf16 \
+  --set trainer.precision=bf16
+run "tinyshakespeare fp16" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/fp16 --set trainer.precision=fp16
+run "tinyshakespeare fp32" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/fp32 --set trainer.precision=fp32
+run "selective copying bf16" configs/selective_copying.yaml --set run.out_dir=/tmp/runs/copy --set trainer.precision=bf16
+t4=$(date +%s)
+{
+  echo "==== summary ===="
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  echo "build $((t1 - t0)) s; cuda tests $((t2 - t1)) s; bench $((t3 - t2)) s; training runs $((t4 - t3)) s"
+  echo "cuda tests: rc $cuda_rc; $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log")"
+  grep -E '\(Failed\)|\(Timeout\)|Exception' "$out/ctest-cuda.log" | head -20
+  grep -E '^== bench|step time|throughput|peak|error|^rc' "$out/bench.log"
+  printf '%s' "$summary"
+} | tee "$out/summary.txt"

@@ -1,0 +1,33 @@
+// The trainer's view of a data source: batches by global sample index, validation batches, a fingerprint for
+// checkpoints, and the task's extra metric. Chooses the data/ class from the config's data.kind.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "data/batch.h"
+#include "train/config.h"
+
+namespace mt::train {
+
+class TaskData {
+ public:
+  virtual ~TaskData() = default;
+  // Samples first .. first + batch_size - 1 of the training stream of `seed` (a pure function of its arguments).
+  virtual data::Batch train_batch(uint64_t seed, int64_t first, int64_t batch_size) const = 0;
+  virtual data::Batch val_batch(int64_t index, int64_t batch_size) const = 0;
+  virtual int64_t num_val_batches(int64_t batch_size) const = 0;
+  virtual std::string fingerprint() const = 0;
+  virtual std::string describe() const = 0;  // one line for the console
+  // True when evaluation reports the argmax accuracy on the scored positions (selective copying).
+  virtual bool reports_accuracy() const { return false; }
+};
+
+// From cfg.data (and cfg.model.head: these sources feed the LM head only). mt::Error(Config / Data) on problems.
+std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg);
+
+// Target positions the next-token loss scores: targets[:, 1:] != -100 (data/batch.h convention).
+int64_t scored_targets(const data::Batch& b);
+
+}  // namespace mt::train

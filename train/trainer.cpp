@@ -1,0 +1,533 @@
+#include "train/trainer.h"
+
+#include <csignal>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/autograd.h"
+#include "autograd/ops/elementwise.h"
+#include "core/allocator.h"
+#include "data/selective_copying.h"
+#include "nn/heads.h"
+#include "nn/hf_io.h"
+#include "nn/init.h"
+#include "optim/adamw.h"
+#include "optim/grad_check.h"
+#include "optim/loss_scaler.h"
+#include "optim/schedule.h"
+#include "train/checkpoint.h"
+#include "train/checkpoint_io.h"
+#include "train/commands.h"
+#include "train/logger.h"
+#include "train/plot.h"
+#include "train/task_data.h"
+
+namespace mt::train {
+
+namespace {
+
+// SIGINT / SIGTERM: remember the signal; the loop checks after each step, saves a checkpoint and returns 128 + sig.
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_signal = sig; }
+
+class SignalScope {
+ public:
+  SignalScope() {
+    g_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+const char* kModelPrefix = "model/";
+const char* kAvgPrefix = "optim/exp_avg/";
+const char* kSqPrefix = "optim/exp_avg_sq/";
+
+// Keys of two config.json texts whose values differ: "d_model: checkpoint 64, config 128".
+std::string json_diff(const std::string& a_text, const std::string& b_text) {
+  nlohmann::json a = nlohmann::json::parse(a_text, nullptr, false), b = nlohmann::json::parse(b_text, nullptr, false);
+  if (a.is_discarded() || b.is_discarded() || !a.is_object() || !b.is_object()) return "unreadable model config";
+  std::string out;
+  auto add = [&](const std::string& k, const std::string& av, const std::string& bv) {
+    out += str(out.empty() ? "" : "; ", k, ": checkpoint ", av, ", config ", bv);
+  };
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    if (!b.contains(it.key())) add(it.key(), it.value().dump(), "(absent)");
+    else if (b[it.key()] != it.value()) add(it.key(), it.value().dump(), b[it.key()].dump());
+  }
+  for (auto it = b.begin(); it != b.end(); ++it)
+    if (!a.contains(it.key())) add(it.key(), "(absent)", it.value().dump());
+  return out;
+}
+
+}  // namespace
+
+DType precision_dtype(const std::string& precision) {
+  if (precision == "fp32") return DType::F32;
+  if (precision == "bf16") return DType::BF16;
+  if (precision == "fp16") return DType::F16;
+  throw Error(ErrorKind::Config, str("trainer.precision: expected fp32, bf16 or fp16, got '", precision, "'"));
+}
+
+struct Trainer::Impl {
+  TrainConfig cfg;
+  bool write_outputs;
+  Device dev;
+  DType cd;
+  std::unique_ptr<TaskData> task;
+  std::unique_ptr<nn::MambaLMHeadModel> model;
+  std::vector<std::pair<std::string, Tensor*>> named;
+  std::vector<Tensor*> params;
+  std::unique_ptr<optim::AdamW> opt;
+  optim::ScheduleOptions sched;
+  std::unique_ptr<optim::DynamicLossScaler> scaler;
+  Generator gen;  // reserved for stochastic layers (dropout); its state is checkpointed
+  int64_t step = 0, samples_seen = 0;
+  std::string last_checkpoint;
+
+  explicit Impl(const TrainConfig& c, bool w) : cfg(c), write_outputs(w), dev(resolve_device(c.run.device)) {
+    cd = precision_dtype(cfg.trainer.precision);
+    task = make_task_data(cfg);
+    model = std::make_unique<nn::MambaLMHeadModel>(cfg.model.mamba);
+    Generator init_gen(cfg.run.seed);
+    model->init_parameters(init_gen);
+    if (!cfg.model.init_from.empty()) {
+      auto src = nn::load_hf_model(cfg.model.init_from);
+      model->load_state_dict(src->state_dict(), true, cfg.model.init_from + "/model.safetensors");
+      const std::string bad = nn::check_init_invariants(model->backbone, /*after_training=*/true);
+      MT_CHECK(bad.empty(), ErrorKind::Checkpoint, "model.init_from '", cfg.model.init_from, "': ", bad);
+    }
+    model->to(dev);
+    named = model->named_parameters();
+    params = model->parameters();
+    optim::AdamWOptions ao;
+    ao.lr = cfg.optimizer.lr;
+    ao.beta1 = cfg.optimizer.beta1;
+    ao.beta2 = cfg.optimizer.beta2;
+    ao.eps = cfg.optimizer.eps;
+    ao.weight_decay = cfg.optimizer.weight_decay;
+    opt = std::make_unique<optim::AdamW>(named, ao);
+    sched.kind = cfg.scheduler.kind;
+    sched.peak_lr = cfg.optimizer.lr;
+    sched.min_lr = cfg.scheduler.min_lr;
+    sched.warmup_steps = cfg.scheduler.warmup_steps;
+    sched.total_steps = cfg.trainer.max_steps;
+    scaler = std::make_unique<optim::DynamicLossScaler>(cfg.trainer.loss_scale_init,
+                                                        cfg.trainer.loss_scale_growth_interval, 2.0, 0.5,
+                                                        /*enabled=*/cd == DType::F16);
+    gen = Generator(cfg.run.seed ^ 0x64726f706f7574ULL);  // "dropout"
+  }
+
+  int64_t accum() const { return cfg.trainer.global_batch_size / cfg.trainer.micro_batch_size; }
+
+  StepStats train_step() {
+    const int64_t micro = cfg.trainer.micro_batch_size, n_micro = accum();
+    std::vector<data::Batch> batches;
+    std::vector<int64_t> scored;
+    int64_t total_scored = 0;
+    for (int64_t a = 0; a < n_micro; ++a) {
+      batches.push_back(task->train_batch(cfg.run.seed, samples_seen + a * micro, micro));
+      scored.push_back(scored_targets(batches.back()));
+      total_scored += scored.back();
+    }
+    StepStats s;
+    s.loss_scale = scaler->scale();
+    nn::ForwardOptions fo;
+    fo.compute_dtype = cd;
+    Tensor loss_sum;  // device scalar, no graph: the step's mean loss without a host sync per micro-batch
+    for (int64_t a = 0; a < n_micro; ++a) {
+      const data::Batch& b = batches[a];
+      s.tokens += b.tokens > 0 ? b.tokens : b.ids.numel();
+      if (scored[a] == 0) continue;  // nothing to learn from (cannot happen with the shipped data sources)
+      const double w = static_cast<double>(scored[a]) / static_cast<double>(total_scored);
+      nn::LMOutput r = model->forward(b.ids.to(dev), fo, true, b.targets.to(dev));
+      backward(mul_scalar(r.loss, w * s.loss_scale));
+      NoGradGuard ng;
+      Tensor part = mul_scalar(cast(r.loss.detach(), DType::F32), w);
+      loss_sum = loss_sum.defined() ? add(loss_sum, part) : part;
+    }
+    samples_seen += micro * n_micro;
+    ++step;
+    s.loss = loss_sum.defined() ? loss_sum.item() : 0.0;
+    int64_t bad = std::isfinite(s.loss) ? optim::first_nonfinite_grad(params) : -2;
+    if (bad == -1) {
+      s.grad_norm = optim::grad_global_norm(params) / s.loss_scale;
+      if (!std::isfinite(s.grad_norm)) bad = -3;
+    }
+    if (bad != -1) {
+      s.skipped = true;
+      s.nonfinite = bad == -2 ? "loss" : bad == -3 ? "global gradient norm" : named[bad].first + " (gradient)";
+      s.grad_norm = std::nan("");
+      scaler->update(false);
+    } else {
+      const double clip = optim::clip_factor(s.grad_norm, cfg.optimizer.grad_clip);
+      s.lr = optim::lr_at(sched, static_cast<long>(opt->step_count()));
+      opt->step(s.lr, clip / s.loss_scale);
+      scaler->update(true);
+    }
+    model->zero_grad();
+    return s;
+  }
+
+  EvalStats evaluate() {
+    NoGradGuard ng;
+    EvalStats e;
+    const int64_t B = cfg.trainer.micro_batch_size;
+    const int64_t nb = task->num_val_batches(B);
+    if (nb == 0) {
+      e.loss = e.perplexity = std::nan("");
+      return e;
+    }
+    const int64_t use = std::min(nb, cfg.trainer.eval_batches);
+    nn::ForwardOptions fo;
+    fo.compute_dtype = cd;
+    double loss_tokens = 0;
+    data::CopyScore cs;
+    for (int64_t k = 0; k < use; ++k) {
+      const int64_t idx = use == nb ? k : k * nb / use;  // spread over the held-out data
+      data::Batch b = task->val_batch(idx, B);
+      const int64_t n = scored_targets(b);
+      if (n == 0) continue;
+      nn::LMOutput r = model->forward(b.ids.to(dev), fo, true, b.targets.to(dev));
+      loss_tokens += r.loss.item() * static_cast<double>(n);
+      e.scored += n;
+      if (task->reports_accuracy()) {
+        data::CopyScore c = data::copy_score(r.logits, b);
+        cs.correct += c.correct;
+        cs.scored += c.scored;
+      }
+    }
+    e.loss = e.scored > 0 ? loss_tokens / static_cast<double>(e.scored) : std::nan("");
+    e.perplexity = std::exp(e.loss);
+    if (task->reports_accuracy()) e.accuracy = cs.accuracy();
+    return e;
+  }
+
+  std::string model_config_json() const { return nn_config_json(cfg.model.mamba); }
+  static std::string nn_config_json(const MambaConfig& m) { return config_to_hf_json(m); }
+
+  CheckpointData snapshot() const {
+    CheckpointData d;
+    for (const auto& e : opt->entries()) {
+      d.tensors[kModelPrefix + e.name] = e.param->detach().to(Device::cpu());
+      d.tensors[kAvgPrefix + e.name] = e.exp_avg.to(Device::cpu());
+      d.tensors[kSqPrefix + e.name] = e.exp_avg_sq.to(Device::cpu());
+    }
+    d.ints["step"] = step;
+    d.ints["samples_seen"] = samples_seen;
+    d.ints["optim/step"] = opt->step_count();
+    const optim::LossScalerState ss = scaler->state();
+    d.floats["scaler/scale"] = ss.scale;
+    d.ints["scaler/good_steps"] = ss.good_steps;
+    d.ints["scaler/skipped_total"] = ss.skipped_total;
+    d.ints["scaler/nonfinite_streak"] = ss.nonfinite_streak;
+    d.ints["rng/seed"] = static_cast<int64_t>(gen.state().seed);
+    d.ints["rng/offset"] = static_cast<int64_t>(gen.state().offset);
+    d.ints["run/seed"] = static_cast<int64_t>(cfg.run.seed);
+    d.ints["trainer/global_batch_size"] = cfg.trainer.global_batch_size;
+    d.strings["config_yaml"] = dump_train_config(cfg);
+    d.strings["model_config_json"] = model_config_json();
+    d.strings["model_head"] = cfg.model.head;
+    d.strings["data_fingerprint"] = task->fingerprint();
+    return d;
+  }
+
+  std::string save() {
+    last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last);
+    return last_checkpoint;
+  }
+
+  void resume(const std::string& path) {
+    CheckpointData d = load_checkpoint(path);
+    auto fail = [&](const std::string& why) { throw Error(ErrorKind::Checkpoint, str("checkpoint '", path, "': ", why)); };
+    auto need_str = [&](const char* k) -> const std::string& {
+      auto it = d.strings.find(k);
+      if (it == d.strings.end()) fail(str("not a mamba-train training checkpoint: no '", k, "'"));
+      return it->second;
+    };
+    auto need_int = [&](const char* k) -> int64_t {
+      auto it = d.ints.find(k);
+      if (it == d.ints.end()) fail(str("not a mamba-train training checkpoint: no '", k, "'"));
+      return it->second;
+    };
+    // The model first: a different architecture is named key by key before any tensor is compared.
+    const std::string mc = need_str("model_config_json");
+    if (mc != model_config_json()) fail(str("model differs from the config: ", json_diff(mc, model_config_json())));
+    if (need_str("model_head") != cfg.model.head)
+      fail(str("model.head: checkpoint ", d.strings["model_head"], ", config ", cfg.model.head));
+    if (need_str("data_fingerprint") != task->fingerprint())
+      fail(str("trained on other data: checkpoint ", d.strings["data_fingerprint"], ", config ", task->fingerprint(),
+               " (resume needs the same data.* so that the data position means the same samples)"));
+    if (need_int("run/seed") != static_cast<int64_t>(cfg.run.seed))
+      fail(str("run.seed: checkpoint ", d.ints["run/seed"], ", config ", cfg.run.seed,
+               " (the data order depends on it)"));
+    std::map<std::string, Tensor> model_t, avg_t, sq_t;
+    for (auto& kv : d.tensors) {
+      const std::string& n = kv.first;
+      auto take = [&](const char* prefix, std::map<std::string, Tensor>& m) {
+        const size_t pl = std::strlen(prefix);
+        if (n.compare(0, pl, prefix) != 0) return false;
+        m[n.substr(pl)] = kv.second;
+        return true;
+      };
+      if (!take(kModelPrefix, model_t) && !take(kAvgPrefix, avg_t) && !take(kSqPrefix, sq_t))
+        fail(str("unexpected tensor '", n, "'"));
+    }
+    model->load_state_dict(model_t, true, str("checkpoint '", path, "'"));
+    for (auto& e : opt->entries()) {
+      for (auto* pm : {&avg_t, &sq_t}) {
+        const char* what = pm == &avg_t ? kAvgPrefix : kSqPrefix;
+        auto it = pm->find(e.name);
+        if (it == pm->end()) fail(str("missing tensor '", what, e.name, "'"));
+        if (it->second.shape() != e.param->shape())
+          fail(str("size mismatch for ", what, e.name, ": checkpoint ", shape_str(it->second.shape()), ", model ",
+                   shape_str(e.param->shape())));
+        Tensor& dst = pm == &avg_t ? e.exp_avg : e.exp_avg_sq;
+        dst.copy_(it->second);
+      }
+    }
+    if (avg_t.size() != opt->entries().size() || sq_t.size() != opt->entries().size())
+      fail("optimizer moments name parameters the model does not have");
+    step = need_int("step");
+    samples_seen = need_int("samples_seen");
+    const int64_t ostep = need_int("optim/step");
+    if (step < 0 || samples_seen < 0 || ostep < 0 || ostep > step) fail("inconsistent step counters");
+    opt->set_step_count(ostep);
+    optim::LossScalerState ss;
+    auto fit = d.floats.find("scaler/scale");
+    if (fit == d.floats.end()) fail("not a mamba-train training checkpoint: no 'scaler/scale'");
+    ss.scale = fit->second;
+    ss.good_steps = need_int("scaler/good_steps");
+    ss.skipped_total = need_int("scaler/skipped_total");
+    ss.nonfinite_streak = need_int("scaler/nonfinite_streak");
+    if (scaler->enabled()) {
+      scaler->set_state(ss);
+    } else {
+      ss.scale = scaler->state().scale;  // bf16 / fp32 (or a precision change): only the counters carry over
+      scaler->set_state(ss);
+    }
+    GeneratorState gs;
+    gs.seed = static_cast<uint64_t>(need_int("rng/seed"));
+    gs.offset = static_cast<uint64_t>(need_int("rng/offset"));
+    gen.set_state(gs);
+    last_checkpoint = path;
+  }
+};
+
+Trainer::Trainer(const TrainConfig& cfg, bool write_outputs) : impl_(std::make_unique<Impl>(cfg, write_outputs)) {}
+Trainer::~Trainer() = default;
+StepStats Trainer::train_step() { return impl_->train_step(); }
+EvalStats Trainer::evaluate() { return impl_->evaluate(); }
+std::string Trainer::save_checkpoint_now() { return impl_->save(); }
+void Trainer::resume_from(const std::string& path) { impl_->resume(path); }
+int64_t Trainer::step() const { return impl_->step; }
+int64_t Trainer::num_parameters() const { return impl_->model->num_parameters(); }
+Device Trainer::device() const { return impl_->dev; }
+const TrainConfig& Trainer::config() const { return impl_->cfg; }
+
+namespace {
+
+nlohmann::json eval_json(const EvalStats& e) {
+  nlohmann::json j = {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", e.scored}};
+  if (e.accuracy >= 0) j["accuracy"] = e.accuracy;
+  return j;
+}
+
+std::string eval_line(int64_t step, const EvalStats& e) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "eval step %lld: loss %.4f  perplexity %.3f", (long long)step, e.loss, e.perplexity);
+  std::string s = buf;
+  if (e.accuracy >= 0) {
+    std::snprintf(buf, sizeof buf, "  accuracy %.4f", e.accuracy);
+    s += buf;
+  }
+  return s;
+}
+
+// A resumed run repeats the steps after its checkpoint: their old records (written by the process that went on
+// past the checkpoint before it stopped) are dropped so that every step appears once.
+void drop_metrics_after(const std::string& path, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  std::string line, kept;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+                             j["step"].get<int64_t>() > step)) {  // later steps, or a line cut by a crash
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  if (dropped) write_file_atomic(path, kept.data(), kept.size());
+}
+
+// Re-reads the metrics file (the whole run, across resumes) for the loss plot.
+void plot_from_metrics(const std::string& metrics, const std::string& svg, const std::string& title) {
+  std::ifstream in(metrics);
+  std::vector<std::pair<int64_t, double>> tr, va;
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+    const int64_t st = j["step"].get<int64_t>();
+    if (j.contains("loss") && j["loss"].is_number()) tr.emplace_back(st, j["loss"].get<double>());
+    if (j.contains("eval") && j["eval"].is_object() && j["eval"].contains("loss") && j["eval"]["loss"].is_number())
+      va.emplace_back(st, j["eval"]["loss"].get<double>());
+  }
+  write_loss_svg(svg, tr, va, title);
+}
+
+}  // namespace
+
+RunResult Trainer::run(const RunOptions& ro) {
+  Impl& m = *impl_;
+  const TrainConfig& c = m.cfg;
+  RunResult res;
+  std::printf("mamba-train: run '%s' -> %s\n", c.run.name.c_str(), c.run.out_dir.c_str());
+  std::printf("data: %s\n", m.task->describe().c_str());
+  std::printf("model: d_model %lld, %lld layers, d_state %lld, vocab %lld, %lld parameters; device %s, %s; batch %lld "
+              "(%lld x %lld micro) x %lld tokens, %lld steps\n",
+              (long long)c.model.mamba.d_model, (long long)c.model.mamba.n_layer, (long long)c.model.mamba.d_state,
+              (long long)c.model.mamba.vocab_size, (long long)m.model->num_parameters(), m.dev.str().c_str(),
+              c.trainer.precision.c_str(), (long long)c.trainer.global_batch_size, (long long)m.accum(),
+              (long long)c.trainer.micro_batch_size, (long long)c.data.seq_len, (long long)c.trainer.max_steps);
+
+  // Resume.
+  std::string from;
+  if (c.checkpoint.resume == "auto") {
+    std::vector<std::string> skipped;
+    from = latest_checkpoint(c.checkpoint.dir, &skipped);
+    for (const std::string& s : skipped) std::printf("warning: skipping invalid checkpoint %s\n", s.c_str());
+  } else if (c.checkpoint.resume != "never") {
+    from = c.checkpoint.resume;
+  }
+  if (!from.empty()) {
+    m.resume(from);
+    std::printf("resumed from %s at step %lld (%lld samples seen)\n", from.c_str(), (long long)m.step,
+                (long long)m.samples_seen);
+  }
+  MT_CHECK(m.step <= c.trainer.max_steps, ErrorKind::Config, "trainer.max_steps (", c.trainer.max_steps,
+           ") is below the step of the checkpoint resumed from (", m.step, ", ", from, ")");
+
+  if (m.write_outputs) {
+    ensure_directory(c.run.out_dir);
+    const std::string yaml = dump_train_config(c);
+    write_file_atomic(c.run.out_dir + "/config.yaml", yaml.data(), yaml.size());
+  }
+  if (!from.empty() && m.write_outputs) drop_metrics_after(c.logging.metrics_file, m.step);
+  MetricsLog metrics(c.logging.metrics_file, /*append=*/!from.empty());
+  Progress progress(c.trainer.max_steps, c.logging.progress, m.step);
+  SignalScope signals;
+
+  double win_loss = 0, win_tokens = 0;
+  int64_t win_n = 0;
+  auto win_t0 = std::chrono::steady_clock::now();
+  const auto run_t0 = win_t0;
+  const int64_t first_step = m.step;
+  while (m.step < c.trainer.max_steps) {
+    const StepStats s = m.train_step();
+    if (s.skipped) {
+      const optim::LossScalerState ss = m.scaler->state();
+      progress.message(str("step ", m.step, ": skipped (non-finite ", s.nonfinite, "); loss scale now ",
+                           m.scaler->scale(), "; ", ss.nonfinite_streak, " in a row"));
+      if (ss.nonfinite_streak >= c.trainer.max_nonfinite_steps) {
+        progress.finish();
+        throw Error(ErrorKind::NonFinite,
+                    str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
+                        " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ",
+                        s.nonfinite, "; last good checkpoint: ",
+                        m.last_checkpoint.empty() ? std::string("none") : m.last_checkpoint));
+      }
+    } else {
+      win_loss += s.loss;
+      ++win_n;
+    }
+    win_tokens += static_cast<double>(s.tokens);
+    const bool last = m.step == c.trainer.max_steps;
+    if (m.step % c.trainer.log_every == 0 || last) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
+      const double tps = secs > 0 ? win_tokens / secs : 0;
+      const double loss = win_n > 0 ? win_loss / static_cast<double>(win_n) : std::nan("");
+      progress.update(m.step, loss, s.lr, s.grad_norm, s.loss_scale, tps, m.scaler->state().skipped_total);
+      metrics.write({{"step", m.step},
+                     {"loss", loss},
+                     {"lr", s.lr},
+                     {"grad_norm", s.grad_norm},
+                     {"loss_scale", s.loss_scale},
+                     {"tokens_per_s", tps},
+                     {"samples_seen", m.samples_seen},
+                     {"skipped_total", m.scaler->state().skipped_total},
+                     {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count()}});
+      win_loss = win_tokens = 0;
+      win_n = 0;
+      win_t0 = std::chrono::steady_clock::now();
+    }
+    if ((c.trainer.eval_every > 0 && m.step % c.trainer.eval_every == 0) || last) {
+      const EvalStats e = m.evaluate();
+      progress.message(eval_line(m.step, e));
+      metrics.write({{"step", m.step}, {"eval", eval_json(e)}});
+      if (last) res.final_eval = e;
+      win_t0 = std::chrono::steady_clock::now();  // evaluation time is not training throughput
+    }
+    const bool stop_now = ro.stop_at_step > 0 && m.step == ro.stop_at_step;
+    if (m.write_outputs && ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now ||
+                            g_signal != 0)) {
+      const std::string p = m.save();
+      progress.message(str("checkpoint saved: ", p));
+    }
+    if (g_signal != 0) {
+      progress.finish();
+      const int sig = g_signal;
+      std::printf("stopped by %s at step %lld; resume with the same command\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                  (long long)m.step);
+      res.exit_code = 128 + sig;
+      break;
+    }
+    if (stop_now) {
+      progress.finish();
+      std::printf("stopped at step %lld (--stop-at-step); resume with the same command\n", (long long)m.step);
+      break;
+    }
+  }
+  progress.finish();
+  if (first_step == c.trainer.max_steps) {  // resumed a finished run: report where it stands
+    res.final_eval = m.evaluate();
+    std::printf("already at trainer.max_steps = %lld; %s\n", (long long)m.step, eval_line(m.step, res.final_eval).c_str());
+  }
+  res.step = m.step;
+  res.last_checkpoint = m.last_checkpoint;
+  if (m.write_outputs && c.logging.plot) {
+    const std::string svg = c.run.out_dir + "/loss.svg";
+    plot_from_metrics(c.logging.metrics_file, svg, str(c.run.name, ": loss"));
+    std::printf("loss curve: %s\n", svg.c_str());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count();
+  std::printf("done: %lld steps in this process (%.1f s); step %lld of %lld\n", (long long)(m.step - first_step), secs,
+              (long long)m.step, (long long)c.trainer.max_steps);
+  if (m.step == c.trainer.max_steps) {
+    MT_CHECK(std::isfinite(res.final_eval.loss) || m.task->num_val_batches(c.trainer.micro_batch_size) == 0,
+             ErrorKind::NonFinite, "training ended with a non-finite validation loss (", res.final_eval.loss, ")");
+  }
+  return res;
+}
+
+}  // namespace mt::train

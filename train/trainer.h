@@ -1,0 +1,94 @@
+// The training loop behind `mamba-train train` and `mamba-train bench`.
+//
+// One optimizer step (train_step):
+//   global_batch_size / micro_batch_size micro-batches, each: forward -> loss * w_a * scale -> backward (gradients
+//   accumulate in the fp32 masters; w_a = scored tokens of micro-batch a / scored tokens of the step, so the
+//   accumulated gradient is exactly that of the mean loss over the whole global batch) ->
+//   first_nonfinite_grad over EVERY gradient (nothing touched yet) -> global norm (unscaled) -> clip factor ->
+//   fused AdamW with grad_scale = clip / scale -> dynamic loss scaler update.
+//   A step whose loss or any gradient is inf/NaN is skipped: parameters, moments, the Adam step count and the LR
+//   position (the LR follows the optimizer's step count) stay as they were, the data still advances, and after
+//   trainer.max_nonfinite_steps consecutive skips the run stops with ErrorKind::NonFinite naming the step, the
+//   first non-finite tensor and the last good checkpoint (RELIABILITY.md "Promises").
+//
+// State that makes a resume exact (all in the checkpoint, train/checkpoint.h):
+//   model/<HF name>, optim/exp_avg/<name>, optim/exp_avg_sq/<name>   tensors (f32)
+//   step, samples_seen, optim/step, scaler/{good_steps,skipped_total,nonfinite_streak}, rng/{seed,offset}  ints
+//   scaler/scale                                                      float
+//   config_yaml (the resolved config), model_config_json, model_head, data_fingerprint   strings
+// The data is a pure function of (run.seed, samples_seen) (data/batch.h), the LR a pure function of the optimizer
+// step, so a run resumed from step N continues bit for bit as the uninterrupted one (CPU, fp32; tested).
+//
+// Run directory (run.out_dir): config.yaml (resolved), metrics.jsonl, loss.svg, checkpoints/ (checkpoint.dir).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/dtype.h"
+#include "train/config.h"
+
+namespace mt::train {
+
+struct StepStats {
+  double loss = 0;        // mean loss over the global batch (NaN / inf when skipped for that reason)
+  double grad_norm = 0;   // unscaled global L2 norm before clipping (NaN when skipped)
+  double lr = 0;          // LR applied (0 when skipped)
+  double loss_scale = 1;  // scale used for this step
+  bool skipped = false;
+  std::string nonfinite;  // skipped: "loss" or the HF name of the first non-finite gradient
+  int64_t tokens = 0;     // input tokens processed
+};
+
+struct EvalStats {
+  double loss = 0, perplexity = 0;
+  double accuracy = -1;  // selective_copying: fraction of copied tokens right; -1 when not applicable
+  int64_t scored = 0;    // target tokens evaluated
+};
+
+struct RunOptions {
+  int64_t stop_at_step = 0;  // > 0: save a checkpoint after this step and stop (as a preemption would)
+};
+
+struct RunResult {
+  int64_t step = 0;             // steps done
+  int exit_code = 0;            // 0, or 130 / 143 after SIGINT / SIGTERM (checkpoint saved)
+  std::string last_checkpoint;  // "" when none was written
+  EvalStats final_eval;         // valid when the run reached max_steps
+};
+
+class Trainer {
+ public:
+  // Builds the model (initialised from run.seed, or model.init_from), the data, the optimizer, the schedule and
+  // the loss scaler. write_outputs = false (bench) creates no files.
+  Trainer(const TrainConfig& cfg, bool write_outputs = true);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Whole run: resume per checkpoint.resume, train to trainer.max_steps with evals, logs and checkpoints,
+  // SIGINT / SIGTERM -> checkpoint and exit code 130 / 143.
+  RunResult run(const RunOptions& opt = {});
+
+  StepStats train_step();
+  EvalStats evaluate();
+  std::string save_checkpoint_now();         // returns the path
+  void resume_from(const std::string& path);  // throws mt::Error(Checkpoint) naming what differs
+
+  int64_t step() const;
+  int64_t num_parameters() const;
+  Device device() const;
+  const TrainConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The compute dtype of trainer.precision ("fp32" -> F32, "bf16" -> BF16, "fp16" -> F16).
+DType precision_dtype(const std::string& precision);
+
+}  // namespace mt::train
