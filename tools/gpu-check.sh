@@ -10,14 +10,23 @@ t0=$(date +%s)
 { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j16; } \
   > "$out/build.log" 2>&1 || { tail -60 "$out/build.log"; exit 1; }
 t1=$(date +%s)
-ctest --test-dir build -L cuda -j4 --output-on-failure --timeout 600 > "$out/ctest-cuda.log" 2>&1
+ctest --test-dir build -L cuda -j4 --output-on-failure --timeout 120 > "$out/ctest-cuda.log" 2>&1
 cuda_rc=$?
 t2=$(date +%s)
+if [ "${SANITIZE:-1}" = 1 ]; then
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 ./build/tests/mt_cuda_tests \
+    --gtest_filter='CudaSelectiveScan.*:CudaConvNorm.Conv*' > "$out/memcheck.log" 2>&1
+  memcheck_rc=$?
+else
+  memcheck_rc=skipped
+fi
+t2b=$(date +%s)
+./build/mamba-train bench kernels > "$out/bench.log" 2>&1
 for prec in bf16 fp32; do
   echo "== bench configs/bench-130m.yaml precision $prec"
   ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set trainer.precision=$prec
   echo "rc $?"
-done > "$out/bench.log" 2>&1
+done >> "$out/bench.log" 2>&1
 t3=$(date +%s)
 summary=""
 run() {  # label, config, extra args
@@ -41,6 +50,8 @@ t4=$(date +%s)
   echo "build $((t1 - t0)) s; cuda tests $((t2 - t1)) s; bench $((t3 - t2)) s; training runs $((t4 - t3)) s"
   echo "cuda tests: rc $cuda_rc; $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log")"
   grep -E '\(Failed\)|\(Timeout\)|Exception' "$out/ctest-cuda.log" | head -20
+  echo "memcheck (scan + conv CUDA tests, $((t2b - t2)) s): rc $memcheck_rc; $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$out/memcheck.log" 2>/dev/null | tail -3 | tr '\n' ' ')"
+  grep -E '^device|copy of|^scan' "$out/bench.log"
   grep -E '^== bench|step time|throughput|peak|error|^rc' "$out/bench.log"
   printf '%s' "$summary"
 } | tee "$out/summary.txt"

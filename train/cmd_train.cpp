@@ -10,6 +10,7 @@
 #include "core/allocator.h"
 #include "core/error.h"
 #include "nn/hf_io.h"
+#include "train/bench_kernels.h"
 #include "train/checkpoint.h"
 #include "train/commands.h"
 #include "train/config.h"
@@ -75,11 +76,12 @@ Runner add_bench_command(CLI::App& app) {
     int64_t steps = 10, warmup = 3;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("config", o->config, "YAML config")->required();
+  cmd->add_option("config", o->config, "YAML config, or `kernels` for the selective-scan kernel benchmark")->required();
   cmd->add_option("--set", o->set, "override one key (repeatable)");
   cmd->add_option("--steps", o->steps, "timed steps")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   return [o]() {
+    if (o->config == "kernels") return run_kernel_bench();
     TrainConfig cfg = load_train_config_file(o->config, o->set);
     cfg.trainer.max_steps = std::max(cfg.trainer.max_steps, o->steps + o->warmup);
     Trainer t(cfg, /*write_outputs=*/false);
