@@ -233,7 +233,7 @@ TEST(Trainer, BadConfigsAndUnsupportedSettingsAreOneClearError) {
       << r.out;
   r = run_cli("train configs/tinyshakespeare.yaml --set model.head=sequence_classification");
   EXPECT_EQ(r.code, 3) << r.out;
-  EXPECT_TRUE(contains(r.out, "classification heads need labelled data")) << r.out;
+  EXPECT_TRUE(contains(r.out, "classification heads need data.kind classification")) << r.out;
   r = run_cli("train /nonexistent.yaml");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "/nonexistent.yaml")) << r.out;

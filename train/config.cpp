@@ -424,13 +424,43 @@ void check_cross(const TrainConfig& c, const Given& g) {
     }
     fail_at(p, str("must be < data.seq_len / 2 = ", schema::format_double(d.seq_len / 2.0), ", got ", d.copy_tokens));
   }
+  if (d.kind == "classification") {
+    if (c.model.head != "sequence_classification")
+      fail_at(g.blame("model.head", "data.kind"),
+              str("data.kind classification trains the sequence_classification head, got model.head ", c.model.head));
+    if (d.format == "fasta") {
+      if (c.tokenizer.kind != "dna")
+        fail_at(g.blame("tokenizer.kind", "data.format"), "data.format fasta needs tokenizer.kind dna");
+      if (d.class_files.empty())
+        fail_at(g.blame("data.class_files", "data.format"),
+                "data.format fasta needs data.class_files (comma-separated FASTA files, one per class)");
+      for (const std::string& f : class_file_list(d)) {
+        std::error_code ec;
+        if (f.empty() || !std::filesystem::is_regular_file(f, ec))
+          fail_at("data.class_files", str("no such file '", f, "'", cwd_hint(f)));
+      }
+    } else {
+      std::error_code ec;
+      if (d.path.empty())
+        fail_at(g.blame("data.path", "data.kind"), str("data.path is required for data.format ", d.format));
+      if (!std::filesystem::is_regular_file(d.path, ec))
+        fail_at("data.path", str("no such file '", d.path, "'", cwd_hint(d.path)));
+      if (!d.val_path.empty() && !std::filesystem::is_regular_file(d.val_path, ec))
+        fail_at("data.val_path", str("no such file '", d.val_path, "'", cwd_hint(d.val_path)));
+    }
+    if (d.val_path.empty() && !(d.val_fraction > 0))
+      fail_at(g.blame("data.val_fraction", "data.val_path"),
+              "data.val_fraction must be > 0 when there is no data.val_path (a validation split is needed)");
+  }
+  if (d.rc_augment && c.tokenizer.kind != "dna")
+    fail_at(g.blame("data.rc_augment", "tokenizer.kind"), "data.rc_augment needs tokenizer.kind dna");
   // The embedding must hold every token id the data produces.
   const bool copying = d.kind == "selective_copying";
-  const int64_t needed = copying ? d.copy_vocab + 2 : 256;
+  const int64_t needed = copying ? d.copy_vocab + 2 : c.tokenizer.kind == "dna" ? 7 : 256;
   if (m.vocab_size != 0 && m.vocab_size < needed) {
     fail_at("model.vocab_size", str("must be >= ", needed,
                                     copying ? str(" (selective_copying uses ids 0..copy_vocab + 1 = ", needed - 1, ")")
-                                            : std::string(" (the byte tokenizer's vocabulary)"),
+                                            : str(" (the ", c.tokenizer.kind, " tokenizer's vocabulary)"),
                                     " or 0 to take it from the data, got ", m.vocab_size));
   }
 
@@ -479,7 +509,9 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
 
   // Derived defaults.
   if (c.model.mamba.vocab_size == 0) {
-    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : 256;
+    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2
+                               : c.tokenizer.kind == "dna"           ? 7
+                                                                     : 256;
   }
   try {
     c.model.mamba.finalize();
@@ -509,6 +541,17 @@ TrainConfig load_train_config_file(const std::string& path, const std::vector<st
   }
   if (in.bad()) config_error(str(path, ": error reading the config file"));
   return load_train_config(text, path, overrides);
+}
+
+std::vector<std::string> class_file_list(const DataSection& d) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = d.class_files.find(',', start);
+    out.push_back(d.class_files.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
 }
 
 std::string dump_train_config(const TrainConfig& c) {

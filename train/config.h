@@ -30,11 +30,12 @@ struct ModelSection {
 };
 
 struct TokenizerSection {
-  std::string kind = "byte";  // byte (the data/tokenizer issue adds dna and bpe)
+  std::string kind = "byte";  // byte | dna (data/dna.h)
 };
 
 struct DataSection {
-  std::string kind = "text";  // text (byte-level LM on a file) | selective_copying (synthetic, Mamba paper §4.1)
+  std::string kind = "text";  // text (byte-level LM on a file) | selective_copying (synthetic, Mamba paper §4.1) |
+                              // classification (labelled sequences, sequence_classification head)
   std::string path;           // text: the corpus
   double val_fraction = 0.1;  // text: held-out tail fraction
   int64_t seq_len = 256;
@@ -43,6 +44,13 @@ struct DataSection {
   int64_t copy_tokens = 4;
   int64_t copy_vocab = 8;     // data token values 1..copy_vocab (0 = noise, copy_vocab+1 = marker)
   int64_t val_samples = 256;
+  // classification (data/labelled.h): rows of data.path (tsv | csv | jsonl) or one FASTA file per class.
+  std::string format = "tsv";
+  std::string val_path;             // optional validation file; else val_fraction of the rows, split by run.seed
+  std::string class_files;          // fasta: comma-separated, file k = class k
+  std::string text_column = "sentence", label_column = "label";
+  std::string bad_rows = "error";   // error | skip
+  bool rc_augment = false;          // dna: reverse-complement half of the training samples
 };
 
 struct OptimizerSection {
@@ -109,6 +117,9 @@ struct TrainConfig {
 TrainConfig load_train_config(const std::string& yaml_text, const std::string& source,
                               const std::vector<std::string>& overrides = {});
 TrainConfig load_train_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
+// data.class_files split at commas ("a.fa,b.fa" -> {"a.fa", "b.fa"}; empty entries kept so they can be reported).
+std::vector<std::string> class_file_list(const DataSection& d);
+
 // The resolved config as YAML, every key present (written into the run directory and into checkpoints).
 std::string dump_train_config(const TrainConfig& c);
 

@@ -160,7 +160,7 @@ std::vector<Key> build() {
       K("model.vocab_size", F(model.mamba.vocab_size))
           .ge(0)
           .le(kMaxCount)
-          .doc("embedding rows; 0 = the data's vocabulary (byte tokenizer: 256; selective_copying: copy_vocab + 2)"),
+          .doc("embedding rows; 0 = the data's vocabulary (byte tokenizer: 256; dna: 7; selective_copying: copy_vocab + 2)"),
       K("model.dt_min", F(model.mamba.dt_min)).gt(0).doc("smallest initial step size dt (log-uniform init)"),
       K("model.dt_max", F(model.mamba.dt_max)).gt(0).doc("largest initial step size dt; must be >= dt_min"),
       K("model.dt_init_floor", F(model.mamba.dt_init_floor)).ge(0).doc("lower clamp of the initial dt"),
@@ -191,17 +191,22 @@ std::vector<Key> build() {
       K("model.init_from", F(model.init_from))
           .doc("HuggingFace directory (config.json + model.safetensors) to start from; \"\" = random init"),
       // ---- tokenizer ----
-      K("tokenizer.kind", F(tokenizer.kind)).one_of({"byte"}).doc("byte: every byte is a token (vocabulary 256)"),
+      K("tokenizer.kind", F(tokenizer.kind))
+          .one_of({"byte", "dna"})
+          .doc("byte: every byte is a token (vocabulary 256); dna: A C G T N + [PAD] [EOD] (vocabulary 7, data/dna.h)"),
       // ---- data ----
       K("data.kind", F(data.kind))
-          .one_of({"text", "selective_copying"})
-          .doc("text: language modelling on data.path; selective_copying: the synthetic task of the Mamba paper"),
+          .one_of({"text", "selective_copying", "classification"})
+          .doc("text: language modelling on data.path; selective_copying: the synthetic task of the Mamba paper; "
+               "classification: labelled sequences (model.head sequence_classification)"),
       K("data.path", F(data.path))
-          .doc("text: the corpus file (required; relative paths are relative to the working directory)"),
+          .doc("text: the corpus file; classification (tsv / csv / jsonl): the training rows. Relative paths are relative "
+               "to the working directory"),
       K("data.val_fraction", F(data.val_fraction))
           .ge(0)
           .lt(1)
-          .doc("text: fraction of the file (its tail) held out for evaluation"),
+          .doc("text: fraction of the file (its tail) held out for evaluation; classification without data.val_path: "
+               "fraction of the rows held out (a permutation fixed by run.seed)"),
       K("data.seq_len", F(data.seq_len)).ge(2).le(kMaxCount).doc("tokens per training sequence"),
       K("data.copy_tokens", F(data.copy_tokens))
           .ge(1)
@@ -215,6 +220,25 @@ std::vector<Key> build() {
           .ge(1)
           .le(kMaxCount)
           .doc("selective_copying: fixed validation sequences"),
+      K("data.format", F(data.format))
+          .one_of({"tsv", "csv", "jsonl", "fasta"})
+          .doc("classification: rows of data.path as TSV / CSV (header line) / JSON lines, or FASTA files per class"),
+      K("data.val_path", F(data.val_path))
+          .doc("classification: validation file in data.format; \"\" = hold out data.val_fraction of the rows"),
+      K("data.class_files", F(data.class_files))
+          .doc("classification, fasta: comma-separated FASTA files, the k-th holds class k"),
+      K("data.text_column", F(data.text_column))
+          .check(not_empty)
+          .doc("classification: column / field with the text"),
+      K("data.label_column", F(data.label_column))
+          .check(not_empty)
+          .doc("classification: column / field with the integer label 0 .. num_classes - 1"),
+      K("data.bad_rows", F(data.bad_rows))
+          .one_of({"error", "skip"})
+          .doc("classification: a bad row (wrong column count, empty text, bad label, non-DNA letter) stops the run "
+               "naming file:line, or is skipped and counted"),
+      K("data.rc_augment", F(data.rc_augment))
+          .doc("classification with tokenizer dna: reverse-complement each training sample with probability 1/2"),
       // ---- optimizer ----
       K("optimizer.name", F(optimizer.name)).one_of({"adamw"}).doc("optimizer (AdamW, decoupled weight decay)"),
       K("optimizer.lr", F(optimizer.lr)).gt(0).doc("peak learning rate (after warmup)"),

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "data/labelled.h"
 #include "data/selective_copying.h"
 #include "data/text_dataset.h"
 
@@ -50,12 +51,49 @@ class CopyTask : public Forwarding<data::SelectiveCopying> {
   int64_t val_;
 };
 
+data::LabelledOptions labelled_options(const TrainConfig& c) {
+  data::LabelledOptions o;
+  o.format = c.data.format;
+  if (o.format == "fasta") {
+    o.files = class_file_list(c.data);
+  } else {
+    o.files = {c.data.path};
+  }
+  o.val_path = c.data.val_path;
+  o.text_column = c.data.text_column;
+  o.label_column = c.data.label_column;
+  o.tokenizer = c.tokenizer.kind;
+  o.num_classes = c.model.num_classes;
+  o.max_len = c.data.seq_len;
+  o.val_fraction = c.data.val_fraction;
+  o.split_seed = c.run.seed;
+  o.bad_rows = c.data.bad_rows;
+  o.rc_augment = c.data.rc_augment;
+  return o;
+}
+
+class ClassificationTask : public Forwarding<data::LabelledDataset> {
+ public:
+  explicit ClassificationTask(const TrainConfig& c) : Forwarding(labelled_options(c)) {}
+  std::string describe() const override {
+    const data::ReadStats& st = ds_.stats();
+    std::string counts;
+    for (int64_t n : ds_.class_counts()) counts += (counts.empty() ? "" : " / ") + std::to_string(n);
+    std::string s = str("labelled sequences: ", ds_.num_train(), " train (classes ", counts, ") / ", ds_.num_val(),
+                        " validation; ", st.skipped, " bad rows skipped, ", st.truncated, " truncated");
+    for (const std::string& e : st.skipped_examples) s += "\n  skipped: " + e;
+    return s;
+  }
+  bool classification() const override { return true; }
+};
+
 }  // namespace
 
 std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg) {
+  if (cfg.data.kind == "classification") return std::make_unique<ClassificationTask>(cfg);
   MT_CHECK(cfg.model.head == "lm", ErrorKind::Config, "model.head: data.kind ", cfg.data.kind,
-           " feeds the language-model head only (lm); classification heads need labelled data, which this build "
-           "does not read yet; got ", cfg.model.head);
+           " feeds the language-model head only (lm); classification heads need data.kind classification, got ",
+           cfg.model.head);
   if (cfg.data.kind == "text") return std::make_unique<TextTask>(cfg.data);
   if (cfg.data.kind == "selective_copying") return std::make_unique<CopyTask>(cfg.data);
   throw Error(ErrorKind::Config, str("data.kind: unknown kind '", cfg.data.kind, "'"));

@@ -22,9 +22,11 @@ class TaskData {
   virtual std::string describe() const = 0;  // one line for the console
   // True when evaluation reports the argmax accuracy on the scored positions (selective copying).
   virtual bool reports_accuracy() const { return false; }
+  // True for labelled data (Batch::labels, token mask): the sequence-classification head and its metrics.
+  virtual bool classification() const { return false; }
 };
 
-// From cfg.data (and cfg.model.head: these sources feed the LM head only). mt::Error(Config / Data) on problems.
+// From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head). mt::Error(Config / Data) on problems.
 std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg);
 
 // Target positions the next-token loss scores: targets[:, 1:] != -100 (data/batch.h convention).

@@ -25,7 +25,9 @@
 #include "train/checkpoint.h"
 #include "train/checkpoint_io.h"
 #include "train/commands.h"
+#include "autograd/ops/nn_ops.h"
 #include "train/logger.h"
+#include "train/metrics.h"
 #include "train/plot.h"
 #include "train/task_data.h"
 
@@ -92,7 +94,10 @@ struct Trainer::Impl {
   Device dev;
   DType cd;
   std::unique_ptr<TaskData> task;
-  std::unique_ptr<nn::MambaLMHeadModel> model;
+  std::unique_ptr<nn::MambaLMHeadModel> lm;                   // model.head lm
+  std::unique_ptr<nn::MambaForSequenceClassification> cls;   // model.head sequence_classification
+  nn::Module* model = nullptr;                               // whichever is in use
+  nn::MambaBackbone* backbone = nullptr;
   std::vector<std::pair<std::string, Tensor*>> named;
   std::vector<Tensor*> params;
   std::unique_ptr<optim::AdamW> opt;
@@ -105,13 +110,34 @@ struct Trainer::Impl {
   explicit Impl(const TrainConfig& c, bool w) : cfg(c), write_outputs(w), dev(resolve_device(c.run.device)) {
     cd = precision_dtype(cfg.trainer.precision);
     task = make_task_data(cfg);
-    model = std::make_unique<nn::MambaLMHeadModel>(cfg.model.mamba);
     Generator init_gen(cfg.run.seed);
-    model->init_parameters(init_gen);
+    if (cfg.model.head == "sequence_classification") {
+      cls = std::make_unique<nn::MambaForSequenceClassification>(cfg.model.mamba, cfg.model.num_classes,
+                                                                 cfg.model.pooling);
+      cls->init_parameters(init_gen);
+      model = cls.get();
+      backbone = &cls->backbone;
+    } else {
+      lm = std::make_unique<nn::MambaLMHeadModel>(cfg.model.mamba);
+      lm->init_parameters(init_gen);
+      model = lm.get();
+      backbone = &lm->backbone;
+    }
     if (!cfg.model.init_from.empty()) {
       auto src = nn::load_hf_model(cfg.model.init_from);
-      model->load_state_dict(src->state_dict(), true, cfg.model.init_from + "/model.safetensors");
-      const std::string bad = nn::check_init_invariants(model->backbone, /*after_training=*/true);
+      const std::string where = cfg.model.init_from + "/model.safetensors";
+      if (lm) {
+        lm->load_state_dict(src->state_dict(), true, where);
+      } else {
+        // A pretrained LM's backbone under a new classifier (fine-tuning): every backbone tensor must be there.
+        std::map<std::string, Tensor> bb;
+        for (auto& kv : src->state_dict())
+          if (kv.first.compare(0, 9, "backbone.") == 0) bb.insert(kv);
+        MT_CHECK(bb.size() == backbone->named_parameters().size(), ErrorKind::Checkpoint, where, ": ", bb.size(),
+                 " backbone tensors, the model has ", backbone->named_parameters().size());
+        cls->load_state_dict(bb, false, where);
+      }
+      const std::string bad = nn::check_init_invariants(*backbone, /*after_training=*/true);
       MT_CHECK(bad.empty(), ErrorKind::Checkpoint, "model.init_from '", cfg.model.init_from, "': ", bad);
     }
     model->to(dev);
@@ -137,6 +163,28 @@ struct Trainer::Impl {
 
   int64_t accum() const { return cfg.trainer.global_batch_size / cfg.trainer.micro_batch_size; }
 
+  // Scored targets of a batch: next-token positions (LM) or labelled rows (classification).
+  int64_t scored_count(const data::Batch& b) const {
+    if (!task->classification()) return scored_targets(b);
+    const Tensor l = b.labels.contiguous();
+    int64_t n = 0;
+    for (int64_t i = 0; i < l.numel(); ++i) n += l.data<int64_t>()[i] != data::kIgnoreIndex;
+    return n;
+  }
+
+  // Mean loss of a batch on the tape; *out (optional) gets the logits.
+  Tensor forward_loss(const data::Batch& b, nn::ForwardOptions fo, Tensor* out) const {
+    if (cls) {
+      fo.mask = b.mask.to(dev);
+      Tensor logits = cls->forward(b.ids.to(dev), fo);
+      if (out) *out = logits;
+      return cross_entropy(logits, b.labels.to(dev), data::kIgnoreIndex);
+    }
+    nn::LMOutput r = lm->forward(b.ids.to(dev), fo, true, b.targets.to(dev));
+    if (out) *out = r.logits;
+    return r.loss;
+  }
+
   StepStats train_step() {
     const int64_t micro = cfg.trainer.micro_batch_size, n_micro = accum();
     std::vector<data::Batch> batches;
@@ -144,7 +192,7 @@ struct Trainer::Impl {
     int64_t total_scored = 0;
     for (int64_t a = 0; a < n_micro; ++a) {
       batches.push_back(task->train_batch(cfg.run.seed, samples_seen + a * micro, micro));
-      scored.push_back(scored_targets(batches.back()));
+      scored.push_back(scored_count(batches.back()));
       total_scored += scored.back();
     }
     StepStats s;
@@ -157,10 +205,10 @@ struct Trainer::Impl {
       s.tokens += b.tokens > 0 ? b.tokens : b.ids.numel();
       if (scored[a] == 0) continue;  // nothing to learn from (cannot happen with the shipped data sources)
       const double w = static_cast<double>(scored[a]) / static_cast<double>(total_scored);
-      nn::LMOutput r = model->forward(b.ids.to(dev), fo, true, b.targets.to(dev));
-      backward(mul_scalar(r.loss, w * s.loss_scale));
+      Tensor loss = forward_loss(b, fo, nullptr);
+      backward(mul_scalar(loss, w * s.loss_scale));
       NoGradGuard ng;
-      Tensor part = mul_scalar(cast(r.loss.detach(), DType::F32), w);
+      Tensor part = mul_scalar(cast(loss.detach(), DType::F32), w);
       loss_sum = loss_sum.defined() ? add(loss_sum, part) : part;
     }
     samples_seen += micro * n_micro;
@@ -200,23 +248,41 @@ struct Trainer::Impl {
     fo.compute_dtype = cd;
     double loss_tokens = 0;
     data::CopyScore cs;
+    std::vector<int64_t> pred, truth;
     for (int64_t k = 0; k < use; ++k) {
       const int64_t idx = use == nb ? k : k * nb / use;  // spread over the held-out data
       data::Batch b = task->val_batch(idx, B);
-      const int64_t n = scored_targets(b);
+      const int64_t n = scored_count(b);
       if (n == 0) continue;
-      nn::LMOutput r = model->forward(b.ids.to(dev), fo, true, b.targets.to(dev));
-      loss_tokens += r.loss.item() * static_cast<double>(n);
+      Tensor logits;
+      loss_tokens += forward_loss(b, fo, &logits).item() * static_cast<double>(n);
       e.scored += n;
-      if (task->reports_accuracy()) {
-        data::CopyScore c = data::copy_score(r.logits, b);
+      if (task->classification()) {
+        const Tensor lg = logits.detach().to(Device::cpu()).to(DType::F64).contiguous();
+        const Tensor lb = b.labels.contiguous();
+        const int64_t C = lg.size(1);
+        for (int64_t i = 0; i < lg.size(0); ++i) {
+          if (lb.data<int64_t>()[i] == data::kIgnoreIndex) continue;
+          const double* row = lg.data<double>() + i * C;
+          pred.push_back(std::max_element(row, row + C) - row);  // a NaN row predicts class 0: counted wrong or not
+          truth.push_back(lb.data<int64_t>()[i]);
+        }
+      } else if (task->reports_accuracy()) {
+        data::CopyScore c = data::copy_score(logits, b);
         cs.correct += c.correct;
         cs.scored += c.scored;
       }
     }
     e.loss = e.scored > 0 ? loss_tokens / static_cast<double>(e.scored) : std::nan("");
     e.perplexity = std::exp(e.loss);
-    if (task->reports_accuracy()) e.accuracy = cs.accuracy();
+    if (task->classification()) {
+      const ClassificationMetrics cm = classification_metrics(pred, truth, cfg.model.num_classes);
+      e.accuracy = cm.accuracy;
+      e.f1 = cm.f1;
+      e.mcc = cm.mcc;
+    } else if (task->reports_accuracy()) {
+      e.accuracy = cs.accuracy();
+    }
     return e;
   }
 
@@ -347,6 +413,10 @@ namespace {
 nlohmann::json eval_json(const EvalStats& e) {
   nlohmann::json j = {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", e.scored}};
   if (e.accuracy >= 0) j["accuracy"] = e.accuracy;
+  if (e.mcc > -2) {
+    j["f1"] = e.f1;
+    j["mcc"] = e.mcc;
+  }
   return j;
 }
 
@@ -356,6 +426,10 @@ std::string eval_line(int64_t step, const EvalStats& e) {
   std::string s = buf;
   if (e.accuracy >= 0) {
     std::snprintf(buf, sizeof buf, "  accuracy %.4f", e.accuracy);
+    s += buf;
+  }
+  if (e.mcc > -2) {
+    std::snprintf(buf, sizeof buf, "  F1 %.4f  MCC %.4f", e.f1, e.mcc);
     s += buf;
   }
   return s;

@@ -45,7 +45,8 @@ struct StepStats {
 
 struct EvalStats {
   double loss = 0, perplexity = 0;
-  double accuracy = -1;  // selective_copying: fraction of copied tokens right; -1 when not applicable
+  double accuracy = -1;  // selective_copying: copied tokens right; classification: rows right; -1 otherwise
+  double f1 = 0, mcc = -2;  // classification (train/metrics.h); mcc -2 when not applicable
   int64_t scored = 0;    // target tokens evaluated
 };
 

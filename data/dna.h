@@ -1,0 +1,30 @@
+// DNA character tokenizer (Caduceus / HyenaDNA style): one token per base.
+//
+//   id 0 [PAD]   id 1 [EOD] (end of a document / record)   id 2 A   id 3 C   id 4 G   id 5 T   id 6 N
+//   vocabulary 7 (models pad it to 8).
+// Case-insensitive: lowercase (soft-masked repeats in genome FASTA) reads as uppercase. The IUPAC ambiguity codes
+// R Y S W K M B D H V stand for a choice of bases, so they read as N (unknown base); '-' and '.' (alignment gaps)
+// and every other character, U (RNA) included, are not DNA: encode_dna reports the first one with its position.
+// Reverse complement maps A<->T, C<->G and keeps N, reversing the order; special tokens keep their place.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mt::data {
+
+constexpr int32_t kDnaPad = 0, kDnaEod = 1, kDnaA = 2, kDnaC = 3, kDnaG = 4, kDnaT = 5, kDnaN = 6;
+constexpr int64_t kDnaVocab = 7;
+
+// Token of one character, or -1 when it is not a DNA letter.
+int32_t dna_token(char c);
+
+// Appends the tokens of `seq` to `out`. Returns -1 when every character is DNA, else the offset of the first that
+// is not (then `out` is unchanged).
+int64_t encode_dna(const std::string& seq, std::vector<int32_t>& out);
+
+// In place: reverse the order and complement each base (A<->T, C<->G; N, PAD, EOD unchanged).
+void reverse_complement(int32_t* ids, int64_t n);
+
+}  // namespace mt::data
