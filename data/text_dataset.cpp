@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include <zlib.h>
+
+#include "data/dna.h"
 #include "data/sample_rng.h"
 
 namespace mt::data {
@@ -46,6 +49,63 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
+// A FASTA file, plain or gzip-compressed (zlib reads both), as DNA tokens with [EOD] after each record.
+std::vector<uint8_t> read_fasta_tokens(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  MT_CHECK(f != nullptr, ErrorKind::Data, "data.path: cannot open '", path, "': ", std::strerror(errno));
+  std::vector<uint8_t> out;
+  std::string line;
+  char buf[1 << 16];
+  int64_t ln = 1, col = 0;
+  bool header = false, any_record = false, at_line_start = true;
+  for (;;) {
+    const int n = gzread(f, buf, sizeof buf);
+    if (n < 0) {
+      int code = 0;
+      const std::string msg = gzerror(f, &code);
+      gzclose(f);
+      throw Error(ErrorKind::Data, str("data.path: '", path, "': cannot read (", msg, ")"));
+    }
+    if (n == 0) break;
+    for (int i = 0; i < n; ++i) {
+      const char c = buf[i];
+      if (c == '\n') {
+        ++ln;
+        col = 0;
+        header = false;
+        at_line_start = true;
+        continue;
+      }
+      ++col;
+      if (header || c == '\r') continue;
+      if (at_line_start && c == '>') {
+        if (any_record && !out.empty() && out.back() != kDnaEod) out.push_back(static_cast<uint8_t>(kDnaEod));
+        header = any_record = true;
+        at_line_start = false;
+        continue;
+      }
+      at_line_start = false;
+      const int32_t t = dna_token(c);
+      if (t < 0) {
+        gzclose(f);
+        throw Error(ErrorKind::Data,
+                    str("data.path: ", path, ":", ln, ":", col, ": '",
+                        (c >= 32 && c < 127) ? std::string(1, c) : str("\\x", std::hex, (int)(unsigned char)c),
+                        "' is not a DNA letter (A C G T, N or an IUPAC ambiguity code)",
+                        any_record ? "" : "; a FASTA file starts with a '>' header line"));
+      }
+      if (!any_record) {
+        gzclose(f);
+        throw Error(ErrorKind::Data, str("data.path: ", path, ":", ln, ": sequence before the first '>' header line"));
+      }
+      out.push_back(static_cast<uint8_t>(t));
+    }
+  }
+  gzclose(f);
+  if (!out.empty()) out.push_back(static_cast<uint8_t>(kDnaEod));
+  return out;
+}
+
 int64_t val_bytes(int64_t n, double f) { return static_cast<int64_t>(std::floor(static_cast<double>(n) * f)); }
 
 // Both splits hold at least one window (the held-out one only when f > 0).
@@ -73,16 +133,26 @@ uint64_t fnv1a64(const uint8_t* data, size_t n, uint64_t h) {
   return h;
 }
 
-TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t seq_len)
-    : path_(path), seq_len_(seq_len) {
+TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t seq_len, const std::string& tokenizer)
+    : path_(path), tokenizer_(tokenizer), seq_len_(seq_len) {
+  MT_CHECK(tokenizer == "byte" || tokenizer == "dna", ErrorKind::Config, "tokenizer.kind: data.kind text reads byte "
+           "or dna tokens, got '", tokenizer, "'");
   MT_CHECK(std::isfinite(val_fraction) && val_fraction >= 0.0 && val_fraction < 1.0, ErrorKind::Config,
            "data.val_fraction: expected a value in [0, 1), got ", val_fraction);
   MT_CHECK(seq_len >= 2, ErrorKind::Config, "data.seq_len: expected at least 2 tokens, got ", seq_len);
-  bytes_ = read_file(path);
+  if (tokenizer == "dna") {
+    MT_CHECK(!path.empty(), ErrorKind::Config, "data.path: no FASTA file given");
+    struct stat st;
+    MT_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode), ErrorKind::Data, "data.path: '", path,
+             "' is not a readable regular file");
+    bytes_ = read_fasta_tokens(path);
+  } else {
+    bytes_ = read_file(path);
+  }
   const int64_t n = size();
   if (!big_enough(n, val_fraction, seq_len)) {
     throw Error(ErrorKind::Data,
-                str("data.path: '", path, "' has ", n, " bytes, too small for data.seq_len ", seq_len,
+                str("data.path: '", path, "' has ", n, tokenizer == "dna" ? " DNA tokens" : " bytes", ", too small for data.seq_len ", seq_len,
                     " with data.val_fraction ", val_fraction, ": at least ", min_bytes(val_fraction, seq_len),
                     " bytes are needed (one window of ", seq_len, " bytes in the training split",
                     val_fraction > 0 ? " and one in the held-out tail)" : ")"));
@@ -95,7 +165,7 @@ TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t s
 std::string TextDataset::fingerprint() const {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_));
-  return str("bytes:", size(), ":fnv1a64:", hex);
+  return str(tokenizer_ == "dna" ? "dna:" : "bytes:", size(), ":fnv1a64:", hex);
 }
 
 int64_t TextDataset::train_start(uint64_t seed, int64_t sample) const {

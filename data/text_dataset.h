@@ -30,7 +30,10 @@ class TextDataset {
   // Reads the whole file. Errors: mt::Error(Data) naming the path when it is missing, unreadable, not a regular
   // file, or too small (the message says how many bytes seq_len and val_fraction need);
   // mt::Error(Config) naming data.val_fraction / data.seq_len for values out of range.
-  TextDataset(const std::string& path, double val_fraction, int64_t seq_len);
+  // tokenizer "byte": every byte of the file is a token. "dna": the file is FASTA (gzip-compressed or not) and its
+  // records become DNA tokens (data/dna.h) separated by [EOD]; a non-DNA letter is mt::Error(Data) naming
+  // file:line:column. The split, windows and fingerprint then work on those tokens.
+  TextDataset(const std::string& path, double val_fraction, int64_t seq_len, const std::string& tokenizer = "byte");
 
   Batch train_batch(uint64_t seed, int64_t first_sample, int64_t batch_size) const;
   Batch val_batch(int64_t batch_index, int64_t batch_size) const;  // 0 <= batch_index < num_val_batches
@@ -40,7 +43,7 @@ class TextDataset {
   // "bytes:<size>:fnv1a64:<16 hex digits>" of the whole file content: stored in checkpoints so that a resume on
   // different data is refused.
   std::string fingerprint() const;
-  int64_t vocab_size() const { return 256; }
+  int64_t vocab_size() const { return tokenizer_ == "dna" ? 7 : 256; }
   int64_t seq_len() const { return seq_len_; }
   const std::string& path() const { return path_; }
   int64_t size() const { return static_cast<int64_t>(bytes_.size()); }
@@ -51,8 +54,8 @@ class TextDataset {
   int64_t val_start(int64_t window) const;
 
  private:
-  std::string path_;
-  std::vector<uint8_t> bytes_;
+  std::string path_, tokenizer_;
+  std::vector<uint8_t> bytes_;  // the tokens (bytes, or DNA ids)
   int64_t seq_len_ = 0;
   int64_t n_train_ = 0;
   int64_t val_windows_ = 0;

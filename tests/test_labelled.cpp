@@ -9,6 +9,7 @@
 #include "cli_util.h"
 #include "data/dna.h"
 #include "data/labelled.h"
+#include "data/text_dataset.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 
@@ -277,4 +278,54 @@ TEST(Labelled, ConfigRulesForClassification) {
   r = test::run_cli("train configs/tinyshakespeare.yaml --set data.rc_augment=true");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "data.rc_augment needs tokenizer.kind dna")) << r.out;
+}
+
+TEST(DnaText, FastaGenomeAsTokensPlainOrGzip) {
+  const std::string plain = write_file("g.fa", ">chr1 first\nACGTacgt\r\nNNRY\n>chr2\nGGCC\n");
+  const std::string gz = plain + ".gz";
+  ASSERT_EQ(std::system(("gzip -c " + plain + " > " + gz).c_str()), 0);
+  TextDataset a(plain, 0.0, 4, "dna"), b(gz, 0.0, 4, "dna");
+  EXPECT_EQ(a.size(), 18);  // 12 + EOD + 4 + EOD
+  EXPECT_EQ(a.fingerprint(), b.fingerprint());
+  EXPECT_TRUE(contains(a.fingerprint(), "dna:18:"));
+  EXPECT_EQ(a.vocab_size(), 7);
+  Batch x = a.train_batch(1, 0, 64);
+  for (int64_t v : x.ids.to_vector_i64()) EXPECT_TRUE(v >= kDnaEod && v <= kDnaN) << v;
+  const std::string bad = write_file("bad.fa", ">r\nACGT\nACUT\n");
+  EXPECT_EQ(error_of([&] { TextDataset(bad, 0.0, 2, "dna"); }),
+            "data.path: " + bad + ":3:3: 'U' is not a DNA letter (A C G T, N or an IUPAC ambiguity code)");
+  const std::string headerless = write_file("nohdr.fa", "ACGT\n");
+  EXPECT_TRUE(contains(error_of([&] { TextDataset(headerless, 0.0, 2, "dna"); }), ":1: sequence before the first '>'"));
+  for (auto& f : {plain, gz, bad, headerless}) unlink(f.c_str());
+}
+
+TEST(DnaText, PretrainExportAndFineTuneOnPromoters) {
+  // The genome LM of configs/dna-ecoli-pretrain.yaml (tiny and short here), exported as a HuggingFace directory,
+  // then the promoter classifier starting from its encoder.
+  const std::string dir = test::temp_dir("dna_lm");
+  const std::string small = " --set model.d_model=16 --set model.n_layer=1 --set logging.progress=false"
+                            " --set run.device=cpu --set trainer.precision=fp32 --set trainer.eval_batches=1";
+  test::CliResult r = test::run_cli("train configs/dna-ecoli-pretrain.yaml --set run.out_dir=" + dir +
+                                    " --set data.seq_len=256 --set trainer.max_steps=4 --set scheduler.warmup_steps=1" +
+                                    small);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "data/corpora/ecoli536/NC_008253.fna.gz (dna tokens; ")) << r.out;
+  r = test::run_cli("export " + dir + " --hf " + dir + "/hf");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = test::run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + dir + "/ft --set model.init_from=" + dir +
+                    "/hf --set trainer.max_steps=2 --set scheduler.warmup_steps=1 --set optimizer.lr=1e-7"
+                    " --set scheduler.min_lr=0" + small);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // The fine-tune started from the pretrained encoder (a learning rate of 1e-7 leaves it where it started).
+  train::CheckpointData lm = train::load_checkpoint(dir + "/checkpoints/" + train::checkpoint_file_name(4));
+  train::CheckpointData ft = train::load_checkpoint(dir + "/ft/checkpoints/" + train::checkpoint_file_name(2));
+  const auto e0 = lm.tensors.at("model/backbone.embeddings.weight").to_vector();
+  const auto e1 = ft.tensors.at("model/backbone.embeddings.weight").to_vector();
+  ASSERT_EQ(e0.size(), e1.size());
+  EXPECT_LE(test::rel_l2(e1, e0), 1e-3);
+  r = test::run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + dir + "/ft2 --set model.init_from=" + dir +
+                    "/hf --set trainer.max_steps=2 --set scheduler.warmup_steps=1" + small + " --set model.d_model=32");
+  EXPECT_EQ(r.code, 5) << r.out;
+  EXPECT_TRUE(contains(r.out, "size mismatch for backbone.embeddings.weight: file [7, 16], model [7, 32]")) << r.out;
+  std::filesystem::remove_all(dir);
 }

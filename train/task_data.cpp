@@ -30,11 +30,14 @@ class Forwarding : public TaskData {
 
 class TextTask : public Forwarding<data::TextDataset> {
  public:
-  explicit TextTask(const DataSection& d) : Forwarding(d.path, d.val_fraction, d.seq_len) {}
+  TextTask(const DataSection& d, const std::string& tokenizer)
+      : Forwarding(d.path, d.val_fraction, d.seq_len, tokenizer), tokenizer_(tokenizer) {}
   std::string describe() const override {
-    return str("text ", ds_.path(), " (byte tokens; ", ds_.train_size(), " train / ", ds_.val_size(),
-               " held-out bytes; ", ds_.num_val_windows(), " validation windows of ", ds_.seq_len(), ")");
+    return str("text ", ds_.path(), " (", tokenizer_, " tokens; ", ds_.train_size(), " train / ", ds_.val_size(),
+               " held-out tokens; ", ds_.num_val_windows(), " validation windows of ", ds_.seq_len(), ")");
   }
+ private:
+  std::string tokenizer_;
 };
 
 class CopyTask : public Forwarding<data::SelectiveCopying> {
@@ -94,7 +97,7 @@ std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg) {
   MT_CHECK(cfg.model.head == "lm", ErrorKind::Config, "model.head: data.kind ", cfg.data.kind,
            " feeds the language-model head only (lm); classification heads need data.kind classification, got ",
            cfg.model.head);
-  if (cfg.data.kind == "text") return std::make_unique<TextTask>(cfg.data);
+  if (cfg.data.kind == "text") return std::make_unique<TextTask>(cfg.data, cfg.tokenizer.kind);
   if (cfg.data.kind == "selective_copying") return std::make_unique<CopyTask>(cfg.data);
   throw Error(ErrorKind::Config, str("data.kind: unknown kind '", cfg.data.kind, "'"));
 }
