@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <numeric>
@@ -22,6 +23,24 @@ namespace {
 constexpr uint64_t kSplitDomain = 0x73706c6974303031ULL;  // "split001"
 constexpr uint64_t kEpochDomain = 0x65706f6368303031ULL;  // "epoch001"
 constexpr uint64_t kRcDomain = 0x7263617567303031ULL;     // "rcaug001"
+
+// Text from a data file, made safe for a one-line message: printable ASCII kept, everything else as \xNN, cut after
+// 60 characters.
+std::string printable(const std::string& t) {
+  std::string out;
+  for (size_t i = 0; i < t.size() && i < 60; ++i) {
+    const unsigned char c = static_cast<unsigned char>(t[i]);
+    if (c >= 32 && c < 127) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  if (t.size() > 60) out += "...";
+  return out;
+}
 
 std::string read_file_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -53,7 +72,7 @@ struct Sink {
       const char* e = b + label_text.size();
       auto r = std::from_chars(b, e, v);
       if (label_text.empty() || r.ec != std::errc() || r.ptr != e)
-        return bad(where, str("label '", label_text, "' is not an integer class index"));
+        return bad(where, str("label '", printable(label_text), "' is not an integer class index"));
       label = v;
     }
     if (label < 0 || label >= o.num_classes)
@@ -64,8 +83,8 @@ struct Sink {
       const int64_t at = encode_dna(text, ex.ids);
       if (at >= 0) {
         const char c = text[static_cast<size_t>(at)];
-        return bad(where, str("'", (c >= 32 && c < 127) ? std::string(1, c) : str("\\x", std::hex, (int)(unsigned char)c),
-                              "' at offset ", at, " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)"));
+        return bad(where, str("'", printable(std::string(1, c)), "' at offset ", at,
+                              " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)"));
       }
     } else {
       ex.ids.assign(text.begin(), text.end());
@@ -80,6 +99,8 @@ struct Sink {
   }
 };
 
+bool h_has_tab(const std::string& h) { return h.find('\t') != std::string::npos; }
+
 // Splits the header line into names; returns the indices of text and label columns.
 std::pair<size_t, size_t> find_columns(const std::vector<std::string>& header, const LabelledOptions& o,
                                        const std::string& path) {
@@ -87,7 +108,8 @@ std::pair<size_t, size_t> find_columns(const std::vector<std::string>& header, c
     auto it = std::find(header.begin(), header.end(), name);
     if (it == header.end()) {
       std::string have;
-      for (const auto& h : header) have += (have.empty() ? "'" : ", '") + h + "'";
+      for (const auto& h : header) have += (have.empty() ? "'" : ", '") + printable(h) + "'";
+      if (header.size() == 1 && o.format == "csv" && h_has_tab(header[0])) have += " (a TSV file? data.format: tsv)";
       throw Error(ErrorKind::Data, str(path, ":1: no column '", name, "' (", key, "); the header has ", have));
     }
     return static_cast<size_t>(it - header.begin());

@@ -85,6 +85,11 @@ TEST(Labelled, TsvRowsLabelsAndBadRows) {
   o.text_column = "sentence";
   EXPECT_EQ(error_of([&] { read_labelled(o, {bad}, nullptr); }),
             bad + ":1: no column 'sentence' (data.text_column); the header has 'label', 'text'");
+  const std::string ctl = write_file("ctl.tsv", std::string("label\ttext\n\x01\xff\tok\n"));
+  EXPECT_EQ(error_of([&] { read_labelled(tsv_opts(ctl), {ctl}, nullptr); }),
+            ctl + ":2: label '\\x01\\xff' is not an integer class index (data.bad_rows: skip would skip and count "
+                  "such rows)");  // control bytes never reach the terminal raw
+  unlink(ctl.c_str());
   const std::string none = write_file("c.tsv", "label\ttext\n5\tx\n");
   o.text_column = "text";
   EXPECT_TRUE(contains(error_of([&] { read_labelled(o, {none}, nullptr); }), "no usable rows (1 skipped")) << none;
