@@ -26,4 +26,9 @@ struct Batch {
   int64_t tokens = 0;  // real (non-padding) input tokens: weight for averaging losses over batches
 };
 
+// A validation batch of batch_size rows of length L whose first `real` rows the caller fills: ids 0, targets -100
+// (nothing scored), and when real < batch_size a mask that is 1 on the real rows and 0 on the padding rows;
+// tokens = real * L.
+Batch padded_eval_batch(int64_t batch_size, int64_t L, int64_t real);
+
 }  // namespace mt::data

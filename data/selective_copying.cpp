@@ -77,18 +77,10 @@ Batch SelectiveCopying::val_batch(int64_t batch_index, int64_t batch_size) const
            " validation samples)");
   const int64_t L = seq_len_;
   const int64_t real = std::min(batch_size, val_samples_ - batch_index * batch_size);
-  Batch b;
-  b.ids = Tensor::zeros({batch_size, L}, DType::I64);
-  b.targets = Tensor::full({batch_size, L}, static_cast<double>(kIgnoreIndex), DType::I64);
+  Batch b = padded_eval_batch(batch_size, L, real);
   int64_t* ids = b.ids.data<int64_t>();
   int64_t* tg = b.targets.data<int64_t>();
   for (int64_t r = 0; r < real; ++r) fill(kValSeed, kValDomain, batch_index * batch_size + r, ids + r * L, tg + r * L);
-  if (real < batch_size) {  // padding rows: nothing scored, mask 0
-    b.mask = Tensor::zeros({batch_size, L}, DType::F32);
-    float* m = b.mask.data<float>();
-    std::fill(m, m + real * L, 1.0f);
-  }
-  b.tokens = real * L;
   return b;
 }
 
