@@ -29,6 +29,7 @@ for prec in bf16 fp32; do
 done >> "$out/bench.log" 2>&1
 t3=$(date +%s)
 summary=""
+[ "${TRAIN:-1}" = 1 ] || summary+="training runs skipped (TRAIN=0)"$'\n'
 run() {  # label, config, extra args
   local label=$1 cfg=$2; shift 2
   echo "== $label: $cfg $*" >> "$out/train.log"
@@ -36,6 +37,7 @@ run() {  # label, config, extra args
   local rc=$?
   summary+="train $label: rc $rc; $(grep -E '^eval step' "$out/train.log" | tail -1)"$'\n'
 }
+[ "${TRAIN:-1}" = 1 ] && {
 run "tinyshakespeare bf16 to 500" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/bf16 \
   --set trainer.precision=bf16 --stop-at-step 500
 run "tinyshakespeare bf16 resumed" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/bf16 \
@@ -43,6 +45,7 @@ run "tinyshakespeare bf16 resumed" configs/tinyshakespeare.yaml --set run.out_di
 run "tinyshakespeare fp16" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/fp16 --set trainer.precision=fp16
 run "tinyshakespeare fp32" configs/tinyshakespeare.yaml --set run.out_dir=/tmp/runs/fp32 --set trainer.precision=fp32
 run "selective copying bf16" configs/selective_copying.yaml --set run.out_dir=/tmp/runs/copy --set trainer.precision=bf16
+}
 t4=$(date +%s)
 {
   echo "==== summary ===="
