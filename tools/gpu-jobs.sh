@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The configs/ jobs on the GPU (the build in ./build must exist): SST-2, E. coli and B. subtilis promoters from
+# scratch, DNA LM pretraining on the E. coli genome at 16k tokens per sequence, its export and the promoter
+# fine-tune from it, and tinyshakespeare. Full logs in $OUT/jobs.log (or ./gpu-logs); one line per job last:
+# wall time, final eval line (also in $OUT/jobs-summary.txt, written as each job ends).
+#   bash tools/gpu-jobs.sh
+set -uo pipefail
+out=${OUT:-gpu-logs}
+mkdir -p "$out"
+runs=${RUNS:-/tmp/gpu-jobs}
+nvidia-smi --query-gpu=name --format=csv,noheader > "$out/jobs-summary.txt"
+job() {  # label, run directory name, then mamba-train arguments
+  local label=$1 dir=$2; shift 2
+  echo "== $label: mamba-train $*" >> "$out/jobs.log"
+  local t0=$(date +%s)
+  ./build/mamba-train "$@" --set logging.progress=false --set run.out_dir="$runs/$dir" >> "$out/jobs.log" 2>&1
+  local rc=$? t1=$(date +%s)
+  echo "$label: rc $rc, $((t1 - t0)) s; $(grep -E '^eval step' "$out/jobs.log" | tail -1)" | tee -a "$out/jobs-summary.txt"
+}
+job "dna-ecoli-pretrain (L=16384)" dna train configs/dna-ecoli-pretrain.yaml
+./build/mamba-train export "$runs/dna" --hf "$runs/dna-hf" >> "$out/jobs.log" 2>&1
+echo "export rc $?" | tee -a "$out/jobs-summary.txt"
+job "promoters-ecoli (fine-tuned from the DNA LM)" ecoli-ft train configs/promoters-ecoli.yaml \
+  --set model.init_from="$runs/dna-hf"
+job "promoters-ecoli (scratch)" ecoli train configs/promoters-ecoli.yaml
+job "promoters-bsubtilis (scratch)" bsub train configs/promoters-bsubtilis.yaml
+job "sst2" sst2 train configs/sst2.yaml
+job "tinyshakespeare" shakespeare train configs/tinyshakespeare.yaml
