@@ -3,7 +3,9 @@
 # scratch, DNA LM pretraining on the E. coli genome at 16k tokens per sequence, its export and the promoter
 # fine-tune from it, and tinyshakespeare. Full logs in $OUT/jobs.log (or ./gpu-logs); one line per job last:
 # wall time, final eval line (also in $OUT/jobs-summary.txt, written as each job ends).
-#   bash tools/gpu-jobs.sh
+#   bash tools/gpu-jobs.sh              the configs as shipped (sized so that they also run on a CPU)
+#   SIZE=gpu bash tools/gpu-jobs.sh     GPU-sized variants: d_model 256, 4 layers, more steps (the same commands with
+#                                       the --set overrides below)
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -17,12 +19,18 @@ job() {  # label, run directory name, then mamba-train arguments
   local rc=$? t1=$(date +%s)
   echo "$label: rc $rc, $((t1 - t0)) s; $(grep -E '^eval step' "$out/jobs.log" | tail -1)" | tee -a "$out/jobs-summary.txt"
 }
-job "dna-ecoli-pretrain (L=16384)" dna train configs/dna-ecoli-pretrain.yaml
+M=() LONG=()
+if [ "${SIZE:-}" = gpu ]; then
+  M=(--set model.d_model=256 --set model.n_layer=4)
+  LONG=(--set trainer.max_steps=3000)
+fi
+job "dna-ecoli-pretrain (L=16384)" dna train configs/dna-ecoli-pretrain.yaml "${M[@]}"
 ./build/mamba-train export "$runs/dna" --hf "$runs/dna-hf" >> "$out/jobs.log" 2>&1
 echo "export rc $?" | tee -a "$out/jobs-summary.txt"
 job "promoters-ecoli (fine-tuned from the DNA LM)" ecoli-ft train configs/promoters-ecoli.yaml \
-  --set model.init_from="$runs/dna-hf"
-job "promoters-ecoli (scratch)" ecoli train configs/promoters-ecoli.yaml
-job "promoters-bsubtilis (scratch)" bsub train configs/promoters-bsubtilis.yaml
-job "sst2" sst2 train configs/sst2.yaml
-job "tinyshakespeare" shakespeare train configs/tinyshakespeare.yaml
+  --set model.init_from="$runs/dna-hf" "${M[@]}"
+job "promoters-ecoli (scratch)" ecoli train configs/promoters-ecoli.yaml "${M[@]}"
+job "promoters-bsubtilis (scratch)" bsub train configs/promoters-bsubtilis.yaml "${M[@]}"
+job "sst2" sst2 train configs/sst2.yaml "${M[@]}" "${LONG[@]}"
+job "tinyshakespeare" shakespeare train configs/tinyshakespeare.yaml "${M[@]}" "${LONG[@]}" \
+  $([ "${SIZE:-}" = gpu ] && echo --set data.seq_len=256 --set trainer.micro_batch_size=32 --set trainer.global_batch_size=32)
