@@ -8,7 +8,9 @@
 // Reverse complement maps A<->T, C<->G and keeps N, reversing the order; special tokens keep their place.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,14 @@ int32_t dna_token(char c);
 // Appends the tokens of `seq` to `out`. Returns -1 when every character is DNA, else the offset of the first that
 // is not (then `out` is unchanged).
 int64_t encode_dna(const std::string& seq, std::vector<int32_t>& out);
+
+// Streams a FASTA file (gzip-compressed or not, data/gz_reader.h) as DNA tokens: on_tokens(ids, n) receives the
+// bases of the current record in chunks, on_record_end() follows each record that has at least one base (header
+// lines and '\r' are skipped). Errors are mt::Error(Data) starting with `what` (e.g. "data.path"): a non-DNA letter
+// names file:line:column, sequence before the first '>' header names file:line.
+void read_fasta_dna(const std::string& path, const std::string& what,
+                    const std::function<void(const uint8_t* ids, size_t n)>& on_tokens,
+                    const std::function<void()>& on_record_end);
 
 // In place: reverse the order and complement each base (A<->T, C<->G; N, PAD, EOD unchanged).
 void reverse_complement(int32_t* ids, int64_t n);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/gz_reader.h"
 #include "data/dna.h"
 #include "data/sample_rng.h"
 #include "data/text_dataset.h"
@@ -40,15 +41,6 @@ std::string printable(const std::string& t) {
   }
   if (t.size() > 60) out += "...";
   return out;
-}
-
-std::string read_file_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MT_CHECK(in.good(), ErrorKind::Data, path, ": cannot open: ", std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  MT_CHECK(!in.bad(), ErrorKind::Data, path, ": read error");
-  return ss.str();
 }
 
 // Collects rows, applying the bad-row policy.

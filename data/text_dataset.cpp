@@ -10,10 +10,10 @@
 #include <cstdio>
 #include <cstring>
 
-#include <zlib.h>
-
+#include "data/bpe.h"
 #include "data/dna.h"
 #include "data/sample_rng.h"
+#include "data/token_shards.h"
 
 namespace mt::data {
 
@@ -51,58 +51,10 @@ std::vector<uint8_t> read_file(const std::string& path) {
 
 // A FASTA file, plain or gzip-compressed (zlib reads both), as DNA tokens with [EOD] after each record.
 std::vector<uint8_t> read_fasta_tokens(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  MT_CHECK(f != nullptr, ErrorKind::Data, "data.path: cannot open '", path, "': ", std::strerror(errno));
   std::vector<uint8_t> out;
-  std::string line;
-  char buf[1 << 16];
-  int64_t ln = 1, col = 0;
-  bool header = false, any_record = false, at_line_start = true;
-  for (;;) {
-    const int n = gzread(f, buf, sizeof buf);
-    if (n < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw Error(ErrorKind::Data, str("data.path: '", path, "': cannot read (", msg, ")"));
-    }
-    if (n == 0) break;
-    for (int i = 0; i < n; ++i) {
-      const char c = buf[i];
-      if (c == '\n') {
-        ++ln;
-        col = 0;
-        header = false;
-        at_line_start = true;
-        continue;
-      }
-      ++col;
-      if (header || c == '\r') continue;
-      if (at_line_start && c == '>') {
-        if (any_record && !out.empty() && out.back() != kDnaEod) out.push_back(static_cast<uint8_t>(kDnaEod));
-        header = any_record = true;
-        at_line_start = false;
-        continue;
-      }
-      at_line_start = false;
-      const int32_t t = dna_token(c);
-      if (t < 0) {
-        gzclose(f);
-        throw Error(ErrorKind::Data,
-                    str("data.path: ", path, ":", ln, ":", col, ": '",
-                        (c >= 32 && c < 127) ? std::string(1, c) : str("\\x", std::hex, (int)(unsigned char)c),
-                        "' is not a DNA letter (A C G T, N or an IUPAC ambiguity code)",
-                        any_record ? "" : "; a FASTA file starts with a '>' header line"));
-      }
-      if (!any_record) {
-        gzclose(f);
-        throw Error(ErrorKind::Data, str("data.path: ", path, ":", ln, ": sequence before the first '>' header line"));
-      }
-      out.push_back(static_cast<uint8_t>(t));
-    }
-  }
-  gzclose(f);
-  if (!out.empty()) out.push_back(static_cast<uint8_t>(kDnaEod));
+  read_fasta_dna(
+      path, "data.path", [&](const uint8_t* ids, size_t n) { out.insert(out.end(), ids, ids + n); },
+      [&] { out.push_back(static_cast<uint8_t>(kDnaEod)); });
   return out;
 }
 
@@ -133,39 +85,95 @@ uint64_t fnv1a64(const uint8_t* data, size_t n, uint64_t h) {
   return h;
 }
 
-TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t seq_len, const std::string& tokenizer)
+TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t seq_len, const std::string& tokenizer,
+                         const std::string& tokenizer_path)
     : path_(path), tokenizer_(tokenizer), seq_len_(seq_len) {
-  MT_CHECK(tokenizer == "byte" || tokenizer == "dna", ErrorKind::Config, "tokenizer.kind: data.kind text reads byte "
-           "or dna tokens, got '", tokenizer, "'");
+  const std::vector<std::string> shard_paths = shard_set_paths(path);
+  const bool shard = !shard_paths.empty();
+  MT_CHECK(shard || tokenizer == "byte" || tokenizer == "dna" || tokenizer == "bpe", ErrorKind::Config,
+           "tokenizer.kind: data.kind text reads byte, dna or bpe tokens, got '", tokenizer, "'");
   MT_CHECK(std::isfinite(val_fraction) && val_fraction >= 0.0 && val_fraction < 1.0, ErrorKind::Config,
            "data.val_fraction: expected a value in [0, 1), got ", val_fraction);
   MT_CHECK(seq_len >= 2, ErrorKind::Config, "data.seq_len: expected at least 2 tokens, got ", seq_len);
-  if (tokenizer == "dna") {
+  if (shard) {
+    shard_ = std::make_shared<const TokenShardSet>(shard_paths);
+    const std::string kind = shard_->info().tokenizer_kind();
+    MT_CHECK(kind == tokenizer, ErrorKind::Config, "tokenizer.kind: ", tokenizer, ", but data.path '", path,
+             "' is a token shard of the ", shard_->info().tokenizer, " tokenizer (set tokenizer.kind: ", kind, ")");
+  } else if (tokenizer == "dna") {
     MT_CHECK(!path.empty(), ErrorKind::Config, "data.path: no FASTA file given");
     struct stat st;
     MT_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode), ErrorKind::Data, "data.path: '", path,
              "' is not a readable regular file");
     bytes_ = read_fasta_tokens(path);
+  } else if (tokenizer == "bpe") {
+    MT_CHECK(!tokenizer_path.empty(), ErrorKind::Config, "tokenizer.path: tokenizer.kind bpe needs a tokenizer.json");
+    const BpeTokenizer bpe = BpeTokenizer::load(tokenizer_path);
+    {
+      const std::vector<uint8_t> text = read_file(path);
+      std::vector<int32_t> ids;
+      try {
+        ids = bpe.encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()));
+      } catch (const Error& e) {
+        throw Error(e.kind(), str("data.path: '", path, "': ", e.what()));
+      }
+      if (bpe.eos_id() >= 0) ids.push_back(bpe.eos_id());
+      wide_.assign(ids.begin(), ids.end());
+    }
+    wide_vocab_ = bpe.vocab_size();
   } else {
     bytes_ = read_file(path);
   }
   const int64_t n = size();
   if (!big_enough(n, val_fraction, seq_len)) {
     throw Error(ErrorKind::Data,
-                str("data.path: '", path, "' has ", n, tokenizer == "dna" ? " DNA tokens" : " bytes", ", too small for data.seq_len ", seq_len,
+                str("data.path: '", path, "' has ", n, shard || wide_vocab_ > 0 ? " tokens" : tokenizer == "dna" ? " DNA tokens" : " bytes", ", too small for data.seq_len ", seq_len,
                     " with data.val_fraction ", val_fraction, ": at least ", min_bytes(val_fraction, seq_len),
                     " bytes are needed (one window of ", seq_len, " bytes in the training split",
                     val_fraction > 0 ? " and one in the held-out tail)" : ")"));
   }
   n_train_ = n - val_bytes(n, val_fraction);
   val_windows_ = val_fraction > 0 ? std::max<int64_t>(1, val_size() / seq_len) : 0;
-  hash_ = fnv1a64(bytes_.data(), bytes_.size());
+  if (shard_) {
+    hash_ = shard_->info().payload_fnv1a64;
+  } else if (wide_vocab_ > 0) {
+    // The bytes a shard would store (little-endian ids of the smallest dtype), so a file and its shard match.
+    const uint32_t w = shard_dtype_for_vocab(static_cast<uint64_t>(wide_vocab_));
+    std::vector<uint8_t> le(wide_.size() * w);
+    for (size_t i = 0; i < wide_.size(); ++i)
+      for (uint32_t k = 0; k < w; ++k) le[i * w + k] = static_cast<uint8_t>(wide_[i] >> (8 * k));
+    hash_ = fnv1a64(le.data(), le.size());
+  } else {
+    hash_ = fnv1a64(bytes_.data(), bytes_.size());
+  }
+}
+
+int64_t TextDataset::size() const {
+  if (shard_) return shard_->size();
+  return static_cast<int64_t>(wide_vocab_ > 0 ? wide_.size() : bytes_.size());
+}
+
+int64_t TextDataset::vocab_size() const {
+  if (shard_) return shard_->info().vocab_size;
+  if (wide_vocab_ > 0) return wide_vocab_;
+  return tokenizer_ == "dna" ? 7 : 256;
+}
+
+void TextDataset::copy_tokens(int64_t start, int64_t n, int64_t* out) const {
+  if (shard_) return shard_->read(start, n, out);
+  if (wide_vocab_ > 0) {
+    const uint32_t* w = wide_.data() + start;
+    for (int64_t t = 0; t < n; ++t) out[t] = w[t];
+    return;
+  }
+  const uint8_t* src = bytes_.data() + start;
+  for (int64_t t = 0; t < n; ++t) out[t] = src[t];
 }
 
 std::string TextDataset::fingerprint() const {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_));
-  return str(tokenizer_ == "dna" ? "dna:" : "bytes:", size(), ":fnv1a64:", hex);
+  return str(tokenizer_ == "dna" ? "dna:" : tokenizer_ == "byte" ? "bytes:" : tokenizer_ + ":", size(), ":fnv1a64:", hex);
 }
 
 int64_t TextDataset::train_start(uint64_t seed, int64_t sample) const {
@@ -191,8 +199,7 @@ Batch TextDataset::train_batch(uint64_t seed, int64_t first_sample, int64_t batc
   b.ids = Tensor::empty({batch_size, L}, DType::I64);
   int64_t* ids = b.ids.data<int64_t>();
   for (int64_t r = 0; r < batch_size; ++r) {
-    const uint8_t* src = bytes_.data() + train_start(seed, first_sample + r);
-    for (int64_t t = 0; t < L; ++t) ids[r * L + t] = src[t];
+    copy_tokens(train_start(seed, first_sample + r), L, ids + r * L);
   }
   b.targets = b.ids.clone();
   b.tokens = batch_size * L;
@@ -215,8 +222,8 @@ Batch TextDataset::val_batch(int64_t batch_index, int64_t batch_size) const {
   int64_t* ids = b.ids.data<int64_t>();
   int64_t* tg = b.targets.data<int64_t>();
   for (int64_t r = 0; r < real; ++r) {
-    const uint8_t* src = bytes_.data() + val_start(batch_index * batch_size + r);
-    for (int64_t t = 0; t < L; ++t) ids[r * L + t] = tg[r * L + t] = src[t];
+    copy_tokens(val_start(batch_index * batch_size + r), L, ids + r * L);
+    std::copy(ids + r * L, ids + (r + 1) * L, tg + r * L);
   }
   return b;
 }

@@ -7,7 +7,14 @@ out=${OUT:-gpu-logs}
 mkdir -p "$out"
 steps=${1:-10}
 t0=$(date +%s)
-{ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j16; } \
+# The GPU machine has no network and no libutf8proc-dev: carry its .deb in .debs/ (apt-get download
+# libutf8proc-dev there, on this side) and it is unpacked here and used for the build (static library).
+extra=()
+if ls .debs/libutf8proc-dev_*.deb > /dev/null 2>&1 && [ ! -e /usr/include/utf8proc.h ]; then
+  mkdir -p /tmp/debs && dpkg -x .debs/libutf8proc-dev_*.deb /tmp/debs
+  extra=(-DUTF8PROC_INCLUDE_DIR=/tmp/debs/usr/include -DUTF8PROC_LIBRARY=/tmp/debs/usr/lib/x86_64-linux-gnu/libutf8proc.a)
+fi
+{ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${extra[@]}" && cmake --build build -j16; } \
   > "$out/build.log" 2>&1 || { tail -60 "$out/build.log"; exit 1; }
 t1=$(date +%s)
 ctest --test-dir build -L cuda -j4 --output-on-failure --timeout 120 > "$out/ctest-cuda.log" 2>&1

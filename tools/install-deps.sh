@@ -3,7 +3,7 @@
 # CUDA (nvcc, cuBLAS) is optional: when /usr/local/cuda/bin/nvcc or nvcc on PATH exists, the GPU kernels are built.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libhdf5-dev libyaml-cpp-dev libgtest-dev libfmt-dev nlohmann-json3-dev
-      libcli11-dev libssl-dev zlib1g-dev)
+      libcli11-dev libssl-dev zlib1g-dev libutf8proc-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "nn/hf_io.h"
 #include "train/bench_kernels.h"
+#include "train/bench_tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/commands.h"
 #include "train/config.h"
@@ -74,14 +75,23 @@ Runner add_bench_command(CLI::App& app) {
     std::string config;
     std::vector<std::string> set;
     int64_t steps = 10, warmup = 3;
+    std::string tokenizer = "data/tokenizers/gpt-neox-20b/tokenizer.json", file = "data/corpora/tinyshakespeare.txt";
+    int repeats = 5;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("config", o->config, "YAML config, or `kernels` for the selective-scan kernel benchmark")->required();
+  cmd->add_option("config", o->config,
+                  "YAML config, `kernels` for the selective-scan kernel benchmark, or `tokenizer` for BPE encoding "
+                  "throughput")->required();
   cmd->add_option("--set", o->set, "override one key (repeatable)");
   cmd->add_option("--steps", o->steps, "timed steps")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--tokenizer", o->tokenizer, "bench tokenizer: the tokenizer.json")->capture_default_str();
+  cmd->add_option("--file", o->file, "bench tokenizer: the text file to encode")->capture_default_str();
+  cmd->add_option("--repeats", o->repeats, "bench tokenizer: timed encodings (median)")->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   return [o]() {
     if (o->config == "kernels") return run_kernel_bench();
+    if (o->config == "tokenizer") return run_tokenizer_bench(o->tokenizer, o->file, o->repeats);
     TrainConfig cfg = load_train_config_file(o->config, o->set);
     cfg.trainer.max_steps = std::max(cfg.trainer.max_steps, o->steps + o->warmup);
     Trainer t(cfg, /*write_outputs=*/false);

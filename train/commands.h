@@ -19,6 +19,7 @@ Runner add_train_command(CLI::App& app);    // mamba-train train CONFIG.yaml: th
 Runner add_bench_command(CLI::App& app);    // mamba-train bench CONFIG.yaml: tokens/s, step time, peak memory
 Runner add_export_command(CLI::App& app);   // mamba-train export CHECKPOINT --hf DIR
 Runner add_checkpoint_command(CLI::App& app);  // mamba-train checkpoint verify RUN_DIR
+Runner add_prepare_command(CLI::App& app);  // mamba-train prepare: text / FASTA -> token shards (cmd_prepare.cpp)
 
 // "auto" -> cuda when available, else cpu; otherwise Device::parse.
 mt::Device resolve_device(const std::string& name);

@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "data/bpe.h"
 #include "train/config_schema.h"
 #include "train/strict_yaml.h"
 
@@ -358,6 +359,19 @@ std::string cwd_hint(const std::string& path) {
   return ec ? "" : str(" (relative to the working directory ", cwd.string(), ")");
 }
 
+// The vocabulary of tokenizer.kind (bpe: the largest id of tokenizer.path + 1, read from the file).
+int64_t tokenizer_vocab(const TrainConfig& c) {
+  if (c.tokenizer.kind == "dna") return 7;
+  if (c.tokenizer.kind == "bpe") {
+    try {
+      return data::BpeTokenizer::load(c.tokenizer.path).vocab_size();
+    } catch (const Error& e) {
+      throw Error(e.kind(), str("tokenizer.path: ", e.what()));
+    }
+  }
+  return 256;
+}
+
 void check_cross(const TrainConfig& c, const Given& g) {
   auto fail_at = [&](const std::string& path, const std::string& problem) { fail(g.of(path), path, problem); };
 
@@ -411,10 +425,12 @@ void check_cross(const TrainConfig& c, const Given& g) {
       fail_at(g.blame("data.path", "data.kind"), "data.path is required when data.kind is text (the corpus file)");
     }
     std::error_code ec;
-    if (!std::filesystem::exists(d.path, ec)) {
+    // PATH.000.bin, PATH.001.bin, ...: the split token shards that `mamba-train prepare --max-shard-tokens` writes.
+    const bool shard_set = !std::filesystem::exists(d.path, ec) && std::filesystem::exists(d.path + ".000.bin", ec);
+    if (!shard_set && !std::filesystem::exists(d.path, ec)) {
       fail_at("data.path", str("no such file '", d.path, "'", cwd_hint(d.path)));
     }
-    if (!std::filesystem::is_regular_file(d.path, ec))
+    if (!shard_set && !std::filesystem::is_regular_file(d.path, ec))
       fail_at("data.path", str("'", d.path, "' is not a regular file"));
   } else if (d.kind == "selective_copying" && d.seq_len <= 2 * d.copy_tokens) {  // both <= 2^30 (schema)
     const std::string p = g.blame("data.seq_len", "data.copy_tokens");
@@ -452,11 +468,14 @@ void check_cross(const TrainConfig& c, const Given& g) {
       fail_at(g.blame("data.val_fraction", "data.val_path"),
               "data.val_fraction must be > 0 when there is no data.val_path (a validation split is needed)");
   }
+  if (d.kind == "classification" && c.tokenizer.kind == "bpe")
+    fail_at(g.blame("tokenizer.kind", "data.kind"), "tokenizer.kind bpe feeds data.kind text only (classification "
+            "rows are read as bytes or DNA)");
   if (d.rc_augment && c.tokenizer.kind != "dna")
     fail_at(g.blame("data.rc_augment", "tokenizer.kind"), "data.rc_augment needs tokenizer.kind dna");
   // The embedding must hold every token id the data produces.
   const bool copying = d.kind == "selective_copying";
-  const int64_t needed = copying ? d.copy_vocab + 2 : c.tokenizer.kind == "dna" ? 7 : 256;
+  const int64_t needed = copying ? d.copy_vocab + 2 : m.vocab_size != 0 ? tokenizer_vocab(c) : 0;
   if (m.vocab_size != 0 && m.vocab_size < needed) {
     fail_at("model.vocab_size", str("must be >= ", needed,
                                     copying ? str(" (selective_copying uses ids 0..copy_vocab + 1 = ", needed - 1, ")")
@@ -509,9 +528,7 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
 
   // Derived defaults.
   if (c.model.mamba.vocab_size == 0) {
-    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2
-                               : c.tokenizer.kind == "dna"           ? 7
-                                                                     : 256;
+    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : tokenizer_vocab(c);
   }
   try {
     c.model.mamba.finalize();

@@ -30,7 +30,8 @@ struct ModelSection {
 };
 
 struct TokenizerSection {
-  std::string kind = "byte";  // byte | dna (data/dna.h)
+  std::string kind = "byte";  // byte | dna (data/dna.h) | bpe (data/bpe.h)
+  std::string path = "data/tokenizers/gpt-neox-20b/tokenizer.json";  // bpe: the HuggingFace tokenizer.json
 };
 
 struct DataSection {

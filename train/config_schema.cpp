@@ -192,15 +192,20 @@ std::vector<Key> build() {
           .doc("HuggingFace directory (config.json + model.safetensors) to start from; \"\" = random init"),
       // ---- tokenizer ----
       K("tokenizer.kind", F(tokenizer.kind))
-          .one_of({"byte", "dna"})
-          .doc("byte: every byte is a token (vocabulary 256); dna: A C G T N + [PAD] [EOD] (vocabulary 7, data/dna.h)"),
+          .one_of({"byte", "dna", "bpe"})
+          .doc("byte: every byte is a token (vocabulary 256); dna: A C G T N + [PAD] [EOD] (vocabulary 7, data/dna.h); "
+               "bpe: byte-level BPE from tokenizer.path (data/bpe.h; GPT-NeoX: vocabulary 50281, ids as HuggingFace "
+               "tokenizers gives them)"),
+      K("tokenizer.path", F(tokenizer.path))
+          .doc("bpe: a HuggingFace tokenizer.json (byte-level BPE); relative to the working directory"),
       // ---- data ----
       K("data.kind", F(data.kind))
           .one_of({"text", "selective_copying", "classification"})
           .doc("text: language modelling on data.path; selective_copying: the synthetic task of the Mamba paper; "
                "classification: labelled sequences (model.head sequence_classification)"),
       K("data.path", F(data.path))
-          .doc("text: the corpus file; classification (tsv / csv / jsonl): the training rows. Relative paths are relative "
+          .doc("text: the corpus file, or a token shard written by `mamba-train prepare` (detected by its magic; "
+               "memory-mapped); classification (tsv / csv / jsonl): the training rows. Relative paths are relative "
                "to the working directory"),
       K("data.val_fraction", F(data.val_fraction))
           .ge(0)

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(mt::train::add_bench_command);
   add(mt::train::add_export_command);
   add(mt::train::add_checkpoint_command);
+  add(mt::train::add_prepare_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -30,12 +30,13 @@ class Forwarding : public TaskData {
 
 class TextTask : public Forwarding<data::TextDataset> {
  public:
-  TextTask(const DataSection& d, const std::string& tokenizer)
-      : Forwarding(d.path, d.val_fraction, d.seq_len, tokenizer), tokenizer_(tokenizer) {}
+  TextTask(const DataSection& d, const TokenizerSection& t)
+      : Forwarding(d.path, d.val_fraction, d.seq_len, t.kind, t.path), tokenizer_(t.kind) {}
   std::string describe() const override {
     return str("text ", ds_.path(), " (", tokenizer_, " tokens; ", ds_.train_size(), " train / ", ds_.val_size(),
                " held-out tokens; ", ds_.num_val_windows(), " validation windows of ", ds_.seq_len(), ")");
   }
+  int64_t vocab_size() const { return ds_.vocab_size(); }
  private:
   std::string tokenizer_;
 };
@@ -97,7 +98,14 @@ std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg) {
   MT_CHECK(cfg.model.head == "lm", ErrorKind::Config, "model.head: data.kind ", cfg.data.kind,
            " feeds the language-model head only (lm); classification heads need data.kind classification, got ",
            cfg.model.head);
-  if (cfg.data.kind == "text") return std::make_unique<TextTask>(cfg.data, cfg.tokenizer.kind);
+  if (cfg.data.kind == "text") {
+    auto t = std::make_unique<TextTask>(cfg.data, cfg.tokenizer);
+    // A token shard carries its own vocabulary; the embedding must hold every id in it.
+    MT_CHECK(t->vocab_size() <= cfg.model.mamba.vocab_size, ErrorKind::Config, "model.vocab_size: ",
+             cfg.model.mamba.vocab_size, " is smaller than the vocabulary of data.path '", cfg.data.path, "' (",
+             t->vocab_size(), " ids)");
+    return t;
+  }
   if (cfg.data.kind == "selective_copying") return std::make_unique<CopyTask>(cfg.data);
   throw Error(ErrorKind::Config, str("data.kind: unknown kind '", cfg.data.kind, "'"));
 }
