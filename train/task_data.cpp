@@ -120,4 +120,17 @@ int64_t scored_targets(const data::Batch& b) {
   return n;
 }
 
+std::vector<MicroBatchSlice> rank_micro_batches(int64_t samples_seen, int64_t global_batch, int64_t micro, int rank,
+                                                int world) {
+  MT_CHECK(world >= 1 && rank >= 0 && rank < world, ErrorKind::Config, "rank ", rank, " is not in [0, ", world, ")");
+  MT_CHECK(micro >= 1 && global_batch >= 1 && global_batch % (micro * world) == 0, ErrorKind::Config,
+           "trainer.global_batch_size (", global_batch, ") must be a multiple of trainer.micro_batch_size (", micro,
+           ") x the number of ranks (", world, ")");
+  const int64_t per_rank = global_batch / (micro * world);
+  std::vector<MicroBatchSlice> out;
+  for (int64_t a = 0; a < per_rank; ++a)
+    out.push_back({samples_seen + (static_cast<int64_t>(rank) * per_rank + a) * micro, micro});
+  return out;
+}
+
 }  // namespace mt::train

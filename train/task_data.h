@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/batch.h"
 #include "train/config.h"
@@ -28,6 +29,19 @@ class TaskData {
 
 // From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head). mt::Error(Config / Data) on problems.
 std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg);
+
+// Data parallelism: which training samples each rank reads. An optimizer step consumes the global batch
+// [samples_seen, samples_seen + global_batch) as global_batch / micro micro-batches of `micro` consecutive samples; with
+// `world` ranks, rank r takes the r-th contiguous run of global_batch / (micro * world) of them. Because batches are a
+// pure function of (seed, sample index), the ranks together read exactly the micro-batches one process would, and a
+// resume at any step needs only samples_seen. mt::Error(Config) naming trainer.global_batch_size when it is not a
+// multiple of micro * world, or when rank is not in [0, world).
+struct MicroBatchSlice {
+  int64_t first = 0;  // global index of its first sample
+  int64_t count = 0;  // samples (== micro)
+};
+std::vector<MicroBatchSlice> rank_micro_batches(int64_t samples_seen, int64_t global_batch, int64_t micro, int rank,
+                                                int world);
 
 // Target positions the next-token loss scores: targets[:, 1:] != -100 (data/batch.h convention).
 int64_t scored_targets(const data::Batch& b);

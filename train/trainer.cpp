@@ -190,8 +190,8 @@ struct Trainer::Impl {
     std::vector<data::Batch> batches;
     std::vector<int64_t> scored;
     int64_t total_scored = 0;
-    for (int64_t a = 0; a < n_micro; ++a) {
-      batches.push_back(task->train_batch(cfg.run.seed, samples_seen + a * micro, micro));
+    for (const MicroBatchSlice& mb : rank_micro_batches(samples_seen, micro * n_micro, micro, 0, 1)) {
+      batches.push_back(task->train_batch(cfg.run.seed, mb.first, mb.count));
       scored.push_back(scored_count(batches.back()));
       total_scored += scored.back();
     }
