@@ -146,7 +146,7 @@ void compare_case(const Case& c, uint64_t seed, double rtol, double atol_frac) {
 TEST(CudaSelectiveScan, MatchesCpuF32) {
   MT_REQUIRE_CUDA();
   uint64_t seed = 10;
-  for (int64_t L : {1, 7, 2047, 2049})
+  for (int64_t L : {1, 7, 2047, 2048, 2049, 4097})
     for (int64_t N : {1, 16, 64})
       for (bool flags : {true, false}) compare_case({2, L, 131, N, flags, DType::F32}, seed++, 1e-3, 1e-4);
 }
@@ -154,7 +154,7 @@ TEST(CudaSelectiveScan, MatchesCpuF32) {
 TEST(CudaSelectiveScan, MatchesCpuBf16) {
   MT_REQUIRE_CUDA();
   uint64_t seed = 100;
-  for (int64_t L : {1, 7, 2047, 2049})
+  for (int64_t L : {1, 7, 2047, 2048, 2049, 4097})
     for (int64_t N : {1, 16, 64})
       for (bool flags : {true, false}) compare_case({2, L, 131, N, flags, DType::BF16}, seed++, 3e-2, 5e-3);
 }
