@@ -25,14 +25,7 @@ std::string write_file(const std::string& name, const std::string& content) {
   return path;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using mt::test::error_of;
 
 LabelledOptions tsv_opts(const std::string& path) {
   LabelledOptions o;

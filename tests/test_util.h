@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "autograd/autograd.h"
 #include "autograd/gradcheck.h"
 #include "core/device.h"
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace mt::test {
@@ -21,6 +23,16 @@ namespace mt::test {
   } while (0)
 
 // Path of a file in the source tree (tests/data/..., configs/...).
+// The message of the mt::Error that f throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const mt::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 inline std::string source_path(const std::string& rel) { return std::string(MT_SOURCE_DIR) + "/" + rel; }
 
 // Max over elements of |a-b| / (atol + rtol*|b|); <= 1 means within tolerance. NaN anywhere gives +inf.
