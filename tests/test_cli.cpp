@@ -45,6 +45,26 @@ TEST(Cli, BadArgumentsAreOneClearError) {
   EXPECT_EQ(r.code, 2) << r.out;
 }
 
+TEST(Cli, TrainUnderALauncherIsRefusedUntilDataParallelismLands) {
+  // Several ranks each training their own copy into one run directory would overwrite each other's checkpoints.
+  const char* vars[][2] = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"},
+                           {"MASTER_PORT", "29511"}};
+  for (auto& v : vars) setenv(v[0], v[1], 1);
+  Result r = run_cli("train configs/selective_copying.yaml --set run.out_dir=/tmp/mt_cli_world2");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: WORLD_SIZE=2: multi-process data parallelism")) << r.out;
+  setenv("WORLD_SIZE", "two", 1);
+  r = run_cli("train configs/selective_copying.yaml --set run.out_dir=/tmp/mt_cli_world2");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "WORLD_SIZE='two' is not an integer")) << r.out;
+  unsetenv("MASTER_PORT");
+  setenv("WORLD_SIZE", "2", 1);
+  r = run_cli("train configs/selective_copying.yaml --set run.out_dir=/tmp/mt_cli_world2");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "MASTER_PORT is not set")) << r.out;
+  for (auto& v : vars) unsetenv(v[0]);
+}
+
 TEST(Cli, ForwardReportsMissingAndBadFiles) {
   const std::string parity = test::source_path("tests/data/parity");
   Result r = run_cli("forward --hf /nonexistent/dir --input-ids x --out /tmp/x.h5");

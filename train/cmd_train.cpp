@@ -15,6 +15,7 @@
 #include "train/checkpoint.h"
 #include "train/commands.h"
 #include "train/config.h"
+#include "train/rendezvous.h"
 #include "train/trainer.h"
 #if defined(MT_WITH_CUDA)
 #include "core/cuda_context.h"
@@ -61,6 +62,12 @@ Runner add_train_command(CLI::App& app) {
                   "save a checkpoint after this step and stop (a planned preemption; resume with the same command)")
       ->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
   return [o]() {
+    // Under a launcher (torchrun, Slurm) every rank would otherwise train its own copy into the same run directory
+    // and overwrite the others' checkpoints: until data parallelism lands, a world of several ranks is refused.
+    const DistEnv dist = dist_env_from_process();
+    MT_CHECK(dist.world_size == 1, ErrorKind::Usage, "WORLD_SIZE=", dist.world_size,
+             ": multi-process data parallelism is not available in this build yet; run one process (unset RANK, "
+             "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)");
     const TrainConfig cfg = load_train_config_file(o->config, o->set);
     Trainer t(cfg);
     RunOptions ro;
