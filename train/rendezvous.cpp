@@ -111,7 +111,8 @@ sockaddr_in resolve(const DistEnv& env) {
 
 std::string where(const DistEnv& env) { return env.master_addr + ":" + std::to_string(env.master_port); }
 
-std::vector<uint8_t> serve(const DistEnv& env, const std::vector<uint8_t>& payload, Clock::time_point deadline) {
+// Rank 0: accepts one connection per peer (hello checked), then welcomes them all. Returns fds indexed by rank.
+std::vector<int> accept_peers(const DistEnv& env, Clock::time_point deadline) {
   Fd ls(::socket(AF_INET, SOCK_STREAM, 0));
   MT_CHECK(ls.fd >= 0, ErrorKind::Distributed, "rendezvous (rank 0): socket: ", std::strerror(errno));
   const int one = 1;
@@ -136,6 +137,7 @@ std::vector<uint8_t> serve(const DistEnv& env, const std::vector<uint8_t>& paylo
     Fd c(::accept(ls.fd, nullptr, nullptr));
     if (c.fd < 0) continue;
     set_nonblocking(c.fd);
+    ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     uint32_t hello[3];
     const std::string err = recv_all(c.fd, hello, sizeof hello, deadline);
     if (!err.empty() || hello[0] != kMagic) continue;  // not one of ours (a port scan, a stale job): ignore it
@@ -149,20 +151,22 @@ std::vector<uint8_t> serve(const DistEnv& env, const std::vector<uint8_t>& paylo
     peers[static_cast<size_t>(rank)] = std::move(c);
     ++arrived;
   }
-  const uint32_t n = static_cast<uint32_t>(payload.size());
+  const uint32_t welcome[2] = {kMagic, static_cast<uint32_t>(env.world_size)};
+  std::vector<int> out(static_cast<size_t>(env.world_size), -1);
   for (int r = 1; r < env.world_size; ++r) {
-    const int fd = peers[static_cast<size_t>(r)].fd;
-    std::string err = send_all(fd, &n, sizeof n, deadline);
-    if (err.empty()) err = send_all(fd, payload.data(), payload.size(), deadline);
-    MT_CHECK(err.empty(), ErrorKind::Distributed, "rendezvous (rank 0) on ", where(env), ": sending to rank ", r,
-             ": ", err);
+    const std::string err = send_all(peers[static_cast<size_t>(r)].fd, welcome, sizeof welcome, deadline);
+    MT_CHECK(err.empty(), ErrorKind::Distributed, "rendezvous (rank 0) on ", where(env), ": welcoming rank ", r, ": ",
+             err);
   }
-  return payload;
+  for (int r = 1; r < env.world_size; ++r) std::swap(out[static_cast<size_t>(r)], peers[static_cast<size_t>(r)].fd);
+  return out;
 }
 
-std::vector<uint8_t> join(const DistEnv& env, Clock::time_point deadline) {
+// Rank > 0: connects to rank 0 (retrying until the deadline), says hello, waits for the welcome.
+int connect_root(const DistEnv& env, Clock::time_point deadline) {
   const sockaddr_in a = resolve(env);
   std::string last = "no attempt";
+  const int one = 1;
   while (ms_left(deadline) > 0) {
     Fd s(::socket(AF_INET, SOCK_STREAM, 0));
     MT_CHECK(s.fd >= 0, ErrorKind::Distributed, "rendezvous (rank ", env.rank, "): socket: ", std::strerror(errno));
@@ -172,23 +176,32 @@ std::vector<uint8_t> join(const DistEnv& env, Clock::time_point deadline) {
       continue;
     }
     set_nonblocking(s.fd);
+    ::setsockopt(s.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const uint32_t hello[3] = {kMagic, static_cast<uint32_t>(env.world_size), static_cast<uint32_t>(env.rank)};
     std::string err = send_all(s.fd, hello, sizeof hello, deadline);
-    uint32_t n = 0;
-    if (err.empty()) err = recv_all(s.fd, &n, sizeof n, deadline);
+    uint32_t welcome[2] = {0, 0};
+    if (err.empty()) err = recv_all(s.fd, welcome, sizeof welcome, deadline);
     MT_CHECK(err.empty(), ErrorKind::Distributed, "rendezvous (rank ", env.rank, ") with rank 0 at ", where(env),
              ": ", err);
-    MT_CHECK(n <= (1u << 20), ErrorKind::Distributed, "rendezvous (rank ", env.rank, "): rank 0 at ", where(env),
-             " announced a ", n, "-byte payload (not a mamba-train rank 0?)");
-    std::vector<uint8_t> out(n);
-    err = recv_all(s.fd, out.data(), n, deadline);
-    MT_CHECK(err.empty(), ErrorKind::Distributed, "rendezvous (rank ", env.rank, ") with rank 0 at ", where(env),
-             ": ", err);
-    return out;
+    MT_CHECK(welcome[0] == kMagic && welcome[1] == static_cast<uint32_t>(env.world_size), ErrorKind::Distributed,
+             "rendezvous (rank ", env.rank, "): the process at ", where(env), " is not this job's rank 0");
+    const int fd = s.fd;
+    s.fd = -1;
+    return fd;
   }
   throw_error(ErrorKind::Distributed, str("rendezvous (rank ", env.rank, "): could not reach rank 0 at ", where(env),
                                           " before the timeout (last error: ", last, ")"));
 }
+
+// One collective's header: what every rank sends rank 0 and what rank 0 answers.
+struct MsgHeader {
+  uint32_t magic = kMagic;
+  uint32_t type = 0;  // 1 f32 sum, 2 f64 sum, 3 bytes broadcast
+  uint64_t seq = 0;   // collectives done so far on this plane: ranks that disagree are caught at once
+  uint64_t bytes = 0;
+  uint32_t what_len = 0;
+  uint32_t pad = 0;
+};
 
 }  // namespace
 
@@ -216,8 +229,105 @@ DistEnv dist_env_from_process() {
 
 std::vector<uint8_t> rendezvous_broadcast(const DistEnv& env, const std::vector<uint8_t>& payload, double timeout_s) {
   if (env.world_size <= 1) return payload;
+  ControlPlane cp(env, timeout_s);
+  return cp.broadcast(payload, "rendezvous payload");
+}
+
+ControlPlane::ControlPlane(const DistEnv& env, double timeout_s) : env_(env), timeout_s_(timeout_s) {
+  if (env.world_size <= 1) return;
   const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  return env.rank == 0 ? serve(env, payload, deadline) : join(env, deadline);
+  if (env.rank == 0) {
+    fds_ = accept_peers(env, deadline);
+  } else {
+    fds_.assign(1, connect_root(env, deadline));
+  }
+}
+
+ControlPlane::~ControlPlane() {
+  for (int fd : fds_)
+    if (fd >= 0) ::close(fd);
+}
+
+std::string ControlPlane::fail_prefix(const std::string& what) const {
+  return str("rank ", env_.rank, " of ", env_.world_size, ": ", what, " (collective #", seq_ + 1, ")");
+}
+
+void ControlPlane::exchange(uint32_t type, void* data, size_t bytes, const std::string& what,
+                            const std::function<void(const void* peer_data, size_t peer_bytes)>& combine) {
+  if (env_.world_size <= 1) return;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s_ * 1000));
+  MsgHeader h;
+  h.type = type;
+  h.seq = ++seq_;
+  h.bytes = bytes;
+  h.what_len = static_cast<uint32_t>(std::min<size_t>(what.size(), 200));
+  auto check = [&](const std::string& err, int peer, const char* doing) {
+    if (err.empty()) return;
+    const bool timeout = err.rfind("timed out", 0) == 0;
+    throw_error(ErrorKind::Distributed,
+                str(fail_prefix(what), ": ", doing, " rank ", peer, ": ", err,
+                    timeout ? str(" after ", timeout_s_, " s (distributed.timeout_s): rank ", peer,
+                                  " died, hangs or is in another step")
+                            : std::string(" (the rank died or closed its connection)")));
+  };
+  if (env_.rank != 0) {
+    const int fd = fds_[0];
+    check(send_all(fd, &h, sizeof h, deadline), 0, "sending to");
+    check(send_all(fd, what.data(), h.what_len, deadline), 0, "sending to");
+    check(send_all(fd, data, bytes, deadline), 0, "sending to");
+    MsgHeader r;
+    check(recv_all(fd, &r, sizeof r, deadline), 0, "waiting for");
+    MT_CHECK(r.magic == kMagic && r.seq == h.seq && r.type == h.type && r.bytes == h.bytes, ErrorKind::Distributed,
+             fail_prefix(what), ": rank 0 answered collective #", r.seq, " (type ", r.type, ", ", r.bytes,
+             " bytes): the ranks disagree on what they are doing");
+    check(recv_all(fd, data, bytes, deadline), 0, "waiting for");
+    return;
+  }
+  std::vector<unsigned char> buf(bytes);
+  for (int p = 1; p < env_.world_size; ++p) {
+    const int fd = fds_[static_cast<size_t>(p)];
+    MsgHeader r;
+    check(recv_all(fd, &r, sizeof r, deadline), p, "waiting for");
+    std::string pwhat(std::min<uint32_t>(r.what_len, 200), '\0');
+    if (r.magic == kMagic) check(recv_all(fd, &pwhat[0], pwhat.size(), deadline), p, "waiting for");
+    MT_CHECK(r.magic == kMagic && r.seq == h.seq && r.type == h.type && r.bytes == h.bytes, ErrorKind::Distributed,
+             fail_prefix(what), ": rank ", p, " is at collective #", r.seq, " '", pwhat, "' (", r.bytes,
+             " bytes): the ranks disagree on what they are doing");
+    check(recv_all(fd, buf.data(), bytes, deadline), p, "waiting for");
+    if (combine) combine(buf.data(), bytes);
+  }
+  for (int p = 1; p < env_.world_size; ++p) {
+    const int fd = fds_[static_cast<size_t>(p)];
+    check(send_all(fd, &h, sizeof h, deadline), p, "answering");
+    check(send_all(fd, data, bytes, deadline), p, "answering");
+  }
+}
+
+void ControlPlane::all_reduce_sum(float* v, size_t n, const std::string& what) {
+  exchange(1, v, n * sizeof(float), what, [&](const void* pd, size_t) {
+    const float* x = static_cast<const float*>(pd);
+    for (size_t i = 0; i < n; ++i) v[i] += x[i];
+  });
+}
+
+void ControlPlane::all_reduce_sum(double* v, size_t n, const std::string& what) {
+  exchange(2, v, n * sizeof(double), what, [&](const void* pd, size_t) {
+    const double* x = static_cast<const double*>(pd);
+    for (size_t i = 0; i < n; ++i) v[i] += x[i];
+  });
+}
+
+void ControlPlane::barrier(const std::string& what) { exchange(2, nullptr, 0, what, nullptr); }
+
+std::vector<uint8_t> ControlPlane::broadcast(const std::vector<uint8_t>& from_root, const std::string& what) {
+  if (env_.world_size <= 1) return from_root;
+  uint64_t n = from_root.size();
+  // Size first (rank 0's; the others' are ignored), then the bytes: peers send as many bytes as they will receive.
+  exchange(3, &n, sizeof n, what + " (size)", nullptr);
+  std::vector<uint8_t> out = env_.rank == 0 ? from_root : std::vector<uint8_t>(n);
+  MT_CHECK(n <= (uint64_t{1} << 32), ErrorKind::Distributed, fail_prefix(what), ": rank 0 announced ", n, " bytes");
+  exchange(3, out.data(), out.size(), what, nullptr);
+  return out;
 }
 
 }  // namespace mt::train

@@ -35,4 +35,41 @@ DistEnv dist_env_from_process();
 // timeout, a refused hello, or a socket error, naming the address, the rank and what failed.
 std::vector<uint8_t> rendezvous_broadcast(const DistEnv& env, const std::vector<uint8_t>& payload, double timeout_s);
 
+// The job's CPU-side control plane: the rendezvous connections kept open (a star around rank 0). Carries the small
+// collectives of a step (scored-token counts, the loss, the stop vote), the barrier around checkpoint I/O, and
+// broadcasts (the checkpoint to resume from, the NCCL id); the TCP gradient backend reduces buckets over it too.
+//
+// Every collective: each peer sends {sequence number, type, size, what} and its data to rank 0; rank 0 checks that
+// all ranks are at the same collective (else an error naming both), sums in rank order (0 + 1 + 2 ..., so every
+// rank gets the same bits, run after run) and sends the result back. Each collective is bounded by timeout_s: a rank
+// that died (connection closed) or hangs (no data before the deadline) ends the others with mt::Error(Distributed)
+// naming this rank, the peer, the collective and the timeout. Not thread-safe: one collective at a time.
+// world_size 1: every call returns at once with the data unchanged.
+class ControlPlane {
+ public:
+  ControlPlane(const DistEnv& env, double timeout_s);  // connects (the rendezvous); same errors as above
+  ~ControlPlane();
+  ControlPlane(const ControlPlane&) = delete;
+  ControlPlane& operator=(const ControlPlane&) = delete;
+
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+  double timeout_s() const { return timeout_s_; }
+  void set_timeout_s(double t) { timeout_s_ = t; }
+
+  void all_reduce_sum(float* v, size_t n, const std::string& what);
+  void all_reduce_sum(double* v, size_t n, const std::string& what);
+  void barrier(const std::string& what);
+  std::vector<uint8_t> broadcast(const std::vector<uint8_t>& from_root, const std::string& what);
+
+ private:
+  void exchange(uint32_t type, void* data, size_t bytes, const std::string& what,
+                const std::function<void(const void* peer_data, size_t peer_bytes)>& combine);
+  std::string fail_prefix(const std::string& what) const;
+  DistEnv env_;
+  double timeout_s_;
+  std::vector<int> fds_;  // rank 0: one per peer (index = rank, [0] unused); others: [0] = rank 0
+  uint64_t seq_ = 0;
+};
+
 }  // namespace mt::train
