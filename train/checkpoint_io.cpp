@@ -1,4 +1,5 @@
 #include "train/checkpoint_io.h"
+#include "train/fault_hook.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -86,6 +87,7 @@ void set_checkpoint_fault_hook(CheckpointFaultHook hook) { g_fault_hook.store(ho
 void checkpoint_fault_point(const char* stage) {
   CheckpointFaultHook hook = g_fault_hook.load();
   if (hook) hook(stage);
+  fault_point((std::string("checkpoint:") + stage).c_str());
 }
 
 std::string sha256_hex(const void* data, size_t n) {
@@ -192,10 +194,20 @@ void write_file_atomic(const std::string& path, const void* data, size_t n, cons
                                      "any previous '", std::filesystem::path(path).filename().string(),
                                      "' is untouched)"));
     };
-    int err = write_all(fd, static_cast<const unsigned char*>(data), n);
+    int err = 0;
+    if (fault_point("write", static_cast<int64_t>(n), &err)) {  // harness: ENOSPC / EIO half-way through
+      (void)write_all(fd, static_cast<const unsigned char*>(data), n / 2);
+      if (err == 0) err = EIO;
+    } else {
+      err = write_all(fd, static_cast<const unsigned char*>(data), n);
+    }
     if (err) fail("write failed", err);
     if (stage) checkpoint_fault_point(str(stage, ":written").c_str());
-    err = fsync_retry(fd);
+    if (fault_point("fsync", 0, &err)) {
+      if (err == 0) err = EIO;
+    } else {
+      err = fsync_retry(fd);
+    }
     if (err) fail("fsync failed", err);
     if (stage) checkpoint_fault_point(str(stage, ":synced").c_str());
     int rc = ::close(fd);
