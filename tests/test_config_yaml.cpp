@@ -372,8 +372,9 @@ TEST(ConfigYaml, RangesAndCrossKeyChecks) {
   EXPECT_REFUSED(
       kCopy + "model:\n  head: sequence_classification\n  num_classes: 1\n",
       "cfg.yaml:5:3: model.num_classes: model.head sequence_classification needs model.num_classes >= 2, got 1");
-  EXPECT_REFUSED(kCopy + "distributed:\n  nproc_per_node: 2\n",
-                 "cfg.yaml:4:3: distributed.nproc_per_node: multi-GPU data parallelism is not in this build yet");
+  EXPECT_REFUSED(kCopy + "distributed:\n  nproc_per_node: 0\n", "cfg.yaml:4:19: distributed.nproc_per_node: must be >= 1, got 0");
+  EXPECT_REFUSED(kCopy + "distributed:\n  backend: gloo\n", "cfg.yaml:4:12: distributed.backend: expected one of [auto, nccl, tcp], got 'gloo'");
+  EXPECT_REFUSED(kCopy + "distributed:\n  timeout_s: 0\n", "cfg.yaml:4:14: distributed.timeout_s: must be > 0, got 0");
   EXPECT_REFUSED(kCopy + "model:\n  dt_min: 0.2\n", "model.dt_min: must be <= model.dt_max = 0.1, got 0.2");
   EXPECT_REFUSED(kCopy + "model:\n  dt_max: 0.0001\n", "model.dt_max: must be >= model.dt_min = 0.001, got 0.0001");
   EXPECT_REFUSED("data:\n  kind: selective_copying\n  seq_len: 8\n  copy_tokens: 4\n",

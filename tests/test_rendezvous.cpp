@@ -18,19 +18,6 @@
 namespace mt::train {
 namespace {
 
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(s);
-  return ntohs(a.sin_port);
-}
-
 DistEnv env_of(int rank, int world, int port) {
   DistEnv e;
   e.rank = rank;
@@ -41,6 +28,7 @@ DistEnv env_of(int rank, int world, int port) {
 }
 
 using mt::test::error_of;
+using mt::test::free_port;
 
 TEST(Rendezvous, EnvironmentAbsentMeansOneProcess) {
   const DistEnv e = dist_env_from([](const char*) -> const char* { return nullptr; });

@@ -375,10 +375,6 @@ int64_t tokenizer_vocab(const TrainConfig& c) {
 void check_cross(const TrainConfig& c, const Given& g) {
   auto fail_at = [&](const std::string& path, const std::string& problem) { fail(g.of(path), path, problem); };
 
-  if (c.distributed.nproc_per_node != 1) {
-    fail_at("distributed.nproc_per_node",
-            str("multi-GPU data parallelism is not in this build yet: must be 1, got ", c.distributed.nproc_per_node));
-  }
   const auto& m = c.model.mamba;
   if (m.dt_min > m.dt_max) {
     const std::string p = g.blame("model.dt_min", "model.dt_max");

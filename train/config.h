@@ -96,7 +96,10 @@ struct LoggingSection {
 };
 
 struct DistributedSection {
-  int64_t nproc_per_node = 1;  // > 1 arrives with the multi-GPU issue; refused clearly until then
+  int64_t nproc_per_node = 1;   // processes `mamba-train train` starts on this host (one per GPU); --nproc overrides
+  std::string backend = "auto";  // gradient all-reduce: auto (nccl on CUDA, else tcp) | nccl | tcp
+  double timeout_s = 300;        // every collective / barrier / rendezvous: a silent rank past this ends the job
+  double bucket_mb = 25;         // gradient bucket size (MiB of fp32 gradients per all-reduce)
 };
 
 struct TrainConfig {

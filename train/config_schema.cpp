@@ -303,7 +303,17 @@ std::vector<Key> build() {
       // ---- distributed ----
       K("distributed.nproc_per_node", F(distributed.nproc_per_node))
           .ge(1)
-          .doc("processes (GPUs) per node; must be 1: multi-GPU data parallelism is not in this build yet"),
+          .doc("processes `mamba-train train` starts on this host, one per GPU (`--nproc N` overrides); ignored "
+               "under an external launcher (RANK, WORLD_SIZE, .. set)"),
+      K("distributed.backend", F(distributed.backend))
+          .one_of({"auto", "nccl", "tcp"})
+          .doc("gradient all-reduce: auto = nccl on CUDA (when built with NCCL), else tcp (CPU, or ranks sharing a GPU)"),
+      K("distributed.timeout_s", F(distributed.timeout_s))
+          .gt(0)
+          .doc("a rank silent this long in a collective, barrier or the rendezvous ends the job with exit code 8"),
+      K("distributed.bucket_mb", F(distributed.bucket_mb))
+          .gt(0)
+          .doc("MiB of fp32 gradients per all-reduce bucket (reduced while backward continues)"),
   };
 }
 

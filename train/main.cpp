@@ -8,8 +8,10 @@
 
 #include "core/error.h"
 #include "train/commands.h"
+#include "train/launcher.h"
 
 int main(int argc, char** argv) {
+  mt::train::set_process_args(argc, argv);  // `train --nproc N` re-executes itself with them
   CLI::App app{"mamba-train: train and run Mamba (selective state-space) models, in C++/CUDA"};
   app.set_version_flag("--version", "mamba-train 0.1.0");
   app.require_subcommand(1);

@@ -30,6 +30,12 @@
 #include "train/metrics.h"
 #include "train/plot.h"
 #include "train/task_data.h"
+#include "train/fault_hook.h"
+#include "train/grad_sync.h"
+#include "train/rendezvous.h"
+#if defined(MT_WITH_CUDA)
+#include <cuda_runtime.h>
+#endif
 
 namespace mt::train {
 
@@ -79,6 +85,35 @@ std::string json_diff(const std::string& a_text, const std::string& b_text) {
   return out;
 }
 
+// run.device for this rank: "auto" / "cuda" under a launcher means the GPU of LOCAL_RANK; "cuda:K" is taken as
+// given (ranks sharing one GPU, with the tcp backend). Selects the GPU before anything touches CUDA.
+Device rank_device(const std::string& name, const DistEnv& env) {
+  Device d = resolve_device(name);
+  if (d.is_cuda() && env.distributed() && (name == "auto" || name == "cuda")) d.index = env.local_rank;
+#if defined(MT_WITH_CUDA)
+  if (d.is_cuda()) {
+    int n = 0;
+    MT_CHECK(cudaGetDeviceCount(&n) == cudaSuccess && d.index < n, ErrorKind::Device, "rank ", env.rank, ": ",
+             d.str(), " does not exist (", n, " visible GPU(s); LOCAL_RANK=", env.local_rank,
+             "): start at most one rank per GPU, or give run.device cuda:K with distributed.backend tcp");
+    MT_CHECK(cudaSetDevice(d.index) == cudaSuccess, ErrorKind::Device, "rank ", env.rank, ": cannot select ",
+             d.str());
+  }
+#endif
+  return d;
+}
+
+// FNV-1a over the bytes of every parameter (fp32 masters): ranks compare it to prove they start from the same weights.
+uint64_t params_hash(const std::vector<Tensor*>& params) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const Tensor* p : params) {
+    const Tensor c = p->detach().to(Device::cpu()).contiguous();
+    const unsigned char* b = static_cast<const unsigned char*>(c.data_ptr());
+    for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  }
+  return h;
+}
+
 }  // namespace
 
 DType precision_dtype(const std::string& precision) {
@@ -90,7 +125,8 @@ DType precision_dtype(const std::string& precision) {
 
 struct Trainer::Impl {
   TrainConfig cfg;
-  bool write_outputs;
+  bool outputs_requested;  // the caller wants a run directory (train) or none (bench)
+  bool write_outputs;      // ... and this rank writes it (rank 0)
   Device dev;
   DType cd;
   std::unique_ptr<TaskData> task;
@@ -106,8 +142,16 @@ struct Trainer::Impl {
   Generator gen;  // reserved for stochastic layers (dropout); its state is checkpointed
   int64_t step = 0, samples_seen = 0;
   std::string last_checkpoint;
+  // Data parallelism (world_size > 1): the control plane and the gradient all-reduce.
+  DistEnv env;
+  std::unique_ptr<ControlPlane> cp;
+  std::unique_ptr<GradSync> sync;
+  bool stop_vote = false;  // some rank got SIGINT / SIGTERM during the last step: all stop after it
+  bool root() const { return env.rank == 0; }
+  bool dist() const { return env.world_size > 1; }
 
-  explicit Impl(const TrainConfig& c, bool w) : cfg(c), write_outputs(w), dev(resolve_device(c.run.device)) {
+  Impl(const TrainConfig& c, bool w, const DistEnv& e)
+      : cfg(c), outputs_requested(w), write_outputs(w && e.rank == 0), dev(rank_device(c.run.device, e)), env(e) {
     cd = precision_dtype(cfg.trainer.precision);
     task = make_task_data(cfg);
     Generator init_gen(cfg.run.seed);
@@ -159,9 +203,40 @@ struct Trainer::Impl {
                                                         cfg.trainer.loss_scale_growth_interval, 2.0, 0.5,
                                                         /*enabled=*/cd == DType::F16);
     gen = Generator(cfg.run.seed ^ 0x64726f706f7574ULL);  // "dropout"
+    if (env.world_size > 1) {
+      const int64_t per = cfg.trainer.micro_batch_size * env.world_size;
+      MT_CHECK(cfg.trainer.global_batch_size % per == 0, ErrorKind::Config, "trainer.global_batch_size (",
+               cfg.trainer.global_batch_size, ") must be a multiple of trainer.micro_batch_size (",
+               cfg.trainer.micro_batch_size, ") x WORLD_SIZE (", env.world_size, ")");
+      // Connect after the data and the model are ready, so that slow starts do not eat into the timeout.
+      cp = std::make_unique<ControlPlane>(env, cfg.distributed.timeout_s);
+      const std::string backend =
+          cfg.distributed.backend == "auto" ? default_grad_backend(dev) : cfg.distributed.backend;
+      int64_t total = 0;
+      for (Tensor* p : params) total += p->numel();
+      sync = std::make_unique<GradSync>(params, make_grad_backend(backend, *cp, dev, total),
+                                        static_cast<int64_t>(cfg.distributed.bucket_mb * 1024 * 1024));
+    }
   }
 
-  int64_t accum() const { return cfg.trainer.global_batch_size / cfg.trainer.micro_batch_size; }
+  // Every rank must hold the same parameters (same init, same checkpoint): rank 0's hash against each rank's.
+  void check_replicas(const char* when) {
+    if (!dist()) return;
+    const uint64_t mine = params_hash(params);
+    std::vector<uint8_t> b(sizeof mine);
+    std::memcpy(b.data(), &mine, sizeof mine);
+    b = cp->broadcast(b, str("parameter hash ", when));
+    uint64_t r0 = 0;
+    std::memcpy(&r0, b.data(), sizeof r0);
+    double differ = r0 == mine ? 0.0 : 1.0;
+    cp->all_reduce_sum(&differ, 1, str("parameter check ", when));
+    MT_CHECK(differ == 0, ErrorKind::Distributed, "rank ", env.rank, ": the parameters of ", differ,
+             " rank(s) differ from rank 0's ", when, " (this rank's ", mine == r0 ? "match" : "differ", ")");
+  }
+
+  int64_t accum() const {  // micro-batches per rank and step
+    return cfg.trainer.global_batch_size / (cfg.trainer.micro_batch_size * env.world_size);
+  }
 
   // Scored targets of a batch: next-token positions (LM) or labelled rows (classification).
   int64_t scored_count(const data::Batch& b) const {
@@ -186,34 +261,83 @@ struct Trainer::Impl {
   }
 
   StepStats train_step() {
-    const int64_t micro = cfg.trainer.micro_batch_size, n_micro = accum();
+    const int64_t micro = cfg.trainer.micro_batch_size, global = cfg.trainer.global_batch_size;
     std::vector<data::Batch> batches;
     std::vector<int64_t> scored;
     int64_t total_scored = 0;
-    for (const MicroBatchSlice& mb : rank_micro_batches(samples_seen, micro * n_micro, micro, 0, 1)) {
+    for (const MicroBatchSlice& mb : rank_micro_batches(samples_seen, global, micro, env.rank, env.world_size)) {
       batches.push_back(task->train_batch(cfg.run.seed, mb.first, mb.count));
       scored.push_back(scored_count(batches.back()));
       total_scored += scored.back();
     }
+    const int64_t n_micro = static_cast<int64_t>(batches.size());
+    if (dist()) {  // the weights below are shares of the whole global batch's scored tokens
+      double t = static_cast<double>(total_scored);
+      cp->all_reduce_sum(&t, 1, str("scored-token count of step ", step + 1));
+      total_scored = static_cast<int64_t>(t);
+    }
+    int64_t last_used = -1;  // the last micro-batch with a backward: its backward reduces the gradients
+    for (int64_t a = 0; a < n_micro; ++a)
+      if (scored[a] > 0) last_used = a;
     StepStats s;
     s.loss_scale = scaler->scale();
     nn::ForwardOptions fo;
     fo.compute_dtype = cd;
     Tensor loss_sum;  // device scalar, no graph: the step's mean loss without a host sync per micro-batch
+    // Each micro-batch's backward starts from no gradient; the earlier micro-batches' sum is carried and added in
+    // front (carried + this), so one process accumulating micro-batches 0, 1 and two ranks holding one each form
+    // every gradient in the same order: the same bits (tests/test_data_parallel.cpp).
+    bool have_grads = false;
     for (int64_t a = 0; a < n_micro; ++a) {
       const data::Batch& b = batches[a];
       s.tokens += b.tokens > 0 ? b.tokens : b.ids.numel();
       if (scored[a] == 0) continue;  // nothing to learn from (cannot happen with the shipped data sources)
       const double w = static_cast<double>(scored[a]) / static_cast<double>(total_scored);
       Tensor loss = forward_loss(b, fo, nullptr);
+      if (fault_point("loss", step + 1)) loss = mul_scalar(loss, std::nan(""));  // harness: a NaN loss
+      std::vector<Tensor> carried;
+      if (have_grads) {
+        carried.resize(params.size());
+        for (size_t i = 0; i < params.size(); ++i) {
+          carried[i] = grad(*params[i]);
+          set_grad(*params[i], Tensor());
+        }
+      }
+      const bool reduce_now = sync && a == last_used;
+      if (reduce_now) sync->arm(std::move(carried));
       backward(mul_scalar(loss, w * s.loss_scale));
+      have_grads = true;
+      if (!reduce_now && !carried.empty()) {
+        NoGradGuard ng;
+        for (size_t i = 0; i < params.size(); ++i) {
+          if (!carried[i].defined()) continue;
+          const Tensor g = grad(*params[i]);
+          set_grad(*params[i], g.defined() ? add(carried[i], g) : carried[i]);
+        }
+      }
       NoGradGuard ng;
       Tensor part = mul_scalar(cast(loss.detach(), DType::F32), w);
       loss_sum = loss_sum.defined() ? add(loss_sum, part) : part;
     }
-    samples_seen += micro * n_micro;
+    if (fault_point("grad", step + 1) && !params.empty()) {  // harness: one non-finite gradient (this rank's)
+      Tensor g = grad(*params.back());
+      if (g.defined()) g.fill_(std::nan(""));
+    }
+    if (sync) {
+      if (last_used < 0) sync->arm();  // nothing to learn on this rank: it still adds its (zero) gradients
+      sync->finish();
+    }
+    samples_seen += global;
     ++step;
     s.loss = loss_sum.defined() ? loss_sum.item() : 0.0;
+    if (dist()) {  // the loss (each rank's share), the tokens, and the stop vote, in one collective
+      // The loss is an f32 sum on one process; the f64 sum of two f32 shares rounded back to f32 is that same sum.
+      double v[3] = {s.loss, static_cast<double>(s.tokens), g_signal != 0 ? 1.0 : 0.0};
+      cp->all_reduce_sum(v, 3, str("loss of step ", step));
+      s.loss = static_cast<double>(static_cast<float>(v[0]));
+      s.tokens = static_cast<int64_t>(v[1]);
+      stop_vote = v[2] > 0;
+    }
     int64_t bad = std::isfinite(s.loss) ? optim::first_nonfinite_grad(params) : -2;
     if (bad == -1) {
       s.grad_norm = optim::grad_global_norm(params) / s.loss_scale;
@@ -308,6 +432,7 @@ struct Trainer::Impl {
     d.ints["rng/offset"] = static_cast<int64_t>(gen.state().offset);
     d.ints["run/seed"] = static_cast<int64_t>(cfg.run.seed);
     d.ints["trainer/global_batch_size"] = cfg.trainer.global_batch_size;
+    d.ints["distributed/world_size"] = env.world_size;  // informational: resuming with another world size is exact
     d.strings["config_yaml"] = dump_train_config(cfg);
     d.strings["model_config_json"] = model_config_json();
     d.strings["model_head"] = cfg.model.head;
@@ -315,8 +440,15 @@ struct Trainer::Impl {
     return d;
   }
 
+  // Rank 0 writes; the others wait on the control plane's barrier (a CPU-side wait with the timeout, never inside
+  // a GPU collective) and learn the path, so that every rank names the same last checkpoint.
   std::string save() {
-    last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last);
+    if (root()) last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last);
+    if (dist()) {
+      std::vector<uint8_t> b(last_checkpoint.begin(), last_checkpoint.end());
+      b = cp->broadcast(b, str("checkpoint of step ", step, " written by rank 0"));
+      last_checkpoint.assign(b.begin(), b.end());
+    }
     return last_checkpoint;
   }
 
@@ -373,6 +505,11 @@ struct Trainer::Impl {
       fail("optimizer moments name parameters the model does not have");
     step = need_int("step");
     samples_seen = need_int("samples_seen");
+    auto ws = d.ints.find("distributed/world_size");
+    if (ws != d.ints.end() && ws->second != env.world_size)
+      std::printf("note: %s was written by a job of %lld rank(s), this one has %d: the data order follows the global "
+                  "sample index, so the run continues exactly (up to the summation order of the gradients)\n",
+                  path.c_str(), (long long)ws->second, env.world_size);
     const int64_t ostep = need_int("optim/step");
     if (step < 0 || samples_seen < 0 || ostep < 0 || ostep > step) fail("inconsistent step counters");
     opt->set_step_count(ostep);
@@ -397,7 +534,8 @@ struct Trainer::Impl {
   }
 };
 
-Trainer::Trainer(const TrainConfig& cfg, bool write_outputs) : impl_(std::make_unique<Impl>(cfg, write_outputs)) {}
+Trainer::Trainer(const TrainConfig& cfg, bool write_outputs, const DistEnv& env)
+    : impl_(std::make_unique<Impl>(cfg, write_outputs, env)) {}
 Trainer::~Trainer() = default;
 StepStats Trainer::train_step() { return impl_->train_step(); }
 EvalStats Trainer::evaluate() { return impl_->evaluate(); }
@@ -477,6 +615,10 @@ RunResult Trainer::run(const RunOptions& ro) {
   const TrainConfig& c = m.cfg;
   RunResult res;
   std::printf("mamba-train: run '%s' -> %s\n", c.run.name.c_str(), c.run.out_dir.c_str());
+  if (m.dist())
+    std::printf("distributed: %d ranks, gradients over %s in %d bucket(s) of %.0f MiB, timeout %.0f s\n",
+                m.env.world_size, m.sync->backend_name().c_str(), m.sync->num_buckets(), c.distributed.bucket_mb,
+                c.distributed.timeout_s);
   std::printf("data: %s\n", m.task->describe().c_str());
   std::printf("model: d_model %lld, %lld layers, d_state %lld, vocab %lld, %lld parameters; device %s, %s; batch %lld "
               "(%lld x %lld micro) x %lld tokens, %lld steps\n",
@@ -494,11 +636,17 @@ RunResult Trainer::run(const RunOptions& ro) {
   } else if (c.checkpoint.resume != "never") {
     from = c.checkpoint.resume;
   }
+  if (m.dist()) {  // rank 0 decides which checkpoint (if any); every rank then reads that one
+    std::vector<uint8_t> b(from.begin(), from.end());
+    b = m.cp->broadcast(b, "checkpoint to resume from");
+    from.assign(b.begin(), b.end());
+  }
   if (!from.empty()) {
     m.resume(from);
     std::printf("resumed from %s at step %lld (%lld samples seen)\n", from.c_str(), (long long)m.step,
                 (long long)m.samples_seen);
   }
+  m.check_replicas(from.empty() ? "after initialisation" : "after the resume");
   MT_CHECK(m.step <= c.trainer.max_steps, ErrorKind::Config, "trainer.max_steps (", c.trainer.max_steps,
            ") is below the step of the checkpoint resumed from (", m.step, ", ", from, ")");
 
@@ -508,7 +656,11 @@ RunResult Trainer::run(const RunOptions& ro) {
     write_file_atomic(c.run.out_dir + "/config.yaml", yaml.data(), yaml.size());
   }
   if (!from.empty() && m.write_outputs) drop_metrics_after(c.logging.metrics_file, m.step);
-  MetricsLog metrics(c.logging.metrics_file, /*append=*/!from.empty());
+  std::unique_ptr<MetricsLog> metrics_log;  // rank 0 only
+  if (m.root()) metrics_log = std::make_unique<MetricsLog>(c.logging.metrics_file, /*append=*/!from.empty());
+  auto log_metrics = [&](const nlohmann::json& j) {
+    if (metrics_log) metrics_log->write(j);
+  };
   Progress progress(c.trainer.max_steps, c.logging.progress, m.step);
   SignalScope signals;
 
@@ -519,6 +671,7 @@ RunResult Trainer::run(const RunOptions& ro) {
   const int64_t first_step = m.step;
   while (m.step < c.trainer.max_steps) {
     const StepStats s = m.train_step();
+    fault_point("step_end", m.step);
     if (s.skipped) {
       const optim::LossScalerState ss = m.scaler->state();
       progress.message(str("step ", m.step, ": skipped (non-finite ", s.nonfinite, "); loss scale now ",
@@ -542,7 +695,7 @@ RunResult Trainer::run(const RunOptions& ro) {
       const double tps = secs > 0 ? win_tokens / secs : 0;
       const double loss = win_n > 0 ? win_loss / static_cast<double>(win_n) : std::nan("");
       progress.update(m.step, loss, s.lr, s.grad_norm, s.loss_scale, tps, m.scaler->state().skipped_total);
-      metrics.write({{"step", m.step},
+      log_metrics({{"step", m.step},
                      {"loss", loss},
                      {"lr", s.lr},
                      {"grad_norm", s.grad_norm},
@@ -558,19 +711,21 @@ RunResult Trainer::run(const RunOptions& ro) {
     if ((c.trainer.eval_every > 0 && m.step % c.trainer.eval_every == 0) || last) {
       const EvalStats e = m.evaluate();
       progress.message(eval_line(m.step, e));
-      metrics.write({{"step", m.step}, {"eval", eval_json(e)}});
+      log_metrics({{"step", m.step}, {"eval", eval_json(e)}});
       if (last) res.final_eval = e;
       win_t0 = std::chrono::steady_clock::now();  // evaluation time is not training throughput
     }
+    // A signal stops the run after this step. Ranks act on the vote taken in the step's last collective (a signal
+    // that arrives later counts at the next step), so that every rank stops at the same step.
+    const int sig = m.dist() ? (m.stop_vote ? (g_signal != 0 ? static_cast<int>(g_signal) : SIGTERM) : 0)
+                             : static_cast<int>(g_signal);
     const bool stop_now = ro.stop_at_step > 0 && m.step == ro.stop_at_step;
-    if (m.write_outputs && ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now ||
-                            g_signal != 0)) {
+    if (m.outputs_requested && ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now || sig != 0)) {
       const std::string p = m.save();
       progress.message(str("checkpoint saved: ", p));
     }
-    if (g_signal != 0) {
+    if (sig != 0) {
       progress.finish();
-      const int sig = g_signal;
       std::printf("stopped by %s at step %lld; resume with the same command\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
                   (long long)m.step);
       res.exit_code = 128 + sig;

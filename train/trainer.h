@@ -30,6 +30,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "train/config.h"
+#include "train/rendezvous.h"
 
 namespace mt::train {
 
@@ -65,7 +66,9 @@ class Trainer {
  public:
   // Builds the model (initialised from run.seed, or model.init_from), the data, the optimizer, the schedule and
   // the loss scaler. write_outputs = false (bench) creates no files.
-  Trainer(const TrainConfig& cfg, bool write_outputs = true);
+  // env: this process's place in a data-parallel job (world_size > 1: connects to the other ranks over the
+  // control plane once the model and data are built; rank 0 alone writes the run directory).
+  Trainer(const TrainConfig& cfg, bool write_outputs = true, const DistEnv& env = DistEnv{});
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;

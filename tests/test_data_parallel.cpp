@@ -1,0 +1,316 @@
+// Data parallelism (issue 7) on the CPU: the control plane and the gradient buckets with ranks as threads, and whole
+// `mamba-train train --nproc 2` jobs against one process (the TCP backend; NCCL runs the same trainer code on GPUs).
+// A killed or frozen rank must end the job with exit code 8 and a message naming it, never a hang.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/autograd.h"
+#include "autograd/ops/elementwise.h"
+#include "autograd/ops/reduce.h"
+#include "cli_util.h"
+#include "test_util.h"
+#include "train/checkpoint.h"
+#include "train/grad_sync.h"
+#include "train/rendezvous.h"
+
+namespace mt::train {
+namespace {
+
+using mt::test::contains;
+using mt::test::error_of;
+using mt::test::free_port;
+
+DistEnv env_of(int rank, int world, int port) {
+  DistEnv e;
+  e.rank = rank;
+  e.world_size = world;
+  e.local_rank = rank;
+  e.master_addr = "127.0.0.1";
+  e.master_port = port;
+  return e;
+}
+
+// Runs fn(rank) on `world` threads; returns each rank's error message ("" when it returned normally).
+std::vector<std::string> on_ranks(int world, const std::function<void(int)>& fn) {
+  std::vector<std::string> err(static_cast<size_t>(world));
+  std::vector<std::thread> th;
+  for (int r = 0; r < world; ++r)
+    th.emplace_back([&, r] {
+      const std::string e = error_of([&] { fn(r); });
+      err[static_cast<size_t>(r)] = e == "(no error)" ? "" : e;
+    });
+  for (auto& t : th) t.join();
+  return err;
+}
+
+TEST(DataParallel, BucketsTakeParametersInReverseAndNeverSplitOne) {
+  // 4-byte floats: numels 10, 20, 30, 40, 50 with 100-byte buckets -> [4 (200 B)], [3 (160 B)], [2 (120 B)], [1, 0].
+  const auto b = plan_buckets({10, 20, 30, 40, 50}, 100);
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0], (std::vector<size_t>{4}));
+  EXPECT_EQ(b[1], (std::vector<size_t>{3}));
+  EXPECT_EQ(b[2], (std::vector<size_t>{2}));
+  EXPECT_EQ(b[3], (std::vector<size_t>{1, 0}));
+  const auto one = plan_buckets({10, 20, 30}, int64_t{1} << 30);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0], (std::vector<size_t>{2, 1, 0}));
+}
+
+TEST(DataParallel, ControlPlaneSumsInRankOrderAndBroadcasts) {
+  const int port = free_port(), world = 3;
+  std::vector<std::vector<float>> got(world);
+  std::vector<std::vector<uint8_t>> bc(world);
+  auto errs = on_ranks(world, [&](int r) {
+    ControlPlane cp(env_of(r, world, port), 20);
+    // Values whose float sum depends on the order: (1e8 + 1) + -1e8 = 0 in f32, but 1e8 + (1 + -1e8) = 0 too; use
+    // 0.1-steps instead and compare with the rank-order sum computed here.
+    std::vector<float> v = {0.1f * static_cast<float>(r + 1), 1e-8f * static_cast<float>(r), static_cast<float>(r)};
+    cp.all_reduce_sum(v.data(), v.size(), "test sum");
+    got[static_cast<size_t>(r)] = v;
+    std::vector<uint8_t> payload = r == 0 ? std::vector<uint8_t>{7, 8, 9, 10} : std::vector<uint8_t>{};
+    bc[static_cast<size_t>(r)] = cp.broadcast(payload, "test broadcast");
+    cp.barrier("test barrier");
+  });
+  for (const auto& e : errs) EXPECT_EQ(e, "");
+  const float want0 = (0.1f * 1 + 0.1f * 2) + 0.1f * 3;
+  for (int r = 0; r < world; ++r) {
+    ASSERT_EQ(got[r].size(), 3u);
+    EXPECT_EQ(got[r][0], want0);  // bit-equal on every rank
+    EXPECT_EQ(got[r][2], 3.0f);
+    EXPECT_EQ(got[r], got[0]);
+    EXPECT_EQ(bc[r], (std::vector<uint8_t>{7, 8, 9, 10}));
+  }
+}
+
+TEST(DataParallel, RanksAtDifferentCollectivesAreNamed) {
+  const int port = free_port();
+  auto errs = on_ranks(2, [&](int r) {
+    ControlPlane cp(env_of(r, 2, port), 20);
+    double x[2] = {1, 2};
+    if (r == 0) cp.all_reduce_sum(x, 2, "loss of step 7");
+    else cp.all_reduce_sum(x, 1, "scored-token count of step 8");
+  });
+  EXPECT_TRUE(contains(errs[0], "rank 1 is at collective #1 'scored-token count of step 8'")) << errs[0];
+  EXPECT_TRUE(contains(errs[0], "the ranks disagree")) << errs[0];
+  EXPECT_NE(errs[1], "");  // rank 0 gave up: rank 1 sees the connection close
+}
+
+TEST(DataParallel, ADeadPeerEndsTheCollectiveWithItsRank) {
+  const int port = free_port();
+  auto errs = on_ranks(3, [&](int r) {
+    ControlPlane cp(env_of(r, 3, port), 20);
+    if (r == 2) return;  // leaves: its connection closes as a killed process's would
+    float v = 1;
+    cp.all_reduce_sum(&v, 1, "all-reduce of gradient bucket 0");
+  });
+  EXPECT_TRUE(contains(errs[0], "rank 0 of 3: all-reduce of gradient bucket 0")) << errs[0];
+  EXPECT_TRUE(contains(errs[0], "rank 2: the peer closed the connection")) << errs[0];
+  EXPECT_NE(errs[1], "");
+  EXPECT_EQ(errs[2], "");
+}
+
+TEST(DataParallel, ASilentPeerTimesOutNamingTheTimeout) {
+  const int port = free_port();
+  std::atomic<bool> release{false};
+  auto errs = on_ranks(2, [&](int r) {
+    ControlPlane cp(env_of(r, 2, port), 20);
+    cp.set_timeout_s(0.3);
+    if (r == 1) {  // frozen: neither sends nor closes until rank 0 gave up
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      return;
+    }
+    double v = 1;
+    const std::string e = error_of([&] { cp.all_reduce_sum(&v, 1, "loss of step 3"); });
+    release = true;
+    if (!e.empty()) throw Error(ErrorKind::Distributed, e);
+  });
+  EXPECT_TRUE(contains(errs[0], "rank 1: timed out receiving after 0.3 s (distributed.timeout_s)")) << errs[0];
+  EXPECT_TRUE(contains(errs[0], "loss of step 3")) << errs[0];
+}
+
+TEST(DataParallel, GradientBucketsSumDuringBackward) {
+  // Three parameters in buckets of one each; rank r's loss is sum((r + 1) * p_k * k): gradients (r + 1) * k summed
+  // over ranks = 3 * k for two ranks. Buckets launch from the grad-ready hooks, i.e. during backward.
+  const int port = free_port();
+  std::vector<std::vector<double>> g(2);
+  std::vector<int> early(2);
+  auto errs = on_ranks(2, [&](int r) {
+    ControlPlane cp(env_of(r, 2, port), 20);
+    std::vector<Tensor> p;
+    for (int k = 0; k < 3; ++k) {
+      p.push_back(Tensor::ones({4}, DType::F32));
+      set_requires_grad(p.back(), true, "p" + std::to_string(k));
+    }
+    std::vector<Tensor*> pp = {&p[0], &p[1], &p[2]};
+    GradSync sync(pp, make_grad_backend("tcp", cp, Device::cpu(), 12), /*bucket_bytes=*/1);
+    EXPECT_EQ(sync.num_buckets(), 3);
+    Tensor loss;
+    for (int k = 0; k < 3; ++k) {
+      Tensor t = sum(mul_scalar(p[k], (r + 1) * k));
+      loss = loss.defined() ? add(loss, t) : t;
+    }
+    sync.arm();
+    backward(loss);
+    sync.finish();
+    early[r] = sync.launched_during_backward();
+    for (int k = 0; k < 3; ++k) g[r].push_back(grad(p[k]).to_vector()[0]);
+  });
+  for (const auto& e : errs) EXPECT_EQ(e, "");
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(g[r], (std::vector<double>{0, 3, 6})) << "rank " << r;
+    EXPECT_EQ(early[r], 3) << "rank " << r;
+  }
+}
+
+// ---- whole jobs ----
+
+struct Job {
+  test::CliResult r;
+  std::string dir;
+};
+
+const std::string kTiny =
+    "train configs/selective_copying.yaml --set trainer.max_steps=12 --set trainer.eval_every=0 "
+    "--set trainer.eval_batches=2 --set trainer.log_every=1 --set logging.progress=false --set logging.plot=false "
+    "--set checkpoint.resume=never --set trainer.global_batch_size=16 --set scheduler.warmup_steps=2 ";
+
+Job train(const std::string& tag, const std::string& extra, const std::string& prefix = "",
+          const char* binary = MT_BINARY) {
+  Job run;
+  run.dir = test::temp_dir(tag);
+  const std::string cmd = "cd '" + std::string(MT_SOURCE_DIR) + "' && OMP_NUM_THREADS=1 " + prefix + " " + binary +
+                          " " + kTiny + "--set run.out_dir=" + run.dir + " " + extra + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) run.r.out.append(buf, n);
+  const int st = p ? pclose(p) : -1;
+  run.r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return run;
+}
+
+std::vector<double> losses(const std::string& dir) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::vector<double> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("loss") && j["loss"].is_number()) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+std::map<std::string, Tensor> final_params(const std::string& dir) {
+  const std::string ck = latest_checkpoint(dir + "/checkpoints");
+  EXPECT_NE(ck, "") << dir;
+  std::map<std::string, Tensor> out;
+  if (ck.empty()) return out;
+  for (auto& kv : load_checkpoint(ck).tensors)
+    if (kv.first.rfind("model/", 0) == 0) out[kv.first] = kv.second;
+  return out;
+}
+
+void expect_bit_equal(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  for (auto& kv : a) {
+    auto it = b.find(kv.first);
+    ASSERT_NE(it, b.end()) << kv.first;
+    EXPECT_EQ(kv.second.to_vector(), it->second.to_vector()) << kv.first;
+  }
+}
+
+TEST(DataParallel, TwoRanksFollowOneProcessBitForBit) {
+  // Global batch 16: one process accumulates two micro-batches of 8; two ranks take one each. Both sum the same two
+  // gradients in the same order, so every loss and every final parameter agree to the bit.
+  Job one = train("dp_one", "--set trainer.micro_batch_size=8");
+  ASSERT_EQ(one.r.code, 0) << one.r.out;
+  Job two = train("dp_two", "--set trainer.micro_batch_size=8 --nproc 2");
+  ASSERT_EQ(two.r.code, 0) << two.r.out;
+  EXPECT_TRUE(contains(two.r.out, "distributed: 2 ranks, gradients over tcp")) << two.r.out;
+  const auto l1 = losses(one.dir), l2 = losses(two.dir);
+  ASSERT_EQ(l1.size(), 12u);
+  EXPECT_EQ(l1, l2);
+  expect_bit_equal(final_params(one.dir), final_params(two.dir));
+  // Only rank 0 wrote: one metrics record per step.
+  EXPECT_EQ(l2.size(), 12u);
+}
+
+TEST(DataParallel, TwoRanksWithAccumulationFollowOneProcessWithinRounding) {
+  // Micro-batches of 4: one process sums four gradients in a row, the ranks two each and then their sums.
+  Job one = train("dp_one4", "--set trainer.micro_batch_size=4");
+  ASSERT_EQ(one.r.code, 0) << one.r.out;
+  Job two = train("dp_two4", "--set trainer.micro_batch_size=4 --nproc 2 --set distributed.bucket_mb=0.01");
+  ASSERT_EQ(two.r.code, 0) << two.r.out;
+  const auto l1 = losses(one.dir), l2 = losses(two.dir);
+  ASSERT_EQ(l1.size(), 12u);
+  ASSERT_EQ(l2.size(), 12u);
+  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-4 * std::abs(l1[i])) << "step " << i + 1;
+}
+
+TEST(DataParallel, ResumeWithAnotherWorldSizeContinuesExactly) {
+  // Data order is a function of the global sample index, not of the ranks: stop 2 ranks at step 6, resume on one
+  // process, and end where an uninterrupted single process ends.
+  Job one = train("dp_ref", "--set trainer.micro_batch_size=8");
+  ASSERT_EQ(one.r.code, 0) << one.r.out;
+  Job part = train("dp_part", "--set trainer.micro_batch_size=8 --nproc 2 --stop-at-step 6");
+  ASSERT_EQ(part.r.code, 0) << part.r.out;
+  const std::string cont = "cd '" + std::string(MT_SOURCE_DIR) + "' && OMP_NUM_THREADS=1 " + MT_BINARY + " " + kTiny +
+                           "--set run.out_dir=" + part.dir +
+                           " --set trainer.micro_batch_size=8 --set checkpoint.resume=auto 2>&1";
+  const int st = std::system(cont.c_str());
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  expect_bit_equal(final_params(one.dir), final_params(part.dir));
+}
+
+TEST(DataParallel, AKilledRankEndsTheJobNamingIt) {
+  Job run = train("dp_kill", "--set trainer.micro_batch_size=8 --nproc 2 --set checkpoint.every=2",
+                  "MT_FAULT='step_end=3@1:kill'", MT_FAULTS_BINARY);
+  EXPECT_EQ(run.r.code, 8) << run.r.out;
+  EXPECT_TRUE(contains(run.r.out, "mamba-train: error: rank 1 of 2 was killed by signal 9")) << run.r.out;
+  EXPECT_TRUE(contains(run.r.out, "rank 0 of 2:")) << run.r.out;  // the survivor's own error names the collective
+  // The checkpoint of step 2 was published before the failure and verifies.
+  const test::CliResult v = test::run_cli("checkpoint verify " + run.dir);
+  EXPECT_EQ(v.code, 0) << v.out;
+  EXPECT_TRUE(contains(v.out, "ckpt-00000002.h5")) << v.out;
+}
+
+TEST(DataParallel, AFrozenRankEndsTheJobWithinTheTimeout) {
+  Job run = train("dp_freeze", "--set trainer.micro_batch_size=8 --nproc 2 --set distributed.timeout_s=2",
+                  "MT_FAULT='step_end=3@1:stop'", MT_FAULTS_BINARY);
+  EXPECT_EQ(run.r.code, 8) << run.r.out;
+  EXPECT_TRUE(contains(run.r.out, "rank 1: timed out receiving after 2 s (distributed.timeout_s)")) << run.r.out;
+  EXPECT_TRUE(contains(run.r.out, "rank 0 of 2 exited with code 8; stopping the other 1 rank(s)")) << run.r.out;
+}
+
+TEST(DataParallel, ASignalledRankStopsEveryRankAtOneStep) {
+  // SIGTERM reaches rank 1 only (after step 4): the ranks vote at the end of step 5 and all stop there, rank 0 writes
+  // one checkpoint, the job exits 143.
+  Job run = train("dp_term", "--set trainer.micro_batch_size=8 --nproc 2", "MT_FAULT='step_end=4@1:term'",
+                  MT_FAULTS_BINARY);
+  EXPECT_EQ(run.r.code, 143) << run.r.out;
+  EXPECT_TRUE(contains(run.r.out, "stopped by SIGTERM at step 5")) << run.r.out;
+  const test::CliResult v = test::run_cli("checkpoint verify " + run.dir);
+  EXPECT_EQ(v.code, 0) << v.out;
+  EXPECT_TRUE(contains(v.out, "ckpt-00000005.h5")) << v.out;
+}
+
+TEST(DataParallel, ABatchThatDoesNotSplitIsRefused) {
+  Job run = train("dp_split", "--set trainer.micro_batch_size=16 --nproc 2");
+  EXPECT_EQ(run.r.code, 3) << run.r.out;
+  EXPECT_TRUE(contains(run.r.out, "trainer.global_batch_size (16) must be a multiple of trainer.micro_batch_size (16) "
+                                  "x WORLD_SIZE (2)"))
+      << run.r.out;
+}
+
+}  // namespace
+}  // namespace mt::train
