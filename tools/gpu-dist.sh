@@ -13,26 +13,26 @@ bin=./build/mamba-train
 ngpu=$(nvidia-smi -L | wc -l)
 tiny=(configs/selective_copying.yaml --set trainer.max_steps=50 --set trainer.eval_every=0 --set trainer.log_every=1
       --set logging.progress=false --set logging.plot=false --set checkpoint.resume=never
-      --set trainer.micro_batch_size=16 --set trainer.global_batch_size=32)
+      --set trainer.micro_batch_size=16 --set trainer.global_batch_size=32 --set scheduler.warmup_steps=5)
 summary=""
 job() {  # label, then the command's arguments
   local label=$1; shift
   echo "== $label: $*" >> "$log"
-  local t0=$(date +%s.%N)
+  local t0=$(date +%s%N)
   "$@" >> "$log" 2>&1
   local rc=$?
-  local t1=$(date +%s.%N)
-  summary+="$label: rc $rc, $(echo "$t1 - $t0" | bc) s"$'\n'
+  local t1=$(date +%s%N)
+  summary+="$label: rc $rc, $(( (t1 - t0) / 1000000 )) ms"$'\n'
   return $rc
 }
 last_losses() { python3 -c "
 import json,sys
-L=[json.loads(l) for l in open(sys.argv[1]) if '\"loss\"' in l]
+L=[r for r in map(json.loads, open(sys.argv[1])) if 'loss' in r and r['loss'] is not None]
 print(' '.join('%.6f'%r['loss'] for r in L[-3:]), '| tokens/s', ' '.join('%.0f'%r['tokens_per_s'] for r in L[-3:]))" "$1"; }
 maxdiff() { python3 -c "
 import json,sys
-a=[json.loads(l)['loss'] for l in open(sys.argv[1]) if '\"loss\"' in l]
-b=[json.loads(l)['loss'] for l in open(sys.argv[2]) if '\"loss\"' in l]
+a=[r['loss'] for r in map(json.loads, open(sys.argv[1])) if r.get('loss') is not None]
+b=[r['loss'] for r in map(json.loads, open(sys.argv[2])) if r.get('loss') is not None]
 print('steps', len(a), len(b), 'max |loss difference|', max(abs(x-y) for x,y in zip(a,b)) if a and b else 'n/a')" "$1" "$2"; }
 
 job "1 rank cuda" $bin train "${tiny[@]}" --set run.out_dir=/tmp/dp/one --set run.device=cuda
@@ -50,7 +50,7 @@ if [ "$ngpu" -ge 2 ]; then
   summary+="  $(maxdiff /tmp/dp/one/metrics.jsonl /tmp/dp/nccl2/metrics.jsonl)"$'\n'
   big=(configs/bench-130m.yaml --set trainer.max_steps=30 --set trainer.log_every=10 --set trainer.eval_every=0
        --set trainer.eval_batches=1 --set logging.progress=false --set checkpoint.resume=never --set logging.plot=false
-       --set checkpoint.every=0 --set trainer.precision=bf16)
+       --set checkpoint.every=0 --set trainer.precision=bf16 --set scheduler.warmup_steps=5)
   job "130m bf16 1 GPU (B=8)" $bin train "${big[@]}" --set run.out_dir=/tmp/dp/b1 --set trainer.global_batch_size=8
   job "130m bf16 2 GPUs (B=8 each)" $bin train "${big[@]}" --set run.out_dir=/tmp/dp/b2 \
     --set trainer.global_batch_size=16 --nproc 2
