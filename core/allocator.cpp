@@ -1,4 +1,5 @@
 #include "core/allocator.h"
+#include "core/fault_hook.h"
 
 #include <cstdlib>
 #include <map>
@@ -20,7 +21,8 @@ namespace {
 
 void* host_alloc(size_t bytes) {
   const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
+  // Harness site "alloc": a host allocation that fails (as on an exhausted machine).
+  void* p = fault_point("alloc", static_cast<int64_t>(bytes)) ? nullptr : std::aligned_alloc(64, rounded);
   MT_CHECK(p != nullptr, ErrorKind::OutOfMemory, "out of host memory: could not allocate ", bytes,
            " bytes (try a smaller micro-batch or sequence length)");
   return p;

@@ -1,12 +1,13 @@
 // The fault handler of the test builds (train/fault_hook.h): linked into the test executables and into
 // mamba-train-faults, never into mamba-train. Reads MT_FAULT at the first fault point:
 //
-//   MT_FAULT="SPEC[;SPEC...]"   SPEC = SITE[=VALUE][@RANK]:ACTION
+//   MT_FAULT="SPEC[;SPEC...]"   SPEC = SITE[=VALUE][#K][@RANK]:ACTION
 //   SITE    a fault site (step_end, loss, grad, checkpoint:data:written, write, fsync, ...)
 //   VALUE   fire only when the site's value equals this (a step); omitted: every time
+//   K       fire only at the K-th matching hit (1 = the first); omitted: every matching hit
 //   RANK    fire only on this rank (environment RANK, 0 when unset); omitted: every rank
 //   ACTION  kill (SIGKILL), stop (SIGSTOP: a frozen rank), term (SIGTERM to itself), exit=N (_exit(N)), nan (the caller injects NaN),
-//           enospc / eio (the caller fails with that errno)
+//           enospc / eio (the caller fails with that errno), fail (the caller fails: an allocation)
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,14 +18,14 @@
 #include <string>
 #include <vector>
 
-#include "train/fault_hook.h"
+#include "core/fault_hook.h"
 
 namespace {
 
 struct Spec {
   std::string site, action;
   bool has_value = false, has_rank = false;
-  long long value = 0;
+  long long value = 0, nth = 0, hits = 0;
   int rank = 0, code = 0;
 };
 
@@ -52,6 +53,11 @@ std::vector<Spec> parse(const char* env) {
       s.rank = std::atoi(head.c_str() + at + 1);
       head = head.substr(0, at);
     }
+    const size_t hash = head.find('#');
+    if (hash != std::string::npos) {
+      s.nth = std::atoll(head.c_str() + hash + 1);
+      head = head.substr(0, hash);
+    }
     const size_t eq = head.find('=');
     if (eq != std::string::npos) {
       s.has_value = true;
@@ -64,7 +70,7 @@ std::vector<Spec> parse(const char* env) {
       s.action = "exit";
     }
     if (s.action != "kill" && s.action != "stop" && s.action != "term" && s.action != "exit" && s.action != "nan" &&
-        s.action != "enospc" && s.action != "eio") {
+        s.action != "enospc" && s.action != "eio" && s.action != "fail") {
       std::fprintf(stderr, "MT_FAULT: unknown action '%s'\n", s.action.c_str());
       std::_Exit(99);
     }
@@ -83,8 +89,12 @@ bool handle(const char* site, int64_t value, int* err) {
     const char* r = std::getenv("RANK");
     rank = r ? std::atoi(r) : 0;
   });
-  for (const Spec& s : specs) {
+  static std::mutex mu;  // hit counters: sites run on several threads (OpenMP, the gradient thread)
+  if (specs.empty()) return false;
+  std::lock_guard<std::mutex> lock(mu);
+  for (Spec& s : specs) {
     if (s.site != site || (s.has_value && s.value != value) || (s.has_rank && s.rank != rank)) continue;
+    if (s.nth > 0 && ++s.hits != s.nth) continue;
     if (s.action == "kill") ::raise(SIGKILL);
     if (s.action == "stop") ::raise(SIGSTOP);
     if (s.action == "term") {
@@ -101,6 +111,6 @@ bool handle(const char* site, int64_t value, int* err) {
   return false;
 }
 
-const bool registered = (mt::train::set_fault_handler(&handle), true);
+const bool registered = (mt::set_fault_handler(&handle), true);
 
 }  // namespace

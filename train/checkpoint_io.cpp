@@ -1,5 +1,5 @@
 #include "train/checkpoint_io.h"
-#include "train/fault_hook.h"
+#include "core/fault_hook.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -186,6 +186,7 @@ void ensure_directory(const std::string& dir) {
 void write_file_atomic(const std::string& path, const void* data, size_t n, const char* stage, bool* renamed) {
   const std::string dir = dir_of(path);
   std::string tmp;
+  if (stage) checkpoint_fault_point(str(stage, ":begin").c_str());
   int fd = create_temp(dir, path, &tmp);
   // Until the rename, any exit (an I/O error below, or an exception from a fault hook) closes and removes the temp.
   try {
@@ -194,16 +195,23 @@ void write_file_atomic(const std::string& path, const void* data, size_t n, cons
                                      "any previous '", std::filesystem::path(path).filename().string(),
                                      "' is untouched)"));
     };
+    // Checkpoint files are written in two halves with a fault stage between them (a kill mid-payload); the harness
+    // can also fail the payload write (ENOSPC / EIO after half of it) and the fsync.
+    const unsigned char* bytes = static_cast<const unsigned char*>(data);
     int err = 0;
-    if (fault_point("write", static_cast<int64_t>(n), &err)) {  // harness: ENOSPC / EIO half-way through
-      (void)write_all(fd, static_cast<const unsigned char*>(data), n / 2);
+    if (stage && fault_point("write", static_cast<int64_t>(n), &err)) {
+      (void)write_all(fd, bytes, n / 2);
       if (err == 0) err = EIO;
+    } else if (stage) {
+      err = write_all(fd, bytes, n / 2);
+      if (!err) checkpoint_fault_point(str(stage, ":partial").c_str());
+      if (!err) err = write_all(fd, bytes + n / 2, n - n / 2);
     } else {
-      err = write_all(fd, static_cast<const unsigned char*>(data), n);
+      err = write_all(fd, bytes, n);
     }
     if (err) fail("write failed", err);
     if (stage) checkpoint_fault_point(str(stage, ":written").c_str());
-    if (fault_point("fsync", 0, &err)) {
+    if (stage && fault_point("fsync", 0, &err)) {
       if (err == 0) err = EIO;
     } else {
       err = fsync_retry(fd);

@@ -30,7 +30,7 @@
 #include "train/metrics.h"
 #include "train/plot.h"
 #include "train/task_data.h"
-#include "train/fault_hook.h"
+#include "core/fault_hook.h"
 #include "train/grad_sync.h"
 #include "train/rendezvous.h"
 #if defined(MT_WITH_CUDA)

@@ -1,8 +1,8 @@
-#include "train/fault_hook.h"
+#include "core/fault_hook.h"
 
 #include <atomic>
 
-namespace mt::train {
+namespace mt {
 
 namespace {
 std::atomic<FaultHandler> g_handler{nullptr};
@@ -15,4 +15,4 @@ bool fault_point(const char* site, int64_t value, int* err) {
   return h != nullptr && h(site, value, err);
 }
 
-}  // namespace mt::train
+}  // namespace mt

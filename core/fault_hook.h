@@ -8,13 +8,15 @@
 //   loss [step]            the next step's loss becomes NaN / inf (returns true)
 //   grad [step]            a gradient of the next step becomes NaN / inf after backward (returns true)
 //   checkpoint:<stage>     each stage of a checkpoint save (train/checkpoint_io.h names them)
-//   write [bytes]          before each write(2) of a durable file: returns true -> fail with the handler's errno
-//   fsync [0]              before fsync(2) of a durable file: returns true -> fail with the handler's errno
+//   write [bytes]          before the payload write of a checkpoint file: true -> half is written, then it fails with
+//                          the handler's errno (ENOSPC, EIO)
+//   fsync [0]              before fsync(2) of a checkpoint file: true -> fails with the handler's errno
+//   alloc [bytes]          a host allocation: true -> it fails (mt::Error OutOfMemory, exit 7)
 #pragma once
 
 #include <cstdint>
 
-namespace mt::train {
+namespace mt {
 
 // Returns true when the fault for this site fires and the caller must inject it; *err (when given) receives the
 // errno to fail with (write / fsync sites). A handler may also end the process itself (kill, exit, freeze).
@@ -22,4 +24,4 @@ using FaultHandler = bool (*)(const char* site, int64_t value, int* err);
 void set_fault_handler(FaultHandler h);
 bool fault_point(const char* site, int64_t value = 0, int* err = nullptr);
 
-}  // namespace mt::train
+}  // namespace mt
