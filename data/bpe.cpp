@@ -221,6 +221,8 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(ErrorKind::Data, str(path, ": not JSON (byte ", e.byte, "): ", json_message(e)));
+  } catch (const json::exception& e) {  // e.g. out_of_range 406: a number too large (found by fuzz_tokenizers)
+    throw Error(ErrorKind::Data, str(path, ": not usable JSON: ", e.what()));
   }
   BpeTokenizer t;
   t.path_ = path;

@@ -43,6 +43,23 @@ std::string printable(const std::string& t) {
   return out;
 }
 
+// Offset of the first byte that does not start a well-formed UTF-8 sequence (no overlongs, no surrogates, at most
+// U+10FFFF), or -1.
+int64_t first_invalid_utf8(const std::string& t) {
+  for (size_t i = 0; i < t.size();) {
+    const unsigned char c = static_cast<unsigned char>(t[i]);
+    size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : (c >> 4) == 0xe ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (len == 0 || i + len > t.size()) return static_cast<int64_t>(i);
+    for (size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(t[i + k]) & 0xc0) != 0x80) return static_cast<int64_t>(i);
+    const unsigned char c1 = static_cast<unsigned char>(t[i + 1 < t.size() ? i + 1 : i]);
+    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 >= 0x90))
+      return static_cast<int64_t>(i);
+    i += len;
+  }
+  return -1;
+}
+
 // Collects rows, applying the bad-row policy.
 struct Sink {
   const LabelledOptions& o;
@@ -79,6 +96,13 @@ struct Sink {
                               " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)"));
       }
     } else {
+      // Text files are UTF-8: a broken sequence means a corrupt or mis-encoded file (Latin-1, UTF-16), which the
+      // byte tokenizer would otherwise learn silently.
+      const int64_t bad_at = first_invalid_utf8(text);
+      if (bad_at >= 0)
+        return bad(where, str("invalid UTF-8 at byte ", bad_at, " of the text (byte 0x", std::hex,
+                              static_cast<int>(static_cast<unsigned char>(text[static_cast<size_t>(bad_at)])),
+                              std::dec, "; the file must be UTF-8)"));
       ex.ids.assign(text.begin(), text.end());
       for (int32_t& t : ex.ids) t &= 0xff;
     }

@@ -347,7 +347,14 @@ void TokenShard::read(int64_t start, int64_t n, int64_t* out) const {
 std::vector<std::string> shard_set_paths(const std::string& path) {
   if (is_token_shard(path)) return {path};
   struct stat st;
-  if (::stat(path.c_str(), &st) == 0) return {};
+  if (::stat(path.c_str(), &st) == 0) {
+    // A .bin that is not a shard (a corrupt header, another program's file) must not be read as text.
+    MT_CHECK(!(path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0 && S_ISREG(st.st_mode)),
+             ErrorKind::Data, "token shard '", path, "': not a mamba-train token shard (its first 8 bytes are not '",
+             std::string(kShardMagic, 8), "'); make shards with `mamba-train prepare`, or give a text corpus another "
+             "extension than .bin");
+    return {};
+  }
   std::vector<std::string> out;
   for (int i = 0;; ++i) {
     char b[24];

@@ -482,3 +482,30 @@ TEST(ConfigYaml, ReadmeListsEveryKey) {
 
 }  // namespace
 }  // namespace mt::train
+
+namespace mt::train {
+namespace {
+// Not text, or a quote left open: refused at the byte / line where it happens (found by the reliability corpus: an
+// open quote ran on to the end of the file and the error named a key it had swallowed).
+TEST(ConfigYaml, NonTextAndOpenQuotesAreRefusedWhereTheyAre) {
+  const std::string copy = "data:\n  kind: selective_copying\n";
+  auto msg = [](const std::string& y) {
+    try {
+      load_train_config(y, "cfg.yaml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_NE(msg("run:\n  name: a\xff" "b\n" + copy).find("cfg.yaml:2:10: invalid UTF-8 (byte 0xff)"), std::string::npos);
+  EXPECT_NE(msg(std::string("run:\n  name: a\0b\n", 17) + copy).find("cfg.yaml:2:10: control character 0x0"),
+            std::string::npos);
+  EXPECT_NE(msg("run:\n  name: \"abc\n" + copy).find("cfg.yaml:2:9: the quoted value is not closed on this line"),
+            std::string::npos);
+  EXPECT_NE(msg("run:\n  name: 'it''s\n" + copy).find("cfg.yaml:2:9: the quoted value is not closed"), std::string::npos);
+  // Closed quotes, escaped quotes, quotes inside comments and UTF-8 names are fine.
+  EXPECT_EQ(msg("run:\n  name: \"a \\\" b\"  # it's\n  out_dir: 'it''s'\n" + copy), "(accepted)");
+  EXPECT_EQ(msg("run:\n  name: caf\xc3\xa9\n" + copy), "(accepted)");
+}
+}  // namespace
+}  // namespace mt::train

@@ -195,6 +195,8 @@ Runner add_checkpoint_command(CLI::App& app) {
   verify->add_option("path", *path, "run directory, checkpoint directory or checkpoint file")->required();
   return [path]() {
     std::error_code ec;
+    MT_CHECK(std::filesystem::exists(*path, ec), ErrorKind::Checkpoint, "checkpoint verify: '", *path,
+             "': no such file or directory");
     if (!std::filesystem::is_directory(*path, ec)) {
       const std::string why = verify_checkpoint(*path);
       MT_CHECK(why.empty(), ErrorKind::Checkpoint, "checkpoint '", *path, "': ", why);

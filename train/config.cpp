@@ -108,6 +108,9 @@ std::string section_keys(const std::string& sec) {
 }
 
 std::string unknown_key_problem(const std::string& path) {
+  if (path.find('.') == std::string::npos &&
+      std::find(schema::sections().begin(), schema::sections().end(), path) != schema::sections().end())
+    return str("is a section, not a key: name one of its keys (", section_keys(path), ")");
   const std::string near = suggest(path);
   if (!near.empty()) return str("unknown key; did you mean '", near, "'?");
   const std::string sec = path.substr(0, path.find('.'));
@@ -499,14 +502,90 @@ void check_cross(const TrainConfig& c, const Given& g) {
 
 }  // namespace
 
+// A config is UTF-8 text (YAML requires it): no invalid sequences, no NUL or other control characters but tab and
+// line ends. Names the first offending byte by line and column.
+void check_text(const std::string& t, const std::string& source) {
+  int line = 1, col = 1;
+  for (size_t i = 0; i < t.size();) {
+    const unsigned char c = static_cast<unsigned char>(t[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = len > 0 && i + len <= t.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(t[i + k]) & 0xc0) == 0x80;
+    if (ok && len == 2) ok = c >= 0xc2;  // no overlong forms
+    if (!ok)
+      config_error(str(source, ":", line, ":", col, ": invalid UTF-8 (byte 0x", std::hex, static_cast<int>(c),
+                       "): a config must be UTF-8 text"));
+    if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+      config_error(str(source, ":", line, ":", col, ": control character 0x", std::hex, static_cast<int>(c),
+                       " (a NUL or binary data?): a config must be text"));
+    if (c == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+    i += len;
+  }
+}
+
+// A quoted value must close on its own line: YAML lets an open quote run on over the following lines (to the next
+// quote or the end of the file), which turns a typo into a confusing error about keys it swallowed.
+void check_quotes(const std::string& t, const std::string& source) {
+  int line = 0;
+  size_t pos = 0;
+  while (pos <= t.size()) {
+    size_t end = t.find('\n', pos);
+    if (end == std::string::npos) end = t.size();
+    const std::string l = t.substr(pos, end - pos);
+    ++line;
+    pos = end + 1;
+    size_t i = l.find_first_not_of(" \t");
+    if (i == std::string::npos || l[i] == '#') continue;
+    if (l[i] == '-' && i + 1 < l.size() && l[i + 1] == ' ') {
+      i = l.find_first_not_of(" \t", i + 1);
+    } else {
+      const size_t colon = l.find(": ", i);
+      if (colon == std::string::npos || l.compare(i, 1, "\"") == 0 || l.compare(i, 1, "'") == 0) continue;
+      i = l.find_first_not_of(" \t", colon + 1);
+    }
+    if (i == std::string::npos || (l[i] != '"' && l[i] != '\'')) continue;
+    const char qc = l[i];
+    bool closed = false;
+    for (size_t k = i + 1; k < l.size(); ++k) {
+      if (qc == '"' && l[k] == '\\') {
+        ++k;
+      } else if (l[k] == qc) {
+        if (qc == '\'' && k + 1 < l.size() && l[k + 1] == '\'') {
+          ++k;  // '' is an escaped quote
+        } else {
+          closed = true;
+          break;
+        }
+      }
+    }
+    if (!closed)
+      config_error(str(source, ":", line, ":", i + 1, ": the quoted value is not closed on this line (a config's "
+                       "values are one line each)"));
+    if (end == t.size()) break;
+  }
+}
+
 TrainConfig load_train_config(const std::string& yaml_text, const std::string& source,
                               const std::vector<std::string>& overrides) {
   if (yaml_text.size() > kMaxConfigBytes) {
     config_error(str(source, ": config too large: ", yaml_text.size(), " bytes (at most ", kMaxConfigBytes, ")"));
   }
+  check_text(yaml_text, source);
+  check_quotes(yaml_text, source);
   Given g(source);
   read_tree(parse_strict_yaml(yaml_text, source), source, g);
   read_overrides(overrides, g);
+  // No value of ours spans lines: one that does is almost always a quote left open, which YAML then runs on to the
+  // next quote or the end of the file.
+  for (size_t i = 0; i < schema::keys().size(); ++i)
+    if (g.set[i] && g.value[i].s.find('\n') != std::string::npos)
+      fail(g.origin[i], schema::keys()[i].path,
+           "the value spans several lines (a quote left open? it runs on to the next quote or the end of the file)");
 
   TrainConfig c = schema::defaults();
   const Key* variant = schema::find("model.variant");

@@ -2,6 +2,7 @@
 // (README "Exit codes"): mt::Error kinds map to documented codes; anything else is an internal error (1).
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -12,6 +13,9 @@
 
 int main(int argc, char** argv) {
   mt::train::set_process_args(argc, argv);  // `train --nproc N` re-executes itself with them
+  // Past a file-size limit (ulimit -f) a write must fail with EFBIG, reported as an I/O error with the checkpoint
+  // intact, instead of the default SIGXFSZ killing the process mid-save.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"mamba-train: train and run Mamba (selective state-space) models, in C++/CUDA"};
   app.set_version_flag("--version", "mamba-train 0.1.0");
   app.require_subcommand(1);
