@@ -1,0 +1,17 @@
+// libFuzzer target: the YAML config loader (strict schema over yaml-cpp, RELIABILITY.md #6). Any input must end in a
+// config or mt::Error(Config); never a crash, a hang or unbounded memory.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+#include "train/config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  try {
+    (void)mt::train::load_train_config(text, "fuzz.yaml");
+  } catch (const mt::Error&) {
+  }
+  return 0;
+}
