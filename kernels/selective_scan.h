@@ -33,7 +33,10 @@
 //
 // Memory: the backward recomputes the states from the inputs (nothing of size B*L*D*N is stored by the forward).
 // The CPU backward keeps one (L+1)*N state buffer per (b, d) while it works on that channel; the CUDA backward
-// stores the state at every chunk boundary plus the states of one chunk per channel in a workspace.
+// keeps the state entering every 16-step tile (B*D*N*L/16 values) and per-32-channel partial sums of dB, dC
+// (B*L*N*D/16 values) in a workspace.
+// Determinism: both backends are bitwise reproducible run to run (the CUDA backward sums its partials in a fixed
+// order and uses no atomics).
 //
 // Precision: the CPU kernels compute in T = float or double (bf16 / f16 inputs are converted to f32 by the op).
 // The CUDA kernels read the storage dtype (f32, f64, bf16, f16) and compute, keep the state and accumulate in
@@ -80,8 +83,7 @@ struct SelectiveScanParams {
   void* du = nullptr;
   void* ddelta = nullptr;
   void* dz = nullptr;
-  // Compute dtype. The CPU kernel overwrites them; the CUDA kernel ACCUMULATES into dA, dBm, dCm, dD_skip and
-  // ddelta_bias (atomics), so they must be zeroed before the call; dinitial_state is overwritten.
+  // Compute dtype, overwritten by both backends.
   // dD_skip / ddelta_bias / dinitial_state may be null (not wanted, or the input is absent).
   void* dA = nullptr;
   void* dBm = nullptr;
@@ -95,8 +97,8 @@ void selective_scan_fwd_cpu(const SelectiveScanParams& p);
 void selective_scan_bwd_cpu(const SelectiveScanParams& p);
 
 #if defined(MT_WITH_CUDA)
-// N <= 64. The backward allocates its state workspace (B*D*N*(ceil(L/chunk) + chunk) compute-dtype values) on
-// the current device.
+// N <= 64. The backward allocates its workspace (about B*L*D*N/8 compute-dtype values, see above) on the current
+// device, through the caching allocator.
 constexpr int64_t kSelectiveScanCudaMaxN = 64;
 void selective_scan_fwd_cuda(const SelectiveScanParams& p);
 void selective_scan_bwd_cuda(const SelectiveScanParams& p);

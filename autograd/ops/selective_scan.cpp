@@ -158,12 +158,11 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
       du = Tensor::empty(s.u.shape(), dt, dev);
       ddelta = Tensor::empty(s.u.shape(), dt, dev);
       if (s.z.defined()) dz = Tensor::empty(s.u.shape(), dt, dev);
-      // Accumulated with atomics: start from zero, in the compute dtype.
-      dA = Tensor::zeros({D, N}, wdt, dev);
-      dBm = Tensor::zeros({B, L, N}, wdt, dev);
-      dCm = Tensor::zeros({B, L, N}, wdt, dev);
-      if (s.D_skip.defined()) dD = Tensor::zeros({D}, wdt, dev);
-      if (s.delta_bias.defined()) dbias = Tensor::zeros({D}, wdt, dev);
+      dA = Tensor::empty({D, N}, wdt, dev);
+      dBm = Tensor::empty({B, L, N}, wdt, dev);
+      dCm = Tensor::empty({B, L, N}, wdt, dev);
+      if (s.D_skip.defined()) dD = Tensor::empty({D}, wdt, dev);
+      if (s.delta_bias.defined()) dbias = Tensor::empty({D}, wdt, dev);
       if (s.initial_state.defined()) dinit = Tensor::empty({B, D, N}, wdt, dev);
       kernels::SelectiveScanParams p = params_for(s, softplus);
       p.dy = gy.data_ptr();

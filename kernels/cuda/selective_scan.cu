@@ -1,33 +1,33 @@
-// CUDA selective scan, forward and backward (math in kernels/selective_scan.h), parallel over the sequence.
+// CUDA selective scan, forward and backward (math in kernels/selective_scan.h).
 //
-// The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(d'_t A), b_t = d'_t B_t u_t) is linear in h, so a chunk of
-// timesteps [t0, t1) maps its entering state H to P H + S, where P = prod a_t = exp(A * sum_t d'_t) (one sum per
-// channel, not per state) and S is the chunk's end state started from zero. The same holds backwards for
-// g = dLoss/dh: a chunk maps the gradient leaving it, G, to P G + R with R = sum_t (prod_{s<=t} a_s) C_t dy0_t.
-// So every kernel below parallelises over (batch, channel, chunk), and only a cheap sequential combine over the
-// chunks of each (b, d, n) carries states (forward) or gradients (backward) across chunk boundaries:
+// Work split. A block owns 32 channels (one per lane) of one batch row and one chunk of timesteps; its warps split
+// the N states, NPT per thread (warp w owns states NPT w .. NPT w + NPT - 1; NPT = 2 up to N = 16, 4 above), so a
+// block has NMAX / NPT warps and every thread keeps NPT states in registers. Time is walked in tiles of TT steps:
+// the block stages the tile's d' = softplus(delta + bias), u, B, C (and dy, z in the backward) in shared memory,
+// each thread runs its NPT recurrences over the tile, and the sums over n (y, du, d delta) meet in shared memory.
+// The next tile's global loads are issued before the current tile's arithmetic, so their latency hides behind it.
+// Masked steps become d' = 0 in the staged tile (a = 1, b = 0: the state passes through), and so do the padding
+// steps of a partial last tile, which keeps the inner loops free of branches.
 //
-//   scan_local_kernel     thread per (b, d, chunk), N states in registers: S, sum d' and (backward) R per chunk.
-//   scan_combine_kernel   thread per (b, d, n): walks the chunks, turns S into the entering state H0 of each chunk
-//                         (and writes last_state), and R into the gradient Gend leaving each chunk (and writes
-//                         dinitial_state).
-//   scan_fwd_kernel       thread per (b, d, chunk) from H0: y.
-//   scan_bwd_kernel       thread per (b, d), a block of 64 channels walking a range of sub-chunks of SUB steps last
-//                         to first from Gend: each sub-chunk's states are recomputed from H0 into shared memory,
-//                         then the reverse recurrence runs over them. Nothing of size B*L*D*N touches device memory.
+// Chunks. The recurrence h_t = a_t h_{t-1} + b_t is linear in h, so a chunk maps its entering state H to P H + S with
+// P = exp(A * sum d') and S its end state from zero; backwards, a chunk maps the gradient leaving it, G, to P G + R.
+// When B * D is too small to fill the GPU (B = 1 at long L), the sequence is cut into chunks: a local pass computes
+// S (and R), scan_combine_kernel walks the chunks of each (b, d, n) and turns them into the state entering / the
+// gradient leaving every chunk, and the chunks then run independently. With enough channels there is one chunk and
+// no local pass (bf16 B=8 L=2048 D=1536 N=16: one pass of N exponentials per channel and step in the forward).
 //
-// dB_t, dC_t (sums over d) are reduced over each warp's 32 channels by a transpose-reduce (31 shuffles give every
-// lane the total of one (n, dB|dC) pair), over the block's two warps with shared atomics, and over channel blocks
-// with global fp32 atomics (fp64 for f64); dA, dD and dbias with one global atomic per thread and block range. The
-// backward is therefore not bitwise deterministic (a deterministic variant is future work).
-// The mask depends on (b, t) only, so masked steps are uniform within a block. N is a template bound NMAX in
-// {16, 32, 64} with runtime `n < N` guards, so any N <= 64 works. Chunk states and gradients live in a workspace
-// of 2 * B * D * N * ceil(L / SUB) + B * D * ceil(L / SUB) compute-dtype values in the backward (SUB = 8: about
-// 415 MB per call at B=8, L=2048, D=1536, N=16 in fp32; the forward's chunks are longer), reused through the caching
-// allocator.
+// Backward. Per chunk: a checkpoint pass stores the state entering every tile (Hs, B*D*N*L/TT values); then the
+// backward kernel walks the tiles last to first, recomputes the tile's states from its checkpoint into registers
+// (TT x NPT per thread), computes y0 for dz, and runs the reverse recurrence for g = dLoss/dh. Nothing of size B*L*D*N
+// is stored.
+//
+// Determinism: no atomics. dB_t, dC_t (sums over d) are reduced over the warp's 32 channels in shared memory, and
+// the per-block partials (one per 32 channels) are summed in a fixed order by reduce_rows_kernel, as are dA (over b
+// and chunks), dD and dbias. The results are bitwise reproducible run to run.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "core/cuda/dtype_cuda.cuh"
 #include "core/tensor.h"
@@ -41,19 +41,66 @@ using mt::cuda::Compute;
 using mt::cuda::from_compute;
 using mt::cuda::load;
 
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-// exp(x) for the recurrence's decays a = exp(d' A) (x <= 0): one multiply and the hardware exp2 (MUFU.EX2, about
-// 2 ulp) instead of expf's range-reduction sequence; these are N exponentials per channel and step.
-__device__ __forceinline__ float exp_decay(float x) { return exp2f(x * 1.4426950408889634f); }
-__device__ __forceinline__ double exp_decay(double x) { return exp(x); }
-__device__ __forceinline__ float log1p_(float x) { return log1pf(x); }
-__device__ __forceinline__ double log1p_(double x) { return log1p(x); }
 
-template <typename W> __device__ __forceinline__ W softplus_(W x) {
-  return x <= W(20) ? log1p_(exp_(x)) : x;  // threshold 20 as PyTorch / mamba
+// Timesteps per tile (and checkpoint stride of the backward); f64 halves it to keep shared memory in bounds.
+// RS: steps per warp reduction of dB / dC in the backward (2 * NPT values per step; 32 in all for f32).
+template <typename W, int NPT> struct Tiling {
+  static constexpr int TT = sizeof(W) == 8 ? 8 : 16;
+  static constexpr int RS = (sizeof(W) == 8 ? 8 : 16) / NPT;
+};
+// States per thread: 2 up to N = 16 (twice the warps to hide latency with), 4 above (blocks of at most 512).
+template <int NMAX> constexpr int npt_for() { return NMAX <= 16 ? 2 : 4; }
+
+template <typename W, int K> struct alignas(sizeof(W) * K < 16 ? sizeof(W) * K : 16) Vec {
+  W v[K];
+};
+
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+__device__ __forceinline__ float ex2_(float x) {  // MUFU.EX2: about 2 ulp; results below 2^-126 flush to 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
-template <typename W> __device__ __forceinline__ W sigmoid_(W x) { return W(1) / (W(1) + exp_(-x)); }
+__device__ __forceinline__ float lg2_(float x) {  // MUFU.LG2: absolute error about 2^-22 on [0.5, 2]
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// a = exp(d' A) = 2^(d' * A log2 e) with A log2 e precomputed: one multiply and MUFU.EX2 (a decay below 2^-126
+// flushes to 0). f64 uses the accurate exp2.
+__device__ __forceinline__ float decay(float dt, float A2) { return ex2_(dt * A2); }
+__device__ __forceinline__ double decay(double dt, double A2) { return exp2(dt * A2); }
+__device__ __forceinline__ float exp_decay(float x) { return ex2_(x * static_cast<float>(kLog2e)); }
+__device__ __forceinline__ double exp_decay(double x) { return exp(x); }
+
+// softplus(x) (x for x > 20, as PyTorch / mamba) and its derivative sigmoid(x). f32 from one MUFU.EX2 and one
+// MUFU.LG2 instead of expf + log1pf (those cost about 50 instructions per channel and step, more than the N-state
+// recurrence itself at N = 16): log1p(e) by its series below e = 0.01 (error e^5 / 5), by lg2(1 + e) ln 2 above
+// (relative error below 1e-5). f64: the accurate library functions.
+__device__ __forceinline__ void softplus_(float x, float& sp, float& dsp) {
+  const float e = ex2_(x * static_cast<float>(kLog2e));
+  const float series = e * (1.0f - e * (0.5f - e * (1.0f / 3.0f - 0.25f * e)));
+  const float via_log = lg2_(1.0f + e) * static_cast<float>(kLn2);
+  sp = x > 20.0f ? x : (e < 0.01f ? series : via_log);
+  dsp = x > 20.0f ? 1.0f : __fdividef(e, 1.0f + e);
+}
+__device__ __forceinline__ void softplus_(double x, double& sp, double& dsp) {
+  if (x > 20.0) {
+    sp = x;
+    dsp = 1.0;
+    return;
+  }
+  const double e = exp(x);
+  sp = log1p(e);
+  dsp = e / (1.0 + e);
+}
+// sigmoid(x): f32 as 1 / (1 + 2^(-x log2 e)) with MUFU.EX2 and MUFU.RCP (0 and 1 at the extremes, no NaN).
+__device__ __forceinline__ float sigmoid_(float x) {
+  return __fdividef(1.0f, 1.0f + ex2_(-x * static_cast<float>(kLog2e)));
+}
+__device__ __forceinline__ double sigmoid_(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 // mask[i] != 0 for a mask of any dtype; true when there is no mask. For 16-bit floats, +-0 are "masked".
 __device__ __forceinline__ bool mask_real(const void* m, DType dt, int64_t i) {
@@ -69,158 +116,256 @@ __device__ __forceinline__ bool mask_real(const void* m, DType dt, int64_t i) {
   return true;
 }
 
-
-
-constexpr int kLocalThreads = 128;  // channels per block of the per-channel kernels
-constexpr int kTile = 32;           // timesteps of Bm / Cm / mask staged in shared memory at a time
-constexpr int kBwdThreads = 64;     // channels per block of scan_bwd_kernel (two warps)
-// scan_bwd_kernel's shared state buffer: SUB x NMAX x 64 channels. 32 KiB (SUB = 8 steps for f32, N <= 16) leaves
-// room for 7 blocks per SM instead of 3 at 64 KiB: on the H200, bf16 B=8 L=2048 D=1536 N=16 forward+backward
-// 6.63 -> 6.14 ms and the mamba-130m step 224 -> 213 ms; B=1 L=65536 gets slower (29.5 -> 32.4 ms: twice as many
-// sub-chunks for the sequential combine to walk).
-constexpr int kStateBytes = 32 * 1024;
-
-// Backward sub-chunk: as many timesteps as fill the state buffer (f32: 8 for N <= 16, 4 for N <= 32, 2 for 64).
-template <typename W, int NMAX> struct BwdSub {
-  static constexpr int value = kStateBytes / (NMAX * kBwdThreads * static_cast<int>(sizeof(W)));
-};
-
-template <typename W> __device__ __forceinline__ W silu_(W x) { return x * sigmoid_(x); }
-
-// Index of chunk-buffer entries: [(b * nch + k) * N + n] * D + d (d fastest: coalesced), and [(b * nch + k) * D + d].
+// Chunk-buffer index (S, R, H0, Gend): [(b * nch + k) * N + n] * D + d, d fastest (coalesced).
 __device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t d, int64_t nch, int64_t N,
                                         int64_t D) {
   return ((b * nch + k) * N + n) * D + d;
 }
 
-// pick ? a : b through bit masks: a conditional on array elements would make the compiler select addresses and move
-// the array to local memory.
-__device__ __forceinline__ float select_(bool pick, float a, float b) {
-  const unsigned m = 0u - static_cast<unsigned>(pick);
-  return __uint_as_float((__float_as_uint(a) & m) | (__float_as_uint(b) & ~m));
-}
-__device__ __forceinline__ double select_(bool pick, double a, double b) {
-  const unsigned long long m = 0ull - static_cast<unsigned long long>(pick);
-  return __longlong_as_double(static_cast<long long>((static_cast<unsigned long long>(__double_as_longlong(a)) & m) |
-                                                     (static_cast<unsigned long long>(__double_as_longlong(b)) & ~m)));
-}
+// ---------------------------------------------------------------------------------------------------------------
+// Tile staging shared by the kernels: the global loads of one tile into registers (issued early), then their
+// conversion into shared memory once the previous tile is done with it.
+//   sDU[t][lane] = {d', u} (0, 0 on masked / padding steps), sB / sC [t][n] (0 beyond N and on padding rows),
+//   sM[t] = step is real, and with DY: sDy[t][lane] = dy0 = dy silu(z) (0 on masked steps), sG[t][lane] = {dz
+//   factor, dd'/d delta} with dz = y0 * dz factor; with ZY: sZ[t][lane] = silu(z) (1 without z). Separate arrays
+//   so that every read of one value per lane is a conflict-free 4- or 8-byte load.
+template <typename T, int NMAX, int NPT, bool C, bool DY, bool ZY>
+struct Stage {
+  using W = typename Compute<T>::type;
+  static constexpr int G = NMAX / NPT, NT = 32 * G, TT = Tiling<W, NPT>::TT;
+  static constexpr int RW = (TT * 32 + NT - 1) / NT;    // (t, channel) elements per thread
+  static constexpr int RB = (TT * NMAX + NT - 1) / NT;  // B / C elements per thread
+  W dl[RW], uu[RW], gy[DY ? RW : 1], zz[DY || ZY ? RW : 1];
+  bool m[RW];
+  W bb[RB], cc[C ? RB : 1];
 
-// One step of the transpose-reduce: lanes with bit w set keep the upper half v[w..2w), the others the lower half,
-// each adding its partner's copy. w is a template argument so that every index is a compile-time constant (a
-// runtime trip count would leave a rolled loop and move v to local memory).
-template <int w, typename W>
-__device__ __forceinline__ void transpose_step(W (&v)[32], int lane) {
-  const bool hi = (lane & w) != 0;
+  __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, int64_t b, int64_t d, bool active,
+                                            int64_t t0, int len) {
+    const int tid = threadIdx.x;
 #pragma unroll
-  for (int i = 0; i < w; ++i) {
-    const W lo = v[i], up = v[i + w];
-    const W send = select_(hi, lo, up), keep = select_(hi, up, lo);
-    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, w);
+    for (int r = 0; r < RW; ++r) {
+      const int i = tid + r * NT, t = i >> 5;
+      m[r] = false;
+      if (i < TT * 32 && t < len && active) {
+        const int64_t idx = (b * p.L + t0 + t) * p.D + d;
+        m[r] = mask_real(p.mask, p.mask_dtype, b * p.L + t0 + t);
+        dl[r] = load(static_cast<const T*>(p.delta), idx);
+        uu[r] = load(static_cast<const T*>(p.u), idx);
+        if (DY) gy[r] = load(static_cast<const T*>(p.dy), idx);
+        if (DY || ZY) zz[r] = p.z ? load(static_cast<const T*>(p.z), idx) : W(0);
+      }
+    }
+    const int64_t base = (b * p.L + t0) * p.N;
+    const int nvalid = len * static_cast<int>(p.N);
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+      const int i = tid + r * NT;
+      if (i < nvalid) {
+        bb[r] = load(static_cast<const T*>(p.Bm), base + i);
+        if (C) cc[r] = load(static_cast<const T*>(p.Cm), base + i);
+      }
+    }
   }
-}
 
-// Every lane holds v[0..31]; afterwards lane l holds the sum over the warp of v[l] (31 shuffles).
-template <typename W>
-__device__ __forceinline__ W transpose_reduce32(W (&v)[32], int lane) {
-  transpose_step<16>(v, lane);
-  transpose_step<8>(v, lane);
-  transpose_step<4>(v, lane);
-  transpose_step<2>(v, lane);
-  transpose_step<1>(v, lane);
-  return v[0];
-}
+  __device__ __forceinline__ void commit(const SelectiveScanParams& p, int64_t b, int64_t t0, int len, W bias,
+                                         Vec<W, 2> (*sDU)[32], W* sB, W* sC, W (*sDy)[32], Vec<W, 2> (*sG)[32],
+                                         W (*sZ)[32], bool* sM) {
+    const int tid = threadIdx.x, lane = tid & 31;
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      const int i = tid + r * NT, t = i >> 5;
+      if (i >= TT * 32) continue;
+      Vec<W, 2> du;
+      du.v[0] = W(0);
+      du.v[1] = W(0);
+      Vec<W, 2> gv;
+      gv.v[0] = gv.v[1] = W(0);
+      W dy0 = W(0);
+      W zf = W(0);  // silu(z), 1 without z, 0 on masked steps
+      if (m[r]) {
+        const W raw = dl[r] + bias;
+        W dsp = W(1);
+        du.v[0] = raw;
+        if (p.delta_softplus) softplus_(raw, du.v[0], dsp);
+        du.v[1] = uu[r];
+        W s = W(1);
+        zf = W(1);
+        if ((DY || ZY) && p.z) {
+          s = sigmoid_(zz[r]);
+          zf = zz[r] * s;
+        }
+        if (DY) {
+          if (p.z) gv.v[0] = gy[r] * s * (W(1) + zz[r] * (W(1) - s));
+          gv.v[1] = dsp;
+          dy0 = gy[r] * zf;
+        }
+      }
+      sDU[t][lane] = du;
+      if (DY) {
+        sDy[t][lane] = dy0;
+        sG[t][lane] = gv;
+      }
+      if (ZY) sZ[t][lane] = zf;
+      // Lane 0's channel (the block's first) always exists, so it knows whether row t is a real step.
+      if (lane == 0) sM[t] = t < len && mask_real(p.mask, p.mask_dtype, b * p.L + t0 + t);
+    }
+    const int N = static_cast<int>(p.N), nvalid = len * N;
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+      const int i = tid + r * NT;
+      if (i < TT * N) {
+        const int o = N == NMAX ? i : i / N * NMAX + i % N;  // row-major [t][NMAX]; no division at N = NMAX
+        sB[o] = i < nvalid ? bb[r] : W(0);
+        if (C) sC[o] = i < nvalid ? cc[r] : W(0);
+      }
+    }
+  }
+};
+
+enum class Pass { Y, Local, LocalGrad, Checkpoint };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Per-chunk local pass. grid (nDb * nch, B), block kLocalThreads; chunk k covers [k * CL, min(L, (k + 1) * CL)).
-// Writes S (end state from h = 0), sumdt (sum of d' over real steps) and, with GRAD, R (see the top).
-template <typename T, int NMAX, bool GRAD>
-__global__ void __launch_bounds__(kLocalThreads)
-    scan_local_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, typename Compute<T>::type* Sb,
-                      typename Compute<T>::type* Rb, typename Compute<T>::type* sumdt) {
+// Forward-direction pass over chunk blockIdx.y of batch row blockIdx.z, channels blockIdx.x * 32 + lane.
+//   Y:          y from the entering state (H0[chunk], or initial_state / 0 with one chunk; then writes last_state).
+//   Local:      S = end state from zero (out0) and sum of d' (sumdt) per chunk.
+//   LocalGrad:  also R = sum_t (prod_{s<=t} a_s) C_t dy0_t (out1).
+//   Checkpoint: the state entering every tile into out0 (Hs: [(b * nT + tile) * N + n] * D + d).
+// Dynamic shared memory (Y): sY [G][TT][32], the per-warp partial sums of C h.
+template <typename T, int NMAX, int NPT, Pass PASS>
+__global__ void __launch_bounds__(NMAX / NPT * 32)
+    scan_fwd_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, const typename Compute<T>::type* H0,
+                    typename Compute<T>::type* out0, typename Compute<T>::type* out1,
+                    typename Compute<T>::type* sumdt) {
   using W = typename Compute<T>::type;
-  __shared__ W sB[kTile * NMAX];
-  __shared__ W sC[GRAD ? kTile * NMAX : 1];
-  __shared__ bool sM[kTile];
+  constexpr bool kC = PASS == Pass::Y || PASS == Pass::LocalGrad;
+  constexpr bool kDY = PASS == Pass::LocalGrad;
+  using St = Stage<T, NMAX, NPT, kC, kDY, PASS == Pass::Y>;
+  constexpr int G = St::G, TT = St::TT;
+  __shared__ Vec<W, 2> sDU[TT][32];
+  __shared__ Vec<W, NPT> sB4[TT][G];
+  __shared__ Vec<W, NPT> sC4[kC ? TT : 1][G];
+  __shared__ W sDy[kDY ? TT : 1][32];
+  __shared__ Vec<W, 2> sG[kDY ? TT : 1][32];
+  __shared__ W sZ[PASS == Pass::Y ? TT : 1][32];
+  __shared__ bool sM[TT];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  W* sY = reinterpret_cast<W*>(smem_raw);
+  W* sB = reinterpret_cast<W*>(sB4);
+  W* sC = reinterpret_cast<W*>(sC4);
 
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
-  const int64_t nDb = (D + kLocalThreads - 1) / kLocalThreads;
-  const int64_t k = blockIdx.x / nDb, b = blockIdx.y;
-  const int64_t d = (blockIdx.x % nDb) * kLocalThreads + threadIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * 32 + lane, k = blockIdx.y, b = blockIdx.z;
   const bool active = d < D;
-  const T* u = static_cast<const T*>(p.u);
-  const T* delta = static_cast<const T*>(p.delta);
-  const T* z = static_cast<const T*>(p.z);
-  const T* Bm = static_cast<const T*>(p.Bm);
-  const T* Cm = static_cast<const T*>(p.Cm);
-  const T* dy = static_cast<const T*>(p.dy);
   const W* A = static_cast<const W*>(p.A);
-  const W* bias_p = static_cast<const W*>(p.delta_bias);
+  const W* init = static_cast<const W*>(p.initial_state);
 
-  W h[NMAX], Ad[NMAX], Pc[NMAX], Rc[NMAX];
+  W A2[NPT], h[NPT], Pc[NPT], Rc[NPT];
 #pragma unroll
-  for (int n = 0; n < NMAX; ++n) {
-    h[n] = W(0);
-    Pc[n] = W(1);
-    Rc[n] = W(0);
-    Ad[n] = (active && n < N) ? A[d * N + n] : W(0);
-  }
-  const W bias = (active && bias_p) ? bias_p[d] : W(0);
-  W sdt = W(0);
-  const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile) {
-    const int len = static_cast<int>(t_end - t0 < kTile ? t_end - t0 : kTile);
-    __syncthreads();
-    const int64_t base = (b * L + t0) * N;
-    for (int i = threadIdx.x; i < len * N; i += kLocalThreads) {
-      sB[i] = load(Bm, base + i);
-      if (GRAD) sC[i] = load(Cm, base + i);
+  for (int j = 0; j < NPT; ++j) {
+    const int n = grp * NPT + j;
+    const bool on = active && n < N;
+    A2[j] = on ? A[d * N + n] * W(kLog2e) : W(0);
+    h[j] = W(0);
+    Pc[j] = W(1);
+    Rc[j] = W(0);
+    if ((PASS == Pass::Y || PASS == Pass::Checkpoint) && on) {
+      if (H0) h[j] = H0[cidx(b, k, n, d, nch, N, D)];
+      else if (init) h[j] = init[(b * D + d) * N + n];
     }
-    for (int i = threadIdx.x; i < len; i += kLocalThreads) sM[i] = mask_real(p.mask, p.mask_dtype, b * L + t0 + i);
-    __syncthreads();
-    if (!active) continue;
-    for (int c = 0; c < len; ++c) {
-      if (!sM[c]) continue;
-      const int64_t idx = (b * L + t0 + c) * D + d;
-      W dt = load(delta, idx) + bias;
-      if (p.delta_softplus) dt = softplus_(dt);
-      const W uu = load(u, idx);
-      W dy0 = W(0);
-      if (GRAD) {
-        dy0 = load(dy, idx);
-        if (z) dy0 *= silu_(load(z, idx));
-      }
-      sdt += dt;
+  }
+  const W bias = (active && p.delta_bias) ? static_cast<const W*>(p.delta_bias)[d] : W(0);
+  const W Dd = (active && p.D_skip) ? static_cast<const W*>(p.D_skip)[d] : W(0);
+  for (int i = tid; i < TT * NMAX; i += St::NT) {  // the columns n >= N stay zero
+    sB[i] = W(0);
+    if (kC) sC[i] = W(0);
+  }
+  W sdt = W(0);
+
+  const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
+  const int64_t nT = (L + TT - 1) / TT;
+  St st;
+  st.load_tile(p, b, d, active, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += TT) {
+    const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
+    if (PASS == Pass::Checkpoint && active) {
 #pragma unroll
-      for (int n = 0; n < NMAX; ++n) {
-        if (n < N) {
-          const W a = exp_decay(dt * Ad[n]);
-          h[n] = a * h[n] + dt * sB[c * N + n] * uu;
-          if (GRAD) {
-            Pc[n] *= a;
-            Rc[n] += Pc[n] * sC[c * N + n] * dy0;
-          }
+      for (int j = 0; j < NPT; ++j) {
+        const int n = grp * NPT + j;
+        if (n < N) out0[((b * nT + t0 / TT) * N + n) * D + d] = h[j];
+      }
+    }
+    __syncthreads();  // the previous tile's readers are done
+    st.commit(p, b, t0, len, bias, sDU, sB, sC, sDy, sG, sZ, sM);
+    __syncthreads();
+    if (t0 + TT < t_end) {
+      const int64_t t1 = t0 + TT;
+      st.load_tile(p, b, d, active, t1, static_cast<int>(t_end - t1 < TT ? t_end - t1 : TT));
+    }
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      const Vec<W, 2> du = sDU[t][lane];
+      const W dtu = du.v[0] * du.v[1];
+      const Vec<W, NPT> Bv = sB4[t][grp];
+      Vec<W, NPT> Cv;
+      if (kC) Cv = sC4[t][grp];
+      W dy0 = W(0);
+      if (kDY) dy0 = sDy[t][lane];
+      W acc = W(0);
+#pragma unroll
+      for (int j = 0; j < NPT; ++j) {
+        const W a = decay(du.v[0], A2[j]);
+        h[j] = a * h[j] + dtu * Bv.v[j];
+        if (PASS == Pass::Y) acc += Cv.v[j] * h[j];
+        if (kDY) {
+          Pc[j] *= a;
+          Rc[j] += Pc[j] * Cv.v[j] * dy0;
         }
+      }
+      if (PASS == Pass::Y) sY[(grp * TT + t) * 32 + lane] = acc;
+      sdt += du.v[0];
+    }
+    if (PASS == Pass::Y) {
+      __syncthreads();
+      T* y = static_cast<T*>(p.y);
+      for (int i = tid; i < len * 32; i += St::NT) {
+        const int t = i >> 5;
+        if (!active) continue;
+        const int64_t idx = (b * L + t0 + t) * D + d;
+        W yv = Dd * sDU[t][lane].v[1];  // masked: u = 0, sY = 0 and sZ = 0
+#pragma unroll
+        for (int g = 0; g < G; ++g) yv += sY[(g * TT + t) * 32 + lane];
+        y[idx] = from_compute<T>(yv * sZ[t][lane]);
       }
     }
   }
   if (!active) return;
+  if (PASS == Pass::Y && H0 == nullptr && p.last_state) {
 #pragma unroll
-  for (int n = 0; n < NMAX; ++n) {
-    if (n < N) {
-      Sb[cidx(b, k, n, d, nch, N, D)] = h[n];
-      if (GRAD) Rb[cidx(b, k, n, d, nch, N, D)] = Rc[n];
+    for (int j = 0; j < NPT; ++j) {
+      const int n = grp * NPT + j;
+      if (n < N) static_cast<W*>(p.last_state)[(b * D + d) * N + n] = h[j];
     }
   }
-  sumdt[(b * nch + k) * D + d] = sdt;
+  if (PASS == Pass::Local || PASS == Pass::LocalGrad) {
+#pragma unroll
+    for (int j = 0; j < NPT; ++j) {
+      const int n = grp * NPT + j;
+      if (n < N) {
+        out0[cidx(b, k, n, d, nch, N, D)] = h[j];
+        if (kDY) out1[cidx(b, k, n, d, nch, N, D)] = Rc[j];
+      }
+    }
+    if (grp == 0) sumdt[(b * nch + k) * D + d] = sdt;
+  }
 }
 
 // Sequential combine over chunks, thread per (b, n, d). grid (ceil(D / 128), N, B), block 128.
 //   Sb (optional): S -> H0 (state entering each chunk), from initial_state; writes last (optional).
-//   Rb (optional): R -> Gend (gradient leaving each chunk), from dlast_state; writes dinit (optional).
+//   Rb (optional): R -> Gend (gradient leaving each chunk), from dlast_state.
 template <typename W>
-__global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W* Rb, const W* sumdt, W* last,
-                                    W* dinit) {
+__global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W* Rb, const W* sumdt, W* last) {
   const int64_t D = p.D, N = p.N;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t n = blockIdx.y, b = blockIdx.z;
@@ -251,280 +396,251 @@ __global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W
       Rb[i] = G;
       G = P * G + r;
     }
-    if (dinit) dinit[sn] = G;
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Forward. grid (nDb * nch, B), block kLocalThreads; chunk k of CL timesteps starts from H0 (or, with a single
-// chunk, from initial_state, and then writes last_state itself).
-template <typename T, int NMAX>
-__global__ void __launch_bounds__(kLocalThreads)
-    scan_fwd_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, const typename Compute<T>::type* H0) {
+// Backward over chunk blockIdx.y of batch row blockIdx.z, channels blockIdx.x * 32 + lane, tiles last to first.
+// Gend: gradient leaving each chunk (null with one chunk: dlast_state or 0). Hs: the checkpoint pass's tile states.
+// Partial outputs (summed by reduce_rows_kernel in a fixed order):
+//   pBC [nDb][2][B][L][N]  dB (0) and dC (1) summed over the block's 32 channels
+//   pA  [B * nch][D][N]     dA;   pDD, pBias [B * nch][D]   dD, dbias
+// Dynamic shared memory: sY [G][TT][32] (y0 partials, then du partials), sQ [G][TT][32] (d d' partials),
+// sP [G][32][PS] (row c: lane c's dB / dC values of RS steps, 2 * NPT per step; PS = RS * 2 * NPT + NPT keeps the
+// two NPT-wide stores per step (f32) and the column sums free of bank conflicts).
+template <typename T, int NMAX, int NPT>
+__global__ void __launch_bounds__(NMAX / NPT * 32)
+    scan_bwd_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, const typename Compute<T>::type* Hs,
+                    const typename Compute<T>::type* Gend, typename Compute<T>::type* pBC,
+                    typename Compute<T>::type* pA, typename Compute<T>::type* pDD,
+                    typename Compute<T>::type* pBias) {
   using W = typename Compute<T>::type;
-  __shared__ W sB[kTile * NMAX];
-  __shared__ W sC[kTile * NMAX];
-  __shared__ bool sM[kTile];
-
-  const int N = static_cast<int>(p.N);
-  const int64_t L = p.L, D = p.D;
-  const int64_t nDb = (D + kLocalThreads - 1) / kLocalThreads;
-  const int64_t k = blockIdx.x / nDb, b = blockIdx.y;
-  const int64_t d = (blockIdx.x % nDb) * kLocalThreads + threadIdx.x;
-  const bool active = d < D;
-  const T* u = static_cast<const T*>(p.u);
-  const T* delta = static_cast<const T*>(p.delta);
-  const T* z = static_cast<const T*>(p.z);
-  const T* Bm = static_cast<const T*>(p.Bm);
-  const T* Cm = static_cast<const T*>(p.Cm);
-  const W* A = static_cast<const W*>(p.A);
-  const W* Dsk = static_cast<const W*>(p.D_skip);
-  const W* bias_p = static_cast<const W*>(p.delta_bias);
-  const W* init = static_cast<const W*>(p.initial_state);
-  T* y = static_cast<T*>(p.y);
-  W* last = static_cast<W*>(p.last_state);
-
-  W h[NMAX], Ad[NMAX];
-#pragma unroll
-  for (int n = 0; n < NMAX; ++n) {
-    h[n] = W(0);
-    Ad[n] = W(0);
-    if (active && n < N) {
-      Ad[n] = A[d * N + n];
-      if (H0) h[n] = H0[cidx(b, k, n, d, nch, N, D)];
-      else if (init) h[n] = init[(b * D + d) * N + n];
-    }
-  }
-  const W Dd = (active && Dsk) ? Dsk[d] : W(0);
-  const W bias = (active && bias_p) ? bias_p[d] : W(0);
-
-  const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile) {
-    const int len = static_cast<int>(t_end - t0 < kTile ? t_end - t0 : kTile);
-    __syncthreads();  // the previous tile's readers are done with sB / sC / sM
-    const int64_t base = (b * L + t0) * N;
-    for (int i = threadIdx.x; i < len * N; i += kLocalThreads) {
-      sB[i] = load(Bm, base + i);
-      sC[i] = load(Cm, base + i);
-    }
-    for (int i = threadIdx.x; i < len; i += kLocalThreads) sM[i] = mask_real(p.mask, p.mask_dtype, b * L + t0 + i);
-    __syncthreads();
-    if (!active) continue;
-    for (int c = 0; c < len; ++c) {
-      const int64_t idx = (b * L + t0 + c) * D + d;
-      if (!sM[c]) {
-        y[idx] = from_compute<T>(W(0));
-        continue;
-      }
-      W dt = load(delta, idx) + bias;
-      if (p.delta_softplus) dt = softplus_(dt);
-      const W uu = load(u, idx);
-      W acc = W(0);
-#pragma unroll
-      for (int n = 0; n < NMAX; ++n) {
-        if (n < N) {
-          h[n] = exp_decay(dt * Ad[n]) * h[n] + dt * sB[c * N + n] * uu;
-          acc += sC[c * N + n] * h[n];
-        }
-      }
-      W yv = acc + Dd * uu;
-      if (z) yv *= silu_(load(z, idx));
-      y[idx] = from_compute<T>(yv);
-    }
-  }
-  if (active && H0 == nullptr) {
-#pragma unroll
-    for (int n = 0; n < NMAX; ++n)
-      if (n < N) last[(b * D + d) * N + n] = h[n];
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Backward. grid (nDb * nranges, B) with nDb = ceil(D / 64), block kBwdThreads. Block range r walks sub-chunks
-// k = min(nch, (r + 1) * R) - 1 down to r * R (SUB timesteps each) with g carried across them.
-// Dynamic shared memory: sH [SUB][NMAX][64] (h_{t-1} of each step), sY0 [SUB][64] (y0, used with z).
-template <typename T, int NMAX>
-__global__ void __launch_bounds__(kBwdThreads)
-    scan_bwd_kernel(SelectiveScanParams p, int64_t nch, int64_t R, const typename Compute<T>::type* H0,
-                    const typename Compute<T>::type* Gend) {
-  using W = typename Compute<T>::type;
-  constexpr int SUB = BwdSub<W, NMAX>::value;
-  constexpr int KV = NMAX < 16 ? 32 : 2 * NMAX;  // reduced values per step: dB | dC, padded to whole warps
+  using St = Stage<T, NMAX, NPT, true, true, false>;
+  constexpr int G = St::G, TT = St::TT, NT = St::NT, RS = Tiling<W, NPT>::RS, V = 2 * NPT;
+  constexpr int PS = RS * V + NPT;
+  __shared__ Vec<W, 2> sDU[TT][32];
+  __shared__ Vec<W, NPT> sB4[TT][G];
+  __shared__ Vec<W, NPT> sC4[TT][G];
+  __shared__ W sDy[TT][32];
+  __shared__ Vec<W, 2> sG[TT][32];
+  __shared__ bool sM[TT];
+  __shared__ W sZdummy[1][32];
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  W* sH = reinterpret_cast<W*>(smem_raw);
-  W* sY0 = sH + SUB * NMAX * kBwdThreads;
-  __shared__ W sB[SUB * NMAX];
-  __shared__ W sC[SUB * NMAX];
-  __shared__ W sdB[SUB * NMAX];
-  __shared__ W sdC[SUB * NMAX];
-  __shared__ bool sM[SUB];
+  W* sY = reinterpret_cast<W*>(smem_raw);
+  W* sQ = sY + G * TT * 32;
+  W* sPw = sQ + G * TT * 32 + (threadIdx.x >> 5) * (32 * PS);  // this warp's dB / dC staging
+  W* sB = reinterpret_cast<W*>(sB4);
+  W* sC = reinterpret_cast<W*>(sC4);
 
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
-  const int64_t nDb = (D + kBwdThreads - 1) / kBwdThreads;
-  const int64_t r = blockIdx.x / nDb, b = blockIdx.y;
-  const int ch = threadIdx.x;
-  const int64_t d = (blockIdx.x % nDb) * kBwdThreads + ch;
+  const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * 32 + lane, k = blockIdx.y, b = blockIdx.z;
   const bool active = d < D;
-  const int lane = threadIdx.x & 31;
-  const T* u = static_cast<const T*>(p.u);
-  const T* delta = static_cast<const T*>(p.delta);
-  const T* z = static_cast<const T*>(p.z);
-  const T* Bm = static_cast<const T*>(p.Bm);
-  const T* Cm = static_cast<const T*>(p.Cm);
-  const T* dy = static_cast<const T*>(p.dy);
   const W* A = static_cast<const W*>(p.A);
-  const W* Dsk = static_cast<const W*>(p.D_skip);
-  const W* bias_p = static_cast<const W*>(p.delta_bias);
-  T* du = static_cast<T*>(p.du);
-  T* ddelta = static_cast<T*>(p.ddelta);
-  T* dz = static_cast<T*>(p.dz);
-  W* dA = static_cast<W*>(p.dA);
-  W* dBm = static_cast<W*>(p.dBm);
-  W* dCm = static_cast<W*>(p.dCm);
-  W* dDsk = static_cast<W*>(p.dD_skip);
-  W* dbias = static_cast<W*>(p.ddelta_bias);
+  const W* dlast = static_cast<const W*>(p.dlast_state);
 
-  const int64_t k_first = r * R;
-  const int64_t k_last = (nch < (r + 1) * R ? nch : (r + 1) * R) - 1;
-  W Ad[NMAX], g[NMAX], dA_acc[NMAX], h[NMAX];
+  W A2[NPT], Ar[NPT], g[NPT], dA_acc[NPT], hn[NPT];
 #pragma unroll
-  for (int n = 0; n < NMAX; ++n) {
+  for (int j = 0; j < NPT; ++j) {
+    const int n = grp * NPT + j;
     const bool on = active && n < N;
-    Ad[n] = on ? A[d * N + n] : W(0);
-    g[n] = on ? Gend[cidx(b, k_last, n, d, nch, N, D)] : W(0);
-    dA_acc[n] = W(0);
+    Ar[j] = on ? A[d * N + n] : W(0);
+    A2[j] = Ar[j] * W(kLog2e);
+    g[j] = W(0);
+    if (on) {
+      if (Gend) g[j] = Gend[cidx(b, k, n, d, nch, N, D)];
+      else if (dlast) g[j] = dlast[(b * D + d) * N + n];
+    }
+    dA_acc[j] = W(0);
   }
-  const W Dd = (active && Dsk) ? Dsk[d] : W(0);
-  const W bias = (active && bias_p) ? bias_p[d] : W(0);
+  const W bias = (active && p.delta_bias) ? static_cast<const W*>(p.delta_bias)[d] : W(0);
+  const W Dd = (active && p.D_skip) ? static_cast<const W*>(p.D_skip)[d] : W(0);
+  for (int i = tid; i < TT * NMAX; i += NT) {  // the columns n >= N stay zero
+    sB[i] = W(0);
+    sC[i] = W(0);
+  }
   W dD_acc = W(0), dbias_acc = W(0);
 
-  for (int64_t k = k_last; k >= k_first; --k) {
-    const int64_t t0 = k * SUB;
-    const int len = static_cast<int>(L - t0 < SUB ? L - t0 : SUB);
-    __syncthreads();  // the previous sub-chunk's flush of sdB / sdC is done
-    const int64_t base = (b * L + t0) * N;
-    for (int i = threadIdx.x; i < len * N; i += kBwdThreads) {
-      sB[i] = load(Bm, base + i);
-      sC[i] = load(Cm, base + i);
-      sdB[i] = W(0);
-      sdC[i] = W(0);
+  const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
+  const int64_t nT = (L + TT - 1) / TT;
+  const int64_t t_last = t_begin + (t_end - 1 - t_begin) / TT * TT;  // tiles before it are full
+  auto load_state = [&](int64_t t0) {
+#pragma unroll
+    for (int j = 0; j < NPT; ++j) {
+      const int n = grp * NPT + j;
+      hn[j] = (active && n < N) ? Hs[((b * nT + t0 / TT) * N + n) * D + d] : W(0);
     }
-    for (int i = threadIdx.x; i < len; i += kBwdThreads) sM[i] = mask_real(p.mask, p.mask_dtype, b * L + t0 + i);
+  };
+  St st;
+  st.load_tile(p, b, d, active, t_last, static_cast<int>(t_end - t_last));
+  load_state(t_last);
+  for (int64_t t0 = t_last; t0 >= t_begin; t0 -= TT) {
+    const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
+    W h[NPT];
+#pragma unroll
+    for (int j = 0; j < NPT; ++j) h[j] = hn[j];
+    __syncthreads();  // the previous tile's readers are done
+    st.commit(p, b, t0, len, bias, sDU, sB, sC, sDy, sG, sZdummy, sM);
     __syncthreads();
+    if (t0 - TT >= t_begin) {
+      st.load_tile(p, b, d, active, t0 - TT, TT);
+      load_state(t0 - TT);
+    }
 
-    // Recompute the sub-chunk's states from H0: sH[c] = h_{t0+c-1}; sY0[c] = y0_{t0+c}.
+    // Recompute the tile's states from its checkpoint: hp[t] = h_{t0+t-1}; per-warp partials of y0 for dz.
+    W hp[TT][NPT];
 #pragma unroll
-    for (int n = 0; n < NMAX; ++n) h[n] = (active && n < N) ? H0[cidx(b, k, n, d, nch, N, D)] : W(0);
-    for (int c = 0; c < len; ++c) {
-#pragma unroll
-      for (int n = 0; n < NMAX; ++n)
-        if (n < N) sH[(c * NMAX + n) * kBwdThreads + ch] = h[n];
-      if (!sM[c] || !active) continue;
-      const int64_t idx = (b * L + t0 + c) * D + d;
-      W dt = load(delta, idx) + bias;
-      if (p.delta_softplus) dt = softplus_(dt);
-      const W uu = load(u, idx);
+    for (int t = 0; t < TT; ++t) {
+      const Vec<W, 2> du = sDU[t][lane];
+      const W dtu = du.v[0] * du.v[1];
+      const Vec<W, NPT> Bv = sB4[t][grp];
+      const Vec<W, NPT> Cv = sC4[t][grp];
       W acc = W(0);
 #pragma unroll
-      for (int n = 0; n < NMAX; ++n) {
-        if (n < N) {
-          h[n] = exp_decay(dt * Ad[n]) * h[n] + dt * sB[c * N + n] * uu;
-          acc += sC[c * N + n] * h[n];
-        }
+      for (int j = 0; j < NPT; ++j) {
+        hp[t][j] = h[j];
+        h[j] = decay(du.v[0], A2[j]) * h[j] + dtu * Bv.v[j];
+        acc += Cv.v[j] * h[j];
       }
-      if (z) sY0[c * kBwdThreads + ch] = acc + Dd * uu;
+      if (p.z) sY[(grp * TT + t) * 32 + lane] = acc;
+    }
+    if (p.z) {
+      __syncthreads();
+      T* dz = static_cast<T*>(p.dz);
+      for (int i = tid; i < len * 32; i += NT) {
+        const int t = i >> 5;
+        if (!active) continue;
+        W y0 = Dd * sDU[t][lane].v[1];  // masked: u = 0 and the dz factor is 0
+#pragma unroll
+        for (int q = 0; q < G; ++q) y0 += sY[(q * TT + t) * 32 + lane];
+        dz[(b * L + t0 + t) * D + d] = from_compute<T>(y0 * sG[t][lane].v[0]);
+      }
+      __syncthreads();  // sY is reused for the du partials
     }
 
-    // Reverse recurrence over the sub-chunk; g = dLoss/dh_t.
-    for (int c = len - 1; c >= 0; --c) {
-      const int64_t idx = (b * L + t0 + c) * D + d;
-      if (!sM[c]) {  // uniform over the block
-        if (active) {
-          du[idx] = from_compute<T>(W(0));
-          ddelta[idx] = from_compute<T>(W(0));
-          if (dz) dz[idx] = from_compute<T>(W(0));
-        }
-        continue;
-      }
-      W uu = W(0), dt_raw = W(0), dt = W(0), dy0 = W(0);
-      if (active) {
-        uu = load(u, idx);
-        dt_raw = load(delta, idx) + bias;
-        dt = p.delta_softplus ? softplus_(dt_raw) : dt_raw;
-        const W gy = load(dy, idx);
-        dy0 = gy;
-        if (z) {
-          const W zz = load(z, idx);
-          const W s = sigmoid_(zz);
-          dz[idx] = from_compute<T>(gy * sY0[c * kBwdThreads + ch] * s * (W(1) + zz * (W(1) - s)));
-          dy0 = gy * zz * s;
-        }
-      }
-      dD_acc += dy0 * uu;
-      W du_v = dy0 * Dd;
-      W ddt = W(0);
-      W v[KV / 32][32];  // value i = dB_t[i] part for i < KV/2, dC_t[i - KV/2] part above, of this channel
+    // Reverse recurrence over the tile; g = dLoss/dh_t.
 #pragma unroll
-      for (int i = 0; i < KV; ++i) v[i / 32][i % 32] = W(0);
+    for (int t = TT - 1; t >= 0; --t) {
+      const Vec<W, 2> du = sDU[t][lane];
+      const W dt = du.v[0], uu = du.v[1], dtu = dt * uu;
+      const W dy0 = sDy[t][lane];
+      const Vec<W, NPT> Bv = sB4[t][grp];
+      const Vec<W, NPT> Cv = sC4[t][grp];
+      const int s = t % RS;
+      W duP = W(0), ddtP = W(0);
+      Vec<W, NPT> pB, pC;
 #pragma unroll
-      for (int n = 0; n < NMAX; ++n) {
-        if (n < N) {
-          const W hp = sH[(c * NMAX + n) * kBwdThreads + ch];
-          const W Bv = sB[c * N + n];
-          const W a = exp_decay(dt * Ad[n]);
-          v[(KV / 2 + n) / 32][(KV / 2 + n) % 32] = dy0 * (a * hp + dt * Bv * uu);
-          g[n] += sC[c * N + n] * dy0;
-          v[n / 32][n % 32] = g[n] * dt * uu;
-          du_v += g[n] * dt * Bv;
-          const W gah = g[n] * a * hp;
-          dA_acc[n] += gah * dt;
-          ddt += gah * Ad[n] + g[n] * Bv * uu;
-          g[n] *= a;
-        }
+      for (int j = 0; j < NPT; ++j) {
+        const W a = decay(dt, A2[j]);
+        const W hpv = hp[t][j];
+        pC.v[j] = dy0 * (a * hpv + dtu * Bv.v[j]);  // dC_t = dy0 h_t
+        g[j] += Cv.v[j] * dy0;
+        pB.v[j] = g[j] * dtu;  // dB_t = g d' u
+        const W gB = g[j] * Bv.v[j];
+        duP += gB;
+        const W gah = g[j] * a * hpv;
+        dA_acc[j] += gah * dt;
+        ddtP += gah * Ar[j] + gB * uu;
+        g[j] *= a;
       }
-#pragma unroll
-      for (int q = 0; q < KV / 32; ++q) {
-        const W tot = transpose_reduce32(v[q], lane);
-        const int i = 32 * q + lane;  // the value this lane now holds the warp's total of
-        if (i < KV / 2) {
-          if (i < N) atomicAdd(&sdB[c * N + i], tot);
-        } else if (i - KV / 2 < N) {
-          atomicAdd(&sdC[c * N + i - KV / 2], tot);
+      *reinterpret_cast<Vec<W, NPT>*>(sPw + lane * PS + s * V) = pB;
+      *reinterpret_cast<Vec<W, NPT>*>(sPw + lane * PS + s * V + NPT) = pC;
+      sY[(grp * TT + t) * 32 + lane] = duP * dt;
+      sQ[(grp * TT + t) * 32 + lane] = ddtP;
+      if (s == 0) {  // steps t .. t + RS - 1 are staged: lane sl * V + q sums value q of step t + sl
+        __syncwarp();
+        if (lane < RS * V) {
+          W tot = W(0);
+#pragma unroll 8
+          for (int c = 0; c < 32; ++c) tot += sPw[c * PS + lane];
+          const int sl = lane / V, q = lane % V, n = grp * NPT + q % NPT;
+          const int64_t ta = t0 + t + sl;
+          if (t + sl < len && n < N)
+            pBC[((static_cast<int64_t>(blockIdx.x) * 2 + q / NPT) * p.B * L + b * L + ta) * N + n] = tot;
         }
-      }
-      if (p.delta_softplus && dt_raw <= W(20)) ddt *= sigmoid_(dt_raw);
-      dbias_acc += ddt;
-      if (active) {
-        ddelta[idx] = from_compute<T>(ddt);
-        du[idx] = from_compute<T>(du_v);
+        __syncwarp();
       }
     }
-
     __syncthreads();
-    for (int i = threadIdx.x; i < len * N; i += kBwdThreads) {
-      atomicAdd(&dBm[base + i], sdB[i]);
-      atomicAdd(&dCm[base + i], sdC[i]);
+    T* du_out = static_cast<T*>(p.du);
+    T* dd_out = static_cast<T*>(p.ddelta);
+    for (int i = tid; i < len * 32; i += NT) {
+      const int t = i >> 5;
+      if (!active) continue;
+      const int64_t idx = (b * L + t0 + t) * D + d;
+      W duv = W(0), ddv = W(0);
+      if (sM[t]) {
+        const W dy0 = sDy[t][lane];
+        duv = Dd * dy0;
+#pragma unroll
+        for (int q = 0; q < G; ++q) {
+          duv += sY[(q * TT + t) * 32 + lane];
+          ddv += sQ[(q * TT + t) * 32 + lane];
+        }
+        ddv *= sG[t][lane].v[1];
+        dD_acc += dy0 * sDU[t][lane].v[1];
+        dbias_acc += ddv;
+      }
+      du_out[idx] = from_compute<T>(duv);
+      dd_out[idx] = from_compute<T>(ddv);
     }
   }
 
-  if (!active) return;
+  if (active) {
 #pragma unroll
-  for (int n = 0; n < NMAX; ++n)
-    if (n < N) atomicAdd(&dA[d * N + n], dA_acc[n]);
-  if (dDsk) atomicAdd(&dDsk[d], dD_acc);
-  if (dbias) atomicAdd(&dbias[d], dbias_acc);
+    for (int j = 0; j < NPT; ++j) {
+      const int n = grp * NPT + j;
+      if (n < N) {
+        pA[((b * nch + k) * D + d) * N + n] = dA_acc[j];
+        if (k == 0 && p.dinitial_state) static_cast<W*>(p.dinitial_state)[(b * D + d) * N + n] = g[j];
+      }
+    }
+  }
+  // dD and dbias: the G threads of a channel (one per warp) summed in a fixed order.
+  __syncthreads();
+  sY[grp * 32 + lane] = dD_acc;
+  sQ[grp * 32 + lane] = dbias_acc;
+  __syncthreads();
+  if (grp == 0 && active) {
+    W a = W(0), c = W(0);
+#pragma unroll
+    for (int q = 0; q < G; ++q) {
+      a += sY[q * 32 + lane];
+      c += sQ[q * 32 + lane];
+    }
+    pDD[(b * nch + k) * D + d] = a;
+    pBias[(b * nch + k) * D + d] = c;
+  }
 }
 
-// Call f(std::integral_constant<int, NMAX>) with the smallest NMAX in {16, 32, 64} that holds N.
+// out[i] = sum_r in[r * M + i] in order r = 0, 1, ..; i < M0 goes to out0[i], the rest to out1[i - M0].
+template <typename W>
+__global__ void reduce_rows_kernel(const W* in, int64_t R, int64_t M, W* out0, int64_t M0, W* out1) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < M;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    W s = W(0);
+    for (int64_t r = 0; r < R; ++r) s += in[r * M + i];
+    if (i < M0) out0[i] = s;
+    else out1[i - M0] = s;
+  }
+}
+
+template <typename W>
+void reduce_rows(const W* in, int64_t R, int64_t M, W* out0, int64_t M0 = -1, W* out1 = nullptr) {
+  if (M0 < 0) M0 = M;
+  reduce_rows_kernel<W><<<cuda::grid_for(M, 256), 256, 0, cuda::stream()>>>(in, R, M, out0, M0, out1);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+// Call f(std::integral_constant<int, NMAX>) with the smallest NMAX in {4, 8, 16, 32, 64} that holds N.
 template <typename F>
 void dispatch_nmax(int64_t N, F&& f) {
-  if (N <= 16)
-    f(std::integral_constant<int, 16>{});
-  else if (N <= 32)
-    f(std::integral_constant<int, 32>{});
-  else
-    f(std::integral_constant<int, 64>{});
+  if (N <= 4) f(std::integral_constant<int, 4>{});
+  else if (N <= 8) f(std::integral_constant<int, 8>{});
+  else if (N <= 16) f(std::integral_constant<int, 16>{});
+  else if (N <= 32) f(std::integral_constant<int, 32>{});
+  else f(std::integral_constant<int, 64>{});
 }
 
 void check_params(const SelectiveScanParams& p, const char* what) {
@@ -534,94 +650,122 @@ void check_params(const SelectiveScanParams& p, const char* what) {
   MT_CHECK_SHAPE(p.L >= 1 && p.D >= 1, what, ": L and D must be >= 1, got L = ", p.L, ", D = ", p.D);
 }
 
-
-// Chunk length of the forward: enough (b, d, chunk) threads to fill the GPU (about 2^17), at least one tile.
-int64_t fwd_chunk_len(const SelectiveScanParams& p) {
-  const int64_t want = std::max<int64_t>(1, (int64_t{1} << 17) / std::max<int64_t>(1, p.B * p.D));
-  int64_t nch = std::min<int64_t>(want, (p.L + 63) / 64);
-  nch = std::max<int64_t>(nch, 1);
+// Chunks along L: one unless the (b, channel-block) blocks give fewer than kMinThreads threads, then as many as
+// reach it, each at least 4 tiles long. Returns {chunk length (a multiple of TT), number of chunks}. Each chunk
+// beyond one costs a local pass (the forward's work again), so the bar is the fewest threads that keep the H200
+// busy: bf16 B=1 L=65536 D=1536 N=16 forward 7.6 ms at 32768 (3 chunks), 2.9 ms at 98304 (8 chunks), while
+// B=8 L=2048 (98304 threads in one chunk) would lose 0.2 ms to a second chunk.
+constexpr int64_t kMinThreads = 98304;
+std::pair<int64_t, int64_t> chunking(const SelectiveScanParams& p, int NT, int TT) {
+  const int64_t per_chunk = p.B * ((p.D + 31) / 32) * NT;
+  int64_t nch = (kMinThreads + per_chunk - 1) / per_chunk;
+  nch = std::max<int64_t>(1, std::min<int64_t>(nch, (p.L + 4 * TT - 1) / (4 * TT)));
   int64_t CL = (p.L + nch - 1) / nch;
-  return (CL + kTile - 1) / kTile * kTile;
+  CL = (CL + TT - 1) / TT * TT;
+  return {CL, (p.L + CL - 1) / CL};
 }
 
 template <typename W>
-void launch_combine(const SelectiveScanParams& p, int64_t nch, W* Sb, W* Rb, const W* sumdt, W* last, W* dinit) {
+void launch_combine(const SelectiveScanParams& p, int64_t nch, W* Sb, W* Rb, const W* sumdt, W* last) {
   const dim3 grid(static_cast<unsigned>((p.D + 127) / 128), static_cast<unsigned>(p.N), static_cast<unsigned>(p.B));
-  scan_combine_kernel<W><<<grid, 128, 0, cuda::stream()>>>(p, nch, Sb, Rb, sumdt, last, dinit);
+  scan_combine_kernel<W><<<grid, 128, 0, cuda::stream()>>>(p, nch, Sb, Rb, sumdt, last);
   MT_CUDA_CHECK_LAUNCH();
+}
+
+// Static plus dynamic shared memory above 48 KiB needs an opt-in per kernel (once per instantiation).
+template <typename K>
+void allow_smem(K* kernel, size_t bytes, bool& done) {
+  if (done) return;
+  MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  done = true;
+}
+
+template <typename T, int NMAX, int NPT>
+void scan_fwd(const SelectiveScanParams& p) {
+  using W = typename Compute<T>::type;
+  constexpr int G = NMAX / NPT, NT = 32 * G, TT = Tiling<W, NPT>::TT;
+  const auto [CL, nch] = chunking(p, NT, TT);
+  const dim3 grid(static_cast<unsigned>((p.D + 31) / 32), static_cast<unsigned>(nch), static_cast<unsigned>(p.B));
+  const size_t smem_y = sizeof(W) * G * TT * 32;
+  static bool smem_set = false;  // one per template instantiation
+  allow_smem(scan_fwd_kernel<T, NMAX, NPT, Pass::Y>, smem_y, smem_set);
+  if (nch == 1) {
+    scan_fwd_kernel<T, NMAX, NPT, Pass::Y>
+        <<<grid, NT, smem_y, cuda::stream()>>>(p, CL, 1, nullptr, nullptr, nullptr, nullptr);
+    MT_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const DType wdt = p.dtype == DType::F64 ? DType::F64 : DType::F32;
+  const int64_t nS = p.B * nch * p.N * p.D;
+  Tensor ws = Tensor::empty({nS + p.B * nch * p.D}, wdt, Device::cuda(CudaContext::get().device()));
+  W* Sb = static_cast<W*>(ws.data_ptr());  // stream-ordered reuse through the caching allocator
+  W* sumdt = Sb + nS;
+  scan_fwd_kernel<T, NMAX, NPT, Pass::Local><<<grid, NT, 0, cuda::stream()>>>(p, CL, nch, nullptr, Sb, nullptr, sumdt);
+  MT_CUDA_CHECK_LAUNCH();
+  launch_combine<W>(p, nch, Sb, nullptr, sumdt, static_cast<W*>(p.last_state));
+  scan_fwd_kernel<T, NMAX, NPT, Pass::Y><<<grid, NT, smem_y, cuda::stream()>>>(p, CL, nch, Sb, nullptr, nullptr, nullptr);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, int NMAX, int NPT>
+void scan_bwd(const SelectiveScanParams& p) {
+  using W = typename Compute<T>::type;
+  constexpr int G = NMAX / NPT, NT = 32 * G, TT = Tiling<W, NPT>::TT, RS = Tiling<W, NPT>::RS;
+  constexpr int PS = RS * 2 * NPT + NPT;
+  const auto [CL, nch] = chunking(p, NT, TT);
+  const int64_t B = p.B, L = p.L, D = p.D, N = p.N, nDb = (D + 31) / 32, nT = (L + TT - 1) / TT;
+  const dim3 grid(static_cast<unsigned>(nDb), static_cast<unsigned>(nch), static_cast<unsigned>(B));
+  const int64_t nHs = B * nT * N * D, nBC = nDb * 2 * B * L * N, nA = B * nch * D * N, nDD = B * nch * D;
+  const int64_t nS = nch > 1 ? B * nch * N * D : 0;
+  const DType wdt = p.dtype == DType::F64 ? DType::F64 : DType::F32;
+  Tensor ws = Tensor::empty({nHs + nBC + nA + 2 * nDD + 2 * nS + (nch > 1 ? nDD : 0)}, wdt,
+                            Device::cuda(CudaContext::get().device()));
+  W* Hs = static_cast<W*>(ws.data_ptr());
+  W* pBC = Hs + nHs;
+  W* pA = pBC + nBC;
+  W* pDD = pA + nA;
+  W* pBias = pDD + nDD;
+  W* Sb = nch > 1 ? pBias + nDD : nullptr;
+  W* Rb = nch > 1 ? Sb + nS : nullptr;
+  W* sumdt = nch > 1 ? Rb + nS : nullptr;
+  if (nch > 1) {
+    scan_fwd_kernel<T, NMAX, NPT, Pass::LocalGrad><<<grid, NT, 0, cuda::stream()>>>(p, CL, nch, nullptr, Sb, Rb, sumdt);
+    MT_CUDA_CHECK_LAUNCH();
+    launch_combine<W>(p, nch, Sb, Rb, sumdt, nullptr);
+  }
+  scan_fwd_kernel<T, NMAX, NPT, Pass::Checkpoint><<<grid, NT, 0, cuda::stream()>>>(p, CL, nch, Sb, Hs, nullptr, nullptr);
+  MT_CUDA_CHECK_LAUNCH();
+  const size_t smem = sizeof(W) * (2 * static_cast<size_t>(G) * TT * 32 + static_cast<size_t>(G) * 32 * PS);
+  static bool smem_set = false;  // one per template instantiation
+  allow_smem(scan_bwd_kernel<T, NMAX, NPT>, smem, smem_set);
+  scan_bwd_kernel<T, NMAX, NPT><<<grid, NT, smem, cuda::stream()>>>(p, CL, nch, Hs, Rb, pBC, pA, pDD, pBias);
+  MT_CUDA_CHECK_LAUNCH();
+  reduce_rows<W>(pBC, nDb, 2 * B * L * N, static_cast<W*>(p.dBm), B * L * N, static_cast<W*>(p.dCm));
+  reduce_rows<W>(pA, B * nch, D * N, static_cast<W*>(p.dA));
+  if (p.dD_skip) reduce_rows<W>(pDD, B * nch, D, static_cast<W*>(p.dD_skip));
+  if (p.ddelta_bias) reduce_rows<W>(pBias, B * nch, D, static_cast<W*>(p.ddelta_bias));
 }
 
 }  // namespace
 
 void selective_scan_fwd_cuda(const SelectiveScanParams& p) {
   check_params(p, "selective_scan_fwd_cuda");
-  const int64_t CL = fwd_chunk_len(p);
-  const int64_t nch = (p.L + CL - 1) / CL;
-  const int64_t nDb = (p.D + kLocalThreads - 1) / kLocalThreads;
-  const dim3 grid(static_cast<unsigned>(nDb * nch), static_cast<unsigned>(p.B));
-  const DType wdt = p.dtype == DType::F64 ? DType::F64 : DType::F32;
-  const Device dev = Device::cuda(CudaContext::get().device());
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    using W = typename Compute<T>::type;
     dispatch_nmax(p.N, [&](auto nmax) {
       constexpr int NMAX = decltype(nmax)::value;
-      if (nch == 1) {
-        scan_fwd_kernel<T, NMAX><<<grid, kLocalThreads, 0, cuda::stream()>>>(p, CL, 1, nullptr);
-        MT_CUDA_CHECK_LAUNCH();
-        return;
-      }
-      const int64_t nS = p.B * nch * p.N * p.D;
-      Tensor ws = Tensor::empty({nS + p.B * nch * p.D}, wdt, dev);  // stream-ordered reuse via the allocator
-      W* Sb = static_cast<W*>(ws.data_ptr());
-      W* sumdt = Sb + nS;
-      scan_local_kernel<T, NMAX, false><<<grid, kLocalThreads, 0, cuda::stream()>>>(p, CL, nch, Sb, nullptr, sumdt);
-      MT_CUDA_CHECK_LAUNCH();
-      launch_combine<W>(p, nch, Sb, nullptr, sumdt, static_cast<W*>(p.last_state), nullptr);
-      scan_fwd_kernel<T, NMAX><<<grid, kLocalThreads, 0, cuda::stream()>>>(p, CL, nch, Sb);
-      MT_CUDA_CHECK_LAUNCH();
+      scan_fwd<T, NMAX, npt_for<NMAX>()>(p);
     });
   });
 }
 
 void selective_scan_bwd_cuda(const SelectiveScanParams& p) {
   check_params(p, "selective_scan_bwd_cuda");
-  const DType wdt = p.dtype == DType::F64 ? DType::F64 : DType::F32;
-  const Device dev = Device::cuda(CudaContext::get().device());
-  const int sms = CudaContext::get().sm_count();
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    using W = typename Compute<T>::type;
     dispatch_nmax(p.N, [&](auto nmax) {
       constexpr int NMAX = decltype(nmax)::value;
-      constexpr int SUB = BwdSub<W, NMAX>::value;
-      const int64_t nch = (p.L + SUB - 1) / SUB;
-      const int64_t nS = p.B * nch * p.N * p.D;
-      Tensor ws = Tensor::empty({2 * nS + p.B * nch * p.D}, wdt, dev);
-      W* Sb = static_cast<W*>(ws.data_ptr());
-      W* Rb = Sb + nS;
-      W* sumdt = Rb + nS;
-      const int64_t nDl = (p.D + kLocalThreads - 1) / kLocalThreads;
-      scan_local_kernel<T, NMAX, true>
-          <<<dim3(static_cast<unsigned>(nDl * nch), static_cast<unsigned>(p.B)), kLocalThreads, 0, cuda::stream()>>>(
-              p, SUB, nch, Sb, Rb, sumdt);
-      MT_CUDA_CHECK_LAUNCH();
-      launch_combine<W>(p, nch, Sb, Rb, sumdt, nullptr, static_cast<W*>(p.dinitial_state));
-      // Ranges of R sub-chunks per block: about 12 blocks per multiprocessor in all, fewer atomics for dA / dD.
-      const int64_t nDb = (p.D + kBwdThreads - 1) / kBwdThreads;
-      const int64_t R = std::max<int64_t>(1, nch * nDb * p.B / (static_cast<int64_t>(sms) * 12));
-      const int64_t nranges = (nch + R - 1) / R;
-      const size_t smem = sizeof(W) * (static_cast<size_t>(SUB) * NMAX * kBwdThreads + SUB * kBwdThreads);
-      static bool attr_set = false;  // one per template instantiation
-      if (!attr_set) {
-        MT_CUDA_CHECK(cudaFuncSetAttribute(scan_bwd_kernel<T, NMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem)));
-        attr_set = true;
-      }
-      scan_bwd_kernel<T, NMAX>
-          <<<dim3(static_cast<unsigned>(nDb * nranges), static_cast<unsigned>(p.B)), kBwdThreads, smem,
-             cuda::stream()>>>(p, nch, R, Sb, Rb);
-      MT_CUDA_CHECK_LAUNCH();
+      scan_bwd<T, NMAX, npt_for<NMAX>()>(p);
     });
   });
 }

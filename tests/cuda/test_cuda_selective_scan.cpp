@@ -1,6 +1,8 @@
 // Selective scan: CUDA vs the CPU reference, forward and backward (every gradient, last_state's included), over
-// awkward sizes (L = 1, 7, 2047, 2049 cross every chunk size; N = 1, 16, 64 hit each template bound; D = 131 is
-// not a multiple of the block), flags on / off, f32, bf16 (and f16 / f64 spot checks).
+// awkward sizes (L = 1, 7, 2047, 2049 cross every tile and chunk size; N = 1, 16, 64 hit template bounds, 5, 17
+// and 33 fall inside them; D = 131 is not a multiple of the 32-channel block), flags on / off, f32, bf16 (and
+// f16 / f64 spot checks). B * D = 262 splits long sequences into chunks; B=8 D=1024 runs as one chunk of many
+// tiles, as the benchmark shape does.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -128,15 +130,22 @@ void expect_close(const std::vector<double>& a, const std::vector<double>& b, do
   EXPECT_LE(ratio, 1.0) << what << ": tolerance ratio " << ratio << " (max |ref| " << mx << ")";
 }
 
+// Random upstream gradients for y and last_state.
+struct Seeds {
+  Tensor gy, gS;
+};
+Seeds make_seeds(const Case& c, uint64_t seed) {
+  Generator gen(seed);
+  const DType wdt = c.dt == DType::F64 ? DType::F64 : DType::F32;
+  return {Tensor::randn({c.B, c.L, c.D}, gen, 0.0, 1.0, c.dt), Tensor::randn({c.B, c.D, c.N}, gen, 0.0, 1.0, wdt)};
+}
+
 void compare_case(const Case& c, uint64_t seed, double rtol, double atol_frac) {
   SCOPED_TRACE(c.str());
   Inputs in = make_inputs(c, seed);
-  Generator gen(seed + 1);
-  const DType wdt = c.dt == DType::F64 ? DType::F64 : DType::F32;
-  Tensor gy = Tensor::randn({c.B, c.L, c.D}, gen, 0.0, 1.0, c.dt);
-  Tensor gS = Tensor::randn({c.B, c.D, c.N}, gen, 0.0, 1.0, wdt);
-  Result cpu = run_on(in, gy, gS, Device::cpu());
-  Result gpu = run_on(in, gy, gS, Device::cuda());
+  const Seeds g = make_seeds(c, seed + 1);
+  Result cpu = run_on(in, g.gy, g.gS, Device::cpu());
+  Result gpu = run_on(in, g.gy, g.gS, Device::cuda());
   ASSERT_EQ(cpu.names, gpu.names);
   for (size_t i = 0; i < cpu.values.size(); ++i) expect_close(gpu.values[i], cpu.values[i], rtol, atol_frac, cpu.names[i]);
 }
@@ -157,6 +166,30 @@ TEST(CudaSelectiveScan, MatchesCpuBf16) {
   for (int64_t L : {1, 7, 2047, 2048, 2049, 4097})
     for (int64_t N : {1, 16, 64})
       for (bool flags : {true, false}) compare_case({2, L, 131, N, flags, DType::BF16}, seed++, 3e-2, 5e-3);
+}
+
+TEST(CudaSelectiveScan, OneChunkOfManyTilesMatchesCpu) {
+  MT_REQUIRE_CUDA();
+  compare_case({8, 300, 1024, 16, true, DType::F32}, 300, 1e-3, 1e-4);
+  compare_case({8, 129, 1024, 16, false, DType::BF16}, 301, 3e-2, 5e-3);
+}
+
+TEST(CudaSelectiveScan, BackwardIsBitwiseReproducible) {
+  MT_REQUIRE_CUDA();
+  // Chunked (B * D small) and one-chunk shapes: two runs give identical bits in every output.
+  for (const Case& c : {Case{1, 3000, 131, 16, true, DType::F32}, Case{8, 200, 1024, 16, true, DType::BF16}}) {
+    SCOPED_TRACE(c.str());
+    Inputs in = make_inputs(c, 400);
+    const Seeds g = make_seeds(c, 401);
+    Result r1 = run_on(in, g.gy, g.gS, Device::cuda());
+    Result r2 = run_on(in, g.gy, g.gS, Device::cuda());
+    ASSERT_EQ(r1.names, r2.names);
+    for (size_t i = 0; i < r1.values.size(); ++i) {
+      size_t diff = 0;
+      for (size_t j = 0; j < r1.values[i].size(); ++j) diff += r1.values[i][j] != r2.values[i][j];
+      EXPECT_EQ(diff, 0u) << r1.names[i];
+    }
+  }
 }
 
 TEST(CudaSelectiveScan, MatchesCpuF16AndF64AndOddN) {
