@@ -139,6 +139,14 @@ struct Stage {
   bool m[RW];
   W bb[RB], cc[C ? RB : 1];
 
+  // The columns n >= N of sB / sC: zero once, never written again (commit writes n < N only).
+  __device__ __forceinline__ static void clear_padding(W* sB, W* sC) {
+    for (int i = threadIdx.x; i < TT * NMAX; i += NT) {
+      sB[i] = W(0);
+      if (C) sC[i] = W(0);
+    }
+  }
+
   __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, int64_t b, int64_t d, bool active,
                                             int64_t t0, int len) {
     const int tid = threadIdx.x;
@@ -242,16 +250,16 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   using St = Stage<T, NMAX, NPT, kC, kDY, PASS == Pass::Y>;
   constexpr int G = St::G, TT = St::TT;
   __shared__ Vec<W, 2> sDU[TT][32];
-  __shared__ Vec<W, NPT> sB4[TT][G];
-  __shared__ Vec<W, NPT> sC4[kC ? TT : 1][G];
+  __shared__ Vec<W, NPT> sBv[TT][G];
+  __shared__ Vec<W, NPT> sCv[kC ? TT : 1][G];
   __shared__ W sDy[kDY ? TT : 1][32];
   __shared__ Vec<W, 2> sG[kDY ? TT : 1][32];
   __shared__ W sZ[PASS == Pass::Y ? TT : 1][32];
   __shared__ bool sM[TT];
   extern __shared__ __align__(16) unsigned char smem_raw[];
   W* sY = reinterpret_cast<W*>(smem_raw);
-  W* sB = reinterpret_cast<W*>(sB4);
-  W* sC = reinterpret_cast<W*>(sC4);
+  W* sB = reinterpret_cast<W*>(sBv);
+  W* sC = reinterpret_cast<W*>(sCv);
 
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
@@ -277,10 +285,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   }
   const W bias = (active && p.delta_bias) ? static_cast<const W*>(p.delta_bias)[d] : W(0);
   const W Dd = (active && p.D_skip) ? static_cast<const W*>(p.D_skip)[d] : W(0);
-  for (int i = tid; i < TT * NMAX; i += St::NT) {  // the columns n >= N stay zero
-    sB[i] = W(0);
-    if (kC) sC[i] = W(0);
-  }
+  St::clear_padding(sB, sC);
   W sdt = W(0);
 
   const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
@@ -307,9 +312,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
     for (int t = 0; t < TT; ++t) {
       const Vec<W, 2> du = sDU[t][lane];
       const W dtu = du.v[0] * du.v[1];
-      const Vec<W, NPT> Bv = sB4[t][grp];
+      const Vec<W, NPT> Bv = sBv[t][grp];
       Vec<W, NPT> Cv;
-      if (kC) Cv = sC4[t][grp];
+      if (kC) Cv = sCv[t][grp];
       W dy0 = W(0);
       if (kDY) dy0 = sDy[t][lane];
       W acc = W(0);
@@ -333,7 +338,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
         const int t = i >> 5;
         if (!active) continue;
         const int64_t idx = (b * L + t0 + t) * D + d;
-        W yv = Dd * sDU[t][lane].v[1];  // masked: u = 0, sY = 0 and sZ = 0
+        W yv = Dd * sDU[t][lane].v[1];  // masked: sZ = 0 makes y = 0
 #pragma unroll
         for (int g = 0; g < G; ++g) yv += sY[(g * TT + t) * 32 + lane];
         y[idx] = from_compute<T>(yv * sZ[t][lane]);
@@ -419,18 +424,17 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   constexpr int G = St::G, TT = St::TT, NT = St::NT, RS = Tiling<W, NPT>::RS, V = 2 * NPT;
   constexpr int PS = RS * V + NPT;
   __shared__ Vec<W, 2> sDU[TT][32];
-  __shared__ Vec<W, NPT> sB4[TT][G];
-  __shared__ Vec<W, NPT> sC4[TT][G];
+  __shared__ Vec<W, NPT> sBv[TT][G];
+  __shared__ Vec<W, NPT> sCv[TT][G];
   __shared__ W sDy[TT][32];
   __shared__ Vec<W, 2> sG[TT][32];
   __shared__ bool sM[TT];
-  __shared__ W sZdummy[1][32];
   extern __shared__ __align__(16) unsigned char smem_raw[];
   W* sY = reinterpret_cast<W*>(smem_raw);
   W* sQ = sY + G * TT * 32;
   W* sPw = sQ + G * TT * 32 + (threadIdx.x >> 5) * (32 * PS);  // this warp's dB / dC staging
-  W* sB = reinterpret_cast<W*>(sB4);
-  W* sC = reinterpret_cast<W*>(sC4);
+  W* sB = reinterpret_cast<W*>(sBv);
+  W* sC = reinterpret_cast<W*>(sCv);
 
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
@@ -456,10 +460,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   }
   const W bias = (active && p.delta_bias) ? static_cast<const W*>(p.delta_bias)[d] : W(0);
   const W Dd = (active && p.D_skip) ? static_cast<const W*>(p.D_skip)[d] : W(0);
-  for (int i = tid; i < TT * NMAX; i += NT) {  // the columns n >= N stay zero
-    sB[i] = W(0);
-    sC[i] = W(0);
-  }
+  St::clear_padding(sB, sC);
   W dD_acc = W(0), dbias_acc = W(0);
 
   const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
@@ -481,7 +482,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
 #pragma unroll
     for (int j = 0; j < NPT; ++j) h[j] = hn[j];
     __syncthreads();  // the previous tile's readers are done
-    st.commit(p, b, t0, len, bias, sDU, sB, sC, sDy, sG, sZdummy, sM);
+    st.commit(p, b, t0, len, bias, sDU, sB, sC, sDy, sG, nullptr, sM);  // no sZ: ZY is off
     __syncthreads();
     if (t0 - TT >= t_begin) {
       st.load_tile(p, b, d, active, t0 - TT, TT);
@@ -494,8 +495,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
     for (int t = 0; t < TT; ++t) {
       const Vec<W, 2> du = sDU[t][lane];
       const W dtu = du.v[0] * du.v[1];
-      const Vec<W, NPT> Bv = sB4[t][grp];
-      const Vec<W, NPT> Cv = sC4[t][grp];
+      const Vec<W, NPT> Bv = sBv[t][grp];
+      const Vec<W, NPT> Cv = sCv[t][grp];
       W acc = W(0);
 #pragma unroll
       for (int j = 0; j < NPT; ++j) {
@@ -525,8 +526,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
       const Vec<W, 2> du = sDU[t][lane];
       const W dt = du.v[0], uu = du.v[1], dtu = dt * uu;
       const W dy0 = sDy[t][lane];
-      const Vec<W, NPT> Bv = sB4[t][grp];
-      const Vec<W, NPT> Cv = sC4[t][grp];
+      const Vec<W, NPT> Bv = sBv[t][grp];
+      const Vec<W, NPT> Cv = sCv[t][grp];
       const int s = t % RS;
       W duP = W(0), ddtP = W(0);
       Vec<W, NPT> pB, pC;
