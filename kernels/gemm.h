@@ -38,6 +38,9 @@ struct GemmParams {
   double alpha = 1.0;
   double beta = 0.0;
   const void* bias = nullptr;  // [N] or null
+  // CUDA only: A and B are bf16 / f16 (dtype) while C is f32 (accumulating products of 16-bit operands into an
+  // f32 buffer across calls, beta = 1). No bias with it.
+  bool c_f32 = false;
 };
 
 // Throws mt::Error(Internal) when the leading dimensions / sizes are inconsistent (a bug in the caller).

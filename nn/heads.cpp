@@ -50,12 +50,26 @@ Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
   return cross_entropy(lg, tg, -100);
 }
 
+Tensor MambaLMHeadModel::next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const {
+  MT_CHECK_SHAPE(hidden.dim() == 3 && targets.dim() == 2 && targets.size(0) == hidden.size(0) &&
+                     targets.size(1) == hidden.size(1),
+                 "next_token_loss: hidden states ", hidden.describe(), " and targets ", targets.describe());
+  const int64_t B = hidden.size(0), L = hidden.size(1), H = hidden.size(2);
+  if (L < 2) return mul_scalar(sum(cast(hidden, cd == DType::F64 ? DType::F64 : DType::F32)), 0.0);
+  Tensor hs = reshape(slice(hidden, 1, 0, L - 1), {B * (L - 1), H});
+  Tensor tg = slice(targets, 1, 1, L).contiguous().view({B * (L - 1)});
+  return linear_cross_entropy(hs, as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd), tg,
+                              -100);
+}
+
 LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss,
-                                   const Tensor& targets) const {
+                                   const Tensor& targets, bool with_logits) const {
   LMOutput out;
   out.backbone = backbone.forward(ids, opt);
-  out.logits = logits(out.backbone.last_hidden_state, opt.compute_dtype);
-  if (with_loss) out.loss = next_token_loss(out.logits, targets.defined() ? targets : ids);
+  if (with_logits) out.logits = logits(out.backbone.last_hidden_state, opt.compute_dtype);
+  if (with_loss)
+    out.loss = next_token_loss_fused(out.backbone.last_hidden_state, targets.defined() ? targets : ids,
+                                     opt.compute_dtype);
   return out;
 }
 

@@ -13,7 +13,7 @@
 namespace mt::nn {
 
 struct LMOutput {
-  Tensor logits;  // [B, L, V] in the compute dtype
+  Tensor logits;  // [B, L, V] in the compute dtype (undefined when not asked for)
   Tensor loss;    // scalar: mean next-token cross-entropy (positions 0..L-2 predict 1..L-1), if requested
   BackboneOutput backbone;
 };
@@ -22,9 +22,13 @@ class MambaLMHeadModel : public Module {
  public:
   explicit MambaLMHeadModel(const MambaConfig& cfg);
   // targets (optional) [B, L] i64: token ids to predict with ignore_index -100 (e.g. pads); when undefined and
-  // with_loss, the input ids are the targets. The loss uses logits[:, t] against targets[:, t+1].
+  // with_loss, the input ids are the targets. The loss uses logits[:, t] against targets[:, t+1], computed by the
+  // chunked linear_cross_entropy straight from the hidden states (no [B, L, V] logits). with_logits = false skips
+  // the logits (training only needs the loss).
   LMOutput forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss = false,
-                   const Tensor& targets = Tensor()) const;
+                   const Tensor& targets = Tensor(), bool with_logits = true) const;
+  // The mean next-token loss from the final hidden states [B, L, d_model] (compute dtype) and targets [B, L].
+  Tensor next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const;
   Tensor logits(const Tensor& hidden, DType cd) const;
   void init_parameters(Generator& gen);
   const MambaConfig& config() const { return backbone.config(); }
@@ -33,7 +37,8 @@ class MambaLMHeadModel : public Module {
   std::unique_ptr<Linear> lm_head;  // untied only (tied: the embedding matrix)
 };
 
-// Next-token loss of logits [B, L, V] against targets [B, L] (ignore_index -100), mean over counted positions.
+// Next-token loss of logits [B, L, V] against targets [B, L] (ignore_index -100), mean over counted positions
+// (the unfused form, for logits computed elsewhere).
 Tensor next_token_loss(const Tensor& logits, const Tensor& targets);
 
 class MambaForSequenceClassification : public Module {

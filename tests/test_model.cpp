@@ -168,6 +168,33 @@ TEST(Model, GradientsOfTheWholeModelPassGradcheck) {
   }
 }
 
+TEST(Model, ChunkedLossEqualsTheLossOfTheFullLogits) {
+  MambaLMHeadModel m(tiny_config());
+  Generator g(7);
+  m.init_parameters(g);
+  m.to(DType::F64);
+  Tensor ids = random_ids(3, 9, 29, 8);
+  std::vector<int64_t> tv = ids.to_vector_i64();
+  tv[4] = tv[13] = tv[26] = -100;  // ignored positions
+  Tensor targets = Tensor::from_vector_i64(tv, {3, 9});
+  ForwardOptions fo;
+  fo.compute_dtype = DType::F64;
+  auto run = [&](bool fused) {
+    m.zero_grad();
+    LMOutput out = m.forward(ids, fo, fused, targets, /*with_logits=*/!fused);
+    Tensor loss = fused ? out.loss : next_token_loss(out.logits, targets);
+    if (fused) {
+      EXPECT_FALSE(out.logits.defined());
+    }
+    backward(loss);
+    return std::make_pair(loss.item(), grad(m.parameter("backbone.embeddings.weight")).to_vector());
+  };
+  auto a = run(true), b = run(false);
+  EXPECT_NEAR(a.first, b.first, 1e-12);
+  ASSERT_EQ(a.second.size(), b.second.size());
+  for (size_t i = 0; i < a.second.size(); ++i) EXPECT_NEAR(a.second[i], b.second[i], 1e-12) << i;
+}
+
 TEST(Model, PaddingMaskDoesNotChangeRealPositions) {
   MambaConfig c = tiny_config();
   for (const std::string pooling : {"mean", "max", "last", "state"}) {

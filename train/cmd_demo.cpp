@@ -48,7 +48,8 @@ double eval_loss(const nn::MambaLMHeadModel& model, const std::vector<int64_t>& 
   double total = 0;
   nn::ForwardOptions fo;
   fo.compute_dtype = cd;
-  for (int i = 0; i < batches; ++i) total += model.forward(sample_batch(val, B, L, gen, dev), fo, true).loss.item();
+  for (int i = 0; i < batches; ++i)
+    total += model.forward(sample_batch(val, B, L, gen, dev), fo, true, Tensor(), /*with_logits=*/false).loss.item();
   return total / batches;
 }
 
@@ -118,7 +119,7 @@ Runner add_demo_command(CLI::App& app) {
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t step = 0; step < steps; ++step) {
       Tensor ids = sample_batch(data.train, B, L, batch_gen, dev);
-      nn::LMOutput r = model.forward(ids, fo, true);
+      nn::LMOutput r = model.forward(ids, fo, true, Tensor(), /*with_logits=*/false);
       backward(r.loss);
       const double norm = optim::global_grad_norm(model.parameters());
       const double clip = std::isfinite(norm) && norm > 1.0 ? 1.0 / norm : 1.0;

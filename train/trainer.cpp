@@ -255,7 +255,7 @@ struct Trainer::Impl {
       if (out) *out = logits;
       return cross_entropy(logits, b.labels.to(dev), data::kIgnoreIndex);
     }
-    nn::LMOutput r = lm->forward(b.ids.to(dev), fo, true, b.targets.to(dev));
+    nn::LMOutput r = lm->forward(b.ids.to(dev), fo, true, b.targets.to(dev), /*with_logits=*/out != nullptr);
     if (out) *out = r.logits;
     return r.loss;
   }

@@ -26,6 +26,7 @@ void gemm_check(const GemmParams& p) {
   MT_ASSERT(p.ldc >= std::max<int64_t>(1, p.N), "gemm ldc ", p.ldc, " < ", p.N);
   MT_ASSERT(p.stride_a >= 0 && p.stride_b >= 0 && p.stride_c >= 0, "gemm negative batch stride");
   MT_ASSERT(p.batch == 1 || p.stride_c > 0, "gemm batch of ", p.batch, " outputs with stride 0");
+  MT_ASSERT(!p.c_f32 || (is_half(p.dtype) && p.bias == nullptr), "gemm c_f32 needs bf16 / f16 operands, no bias");
 }
 
 namespace {

@@ -129,15 +129,15 @@ bool lt_try(const GemmParams& p, bool with_bias, LtDescs& d, cublasLtMatmulHeuri
   // cuBLAS "A" = our B: column-major [N, K] (or [K, N] transposed); cuBLAS "B" = our A: [K, M] (or [M, K]).
   make_layout(&d.a, dt, p.trans_b ? p.K : p.N, p.trans_b ? p.N : p.K, p.ldb, p.batch, p.stride_b);
   make_layout(&d.b, dt, p.trans_a ? p.M : p.K, p.trans_a ? p.K : p.M, p.lda, p.batch, p.stride_a);
-  make_layout(&d.c, dt, p.N, p.M, p.ldc, p.batch, p.stride_c);
+  make_layout(&d.c, p.c_f32 ? CUDA_R_32F : dt, p.N, p.M, p.ldc, p.batch, p.stride_c);
 
   const uint32_t al_a = alignment(p.B, p.stride_b, elem, p.batch), al_b = alignment(p.A, p.stride_a, elem, p.batch);
-  const uint32_t al_c = alignment(p.C, p.stride_c, elem, p.batch);
+  const uint32_t al_c = alignment(p.C, p.stride_c, p.c_f32 ? sizeof(float) : elem, p.batch);
   const uint64_t ws = CudaContext::get().lt_workspace_bytes();
   std::vector<int64_t> key = {static_cast<int64_t>(p.dtype), p.trans_a, p.trans_b, p.M, p.N, p.K, p.batch,
                               p.lda, p.ldb, p.ldc, p.stride_a, p.stride_b, p.stride_c, al_a, al_b, al_c,
                               with_bias ? static_cast<int64_t>(alignment(p.bias, 0, elem, 1)) : -1,
-                              CudaContext::get().device()};
+                              CudaContext::get().device(), p.c_f32};
   {
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     auto it = g_cache.find(key);
@@ -185,7 +185,8 @@ void gemm_lt(const GemmParams& p) {
     return;
   }
   throw Error(ErrorKind::Device,
-              str("gemm_cuda: cuBLASLt found no algorithm for ", dtype_name(p.dtype), " M=", p.M, " N=", p.N, " K=",
+              str("gemm_cuda: cuBLASLt found no algorithm for ", dtype_name(p.dtype), p.c_f32 ? " (f32 C)" : "",
+                  " M=", p.M, " N=", p.N, " K=",
                   p.K, " batch=", p.batch, " trans_a=", p.trans_a, " trans_b=", p.trans_b, " lda=", p.lda,
                   " ldb=", p.ldb, " ldc=", p.ldc));
 }
@@ -196,7 +197,9 @@ void gemm_cuda(const GemmParams& p) {
   gemm_check(p);
   if (p.M == 0 || p.N == 0) return;
   if (p.K == 0 || p.alpha == 0.0) {  // no product: C = beta * C + bias
-    scale_add_bias(p, p.beta, p.bias);
+    GemmParams q = p;
+    if (p.c_f32) q.dtype = DType::F32;  // only C is touched
+    scale_add_bias(q, p.beta, p.bias);
     return;
   }
   if (p.dtype == DType::F64) return gemm_f64(p);
