@@ -1,7 +1,11 @@
-// Fused AdamW update over one f32 parameter tensor (see optim/adamw.h for the math).
+// Fused AdamW update over f32 parameter tensors (see optim/adamw.h for the math), with the loss-scale / clip
+// factor grad_scale applied to the gradient first. adamw_multi_cuda updates many tensors per launch: up to
+// kAdamWMaxTensors share one kernel, each block striding over every tensor of its launch; the per-element
+// arithmetic is the same function as adamw_cuda's, so the results are bitwise equal.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -19,9 +23,26 @@ struct AdamWParams {
   float grad_scale = 1;
 };
 
+// One tensor of a multi-tensor update: its own buffers, size and weight decay; the rest comes from the common
+// AdamWParams (whose param / grad / exp_avg / exp_avg_sq / n / weight_decay are ignored).
+struct AdamWTensor {
+  float* param = nullptr;
+  const void* grad = nullptr;
+  DType grad_dtype = DType::F32;
+  float* exp_avg = nullptr;
+  float* exp_avg_sq = nullptr;
+  int64_t n = 0;
+  float weight_decay = 0;
+};
+
+constexpr int kAdamWMaxTensors = 48;  // per launch: the kernel argument stays under 4 KiB
+
 void adamw_cpu(const AdamWParams& p);
 #if defined(MT_WITH_CUDA)
 void adamw_cuda(const AdamWParams& p);
+// All of ts in ceil(count / kAdamWMaxTensors) launches per gradient dtype (device memory, f32 / bf16 / f16 / f64
+// gradients).
+void adamw_multi_cuda(const AdamWParams& common, const std::vector<AdamWTensor>& ts);
 #endif
 
 }  // namespace mt::kernels

@@ -35,33 +35,40 @@ void AdamW::step(double lr, double grad_scale) {
   ++step_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
+  kernels::AdamWParams common;
+  common.lr = static_cast<float>(lr);
+  common.beta1 = static_cast<float>(opt_.beta1);
+  common.beta2 = static_cast<float>(opt_.beta2);
+  common.eps = static_cast<float>(opt_.eps);
+  common.bias_correction1 = static_cast<float>(bc1);
+  common.bias_correction2 = static_cast<float>(bc2);
+  common.grad_scale = static_cast<float>(grad_scale);
+  std::vector<kernels::AdamWTensor> on_gpu;  // updated together: a few launches for the whole model
+  std::vector<Tensor> keep;                  // contiguous gradient copies, alive until their launch
   for (auto& e : entries_) {
     Tensor g = grad(*e.param);
     if (!g.defined()) continue;
     MT_CHECK_SHAPE(e.param->dtype() == DType::F32, "AdamW: parameter ", e.name, " must be f32, is ",
                    e.param->describe());
     g = g.contiguous();
-    kernels::AdamWParams p;
+    const float wd = e.decay ? static_cast<float>(opt_.weight_decay) : 0.0f;
+    if (e.param->is_cuda()) {
+      on_gpu.push_back({e.param->data<float>(), g.data_ptr(), g.dtype(), e.exp_avg.data<float>(),
+                        e.exp_avg_sq.data<float>(), e.param->numel(), wd});
+      keep.push_back(g);
+      continue;
+    }
+    kernels::AdamWParams p = common;
     p.param = e.param->data<float>();
     p.grad = g.data_ptr();
     p.grad_dtype = g.dtype();
     p.exp_avg = e.exp_avg.data<float>();
     p.exp_avg_sq = e.exp_avg_sq.data<float>();
     p.n = e.param->numel();
-    p.lr = static_cast<float>(lr);
-    p.beta1 = static_cast<float>(opt_.beta1);
-    p.beta2 = static_cast<float>(opt_.beta2);
-    p.eps = static_cast<float>(opt_.eps);
-    p.weight_decay = e.decay ? static_cast<float>(opt_.weight_decay) : 0.0f;
-    p.bias_correction1 = static_cast<float>(bc1);
-    p.bias_correction2 = static_cast<float>(bc2);
-    p.grad_scale = static_cast<float>(grad_scale);
-    if (e.param->is_cuda()) {
-      MT_CUDA_ONLY("adamw", kernels::adamw_cuda(p));
-    } else {
-      kernels::adamw_cpu(p);
-    }
+    p.weight_decay = wd;
+    kernels::adamw_cpu(p);
   }
+  if (!on_gpu.empty()) MT_CUDA_ONLY("adamw", kernels::adamw_multi_cuda(common, on_gpu));
 }
 
 double global_grad_norm(const std::vector<Tensor*>& params) { return grad_global_norm(params); }
