@@ -91,6 +91,11 @@ struct SelectiveScanParams {
   void* dD_skip = nullptr;
   void* ddelta_bias = nullptr;
   void* dinitial_state = nullptr;
+
+  // ---- CUDA only, optional: the state entering every time tile ----
+  // [selective_scan_tile_states_numel_cuda(p)] in the compute dtype, laid out as the CUDA kernels use it. When set,
+  // the forward writes it, and the backward reads it instead of recomputing it in a pass of its own.
+  void* tile_states = nullptr;
 };
 
 void selective_scan_fwd_cpu(const SelectiveScanParams& p);
@@ -102,6 +107,9 @@ void selective_scan_bwd_cpu(const SelectiveScanParams& p);
 constexpr int64_t kSelectiveScanCudaMaxN = 64;
 void selective_scan_fwd_cuda(const SelectiveScanParams& p);
 void selective_scan_bwd_cuda(const SelectiveScanParams& p);
+// Elements of p.tile_states for p's sizes and dtype: B * ceil(L / TT) * N * D (TT = 16, or 8 for f64): 1/16 of the
+// B * L * D * N states (100 MB in f32 at B=8 L=2048 D=1536 N=16).
+int64_t selective_scan_tile_states_numel_cuda(const SelectiveScanParams& p);
 #endif
 
 }  // namespace mt::kernels

@@ -24,7 +24,11 @@ if [ "${SANITIZE:-1}" = 1 ]; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 ./build/tests/mt_cuda_tests \
     --gtest_filter='CudaSelectiveScan.*:CudaConvNorm.Conv*' > "$out/memcheck.log" 2>&1
   memcheck_rc=$?
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 99 ./build/tests/mt_cuda_tests \
+    --gtest_filter='CudaNn.LinearCrossEntropy*:CudaAdamW.*' > "$out/memcheck-xent-adamw.log" 2>&1
+  memcheck2_rc=$?
 else
+  memcheck2_rc=skipped
   memcheck_rc=skipped
 fi
 t2b=$(date +%s)
@@ -61,7 +65,8 @@ t4=$(date +%s)
   echo "cuda tests: rc $cuda_rc; $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log")"
   grep -E '\(Failed\)|\(Timeout\)|Exception' "$out/ctest-cuda.log" | head -20
   echo "memcheck (scan + conv CUDA tests, $((t2b - t2)) s): rc $memcheck_rc; $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$out/memcheck.log" 2>/dev/null | tail -3 | tr '\n' ' ')"
-  grep -E '^device|copy of|^scan' "$out/bench.log"
+  echo "memcheck (linear_cross_entropy + AdamW CUDA tests): rc $memcheck2_rc; $(grep -E 'ERROR SUMMARY' "$out/memcheck-xent-adamw.log" 2>/dev/null | tail -1)"
+  grep -E '^device|copy of|^scan|^LM head' "$out/bench.log"
   grep -E '^== bench|step time|throughput|peak|error|^rc' "$out/bench.log"
   printf '%s' "$summary"
 } | tee "$out/summary.txt"

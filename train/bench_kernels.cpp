@@ -3,7 +3,8 @@
 // median of 20 after 3 warm-up runs), the effective bandwidth of the forward (the fewest bytes it must move: u, delta,
 // z, B, C read once, y written once) and that bandwidth as a fraction of a device-to-device copy measured in the same
 // run. Inputs are random (never zeros); the 50 MB inputs at the first shape about fill the L2, so repeated runs see
-// a warm cache as they would in a training step that just wrote them.
+// a warm cache as they would in a training step that just wrote them. Then the LM head + loss at mamba-130m's shape,
+// unfused against the chunked linear_cross_entropy (time and peak memory).
 #include "train/bench_kernels.h"
 
 #include <algorithm>
@@ -11,6 +12,10 @@
 #include <cstdio>
 #include <vector>
 
+#include "autograd/autograd.h"
+#include "autograd/ops/linalg.h"
+#include "autograd/ops/nn_ops.h"
+#include "core/allocator.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/selective_scan.h"
@@ -102,12 +107,19 @@ void bench_scan(const ScanShape& sh, double copy_gbps) {
   p.dCm = dCm.data_ptr();
   p.dD_skip = dD.data_ptr();
   p.ddelta_bias = dbias.data_ptr();
+  // Inference: the forward alone. Training (what the autograd op does with a tape): the forward also saves the
+  // state entering every tile, and the backward starts from those.
   auto fwd = [&]() { kernels::selective_scan_fwd_cuda(p); };
+  const double tf = time_ms(fwd);
+  Tensor tiles = Tensor::empty({kernels::selective_scan_tile_states_numel_cuda(p)}, DType::F32, dev);
+  kernels::SelectiveScanParams pt = p;
+  pt.tile_states = tiles.data_ptr();
+  auto fwd_saving = [&]() { kernels::selective_scan_fwd_cuda(pt); };
   auto fwd_bwd = [&]() {
-    kernels::selective_scan_fwd_cuda(p);
-    kernels::selective_scan_bwd_cuda(p);
+    kernels::selective_scan_fwd_cuda(pt);
+    kernels::selective_scan_bwd_cuda(pt);
   };
-  const double tf = time_ms(fwd), tfb = time_ms(fwd_bwd);
+  const double tfs = time_ms(fwd_saving), tfb = time_ms(fwd_bwd);
   const std::vector<double> yv = y.to(DType::F32).to(Device::cpu()).to_vector();
   bool finite = true;
   for (double v : yv) finite = finite && std::isfinite(v);
@@ -115,9 +127,46 @@ void bench_scan(const ScanShape& sh, double copy_gbps) {
   const double bytes = 2.0 * (4.0 * B * L * D + 2.0 * B * L * N);  // u, delta, z read + y written; B, C read
   const double gbps = bytes / (tf * 1e-3) / 1e9;
   std::printf("scan bf16 B=%lld L=%lld D=%lld N=%lld (z, D, delta_bias, softplus): forward %.3f ms, forward+backward "
-              "%.3f ms; forward moves %.0f MB: %.0f GB/s = %.0f%% of the copy rate\n",
-              (long long)B, (long long)L, (long long)D, (long long)N, tf, tfb, bytes / 1e6, gbps,
+              "%.3f ms (forward saving tile states %.3f ms); forward moves %.0f MB: %.0f GB/s = %.0f%% of the copy "
+              "rate\n",
+              (long long)B, (long long)L, (long long)D, (long long)N, tf, tfb, tfs, bytes / 1e6, gbps,
               100.0 * gbps / copy_gbps);
+}
+
+// The LM head and its loss at mamba-130m's B=8 L=2048 (N = 8 * 2047 rows, H = 768, V = 50280, bf16), forward +
+// backward through autograd: linear + cross_entropy (the [N, V] logits and their gradient) against the chunked
+// linear_cross_entropy. Peak memory is the allocator's high-water mark above what was live before.
+void bench_lm_loss() {
+  const Device dev = Device::cuda(CudaContext::get().device());
+  const int64_t N = 8 * 2047, H = 768, V = 50280;
+  Generator gen(7);
+  Tensor h = Tensor::rand({N, H}, gen, -1, 1, DType::BF16, dev);
+  Tensor w = Tensor::rand({V, H}, gen, -0.05, 0.05, DType::BF16, dev);
+  Tensor t = Tensor::randint({N}, gen, 0, V).to(dev);
+  set_requires_grad(h);
+  set_requires_grad(w);
+  double loss[2] = {0, 0};
+  for (int fused = 0; fused < 2; ++fused) {
+    auto run = [&]() {
+      Tensor l = fused ? linear_cross_entropy(h, w, t) : cross_entropy(linear(h, w), t);
+      backward(l);  // no host read-back inside the timed loop
+      set_grad(h, Tensor());
+      set_grad(w, Tensor());
+    };
+    const double ms = time_ms(run, 2, 10);
+    cuda_reset_peak_memory();
+    const int64_t before = cuda_memory_stats().allocated_bytes;
+    Tensor l = fused ? linear_cross_entropy(h, w, t) : cross_entropy(linear(h, w), t);
+    backward(l);
+    loss[fused] = l.item();
+    const double peak = static_cast<double>(cuda_memory_stats().peak_allocated_bytes - before) / (1 << 20);
+    set_grad(h, Tensor());
+    set_grad(w, Tensor());
+    std::printf("LM head + loss, bf16 N=%lld H=%lld V=%lld, forward+backward: %s %.3f ms, peak %.0f MiB above the "
+                "inputs, loss %.6f\n",
+                (long long)N, (long long)H, (long long)V,
+                fused ? "chunked linear_cross_entropy" : "linear + cross_entropy", ms, peak, loss[fused]);
+  }
 }
 
 }  // namespace
@@ -140,6 +189,7 @@ int run_kernel_bench() {
   dst = Tensor();
   bench_scan({8, 2048, 1536, 16}, copy_gbps);
   bench_scan({1, 65536, 1536, 16}, copy_gbps);
+  bench_lm_loss();
   return 0;
 }
 #else

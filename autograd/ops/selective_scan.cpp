@@ -121,7 +121,9 @@ void bind_grads(kernels::SelectiveScanParams& p, const Tensor& du, const Tensor&
   p.dinitial_state = mut_ptr(dinit);
 }
 
-std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tensor& gy_in, const Tensor& gS_in) {
+// tile_states (CUDA, optional): the forward's saved tile states (selective_scan_tile_states_numel_cuda).
+std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tensor& gy_in, const Tensor& gS_in,
+                                  const Tensor& tile_states) {
   const DType dt = s.u.dtype();
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;
   const Device dev = s.u.device();
@@ -167,6 +169,7 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
       kernels::SelectiveScanParams p = params_for(s, softplus);
       p.dy = gy.data_ptr();
       p.dlast_state = ptr(gS);
+      p.tile_states = mut_ptr(tile_states);
       bind_grads(p, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit);
       kernels::selective_scan_bwd_cuda(p);
       dBm = dBm.to(dt);
@@ -189,8 +192,10 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
   const Device dev = u.device();
   const int64_t B = u.size(0), D = u.size(2), N = Bm.size(2);
 
+  const bool grad = any_requires_grad({&u, &delta, &A, &Bm, &Cm, &D_skip, &z, &delta_bias, &initial_state});
   SelectiveScanOut out;
   out.last_state = Tensor::empty({B, D, N}, wdt, dev);
+  Tensor tile_states;  // CUDA with a tape: written by the forward, read by the backward (1/16 of all states)
   if (dev.is_cpu()) {
     const ScanInputs c = cpu_compute(s);
     Tensor y = Tensor::empty(u.shape(), c.u.dtype());
@@ -205,13 +210,17 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
       kernels::SelectiveScanParams p = params_for(s, delta_softplus);
       p.y = out.y.data_ptr();
       p.last_state = out.last_state.data_ptr();
+      if (grad) {
+        tile_states = Tensor::empty({kernels::selective_scan_tile_states_numel_cuda(p)}, wdt, dev);
+        p.tile_states = tile_states.data_ptr();
+      }
       kernels::selective_scan_fwd_cuda(p);
     });
   }
 
-  if (any_requires_grad({&u, &delta, &A, &Bm, &Cm, &D_skip, &z, &delta_bias, &initial_state})) {
-    auto node = make_lambda_node(kOp, [s, delta_softplus](const std::vector<Tensor>& g) {
-      return scan_backward(s, delta_softplus, g[0], g[1]);
+  if (grad) {
+    auto node = make_lambda_node(kOp, [s, delta_softplus, tile_states](const std::vector<Tensor>& g) {
+      return scan_backward(s, delta_softplus, g[0], g[1], tile_states);
     });
     record_node(node, {u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state}, {out.y, out.last_state});
   }

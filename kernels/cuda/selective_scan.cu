@@ -16,7 +16,8 @@
 // gradient leaving every chunk, and the chunks then run independently. With enough channels there is one chunk and
 // no local pass (bf16 B=8 L=2048 D=1536 N=16: one pass of N exponentials per channel and step in the forward).
 //
-// Backward. Per chunk: a checkpoint pass stores the state entering every tile (Hs, B*D*N*L/TT values); then the
+// Backward. Per chunk: the state entering every tile (Hs, B*D*N*L/TT values) comes from the forward (which writes it
+// when asked, p.tile_states) or from a checkpoint pass of its own; then the
 // backward kernel walks the tiles last to first, recomputes the tile's states from its checkpoint into registers
 // (TT x NPT per thread), computes y0 for dz, and runs the reverse recurrence for g = dLoss/dh. Nothing of size B*L*D*N
 // is stored.
@@ -234,7 +235,8 @@ enum class Pass { Y, Local, LocalGrad, Checkpoint };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Forward-direction pass over chunk blockIdx.y of batch row blockIdx.z, channels blockIdx.x * 32 + lane.
-//   Y:          y from the entering state (H0[chunk], or initial_state / 0 with one chunk; then writes last_state).
+//   Y:          y from the entering state (H0[chunk], or initial_state / 0 with one chunk; then writes last_state);
+//               with out0 set, also the Checkpoint pass's tile states (the backward then skips that pass).
 //   Local:      S = end state from zero (out0) and sum of d' (sumdt) per chunk.
 //   LocalGrad:  also R = sum_t (prod_{s<=t} a_s) C_t dy0_t (out1).
 //   Checkpoint: the state entering every tile into out0 (Hs: [(b * nT + tile) * N + n] * D + d).
@@ -294,7 +296,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   st.load_tile(p, b, d, active, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
   for (int64_t t0 = t_begin; t0 < t_end; t0 += TT) {
     const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
-    if (PASS == Pass::Checkpoint && active) {
+    if ((PASS == Pass::Checkpoint || (PASS == Pass::Y && out0 != nullptr)) && active) {
 #pragma unroll
       for (int j = 0; j < NPT; ++j) {
         const int n = grp * NPT + j;
@@ -690,9 +692,10 @@ void scan_fwd(const SelectiveScanParams& p) {
   const size_t smem_y = sizeof(W) * G * TT * 32;
   static bool smem_set = false;  // one per template instantiation
   allow_smem(scan_fwd_kernel<T, NMAX, NPT, Pass::Y>, smem_y, smem_set);
+  W* Hs = static_cast<W*>(p.tile_states);
   if (nch == 1) {
     scan_fwd_kernel<T, NMAX, NPT, Pass::Y>
-        <<<grid, NT, smem_y, cuda::stream()>>>(p, CL, 1, nullptr, nullptr, nullptr, nullptr);
+        <<<grid, NT, smem_y, cuda::stream()>>>(p, CL, 1, nullptr, Hs, nullptr, nullptr);
     MT_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -704,7 +707,7 @@ void scan_fwd(const SelectiveScanParams& p) {
   scan_fwd_kernel<T, NMAX, NPT, Pass::Local><<<grid, NT, 0, cuda::stream()>>>(p, CL, nch, nullptr, Sb, nullptr, sumdt);
   MT_CUDA_CHECK_LAUNCH();
   launch_combine<W>(p, nch, Sb, nullptr, sumdt, static_cast<W*>(p.last_state));
-  scan_fwd_kernel<T, NMAX, NPT, Pass::Y><<<grid, NT, smem_y, cuda::stream()>>>(p, CL, nch, Sb, nullptr, nullptr, nullptr);
+  scan_fwd_kernel<T, NMAX, NPT, Pass::Y><<<grid, NT, smem_y, cuda::stream()>>>(p, CL, nch, Sb, Hs, nullptr, nullptr);
   MT_CUDA_CHECK_LAUNCH();
 }
 
@@ -716,13 +719,15 @@ void scan_bwd(const SelectiveScanParams& p) {
   const auto [CL, nch] = chunking(p, NT, TT);
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N, nDb = (D + 31) / 32, nT = (L + TT - 1) / TT;
   const dim3 grid(static_cast<unsigned>(nDb), static_cast<unsigned>(nch), static_cast<unsigned>(B));
-  const int64_t nHs = B * nT * N * D, nBC = nDb * 2 * B * L * N, nA = B * nch * D * N, nDD = B * nch * D;
+  const bool have_hs = p.tile_states != nullptr;  // written by the forward
+  const int64_t nHs = have_hs ? 0 : B * nT * N * D;
+  const int64_t nBC = nDb * 2 * B * L * N, nA = B * nch * D * N, nDD = B * nch * D;
   const int64_t nS = nch > 1 ? B * nch * N * D : 0;
   const DType wdt = p.dtype == DType::F64 ? DType::F64 : DType::F32;
   Tensor ws = Tensor::empty({nHs + nBC + nA + 2 * nDD + 2 * nS + (nch > 1 ? nDD : 0)}, wdt,
                             Device::cuda(CudaContext::get().device()));
-  W* Hs = static_cast<W*>(ws.data_ptr());
-  W* pBC = Hs + nHs;
+  W* Hs = have_hs ? static_cast<W*>(p.tile_states) : static_cast<W*>(ws.data_ptr());
+  W* pBC = static_cast<W*>(ws.data_ptr()) + nHs;
   W* pA = pBC + nBC;
   W* pDD = pA + nA;
   W* pBias = pDD + nDD;
@@ -734,8 +739,11 @@ void scan_bwd(const SelectiveScanParams& p) {
     MT_CUDA_CHECK_LAUNCH();
     launch_combine<W>(p, nch, Sb, Rb, sumdt, nullptr);
   }
-  scan_fwd_kernel<T, NMAX, NPT, Pass::Checkpoint><<<grid, NT, 0, cuda::stream()>>>(p, CL, nch, Sb, Hs, nullptr, nullptr);
-  MT_CUDA_CHECK_LAUNCH();
+  if (!have_hs) {
+    scan_fwd_kernel<T, NMAX, NPT, Pass::Checkpoint>
+        <<<grid, NT, 0, cuda::stream()>>>(p, CL, nch, Sb, Hs, nullptr, nullptr);
+    MT_CUDA_CHECK_LAUNCH();
+  }
   const size_t smem = sizeof(W) * (2 * static_cast<size_t>(G) * TT * 32 + static_cast<size_t>(G) * 32 * PS);
   static bool smem_set = false;  // one per template instantiation
   allow_smem(scan_bwd_kernel<T, NMAX, NPT>, smem, smem_set);
@@ -758,6 +766,11 @@ void selective_scan_fwd_cuda(const SelectiveScanParams& p) {
       scan_fwd<T, NMAX, npt_for<NMAX>()>(p);
     });
   });
+}
+
+int64_t selective_scan_tile_states_numel_cuda(const SelectiveScanParams& p) {
+  const int64_t TT = p.dtype == DType::F64 ? Tiling<double, 2>::TT : Tiling<float, 2>::TT;
+  return p.B * ((p.L + TT - 1) / TT) * p.N * p.D;
 }
 
 void selective_scan_bwd_cuda(const SelectiveScanParams& p) {

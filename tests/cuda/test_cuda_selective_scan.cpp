@@ -14,6 +14,7 @@
 #include "autograd/ops/selective_scan.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/selective_scan.h"
 #include "tests/test_util.h"
 
 using namespace mt;
@@ -189,6 +190,72 @@ TEST(CudaSelectiveScan, BackwardIsBitwiseReproducible) {
       for (size_t j = 0; j < r1.values[i].size(); ++j) diff += r1.values[i][j] != r2.values[i][j];
       EXPECT_EQ(diff, 0u) << r1.names[i];
     }
+  }
+}
+
+// The kernels directly: a backward reading the tile states saved by the forward (what the autograd op does) gives
+// the same bits as one that recomputes them in its own checkpoint pass, chunked and in one chunk, with every flag.
+TEST(CudaSelectiveScan, ForwardSavedTileStatesGiveTheSameBackward) {
+  MT_REQUIRE_CUDA();
+  for (const Case& c : {Case{1, 3000, 131, 16, true, DType::F32}, Case{8, 200, 1024, 16, true, DType::BF16},
+                        Case{2, 77, 40, 64, true, DType::F32}}) {
+    SCOPED_TRACE(c.str());
+    const Inputs in = make_inputs(c, 500);
+    const Seeds sd = make_seeds(c, 501);
+    const Device dev = Device::cuda();
+    const DType wdt = DType::F32;
+    std::vector<Tensor> x(9);
+    for (int k = 0; k < 9; ++k)
+      if (in.t[k].defined()) x[k] = in.t[k].to(dev).contiguous();
+    Tensor mask = in.mask.to(dev), gy = sd.gy.to(dev), gS = sd.gS.to(dev);
+    auto run = [&](bool saved) {
+      kernels::SelectiveScanParams p;
+      p.B = c.B;
+      p.L = c.L;
+      p.D = c.D;
+      p.N = c.N;
+      p.dtype = c.dt;
+      p.delta_softplus = in.softplus;
+      p.u = x[0].data_ptr();
+      p.delta = x[1].data_ptr();
+      p.A = x[2].data_ptr();
+      p.Bm = x[3].data_ptr();
+      p.Cm = x[4].data_ptr();
+      p.D_skip = x[5].data_ptr();
+      p.z = x[6].data_ptr();
+      p.delta_bias = x[7].data_ptr();
+      p.initial_state = x[8].data_ptr();
+      p.mask = mask.data_ptr();
+      p.mask_dtype = mask.dtype();
+      std::vector<Tensor> out = {Tensor::empty({c.B, c.L, c.D}, c.dt, dev), Tensor::empty({c.B, c.D, c.N}, wdt, dev),
+                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev), Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
+                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev), Tensor::empty({c.D, c.N}, wdt, dev),
+                                 Tensor::empty({c.B, c.L, c.N}, wdt, dev),  Tensor::empty({c.B, c.L, c.N}, wdt, dev),
+                                 Tensor::empty({c.D}, wdt, dev),            Tensor::empty({c.D}, wdt, dev),
+                                 Tensor::empty({c.B, c.D, c.N}, wdt, dev)};
+      Tensor tiles = Tensor::empty({kernels::selective_scan_tile_states_numel_cuda(p)}, wdt, dev);
+      if (saved) p.tile_states = tiles.data_ptr();
+      p.y = out[0].data_ptr();
+      p.last_state = out[1].data_ptr();
+      kernels::selective_scan_fwd_cuda(p);
+      p.dy = gy.data_ptr();
+      p.dlast_state = gS.data_ptr();
+      p.du = out[2].data_ptr();
+      p.ddelta = out[3].data_ptr();
+      p.dz = out[4].data_ptr();
+      p.dA = out[5].data_ptr();
+      p.dBm = out[6].data_ptr();
+      p.dCm = out[7].data_ptr();
+      p.dD_skip = out[8].data_ptr();
+      p.ddelta_bias = out[9].data_ptr();
+      p.dinitial_state = out[10].data_ptr();
+      kernels::selective_scan_bwd_cuda(p);
+      std::vector<std::vector<double>> v;
+      for (const Tensor& t : out) v.push_back(t.to(Device::cpu()).to_vector());
+      return v;
+    };
+    const auto a = run(false), b = run(true);
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "output " << i;
   }
 }
 
