@@ -1,9 +1,10 @@
 // embedding, log_softmax, cross_entropy and linear_cross_entropy: validation, device dispatch and the tape nodes,
 // on top of kernels/embedding.h, kernels/softmax_xent.h and kernels/linear_xent.h (the math is written there).
 //
-// Error detection on CUDA (bad ids / targets): the kernels record the first bad position in a device int64 and
-// the op reads that one value back (a small D2H copy that synchronises the stream once per call). The offending
-// value is then fetched (one element) to name it in the mt::Error(Data).
+// Error detection on CUDA (bad ids in embedding, bad targets in cross_entropy): the kernels record the first bad
+// position in a device int64 and the op reads that one value back (a small D2H copy that synchronises the stream
+// once per call). The offending value is then fetched (one element) to name it in the mt::Error(Data).
+// linear_cross_entropy instead copies its targets to the host (N integers) and checks them there before any kernel.
 #include "autograd/ops/nn_ops.h"
 
 #include "autograd/ops/elementwise.h"
