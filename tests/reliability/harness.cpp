@@ -4,7 +4,10 @@
 // Exit status 0 only when every fault was survived, every bad input rejected cleanly and no fuzz target crashed.
 //
 //   mt_reliability --bin mamba-train --faults-bin mamba-train-faults --src SOURCE_DIR --work DIR
-//                  [--fuzz-dir DIR --fuzz-seconds S] [--long]
+//                  [--fuzz-dir DIR --fuzz-seconds S] [--jobs N] [--long]
+//
+// The faults and the fuzz targets run --jobs at a time (default: the number of cores; each training run is one
+// thread), the two faults of a two-rank run alone and last (its collective has a 2 s timeout); reports print in order.
 //
 // Faults. A small CPU training run (selective copying, 12 steps, a checkpoint every 2) is interrupted: through the
 // fault sites of mamba-train-faults (MT_FAULT: a kill at each stage of a checkpoint save, ENOSPC / EIO in the write
@@ -44,6 +47,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -61,6 +66,7 @@ namespace {
 struct Args {
   std::string bin, faults_bin, src, work, fuzz_dir;
   int fuzz_seconds = 20;
+  int jobs = 0;  // 0: the number of cores
   bool long_run = false;
 } g;
 
@@ -110,6 +116,33 @@ bool sanitizer_report(const std::string& out) {
 
 std::string tail(const std::string& s, size_t n = 1500) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
 
+// Runs job(i) for every i in [0, n) on up to `jobs` threads; done(result) is called for each in index order, under a
+// lock (it prints and counts).
+template <class R>
+void run_parallel(size_t n, int jobs, const std::function<R(size_t)>& job, const std::function<void(R&)>& done) {
+  std::vector<std::optional<R>> results(n);
+  std::mutex m;
+  size_t next = 0, reported = 0;
+  auto worker = [&] {
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> lk(m);
+        if (next == n) return;
+        i = next++;
+      }
+      R r = job(i);
+      std::lock_guard<std::mutex> lk(m);
+      results[i] = std::move(r);
+      for (; reported < n && results[reported]; ++reported) done(*results[reported]);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::min<int>(jobs, static_cast<int>(n)); ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Faults
 
@@ -123,7 +156,10 @@ std::string train_args(const std::string& dir) {
          q(dir);
 }
 
+std::mutex g_hdf5;  // HDF5 reads from the fault threads, one at a time
+
 std::map<std::string, std::vector<double>> final_state(const std::string& run_dir) {
+  std::lock_guard<std::mutex> lk(g_hdf5);
   std::map<std::string, std::vector<double>> r;
   const std::string ck = mt::train::latest_checkpoint(run_dir + "/checkpoints");
   if (ck.empty() || mt::train::checkpoint_step_from_name(fs::path(ck).filename().string()) != kSteps) return r;
@@ -158,13 +194,18 @@ struct Fault {
   int64_t expect_latest = -2;  // -2: the newest published; otherwise this step (-1: none)
   std::function<void(const std::string& dir)> after;  // an external fault applied once the run ended
   std::function<Proc(const std::string& dir)> runner;  // replaces the run (external kills)
+  bool alone = false;  // runs with no other fault beside it (a timeout that load could trip)
+};
+
+struct FaultResult {
+  bool survived = false, lost = false;
+  std::string report;
 };
 
 int g_injected = 0, g_survived = 0, g_lost = 0;
 
-void run_fault(const Fault& f) {
-  ++g_injected;
-  const std::string dir = g.work + "/fault-" + std::to_string(g_injected);
+FaultResult run_fault(const Fault& f, int number) {
+  const std::string dir = g.work + "/fault-" + std::to_string(number);
   fs::remove_all(dir);
   Proc p;
   if (f.runner) {
@@ -215,30 +256,33 @@ void run_fault(const Fault& f) {
     why.push_back("resumed run differs from the uninterrupted one");
     lost = true;
   }
+  FaultResult res;
+  char buf[256];
   if (why.empty()) {
-    ++g_survived;
-    std::printf("  ok    fault %-58s exit %s\n", f.name.c_str(),
-                p.sig ? ("signal " + std::to_string(p.sig)).c_str() : std::to_string(p.code).c_str());
+    res.survived = true;
+    std::snprintf(buf, sizeof buf, "  ok    fault %-58s exit %s\n", f.name.c_str(),
+                  p.sig ? ("signal " + std::to_string(p.sig)).c_str() : std::to_string(p.code).c_str());
+    res.report = buf;
   } else {
-    if (lost) ++g_lost;
-    std::printf("  FAIL  fault %s%s\n", f.name.c_str(), lost ? " (DATA LOST)" : "");
-    for (const auto& w : why) std::printf("        %s\n", w.c_str());
-    std::printf("        output: %s\n", tail(p.out).c_str());
+    res.lost = lost;
+    res.report = "  FAIL  fault " + f.name + (lost ? " (DATA LOST)" : "") + "\n";
+    for (const auto& w : why) res.report += "        " + w + "\n";
+    res.report += "        output: " + tail(p.out) + "\n";
   }
-  std::fflush(stdout);
+  return res;
 }
 
 // Release binary killed with SIGKILL after `ms` milliseconds.
 Proc kill_after(const std::string& dir, int ms) {
   Proc p;
+  // Everything the child needs is made before the fork: other threads may hold locks (malloc, the environment).
+  const std::string cmd = "OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(dir);
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (::chdir(g.src.c_str()) != 0) ::_exit(127);
-    ::setenv("OMP_NUM_THREADS", "1", 1);
     const int devnull = ::open("/dev/null", O_WRONLY);
     ::dup2(devnull, 1);
     ::dup2(devnull, 2);
-    const std::string cmd = "exec " + q(g.bin) + " " + train_args(dir);
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -310,8 +354,10 @@ void faults() {
   hooked("kill -9 after step 7", "step_end=7:kill", 0, SIGKILL, "", 6);
   hooked("rank 1 of 2 killed after step 5", "step_end=5@1:kill", 8, 0, "rank 1 of 2 was killed by signal 9", 4,
          "--nproc 2 --set distributed.timeout_s=30", 3);
+  fs_.back().alone = true;
   hooked("rank 1 of 2 frozen (SIGSTOP) after step 5: a hung collective", "step_end=5@1:stop", 8, 0,
          "timed out receiving after 2 s (distributed.timeout_s)", 4, "--nproc 2 --set distributed.timeout_s=2", 3);
+  fs_.back().alone = true;
   // From outside, against the release binary.
   std::mt19937 rng(20261202);
   const int rounds = g.long_run ? 24 : 6;
@@ -333,7 +379,23 @@ void faults() {
     std::error_code ec;
     fs::resize_file(p, fs::file_size(p, ec) / 2, ec);
   };
-  for (const Fault& f : fs_) run_fault(f);
+  // The faults that may share the cores first, --jobs at a time, then those that run alone.
+  const int first = g_injected + 1;
+  g_injected += static_cast<int>(fs_.size());
+  auto record = [](FaultResult& r) {
+    if (r.survived) ++g_survived;
+    if (r.lost) ++g_lost;
+    std::fputs(r.report.c_str(), stdout);
+    std::fflush(stdout);
+  };
+  for (int alone = 0; alone < 2; ++alone) {
+    std::vector<size_t> part;
+    for (size_t i = 0; i < fs_.size(); ++i)
+      if (fs_[i].alone == (alone == 1)) part.push_back(i);
+    run_parallel<FaultResult>(
+        part.size(), alone ? 1 : g.jobs,
+        [&](size_t k) { return run_fault(fs_[part[k]], first + static_cast<int>(part[k])); }, record);
+  }
   // A small tmpfs (needs the right to mount): the disk fills up during a checkpoint.
   const std::string mnt = g.work + "/tmpfs";
   fs::create_directories(mnt);
@@ -533,8 +595,14 @@ void fuzz() {
         (e.status().permissions() & fs::perms::owner_exec) != fs::perms::none)
       targets.push_back(e.path().string());
   std::sort(targets.begin(), targets.end());
-  for (const std::string& t : targets) {
-    ++g_fuzz_targets;
+  struct FuzzResult {
+    int crashes = 0;
+    long long runs = 0;
+    std::string report;
+  };
+  auto job = [&](size_t k) {
+    FuzzResult res;
+    const std::string& t = targets[k];
     const std::string name = fs::path(t).filename().string();
     const std::string seeds = g.src + "/tests/fuzz/corpus/" + name.substr(5);
     const std::string regress = g.src + "/tests/fuzz/regressions/" + name.substr(5);
@@ -547,8 +615,8 @@ void fuzz() {
     if (fs::is_directory(regress) && !fs::is_empty(regress)) {
       const Proc r = sh("exec " + q(t) + " -runs=0 " + q(regress));
       if (r.code != 0 || r.sig) {
-        ++g_fuzz_crashes;
-        std::printf("  FAIL  %s regressions: %s\n", name.c_str(), tail(r.out).c_str());
+        ++res.crashes;
+        res.report += "  FAIL  " + name + " regressions: " + tail(r.out) + "\n";
       }
     }
     const Proc p = sh("exec " + q(t) + " -max_total_time=" + std::to_string(g.fuzz_seconds) +
@@ -561,16 +629,26 @@ void fuzz() {
       const size_t st = p.out.rfind("stat::number_of_executed_units:");
       if (st != std::string::npos) runs = std::atoll(p.out.c_str() + st + 31);
     }
-    g_fuzz_execs += runs;
+    res.runs = runs;
+    char buf[160];
     if (p.code != 0 || p.sig) {
-      ++g_fuzz_crashes;
-      std::printf("  FAIL  %s: crashed after %lld runs (artifact in %s):\n%s\n", name.c_str(), runs, g.work.c_str(),
-                  tail(p.out, 3000).c_str());
+      ++res.crashes;
+      std::snprintf(buf, sizeof buf, "  FAIL  %s: crashed after %lld runs (artifact in %s):\n", name.c_str(), runs,
+                    g.work.c_str());
+      res.report += buf + tail(p.out, 3000) + "\n";
     } else {
-      std::printf("  ok    %-24s %lld execs\n", name.c_str(), runs);
+      std::snprintf(buf, sizeof buf, "  ok    %-24s %lld execs\n", name.c_str(), runs);
+      res.report += buf;
     }
+    return res;
+  };
+  run_parallel<FuzzResult>(targets.size(), g.jobs, job, [](FuzzResult& r) {
+    ++g_fuzz_targets;
+    g_fuzz_crashes += r.crashes;
+    g_fuzz_execs += r.runs;
+    std::fputs(r.report.c_str(), stdout);
     std::fflush(stdout);
-  }
+  });
 }
 
 }  // namespace
@@ -585,14 +663,17 @@ int main(int argc, char** argv) {
     else if (a == "--work") g.work = next();
     else if (a == "--fuzz-dir") g.fuzz_dir = next();
     else if (a == "--fuzz-seconds") g.fuzz_seconds = std::atoi(next().c_str());
+    else if (a == "--jobs") g.jobs = std::max(1, std::atoi(next().c_str()));
     else if (a == "--long") g.long_run = true;
     else {
       std::fprintf(stderr, "mt_reliability: unknown argument '%s'\n", a.c_str());
       return 2;
     }
   }
+  if (g.jobs == 0) g.jobs = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   if (g.bin.empty() || g.faults_bin.empty() || g.src.empty() || g.work.empty()) {
-    std::fprintf(stderr, "usage: mt_reliability --bin B --faults-bin F --src DIR --work DIR [--fuzz-dir D] [--long]\n");
+    std::fprintf(stderr, "usage: mt_reliability --bin B --faults-bin F --src DIR --work DIR [--fuzz-dir D] [--jobs N] "
+                         "[--long]\n");
     return 2;
   }
   g.bin = fs::absolute(g.bin).string();
@@ -600,12 +681,20 @@ int main(int argc, char** argv) {
   g.work = fs::absolute(g.work).string();
   fs::create_directories(g.work);
   const auto t0 = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  std::printf("(%d jobs)\n", g.jobs);
   faults();
+  std::printf("  (faults: %.0f s)\n", since(t0));
+  const auto t1 = std::chrono::steady_clock::now();
   std::printf("== bad inputs\n");
   corpus_cases();
   checkpoint_variants();
-  std::printf("  %d of %d rejected cleanly\n", g_bad_clean, g_bad_tried);
+  std::printf("  %d of %d rejected cleanly\n  (bad inputs: %.0f s)\n", g_bad_clean, g_bad_tried, since(t1));
+  const auto t2 = std::chrono::steady_clock::now();
   fuzz();
+  if (!g.fuzz_dir.empty()) std::printf("  (fuzz: %.0f s)\n", since(t2));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("(%.0f s)\n", secs);
   std::printf("faults: %d injected, %d survived, data lost: %d; bad inputs: %d tried, %d rejected cleanly; fuzz: %d "
