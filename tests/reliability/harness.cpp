@@ -695,7 +695,7 @@ int main(int argc, char** argv) {
   const auto t2 = std::chrono::steady_clock::now();
   fuzz();
   if (!g.fuzz_dir.empty()) std::printf("  (fuzz: %.0f s)\n", since(t2));
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = since(t0);
   std::printf("(%.0f s)\n", secs);
   std::printf("faults: %d injected, %d survived, data lost: %d; bad inputs: %d tried, %d rejected cleanly; fuzz: %d "
               "targets, %d crashes in %lld execs\n",
