@@ -22,10 +22,10 @@
 // (TT x NPT per thread), computes y0 for dz, and runs the reverse recurrence for g = dLoss/dh, half a tile at a time
 // (the per-warp partials of du and dd' then fit beside 3 blocks per SM). Nothing of size B*L*D*N is stored.
 //
-// Instruction count is what bounds these kernels (the bandwidth used is about 13% of the copy rate): the shared
-// layouts give one vector load per step for {d', d' u} and for a warp's {B, C}, and every staging index is a
-// compile-time offset from threadIdx.x. bf16 B=8 L=2048 D=1536 N=16 on the H200: forward 0.360 ms (0.437 before),
-// forward+backward 1.53 ms (1.97 before).
+// Instruction count and latency bound these kernels, not bandwidth (the forward uses about 17% of the copy rate):
+// the shared layouts give one vector load per step for {d', d' u} and for a warp's {B, C}, every staging index is a
+// compile-time offset from threadIdx.x, and the next tile's inputs travel by cp.async, so no register waits for
+// them. bf16 B=8 L=2048 D=1536 N=16 on the H200: forward 0.292 ms (0.437 before), forward+backward 1.353 ms (1.968).
 //
 // Determinism: no atomics. dB_t, dC_t (sums over d) are reduced over the warp's 32 channels in shared memory, and
 // the per-block partials (one per 32 channels) are summed in a fixed order by reduce_rows_kernel, as are dA (over b
@@ -130,14 +130,26 @@ __device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Tile staging shared by the kernels: the global loads of one tile into registers (issued early), then their
-// conversion into shared memory once the previous tile is done with it. Thread tid stages the (t, channel) elements
-// t = tid / 32 + r * G, channel lane (r < RW), so every index below is a compile-time offset from its own.
+// Tile staging shared by the kernels, in two steps. load_tile copies the next tile's inputs, still in the storage
+// dtype, into a raw buffer in shared memory (Raw) with cp.async (16-byte pieces, no registers involved, so nothing
+// waits for them until the next commit); commit, once the previous tile's readers are done, converts them into the
+// arrays the arithmetic reads. Shapes the 16-byte copies cannot serve (D or N not a multiple of 16 bytes, N below
+// NMAX, unaligned pointers) take a scalar path that fills the same buffer with plain loads and stores.
+// Thread tid converts the (t, channel) elements t = tid / 32 + r * G, channel lane (r < RW), so every index below is
+// a compile-time offset from its own.
 //   sDU[t][lane] = {d', d' u} (0 on masked / padding steps); with DY {d', d' u, dy0, u}, dy0 = dy silu(z).
 //   sBC[t][w] = {B_n, C_n for the NPT states n of warp w} (0 beyond N and on padding rows): one vector load per
 //   warp and step.
 //   With DY: sG[t][lane] = {dz factor, dd'/d delta} (dz = y0 * dz factor), sM[t] = step is real.
 //   With ZY: sZU[t][lane] = {silu(z) (1 without z, 0 on masked steps), u}.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 template <typename T, int NMAX, int NPT, bool C, bool DY, bool ZY>
 struct Stage {
   using W = typename Compute<T>::type;
@@ -147,15 +159,21 @@ struct Stage {
   static constexpr int BCW = C ? 2 * NPT : NPT;         // values per (t, warp) in sBC
   using DU = Vec<W, DY ? 4 : 2>;
   using BC = Vec<W, BCW>;
-  // The loaded values stay in the storage type until commit converts them: a conversion next to the load would
-  // make the warp wait for the load there, before the tile's arithmetic that is meant to hide its latency.
-  T dl[RW], uu[RW], gy[DY ? RW : 1], zz[DY || ZY ? RW : 1];
-  bool ok[RW];  // element loaded: t < len and the channel exists
-  T bb[RB], cc[C ? RB : 1];
-  bool okb[RB];
+  // Raw arrays: delta, u, then z (DY or ZY), then dy (DY); B, then C.
+  static constexpr int NA = 2 + (DY || ZY ? 1 : 0) + (DY ? 1 : 0), NB = C ? 2 : 1;
+  static constexpr int VE = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
+  static constexpr int CU = 32 / VE, BU = NMAX / VE;           // copies per row of 32 channels / of B
+  static constexpr int UA = TT * CU, UNITS = NA * UA + NB * TT * BU, RU = (UNITS + NT - 1) / NT;
+  struct alignas(16) Raw {
+    T x[NA][TT][32];
+    T bc[NB][TT][NMAX];
+  };
 
-  // The entries of states n >= N: zero once, never written again (commit writes n < N only).
-  __device__ __forceinline__ static void clear_padding(BC (*sBC)[G]) {
+  int64_t ebase, bbase;  // element offsets of (b, t = 0, channel d0) and of (b, t = 0) in B / C
+  int d0;                // the block's first channel
+  bool vec;              // the 16-byte copies serve this shape (uniform over the grid)
+
+  __device__ __forceinline__ static void clear_padding(BC (*sBC)[G]) {  // states n >= N: zero once
     W* s = reinterpret_cast<W*>(sBC);
     for (int i = threadIdx.x; i < TT * G * BCW; i += NT) s[i] = W(0);
   }
@@ -163,52 +181,74 @@ struct Stage {
   __device__ __forceinline__ static bool real_step(const SelectiveScanParams& p, int64_t b, int64_t t) {
     return p.mask == nullptr || mask_real(p.mask, p.mask_dtype, b * p.L + t);
   }
-
-  // Elements (t, lane) for t = tid / 32 + r G; B / C element i = tid + r NT is (t, n) = (i / NMAX, i % NMAX).
-  // The thread's offsets at t = 0 are computed once (init) and kept in registers: recomputed per tile, the compiler
-  // re-reads blockIdx (S2R), and waiting for that also waits for the loads in flight that share its scoreboard.
-  int64_t eoff, boff;
-  __device__ __forceinline__ void init(const SelectiveScanParams& p, int64_t b, int64_t d) {
-    const int tid = threadIdx.x;
-    eoff = (b * p.L + (tid >> 5)) * p.D + d;
-    boff = b * p.L * p.N + (tid % NT) / NMAX * p.N + tid % NMAX;
-    asm volatile("" : "+l"(eoff), "+l"(boff));  // opaque: no rematerialisation from blockIdx
+  __device__ __forceinline__ static const T* array(const SelectiveScanParams& p, int a) {
+    return static_cast<const T*>(a == 0 ? p.delta : a == 1 ? p.u : a == 2 ? p.z : p.dy);
   }
-  __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, bool active, int64_t t0, int len) {
-    const int tid = threadIdx.x, grp = tid >> 5;
-    const int64_t off = eoff + t0 * p.D, gD = static_cast<int64_t>(G) * p.D;
-    const T* pdl = static_cast<const T*>(p.delta) + off;
-    const T* puu = static_cast<const T*>(p.u) + off;
-    const T* pgy = DY ? static_cast<const T*>(p.dy) + off : nullptr;
-    const T* pzz = (DY || ZY) && p.z ? static_cast<const T*>(p.z) + off : nullptr;
+
+  // Offsets computed once and kept in registers: recomputed per tile, the compiler re-reads blockIdx (S2R).
+  __device__ __forceinline__ void init(const SelectiveScanParams& p, int64_t b, int64_t first) {
+    ebase = b * p.L * p.D + first;
+    bbase = b * p.L * p.N;
+    d0 = static_cast<int>(first);
+    asm volatile("" : "+l"(ebase), "+l"(bbase), "+r"(d0));
+    bool ok = BU >= 1 && p.D % VE == 0 && p.N == NMAX && aligned16(p.delta) && aligned16(p.u) && aligned16(p.Bm);
+    if (DY || ZY) ok = ok && (p.z == nullptr || aligned16(p.z));
+    if (DY) ok = ok && aligned16(p.dy);
+    if (C) ok = ok && aligned16(p.Cm);
+    vec = ok;
+  }
+
+  // Start copying tile [t0, t0 + len) into raw; the caller has made sure nobody still reads raw.
+  __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, Raw& raw, int64_t t0, int len) {
+    const int tid = threadIdx.x;
+    const int64_t D = p.D, N = p.N;
+    if constexpr (BU >= 1) {
+      if (vec) {
+#pragma unroll
+        for (int r = 0; r < RU; ++r) {
+          const int u = tid + r * NT;
+          if (u < NA * UA) {
+            const int a = u / UA, t = u % UA / CU, c = u % CU;  // a is the same across a warp
+            if (t < len && d0 + c * VE < D && (a != 2 || p.z != nullptr))
+              cp_async16(&raw.x[a][t][c * VE], array(p, a) + ebase + (t0 + t) * D + c * VE);
+          } else if (u < UNITS) {
+            const int v = u - NA * UA, q = v / (TT * BU), t = v % (TT * BU) / BU, c = v % BU;
+            if (t < len) cp_async16(&raw.bc[q][t][c * VE], static_cast<const T*>(q ? p.Cm : p.Bm) + bbase +
+                                                               (t0 + t) * N + c * VE);
+          }
+        }
+        cp_async_commit();
+        return;
+      }
+    }
+    const int grp = tid >> 5, lane = tid & 31;
+    const bool active = d0 + lane < D;
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
       const int t = grp + r * G;
-      ok[r] = t < TT && t < len && active;
-      if (ok[r]) {
-        dl[r] = pdl[r * gD];
-        uu[r] = puu[r * gD];
-        if (DY) gy[r] = pgy[r * gD];
-        if ((DY || ZY) && pzz) zz[r] = pzz[r * gD];
+      if (t < TT && t < len && active) {
+#pragma unroll
+        for (int a = 0; a < NA; ++a)
+          if (a != 2 || p.z != nullptr) raw.x[a][t][lane] = array(p, a)[ebase + (t0 + t) * D + lane];
       }
     }
-    const int N = static_cast<int>(p.N);
-    const int64_t bo = boff + t0 * p.N;
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
       const int i = tid + r * NT, t = i / NMAX, n = i % NMAX;
-      okb[r] = i < TT * NMAX && t < len && n < N;
-      if (okb[r]) {
-        const int64_t o = bo + static_cast<int64_t>(r * (NT / NMAX)) * N;  // row t = tid / NMAX + r NT / NMAX
-        bb[r] = static_cast<const T*>(p.Bm)[o];
-        if (C) cc[r] = static_cast<const T*>(p.Cm)[o];
+      if (i < TT * NMAX && t < len && n < N) {
+        raw.bc[0][t][n] = static_cast<const T*>(p.Bm)[bbase + (t0 + t) * N + n];
+        if (C) raw.bc[NB - 1][t][n] = static_cast<const T*>(p.Cm)[bbase + (t0 + t) * N + n];
       }
     }
   }
+  // Before the __syncthreads that precedes commit: this thread's copies have landed.
+  __device__ __forceinline__ void wait() const {
+    if (vec) cp_async_wait_all();
+  }
 
-  __device__ __forceinline__ void commit(const SelectiveScanParams& p, int64_t b, int64_t t0, int len, W bias,
-                                         DU (*sDU)[32], BC (*sBC)[G], Vec<W, 2> (*sG)[32], Vec<W, 2> (*sZU)[32],
-                                         bool* sM) {
+  __device__ __forceinline__ void commit(const SelectiveScanParams& p, const Raw& raw, int64_t b, bool active,
+                                         int64_t t0, int len, W bias, DU (*sDU)[32], BC (*sBC)[G],
+                                         Vec<W, 2> (*sG)[32], Vec<W, 2> (*sZU)[32], bool* sM) const {
     const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
@@ -218,22 +258,22 @@ struct Stage {
       Vec<W, 2> gv;
       gv.v[0] = gv.v[1] = W(0);
       W zf = W(0);  // silu(z), 1 without z, 0 on masked steps
-      if (ok[r] && real_step(p, b, t0 + t)) {
-        const W raw = cvt(dl[r]) + bias;
+      if (t < len && active && real_step(p, b, t0 + t)) {
+        const W raw_dt = cvt(raw.x[0][t][lane]) + bias;
         W dsp = W(1);
-        dt = raw;
-        if (p.delta_softplus) softplus_(raw, dt, dsp);
-        u = cvt(uu[r]);
+        dt = raw_dt;
+        if (p.delta_softplus) softplus_(raw_dt, dt, dsp);
+        u = cvt(raw.x[1][t][lane]);
         W s = W(1);
         zf = W(1);
         W zv = W(0);
         if ((DY || ZY) && p.z) {
-          zv = cvt(zz[r]);
+          zv = cvt(raw.x[2][t][lane]);
           s = sigmoid_(zv);
           zf = zv * s;
         }
         if (DY) {
-          const W gyv = cvt(gy[r]);
+          const W gyv = cvt(raw.x[NA - 1][t][lane]);
           if (p.z) gv.v[0] = gyv * s * (W(1) + zv * (W(1) - s));
           gv.v[1] = dsp;
           dy0 = gyv * zf;
@@ -264,8 +304,9 @@ struct Stage {
       const int i = tid + r * NT, t = i / NMAX, n = i % NMAX;
       if (i < TT * NMAX && n < N) {
         const int o = (t * G + n / NPT) * BCW + n % NPT;
-        s[o] = okb[r] ? cvt(bb[r]) : W(0);
-        if (C) s[o + NPT] = okb[r] ? cvt(cc[r]) : W(0);
+        const bool in = t < len;
+        s[o] = in ? cvt(raw.bc[0][t][n]) : W(0);
+        if (C) s[o + NPT] = in ? cvt(raw.bc[NB - 1][t][n]) : W(0);
       }
     }
   }
@@ -297,6 +338,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   __shared__ Vec<W, 2> sG[kDY ? TT : 1][32];
   __shared__ Vec<W, 2> sZU[kY ? TT : 1][32];
   __shared__ bool sM[kDY ? TT : 1];
+  __shared__ typename St::Raw raw;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   W* sY = reinterpret_cast<W*>(smem_raw);
 
@@ -330,10 +372,10 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
   const int64_t nT = (L + TT - 1) / TT;
   St st;
-  st.init(p, b, d);
+  st.init(p, b, static_cast<int64_t>(blockIdx.x) * 32);
   int64_t hoff = (b * nT * N + grp * NPT) * D + d;  // tile states: + (tile * N + j) * D
   asm volatile("" : "+l"(hoff));
-  st.load_tile(p, active, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
+  st.load_tile(p, raw, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
   for (int64_t t0 = t_begin; t0 < t_end; t0 += TT) {
     const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
     if ((PASS == Pass::Checkpoint || (PASS == Pass::Y && out0 != nullptr)) && active) {
@@ -343,12 +385,13 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
         if (n < N) out0[hoff + (t0 / TT * N + j) * D] = h[j];
       }
     }
-    __syncthreads();  // the previous tile's readers are done
-    st.commit(p, b, t0, len, bias, sDU, sBC, sG, sZU, sM);
+    st.wait();
+    __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
+    st.commit(p, raw, b, active, t0, len, bias, sDU, sBC, sG, sZU, sM);
     __syncthreads();
     if (t0 + TT < t_end) {
       const int64_t t1 = t0 + TT;
-      st.load_tile(p, active, t1, static_cast<int>(t_end - t1 < TT ? t_end - t1 : TT));
+      st.load_tile(p, raw, t1, static_cast<int>(t_end - t1 < TT ? t_end - t1 : TT));
     }
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
@@ -370,7 +413,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
     }
     if (kY) {
       __syncthreads();
-      T* yrow = static_cast<T*>(p.y) + st.eoff + t0 * D - grp * D;  // row t0, channel d
+      T* yrow = static_cast<T*>(p.y) + st.ebase + t0 * D + lane;  // row t0, channel d
 #pragma unroll
       for (int r = 0; r < St::RW; ++r) {
         const int t = grp + r * G;
@@ -457,10 +500,11 @@ __global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W
 // tile the per-warp partials {sum g B, sum g a h A} ([G][TT / 2][32] pairs); sP [G][32][PS]: row c holds lane c's
 // dB / dC values of RS steps (2 * NPT per step, one vector store), PS = RS * 2 * NPT + 16 bytes keeps the stores and
 // the column sums free of bank conflicts.
-// Blocks per SM the backward is compiled for (__launch_bounds__). Left to itself the compiler gives the f32 kernel
-// at N = 16 168 registers: one block of 256 threads per SM. Asked for 3 (80 registers, a few bytes spilled), all
-// 384 blocks of bf16 B=8 D=1536 N=16 run at once: 1.57 ms forward+backward against 2.15 ms at 2 blocks (128
-// registers, H200). f64 is for checking, not speed.
+// Blocks per SM the backward is compiled for (__launch_bounds__). Left to itself the compiler gives the kernel at
+// N = 16 168 registers: one block of 256 threads per SM. Asked for 3 (80 registers, about 100 bytes spilled), all 384
+// blocks of bf16 B=8 D=1536 N=16 run at once: 1.57 ms forward+backward against 2.15 ms at 2 blocks of 128 registers
+// (H200, before the cp.async staging). With f32 storage the block needs 77 KB of shared memory, so only 2 fit per SM
+// whatever the registers; a 128-register build for that case is not measured yet. f64 is for checking, not speed.
 template <typename W, int NMAX>
 constexpr int bwd_min_blocks() {
   return sizeof(W) == 4 && NMAX == 16 ? 3 : sizeof(W) == 4 && NMAX == 32 ? 2 : 1;
@@ -483,6 +527,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
   __shared__ BC sBC[TT][G];
   __shared__ Vec<W, 2> sG[TT][32];
   __shared__ bool sM[TT];
+  __shared__ typename St::Raw raw;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   W* sY = reinterpret_cast<W*>(smem_raw);
   Vec<W, 2>* sQ = reinterpret_cast<Vec<W, 2>*>(smem_raw);
@@ -528,19 +573,20 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     }
   };
   St st;
-  st.init(p, b, d);
-  st.load_tile(p, active, t_last, static_cast<int>(t_end - t_last));
+  st.init(p, b, static_cast<int64_t>(blockIdx.x) * 32);
+  st.load_tile(p, raw, t_last, static_cast<int>(t_end - t_last));
   load_state(t_last);
   for (int64_t t0 = t_last; t0 >= t_begin; t0 -= TT) {
     const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
     W hin[NPT];
 #pragma unroll
     for (int j = 0; j < NPT; ++j) hin[j] = hn[j];
-    __syncthreads();  // the previous tile's readers are done
-    st.commit(p, b, t0, len, bias, sDU, sBC, sG, nullptr, sM);  // no sZU: ZY is off
+    st.wait();
+    __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
+    st.commit(p, raw, b, active, t0, len, bias, sDU, sBC, sG, nullptr, sM);  // no sZU: ZY is off
     __syncthreads();
     if (t0 - TT >= t_begin) {
-      st.load_tile(p, active, t0 - TT, TT);
+      st.load_tile(p, raw, t0 - TT, TT);
       load_state(t0 - TT);
     }
 
@@ -566,7 +612,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     }
     if (p.z) {
       __syncthreads();
-      T* dzrow = static_cast<T*>(p.dz) + st.eoff + t0 * D - grp * D;  // row t0, channel d
+      T* dzrow = static_cast<T*>(p.dz) + st.ebase + t0 * D + lane;  // row t0, channel d
 #pragma unroll
       for (int r = 0; r < St::RW; ++r) {
         const int t = grp + r * G;
@@ -582,8 +628,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     }
 
     // Reverse recurrence over the tile, second half first; g = dLoss/dh_t.
-    T* du_row = static_cast<T*>(p.du) + st.eoff + t0 * D - grp * D;
-    T* dd_row = static_cast<T*>(p.ddelta) + st.eoff + t0 * D - grp * D;
+    T* du_row = static_cast<T*>(p.du) + st.ebase + t0 * D + lane;
+    T* dd_row = static_cast<T*>(p.ddelta) + st.ebase + t0 * D + lane;
 #pragma unroll
     for (int half = 1; half >= 0; --half) {
 #pragma unroll
