@@ -496,10 +496,10 @@ __global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W
 // Per step and state the reverse recurrence needs h_{t-1} and h_t: the tile's states are recomputed from its
 // checkpoint into registers (hs, TT x NPT per thread) and the sums over n that du and dd' need are factored:
 // du = d' sum_n g B + D dy0 and dd' = sum_n g a h_{t-1} A + u sum_n g B.
-// Dynamic shared memory: sR [G * TT * 32] W, first the per-warp partials of y0 (for dz, [G][TT][32]), then per half
-// tile the per-warp partials {sum g B, sum g a h A} ([G][TT / 2][32] pairs); sP [G][32][PS]: row c holds lane c's
-// dB / dC values of RS steps (2 * NPT per step, one vector store), PS = RS * 2 * NPT + 16 bytes keeps the stores and
-// the column sums free of bank conflicts.
+// Dynamic shared memory: G * TT * 32 values of W seen as sY, the per-warp partials of y0 (for dz, [G][TT][32]), then
+// as sQ, per half tile the per-warp partials {sum g B, sum g a h A} ([G][TT / 2][32] pairs); then sP [G][32][PS]:
+// row c holds lane c's dB / dC values of RS steps (2 * NPT per step, one vector store), PS = RS * 2 * NPT + 16 bytes
+// keeps the stores and the column sums free of bank conflicts.
 // Blocks per SM the backward is compiled for (__launch_bounds__). Left to itself the compiler gives the kernel at
 // N = 16 168 registers: one block of 256 threads per SM. Asked for 3 (80 registers, about 100 bytes spilled), all 384
 // blocks of bf16 B=8 D=1536 N=16 run at once: 1.57 ms forward+backward against 2.15 ms at 2 blocks of 128 registers
