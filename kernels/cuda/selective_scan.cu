@@ -167,25 +167,37 @@ struct Stage {
   struct alignas(16) Raw {
     T x[NA][TT][32];
     T bc[NB][TT][NMAX];
+    unsigned char m[TT];  // step t is real: inside the chunk and not masked
   };
 
   int64_t ebase, bbase;  // element offsets of (b, t = 0, channel d0) and of (b, t = 0) in B / C
   int d0;                // the block's first channel
   bool vec;              // the 16-byte copies serve this shape (uniform over the grid)
+  // The 16-byte path: unit r of this thread copies from src[r] + t0 * stride[r] (stride D or N), when on[r].
+  const T* src[BU >= 1 ? RU : 1];
+  int stride[BU >= 1 ? RU : 1];
+  bool on[BU >= 1 ? RU : 1];
 
   __device__ __forceinline__ static void clear_padding(BC (*sBC)[G]) {  // states n >= N: zero once
     W* s = reinterpret_cast<W*>(sBC);
     for (int i = threadIdx.x; i < TT * G * BCW; i += NT) s[i] = W(0);
   }
   __device__ __forceinline__ static W cvt(T v) { return load(&v, 0); }
-  __device__ __forceinline__ static bool real_step(const SelectiveScanParams& p, int64_t b, int64_t t) {
-    return p.mask == nullptr || mask_real(p.mask, p.mask_dtype, b * p.L + t);
-  }
   __device__ __forceinline__ static const T* array(const SelectiveScanParams& p, int a) {
     return static_cast<const T*>(a == 0 ? p.delta : a == 1 ? p.u : a == 2 ? p.z : p.dy);
   }
+  // Unit u of the 16-byte copies: raw array a (NA + q for B / C), row t, piece c.
+  __device__ __forceinline__ static void unit(int u, int& a, int& t, int& c) {
+    if (u < NA * UA) {
+      a = u / UA, t = u % UA / CU, c = u % CU;
+    } else {
+      const int v = u - NA * UA;
+      a = NA + v / (TT * BU), t = v % (TT * BU) / BU, c = v % BU;
+    }
+  }
 
-  // Offsets computed once and kept in registers: recomputed per tile, the compiler re-reads blockIdx (S2R).
+  // Offsets and source pointers computed once and kept in registers (recomputed per tile, the compiler re-reads
+  // blockIdx and the kernel parameters and redoes the 64-bit arithmetic).
   __device__ __forceinline__ void init(const SelectiveScanParams& p, int64_t b, int64_t first) {
     ebase = b * p.L * p.D + first;
     bbase = b * p.L * p.N;
@@ -196,25 +208,39 @@ struct Stage {
     if (DY) ok = ok && aligned16(p.dy);
     if (C) ok = ok && aligned16(p.Cm);
     vec = ok;
+    if constexpr (BU >= 1) {
+#pragma unroll
+      for (int r = 0; r < RU; ++r) {
+        int a, t, c;
+        unit(threadIdx.x + r * NT, a, t, c);
+        const bool x = a < NA;
+        const T* base = x ? array(p, a) : static_cast<const T*>(a == NA ? p.Bm : p.Cm);
+        stride[r] = static_cast<int>(x ? p.D : p.N);
+        on[r] = ok && threadIdx.x + r * NT < UNITS && (x ? d0 + c * VE < p.D && base != nullptr : true);
+        src[r] = on[r] ? base + (x ? ebase : bbase) + static_cast<int64_t>(t) * stride[r] + c * VE : nullptr;
+        asm volatile("" : "+l"(src[r]));
+      }
+    }
   }
 
   // Start copying tile [t0, t0 + len) into raw; the caller has made sure nobody still reads raw.
   __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, Raw& raw, int64_t t0, int len) {
     const int tid = threadIdx.x;
+    if (tid < TT) {  // the step flags: plain stores, seen by everyone after the barrier before commit
+      bool real = tid < len;
+      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, blockIdx.z * p.L + t0 + tid);
+      raw.m[tid] = real;
+    }
     const int64_t D = p.D, N = p.N;
     if constexpr (BU >= 1) {
       if (vec) {
 #pragma unroll
         for (int r = 0; r < RU; ++r) {
-          const int u = tid + r * NT;
-          if (u < NA * UA) {
-            const int a = u / UA, t = u % UA / CU, c = u % CU;  // a is the same across a warp
-            if (t < len && d0 + c * VE < D && (a != 2 || p.z != nullptr))
-              cp_async16(&raw.x[a][t][c * VE], array(p, a) + ebase + (t0 + t) * D + c * VE);
-          } else if (u < UNITS) {
-            const int v = u - NA * UA, q = v / (TT * BU), t = v % (TT * BU) / BU, c = v % BU;
-            if (t < len) cp_async16(&raw.bc[q][t][c * VE], static_cast<const T*>(q ? p.Cm : p.Bm) + bbase +
-                                                               (t0 + t) * N + c * VE);
+          int a, t, c;
+          unit(tid + r * NT, a, t, c);
+          if (on[r] && t < len) {
+            T* dst = a < NA ? &raw.x[a][t][c * VE] : &raw.bc[a - NA][t][c * VE];
+            cp_async16(dst, src[r] + static_cast<int64_t>(static_cast<int>(t0)) * stride[r]);
           }
         }
         cp_async_commit();
@@ -246,63 +272,57 @@ struct Stage {
     if (vec) cp_async_wait_all();
   }
 
-  __device__ __forceinline__ void commit(const SelectiveScanParams& p, const Raw& raw, int64_t b, bool active,
-                                         int64_t t0, int len, W bias, DU (*sDU)[32], BC (*sBC)[G],
-                                         Vec<W, 2> (*sG)[32], Vec<W, 2> (*sZU)[32], bool* sM) const {
+  // Convert the raw tile. Branch-free: every value is computed from whatever raw holds (rows past len, lanes past D
+  // and the z array when there is none were not loaded) and the step flag selects 0 where the step is not real.
+  __device__ __forceinline__ void commit(const SelectiveScanParams& p, const Raw& raw, bool active, int len, W bias,
+                                         DU (*sDU)[32], BC (*sBC)[G], Vec<W, 2> (*sG)[32], Vec<W, 2> (*sZU)[32],
+                                         bool* sM) const {
     const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
+    const bool has_z = (DY || ZY) && p.z != nullptr, softplus = p.delta_softplus;
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
       const int t = grp + r * G;
-      if (t >= TT) continue;
-      W dt = W(0), u = W(0), dy0 = W(0);
-      Vec<W, 2> gv;
-      gv.v[0] = gv.v[1] = W(0);
-      W zf = W(0);  // silu(z), 1 without z, 0 on masked steps
-      if (t < len && active && real_step(p, b, t0 + t)) {
-        const W raw_dt = cvt(raw.x[0][t][lane]) + bias;
-        W dsp = W(1);
-        dt = raw_dt;
-        if (p.delta_softplus) softplus_(raw_dt, dt, dsp);
-        u = cvt(raw.x[1][t][lane]);
-        W s = W(1);
-        zf = W(1);
-        W zv = W(0);
-        if ((DY || ZY) && p.z) {
-          zv = cvt(raw.x[2][t][lane]);
-          s = sigmoid_(zv);
-          zf = zv * s;
-        }
-        if (DY) {
-          const W gyv = cvt(raw.x[NA - 1][t][lane]);
-          if (p.z) gv.v[0] = gyv * s * (W(1) + zv * (W(1) - s));
-          gv.v[1] = dsp;
-          dy0 = gyv * zf;
-        }
+      if (RW * G > TT && t >= TT) continue;
+      const bool ok = active && raw.m[t];
+      const W x = cvt(raw.x[0][t][lane]) + bias;
+      W sp, dsp;
+      softplus_(x, sp, dsp);
+      const W dt = ok ? (softplus ? sp : x) : W(0);
+      const W u = ok ? cvt(raw.x[1][t][lane]) : W(0);
+      W zf = W(1), s = W(1), zv = W(0);  // silu(z) = z s, s = sigmoid(z); 1 without z
+      if constexpr (DY || ZY) {
+        zv = cvt(raw.x[2][t][lane]);
+        const W sg = sigmoid_(zv);
+        s = has_z ? sg : W(1);
+        zf = has_z ? zv * sg : W(1);
       }
       DU du;
       du.v[0] = dt;
       du.v[1] = dt * u;
-      if (DY) {
-        du.v[2] = dy0;
+      if constexpr (DY) {
+        const W gyv = cvt(raw.x[NA - 1][t][lane]);
+        Vec<W, 2> gv;
+        gv.v[0] = ok && has_z ? gyv * s * (W(1) + zv * (W(1) - s)) : W(0);  // the dz factor
+        gv.v[1] = ok ? (softplus ? dsp : W(1)) : W(0);
+        du.v[2] = ok ? gyv * zf : W(0);  // dy0 = dy silu(z)
         du.v[3] = u;
         (&sG[0][0])[tid + r * NT] = gv;  // = sG[t][lane]: flat indices are offsets from tid
       }
       (&sDU[0][0])[tid + r * NT] = du;
-      if (ZY) {
+      if constexpr (ZY) {
         Vec<W, 2> zu;
-        zu.v[0] = zf;
+        zu.v[0] = ok ? zf : W(0);
         zu.v[1] = u;
         (&sZU[0][0])[tid + r * NT] = zu;
       }
-      // Lane 0's channel (the block's first) always exists, so it knows whether row t is a real step.
-      if (DY && lane == 0) sM[t] = t < len && real_step(p, b, t0 + t);
     }
+    if (DY && tid < TT) sM[tid] = raw.m[tid];
     W* s = reinterpret_cast<W*>(sBC);
     const int N = static_cast<int>(p.N);
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
       const int i = tid + r * NT, t = i / NMAX, n = i % NMAX;
-      if (i < TT * NMAX && n < N) {
+      if ((RB * NT == TT * NMAX || i < TT * NMAX) && n < N) {
         const int o = (t * G + n / NPT) * BCW + n % NPT;
         const bool in = t < len;
         s[o] = in ? cvt(raw.bc[0][t][n]) : W(0);
@@ -322,8 +342,14 @@ enum class Pass { Y, Local, LocalGrad, Checkpoint };
 //   LocalGrad:  also R = sum_t (prod_{s<=t} a_s) C_t dy0_t (out1).
 //   Checkpoint: the state entering every tile into out0 (Hs: [(b * nT + tile) * N + n] * D + d).
 // Dynamic shared memory (Y): sY [G][TT][32], the per-warp partial sums of C h.
+// Blocks per SM the forward is compiled for: at N = 16 the grid of bf16 B=8 D=1536 is 384 blocks, so 3 per SM run
+// it in one wave, and the compiler must not take more registers than that allows.
+template <typename W, int NMAX>
+constexpr int fwd_min_blocks() {
+  return sizeof(W) == 4 && NMAX == 16 ? 3 : 1;
+}
 template <typename T, int NMAX, int NPT, Pass PASS>
-__global__ void __launch_bounds__(NMAX / NPT * 32)
+__global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Compute<T>::type, NMAX>()))
     scan_fwd_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, const typename Compute<T>::type* H0,
                     typename Compute<T>::type* out0, typename Compute<T>::type* out1,
                     typename Compute<T>::type* sumdt) {
@@ -374,7 +400,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
   St st;
   st.init(p, b, static_cast<int64_t>(blockIdx.x) * 32);
   int64_t hoff = (b * nT * N + grp * NPT) * D + d;  // tile states: + (tile * N + j) * D
-  asm volatile("" : "+l"(hoff));
+  T* ybase = kY ? static_cast<T*>(p.y) + st.ebase + grp * D + lane : nullptr;
+  const int64_t GD = G * D;
+  asm volatile("" : "+l"(hoff), "+l"(ybase));
   st.load_tile(p, raw, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
   for (int64_t t0 = t_begin; t0 < t_end; t0 += TT) {
     const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
@@ -387,12 +415,15 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
     }
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    st.commit(p, raw, b, active, t0, len, bias, sDU, sBC, sG, sZU, sM);
+    st.commit(p, raw, active, len, bias, sDU, sBC, sG, sZU, sM);
     __syncthreads();
     if (t0 + TT < t_end) {
       const int64_t t1 = t0 + TT;
       st.load_tile(p, raw, t1, static_cast<int>(t_end - t1 < TT ? t_end - t1 : TT));
     }
+    // The per-warp partials of y stay in registers until the tile is done: stored step by step, they keep the
+    // compiler from loading the next step's inputs before the store (it cannot tell the arrays apart).
+    W yacc[kY ? TT : 1];
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       const typename St::DU du = sDU[t][lane];
@@ -408,22 +439,24 @@ __global__ void __launch_bounds__(NMAX / NPT * 32)
           Rc[j] += Pc[j] * bc.v[NPT + j] * du.v[2];
         }
       }
-      if (kY) sY[(grp * TT + t) * 32 + lane] = acc;
+      if constexpr (kY) yacc[t] = acc;
       if (PASS == Pass::Local || PASS == Pass::LocalGrad) sdt += du.v[0];
     }
-    if (kY) {
+    if constexpr (kY) {
+#pragma unroll
+      for (int t = 0; t < TT; ++t) sY[(grp * TT + t) * 32 + lane] = yacc[t];
       __syncthreads();
-      T* yrow = static_cast<T*>(p.y) + st.ebase + t0 * D + lane;  // row t0, channel d
+      T* yrow = ybase + static_cast<int64_t>(static_cast<int>(t0)) * D;  // row t0 + grp, channel d
 #pragma unroll
       for (int r = 0; r < St::RW; ++r) {
         const int t = grp + r * G;
-        if (t < TT && t < len && active) {
+        if ((St::RW * G == TT || t < TT) && t < len && active) {
           const int e = tid + r * St::NT;  // t * 32 + lane
           const Vec<W, 2> zu = (&sZU[0][0])[e];
           W yv = Dd * zu.v[1];  // masked: silu(z) = 0 makes y = 0
 #pragma unroll
           for (int g = 0; g < G; ++g) yv += sY[g * TT * 32 + e];
-          yrow[t * D] = from_compute<T>(yv * zu.v[0]);
+          yrow[r * GD] = from_compute<T>(yv * zu.v[0]);
         }
       }
     }
@@ -583,8 +616,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     for (int j = 0; j < NPT; ++j) hin[j] = hn[j];
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    st.commit(p, raw, b, active, t0, len, bias, sDU, sBC, sG, nullptr, sM);  // no sZU: ZY is off
+    st.commit(p, raw, active, len, bias, sDU, sBC, sG, nullptr, sM);  // no sZU: ZY is off
     __syncthreads();
+    const int64_t orow = st.ebase + static_cast<int64_t>(static_cast<int>(t0) + grp) * D + lane;  // (t0 + grp, d)
     if (t0 - TT >= t_begin) {
       st.load_tile(p, raw, t0 - TT, TT);
       load_state(t0 - TT);
@@ -612,24 +646,22 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     }
     if (p.z) {
       __syncthreads();
-      T* dzrow = static_cast<T*>(p.dz) + st.ebase + t0 * D + lane;  // row t0, channel d
+      T* dzrow = static_cast<T*>(p.dz) + orow;  // row t0 + grp, channel d
 #pragma unroll
       for (int r = 0; r < St::RW; ++r) {
         const int t = grp + r * G;
-        if (t < TT && t < len && active) {
+        if ((St::RW * G == TT || t < TT) && t < len && active) {
           const int e = tid + r * NT;  // t * 32 + lane
           W y0 = Dd * (&sDU[0][0])[e].v[3];  // masked: u = 0 and the dz factor is 0
 #pragma unroll
           for (int q = 0; q < G; ++q) y0 += sY[q * TT * 32 + e];
-          dzrow[t * D] = from_compute<T>(y0 * (&sG[0][0])[e].v[0]);
+          dzrow[static_cast<int64_t>(r * G) * D] = from_compute<T>(y0 * (&sG[0][0])[e].v[0]);
         }
       }
       __syncthreads();  // the y0 partials' space holds the du / dd' partials next
     }
 
     // Reverse recurrence over the tile, second half first; g = dLoss/dh_t.
-    T* du_row = static_cast<T*>(p.du) + st.ebase + t0 * D + lane;
-    T* dd_row = static_cast<T*>(p.ddelta) + st.ebase + t0 * D + lane;
 #pragma unroll
     for (int half = 1; half >= 0; --half) {
 #pragma unroll
@@ -677,25 +709,26 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
 #pragma unroll
       for (int r = 0; r < RH; ++r) {
         const int tl = grp + r * G, t = half * TH + tl;
-        if (tl < TH && t < len && active) {
-          W duv = W(0), ddv = W(0);
-          if (sM[t]) {
-            const int e = tid + r * NT;  // tl * 32 + lane
-            const DU du = (&sDU[0][0])[half * TH * 32 + e];
-            W sB = W(0), sA = W(0);
+        if ((RH * G == TH || tl < TH) && t < len && active) {
+          // Steps that are not real have d' = u = dy0 = 0 and a zero dd'/d delta factor; the select keeps them 0
+          // whatever the partials hold.
+          const int e = tid + r * NT;  // tl * 32 + lane
+          const DU du = (&sDU[0][0])[half * TH * 32 + e];
+          W sB = W(0), sA = W(0);
 #pragma unroll
-            for (int q = 0; q < G; ++q) {
-              const Vec<W, 2> v = sQ[q * TH * 32 + e];
-              sB += v.v[0];
-              sA += v.v[1];
-            }
-            duv = Dd * du.v[2] + du.v[0] * sB;
-            ddv = (sA * W(kLn2) + du.v[3] * sB) * (&sG[0][0])[half * TH * 32 + e].v[1];
-            dD_acc += du.v[2] * du.v[3];
-            dbias_acc += ddv;
+          for (int q = 0; q < G; ++q) {
+            const Vec<W, 2> v = sQ[q * TH * 32 + e];
+            sB += v.v[0];
+            sA += v.v[1];
           }
-          du_row[t * D] = from_compute<T>(duv);
-          dd_row[t * D] = from_compute<T>(ddv);
+          const bool real = sM[t];
+          const W duv = real ? Dd * du.v[2] + du.v[0] * sB : W(0);
+          const W ddv = real ? (sA * W(kLn2) + du.v[3] * sB) * (&sG[0][0])[half * TH * 32 + e].v[1] : W(0);
+          dD_acc += du.v[2] * du.v[3];
+          dbias_acc += ddv;
+          const int64_t o = orow + static_cast<int64_t>(half * TH + r * G) * D;  // row t, channel d
+          static_cast<T*>(p.du)[o] = from_compute<T>(duv);
+          static_cast<T*>(p.ddelta)[o] = from_compute<T>(ddv);
         }
       }
       if (half == 1) __syncthreads();  // the first half's partials overwrite these; the next tile starts with one
