@@ -22,10 +22,10 @@
 // (TT x NPT per thread), computes y0 for dz, and runs the reverse recurrence for g = dLoss/dh, half a tile at a time
 // (the per-warp partials of du and dd' then fit beside 3 blocks per SM). Nothing of size B*L*D*N is stored.
 //
-// Instruction count and latency bound these kernels, not bandwidth (the forward uses about 17% of the copy rate):
+// Instruction count and latency bound these kernels, not bandwidth (the forward uses about 18% of the copy rate):
 // the shared layouts give one vector load per step for {d', d' u} and for a warp's {B, C}, every staging index is a
 // compile-time offset from threadIdx.x, and the next tile's inputs travel by cp.async, so no register waits for
-// them. bf16 B=8 L=2048 D=1536 N=16 on the H200: forward 0.292 ms (0.437 before), forward+backward 1.353 ms (1.968).
+// them. bf16 B=8 L=2048 D=1536 N=16 on the H200: forward 0.262 ms (0.437 before), forward+backward 1.267 ms (1.968).
 //
 // Determinism: no atomics. dB_t, dC_t (sums over d) are reduced over the warp's 32 channels in shared memory, and
 // the per-block partials (one per 32 channels) are summed in a fixed order by reduce_rows_kernel, as are dA (over b
