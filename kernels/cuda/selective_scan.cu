@@ -22,14 +22,16 @@
 // (TT x NPT per thread), computes y0 for dz, and runs the reverse recurrence for g = dLoss/dh, half a tile at a time
 // (the per-warp partials of du and dd' then fit beside 3 blocks per SM). Nothing of size B*L*D*N is stored.
 //
-// Instruction count and latency bound these kernels, not bandwidth (the forward uses about 18% of the copy rate):
-// the shared layouts give one vector load per step for {d', d' u} and for a warp's {B, C}, every staging index is a
-// compile-time offset from threadIdx.x, and the next tile's inputs travel by cp.async, so no register waits for
-// them. bf16 B=8 L=2048 D=1536 N=16 on the H200: forward 0.262 ms (0.437 before), forward+backward 1.267 ms (1.968).
+// Instruction issue and shared-memory traffic bound these kernels, not DRAM bandwidth (the forward uses about 18% of
+// the copy rate): the shared layouts give one vector load per step for {d', d' u} and for a warp's {B, C}, the
+// backward's other per-(t, channel) values sit in arrays of their own so each loop loads only what it uses (one
+// 128-byte wavefront per warp and value), every staging index is a compile-time offset from threadIdx.x, and the
+// next tile's inputs travel by cp.async, so no register waits for them. bf16 B=8 L=2048 D=1536 N=16 on the H200:
+// forward 0.262 ms (0.437 before), forward+backward 1.202 ms (1.968).
 //
-// Determinism: no atomics. dB_t, dC_t (sums over d) are reduced over the warp's 32 channels in shared memory, and
-// the per-block partials (one per 32 channels) are summed in a fixed order by reduce_rows_kernel, as are dA (over b
-// and chunks), dD and dbias. The results are bitwise reproducible run to run.
+// Determinism: no atomics. dB_t, dC_t (sums over d) are reduced over the warp's 32 channels in shared memory, the
+// per-block partials (one per 32 channels) are summed in a fixed order by reduce_bc_kernel, and dA (over b and
+// chunks), dD and dbias by reduce_rows_kernel. The results are bitwise reproducible run to run.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -137,10 +139,12 @@ __device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t
 // NMAX, unaligned pointers) take a scalar path that fills the same buffer with plain loads and stores.
 // Thread tid converts the (t, channel) elements t = tid / 32 + r * G, channel lane (r < RW), so every index below is
 // a compile-time offset from its own.
-//   sDU[t][lane] = {d', d' u} (0 on masked / padding steps); with DY {d', d' u, dy0, u}, dy0 = dy silu(z).
+//   sDU[t][lane] = {d', d' u} (0 on masked / padding steps).
 //   sBC[t][w] = {B_n, C_n for the NPT states n of warp w} (0 beyond N and on padding rows): one vector load per
 //   warp and step.
-//   With DY: sG[t][lane] = {dz factor, dd'/d delta} (dz = y0 * dz factor), sM[t] = step is real.
+//   With DY, one array each in Grad (a warp reads a value of 32 channels as one 128-byte wavefront, and each loop
+//   loads only what it uses): y0[t][lane] = dy0 = dy silu(z), u, gz = dz factor (dz = y0 * gz), gd = dd'/d delta;
+//   sM[t] = step is real.
 //   With ZY: sZU[t][lane] = {silu(z) (1 without z, 0 on masked steps), u}.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -157,13 +161,17 @@ struct Stage {
   static constexpr int RW = (TT * 32 + NT - 1) / NT;    // (t, channel) elements per thread
   static constexpr int RB = (TT * NMAX + NT - 1) / NT;  // B / C elements per thread
   static constexpr int BCW = C ? 2 * NPT : NPT;         // values per (t, warp) in sBC
-  using DU = Vec<W, DY ? 4 : 2>;
+  using DU = Vec<W, 2>;
   using BC = Vec<W, BCW>;
   // Raw arrays: delta, u, then z (DY or ZY), then dy (DY); B, then C.
   static constexpr int NA = 2 + (DY || ZY ? 1 : 0) + (DY ? 1 : 0), NB = C ? 2 : 1;
   static constexpr int VE = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
   static constexpr int CU = 32 / VE, BU = NMAX / VE;           // copies per row of 32 channels / of B
   static constexpr int UA = TT * CU, UNITS = NA * UA + NB * TT * BU, RU = (UNITS + NT - 1) / NT;
+  static constexpr int TG = DY ? TT : 1;
+  struct Grad {
+    W y0[TG][32], u[TG][32], gz[TG][32], gd[TG][32];
+  };
   struct alignas(16) Raw {
     T x[NA][TT][32];
     T bc[NB][TT][NMAX];
@@ -275,8 +283,7 @@ struct Stage {
   // Convert the raw tile. Branch-free: every value is computed from whatever raw holds (rows past len, lanes past D
   // and the z array when there is none were not loaded) and the step flag selects 0 where the step is not real.
   __device__ __forceinline__ void commit(const SelectiveScanParams& p, const Raw& raw, bool active, int len, W bias,
-                                         DU (*sDU)[32], BC (*sBC)[G], Vec<W, 2> (*sG)[32], Vec<W, 2> (*sZU)[32],
-                                         bool* sM) const {
+                                         DU (*sDU)[32], BC (*sBC)[G], Grad* sGr, Vec<W, 2> (*sZU)[32], bool* sM) const {
     const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
     const bool has_z = (DY || ZY) && p.z != nullptr, softplus = p.delta_softplus;
 #pragma unroll
@@ -301,12 +308,11 @@ struct Stage {
       du.v[1] = dt * u;
       if constexpr (DY) {
         const W gyv = cvt(raw.x[NA - 1][t][lane]);
-        Vec<W, 2> gv;
-        gv.v[0] = ok && has_z ? gyv * s * (W(1) + zv * (W(1) - s)) : W(0);  // the dz factor
-        gv.v[1] = ok ? (softplus ? dsp : W(1)) : W(0);
-        du.v[2] = ok ? gyv * zf : W(0);  // dy0 = dy silu(z)
-        du.v[3] = u;
-        (&sG[0][0])[tid + r * NT] = gv;  // = sG[t][lane]: flat indices are offsets from tid
+        const int e = tid + r * NT;  // = [t][lane]: flat indices are offsets from tid
+        (&sGr->gz[0][0])[e] = ok && has_z ? gyv * s * (W(1) + zv * (W(1) - s)) : W(0);  // the dz factor
+        (&sGr->gd[0][0])[e] = ok ? (softplus ? dsp : W(1)) : W(0);
+        (&sGr->y0[0][0])[e] = ok ? gyv * zf : W(0);  // dy0 = dy silu(z)
+        (&sGr->u[0][0])[e] = u;
       }
       (&sDU[0][0])[tid + r * NT] = du;
       if constexpr (ZY) {
@@ -361,7 +367,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
   constexpr int G = St::G, TT = St::TT;
   __shared__ typename St::DU sDU[TT][32];
   __shared__ typename St::BC sBC[TT][G];
-  __shared__ Vec<W, 2> sG[kDY ? TT : 1][32];
+  __shared__ typename St::Grad sGr;
   __shared__ Vec<W, 2> sZU[kY ? TT : 1][32];
   __shared__ bool sM[kDY ? TT : 1];
   __shared__ typename St::Raw raw;
@@ -415,7 +421,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
     }
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    st.commit(p, raw, active, len, bias, sDU, sBC, sG, sZU, sM);
+    st.commit(p, raw, active, len, bias, sDU, sBC, &sGr, sZU, sM);
     __syncthreads();
     if (t0 + TT < t_end) {
       const int64_t t1 = t0 + TT;
@@ -436,7 +442,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
         if constexpr (kY) acc += bc.v[NPT + j] * h[j];
         if constexpr (kDY) {
           Pc[j] *= a;
-          Rc[j] += Pc[j] * bc.v[NPT + j] * du.v[2];
+          Rc[j] += Pc[j] * bc.v[NPT + j] * sGr.y0[kDY ? t : 0][lane];
         }
       }
       if constexpr (kY) yacc[t] = acc;
@@ -523,8 +529,9 @@ __global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W
 // ---------------------------------------------------------------------------------------------------------------
 // Backward over chunk blockIdx.y of batch row blockIdx.z, channels blockIdx.x * 32 + lane, tiles last to first.
 // Gend: gradient leaving each chunk (null with one chunk: dlast_state or 0). Hs: the checkpoint pass's tile states.
-// Partial outputs (summed by reduce_rows_kernel in a fixed order):
-//   pBC [nDb][2][B][L][N]  dB (0) and dC (1) summed over the block's 32 channels
+// Partial outputs (summed in a fixed order by reduce_bc_kernel and reduce_rows_kernel):
+//   pBC [nDb][2][B][N][L]  dB (0) and dC (1) summed over the block's 32 channels (t fastest: a warp's RS steps of
+//                          one state are one contiguous store)
 //   pA  [B * nch][D][N]     dA;   pDD, pBias [B * nch][D]   dD, dbias
 // Per step and state the reverse recurrence needs h_{t-1} and h_t: the tile's states are recomputed from its
 // checkpoint into registers (hs, TT x NPT per thread) and the sums over n that du and dd' need are factored:
@@ -558,7 +565,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
   static_assert(TH % RS == 0, "a dB / dC staging group must not straddle two half tiles");
   __shared__ DU sDU[TT][32];
   __shared__ BC sBC[TT][G];
-  __shared__ Vec<W, 2> sG[TT][32];
+  __shared__ typename St::Grad sGr;
   __shared__ bool sM[TT];
   __shared__ typename St::Raw raw;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -596,7 +603,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
   const int64_t nT = (L + TT - 1) / TT;
   const int64_t t_last = t_begin + (t_end - 1 - t_begin) / TT * TT;  // tiles before it are full
   int64_t hoff = (b * nT * N + grp * NPT) * D + d;  // tile states: + (tile * N + j) * D
-  int64_t pbc_off = (static_cast<int64_t>(blockIdx.x) * 2 * p.B * L + b * L) * N;
+  int64_t pbc_off = (static_cast<int64_t>(blockIdx.x) * 2 * p.B + b) * N * L;
   asm volatile("" : "+l"(hoff));
   auto load_state = [&](int64_t t0) {
 #pragma unroll
@@ -616,7 +623,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     for (int j = 0; j < NPT; ++j) hin[j] = hn[j];
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    st.commit(p, raw, active, len, bias, sDU, sBC, sG, nullptr, sM);  // no sZU: ZY is off
+    st.commit(p, raw, active, len, bias, sDU, sBC, &sGr, nullptr, sM);  // no sZU: ZY is off
     __syncthreads();
     const int64_t orow = st.ebase + static_cast<int64_t>(static_cast<int>(t0) + grp) * D + lane;  // (t0 + grp, d)
     if (t0 - TT >= t_begin) {
@@ -652,10 +659,10 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
         const int t = grp + r * G;
         if ((St::RW * G == TT || t < TT) && t < len && active) {
           const int e = tid + r * NT;  // t * 32 + lane
-          W y0 = Dd * (&sDU[0][0])[e].v[3];  // masked: u = 0 and the dz factor is 0
+          W y0 = Dd * (&sGr.u[0][0])[e];  // masked: u = 0 and the dz factor is 0
 #pragma unroll
           for (int q = 0; q < G; ++q) y0 += sY[q * TT * 32 + e];
-          dzrow[static_cast<int64_t>(r * G) * D] = from_compute<T>(y0 * (&sG[0][0])[e].v[0]);
+          dzrow[static_cast<int64_t>(r * G) * D] = from_compute<T>(y0 * (&sGr.gz[0][0])[e]);
         }
       }
       __syncthreads();  // the y0 partials' space holds the du / dd' partials next
@@ -667,7 +674,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
 #pragma unroll
       for (int tt = TH - 1; tt >= 0; --tt) {
         const int t = half * TH + tt;
-        const DU du = sDU[t][lane];  // d', d' u, dy0, u
+        const DU du = sDU[t][lane];  // d', d' u
+        const W y0 = sGr.y0[t][lane];
         const BC bc = sBC[t][grp];
         const int s = t % RS;
         W sgB = W(0), sgA = W(0);
@@ -676,8 +684,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
         for (int j = 0; j < NPT; ++j) {
           const W a = decay(du.v[0], A2[j]);
           const W hprev = t > 0 ? hs[t > 0 ? t - 1 : 0][j] : hin[j];
-          pv.v[NPT + j] = du.v[2] * hs[t][j];  // dC_t = dy0 h_t
-          g[j] += bc.v[NPT + j] * du.v[2];
+          pv.v[NPT + j] = y0 * hs[t][j];  // dC_t = dy0 h_t
+          g[j] += bc.v[NPT + j] * y0;
           pv.v[j] = g[j] * du.v[1];  // dB_t = g d' u
           sgB += g[j] * bc.v[j];
           const W ga = g[j] * a;
@@ -694,13 +702,16 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
         if (s == 0) {  // steps t .. t + RS - 1 are staged: lane sl * V + q sums value q of step t + sl
           __syncwarp();
           if (lane < RS * V) {
-            W tot = W(0);
-#pragma unroll 8
-            for (int c = 0; c < 32; ++c) tot += sPw[c * PS + lane];
+            W part[4] = {W(0), W(0), W(0), W(0)};  // 4 chains of 8 adds, not one of 32
+#pragma unroll 2
+            for (int c = 0; c < 32; c += 4) {
+#pragma unroll
+              for (int i = 0; i < 4; ++i) part[i] += sPw[(c + i) * PS + lane];
+            }
+            const W tot = (part[0] + part[1]) + (part[2] + part[3]);
             const int sl = lane / V, q = lane % V, n = grp * NPT + q % NPT;
             const int64_t ta = t0 + t + sl;
-            if (t + sl < len && n < N)
-              pBC[pbc_off + (q / NPT) * p.B * L * N + ta * N + n] = tot;
+            if (t + sl < len && n < N) pBC[pbc_off + (q / NPT) * p.B * N * L + n * L + ta] = tot;
           }
           __syncwarp();
         }
@@ -713,7 +724,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
           // Steps that are not real have d' = u = dy0 = 0 and a zero dd'/d delta factor; the select keeps them 0
           // whatever the partials hold.
           const int e = tid + r * NT;  // tl * 32 + lane
-          const DU du = (&sDU[0][0])[half * TH * 32 + e];
+          const int f = half * TH * 32 + e;
+          const W dt = (&sDU[0][0])[f].v[0], y0 = (&sGr.y0[0][0])[f], u = (&sGr.u[0][0])[f];
           W sB = W(0), sA = W(0);
 #pragma unroll
           for (int q = 0; q < G; ++q) {
@@ -722,9 +734,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
             sA += v.v[1];
           }
           const bool real = sM[t];
-          const W duv = real ? Dd * du.v[2] + du.v[0] * sB : W(0);
-          const W ddv = real ? (sA * W(kLn2) + du.v[3] * sB) * (&sG[0][0])[half * TH * 32 + e].v[1] : W(0);
-          dD_acc += du.v[2] * du.v[3];
+          const W duv = real ? Dd * y0 + dt * sB : W(0);
+          const W ddv = real ? (sA * W(kLn2) + u * sB) * (&sGr.gd[0][0])[f] : W(0);
+          dD_acc += y0 * u;
           dbias_acc += ddv;
           const int64_t o = orow + static_cast<int64_t>(half * TH + r * G) * D;  // row t, channel d
           static_cast<T*>(p.du)[o] = from_compute<T>(duv);
@@ -762,22 +774,34 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
   }
 }
 
-// out[i] = sum_r in[r * M + i] in order r = 0, 1, ..; i < M0 goes to out0[i], the rest to out1[i - M0].
+// out[i] = sum_r in[r * M + i] in order r = 0, 1, ...
 template <typename W>
-__global__ void reduce_rows_kernel(const W* in, int64_t R, int64_t M, W* out0, int64_t M0, W* out1) {
+__global__ void reduce_rows_kernel(const W* in, int64_t R, int64_t M, W* out) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < M;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     W s = W(0);
     for (int64_t r = 0; r < R; ++r) s += in[r * M + i];
-    if (i < M0) out0[i] = s;
-    else out1[i - M0] = s;
+    out[i] = s;
+  }
+}
+
+// dB and dC from the backward's per-block partials pBC [R][2][B][N][L]: thread i = ((c * B + b) * N + n) * L + t sums
+// its R rows in order (reads coalesced along t) and writes dB / dC [B][L][N].
+template <typename W>
+__global__ void reduce_bc_kernel(const W* in, int64_t R, int64_t B, int64_t L, int64_t N, W* dB, W* dC) {
+  const int64_t M = 2 * B * N * L;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < M;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    W s = W(0);
+    for (int64_t r = 0; r < R; ++r) s += in[r * M + i];
+    const int64_t t = i % L, n = i / L % N, cb = i / (L * N), b = cb % B;
+    (cb < B ? dB : dC)[(b * L + t) * N + n] = s;
   }
 }
 
 template <typename W>
-void reduce_rows(const W* in, int64_t R, int64_t M, W* out0, int64_t M0 = -1, W* out1 = nullptr) {
-  if (M0 < 0) M0 = M;
-  reduce_rows_kernel<W><<<cuda::grid_for(M, 256), 256, 0, cuda::stream()>>>(in, R, M, out0, M0, out1);
+void reduce_rows(const W* in, int64_t R, int64_t M, W* out) {
+  reduce_rows_kernel<W><<<cuda::grid_for(M, 256), 256, 0, cuda::stream()>>>(in, R, M, out);
   MT_CUDA_CHECK_LAUNCH();
 }
 
@@ -896,7 +920,9 @@ void scan_bwd(const SelectiveScanParams& p) {
   allow_smem(scan_bwd_kernel<T, NMAX, NPT, kMinBlocks>, smem, smem_set);
   scan_bwd_kernel<T, NMAX, NPT, kMinBlocks><<<grid, NT, smem, cuda::stream()>>>(p, CL, nch, Hs, Rb, pBC, pA, pDD, pBias);
   MT_CUDA_CHECK_LAUNCH();
-  reduce_rows<W>(pBC, nDb, 2 * B * L * N, static_cast<W*>(p.dBm), B * L * N, static_cast<W*>(p.dCm));
+  reduce_bc_kernel<W><<<cuda::grid_for(2 * B * L * N, 256), 256, 0, cuda::stream()>>>(
+      pBC, nDb, B, L, N, static_cast<W*>(p.dBm), static_cast<W*>(p.dCm));
+  MT_CUDA_CHECK_LAUNCH();
   reduce_rows<W>(pA, B * nch, D * N, static_cast<W*>(p.dA));
   if (p.dD_skip) reduce_rows<W>(pDD, B * nch, D, static_cast<W*>(p.dD_skip));
   if (p.ddelta_bias) reduce_rows<W>(pBias, B * nch, D, static_cast<W*>(p.ddelta_bias));
