@@ -541,7 +541,7 @@ __global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W
 // row c holds lane c's dB / dC values of RS steps (2 * NPT per step, one vector store), PS = RS * 2 * NPT + 16 bytes
 // keeps the stores and the column sums free of bank conflicts.
 // Blocks per SM the backward is compiled for (__launch_bounds__). Left to itself the compiler gives the kernel at
-// N = 16 168 registers: one block of 256 threads per SM. Asked for 3 (80 registers, about 100 bytes spilled), all 384
+// N = 16 168 registers: one block of 256 threads per SM. Asked for 3 (80 registers, about 80 bytes spilled), all 384
 // blocks of bf16 B=8 D=1536 N=16 run at once: 1.57 ms forward+backward against 2.15 ms at 2 blocks of 128 registers
 // (H200, before the cp.async staging). With f32 storage the block needs 77 KB of shared memory, so only 2 fit per SM
 // whatever the registers; a 128-register build for that case is not measured yet. f64 is for checking, not speed.
