@@ -27,7 +27,7 @@
 // backward's other per-(t, channel) values sit in arrays of their own so each loop loads only what it uses (one
 // 128-byte wavefront per warp and value), every staging index is a compile-time offset from threadIdx.x, and the
 // next tile's inputs travel by cp.async, so no register waits for them. bf16 B=8 L=2048 D=1536 N=16 on the H200:
-// forward 0.262 ms (0.437 before), forward+backward 1.202 ms (1.968).
+// forward 0.246 ms (0.437 before), forward+backward 1.180 ms (1.968).
 //
 // Determinism: no atomics. dB_t, dC_t (sums over d) are reduced over the warp's 32 channels in shared memory, the
 // per-block partials (one per 32 channels) are summed in a fixed order by reduce_bc_kernel, and dA (over b and
@@ -145,7 +145,8 @@ __device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t
 //   With DY, one array each in Grad (a warp reads a value of 32 channels as one 128-byte wavefront, and each loop
 //   loads only what it uses): y0[t][lane] = dy0 = dy silu(z), u, gz = dz factor (dz = y0 * gz), gd = dd'/d delta;
 //   sM[t] = step is real.
-//   With ZY: sZU[t][lane] = {silu(z) (1 without z, 0 on masked steps), u}.
+//   With ZY (the forward's y pass) nothing more is staged: commit hands silu(z) (1 without z, 0 on masked steps)
+//   and u of the thread's own elements back in registers, and the same thread writes their y after the tile.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
@@ -191,6 +192,9 @@ struct Stage {
     for (int i = threadIdx.x; i < TT * G * BCW; i += NT) s[i] = W(0);
   }
   __device__ __forceinline__ static W cvt(T v) { return load(&v, 0); }
+  // Step of this thread's element r (its channel is lane). ZY gives warp grp the RW consecutive steps grp RW .. so
+  // the y partials of RW steps travel as one vector; the other passes interleave the warps (t = grp + r G).
+  __device__ __forceinline__ static int row(int grp, int r) { return ZY ? grp * RW + r : grp + r * G; }
   __device__ __forceinline__ static const T* array(const SelectiveScanParams& p, int a) {
     return static_cast<const T*>(a == 0 ? p.delta : a == 1 ? p.u : a == 2 ? p.z : p.dy);
   }
@@ -231,8 +235,11 @@ struct Stage {
     }
   }
 
-  // Start copying tile [t0, t0 + len) into raw; the caller has made sure nobody still reads raw.
+  // Start copying tile [t0, t0 + len) into raw; the caller has made sure nobody still reads raw. FULL: the caller
+  // knows that len == TT, and no row test is left.
+  template <bool FULL = false>
   __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, Raw& raw, int64_t t0, int len) {
+    if (FULL) len = TT;
     const int tid = threadIdx.x;
     if (tid < TT) {  // the step flags: plain stores, seen by everyone after the barrier before commit
       bool real = tid < len;
@@ -282,15 +289,19 @@ struct Stage {
 
   // Convert the raw tile. Branch-free: every value is computed from whatever raw holds (rows past len, lanes past D
   // and the z array when there is none were not loaded) and the step flag selects 0 where the step is not real.
+  // FULL as in load_tile. ZY: silu(z) and u of element r go to zf_out[r], u_out[r].
+  template <bool FULL = false>
   __device__ __forceinline__ void commit(const SelectiveScanParams& p, const Raw& raw, bool active, int len, W bias,
-                                         DU (*sDU)[32], BC (*sBC)[G], Grad* sGr, Vec<W, 2> (*sZU)[32], bool* sM) const {
+                                         DU (*sDU)[32], BC (*sBC)[G], Grad* sGr, W* zf_out, W* u_out, bool* sM) const {
+    if (FULL) len = TT;
     const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
     const bool has_z = (DY || ZY) && p.z != nullptr, softplus = p.delta_softplus;
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
-      const int t = grp + r * G;
+      const int t = row(grp, r);
       if (RW * G > TT && t >= TT) continue;
       const bool ok = active && raw.m[t];
+      const int e = ZY ? t * 32 + lane : tid + r * NT;  // [t][lane], a compile-time offset from the thread's first
       const W x = cvt(raw.x[0][t][lane]) + bias;
       W sp, dsp;
       softplus_(x, sp, dsp);
@@ -308,18 +319,15 @@ struct Stage {
       du.v[1] = dt * u;
       if constexpr (DY) {
         const W gyv = cvt(raw.x[NA - 1][t][lane]);
-        const int e = tid + r * NT;  // = [t][lane]: flat indices are offsets from tid
         (&sGr->gz[0][0])[e] = ok && has_z ? gyv * s * (W(1) + zv * (W(1) - s)) : W(0);  // the dz factor
         (&sGr->gd[0][0])[e] = ok ? (softplus ? dsp : W(1)) : W(0);
         (&sGr->y0[0][0])[e] = ok ? gyv * zf : W(0);  // dy0 = dy silu(z)
         (&sGr->u[0][0])[e] = u;
       }
-      (&sDU[0][0])[tid + r * NT] = du;
+      (&sDU[0][0])[e] = du;
       if constexpr (ZY) {
-        Vec<W, 2> zu;
-        zu.v[0] = ok ? zf : W(0);
-        zu.v[1] = u;
-        (&sZU[0][0])[tid + r * NT] = zu;
+        zf_out[r] = ok ? zf : W(0);
+        u_out[r] = u;
       }
     }
     if (DY && tid < TT) sM[tid] = raw.m[tid];
@@ -347,7 +355,7 @@ enum class Pass { Y, Local, LocalGrad, Checkpoint };
 //   Local:      S = end state from zero (out0) and sum of d' (sumdt) per chunk.
 //   LocalGrad:  also R = sum_t (prod_{s<=t} a_s) C_t dy0_t (out1).
 //   Checkpoint: the state entering every tile into out0 (Hs: [(b * nT + tile) * N + n] * D + d).
-// Dynamic shared memory (Y): sY [G][TT][32], the per-warp partial sums of C h.
+// Dynamic shared memory (Y): sYv [G][TT / RW][32] vectors of RW steps, the per-warp partial sums of C h.
 // Blocks per SM the forward is compiled for: at N = 16 the grid of bf16 B=8 D=1536 is 384 blocks, so 3 per SM run
 // it in one wave, and the compiler must not take more registers than that allows.
 template <typename W, int NMAX>
@@ -368,11 +376,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
   __shared__ typename St::DU sDU[TT][32];
   __shared__ typename St::BC sBC[TT][G];
   __shared__ typename St::Grad sGr;
-  __shared__ Vec<W, 2> sZU[kY ? TT : 1][32];
   __shared__ bool sM[kDY ? TT : 1];
   __shared__ typename St::Raw raw;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  W* sY = reinterpret_cast<W*>(smem_raw);
 
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
@@ -405,36 +411,43 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
   const int64_t nT = (L + TT - 1) / TT;
   St st;
   st.init(p, b, static_cast<int64_t>(blockIdx.x) * 32);
-  int64_t hoff = (b * nT * N + grp * NPT) * D + d;  // tile states: + (tile * N + j) * D
-  T* ybase = kY ? static_cast<T*>(p.y) + st.ebase + grp * D + lane : nullptr;
-  const int64_t GD = G * D;
-  asm volatile("" : "+l"(hoff), "+l"(ybase));
+  // The tile states of this thread's states, [(b * nT + tile) * N + n] * D + d: advanced a tile at a time.
+  W* hsp = out0 != nullptr ? out0 + (b * nT * N + grp * NPT) * D + d + t_begin / TT * N * D : nullptr;
+  // y row t0 + grp RW, channel d: advanced a tile at a time.
+  T* yrow = kY ? static_cast<T*>(p.y) + st.ebase + (t_begin + grp * St::RW) * D + lane : nullptr;
   st.load_tile(p, raw, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += TT) {
-    const int len = static_cast<int>(t_end - t0 < TT ? t_end - t0 : TT);
+  // One tile. FULL: len == TT (every tile but a chunk's partial last one), known at compile time, so the full tiles
+  // carry no row tests and no 64-bit length arithmetic (about 5% of the forward's instructions).
+  auto tile = [&](auto full, int64_t t0) {
+    constexpr bool FULL = decltype(full)::value;
+    const int len = FULL ? TT : static_cast<int>(t_end - t0);
     if ((PASS == Pass::Checkpoint || (PASS == Pass::Y && out0 != nullptr)) && active) {
 #pragma unroll
       for (int j = 0; j < NPT; ++j) {
         const int n = grp * NPT + j;
-        if (n < N) out0[hoff + (t0 / TT * N + j) * D] = h[j];
+        if (n < N) hsp[j * D] = h[j];
       }
+      hsp += N * D;
     }
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    st.commit(p, raw, active, len, bias, sDU, sBC, &sGr, sZU, sM);
+    W zr[kY ? St::RW : 1], ur[kY ? St::RW : 1];  // silu(z) and u of this thread's (t, channel) elements
+    st.template commit<FULL>(p, raw, active, len, bias, sDU, sBC, &sGr, zr, ur, sM);
     __syncthreads();
-    if (t0 + TT < t_end) {
-      const int64_t t1 = t0 + TT;
-      st.load_tile(p, raw, t1, static_cast<int>(t_end - t1 < TT ? t_end - t1 : TT));
-    }
-    // The per-warp partials of y stay in registers until the tile is done: stored step by step, they keep the
-    // compiler from loading the next step's inputs before the store (it cannot tell the arrays apart).
-    W yacc[kY ? TT : 1];
+    const int64_t t1 = t0 + TT;
+    if (t1 + TT <= t_end)
+      st.template load_tile<true>(p, raw, t1, TT);
+    else if (t1 < t_end)
+      st.load_tile(p, raw, t1, static_cast<int>(t_end - t1));
+    // The per-warp partials of y: stored 4 steps at a time (as RW-step vectors). Stored step by step, they keep the
+    // compiler from loading the next steps' inputs before each store (it cannot tell the arrays apart); all 16
+    // held to the end of the tile, they take 16 registers during the recurrence.
+    [[maybe_unused]] W yacc[kY ? TT : 1];
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       const typename St::DU du = sDU[t][lane];
       const typename St::BC bc = sBC[t][grp];
-      W acc = W(0);
+      [[maybe_unused]] W acc = W(0);
 #pragma unroll
       for (int j = 0; j < NPT; ++j) {
         const W a = decay(du.v[0], A2[j]);
@@ -445,28 +458,50 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
           Rc[j] += Pc[j] * bc.v[NPT + j] * sGr.y0[kDY ? t : 0][lane];
         }
       }
-      if constexpr (kY) yacc[t] = acc;
+      if constexpr (kY) {
+        yacc[t] = acc;
+        constexpr int RW = St::RW, TP = TT / RW, YS = 4 < TT ? 4 : TT;  // stored YS (or RW if more) steps at a time
+        using YV = Vec<W, RW>;
+        if ((t + 1) % YS == 0) {
+          YV* sYv = reinterpret_cast<YV*>(smem_raw);
+#pragma unroll
+          for (int q = (t + 1 - YS) / RW; q < (t + 1) / RW; ++q) {
+            YV v;
+#pragma unroll
+            for (int i = 0; i < RW; ++i) v.v[i] = yacc[q * RW + i];
+            sYv[(grp * TP + q) * 32 + lane] = v;
+          }
+        }
+      }
       if (PASS == Pass::Local || PASS == Pass::LocalGrad) sdt += du.v[0];
     }
     if constexpr (kY) {
-#pragma unroll
-      for (int t = 0; t < TT; ++t) sY[(grp * TT + t) * 32 + lane] = yacc[t];
+      // Warp grp's partials of steps [q RW, q RW + RW) are at sYv[grp][q][lane]; thread (grp, lane) sums those of
+      // its own RW steps in warp order, adds D u and applies silu(z).
+      constexpr int RW = St::RW, TP = TT / RW;
+      using YV = Vec<W, RW>;
+      YV* sYv = reinterpret_cast<YV*>(smem_raw);
       __syncthreads();
-      T* yrow = ybase + static_cast<int64_t>(static_cast<int>(t0)) * D;  // row t0 + grp, channel d
+      if ((TP == G || grp < TP) && active) {
+        W yv[RW];
 #pragma unroll
-      for (int r = 0; r < St::RW; ++r) {
-        const int t = grp + r * G;
-        if ((St::RW * G == TT || t < TT) && t < len && active) {
-          const int e = tid + r * St::NT;  // t * 32 + lane
-          const Vec<W, 2> zu = (&sZU[0][0])[e];
-          W yv = Dd * zu.v[1];  // masked: silu(z) = 0 makes y = 0
+        for (int i = 0; i < RW; ++i) yv[i] = Dd * ur[i];  // masked: silu(z) = 0 makes y = 0
 #pragma unroll
-          for (int g = 0; g < G; ++g) yv += sY[g * TT * 32 + e];
-          yrow[r * GD] = from_compute<T>(yv * zu.v[0]);
+        for (int g = 0; g < G; ++g) {
+          const YV v = sYv[g * TP * 32 + tid];  // [g][grp][lane]
+#pragma unroll
+          for (int i = 0; i < RW; ++i) yv[i] += v.v[i];
         }
+#pragma unroll
+        for (int i = 0; i < RW; ++i)
+          if (FULL || grp * RW + i < len) yrow[i * D] = from_compute<T>(yv[i] * zr[i]);
       }
     }
-  }
+    if constexpr (kY) yrow += TT * D;
+  };
+  int64_t t0 = t_begin;
+  for (; t0 + TT <= t_end; t0 += TT) tile(std::true_type{}, t0);
+  if (t0 < t_end) tile(std::false_type{}, t0);
   if (!active) return;
   if (PASS == Pass::Y && H0 == nullptr && p.last_state) {
 #pragma unroll
@@ -623,7 +658,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     for (int j = 0; j < NPT; ++j) hin[j] = hn[j];
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    st.commit(p, raw, active, len, bias, sDU, sBC, &sGr, nullptr, sM);  // no sZU: ZY is off
+    st.commit(p, raw, active, len, bias, sDU, sBC, &sGr, nullptr, nullptr, sM);  // ZY is off
     __syncthreads();
     const int64_t orow = st.ebase + static_cast<int64_t>(static_cast<int>(t0) + grp) * D + lane;  // (t0 + grp, d)
     if (t0 - TT >= t_begin) {
