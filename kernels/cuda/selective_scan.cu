@@ -372,13 +372,15 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
   constexpr bool kDY = PASS == Pass::LocalGrad;
   constexpr bool kY = PASS == Pass::Y;
   using St = Stage<T, NMAX, NPT, kC, kDY, kY>;
-  constexpr int G = St::G, TT = St::TT;
+  constexpr int G = St::G, TT = St::TT, RW = St::RW, TP = TT / RW;
+  using YV = Vec<W, RW>;  // RW steps of the y partials (Y)
   __shared__ typename St::DU sDU[TT][32];
   __shared__ typename St::BC sBC[TT][G];
   __shared__ typename St::Grad sGr;
   __shared__ bool sM[kDY ? TT : 1];
   __shared__ typename St::Raw raw;
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  YV* sYv = reinterpret_cast<YV*>(smem_raw);
 
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
@@ -414,10 +416,10 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
   // The tile states of this thread's states, [(b * nT + tile) * N + n] * D + d: advanced a tile at a time.
   W* hsp = out0 != nullptr ? out0 + (b * nT * N + grp * NPT) * D + d + t_begin / TT * N * D : nullptr;
   // y row t0 + grp RW, channel d: advanced a tile at a time.
-  T* yrow = kY ? static_cast<T*>(p.y) + st.ebase + (t_begin + grp * St::RW) * D + lane : nullptr;
+  T* yrow = kY ? static_cast<T*>(p.y) + st.ebase + (t_begin + grp * RW) * D + lane : nullptr;
   st.load_tile(p, raw, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
   // One tile. FULL: len == TT (every tile but a chunk's partial last one), known at compile time, so the full tiles
-  // carry no row tests and no 64-bit length arithmetic (about 5% of the forward's instructions).
+  // carry no row tests and no 64-bit length arithmetic.
   auto tile = [&](auto full, int64_t t0) {
     constexpr bool FULL = decltype(full)::value;
     const int len = FULL ? TT : static_cast<int>(t_end - t0);
@@ -431,7 +433,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
     }
     st.wait();
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
-    W zr[kY ? St::RW : 1], ur[kY ? St::RW : 1];  // silu(z) and u of this thread's (t, channel) elements
+    W zr[kY ? RW : 1], ur[kY ? RW : 1];  // silu(z) and u of this thread's (t, channel) elements
     st.template commit<FULL>(p, raw, active, len, bias, sDU, sBC, &sGr, zr, ur, sM);
     __syncthreads();
     const int64_t t1 = t0 + TT;
@@ -460,10 +462,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
       }
       if constexpr (kY) {
         yacc[t] = acc;
-        constexpr int RW = St::RW, TP = TT / RW, YS = 4 < TT ? 4 : TT;  // stored YS (or RW if more) steps at a time
-        using YV = Vec<W, RW>;
+        constexpr int YS = 4 < TT ? 4 : TT;  // stored YS (or RW if more) steps at a time
         if ((t + 1) % YS == 0) {
-          YV* sYv = reinterpret_cast<YV*>(smem_raw);
 #pragma unroll
           for (int q = (t + 1 - YS) / RW; q < (t + 1) / RW; ++q) {
             YV v;
@@ -478,9 +478,6 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
     if constexpr (kY) {
       // Warp grp's partials of steps [q RW, q RW + RW) are at sYv[grp][q][lane]; thread (grp, lane) sums those of
       // its own RW steps in warp order, adds D u and applies silu(z).
-      constexpr int RW = St::RW, TP = TT / RW;
-      using YV = Vec<W, RW>;
-      YV* sYv = reinterpret_cast<YV*>(smem_raw);
       __syncthreads();
       if ((TP == G || grp < TP) && active) {
         W yv[RW];
