@@ -34,6 +34,11 @@ struct TensorImpl {
   int64_t offset = 0;  // in elements
   DType dtype = DType::F32;
   std::shared_ptr<AutogradMeta> autograd;  // null unless the tensor takes part in autograd
+  // A converted copy of this view (contiguous, same shape, another dtype): the bf16 / f16 weights the GEMMs read
+  // from an f32 master. Fresh while storage->version() == converted_version; cached_cast (autograd/ops) makes and
+  // reuses it, AdamW rewrites it in the kernel that updates the master. Null when there is none.
+  std::shared_ptr<TensorImpl> converted;
+  uint64_t converted_version = 0;
 };
 
 class Tensor {

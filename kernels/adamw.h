@@ -2,6 +2,9 @@
 // factor grad_scale applied to the gradient first. adamw_multi_cuda updates many tensors per launch: up to
 // kAdamWMaxTensors share one kernel, each block striding over every tensor of its launch; the per-element
 // arithmetic is the same function as adamw_cuda's, so the results are bitwise equal.
+//
+// copy (optional, bf16 or f16, [n]): the low-precision weights the GEMMs read. The update writes the new master
+// rounded to nearest even into it, the value cast() would produce, so the forward needs no separate cast.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +20,8 @@ struct AdamWParams {
   float* exp_avg = nullptr;     // [n]
   float* exp_avg_sq = nullptr;  // [n]
   DType grad_dtype = DType::F32;
+  void* copy = nullptr;  // [n] copy_dtype, or null
+  DType copy_dtype = DType::BF16;
   int64_t n = 0;
   float lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
   float bias_correction1 = 1, bias_correction2 = 1;  // 1 - beta^t
@@ -31,6 +36,8 @@ struct AdamWTensor {
   DType grad_dtype = DType::F32;
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
+  void* copy = nullptr;  // as AdamWParams::copy
+  DType copy_dtype = DType::BF16;
   int64_t n = 0;
   float weight_decay = 0;
 };
@@ -40,8 +47,8 @@ constexpr int kAdamWMaxTensors = 48;  // per launch: the kernel argument stays u
 void adamw_cpu(const AdamWParams& p);
 #if defined(MT_WITH_CUDA)
 void adamw_cuda(const AdamWParams& p);
-// All of ts in ceil(count / kAdamWMaxTensors) launches per gradient dtype (device memory, f32 / bf16 / f16 / f64
-// gradients).
+// All of ts in ceil(count / kAdamWMaxTensors) launches per (gradient dtype, copy dtype) (device memory, f32 / bf16
+// / f16 / f64 gradients).
 void adamw_multi_cuda(const AdamWParams& common, const std::vector<AdamWTensor>& ts);
 #endif
 

@@ -7,7 +7,7 @@
 
 namespace mt::nn {
 
-Tensor as_compute(const Tensor& param, DType cd) { return param.dtype() == cd ? param : cast(param, cd); }
+Tensor as_compute(const Tensor& param, DType cd) { return param.dtype() == cd ? param : cached_cast(param, cd); }
 DType state_dtype(DType cd) { return cd == DType::F64 ? DType::F64 : DType::F32; }
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) {

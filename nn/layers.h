@@ -8,7 +8,8 @@
 
 namespace mt::nn {
 
-// Cast a master parameter to the compute dtype, recording the cast (gradients reach the fp32 master).
+// Cast a master parameter to the compute dtype, recording the cast (gradients reach the fp32 master). The copy is
+// kept with the parameter and reused until the master changes (cached_cast); AdamW writes the new copy itself.
 Tensor as_compute(const Tensor& param, DType cd);
 // The dtype of SSM state, A / D / dt bias and norm weights for a compute dtype: f64 for f64, else f32.
 DType state_dtype(DType cd);

@@ -45,6 +45,7 @@ void AdamW::step(double lr, double grad_scale) {
   common.grad_scale = static_cast<float>(grad_scale);
   std::vector<kernels::AdamWTensor> on_gpu;  // updated together: a few launches for the whole model
   std::vector<Tensor> keep;                  // contiguous gradient copies, alive until their launch
+  std::vector<TensorImpl*> refreshed;        // parameters whose weight copy this step rewrites
   for (auto& e : entries_) {
     Tensor g = grad(*e.param);
     if (!g.defined()) continue;
@@ -52,14 +53,29 @@ void AdamW::step(double lr, double grad_scale) {
                    e.param->describe());
     g = g.contiguous();
     const float wd = e.decay ? static_cast<float>(opt_.weight_decay) : 0.0f;
+    float* param = e.param->data<float>();
+    // The bf16 / f16 copy cached_cast keeps with the parameter (nn::as_compute): rewritten from the new master in
+    // the same pass, so the next forward reuses it instead of casting. A stale copy is rewritten too: the update
+    // runs after every earlier write to the master in stream order, so its result is the fresh value.
+    TensorImpl& im = e.param->impl();
+    void* copy = nullptr;
+    DType copy_dtype = DType::BF16;
+    if (im.converted && is_half(im.converted->dtype) && im.converted->shape == im.shape && e.param->is_contiguous() &&
+        im.converted->storage->device() == e.param->device()) {
+      copy = Tensor(im.converted).data_ptr();
+      copy_dtype = im.converted->dtype;
+      refreshed.push_back(&im);
+    }
     if (e.param->is_cuda()) {
-      on_gpu.push_back({e.param->data<float>(), g.data_ptr(), g.dtype(), e.exp_avg.data<float>(),
-                        e.exp_avg_sq.data<float>(), e.param->numel(), wd});
+      on_gpu.push_back({param, g.data_ptr(), g.dtype(), e.exp_avg.data<float>(), e.exp_avg_sq.data<float>(), copy,
+                        copy_dtype, e.param->numel(), wd});
       keep.push_back(g);
       continue;
     }
     kernels::AdamWParams p = common;
-    p.param = e.param->data<float>();
+    p.param = param;
+    p.copy = copy;
+    p.copy_dtype = copy_dtype;
     p.grad = g.data_ptr();
     p.grad_dtype = g.dtype();
     p.exp_avg = e.exp_avg.data<float>();
@@ -69,6 +85,9 @@ void AdamW::step(double lr, double grad_scale) {
     kernels::adamw_cpu(p);
   }
   if (!on_gpu.empty()) MT_CUDA_ONLY("adamw", kernels::adamw_multi_cuda(common, on_gpu));
+  // Taken after every data() call above (a parameter's storage may hold several parameters): the copies are fresh
+  // until the next access to their masters.
+  for (TensorImpl* im : refreshed) im->converted_version = im->storage->version();
 }
 
 double global_grad_norm(const std::vector<Tensor*>& params) { return grad_global_norm(params); }

@@ -34,7 +34,9 @@ class AdamW {
  public:
   AdamW(const std::vector<std::pair<std::string, Tensor*>>& params, const AdamWOptions& opt);
   // One update with learning rate lr using each parameter's .grad (parameters without a gradient are skipped).
-  // grad_scale multiplies every gradient first (1/loss_scale, clip factor), fused into the update.
+  // grad_scale multiplies every gradient first (1/loss_scale, clip factor), fused into the update. A parameter
+  // holding a bf16 / f16 copy (cached_cast, nn::as_compute) gets it rewritten from the new master in the same
+  // kernel, bitwise equal to cast(), and marked fresh.
   void step(double lr, double grad_scale = 1.0);
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }

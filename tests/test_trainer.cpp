@@ -82,6 +82,26 @@ TEST(Trainer, ResumeIsBitExact) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Trainer, Bf16ResumeIsBitExact) {
+  // bf16 compute: the straight run's forwards mostly read the weight copies AdamW wrote (a checkpoint save reads the
+  // masters, so the step after one casts afresh); the stopped and resumed runs cast at other steps. Equal final
+  // checkpoints mean the copies AdamW writes are the casts, through accumulation and evals.
+  const std::string dir = test::temp_dir("resume_bf16");
+  const std::string args = small_lm_args(dir, 9) + " --set trainer.precision=bf16";
+  test::CliResult r = run_cli(args);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string straight = read_text(ckpt(dir, 9) + ".sha256");
+  ASSERT_FALSE(straight.empty());
+  std::filesystem::remove_all(dir);
+  r = run_cli(args + " --stop-at-step 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli(args);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 3) + " at step 3")) << r.out;
+  EXPECT_EQ(read_text(ckpt(dir, 9) + ".sha256"), straight);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Trainer, AccumulationMatchesOneLargeBatch) {
   // global batch 8 as 2 x 4 or 1 x 8: the same samples, the same weighted mean loss, so the same updates up to
   // float summation order.

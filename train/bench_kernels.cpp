@@ -4,7 +4,8 @@
 // z, B, C read once, y written once) and that bandwidth as a fraction of a device-to-device copy measured in the same
 // run. Inputs are random (never zeros); the 50 MB inputs at the first shape about fill the L2, so repeated runs see
 // a warm cache as they would in a training step that just wrote them. Then the LM head + loss at mamba-130m's shape,
-// unfused against the chunked linear_cross_entropy (time and peak memory).
+// unfused against the chunked linear_cross_entropy (time and peak memory); and AdamW over mamba-130m's parameters
+// with and without writing the bf16 weight copies, against casting them separately.
 #include "train/bench_kernels.h"
 
 #include <algorithm>
@@ -19,6 +20,8 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/selective_scan.h"
+#include "nn/heads.h"
+#include "optim/adamw.h"
 #if defined(MT_WITH_CUDA)
 #include <cuda_runtime.h>
 
@@ -169,6 +172,55 @@ void bench_lm_loss() {
   }
 }
 
+// AdamW over mamba-130m's parameters (f32 masters and gradients), one multi-tensor update per step: alone, and
+// writing the bf16 weight copies the GEMMs read (the parameters a bf16 forward casts), against casting those copies
+// separately (what every forward paid before the update wrote them).
+void bench_adamw() {
+  const Device dev = Device::cuda(CudaContext::get().device());
+  MambaConfig c = MambaConfig::variant("130m");
+  c.vocab_size = 50280;
+  c.finalize();
+  double ms[2] = {0, 0};
+  double cast_ms = 0, copy_mib = 0;
+  int64_t n_params = 0, n_copies = 0;
+  for (int with_copy = 0; with_copy < 2; ++with_copy) {
+    nn::MambaLMHeadModel m(c);
+    Generator gen(9);
+    m.init_parameters(gen);
+    m.to(dev);
+    auto named = m.named_parameters();
+    std::vector<Tensor*> cast_set;
+    {
+      // The parameters a bf16 forward casts are those holding a copy after one (tiny) forward.
+      NoGradGuard ng;
+      nn::ForwardOptions fo;
+      fo.compute_dtype = DType::BF16;
+      m.forward(Tensor::randint({1, 8}, gen, 0, c.vocab_size).to(dev), fo, true, Tensor(), false);
+      for (auto& np : named)
+        if (np.second->impl().converted) cast_set.push_back(np.second);
+      if (!with_copy)
+        for (Tensor* p : cast_set) p->impl().converted.reset();
+    }
+    n_params = m.num_parameters();
+    n_copies = static_cast<int64_t>(cast_set.size());
+    for (auto& np : named) set_grad(*np.second, Tensor::randn(np.second->shape(), gen, 0.0, 1e-3, DType::F32, dev));
+    optim::AdamW opt(named, optim::AdamWOptions{});
+    ms[with_copy] = time_ms([&]() { opt.step(1e-4); });
+    if (!with_copy) {
+      copy_mib = 0;
+      for (Tensor* p : cast_set) copy_mib += static_cast<double>(p->numel()) * 2 / (1 << 20);
+      cast_ms = time_ms([&]() {
+        NoGradGuard ng;
+        for (Tensor* p : cast_set) p->to(DType::BF16);
+      });
+    }
+  }
+  std::printf(
+      "AdamW, mamba-130m (%lld parameters, f32 masters and gradients): update %.3f ms; update writing the "
+      "bf16 copies of the %lld cast parameters (%.0f MiB) %.3f ms; casting those copies separately %.3f ms\n",
+      (long long)n_params, ms[0], (long long)n_copies, copy_mib, ms[1], cast_ms);
+}
+
 }  // namespace
 
 int run_kernel_bench() {
@@ -190,6 +242,7 @@ int run_kernel_bench() {
   bench_scan({8, 2048, 1536, 16}, copy_gbps);
   bench_scan({1, 65536, 1536, 16}, copy_gbps);
   bench_lm_loss();
+  bench_adamw();
   return 0;
 }
 #else

@@ -242,8 +242,9 @@ struct Trainer::Impl {
   int64_t scored_count(const data::Batch& b) const {
     if (!task->classification()) return scored_targets(b);
     const Tensor l = b.labels.contiguous();
+    const int64_t* lp = l.data<int64_t>();
     int64_t n = 0;
-    for (int64_t i = 0; i < l.numel(); ++i) n += l.data<int64_t>()[i] != data::kIgnoreIndex;
+    for (int64_t i = 0; i < l.numel(); ++i) n += lp[i] != data::kIgnoreIndex;
     return n;
   }
 
@@ -385,11 +386,13 @@ struct Trainer::Impl {
         const Tensor lg = logits.detach().to(Device::cpu()).to(DType::F64).contiguous();
         const Tensor lb = b.labels.contiguous();
         const int64_t C = lg.size(1);
+        const int64_t* lp = lb.data<int64_t>();
+        const double* lgp = lg.data<double>();
         for (int64_t i = 0; i < lg.size(0); ++i) {
-          if (lb.data<int64_t>()[i] == data::kIgnoreIndex) continue;
-          const double* row = lg.data<double>() + i * C;
+          if (lp[i] == data::kIgnoreIndex) continue;
+          const double* row = lgp + i * C;
           pred.push_back(std::max_element(row, row + C) - row);  // a NaN row predicts class 0: counted wrong or not
-          truth.push_back(lb.data<int64_t>()[i]);
+          truth.push_back(lp[i]);
         }
       } else if (task->reports_accuracy()) {
         data::CopyScore c = data::copy_score(logits, b);

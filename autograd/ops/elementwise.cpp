@@ -336,6 +336,30 @@ Tensor cast(const Tensor& a, DType dtype) {
   // Only float -> float conversions carry a gradient (an integer result cannot require grad).
   if (is_floating(dtype) && any_requires_grad({&a})) {
     const DType back = a.dtype();
+    record_node(make_lambda_node(
+                    "cast", [back](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {g[0].to(back)}; }),
+                {a}, {y});
+  }
+  return y;
+}
+
+Tensor cached_cast(const Tensor& a, DType dtype) {
+  MT_CHECK_SHAPE(a.defined(), "cached_cast: input is undefined");
+  if (a.dtype() == dtype || !is_floating(dtype) || !is_floating(a.dtype())) return cast(a, dtype);
+  TensorImpl& im = a.impl();
+  const std::shared_ptr<TensorImpl>& c = im.converted;
+  const bool fresh = c && c->dtype == dtype && c->shape == im.shape && im.storage &&
+                     c->storage->device() == im.storage->device() && im.converted_version == im.storage->version();
+  Tensor y;
+  if (fresh) {
+    y = Tensor(c).detach();  // a new handle on the copy: this use's autograd history is its own
+  } else {
+    y = a.to(dtype).contiguous();  // reads a (a data() call), so the version is taken after it
+    im.converted = y.detach().impl_ptr();
+    im.converted_version = im.storage ? im.storage->version() : 0;
+  }
+  if (any_requires_grad({&a})) {
+    const DType back = a.dtype();
     record_node(make_lambda_node("cast",
                                  [back](const std::vector<Tensor>& g) -> std::vector<Tensor> {
                                    return {g[0].to(back)};

@@ -27,6 +27,12 @@ Tensor square(const Tensor& a);
 // Differentiable dtype conversion (gradient converted back to the input dtype).
 Tensor cast(const Tensor& a, DType dtype);
 
+// cast(a, dtype) for a float -> float conversion that keeps its result with a (TensorImpl::converted) and returns
+// it again, without converting, while a's storage has not been touched since (Storage::version): a parameter's
+// bf16 copy is made once per optimizer step (by AdamW, see optim/adamw.h) instead of once per use. The values and
+// the gradient are cast's; only a itself (not a view or another handle's impl) holds the copy.
+Tensor cached_cast(const Tensor& a, DType dtype);
+
 // Inverted dropout: zero with probability p, scale kept elements by 1/(1-p). Identity when !training or p == 0.
 // The mask comes from the counter-based generator, so CPU and GPU drop the same elements.
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen);

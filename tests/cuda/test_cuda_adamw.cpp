@@ -1,10 +1,12 @@
 // CUDA AdamW: the multi-tensor update (many tensors per launch, f32 and bf16 gradients, awkward sizes, more
-// tensors than one launch holds) equals the one-tensor kernel bit for bit and the CPU update within f32 rounding.
+// tensors than one launch holds) equals the one-tensor kernel bit for bit and the CPU update within f32 rounding,
+// and the bf16 / f16 weight copies it writes equal cast() of the new masters.
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "autograd/ops/elementwise.h"
 #include "kernels/adamw.h"
 #include "optim/adamw.h"
 #include "test_util.h"
@@ -72,5 +74,93 @@ TEST(CudaAdamW, MultiTensorEqualsOneTensorKernelsAndTheCpu) {
     EXPECT_EQ(gpu.p[i].to_vector(), single.p[i].to_vector()) << "tensor " << i << " of " << sizes[i];
     EXPECT_EQ(og.entries()[i].exp_avg_sq.to_vector(), os.entries()[i].exp_avg_sq.to_vector()) << i;
     EXPECT_LE(test::tolerance_ratio(gpu.p[i].to_vector(), cpu.p[i].to_vector(), 1e-6, 1e-5), 1.0) << i;
+  }
+}
+
+// The weight copy on the GPU: the multi-tensor update writes bf16 and f16 copies (tensors of awkward sizes, more
+// than one launch holds, mixed with tensors that have none) equal bit for bit to cast() of the new master, and the
+// one-tensor kernel and the CPU update write the same copies.
+TEST(CudaAdamW, WritesTheWeightCopyBitwiseEqualToCast) {
+  MT_REQUIRE_CUDA();
+  Generator gen(5);
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < kernels::kAdamWMaxTensors + 9; ++i) sizes.push_back(i % 5 == 0 ? 70001 + 3 * i : 1 + 29 * i);
+  std::vector<Tensor> gp, cp;
+  std::vector<DType> copy_dtype;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    Tensor p = Tensor::randn({sizes[i]}, gen, 0.0, 1.0, DType::F32);
+    gp.push_back(p.to(Device::cuda()));
+    cp.push_back(p.clone());
+    set_requires_grad(gp.back());
+    set_requires_grad(cp.back());
+    copy_dtype.push_back(i % 3 == 0 ? DType::F32 : i % 3 == 1 ? DType::BF16 : DType::F16);  // f32: no copy
+    if (copy_dtype[i] != DType::F32) {
+      cached_cast(gp[i], copy_dtype[i]);
+      cached_cast(cp[i], copy_dtype[i]);
+    }
+  }
+  std::vector<std::pair<std::string, Tensor*>> ng, nc;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    ng.emplace_back("l" + std::to_string(i) + ".weight", &gp[i]);
+    nc.emplace_back("l" + std::to_string(i) + ".weight", &cp[i]);
+  }
+  optim::AdamWOptions o;
+  o.lr = 1e-2;
+  optim::AdamW og(ng, o), oc(nc, o);
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      Tensor g = Tensor::randn({sizes[i]}, gen, 0.0, 2.0, DType::F32);
+      if (i % 2) g = g.to(DType::BF16);  // bf16 gradients (as the GEMMs give) for every other tensor
+      set_grad(gp[i], g.to(Device::cuda()));
+      set_grad(cp[i], g.to(DType::F32));  // the CPU update takes f32: the same (bf16-rounded) values
+    }
+    og.step(1e-2, 0.5);
+    oc.step(1e-2, 0.5);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (copy_dtype[i] == DType::F32) {
+      EXPECT_FALSE(gp[i].impl().converted) << i;
+      continue;
+    }
+    const Storage* before = gp[i].impl().converted->storage.get();
+    Tensor c = cached_cast(gp[i], copy_dtype[i]);  // fresh: reused, not re-cast
+    EXPECT_EQ(c.storage().get(), before) << "tensor " << i;
+    Tensor cc = cached_cast(cp[i], copy_dtype[i]);
+    NoGradGuard ngd;
+    EXPECT_EQ(c.to_vector(), gp[i].detach().to(copy_dtype[i]).to_vector()) << "tensor " << i << " of " << sizes[i];
+    // The CPU update agrees with the GPU's to f32 rounding; its copy is cast() of its own master.
+    EXPECT_EQ(cc.to_vector(), cp[i].detach().to(copy_dtype[i]).to_vector()) << i;
+    EXPECT_LE(test::tolerance_ratio(gp[i].to_vector(), cp[i].to_vector(), 1e-6, 1e-5), 1.0) << i;
+  }
+}
+
+// The one-tensor kernel writes the same copy as the multi-tensor one.
+TEST(CudaAdamW, OneTensorKernelWritesTheSameCopy) {
+  MT_REQUIRE_CUDA();
+  Generator gen(6);
+  const int64_t n = 100003;
+  Tensor p = Tensor::randn({n}, gen, 0.0, 1.0, DType::F32, Device::cuda());
+  Tensor g = Tensor::randn({n}, gen, 0.0, 1.0, DType::BF16, Device::cuda());
+  Tensor m = Tensor::zeros({n}, DType::F32, Device::cuda()), v = Tensor::zeros({n}, DType::F32, Device::cuda());
+  for (DType cd : {DType::BF16, DType::F16}) {
+    Tensor copy = Tensor::full({n}, 9.0, cd, Device::cuda());
+    kernels::AdamWParams a;
+    a.param = p.data<float>();
+    a.grad = g.data_ptr();
+    a.grad_dtype = DType::BF16;
+    a.exp_avg = m.data<float>();
+    a.exp_avg_sq = v.data<float>();
+    a.copy = copy.data_ptr();
+    a.copy_dtype = cd;
+    a.n = n;
+    a.lr = 1e-2f;
+    a.beta1 = 0.9f;
+    a.beta2 = 0.95f;
+    a.eps = 1e-8f;
+    a.weight_decay = 0.1f;
+    a.bias_correction1 = 0.1f;
+    a.bias_correction2 = 0.05f;
+    kernels::adamw_cuda(a);
+    EXPECT_EQ(copy.to_vector(), p.to(cd).to_vector()) << dtype_name(cd);
   }
 }
