@@ -20,16 +20,21 @@ Hyper hyper_of(const AdamWParams& p) {
 }
 
 // C: the weight copy's storage type (__nv_bfloat16 / __half), or void for none.
+// Every rounding is spelled out (__fmaf_rn and friends are never fused or reordered), so each instantiation, with
+// or without a copy, in either kernel, gives the same bits; left to itself the compiler contracted a * b + c into
+// FMAs differently per instantiation, and a tensor's update depended on whether it had a copy.
 template <typename G, typename C>
 __device__ __forceinline__ void update_one(const Hyper& h, float wd, float* param, const G* g, float* exp_avg,
                                            float* exp_avg_sq, void* copy, int64_t i) {
-  const float gi = static_cast<float>(cuda::load(g, i)) * h.grad_scale;
-  const float m = h.beta1 * exp_avg[i] + (1 - h.beta1) * gi;
-  const float v = h.beta2 * exp_avg_sq[i] + (1 - h.beta2) * gi * gi;
+  const float gi = __fmul_rn(static_cast<float>(cuda::load(g, i)), h.grad_scale);
+  const float m = __fmaf_rn(h.beta1, exp_avg[i], __fmul_rn(1 - h.beta1, gi));                    // b1 m + (1-b1) g
+  const float v = __fmaf_rn(h.beta2, exp_avg_sq[i], __fmul_rn(__fmul_rn(1 - h.beta2, gi), gi));  // b2 v + (1-b2) g^2
   exp_avg[i] = m;
   exp_avg_sq[i] = v;
-  const float denom = sqrtf(v / h.bias_correction2) + h.eps;
-  const float w = param[i] - h.lr * ((m / h.bias_correction1) / denom + wd * param[i]);
+  const float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(v, h.bias_correction2)), h.eps);
+  const float p = param[i];
+  const float step = __fmaf_rn(wd, p, __fdiv_rn(__fdiv_rn(m, h.bias_correction1), denom));  // m^ / denom + wd p
+  const float w = __fmaf_rn(-h.lr, step, p);                                                // p - lr * step
   param[i] = w;
   if constexpr (!std::is_void_v<C>) static_cast<C*>(copy)[i] = cuda::from_compute<C>(w);
 }

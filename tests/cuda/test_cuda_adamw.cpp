@@ -1,6 +1,6 @@
 // CUDA AdamW: the multi-tensor update (many tensors per launch, f32 and bf16 gradients, awkward sizes, more
 // tensors than one launch holds) equals the one-tensor kernel bit for bit and the CPU update within f32 rounding,
-// and the bf16 / f16 weight copies it writes equal cast() of the new masters.
+// the bf16 / f16 weight copies it writes equal cast() of the new masters, and writing them changes nothing else.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -162,5 +162,46 @@ TEST(CudaAdamW, OneTensorKernelWritesTheSameCopy) {
     a.bias_correction2 = 0.05f;
     kernels::adamw_cuda(a);
     EXPECT_EQ(copy.to_vector(), p.to(cd).to_vector()) << dtype_name(cd);
+  }
+}
+
+// Writing a weight copy does not change the update: the same tensors with bf16 / f16 copies and without any give
+// the same masters and moments bit for bit (f32 and bf16 gradients, sizes not multiples of anything).
+TEST(CudaAdamW, TheUpdateDoesNotDependOnTheCopy) {
+  MT_REQUIRE_CUDA();
+  Generator gen(7);
+  const std::vector<int64_t> sizes = {1, 3, 4, 5, 7, 8, 1023, 4099, 65536, 250001};
+  std::vector<Tensor> with, without, grads;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    Tensor p = Tensor::randn({sizes[i]}, gen, 0.0, 1.0, DType::F32, Device::cuda());
+    with.push_back(p.clone());
+    without.push_back(p.clone());
+    set_requires_grad(with.back());
+    set_requires_grad(without.back());
+    grads.push_back(Tensor::randn({sizes[i]}, gen, 0.0, 1.0, i % 2 ? DType::BF16 : DType::F32, Device::cuda()));
+  }
+  std::vector<std::pair<std::string, Tensor*>> nw, nn;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    nw.emplace_back("a" + std::to_string(i) + ".weight", &with[i]);
+    nn.emplace_back("a" + std::to_string(i) + ".weight", &without[i]);
+    cached_cast(with[i], i % 3 ? DType::BF16 : DType::F16);
+  }
+  optim::AdamWOptions o;
+  o.lr = 1e-2;
+  optim::AdamW ow(nw, o), on(nn, o);
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      set_grad(with[i], grads[i]);
+      set_grad(without[i], grads[i]);
+    }
+    ow.step(1e-2, 0.25);
+    on.step(1e-2, 0.25);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_TRUE(with[i].impl().converted) << sizes[i];
+    EXPECT_FALSE(without[i].impl().converted) << sizes[i];
+    EXPECT_EQ(with[i].to_vector(), without[i].to_vector()) << sizes[i];
+    EXPECT_EQ(ow.entries()[i].exp_avg.to_vector(), on.entries()[i].exp_avg.to_vector()) << sizes[i];
+    EXPECT_EQ(ow.entries()[i].exp_avg_sq.to_vector(), on.entries()[i].exp_avg_sq.to_vector()) << sizes[i];
   }
 }
