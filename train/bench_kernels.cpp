@@ -207,7 +207,6 @@ void bench_adamw() {
     optim::AdamW opt(named, optim::AdamWOptions{});
     ms[with_copy] = time_ms([&]() { opt.step(1e-4); });
     if (!with_copy) {
-      copy_mib = 0;
       for (Tensor* p : cast_set) copy_mib += static_cast<double>(p->numel()) * 2 / (1 << 20);
       cast_ms = time_ms([&]() {
         NoGradGuard ng;

@@ -329,17 +329,22 @@ Tensor tanh(const Tensor& a) { return unary("tanh", UnaryOp::Tanh, a); }
 Tensor sqrt(const Tensor& a) { return unary("sqrt", UnaryOp::Sqrt, a); }
 Tensor square(const Tensor& a) { return unary("square", UnaryOp::Square, a); }
 
+namespace {
+// The tape node of a float -> float conversion y of a: the gradient converted back to a's dtype.
+void record_cast(const Tensor& a, const Tensor& y) {
+  const DType back = a.dtype();
+  record_node(
+      make_lambda_node("cast", [back](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {g[0].to(back)}; }),
+      {a}, {y});
+}
+}  // namespace
+
 Tensor cast(const Tensor& a, DType dtype) {
   MT_CHECK_SHAPE(a.defined(), "cast: input is undefined");
   if (a.dtype() == dtype) return identity("cast", a);
   Tensor y = a.to(dtype);
   // Only float -> float conversions carry a gradient (an integer result cannot require grad).
-  if (is_floating(dtype) && any_requires_grad({&a})) {
-    const DType back = a.dtype();
-    record_node(make_lambda_node(
-                    "cast", [back](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {g[0].to(back)}; }),
-                {a}, {y});
-  }
+  if (is_floating(dtype) && any_requires_grad({&a})) record_cast(a, y);
   return y;
 }
 
@@ -358,14 +363,7 @@ Tensor cached_cast(const Tensor& a, DType dtype) {
     im.converted = y.detach().impl_ptr();
     im.converted_version = im.storage ? im.storage->version() : 0;
   }
-  if (any_requires_grad({&a})) {
-    const DType back = a.dtype();
-    record_node(make_lambda_node("cast",
-                                 [back](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                                   return {g[0].to(back)};
-                                 }),
-                {a}, {y});
-  }
+  if (any_requires_grad({&a})) record_cast(a, y);
   return y;
 }
 
