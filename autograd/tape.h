@@ -30,8 +30,8 @@ struct AutogradMeta {
   Tensor grad;                  // accumulated gradient (leaves: persists; non-leaves: freed after use)
   std::weak_ptr<Node> grad_fn;  // producing node; expired for leaves
   bool is_leaf = true;
-  int output_nr = 0;            // which output of grad_fn this tensor is
-  std::string name;             // parameter name, for error messages and hooks
+  int output_nr = 0;  // which output of grad_fn this tensor is
+  std::string name;   // parameter name, for error messages and hooks
   std::vector<std::function<void(const Tensor& grad)>> grad_ready_hooks;  // leaves only
 };
 
@@ -45,9 +45,9 @@ class Node {
   // Drop saved tensors (called right after backward ran).
   virtual void release() {}
 
-  std::vector<std::shared_ptr<AutogradMeta>> inputs;   // null where the input does not require grad
+  std::vector<std::shared_ptr<AutogradMeta>> inputs;  // null where the input does not require grad
   std::vector<std::weak_ptr<AutogradMeta>> outputs;
-  std::vector<Shape> output_shapes;                     // to build zero grads for outputs that got none
+  std::vector<Shape> output_shapes;  // to build zero grads for outputs that got none
   std::vector<DType> output_dtypes;
   std::vector<Device> output_devices;
 };

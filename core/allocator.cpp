@@ -61,11 +61,11 @@ class CudaCachingAllocator {
       cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
-      throw Error(ErrorKind::OutOfMemory,
-                  str("CUDA out of memory: tried to allocate ", bytes, " bytes (", bytes >> 20, " MiB); ",
-                      stats_.allocated_bytes >> 20, " MiB in use by tensors, ", free_b >> 20, " MiB free of ",
-                      total_b >> 20, " MiB on the device (try a smaller micro-batch, a shorter sequence or "
-                      "activation recomputation)"));
+      throw Error(ErrorKind::OutOfMemory, str("CUDA out of memory: tried to allocate ", bytes, " bytes (", bytes >> 20,
+                                              " MiB); ", stats_.allocated_bytes >> 20, " MiB in use by tensors, ",
+                                              free_b >> 20, " MiB free of ", total_b >> 20,
+                                              " MiB on the device (try a smaller micro-batch, a shorter sequence or "
+                                              "activation recomputation)"));
     }
     MT_CUDA_CHECK(st);
     ++stats_.num_device_mallocs;

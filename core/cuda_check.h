@@ -13,17 +13,17 @@ namespace mt::detail {
 [[noreturn]] void cublas_fail(cublasStatus_t st, const char* call, const char* file, int line);
 }  // namespace mt::detail
 
-#define MT_CUDA_CHECK(call)                                                        \
-  do {                                                                             \
-    cudaError_t mt_st_ = (call);                                                   \
+#define MT_CUDA_CHECK(call)                                                                \
+  do {                                                                                     \
+    cudaError_t mt_st_ = (call);                                                           \
     if (mt_st_ != cudaSuccess) ::mt::detail::cuda_fail(mt_st_, #call, __FILE__, __LINE__); \
   } while (0)
 
 // After every kernel launch: catches bad launch configurations immediately.
 #define MT_CUDA_CHECK_LAUNCH() MT_CUDA_CHECK(cudaGetLastError())
 
-#define MT_CUBLAS_CHECK(call)                                                        \
-  do {                                                                               \
-    cublasStatus_t mt_st_ = (call);                                                  \
+#define MT_CUBLAS_CHECK(call)                                                                          \
+  do {                                                                                                 \
+    cublasStatus_t mt_st_ = (call);                                                                    \
     if (mt_st_ != CUBLAS_STATUS_SUCCESS) ::mt::detail::cublas_fail(mt_st_, #call, __FILE__, __LINE__); \
   } while (0)

@@ -10,12 +10,12 @@ namespace mt {
 namespace detail {
 void cuda_fail(cudaError_t st, const char* call, const char* file, int line) {
   ErrorKind kind = st == cudaErrorMemoryAllocation ? ErrorKind::OutOfMemory : ErrorKind::Device;
-  throw Error(kind, str("CUDA error ", cudaGetErrorName(st), " (", cudaGetErrorString(st), ") in ", call, " at ",
-                        file, ":", line));
+  throw Error(kind, str("CUDA error ", cudaGetErrorName(st), " (", cudaGetErrorString(st), ") in ", call, " at ", file,
+                        ":", line));
 }
 void cublas_fail(cublasStatus_t st, const char* call, const char* file, int line) {
-  throw Error(ErrorKind::Device, str("cuBLAS error ", cublasGetStatusName(st), " (", cublasGetStatusString(st),
-                                     ") in ", call, " at ", file, ":", line));
+  throw Error(ErrorKind::Device, str("cuBLAS error ", cublasGetStatusName(st), " (", cublasGetStatusString(st), ") in ",
+                                     call, " at ", file, ":", line));
 }
 }  // namespace detail
 
@@ -30,8 +30,8 @@ CudaContext::CudaContext() {
   cudaError_t st = cudaGetDeviceCount(&n);
   if (st != cudaSuccess || n == 0) {
     cudaGetLastError();
-    throw Error(ErrorKind::Device, str("CUDA requested but no GPU is usable (", cudaGetErrorString(st),
-                                       "); use --device cpu"));
+    throw Error(ErrorKind::Device,
+                str("CUDA requested but no GPU is usable (", cudaGetErrorString(st), "); use --device cpu"));
   }
   MT_CUDA_CHECK(cudaGetDevice(&device_));
   MT_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));

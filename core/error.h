@@ -66,10 +66,9 @@ std::string str(const Args&... args) {
 #define MT_CHECK_SHAPE(cond, ...) MT_CHECK(cond, ::mt::ErrorKind::Shape, __VA_ARGS__)
 
 // Internal invariants: a failure is a bug in mamba-train, reported with file and line.
-#define MT_ASSERT(cond, ...)                                                                 \
-  do {                                                                                       \
-    if (!(cond))                                                                             \
-      ::mt::throw_error(::mt::ErrorKind::Internal,                                           \
-                        ::mt::str("internal error at ", __FILE__, ":", __LINE__, ": ", #cond, \
-                                  " ", ##__VA_ARGS__));                                      \
+#define MT_ASSERT(cond, ...)                                                                                        \
+  do {                                                                                                              \
+    if (!(cond))                                                                                                    \
+      ::mt::throw_error(::mt::ErrorKind::Internal,                                                                  \
+                        ::mt::str("internal error at ", __FILE__, ":", __LINE__, ": ", #cond, " ", ##__VA_ARGS__)); \
   } while (0)

@@ -75,13 +75,38 @@ cuda::StridedDesc desc_of(const Tensor& t) {
 #endif
 
 // ---- typed CPU copy ----
-template <typename T> struct Conv;
-template <> struct Conv<float> { static double get(float v) { return v; } static float put(double v) { return static_cast<float>(v); } };
-template <> struct Conv<double> { static double get(double v) { return v; } static double put(double v) { return v; } };
-template <> struct Conv<int32_t> { static double get(int32_t v) { return v; } static int32_t put(double v) { return static_cast<int32_t>(v); } };
-template <> struct Conv<int64_t> { static double get(int64_t v) { return static_cast<double>(v); } static int64_t put(double v) { return static_cast<int64_t>(v); } };
-template <> struct Conv<bf16_t> { static double get(bf16_t v) { return bf16_to_float(v.bits); } static bf16_t put(double v) { return bf16_t{float_to_bf16(static_cast<float>(v))}; } };
-template <> struct Conv<f16_t> { static double get(f16_t v) { return f16_to_float(v.bits); } static f16_t put(double v) { return f16_t{float_to_f16(static_cast<float>(v))}; } };
+template <typename T>
+struct Conv;
+template <>
+struct Conv<float> {
+  static double get(float v) { return v; }
+  static float put(double v) { return static_cast<float>(v); }
+};
+template <>
+struct Conv<double> {
+  static double get(double v) { return v; }
+  static double put(double v) { return v; }
+};
+template <>
+struct Conv<int32_t> {
+  static double get(int32_t v) { return v; }
+  static int32_t put(double v) { return static_cast<int32_t>(v); }
+};
+template <>
+struct Conv<int64_t> {
+  static double get(int64_t v) { return static_cast<double>(v); }
+  static int64_t put(double v) { return static_cast<int64_t>(v); }
+};
+template <>
+struct Conv<bf16_t> {
+  static double get(bf16_t v) { return bf16_to_float(v.bits); }
+  static bf16_t put(double v) { return bf16_t{float_to_bf16(static_cast<float>(v))}; }
+};
+template <>
+struct Conv<f16_t> {
+  static double get(f16_t v) { return f16_to_float(v.bits); }
+  static f16_t put(double v) { return f16_t{float_to_f16(static_cast<float>(v))}; }
+};
 
 template <typename D, typename S>
 D convert(S v) {
@@ -128,12 +153,18 @@ template <typename D>
 void copy_from(const Tensor& dst, const Tensor& src) {
   D* d = static_cast<D*>(dst.data_ptr());
   switch (src.dtype()) {
-    case DType::F32: return copy_loop(d, dst.strides(), static_cast<const float*>(src.data_ptr()), src.strides(), dst.shape());
-    case DType::F64: return copy_loop(d, dst.strides(), static_cast<const double*>(src.data_ptr()), src.strides(), dst.shape());
-    case DType::BF16: return copy_loop(d, dst.strides(), static_cast<const bf16_t*>(src.data_ptr()), src.strides(), dst.shape());
-    case DType::F16: return copy_loop(d, dst.strides(), static_cast<const f16_t*>(src.data_ptr()), src.strides(), dst.shape());
-    case DType::I32: return copy_loop(d, dst.strides(), static_cast<const int32_t*>(src.data_ptr()), src.strides(), dst.shape());
-    case DType::I64: return copy_loop(d, dst.strides(), static_cast<const int64_t*>(src.data_ptr()), src.strides(), dst.shape());
+    case DType::F32:
+      return copy_loop(d, dst.strides(), static_cast<const float*>(src.data_ptr()), src.strides(), dst.shape());
+    case DType::F64:
+      return copy_loop(d, dst.strides(), static_cast<const double*>(src.data_ptr()), src.strides(), dst.shape());
+    case DType::BF16:
+      return copy_loop(d, dst.strides(), static_cast<const bf16_t*>(src.data_ptr()), src.strides(), dst.shape());
+    case DType::F16:
+      return copy_loop(d, dst.strides(), static_cast<const f16_t*>(src.data_ptr()), src.strides(), dst.shape());
+    case DType::I32:
+      return copy_loop(d, dst.strides(), static_cast<const int32_t*>(src.data_ptr()), src.strides(), dst.shape());
+    case DType::I64:
+      return copy_loop(d, dst.strides(), static_cast<const int64_t*>(src.data_ptr()), src.strides(), dst.shape());
   }
 }
 
@@ -209,7 +240,8 @@ Tensor Tensor::from_vector(const std::vector<double>& values, const Shape& shape
   MT_CHECK_SHAPE(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ", values.size(),
                  " values for shape ", shape_str(shape));
   Tensor host = empty(shape, dtype, Device::cpu());
-  for (size_t i = 0; i < values.size(); ++i) store_from_double(host.data_ptr(), dtype, static_cast<int64_t>(i), values[i]);
+  for (size_t i = 0; i < values.size(); ++i)
+    store_from_double(host.data_ptr(), dtype, static_cast<int64_t>(i), values[i]);
   return host.to(dev);
 }
 
@@ -235,7 +267,8 @@ Tensor Tensor::rand(const Shape& shape, Generator& gen, double lo, double hi, DT
     return t;
   }
   const bool f64 = dtype == DType::F64;
-  for (int64_t i = 0; i < n; ++i) store_from_double(t.data_ptr(), dtype, i, rng_uniform(f64, gen.seed(), off, i, lo, hi));
+  for (int64_t i = 0; i < n; ++i)
+    store_from_double(t.data_ptr(), dtype, i, rng_uniform(f64, gen.seed(), off, i, lo, hi));
   return t;
 }
 
@@ -253,7 +286,8 @@ Tensor Tensor::randn(const Shape& shape, Generator& gen, double mean, double std
     return t;
   }
   const bool f64 = dtype == DType::F64;
-  for (int64_t i = 0; i < n; ++i) store_from_double(t.data_ptr(), dtype, i, rng_normal(f64, gen.seed(), off, i, mean, std));
+  for (int64_t i = 0; i < n; ++i)
+    store_from_double(t.data_ptr(), dtype, i, rng_normal(f64, gen.seed(), off, i, mean, std));
   return t;
 }
 

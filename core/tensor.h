@@ -30,7 +30,7 @@ struct AutogradMeta;  // autograd/tape.h
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape shape;
-  Shape strides;  // in elements
+  Shape strides;       // in elements
   int64_t offset = 0;  // in elements
   DType dtype = DType::F32;
   std::shared_ptr<AutogradMeta> autograd;  // null unless the tensor takes part in autograd
@@ -60,8 +60,8 @@ class Tensor {
   // Uniform in [lo, hi) / standard normal (Box-Muller) from the counter-based generator; identical on CPU and GPU.
   static Tensor rand(const Shape& shape, Generator& gen, double lo = 0.0, double hi = 1.0, DType dtype = DType::F32,
                      Device dev = Device::cpu());
-  static Tensor randn(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0,
-                      DType dtype = DType::F32, Device dev = Device::cpu());
+  static Tensor randn(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0, DType dtype = DType::F32,
+                      Device dev = Device::cpu());
   // Integers uniform in [lo, hi).
   static Tensor randint(const Shape& shape, Generator& gen, int64_t lo, int64_t hi, DType dtype = DType::I64,
                         Device dev = Device::cpu());
@@ -99,10 +99,10 @@ class Tensor {
   bool same(const Tensor& o) const { return impl_ == o.impl_; }
 
   // ---- copies and views (not recorded by autograd; see autograd/ops for differentiable versions) ----
-  Tensor contiguous() const;  // this if already contiguous, else a packed copy
-  Tensor clone() const;       // packed copy, always new storage
-  Tensor to(Device dev) const;  // same tensor if already there
-  Tensor to(DType dt) const;    // converting copy (this if same dtype)
+  Tensor contiguous() const;              // this if already contiguous, else a packed copy
+  Tensor clone() const;                   // packed copy, always new storage
+  Tensor to(Device dev) const;            // same tensor if already there
+  Tensor to(DType dt) const;              // converting copy (this if same dtype)
   Tensor view(const Shape& shape) const;  // contiguous only; one dim may be -1
   Tensor as_strided(const Shape& shape, const Shape& strides, int64_t offset) const;
   Tensor detach() const;  // same data, no autograd history
@@ -114,7 +114,7 @@ class Tensor {
   // ---- host inspection (tests, logging); synchronises with the GPU ----
   std::vector<double> to_vector() const;  // values in row-major order
   std::vector<int64_t> to_vector_i64() const;
-  double item() const;                    // numel() == 1
+  double item() const;  // numel() == 1
 
  private:
   std::shared_ptr<TensorImpl> impl_;

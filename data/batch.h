@@ -19,10 +19,10 @@ namespace mt::data {
 constexpr int64_t kIgnoreIndex = -100;
 
 struct Batch {
-  Tensor ids;      // [B, L] i64, CPU
-  Tensor targets;  // [B, L] i64, CPU; kIgnoreIndex = not scored
-  Tensor mask;     // [B, L] f32, 1 = real token / 0 = padding; undefined when every position is real
-  Tensor labels;   // [B] i64, classification data only: the class, kIgnoreIndex for padding rows
+  Tensor ids;          // [B, L] i64, CPU
+  Tensor targets;      // [B, L] i64, CPU; kIgnoreIndex = not scored
+  Tensor mask;         // [B, L] f32, 1 = real token / 0 = padding; undefined when every position is real
+  Tensor labels;       // [B] i64, classification data only: the class, kIgnoreIndex for padding rows
   int64_t tokens = 0;  // real (non-padding) input tokens: weight for averaging losses over batches
 };
 

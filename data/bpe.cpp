@@ -8,8 +8,8 @@
 #include <queue>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
 #include <utf8proc.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/gz_reader.h"
@@ -66,8 +66,8 @@ size_t utf8_seq(const unsigned char* s, size_t n, size_t i, uint32_t* cp, size_t
 
 // Oniguruma's \s for UTF-8 (the White_Space property).
 bool is_space_cp(uint32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
-         c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 Cls cls_of_cp(uint32_t c) {
@@ -77,14 +77,11 @@ Cls cls_of_cp(uint32_t c) {
     case UTF8PROC_CATEGORY_LL:
     case UTF8PROC_CATEGORY_LT:
     case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO:
-      return kLetter;
+    case UTF8PROC_CATEGORY_LO: return kLetter;
     case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_NO:
-      return kNumber;
-    default:
-      return kOther;
+    case UTF8PROC_CATEGORY_NO: return kNumber;
+    default: return kOther;
   }
 }
 
@@ -233,8 +230,8 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
              "no \"model\" object (not a HuggingFace tokenizer.json?)");
     const json& m = j["model"];
     const std::string mtype = m.contains("type") && m["type"].is_string() ? m["type"].get<std::string>() : "";
-    MT_CHECK(mtype == "BPE" || (mtype.empty() && m.contains("merges")), ErrorKind::Data, where, "model.type '",
-             mtype, "' is not supported (only BPE)");
+    MT_CHECK(mtype == "BPE" || (mtype.empty() && m.contains("merges")), ErrorKind::Data, where, "model.type '", mtype,
+             "' is not supported (only BPE)");
     MT_CHECK(m.contains("vocab") && m["vocab"].is_object(), ErrorKind::Data, where,
              "model.vocab is missing or not an object");
     MT_CHECK(m.contains("merges") && m["merges"].is_array(), ErrorKind::Data, where,
@@ -242,8 +239,8 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
     MT_CHECK(!m.contains("dropout") || m["dropout"].is_null() || m["dropout"].get<double>() == 0.0, ErrorKind::Data,
              where, "model.dropout is not supported (the ids would be random)");
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-      MT_CHECK(!m.contains(k) || m[k].is_null() || m[k].get<std::string>().empty(), ErrorKind::Data, where, "model.",
-               k, " is not supported");
+      MT_CHECK(!m.contains(k) || m[k].is_null() || m[k].get<std::string>().empty(), ErrorKind::Data, where, "model.", k,
+               " is not supported");
     }
     t.ignore_merges_ = m.contains("ignore_merges") && m["ignore_merges"].is_boolean() && m["ignore_merges"].get<bool>();
 
@@ -355,8 +352,8 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
       for (const auto& [it, tok] : {std::make_pair(ia, a), std::make_pair(ib, b), std::make_pair(iab, a + b)})
         MT_CHECK(it != t.vocab_.end(), ErrorKind::Data, where, "model.merges[", r, "] '", shown(a), " ", shown(b),
                  "': token '", shown(tok), "' is not in model.vocab");
-      const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(ia->second)) << 32) |
-                           static_cast<uint32_t>(ib->second);
+      const uint64_t key =
+          (static_cast<uint64_t>(static_cast<uint32_t>(ia->second)) << 32) | static_cast<uint32_t>(ib->second);
       t.merges_[key] = Merge{static_cast<int32_t>(r), iab->second};  // a repeated pair: the last rank wins, as in HF
     }
   } catch (const json::exception& e) {
@@ -443,9 +440,9 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view utf8) const {
     }
     if (!needs_nfc) return encode_normalized(piece, out);
     utf8proc_uint8_t* dst = nullptr;
-    const utf8proc_ssize_t len =
-        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(piece.data()), static_cast<utf8proc_ssize_t>(piece.size()),
-                     &dst, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+    const utf8proc_ssize_t len = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(piece.data()),
+                                              static_cast<utf8proc_ssize_t>(piece.size()), &dst,
+                                              static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
     if (len < 0) {
       std::free(dst);
       throw Error(ErrorKind::Data, str("NFC normalization failed: ", utf8proc_errmsg(len)));
@@ -478,8 +475,10 @@ void BpeTokenizer::pretokenize_and_bpe(std::string_view piece_in, std::vector<in
     if (s[i] == '\'' && i + 1 < n) {
       const unsigned char c1 = s[i + 1], c2 = i + 2 < n ? s[i + 2] : 0;
       size_t m = 0;
-      if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') m = 2;
-      else if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) m = 3;
+      if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd')
+        m = 2;
+      else if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l'))
+        m = 3;
       if (m) {
         bpe_word(piece.substr(start, m), out);
         i += m;

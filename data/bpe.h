@@ -42,7 +42,7 @@ class BpeTokenizer {
   std::string decode(const std::vector<int32_t>& ids) const;
 
   int64_t vocab_size() const { return static_cast<int64_t>(id_bytes_.size()); }  // the largest id + 1
-  int32_t eos_id() const { return eos_id_; }  // <|endoftext|>; -1 when the file has none
+  int32_t eos_id() const { return eos_id_; }         // <|endoftext|>; -1 when the file has none
   int32_t token_id(const std::string& token) const;  // a vocabulary / added token's id, or -1
   const std::string& path() const { return path_; }
   size_t cache_size() const { return cache_.size(); }
@@ -67,13 +67,13 @@ class BpeTokenizer {
   void bpe_word(std::string_view word, std::vector<int32_t>& out) const;
 
   std::string path_;
-  std::unordered_map<std::string, int32_t> vocab_;        // token string (byte-level chars) -> id
-  std::unordered_map<std::string, int32_t> added_;        // added token content -> id
-  std::unordered_map<uint64_t, Merge> merges_;            // (left id << 32 | right id) -> rank, merged id
-  std::vector<std::string> id_bytes_;                     // id -> decoded bytes
-  std::vector<uint8_t> id_known_;                         // 1 where an id has a token
-  int32_t byte_id_[256] = {};                             // byte -> id of its byte-level character
-  Trie raw_trie_, norm_trie_;                             // added tokens matched before / after normalization
+  std::unordered_map<std::string, int32_t> vocab_;  // token string (byte-level chars) -> id
+  std::unordered_map<std::string, int32_t> added_;  // added token content -> id
+  std::unordered_map<uint64_t, Merge> merges_;      // (left id << 32 | right id) -> rank, merged id
+  std::vector<std::string> id_bytes_;               // id -> decoded bytes
+  std::vector<uint8_t> id_known_;                   // 1 where an id has a token
+  int32_t byte_id_[256] = {};                       // byte -> id of its byte-level character
+  Trie raw_trie_, norm_trie_;                       // added tokens matched before / after normalization
   bool nfc_ = false, add_prefix_space_ = false, use_regex_ = true, ignore_merges_ = false;
   int32_t eos_id_ = -1;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // pre-token bytes -> ids

@@ -9,14 +9,36 @@ namespace mt::data {
 
 int32_t dna_token(char c) {
   switch (c) {
-    case 'A': case 'a': return kDnaA;
-    case 'C': case 'c': return kDnaC;
-    case 'G': case 'g': return kDnaG;
-    case 'T': case 't': return kDnaT;
-    case 'N': case 'n':
-    case 'R': case 'r': case 'Y': case 'y': case 'S': case 's': case 'W': case 'w': case 'K': case 'k':
-    case 'M': case 'm': case 'B': case 'b': case 'D': case 'd': case 'H': case 'h': case 'V': case 'v':
-      return kDnaN;
+    case 'A':
+    case 'a': return kDnaA;
+    case 'C':
+    case 'c': return kDnaC;
+    case 'G':
+    case 'g': return kDnaG;
+    case 'T':
+    case 't': return kDnaT;
+    case 'N':
+    case 'n':
+    case 'R':
+    case 'r':
+    case 'Y':
+    case 'y':
+    case 'S':
+    case 's':
+    case 'W':
+    case 'w':
+    case 'K':
+    case 'k':
+    case 'M':
+    case 'm':
+    case 'B':
+    case 'b':
+    case 'D':
+    case 'd':
+    case 'H':
+    case 'h':
+    case 'V':
+    case 'v': return kDnaN;
     default: return -1;
   }
 }

@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "data/gz_reader.h"
 #include "data/dna.h"
+#include "data/gz_reader.h"
 #include "data/sample_rng.h"
 #include "data/text_dataset.h"
 
@@ -101,8 +101,8 @@ struct Sink {
       const int64_t bad_at = first_invalid_utf8(text);
       if (bad_at >= 0)
         return bad(where, str("invalid UTF-8 at byte ", bad_at, " of the text (byte 0x", std::hex,
-                              static_cast<int>(static_cast<unsigned char>(text[static_cast<size_t>(bad_at)])),
-                              std::dec, "; the file must be UTF-8)"));
+                              static_cast<int>(static_cast<unsigned char>(text[static_cast<size_t>(bad_at)])), std::dec,
+                              "; the file must be UTF-8)"));
       ex.ids.assign(text.begin(), text.end());
       for (int32_t& t : ex.ids) t &= 0xff;
     }
@@ -209,7 +209,8 @@ bool next_csv_record(const std::string& s, size_t& pos, int64_t& line, std::vect
       field_start = false;
     }
   }
-  MT_CHECK(!quoted, ErrorKind::Data, path, ":", start_line, ": a quoted field is not closed before the end of the file");
+  MT_CHECK(!quoted, ErrorKind::Data, path, ":", start_line,
+           ": a quoted field is not closed before the end of the file");
   if (!cur.empty() && cur.back() == '\r') cur.pop_back();
   fields.push_back(cur);
   return true;
@@ -275,8 +276,10 @@ void read_fasta(const std::string& path, int64_t label, Sink& sink) {
   auto flush = [&]() {
     if (rec_line == 0) return;
     const std::string where = str(path, ":", rec_line);
-    if (seq.empty()) sink.bad(where, "empty FASTA record");
-    else sink.add(where, seq, "", label);
+    if (seq.empty())
+      sink.bad(where, "empty FASTA record");
+    else
+      sink.add(where, seq, "", label);
     seq.clear();
   };
   for (int64_t ln = 1; std::getline(in, line); ++ln) {
@@ -316,15 +319,19 @@ std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<s
   Sink sink{o, st, {}};
   MT_CHECK(!files.empty(), ErrorKind::Config, "data: no input files");
   if (o.format == "fasta") {
-    MT_CHECK(static_cast<int64_t>(files.size()) == o.num_classes, ErrorKind::Config, "data.class_files: ",
-             files.size(), " FASTA files for ", o.num_classes, " classes (model.num_classes): give one file per class");
+    MT_CHECK(static_cast<int64_t>(files.size()) == o.num_classes, ErrorKind::Config, "data.class_files: ", files.size(),
+             " FASTA files for ", o.num_classes, " classes (model.num_classes): give one file per class");
     for (size_t k = 0; k < files.size(); ++k) read_fasta(files[k], static_cast<int64_t>(k), sink);
   } else {
     MT_CHECK(files.size() == 1, ErrorKind::Config, "data.path: one ", o.format, " file expected");
-    if (o.format == "tsv") read_tsv(files[0], sink);
-    else if (o.format == "csv") read_csv(files[0], sink);
-    else if (o.format == "jsonl") read_jsonl(files[0], sink);
-    else throw Error(ErrorKind::Config, str("data.format: unknown format '", o.format, "'"));
+    if (o.format == "tsv")
+      read_tsv(files[0], sink);
+    else if (o.format == "csv")
+      read_csv(files[0], sink);
+    else if (o.format == "jsonl")
+      read_jsonl(files[0], sink);
+    else
+      throw Error(ErrorKind::Config, str("data.format: unknown format '", o.format, "'"));
   }
   std::string names;
   for (const auto& f : files) names += (names.empty() ? "" : ", ") + f;

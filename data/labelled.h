@@ -33,16 +33,16 @@
 namespace mt::data {
 
 struct LabelledOptions {
-  std::string format = "tsv";                 // tsv | csv | jsonl | fasta
-  std::vector<std::string> files;             // tsv / csv / jsonl: one training file; fasta: one file per class
-  std::string val_path;                       // optional separate validation file (tsv / csv / jsonl)
+  std::string format = "tsv";      // tsv | csv | jsonl | fasta
+  std::vector<std::string> files;  // tsv / csv / jsonl: one training file; fasta: one file per class
+  std::string val_path;            // optional separate validation file (tsv / csv / jsonl)
   std::string text_column = "sentence", label_column = "label";
-  std::string tokenizer = "byte";             // byte | dna
+  std::string tokenizer = "byte";  // byte | dna
   int64_t num_classes = 2;
   int64_t max_len = 512;
-  double val_fraction = 0.1;                  // when there is no val_path
+  double val_fraction = 0.1;  // when there is no val_path
   uint64_t split_seed = 0;
-  std::string bad_rows = "error";             // error | skip
+  std::string bad_rows = "error";  // error | skip
   bool rc_augment = false;
 };
 
@@ -65,7 +65,9 @@ class LabelledDataset {
 
   Batch train_batch(uint64_t seed, int64_t first_sample, int64_t batch_size) const;
   Batch val_batch(int64_t batch_index, int64_t batch_size) const;
-  int64_t num_val_batches(int64_t batch_size) const { return (static_cast<int64_t>(val_.size()) + batch_size - 1) / batch_size; }
+  int64_t num_val_batches(int64_t batch_size) const {
+    return (static_cast<int64_t>(val_.size()) + batch_size - 1) / batch_size;
+  }
 
   int64_t num_train() const { return static_cast<int64_t>(train_.size()); }
   int64_t num_val() const { return static_cast<int64_t>(val_.size()); }

@@ -19,7 +19,8 @@ namespace mt::data {
 
 namespace {
 
-constexpr uint64_t kTextDomain = 0x7465787464617461ULL;  // "textdata": separates this stream from other users of the seed
+constexpr uint64_t kTextDomain =
+    0x7465787464617461ULL;  // "textdata": separates this stream from other users of the seed
 
 // Closes a file descriptor on scope exit.
 struct Fd {
@@ -42,8 +43,8 @@ std::vector<uint8_t> read_file(const std::string& path) {
     const ssize_t n = ::read(f.fd, bytes.data() + got, bytes.size() - got);
     if (n < 0 && errno == EINTR) continue;
     MT_CHECK(n >= 0, ErrorKind::Data, "data.path: cannot read '", path, "': ", std::strerror(errno));
-    MT_CHECK(n > 0, ErrorKind::Data, "data.path: '", path, "' shrank while being read (", got, " of ",
-             bytes.size(), " bytes)");
+    MT_CHECK(n > 0, ErrorKind::Data, "data.path: '", path, "' shrank while being read (", got, " of ", bytes.size(),
+             " bytes)");
     got += static_cast<size_t>(n);
   }
   return bytes;
@@ -127,10 +128,13 @@ TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t s
   const int64_t n = size();
   if (!big_enough(n, val_fraction, seq_len)) {
     throw Error(ErrorKind::Data,
-                str("data.path: '", path, "' has ", n, shard || wide_vocab_ > 0 ? " tokens" : tokenizer == "dna" ? " DNA tokens" : " bytes", ", too small for data.seq_len ", seq_len,
-                    " with data.val_fraction ", val_fraction, ": at least ", min_bytes(val_fraction, seq_len),
-                    " bytes are needed (one window of ", seq_len, " bytes in the training split",
-                    val_fraction > 0 ? " and one in the held-out tail)" : ")"));
+                str("data.path: '", path, "' has ", n,
+                    shard || wide_vocab_ > 0 ? " tokens"
+                    : tokenizer == "dna"     ? " DNA tokens"
+                                             : " bytes",
+                    ", too small for data.seq_len ", seq_len, " with data.val_fraction ", val_fraction, ": at least ",
+                    min_bytes(val_fraction, seq_len), " bytes are needed (one window of ", seq_len,
+                    " bytes in the training split", val_fraction > 0 ? " and one in the held-out tail)" : ")"));
   }
   n_train_ = n - val_bytes(n, val_fraction);
   val_windows_ = val_fraction > 0 ? std::max<int64_t>(1, val_size() / seq_len) : 0;
@@ -173,7 +177,10 @@ void TextDataset::copy_tokens(int64_t start, int64_t n, int64_t* out) const {
 std::string TextDataset::fingerprint() const {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_));
-  return str(tokenizer_ == "dna" ? "dna:" : tokenizer_ == "byte" ? "bytes:" : tokenizer_ + ":", size(), ":fnv1a64:", hex);
+  return str(tokenizer_ == "dna"    ? "dna:"
+             : tokenizer_ == "byte" ? "bytes:"
+                                    : tokenizer_ + ":",
+             size(), ":fnv1a64:", hex);
 }
 
 int64_t TextDataset::train_start(uint64_t seed, int64_t sample) const {
@@ -213,9 +220,8 @@ int64_t TextDataset::num_val_batches(int64_t batch_size) const {
 
 Batch TextDataset::val_batch(int64_t batch_index, int64_t batch_size) const {
   const int64_t nb = num_val_batches(batch_size);
-  MT_CHECK(batch_index >= 0 && batch_index < nb, ErrorKind::Internal, "TextDataset::val_batch: batch ",
-           batch_index, " out of range [0, ", nb, ") for batch size ", batch_size, " (", val_windows_,
-           " held-out windows)");
+  MT_CHECK(batch_index >= 0 && batch_index < nb, ErrorKind::Internal, "TextDataset::val_batch: batch ", batch_index,
+           " out of range [0, ", nb, ") for batch size ", batch_size, " (", val_windows_, " held-out windows)");
   const int64_t L = seq_len_;
   const int64_t real = std::min(batch_size, val_windows_ - batch_index * batch_size);
   Batch b = padded_eval_batch(batch_size, L, real);

@@ -52,7 +52,7 @@ class TextDataset {
 
   Batch train_batch(uint64_t seed, int64_t first_sample, int64_t batch_size) const;
   Batch val_batch(int64_t batch_index, int64_t batch_size) const;  // 0 <= batch_index < num_val_batches
-  int64_t num_val_batches(int64_t batch_size) const;  // ceil(W / B); 0 when val_fraction == 0
+  int64_t num_val_batches(int64_t batch_size) const;               // ceil(W / B); 0 when val_fraction == 0
   int64_t num_val_windows() const { return val_windows_; }
 
   // "bytes:<size>:fnv1a64:<16 hex digits>" of the whole file content: stored in checkpoints so that a resume on
@@ -72,10 +72,10 @@ class TextDataset {
  private:
   std::string path_, tokenizer_;
   void copy_tokens(int64_t start, int64_t n, int64_t* out) const;  // tokens [start, start + n) from either source
-  std::vector<uint8_t> bytes_;  // the tokens (bytes, or DNA ids) read from a file
-  std::vector<uint32_t> wide_;  // or: BPE tokens encoded from a file
-  int64_t wide_vocab_ = 0;      // their vocabulary (0: not BPE)
-  std::shared_ptr<const TokenShardSet> shard_;  // or: the tokens of memory-mapped shards
+  std::vector<uint8_t> bytes_;                                     // the tokens (bytes, or DNA ids) read from a file
+  std::vector<uint32_t> wide_;                                     // or: BPE tokens encoded from a file
+  int64_t wide_vocab_ = 0;                                         // their vocabulary (0: not BPE)
+  std::shared_ptr<const TokenShardSet> shard_;                     // or: the tokens of memory-mapped shards
   int64_t seq_len_ = 0;
   int64_t n_train_ = 0;
   int64_t val_windows_ = 0;

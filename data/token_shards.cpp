@@ -139,8 +139,8 @@ bool is_token_shard(const std::string& path) {
   if (fd < 0) return false;
   struct stat st;
   char m[8];
-  const bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::pread(fd, m, 8, 0) == 8 &&
-                  std::memcmp(m, kShardMagic, 8) == 0;
+  const bool ok =
+      ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::pread(fd, m, 8, 0) == 8 && std::memcmp(m, kShardMagic, 8) == 0;
   ::close(fd);
   return ok;
 }
@@ -351,7 +351,8 @@ std::vector<std::string> shard_set_paths(const std::string& path) {
     // A .bin that is not a shard (a corrupt header, another program's file) must not be read as text.
     MT_CHECK(!(path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0 && S_ISREG(st.st_mode)),
              ErrorKind::Data, "token shard '", path, "': not a mamba-train token shard (its first 8 bytes are not '",
-             std::string(kShardMagic, 8), "'); make shards with `mamba-train prepare`, or give a text corpus another "
+             std::string(kShardMagic, 8),
+             "'); make shards with `mamba-train prepare`, or give a text corpus another "
              "extension than .bin");
     return {};
   }
@@ -377,9 +378,9 @@ TokenShardSet::TokenShardSet(const std::vector<std::string>& paths) {
       info_.num_tokens = info_.num_documents = 0;
     } else if (s.tokenizer != info_.tokenizer || s.vocab_size != info_.vocab_size || s.eod_id != info_.eod_id ||
                s.dtype_bytes != info_.dtype_bytes) {
-      bad(p, str("does not belong with '", paths[0], "' (tokenizer ", s.tokenizer, ", vocabulary ", s.vocab_size,
-                 ", ", shard_dtype_name(s.dtype_bytes), " vs tokenizer ", info_.tokenizer, ", vocabulary ",
-                 info_.vocab_size, ", ", shard_dtype_name(info_.dtype_bytes), ")"));
+      bad(p, str("does not belong with '", paths[0], "' (tokenizer ", s.tokenizer, ", vocabulary ", s.vocab_size, ", ",
+                 shard_dtype_name(s.dtype_bytes), " vs tokenizer ", info_.tokenizer, ", vocabulary ", info_.vocab_size,
+                 ", ", shard_dtype_name(info_.dtype_bytes), ")"));
     }
     starts_.push_back(static_cast<int64_t>(info_.num_tokens));
     info_.num_tokens += s.num_tokens;

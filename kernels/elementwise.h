@@ -62,7 +62,7 @@ struct BinaryBwdParams {
   const void* g = nullptr;  // packed, output shape
   const void* a = nullptr;  // read through layout strides; may be null when no requested gradient reads it
   const void* b = nullptr;  // (mul: ga reads only b, gb only a; div: ga reads b, gb reads a and b)
-  void* ga = nullptr;  // packed, output shape; null: not needed
+  void* ga = nullptr;       // packed, output shape; null: not needed
   void* gb = nullptr;
   DType dtype = DType::F32;
   BinaryOp op = BinaryOp::Mul;  // Mul or Div

@@ -34,9 +34,9 @@ struct EmbeddingFwdParams {
 };
 
 struct EmbeddingBwdParams {
-  DType dtype = DType::F32;     // grad dtype (CPU: f32 / f64)
+  DType dtype = DType::F32;  // grad dtype (CPU: f32 / f64)
   DType id_dtype = DType::I64;
-  const void* ids = nullptr;    // [n] contiguous, all in [0, V) (checked by the forward)
+  const void* ids = nullptr;  // [n] contiguous, all in [0, V) (checked by the forward)
   int64_t n = 0;
   int64_t V = 0, D = 0;
   const void* grad_out = nullptr;  // [n, D] contiguous

@@ -15,10 +15,10 @@ namespace mt::kernels {
 enum class PoolMode : int { Mean = 0, Max = 1, Last = 2 };
 
 struct PoolParams {
-  const void* x = nullptr;     // [B, L, D] contiguous, dtype
-  const float* mask = nullptr;  // [B, L] f32 (0 / 1), may be null
-  void* out = nullptr;          // [B, D] dtype
-  int64_t* index = nullptr;     // [B, D] source position for max / last (-1 if none); unused for mean
+  const void* x = nullptr;         // [B, L, D] contiguous, dtype
+  const float* mask = nullptr;     // [B, L] f32 (0 / 1), may be null
+  void* out = nullptr;             // [B, D] dtype
+  int64_t* index = nullptr;        // [B, D] source position for max / last (-1 if none); unused for mean
   const void* grad_out = nullptr;  // backward: [B, D]
   void* grad_x = nullptr;          // backward: [B, L, D], fully written
   int64_t B = 0, L = 0, D = 0;

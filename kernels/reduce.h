@@ -18,9 +18,9 @@
 namespace mt::kernels {
 
 struct ReduceParams {
-  const void* x = nullptr;  // packed [outer, R, inner]
-  void* y = nullptr;        // packed [outer, inner]
-  DType dtype = DType::F32; // of x and y
+  const void* x = nullptr;   // packed [outer, R, inner]
+  void* y = nullptr;         // packed [outer, inner]
+  DType dtype = DType::F32;  // of x and y
   int64_t outer = 1, reduce = 1, inner = 1;
   double scale = 1.0;
 };

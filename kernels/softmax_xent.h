@@ -41,13 +41,13 @@ struct XentParams {
   DType target_dtype = DType::I64;  // I32 or I64
   int64_t N = 0, C = 0;
   int64_t ignore_index = -100;
-  const void* logits = nullptr;   // [N, C] contiguous
-  const void* targets = nullptr;  // [N] contiguous
-  void* lse = nullptr;            // [N] compute dtype (forward writes, backward reads)
-  void* count = nullptr;          // [] compute dtype (forward writes, backward reads)
-  void* loss = nullptr;           // [] compute dtype (forward writes)
-  void* row_loss = nullptr;       // CUDA forward scratch: [N] compute dtype
-  int64_t* bad_row = nullptr;     // CUDA forward: device int64 = N on entry, min bad row on exit
+  const void* logits = nullptr;     // [N, C] contiguous
+  const void* targets = nullptr;    // [N] contiguous
+  void* lse = nullptr;              // [N] compute dtype (forward writes, backward reads)
+  void* count = nullptr;            // [] compute dtype (forward writes, backward reads)
+  void* loss = nullptr;             // [] compute dtype (forward writes)
+  void* row_loss = nullptr;         // CUDA forward scratch: [N] compute dtype
+  int64_t* bad_row = nullptr;       // CUDA forward: device int64 = N on entry, min bad row on exit
   const void* grad_loss = nullptr;  // backward: upstream scalar gradient (compute dtype, device memory on CUDA)
   void* grad_logits = nullptr;      // backward: [N, C] in the logits dtype
 };

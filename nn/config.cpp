@@ -47,7 +47,8 @@ void MambaConfig::finalize() {
     bad_field("dt_init_floor", str(dt_init_floor), "must be a finite number >= 0");
   }
   check_positive("dt_scale", dt_scale);
-  if (dt_init != "random" && dt_init != "constant") bad_field("dt_init", "'" + dt_init + "'", "expected random or constant");
+  if (dt_init != "random" && dt_init != "constant")
+    bad_field("dt_init", "'" + dt_init + "'", "expected random or constant");
   check_positive("norm_eps", norm_eps);
   if (norm != "rmsnorm" && norm != "layernorm") bad_field("norm", "'" + norm + "'", "expected rmsnorm or layernorm");
   check_min("pad_vocab_size_multiple", pad_vocab_size_multiple, 1);
@@ -70,13 +71,13 @@ int64_t MambaConfig::num_parameters() const {
   const int64_t r = dt_rank > 0 ? dt_rank : ceil_div(d_model, 16);
   const int64_t norm_params = norm == "layernorm" ? 2 * d : d;  // weight (+ bias)
   int64_t layer = 0;
-  layer += 2 * di * d + (proj_bias ? 2 * di : 0);  // in_proj
-  layer += di * K + (conv_bias ? di : 0);          // conv1d [di, 1, K]
-  layer += (r + 2 * N) * di;                       // x_proj -> [dt | B | C]
-  layer += di * r + di;                            // dt_proj weight + bias
-  layer += di * N + di;                            // A_log, D
-  layer += d * di + (proj_bias ? d : 0);           // out_proj
-  layer += norm_params;                            // pre-norm
+  layer += 2 * di * d + (proj_bias ? 2 * di : 0);         // in_proj
+  layer += di * K + (conv_bias ? di : 0);                 // conv1d [di, 1, K]
+  layer += (r + 2 * N) * di;                              // x_proj -> [dt | B | C]
+  layer += di * r + di;                                   // dt_proj weight + bias
+  layer += di * N + di;                                   // A_log, D
+  layer += d * di + (proj_bias ? d : 0);                  // out_proj
+  layer += norm_params;                                   // pre-norm
   int64_t total = V * d + n_layer * layer + norm_params;  // embedding, layers, norm_f
   if (!tie_embeddings) total += V * d;                    // separate lm_head
   return total;
@@ -136,8 +137,8 @@ class Reader {
     int64_t out = 0;
     if (v.is_number_integer()) {
       out = v.get<int64_t>();
-    } else if (v.is_number_float() && std::isfinite(v.get<double>()) && v.get<double>() == std::floor(v.get<double>()) &&
-               std::fabs(v.get<double>()) < 9e15) {
+    } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
+               v.get<double>() == std::floor(v.get<double>()) && std::fabs(v.get<double>()) < 9e15) {
       out = static_cast<int64_t>(v.get<double>());
     } else {
       wrong_type(key, "an integer");
@@ -275,20 +276,39 @@ MambaConfig parse_state_spaces(const json& j, const std::string& where) {
 
 // The config.json key that holds one of our fields, in either dialect ("" when there is none).
 std::string json_key_for(const std::string& field, bool transformers) {
-  static const std::pair<const char*, const char*> hf[] = {
-      {"vocab_size", "vocab_size"}, {"d_model", "hidden_size"}, {"n_layer", "num_hidden_layers"},
-      {"d_state", "state_size"}, {"d_conv", "conv_kernel"}, {"expand", "expand"}, {"d_inner", "intermediate_size"},
-      {"dt_rank", "time_step_rank"}, {"dt_min", "time_step_min"}, {"dt_max", "time_step_max"},
-      {"dt_init_floor", "time_step_floor"}, {"dt_scale", "time_step_scale"}, {"dt_init", "time_step_init_scheme"},
-      {"norm_eps", "layer_norm_epsilon"}, {"norm", "mamba_train_norm"},
-      {"pad_vocab_size_multiple", "pad_vocab_size_multiple"}, {"initializer_range", "initializer_range"},
-      {"pad_token_id", "pad_token_id"}, {"bos_token_id", "bos_token_id"}, {"eos_token_id", "eos_token_id"}};
-  static const std::pair<const char*, const char*> ss[] = {
-      {"vocab_size", "vocab_size"}, {"d_model", "d_model"}, {"n_layer", "n_layer"}, {"d_state", "ssm_cfg.d_state"},
-      {"d_conv", "ssm_cfg.d_conv"}, {"expand", "ssm_cfg.expand"}, {"dt_rank", "ssm_cfg.dt_rank"},
-      {"dt_min", "ssm_cfg.dt_min"}, {"dt_max", "ssm_cfg.dt_max"}, {"dt_init_floor", "ssm_cfg.dt_init_floor"},
-      {"dt_scale", "ssm_cfg.dt_scale"}, {"dt_init", "ssm_cfg.dt_init"},
-      {"pad_vocab_size_multiple", "pad_vocab_size_multiple"}};
+  static const std::pair<const char*, const char*> hf[] = {{"vocab_size", "vocab_size"},
+                                                           {"d_model", "hidden_size"},
+                                                           {"n_layer", "num_hidden_layers"},
+                                                           {"d_state", "state_size"},
+                                                           {"d_conv", "conv_kernel"},
+                                                           {"expand", "expand"},
+                                                           {"d_inner", "intermediate_size"},
+                                                           {"dt_rank", "time_step_rank"},
+                                                           {"dt_min", "time_step_min"},
+                                                           {"dt_max", "time_step_max"},
+                                                           {"dt_init_floor", "time_step_floor"},
+                                                           {"dt_scale", "time_step_scale"},
+                                                           {"dt_init", "time_step_init_scheme"},
+                                                           {"norm_eps", "layer_norm_epsilon"},
+                                                           {"norm", "mamba_train_norm"},
+                                                           {"pad_vocab_size_multiple", "pad_vocab_size_multiple"},
+                                                           {"initializer_range", "initializer_range"},
+                                                           {"pad_token_id", "pad_token_id"},
+                                                           {"bos_token_id", "bos_token_id"},
+                                                           {"eos_token_id", "eos_token_id"}};
+  static const std::pair<const char*, const char*> ss[] = {{"vocab_size", "vocab_size"},
+                                                           {"d_model", "d_model"},
+                                                           {"n_layer", "n_layer"},
+                                                           {"d_state", "ssm_cfg.d_state"},
+                                                           {"d_conv", "ssm_cfg.d_conv"},
+                                                           {"expand", "ssm_cfg.expand"},
+                                                           {"dt_rank", "ssm_cfg.dt_rank"},
+                                                           {"dt_min", "ssm_cfg.dt_min"},
+                                                           {"dt_max", "ssm_cfg.dt_max"},
+                                                           {"dt_init_floor", "ssm_cfg.dt_init_floor"},
+                                                           {"dt_scale", "ssm_cfg.dt_scale"},
+                                                           {"dt_init", "ssm_cfg.dt_init"},
+                                                           {"pad_vocab_size_multiple", "pad_vocab_size_multiple"}};
   if (transformers) {
     for (const auto& e : hf)
       if (field == e.first) return e.second;
@@ -365,7 +385,8 @@ std::string config_to_hf_json(const MambaConfig& cfg_in) {
   j["time_step_max"] = c.dt_max;
   j["time_step_init_scheme"] = c.dt_init;
   j["time_step_floor"] = c.dt_init_floor;
-  j["rescale_prenorm_residual"] = true;  // our init divides out_proj by sqrt(n_layer) (nn/init.cpp), as HF does with this flag
+  j["rescale_prenorm_residual"] =
+      true;  // our init divides out_proj by sqrt(n_layer) (nn/init.cpp), as HF does with this flag
   j["use_cache"] = true;
   j["tie_word_embeddings"] = c.tie_embeddings;
   j["pad_vocab_size_multiple"] = c.pad_vocab_size_multiple;  // also present in the published *-hf configs
@@ -383,7 +404,8 @@ MambaConfig load_hf_config(const std::string& dir) {
   if (!in) throw_error(ErrorKind::Checkpoint, str("cannot open model config '", path, "': ", std::strerror(errno)));
   std::ostringstream ss;
   ss << in.rdbuf();
-  if (in.bad()) throw_error(ErrorKind::Checkpoint, str("cannot read model config '", path, "': ", std::strerror(errno)));
+  if (in.bad())
+    throw_error(ErrorKind::Checkpoint, str("cannot read model config '", path, "': ", std::strerror(errno)));
   return config_from_hf_json(ss.str(), path);
 }
 

@@ -40,9 +40,9 @@ Tensor MambaLMHeadModel::logits(const Tensor& hidden, DType cd) const {
 }
 
 Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
-  MT_CHECK_SHAPE(logits.dim() == 3 && targets.dim() == 2 && targets.size(0) == logits.size(0) &&
-                     targets.size(1) == logits.size(1),
-                 "next_token_loss: logits ", logits.describe(), " and targets ", targets.describe());
+  MT_CHECK_SHAPE(
+      logits.dim() == 3 && targets.dim() == 2 && targets.size(0) == logits.size(0) && targets.size(1) == logits.size(1),
+      "next_token_loss: logits ", logits.describe(), " and targets ", targets.describe());
   const int64_t B = logits.size(0), L = logits.size(1), V = logits.size(2);
   if (L < 2) return mul_scalar(sum(logits), 0.0);  // nothing to predict: a zero that still has a graph
   Tensor lg = reshape(slice(logits, 1, 0, L - 1), {B * (L - 1), V});
@@ -51,25 +51,24 @@ Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
 }
 
 Tensor MambaLMHeadModel::next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const {
-  MT_CHECK_SHAPE(hidden.dim() == 3 && targets.dim() == 2 && targets.size(0) == hidden.size(0) &&
-                     targets.size(1) == hidden.size(1),
-                 "next_token_loss: hidden states ", hidden.describe(), " and targets ", targets.describe());
+  MT_CHECK_SHAPE(
+      hidden.dim() == 3 && targets.dim() == 2 && targets.size(0) == hidden.size(0) && targets.size(1) == hidden.size(1),
+      "next_token_loss: hidden states ", hidden.describe(), " and targets ", targets.describe());
   const int64_t B = hidden.size(0), L = hidden.size(1), H = hidden.size(2);
   if (L < 2) return mul_scalar(sum(cast(hidden, cd == DType::F64 ? DType::F64 : DType::F32)), 0.0);
   Tensor hs = reshape(slice(hidden, 1, 0, L - 1), {B * (L - 1), H});
   Tensor tg = slice(targets, 1, 1, L).contiguous().view({B * (L - 1)});
-  return linear_cross_entropy(hs, as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd), tg,
-                              -100);
+  return linear_cross_entropy(hs, as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd), tg, -100);
 }
 
-LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss,
-                                   const Tensor& targets, bool with_logits) const {
+LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss, const Tensor& targets,
+                                   bool with_logits) const {
   LMOutput out;
   out.backbone = backbone.forward(ids, opt);
   if (with_logits) out.logits = logits(out.backbone.last_hidden_state, opt.compute_dtype);
   if (with_loss)
-    out.loss = next_token_loss_fused(out.backbone.last_hidden_state, targets.defined() ? targets : ids,
-                                     opt.compute_dtype);
+    out.loss =
+        next_token_loss_fused(out.backbone.last_hidden_state, targets.defined() ? targets : ids, opt.compute_dtype);
   return out;
 }
 
@@ -79,8 +78,7 @@ MambaForSequenceClassification::MambaForSequenceClassification(const MambaConfig
     : backbone(cfg),
       classifier(pooling == "state" ? cfg.d_inner * cfg.d_state : cfg.d_model, num_classes, true),
       pooling_(pooling) {
-  MT_CHECK(num_classes >= 2, ErrorKind::Config, "sequence classification needs at least 2 classes, got ",
-           num_classes);
+  MT_CHECK(num_classes >= 2, ErrorKind::Config, "sequence classification needs at least 2 classes, got ", num_classes);
   if (pooling != "state") pool_mode_from_name(pooling);  // validates the name
   register_module("backbone", backbone);
   register_module("classifier", classifier);

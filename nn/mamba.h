@@ -32,7 +32,7 @@ struct ForwardOptions {
   DType compute_dtype = DType::F32;  // activation / GEMM operand dtype (f32, bf16, f16; f64 for checks)
   Tensor mask;                       // [B, L], nonzero = real token (optional)
   bool output_hidden_states = false;
-  InferenceCache* cache = nullptr;   // when set: start from and update these states (streaming)
+  InferenceCache* cache = nullptr;  // when set: start from and update these states (streaming)
 };
 
 class MambaMixer : public Module {

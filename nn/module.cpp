@@ -141,8 +141,8 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& tensors, bool 
                np.second->describe(), ")");
       continue;
     }
-    MT_CHECK(it->second.shape() == np.second->shape(), ErrorKind::Checkpoint, source, ": size mismatch for ",
-             np.first, ": file ", shape_str(it->second.shape()), ", model ", shape_str(np.second->shape()));
+    MT_CHECK(it->second.shape() == np.second->shape(), ErrorKind::Checkpoint, source, ": size mismatch for ", np.first,
+             ": file ", shape_str(it->second.shape()), ", model ", shape_str(np.second->shape()));
     MT_CHECK(is_floating(it->second.dtype()), ErrorKind::Checkpoint, source, ": tensor ", np.first, " has dtype ",
              dtype_name(it->second.dtype()), ", expected a float dtype");
   }

@@ -26,8 +26,8 @@ namespace {
 using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;  // same limit as the reference implementation
-constexpr int kMaxRank = 32;                                 // beyond this a shape is certainly corrupt
-constexpr uint64_t kMaxNumel = 1ull << 56;                   // 64 PiB of bf16: anything larger is corrupt
+constexpr int kMaxRank = 32;                                // beyond this a shape is certainly corrupt
+constexpr uint64_t kMaxNumel = 1ull << 56;                  // 64 PiB of bf16: anything larger is corrupt
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -65,9 +65,8 @@ const char* st_dtype_name(DType t) {
 }
 
 bool st_dtype_from_name(const std::string& n, DType* out) {
-  static const std::pair<const char*, DType> table[] = {{"F32", DType::F32},   {"F64", DType::F64},
-                                                        {"BF16", DType::BF16}, {"F16", DType::F16},
-                                                        {"I32", DType::I32},   {"I64", DType::I64}};
+  static const std::pair<const char*, DType> table[] = {{"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16},
+                                                        {"F16", DType::F16}, {"I32", DType::I32}, {"I64", DType::I64}};
   for (const auto& e : table) {
     if (n == e.first) {
       *out = e.second;
@@ -155,18 +154,19 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
 
   const json& off = v.at("data_offsets");
   if (!off.is_array() || off.size() != 2 || !as_uint(off[0], &e.begin) || !as_uint(off[1], &e.end)) {
-    bad_tensor(path, name, str("\"data_offsets\" must be [begin, end] with non-negative integers, found ",
-                               off.dump()));
+    bad_tensor(path, name, str("\"data_offsets\" must be [begin, end] with non-negative integers, found ", off.dump()));
   }
   if (e.begin > e.end) bad_tensor(path, name, str("data_offsets [", e.begin, ", ", e.end, "] has begin > end"));
   const uint64_t want = numel * dtype_size(e.dtype);
   if (e.end - e.begin != want) {
-    bad_tensor(path, name, str("data_offsets [", e.begin, ", ", e.end, "] hold ", e.end - e.begin, " bytes but ",
-                               dts, shape_str(e.shape), " needs ", want));
+    bad_tensor(path, name,
+               str("data_offsets [", e.begin, ", ", e.end, "] hold ", e.end - e.begin, " bytes but ", dts,
+                   shape_str(e.shape), " needs ", want));
   }
   if (e.end > data_size) {
-    bad_tensor(path, name, str("data_offsets [", e.begin, ", ", e.end, "] run past the end of the file (the data ",
-                               "section has ", data_size, " bytes)"));
+    bad_tensor(path, name,
+               str("data_offsets [", e.begin, ", ", e.end, "] run past the end of the file (the data ", "section has ",
+                   data_size, " bytes)"));
   }
   return e;
 }
@@ -191,7 +191,8 @@ Header read_header(int fd, const std::string& path) {
   }
 
   std::string text(static_cast<size_t>(n), '\0');
-  if (n > 0 && !pread_all(fd, &text[0], static_cast<size_t>(n), 8, path)) bad_file(path, "file ended inside the header");
+  if (n > 0 && !pread_all(fd, &text[0], static_cast<size_t>(n), 8, path))
+    bad_file(path, "file ended inside the header");
   json j;
   try {
     j = json::parse(text);
@@ -210,8 +211,8 @@ Header read_header(int fd, const std::string& path) {
       }
       for (auto m = it.value().begin(); m != it.value().end(); ++m) {
         if (!m.value().is_string()) {
-          bad_file(path, str("\"__metadata__\" value for '", m.key(), "' must be a string, found ",
-                             m.value().type_name()));
+          bad_file(path,
+                   str("\"__metadata__\" value for '", m.key(), "' must be a string, found ", m.value().type_name()));
         }
         h.metadata[m.key()] = m.value().get<std::string>();
       }
@@ -310,9 +311,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     MT_CHECK_SHAPE(kv.second.defined(), "save_safetensors('", path, "'): tensor '", kv.first, "' is undefined");
     Tensor c = kv.second.to(Device::cpu()).contiguous();
     const uint64_t bytes = c.nbytes();
-    header[kv.first] = {{"dtype", st_dtype_name(c.dtype())},
-                        {"shape", c.shape()},
-                        {"data_offsets", {offset, offset + bytes}}};
+    header[kv.first] = {
+        {"dtype", st_dtype_name(c.dtype())}, {"shape", c.shape()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     packed.emplace_back(kv.first, c);
   }

@@ -19,8 +19,8 @@ bool default_decay(const std::string& name, const Tensor& param) {
 
 AdamW::AdamW(const std::vector<std::pair<std::string, Tensor*>>& params, const AdamWOptions& opt) : opt_(opt) {
   for (auto& np : params) {
-    MT_CHECK_SHAPE(np.second->dtype() == DType::F32 || np.second->dtype() == DType::F64,
-                   "AdamW: parameter ", np.first, " must be an f32 master (got ", np.second->describe(), ")");
+    MT_CHECK_SHAPE(np.second->dtype() == DType::F32 || np.second->dtype() == DType::F64, "AdamW: parameter ", np.first,
+                   " must be an f32 master (got ", np.second->describe(), ")");
     ParamEntry e;
     e.name = np.first;
     e.param = np.second;

@@ -12,8 +12,7 @@ DynamicLossScaler::DynamicLossScaler(double init_scale, int64_t growth_interval,
     : growth_interval_(growth_interval), growth_(growth), backoff_(backoff), enabled_(enabled) {
   MT_CHECK(std::isfinite(init_scale) && init_scale >= kMinScale && init_scale <= kMaxScale, ErrorKind::Config,
            "loss scaler: init_scale must be in [2^-24, 2^64], got ", init_scale);
-  MT_CHECK(growth_interval >= 1, ErrorKind::Config, "loss scaler: growth_interval must be >= 1, got ",
-           growth_interval);
+  MT_CHECK(growth_interval >= 1, ErrorKind::Config, "loss scaler: growth_interval must be >= 1, got ", growth_interval);
   MT_CHECK(std::isfinite(growth) && growth >= 1.0, ErrorKind::Config, "loss scaler: growth factor must be >= 1, got ",
            growth);
   MT_CHECK(std::isfinite(backoff) && backoff > 0.0 && backoff < 1.0, ErrorKind::Config,

@@ -6,7 +6,8 @@
 //   VALUE   fire only when the site's value equals this (a step); omitted: every time
 //   K       fire only at the K-th matching hit (1 = the first); omitted: every matching hit
 //   RANK    fire only on this rank (environment RANK, 0 when unset); omitted: every rank
-//   ACTION  kill (SIGKILL), stop (SIGSTOP: a frozen rank), term (SIGTERM to itself), exit=N (_exit(N)), nan (the caller injects NaN),
+//   ACTION  kill (SIGKILL), stop (SIGSTOP: a frozen rank), term (SIGTERM to itself), exit=N (_exit(N)), nan (the caller
+//   injects NaN),
 //           enospc / eio (the caller fails with that errno), fail (the caller fails: an allocation)
 #include <signal.h>
 #include <unistd.h>

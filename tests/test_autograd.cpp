@@ -69,9 +69,9 @@ TEST(Autograd, GradReadyHookFiresOnceWhenTheGradientIsFinal) {
   });
   add_grad_ready_hook(b, [&](const Tensor&) { order.push_back("b"); });
   // a is used first and last; b only in the middle. b's gradient is final before a's.
-  Tensor h = mul(a, a);       // uses a
-  Tensor k = mul(h, b);       // uses b
-  Tensor out = add(k, a);     // uses a again
+  Tensor h = mul(a, a);    // uses a
+  Tensor k = mul(h, b);    // uses b
+  Tensor out = add(k, a);  // uses a again
   backward(sum(out));
   ASSERT_EQ(order, (std::vector<std::string>{"b", "a"}));
   // The hook saw the complete gradient: d/da (a^2 b + a) = 2ab + 1.

@@ -77,12 +77,16 @@ nlohmann::json tiny_tokenizer() {
   j["version"] = "1.0";
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
-  j["added_tokens"] = nlohmann::json::array(
-      {{{"id", 259}, {"content", "<eot>"}, {"special", true}, {"normalized", false}, {"lstrip", false},
-        {"rstrip", false}, {"single_word", false}}});
+  j["added_tokens"] = nlohmann::json::array({{{"id", 259},
+                                              {"content", "<eot>"},
+                                              {"special", true},
+                                              {"normalized", false},
+                                              {"lstrip", false},
+                                              {"rstrip", false},
+                                              {"single_word", false}}});
   j["normalizer"] = {{"type", "NFC"}};
-  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                        {"use_regex", true}};
+  j["pre_tokenizer"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
   j["post_processor"] = {{"type", "ByteLevel"}};
   j["decoder"] = {{"type", "ByteLevel"}};
   nlohmann::json vocab = nlohmann::json::object();
@@ -90,7 +94,10 @@ nlohmann::json tiny_tokenizer() {
   vocab["he"] = 256;
   vocab["\xc4\xa0t"] = 257;
   vocab["\xc4\xa0the"] = 258;
-  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"vocab", vocab},
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"vocab", vocab},
                 {"merges", {"h e", "\xc4\xa0 t", "\xc4\xa0t he"}}};
   return j;
 }
@@ -149,7 +156,7 @@ TEST(Bpe, HandCheckedEncodings) {
 TEST(Bpe, InvalidUtf8GivesTheByteOffset) {
   const BpeTokenizer& t = neox();
   EXPECT_EQ(error_of([&] { t.encode("ok \xff tail"); }), "invalid UTF-8 at byte offset 3 (byte 0xff)");
-  EXPECT_EQ(error_of([&] { t.encode("ab\xc3"); }), "invalid UTF-8 at byte offset 2 (byte 0xc3)");      // truncated
+  EXPECT_EQ(error_of([&] { t.encode("ab\xc3"); }), "invalid UTF-8 at byte offset 2 (byte 0xc3)");        // truncated
   EXPECT_EQ(error_of([&] { t.encode("\xed\xa0\x80"); }), "invalid UTF-8 at byte offset 0 (byte 0xed)");  // surrogate
   EXPECT_EQ(error_of([&] { t.encode("x\xc0\xafy"); }), "invalid UTF-8 at byte offset 1 (byte 0xc0)");    // overlong
 }

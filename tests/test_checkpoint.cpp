@@ -64,10 +64,13 @@ CheckpointData make_data(int64_t big, uint64_t seed) {
   Tensor sp = Tensor::empty({6}, DType::F32);
   std::memcpy(sp.data_ptr(), special, sizeof(special));
   d.tensors["special.values"] = sp;
-  d.ints = {{"step", 1234}, {"samples_seen", int64_t(1) << 50}, {"rng/seed", -1},
-            {"rng/offset", std::numeric_limits<int64_t>::min()}, {"scaler/good_steps", std::numeric_limits<int64_t>::max()}};
-  d.floats = {{"scaler/scale", 65536.0}, {"nan", std::nan("0x5")}, {"neg_zero", -0.0}, {"inf", -INFINITY},
-              {"denormal", 4.9e-324}, {"pi", 3.141592653589793}};
+  d.ints = {{"step", 1234},
+            {"samples_seen", int64_t(1) << 50},
+            {"rng/seed", -1},
+            {"rng/offset", std::numeric_limits<int64_t>::min()},
+            {"scaler/good_steps", std::numeric_limits<int64_t>::max()}};
+  d.floats = {{"scaler/scale", 65536.0}, {"nan", std::nan("0x5")}, {"neg_zero", -0.0},
+              {"inf", -INFINITY},        {"denormal", 4.9e-324},   {"pi", 3.141592653589793}};
   d.strings = {{"config_yaml", "model:\n  d_model: 64\n  variant: tiny # comment\n"},
                {"data_fingerprint", "sha256:0123abcd"},
                {"empty", ""},
@@ -163,8 +166,8 @@ TEST_F(CheckpointFile, RoundTripAllValueKindsBitExact) {
 }
 
 TEST_F(CheckpointFile, BadNamesAreRefusedBeforeAnythingIsWritten) {
-  const std::vector<std::vector<std::string>> bad = {{"a", "a/b"}, {""}, {"a//b"}, {"./x"}, {"x/.."}, {"/abs"},
-                                                     {"trail/"}};
+  const std::vector<std::vector<std::string>> bad = {{"a", "a/b"}, {""},     {"a//b"},  {"./x"},
+                                                     {"x/.."},     {"/abs"}, {"trail/"}};
   for (const auto& names : bad) {
     CheckpointData d;
     for (const auto& n : names) d.ints[n] = 1;
@@ -185,8 +188,12 @@ TEST_F(CheckpointFile, BadNamesAreRefusedBeforeAnythingIsWritten) {
 TEST_F(CheckpointFile, RetentionKeepsExactlyKeepLastAndLatestPointsToNewest) {
   CheckpointData d = make_data(100, 2);
   for (int64_t step = 10; step <= 60; step += 10) save_checkpoint(dir_, step, d, 3);
-  std::vector<std::string> want = {"ckpt-00000040.h5", "ckpt-00000040.h5.sha256", "ckpt-00000050.h5",
-                                   "ckpt-00000050.h5.sha256", "ckpt-00000060.h5", "ckpt-00000060.h5.sha256",
+  std::vector<std::string> want = {"ckpt-00000040.h5",
+                                   "ckpt-00000040.h5.sha256",
+                                   "ckpt-00000050.h5",
+                                   "ckpt-00000050.h5.sha256",
+                                   "ckpt-00000060.h5",
+                                   "ckpt-00000060.h5.sha256",
                                    "latest"};
   EXPECT_EQ(dir_names(dir_), want);
   auto latest = read_bytes(dir_ + "/latest");
@@ -232,7 +239,8 @@ TEST_F(CheckpointFile, CorruptionIsRefusedWithAClearMessage) {
   }
   {
     auto b = good;
-    std::fill(b.begin() + static_cast<long>(n / 2 & ~size_t(4095)), b.begin() + static_cast<long>((n / 2 & ~size_t(4095)) + 4096), 0);
+    std::fill(b.begin() + static_cast<long>(n / 2 & ~size_t(4095)),
+              b.begin() + static_cast<long>((n / 2 & ~size_t(4095)) + 4096), 0);
     write_bytes(p, b);
     expect_refused(p, "SHA-256 mismatch", "zeroed 4 KiB block");
     restore();
@@ -303,8 +311,8 @@ TEST_F(CheckpointFile, LatestCheckpointSkipsCorruptNewerOnes) {
   b[b.size() / 3] ^= 1;
   write_bytes(dir_ + "/ckpt-00000003.h5", b);
   write_text(dir_ + "/ckpt-00000009.h5", "no manifest");      // a kill between data rename and manifest
-  write_text(dir_ + "/.ckpt-0123abcd.tmp", "partial write");   // a stray temp file: never considered
-  write_text(dir_ + "/latest", "ckpt-00000003.h5\n");          // the pointer is only a hint
+  write_text(dir_ + "/.ckpt-0123abcd.tmp", "partial write");  // a stray temp file: never considered
+  write_text(dir_ + "/latest", "ckpt-00000003.h5\n");         // the pointer is only a hint
   std::vector<std::string> skipped;
   EXPECT_EQ(latest_checkpoint(dir_, &skipped), dir_ + "/ckpt-00000002.h5");
   ASSERT_EQ(skipped.size(), 2u);
@@ -454,9 +462,9 @@ void kill_at_stage(const char* stage) {
 
 TEST_F(CheckpointFile, KillAtEverySaveStageKeepsThePublishedCheckpoint) {
   CheckpointData d = make_data(20000, 8);
-  const char* stages[] = {"data:written",     "data:synced",     "data:renamed",   "manifest:written",
-                          "manifest:synced",  "manifest:renamed", "latest:written", "latest:synced",
-                          "latest:renamed",   "retention:deleted"};
+  const char* stages[] = {"data:written",    "data:synced",      "data:renamed",   "manifest:written",
+                          "manifest:synced", "manifest:renamed", "latest:written", "latest:synced",
+                          "latest:renamed",  "retention:deleted"};
   int64_t step = 1;
   for (int64_t s = 1; s <= 2; ++s, ++step) {
     d.ints["step"] = s;

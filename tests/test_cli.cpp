@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "nn/safetensors.h"
 #include "cli_util.h"
+#include "nn/safetensors.h"
 #include "test_util.h"
 #include "train/hdf5_io.h"
 
@@ -47,11 +47,12 @@ TEST(Cli, BadArgumentsAreOneClearError) {
 
 TEST(Cli, TrainUnderALauncherChecksItsEnvironment) {
   // Rank 1 of 2 with no rank 0 anywhere: the rendezvous gives up after distributed.timeout_s, naming the address.
-  const char* vars[][2] = {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"},
-                           {"MASTER_PORT", "29511"}};
+  const char* vars[][2] = {
+      {"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29511"}};
   for (auto& v : vars) setenv(v[0], v[1], 1);
-  Result r = run_cli("train configs/selective_copying.yaml --set run.out_dir=/tmp/mt_cli_world2 "
-                     "--set distributed.timeout_s=1 --set trainer.micro_batch_size=16");
+  Result r = run_cli(
+      "train configs/selective_copying.yaml --set run.out_dir=/tmp/mt_cli_world2 "
+      "--set distributed.timeout_s=1 --set trainer.micro_batch_size=16");
   EXPECT_EQ(r.code, 8) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: rendezvous (rank 1): could not reach rank 0 at 127.0.0.1:29511"))
       << r.out;

@@ -208,7 +208,8 @@ TEST(Config, ParsesPublishedTransformersConfig) {
 // Keys missing from a transformers config take transformers' defaults (not ours); vocab is never padded there.
 TEST(Config, TransformersDefaults) {
   MambaConfig c = config_from_hf_json(R"({"model_type": "mamba", "vocab_size": 37, "hidden_size": 40,
-                                          "time_step_rank": "auto", "some_new_hf_key": [1, 2]})", "x");
+                                          "time_step_rank": "auto", "some_new_hf_key": [1, 2]})",
+                                      "x");
   EXPECT_EQ(c.vocab_size, 37);
   EXPECT_EQ(c.n_layer, 32);
   EXPECT_TRUE(c.proj_bias);
@@ -221,7 +222,8 @@ TEST(Config, TransformersDefaults) {
 TEST(Config, ParsesStateSpacesConfig) {
   // state-spaces/mamba-130m's config.json: vocab 50277 padded to 50280.
   MambaConfig c = config_from_hf_json(R"({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {},
-      "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true, "pad_vocab_size_multiple": 8})", "ss");
+      "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true, "pad_vocab_size_multiple": 8})",
+                                      "ss");
   expect_same(c, MambaConfig::variant("130m"));
   EXPECT_EQ(c.num_parameters(), 129135360LL);
 
@@ -229,7 +231,8 @@ TEST(Config, ParsesStateSpacesConfig) {
       "pad_vocab_size_multiple": 16, "tie_embeddings": false, "residual_in_fp32": false,
       "ssm_cfg": {"layer": "Mamba1", "d_state": 8, "d_conv": 3, "expand": 3, "dt_rank": 5, "dt_min": 0.01,
                   "dt_max": 0.2, "dt_init": "constant", "dt_scale": 2.0, "dt_init_floor": 0.001,
-                  "conv_bias": false, "bias": true, "use_fast_path": false}})", "ss2");
+                  "conv_bias": false, "bias": true, "use_fast_path": false}})",
+                                      "ss2");
   EXPECT_EQ(d.vocab_size, 16);
   EXPECT_EQ(d.d_model, 32);
   EXPECT_EQ(d.n_layer, 2);

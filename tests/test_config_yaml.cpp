@@ -372,8 +372,10 @@ TEST(ConfigYaml, RangesAndCrossKeyChecks) {
   EXPECT_REFUSED(
       kCopy + "model:\n  head: sequence_classification\n  num_classes: 1\n",
       "cfg.yaml:5:3: model.num_classes: model.head sequence_classification needs model.num_classes >= 2, got 1");
-  EXPECT_REFUSED(kCopy + "distributed:\n  nproc_per_node: 0\n", "cfg.yaml:4:19: distributed.nproc_per_node: must be >= 1, got 0");
-  EXPECT_REFUSED(kCopy + "distributed:\n  backend: gloo\n", "cfg.yaml:4:12: distributed.backend: expected one of [auto, nccl, tcp], got 'gloo'");
+  EXPECT_REFUSED(kCopy + "distributed:\n  nproc_per_node: 0\n",
+                 "cfg.yaml:4:19: distributed.nproc_per_node: must be >= 1, got 0");
+  EXPECT_REFUSED(kCopy + "distributed:\n  backend: gloo\n",
+                 "cfg.yaml:4:12: distributed.backend: expected one of [auto, nccl, tcp], got 'gloo'");
   EXPECT_REFUSED(kCopy + "distributed:\n  timeout_s: 0\n", "cfg.yaml:4:14: distributed.timeout_s: must be > 0, got 0");
   EXPECT_REFUSED(kCopy + "model:\n  dt_min: 0.2\n", "model.dt_min: must be <= model.dt_max = 0.1, got 0.2");
   EXPECT_REFUSED(kCopy + "model:\n  dt_max: 0.0001\n", "model.dt_max: must be >= model.dt_min = 0.001, got 0.0001");
@@ -497,12 +499,17 @@ TEST(ConfigYaml, NonTextAndOpenQuotesAreRefusedWhereTheyAre) {
     }
     return std::string("(accepted)");
   };
-  EXPECT_NE(msg("run:\n  name: a\xff" "b\n" + copy).find("cfg.yaml:2:10: invalid UTF-8 (byte 0xff)"), std::string::npos);
+  EXPECT_NE(msg("run:\n  name: a\xff"
+                "b\n" +
+                copy)
+                .find("cfg.yaml:2:10: invalid UTF-8 (byte 0xff)"),
+            std::string::npos);
   EXPECT_NE(msg(std::string("run:\n  name: a\0b\n", 17) + copy).find("cfg.yaml:2:10: control character 0x0"),
             std::string::npos);
   EXPECT_NE(msg("run:\n  name: \"abc\n" + copy).find("cfg.yaml:2:9: the quoted value is not closed on this line"),
             std::string::npos);
-  EXPECT_NE(msg("run:\n  name: 'it''s\n" + copy).find("cfg.yaml:2:9: the quoted value is not closed"), std::string::npos);
+  EXPECT_NE(msg("run:\n  name: 'it''s\n" + copy).find("cfg.yaml:2:9: the quoted value is not closed"),
+            std::string::npos);
   // Closed quotes, escaped quotes, quotes inside comments and UTF-8 names are fine.
   EXPECT_EQ(msg("run:\n  name: \"a \\\" b\"  # it's\n  out_dir: 'it''s'\n" + copy), "(accepted)");
   EXPECT_EQ(msg("run:\n  name: caf\xc3\xa9\n" + copy), "(accepted)");

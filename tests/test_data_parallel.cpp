@@ -96,8 +96,10 @@ TEST(DataParallel, RanksAtDifferentCollectivesAreNamed) {
   auto errs = on_ranks(2, [&](int r) {
     ControlPlane cp(env_of(r, 2, port), 20);
     double x[2] = {1, 2};
-    if (r == 0) cp.all_reduce_sum(x, 2, "loss of step 7");
-    else cp.all_reduce_sum(x, 1, "scored-token count of step 8");
+    if (r == 0)
+      cp.all_reduce_sum(x, 2, "loss of step 7");
+    else
+      cp.all_reduce_sum(x, 1, "scored-token count of step 8");
   });
   EXPECT_TRUE(contains(errs[0], "rank 1 is at collective #1 'scored-token count of step 8'")) << errs[0];
   EXPECT_TRUE(contains(errs[0], "the ranks disagree")) << errs[0];
@@ -295,8 +297,8 @@ TEST(DataParallel, AFrozenRankEndsTheJobWithinTheTimeout) {
 TEST(DataParallel, ASignalledRankStopsEveryRankAtOneStep) {
   // SIGTERM reaches rank 1 only (after step 4): the ranks vote at the end of step 5 and all stop there, rank 0 writes
   // one checkpoint, the job exits 143.
-  Job run = train("dp_term", "--set trainer.micro_batch_size=8 --nproc 2", "MT_FAULT='step_end=4@1:term'",
-                  MT_FAULTS_BINARY);
+  Job run =
+      train("dp_term", "--set trainer.micro_batch_size=8 --nproc 2", "MT_FAULT='step_end=4@1:term'", MT_FAULTS_BINARY);
   EXPECT_EQ(run.r.code, 143) << run.r.out;
   EXPECT_TRUE(contains(run.r.out, "stopped by SIGTERM at step 5")) << run.r.out;
   const test::CliResult v = test::run_cli("checkpoint verify " + run.dir);
@@ -307,8 +309,9 @@ TEST(DataParallel, ASignalledRankStopsEveryRankAtOneStep) {
 TEST(DataParallel, ABatchThatDoesNotSplitIsRefused) {
   Job run = train("dp_split", "--set trainer.micro_batch_size=16 --nproc 2");
   EXPECT_EQ(run.r.code, 3) << run.r.out;
-  EXPECT_TRUE(contains(run.r.out, "trainer.global_batch_size (16) must be a multiple of trainer.micro_batch_size (16) "
-                                  "x WORLD_SIZE (2)"))
+  EXPECT_TRUE(contains(run.r.out,
+                       "trainer.global_batch_size (16) must be a multiple of trainer.micro_batch_size (16) "
+                       "x WORLD_SIZE (2)"))
       << run.r.out;
 }
 

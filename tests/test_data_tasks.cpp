@@ -345,7 +345,7 @@ TEST(SelectiveCopying, CopyAccuracy) {
   for (int64_t r = 0; r < 3; ++r) {
     std::vector<int64_t> tg = row(b.targets, r);
     for (int64_t j = 0; j < K; ++j) {
-      perfect[r][M + j - 1] = tg[M + j];                                    // logits at t predict targets[t+1]
+      perfect[r][M + j - 1] = tg[M + j];                                  // logits at t predict targets[t+1]
       half[r][M + j - 1] = j % 2 == 0 ? tg[M + j] : (tg[M + j] % V) + 1;  // a different data token
     }
   }

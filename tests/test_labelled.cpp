@@ -45,7 +45,7 @@ TEST(Dna, TokensCaseIupacAndReverseComplement) {
   EXPECT_EQ(encode_dna("RYSWKMBDHVryswkmbdhv", ids), -1);
   for (int32_t t : ids) EXPECT_EQ(t, kDnaN);
   ids = {7};
-  EXPECT_EQ(encode_dna("ACGU", ids), 3);  // U is RNA, not DNA
+  EXPECT_EQ(encode_dna("ACGU", ids), 3);    // U is RNA, not DNA
   EXPECT_EQ(ids, std::vector<int32_t>{7});  // unchanged on failure
   EXPECT_EQ(encode_dna("AC-G", ids), 2);
   std::vector<int32_t> s;
@@ -80,18 +80,21 @@ TEST(Labelled, TsvRowsLabelsAndBadRows) {
             bad + ":1: no column 'sentence' (data.text_column); the header has 'label', 'text'");
   const std::string ctl = write_file("ctl.tsv", std::string("label\ttext\n\x01\xff\tok\n"));
   EXPECT_EQ(error_of([&] { read_labelled(tsv_opts(ctl), {ctl}, nullptr); }),
-            ctl + ":2: label '\\x01\\xff' is not an integer class index (data.bad_rows: skip would skip and count "
-                  "such rows)");  // control bytes never reach the terminal raw
+            ctl +
+                ":2: label '\\x01\\xff' is not an integer class index (data.bad_rows: skip would skip and count "
+                "such rows)");  // control bytes never reach the terminal raw
   unlink(ctl.c_str());
   const std::string none = write_file("c.tsv", "label\ttext\n5\tx\n");
   o.text_column = "text";
   EXPECT_TRUE(contains(error_of([&] { read_labelled(o, {none}, nullptr); }), "no usable rows (1 skipped")) << none;
-  EXPECT_TRUE(contains(error_of([&] { read_labelled(o, {"/nonexistent.tsv"}, nullptr); }), "/nonexistent.tsv: cannot open"));
+  EXPECT_TRUE(
+      contains(error_of([&] { read_labelled(o, {"/nonexistent.tsv"}, nullptr); }), "/nonexistent.tsv: cannot open"));
   for (auto& f : {p, bad, none}) unlink(f.c_str());
 }
 
 TEST(Labelled, CsvQuotingAndJsonl) {
-  const std::string p = write_file("a.csv", "text,label\n\"a, b\",1\n\"say \"\"hi\"\"\",0\n\"two\nlines\",1\nplain,0\n");
+  const std::string p =
+      write_file("a.csv", "text,label\n\"a, b\",1\n\"say \"\"hi\"\"\",0\n\"two\nlines\",1\nplain,0\n");
   LabelledOptions o = tsv_opts(p);
   o.format = "csv";
   std::vector<Example> ex = read_labelled(o, {p}, nullptr);
@@ -103,8 +106,9 @@ TEST(Labelled, CsvQuotingAndJsonl) {
   const std::string open = write_file("b.csv", "text,label\n\"never closed,1\n");
   EXPECT_EQ(error_of([&] { read_labelled(o, {open}, nullptr); }),
             open + ":2: a quoted field is not closed before the end of the file");
-  const std::string j = write_file("a.jsonl", "{\"text\": \"x\", \"label\": 1}\n{\"text\": \"y\", \"label\": \"0\"}\n"
-                                              "not json\n{\"text\": 3, \"label\": 0}\n{\"text\": \"z\", \"label\": 1.5}\n");
+  const std::string j = write_file("a.jsonl",
+                                   "{\"text\": \"x\", \"label\": 1}\n{\"text\": \"y\", \"label\": \"0\"}\n"
+                                   "not json\n{\"text\": 3, \"label\": 0}\n{\"text\": \"z\", \"label\": 1.5}\n");
   o.format = "jsonl";
   o.bad_rows = "skip";
   ReadStats st;
@@ -168,8 +172,10 @@ TEST(Labelled, SplitsEpochsBatchesAndAugmentationAreDeterministic) {
     for (int64_t r = 0; r < 8; ++r) {
       std::string s;
       for (int64_t t = 0; t < L; ++t) {
-        if (m[r * L + t] != 0) s += static_cast<char>(ids[r * L + t]);
-        else EXPECT_EQ(ids[r * L + t], 0);  // padding after the row
+        if (m[r * L + t] != 0)
+          s += static_cast<char>(ids[r * L + t]);
+        else
+          EXPECT_EQ(ids[r * L + t], 0);  // padding after the row
       }
       seen.insert(s + "/" + std::to_string(b.labels.to_vector_i64()[r]));
     }
@@ -302,18 +308,20 @@ TEST(DnaText, PretrainExportAndFineTuneOnPromoters) {
   // The genome LM of configs/dna-ecoli-pretrain.yaml (tiny and short here), exported as a HuggingFace directory,
   // then the promoter classifier starting from its encoder.
   const std::string dir = test::temp_dir("dna_lm");
-  const std::string small = " --set model.d_model=16 --set model.n_layer=1 --set logging.progress=false"
-                            " --set run.device=cpu --set trainer.precision=fp32 --set trainer.eval_batches=1";
-  test::CliResult r = test::run_cli("train configs/dna-ecoli-pretrain.yaml --set run.out_dir=" + dir +
-                                    " --set data.seq_len=256 --set trainer.max_steps=4 --set scheduler.warmup_steps=1" +
-                                    small);
+  const std::string small =
+      " --set model.d_model=16 --set model.n_layer=1 --set logging.progress=false"
+      " --set run.device=cpu --set trainer.precision=fp32 --set trainer.eval_batches=1";
+  test::CliResult r =
+      test::run_cli("train configs/dna-ecoli-pretrain.yaml --set run.out_dir=" + dir +
+                    " --set data.seq_len=256 --set trainer.max_steps=4 --set scheduler.warmup_steps=1" + small);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "data/corpora/ecoli536/NC_008253.fna.gz (dna tokens; ")) << r.out;
   r = test::run_cli("export " + dir + " --hf " + dir + "/hf");
   ASSERT_EQ(r.code, 0) << r.out;
   r = test::run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + dir + "/ft --set model.init_from=" + dir +
                     "/hf --set trainer.max_steps=2 --set scheduler.warmup_steps=1 --set optimizer.lr=1e-7"
-                    " --set scheduler.min_lr=0" + small);
+                    " --set scheduler.min_lr=0" +
+                    small);
   ASSERT_EQ(r.code, 0) << r.out;
   // The fine-tune started from the pretrained encoder (a learning rate of 1e-7 leaves it where it started).
   train::CheckpointData lm = train::load_checkpoint(dir + "/checkpoints/" + train::checkpoint_file_name(4));
@@ -322,7 +330,8 @@ TEST(DnaText, PretrainExportAndFineTuneOnPromoters) {
   const auto e1 = ft.tensors.at("model/backbone.embeddings.weight").to_vector();
   ASSERT_EQ(e0.size(), e1.size());
   EXPECT_LE(test::rel_l2(e1, e0), 1e-3);
-  r = test::run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + dir + "/ft2 --set model.init_from=" + dir +
+  r = test::run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + dir +
+                    "/ft2 --set model.init_from=" + dir +
                     "/hf --set trainer.max_steps=2 --set scheduler.warmup_steps=1" + small + " --set model.d_model=32");
   EXPECT_EQ(r.code, 5) << r.out;
   EXPECT_TRUE(contains(r.out, "size mismatch for backbone.embeddings.weight: file [7, 16], model [7, 32]")) << r.out;

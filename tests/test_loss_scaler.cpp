@@ -211,7 +211,7 @@ TEST(GradCheck, AllFiniteIsMinusOneAndParamsWithoutGradsAreIgnored) {
   for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16}) {
     Params ps;
     ps.add({1.0, -2.0, 3.0}, dt);
-    ps.add({kNaN, kNaN}, dt, /*has_grad=*/false);  // no gradient: skipped
+    ps.add({kNaN, kNaN}, dt, /*has_grad=*/false);   // no gradient: skipped
     ps.add({65504.0, -65504.0, 6e-8, -1e-30}, dt);  // f16 max, tiny values (f16 flushes 1e-30 to -0): all finite
     EXPECT_EQ(optim::first_nonfinite_grad(ps.ptrs()), -1) << dtype_name(dt);
   }

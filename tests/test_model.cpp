@@ -6,11 +6,11 @@
 #include <cstdlib>
 
 #include "autograd/ops/elementwise.h"
+#include "autograd/ops/nn_ops.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
 #include "nn/heads.h"
 #include "nn/hf_io.h"
-#include "autograd/ops/nn_ops.h"
 #include "nn/init.h"
 #include "nn/safetensors.h"
 #include "test_util.h"
@@ -100,7 +100,8 @@ TEST(Model, ParameterNamesAreHuggingFaces) {
     m.parameter("backbone.layers.0.mixer.A_lg");
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("did you mean 'backbone.layers.0.mixer.A_log'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("did you mean 'backbone.layers.0.mixer.A_log'"), std::string::npos)
+        << e.what();
   }
 }
 

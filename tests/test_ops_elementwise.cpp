@@ -30,9 +30,8 @@ struct ShapePair {
 };
 
 const std::vector<ShapePair> kBroadcastCases = {
-    {{3, 4}, {3, 4}},       {{3, 1, 5}, {4, 5}}, {{4, 5}, {3, 1, 5}}, {{2, 3}, {}},
-    {{}, {2, 3}},           {{}, {}},            {{1, 5}, {4, 1}},    {{4, 1, 1}, {1, 3, 2}},
-    {{2, 1, 3}, {2, 4, 3}}, {{1}, {3, 1}},
+    {{3, 4}, {3, 4}}, {{3, 1, 5}, {4, 5}}, {{4, 5}, {3, 1, 5}},    {{2, 3}, {}},           {{}, {2, 3}},
+    {{}, {}},         {{1, 5}, {4, 1}},    {{4, 1, 1}, {1, 3, 2}}, {{2, 1, 3}, {2, 4, 3}}, {{1}, {3, 1}},
 };
 
 // Run f under gradcheck on every broadcast case; b is kept away from zero for div.
@@ -148,8 +147,8 @@ TEST(OpsElementwise, GradcheckSameTensorTwice) {
   // x * x and x + x: two gradient contributions to one leaf accumulate through the tape.
   Tensor x = randn64({5}, 21);
   EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return mul(in[0], in[0]); }, {x}));
-  EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return add(in[0], in[0]) / in[0]; },
-                             {rand64({5}, 22, 0.5, 2.0)}));
+  EXPECT_GRADCHECK(
+      gradcheck([](const std::vector<Tensor>& in) { return add(in[0], in[0]) / in[0]; }, {rand64({5}, 22, 0.5, 2.0)}));
 }
 
 TEST(OpsElementwise, GradcheckScalarOps) {
@@ -157,7 +156,8 @@ TEST(OpsElementwise, GradcheckScalarOps) {
   EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return add_scalar(in[0], 2.5); }, {x}));
   EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return mul_scalar(in[0], -1.75); }, {x}));
   EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return neg(in[0]); }, {x}));
-  EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return mul_scalar(add_scalar(in[0], 1.0), 1.0); }, {x}));
+  EXPECT_GRADCHECK(
+      gradcheck([](const std::vector<Tensor>& in) { return mul_scalar(add_scalar(in[0], 1.0), 1.0); }, {x}));
 }
 
 // ---------------------------------------------------------------- unary ops
@@ -170,8 +170,8 @@ TEST(OpsElementwise, GradcheckUnary) {
     double lo, hi;
   };
   const Case cases[] = {
-      {"exp", exp, -3, 3},       {"log", log, 0.1, 5},     {"sigmoid", sigmoid, -6, 6}, {"silu", silu, -6, 6},
-      {"softplus", softplus, -8, 8}, {"tanh", tanh, -3, 3}, {"sqrt", sqrt, 0.1, 5},     {"square", square, -3, 3},
+      {"exp", exp, -3, 3},           {"log", log, 0.1, 5},  {"sigmoid", sigmoid, -6, 6}, {"silu", silu, -6, 6},
+      {"softplus", softplus, -8, 8}, {"tanh", tanh, -3, 3}, {"sqrt", sqrt, 0.1, 5},      {"square", square, -3, 3},
   };
   uint64_t seed = 40;
   for (const Case& c : cases) {
@@ -210,7 +210,7 @@ TEST(OpsElementwise, SoftplusLargeInputsDoNotOverflow) {
     Tensor y = softplus(x);
     std::vector<double> yv = y.to_vector();
     for (double e : yv) EXPECT_TRUE(std::isfinite(e)) << dtype_name(dt);
-    EXPECT_EQ(yv[0], 0.0);                    // e^-1000 underflows to an exact 0
+    EXPECT_EQ(yv[0], 0.0);  // e^-1000 underflows to an exact 0
     EXPECT_GE(yv[1], 0.0);
     EXPECT_GT(yv[2], 0.0) << dtype_name(dt);  // e^-30 is representable in every dtype
     EXPECT_NEAR(yv[2], std::exp(-30.0), 1e-2 * std::exp(-30.0));
@@ -446,9 +446,8 @@ TEST(OpsElementwise, GradcheckSumMean) {
   EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return sum(in[0], {2}, true); }, {y}));
   EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return sum(in[0]); }, {randn64({}, 112)}));
   // A chain: mean of squared broadcast differences.
-  EXPECT_GRADCHECK(gradcheck(
-      [](const std::vector<Tensor>& in) { return mean(square(sub(in[0], in[1])), {1}); },
-      {randn64({3, 1, 5}, 113), randn64({4, 5}, 114)}));
+  EXPECT_GRADCHECK(gradcheck([](const std::vector<Tensor>& in) { return mean(square(sub(in[0], in[1])), {1}); },
+                             {randn64({3, 1, 5}, 113), randn64({4, 5}, 114)}));
 }
 
 TEST(OpsElementwise, ReductionErrors) {

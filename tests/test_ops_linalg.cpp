@@ -34,7 +34,8 @@ void check_gemm_vs_naive(const GemmCase& c, int64_t batch, double alpha, double 
   std::vector<double> B = Tensor::rand({batch * sb}, g, -1, 1, DType::F64).to_vector();
   std::vector<double> C0 = Tensor::rand({batch * sc}, g, -1, 1, DType::F64).to_vector();
   std::vector<double> bias = Tensor::rand({c.N}, g, -1, 1, DType::F64).to_vector();
-  std::vector<T> At(A.begin(), A.end()), Bt(B.begin(), B.end()), Ct(C0.begin(), C0.end()), biast(bias.begin(), bias.end());
+  std::vector<T> At(A.begin(), A.end()), Bt(B.begin(), B.end()), Ct(C0.begin(), C0.end()),
+      biast(bias.begin(), bias.end());
   if (beta == 0.0)
     for (auto& v : Ct) v = static_cast<T>(NAN);  // beta == 0: C must not be read
 
@@ -128,7 +129,7 @@ TEST(OpsLinalg, MatmulGradcheck) {
   auto mm = [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); };
   EXPECT_GRADCHECK(gradcheck(mm, {randn64({3, 4}, 1), randn64({4, 5}, 2)}));
   EXPECT_GRADCHECK(gradcheck(mm, {randn64({2, 3, 4}, 3), randn64({2, 4, 5}, 4)}));
-  EXPECT_GRADCHECK(gradcheck(mm, {randn64({2, 3, 4}, 5), randn64({4, 5}, 6)}));          // batched @ 2-D
+  EXPECT_GRADCHECK(gradcheck(mm, {randn64({2, 3, 4}, 5), randn64({4, 5}, 6)}));           // batched @ 2-D
   EXPECT_GRADCHECK(gradcheck(mm, {randn64({2, 2, 3, 4}, 7), randn64({2, 2, 4, 3}, 8)}));  // 2 batch dims
   EXPECT_GRADCHECK(gradcheck(mm, {randn64({1, 1}, 9), randn64({1, 1}, 10)}));
   // Transposed / permuted (strided) operands.

@@ -67,7 +67,7 @@ TEST(OpsNn, EmbeddingBadIdNamesIdPositionAndVocab) {
   m = error_of([&] { embedding(w, Tensor::from_vector_i64({-1}, {1}, DType::I32)); }, &kind);
   EXPECT_EQ(kind, ErrorKind::Data);
   EXPECT_NE(m.find("-1"), std::string::npos) << m;
-  EXPECT_THROW(embedding(w, Tensor::zeros({2})), Error);           // float ids
+  EXPECT_THROW(embedding(w, Tensor::zeros({2})), Error);                                   // float ids
   EXPECT_THROW(embedding(Tensor::zeros({10}), Tensor::from_vector_i64({1}, {1})), Error);  // 1-D weight
 }
 
@@ -91,9 +91,7 @@ TEST(OpsNn, LogSoftmaxValues) {
 }
 
 TEST(OpsNn, LogSoftmaxGradcheck) {
-  auto f = [](int64_t d) {
-    return [d](const std::vector<Tensor>& v) { return log_softmax(v[0], d); };
-  };
+  auto f = [](int64_t d) { return [d](const std::vector<Tensor>& v) { return log_softmax(v[0], d); }; };
   EXPECT_GRADCHECK(gradcheck(f(-1), {randn64({3, 5}, 1)}));
   EXPECT_GRADCHECK(gradcheck(f(0), {randn64({3, 5}, 2)}));
   EXPECT_GRADCHECK(gradcheck(f(1), {randn64({2, 4, 3}, 3)}));
@@ -151,9 +149,9 @@ TEST(OpsNn, CrossEntropyErrors) {
   EXPECT_EQ(kind, ErrorKind::Data);
   EXPECT_NE(m.find("target -5"), std::string::npos) << m;
   EXPECT_NE(m.find("row 2"), std::string::npos) << m;
-  EXPECT_THROW(cross_entropy(x, Tensor::from_vector_i64({0, 1}, {2})), Error);   // N mismatch
+  EXPECT_THROW(cross_entropy(x, Tensor::from_vector_i64({0, 1}, {2})), Error);  // N mismatch
   EXPECT_THROW(cross_entropy(Tensor::zeros({2, 3, 4}), Tensor::from_vector_i64({0, 1}, {2})), Error);
-  EXPECT_THROW(cross_entropy(x, Tensor::zeros({3})), Error);                   // float targets
+  EXPECT_THROW(cross_entropy(x, Tensor::zeros({3})), Error);  // float targets
 }
 
 namespace {

@@ -47,8 +47,8 @@ TEST(OpsShape, TransposePermuteSqueezeValues) {
   Tensor b = iota({2, 3, 4});
   Tensor p = permute(b, {2, 0, 1});
   EXPECT_EQ(p.shape(), (Shape{4, 2, 3}));
-  EXPECT_EQ(p.to_vector()[1], 4.0);   // p[0, 0, 1] = b[0, 1, 0]
-  EXPECT_EQ(p.to_vector()[6], 1.0);   // p[1, 0, 0] = b[0, 0, 1]
+  EXPECT_EQ(p.to_vector()[1], 4.0);  // p[0, 0, 1] = b[0, 1, 0]
+  EXPECT_EQ(p.to_vector()[6], 1.0);  // p[1, 0, 0] = b[0, 0, 1]
   EXPECT_EQ(unsqueeze(a, 1).shape(), (Shape{2, 1, 3}));
   EXPECT_EQ(unsqueeze(a, -1).shape(), (Shape{2, 3, 1}));
   EXPECT_EQ(unsqueeze(a, 0).shape(), (Shape{1, 2, 3}));

@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "core/error.h"
-#include "train/rendezvous.h"
 #include "test_util.h"
+#include "train/rendezvous.h"
 
 namespace mt::train {
 namespace {
@@ -38,11 +38,8 @@ TEST(Rendezvous, EnvironmentAbsentMeansOneProcess) {
 }
 
 TEST(Rendezvous, EnvironmentParsedAndChecked) {
-  std::map<std::string, std::string> vars = {{"RANK", "3"},
-                                             {"WORLD_SIZE", "8"},
-                                             {"LOCAL_RANK", "1"},
-                                             {"MASTER_ADDR", "node07"},
-                                             {"MASTER_PORT", "29500"}};
+  std::map<std::string, std::string> vars = {
+      {"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node07"}, {"MASTER_PORT", "29500"}};
   auto get = [&](const char* n) -> const char* {
     auto it = vars.find(n);
     return it == vars.end() ? nullptr : it->second.c_str();
@@ -57,7 +54,10 @@ TEST(Rendezvous, EnvironmentParsedAndChecked) {
 
   auto expect_error = [&](const char* key, const char* value, const std::string& needle) {
     auto saved = vars;
-    if (value) vars[key] = value; else vars.erase(key);
+    if (value)
+      vars[key] = value;
+    else
+      vars.erase(key);
     const std::string msg = error_of([&] { dist_env_from(get); });
     EXPECT_NE(msg.find(needle), std::string::npos) << key << ": " << msg;
     vars = saved;
@@ -79,9 +79,8 @@ TEST(Rendezvous, EveryRankReceivesRankZerosPayload) {
   std::vector<std::thread> ranks;
   for (int r = world - 1; r >= 0; --r)  // the others start before rank 0 listens: they retry
     ranks.emplace_back([&, r] {
-      errors[r] = error_of([&] {
-        got[r] = rendezvous_broadcast(env_of(r, world, port), r == 0 ? id : std::vector<uint8_t>{}, 30.0);
-      });
+      errors[r] = error_of(
+          [&] { got[r] = rendezvous_broadcast(env_of(r, world, port), r == 0 ? id : std::vector<uint8_t>{}, 30.0); });
     });
   for (auto& t : ranks) t.join();
   for (int r = 0; r < world; ++r) {

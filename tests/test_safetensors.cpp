@@ -62,7 +62,8 @@ void expect_error(const std::function<void()>& fn, ErrorKind kind, const std::ve
     fn();
   } catch (const Error& e) {
     EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "'" << n << "' not in: " << e.what();
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "'" << n << "' not in: " << e.what();
     return;
   }
   ADD_FAILURE() << "no mt::Error thrown";
@@ -126,7 +127,8 @@ TEST_F(SafetensorsTest, RoundTripEveryDtypeBitExact) {
 }
 
 TEST_F(SafetensorsTest, MetadataRoundTrip) {
-  std::map<std::string, std::string> meta = {{"format", "pt"}, {"note", "quotes \" and \\ and unicode \xc3\xa9"}, {"empty", ""}};
+  std::map<std::string, std::string> meta = {
+      {"format", "pt"}, {"note", "quotes \" and \\ and unicode \xc3\xa9"}, {"empty", ""}};
   const std::string p = path("meta.safetensors");
   save_safetensors(p, {{"w", Tensor::full({2}, 1.5)}}, meta);
   EXPECT_EQ(safetensors_metadata(p), meta);
@@ -213,18 +215,21 @@ TEST_F(SafetensorsTest, WrongTypes) {
   expect_error([&] { load_safetensors(p4); }, ErrorKind::Checkpoint, {p4, "'w'", "[begin, end]"});
   auto p5 = craft("t5.safetensors", R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": 4}})", zeros(4));
   expect_error([&] { load_safetensors(p5); }, ErrorKind::Checkpoint, {p5, "'w'", "[begin, end]"});
-  auto p6 = craft("t6.safetensors",
-                  R"({"__metadata__": {"a": 1}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", zeros(4));
+  auto p6 =
+      craft("t6.safetensors",
+            R"({"__metadata__": {"a": 1}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", zeros(4));
   expect_error([&] { safetensors_metadata(p6); }, ErrorKind::Checkpoint, {p6, "__metadata__", "'a'", "string"});
 }
 
 TEST_F(SafetensorsTest, UnknownDtype) {
-  const std::string p = craft("dt.safetensors", R"({"w": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}})", zeros(4));
+  const std::string p =
+      craft("dt.safetensors", R"({"w": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}})", zeros(4));
   expect_error([&] { load_safetensors(p); }, ErrorKind::Checkpoint, {p, "'w'", "unsupported dtype 'U8'"});
 }
 
 TEST_F(SafetensorsTest, NegativeShape) {
-  const std::string p = craft("neg.safetensors", R"({"w": {"dtype": "F32", "shape": [-1, 2], "data_offsets": [0, 4]}})", zeros(4));
+  const std::string p =
+      craft("neg.safetensors", R"({"w": {"dtype": "F32", "shape": [-1, 2], "data_offsets": [0, 4]}})", zeros(4));
   expect_error([&] { load_safetensors(p); }, ErrorKind::Checkpoint, {p, "'w'", "shape[0]", "non-negative"});
 }
 
@@ -236,17 +241,20 @@ TEST_F(SafetensorsTest, AbsurdShape) {
 }
 
 TEST_F(SafetensorsTest, BeginAfterEnd) {
-  const std::string p = craft("order.safetensors", R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", zeros(8));
+  const std::string p =
+      craft("order.safetensors", R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", zeros(8));
   expect_error([&] { load_safetensors(p); }, ErrorKind::Checkpoint, {p, "'w'", "begin > end"});
 }
 
 TEST_F(SafetensorsTest, SizeMismatch) {
-  const std::string p = craft("size.safetensors", R"({"w": {"dtype": "F64", "shape": [2, 3], "data_offsets": [0, 24]}})", zeros(48));
+  const std::string p =
+      craft("size.safetensors", R"({"w": {"dtype": "F64", "shape": [2, 3], "data_offsets": [0, 24]}})", zeros(48));
   expect_error([&] { load_safetensors(p); }, ErrorKind::Checkpoint, {p, "'w'", "24 bytes", "needs 48"});
 }
 
 TEST_F(SafetensorsTest, OffsetsPastEndOfFile) {
-  const std::string p = craft("oob.safetensors", R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", zeros(12));
+  const std::string p =
+      craft("oob.safetensors", R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", zeros(12));
   expect_error([&] { load_safetensors(p); }, ErrorKind::Checkpoint, {p, "'w'", "past the end", "12 bytes"});
 }
 
@@ -273,8 +281,11 @@ TEST_F(SafetensorsTest, EmptyTensorsDoNotOverlap) {
 
 TEST_F(SafetensorsTest, SaveIntoMissingDirectory) {
   const std::string p = path("no/such/dir/w.safetensors");
-  expect_error([&] { save_safetensors(p, {{"x", Tensor::full({1}, 1.0)}}); }, ErrorKind::Io,
-               {p, "No such file or directory"});
+  expect_error(
+      [&] {
+        save_safetensors(p, {{"x", Tensor::full({1}, 1.0)}});
+      },
+      ErrorKind::Io, {p, "No such file or directory"});
 }
 
 TEST_F(SafetensorsTest, SaveOverADirectoryFailsCleanly) {
@@ -286,8 +297,11 @@ TEST_F(SafetensorsTest, SaveOverADirectoryFailsCleanly) {
 
 TEST_F(SafetensorsTest, SaveRejectsBadNames) {
   const std::string p = path("bad.safetensors");
-  expect_error([&] { save_safetensors(p, {{"__metadata__", Tensor::full({1}, 1.0)}}); }, ErrorKind::Shape,
-               {"__metadata__", "reserved"});
+  expect_error(
+      [&] {
+        save_safetensors(p, {{"__metadata__", Tensor::full({1}, 1.0)}});
+      },
+      ErrorKind::Shape, {"__metadata__", "reserved"});
   expect_error([&] { save_safetensors(p, {{"x", Tensor()}}); }, ErrorKind::Shape, {"'x'", "undefined"});
   EXPECT_TRUE(listing().empty());
 }

@@ -55,8 +55,7 @@ Tensor make_mask(int64_t B, int64_t L, DType dt) {
   return Tensor::from_vector(m, {B, L}, dt);
 }
 
-ScanData make_data(int64_t B, int64_t L, int64_t D, int64_t N, const Flags& f, uint64_t seed,
-                   DType dt = DType::F64) {
+ScanData make_data(int64_t B, int64_t L, int64_t D, int64_t N, const Flags& f, uint64_t seed, DType dt = DType::F64) {
   Generator gen(seed);
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;
   ScanData s;
@@ -128,7 +127,8 @@ Tensor pack(const std::vector<Tensor>& ts) {
       size_t off = 0;
       for (size_t i = 0; i < shapes.size(); ++i) {
         const size_t n = static_cast<size_t>(shape_numel(shapes[i]));
-        r.push_back(Tensor::from_vector(std::vector<double>(gv.begin() + off, gv.begin() + off + n), shapes[i], dts[i]));
+        r.push_back(
+            Tensor::from_vector(std::vector<double>(gv.begin() + off, gv.begin() + off + n), shapes[i], dts[i]));
         off += n;
       }
       return r;
@@ -184,7 +184,8 @@ std::vector<double> time_slice_v(const Tensor& t, int64_t t0, int64_t t1) { retu
 
 void expect_vec_near(const std::vector<double>& a, const std::vector<double>& b, double tol, const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol * (1.0 + std::fabs(b[i]))) << what << " [" << i << "]";
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_NEAR(a[i], b[i], tol * (1.0 + std::fabs(b[i]))) << what << " [" << i << "]";
 }
 
 // The flag sets of the gradcheck sweep: all off, all on, and each flag alone on / alone off.
@@ -298,8 +299,8 @@ TEST(SelectiveScan, ChunkedWithCarriedStateEqualsOneCall) {
 
     // One call over L = 10.
     ScanData full = s;
-    for (Tensor* t : {&full.u, &full.delta, &full.A, &full.Bm, &full.Cm, &full.D_skip, &full.z, &full.delta_bias,
-                      &full.init}) {
+    for (Tensor* t :
+         {&full.u, &full.delta, &full.A, &full.Bm, &full.Cm, &full.D_skip, &full.z, &full.delta_bias, &full.init}) {
       *t = t->clone();
       set_requires_grad(*t);
     }
@@ -361,7 +362,7 @@ TEST(SelectiveScan, MaskedPositionsLeaveStateUnchanged) {
   SelectiveScanOut o = run(s);
   Generator gen(8);
   backward(seed_loss({o.y, o.last_state}, {Tensor::randn({B, L, D}, gen, 0.0, 1.0, DType::F64),
-                                            Tensor::randn({B, D, N}, gen, 0.0, 1.0, DType::F64)}));
+                                           Tensor::randn({B, D, N}, gen, 0.0, 1.0, DType::F64)}));
   const auto y = o.y.to_vector(), last = o.last_state.to_vector();
   const auto du = grad(s.u).to_vector(), ddelta = grad(s.delta).to_vector(), dz = grad(s.z).to_vector(),
              dB = grad(s.Bm).to_vector(), dC = grad(s.Cm).to_vector();
@@ -443,7 +444,7 @@ TEST(SelectiveScan, HalfInputsComputeInF32) {
     EXPECT_EQ(o.last_state.to_vector(), o32.last_state.to_vector());
     Generator gen(3);
     backward(seed_loss({o.y, o.last_state}, {Tensor::randn({2, 11, 4}, gen, 0.0, 1.0, dt),
-                                              Tensor::randn({2, 4, 5}, gen, 0.0, 1.0, DType::F32)}));
+                                             Tensor::randn({2, 4, 5}, gen, 0.0, 1.0, DType::F32)}));
     for (Tensor* t : {&s.u, &s.delta, &s.Bm, &s.Cm, &s.z}) EXPECT_EQ(grad(*t).dtype(), dt);
     for (Tensor* t : {&s.A, &s.D_skip, &s.delta_bias, &s.init}) EXPECT_EQ(grad(*t).dtype(), DType::F32);
     for (Tensor* t : {&s.u, &s.delta, &s.A, &s.Bm, &s.Cm, &s.D_skip, &s.z, &s.delta_bias, &s.init})
@@ -483,23 +484,106 @@ TEST(SelectiveScan, BadInputsNameTheArgument) {
     }
   };
   Generator gen(1);
-  expect_error([&] { ScanData t = s; t.u = Tensor::randn({2, 5}, gen, 0, 1, DType::F64); run(t); }, "u must be");
-  expect_error([&] { ScanData t = s; t.delta = Tensor::randn({2, 5, 4}, gen, 0, 1, DType::F64); run(t); }, "delta");
-  expect_error([&] { ScanData t = s; t.Bm = Tensor::randn({2, 6, 4}, gen, 0, 1, DType::F64); run(t); }, "Bm");
-  expect_error([&] { ScanData t = s; t.Cm = Tensor::randn({2, 5, 3}, gen, 0, 1, DType::F64); run(t); }, "Cm");
-  expect_error([&] { ScanData t = s; t.z = Tensor::randn({2, 5, 2}, gen, 0, 1, DType::F64); run(t); }, "z must");
-  expect_error([&] { ScanData t = s; t.A = Tensor::randn({3, 5}, gen, 0, 1, DType::F64); run(t); }, "A must");
-  expect_error([&] { ScanData t = s; t.A = t.A.to(DType::F32); run(t); }, "A must be f64");
-  expect_error([&] { ScanData t = s; t.D_skip = Tensor::randn({4}, gen, 0, 1, DType::F64); run(t); }, "D_skip");
-  expect_error([&] { ScanData t = s; t.delta_bias = t.delta_bias.to(DType::F32); run(t); }, "delta_bias");
-  expect_error([&] { ScanData t = s; t.init = Tensor::randn({2, 4, 3}, gen, 0, 1, DType::F64); run(t); },
-               "initial_state");
-  expect_error([&] { ScanData t = s; t.mask = Tensor::ones({2, 4}, DType::I32); run(t); }, "mask");
-  expect_error([&] { ScanData t = s; t.Bm = t.Bm.to(DType::F32); run(t); }, "share device and dtype");
-  expect_error([&] { ScanData t = s; t.u = Tensor::ones({2, 5, 3}, DType::I32); run(t); }, "float");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.u = Tensor::randn({2, 5}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "u must be");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.delta = Tensor::randn({2, 5, 4}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "delta");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.Bm = Tensor::randn({2, 6, 4}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "Bm");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.Cm = Tensor::randn({2, 5, 3}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "Cm");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.z = Tensor::randn({2, 5, 2}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "z must");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.A = Tensor::randn({3, 5}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "A must");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.A = t.A.to(DType::F32);
+        run(t);
+      },
+      "A must be f64");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.D_skip = Tensor::randn({4}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "D_skip");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.delta_bias = t.delta_bias.to(DType::F32);
+        run(t);
+      },
+      "delta_bias");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.init = Tensor::randn({2, 4, 3}, gen, 0, 1, DType::F64);
+        run(t);
+      },
+      "initial_state");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.mask = Tensor::ones({2, 4}, DType::I32);
+        run(t);
+      },
+      "mask");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.Bm = t.Bm.to(DType::F32);
+        run(t);
+      },
+      "share device and dtype");
+  expect_error(
+      [&] {
+        ScanData t = s;
+        t.u = Tensor::ones({2, 5, 3}, DType::I32);
+        run(t);
+      },
+      "float");
   // bf16 activations need f32 (not f64) weights.
   ScanData h = make_data(2, 5, 3, 4, all_flags(true), 2, DType::BF16);
-  expect_error([&] { ScanData t = h; t.A = t.A.to(DType::F64); run(t); }, "A must be f32");
+  expect_error(
+      [&] {
+        ScanData t = h;
+        t.A = t.A.to(DType::F64);
+        run(t);
+      },
+      "A must be f32");
 }
 
 TEST(SelectiveScan, LargerProblemThreadedDirectionalDerivative) {
@@ -544,10 +628,10 @@ TEST(SelectiveScan, LargerProblemThreadedDirectionalDerivative) {
 
   // Central difference along V.
   ScanData plus = s, minus = s;
-  Tensor* p_all[9] = {&plus.u, &plus.delta, &plus.A, &plus.Bm, &plus.Cm, &plus.D_skip, &plus.z, &plus.delta_bias,
-                      &plus.init};
-  Tensor* m_all[9] = {&minus.u, &minus.delta, &minus.A, &minus.Bm, &minus.Cm, &minus.D_skip, &minus.z,
-                      &minus.delta_bias, &minus.init};
+  Tensor* p_all[9] = {&plus.u,      &plus.delta, &plus.A,          &plus.Bm,  &plus.Cm,
+                      &plus.D_skip, &plus.z,     &plus.delta_bias, &plus.init};
+  Tensor* m_all[9] = {&minus.u,      &minus.delta, &minus.A,          &minus.Bm,  &minus.Cm,
+                      &minus.D_skip, &minus.z,     &minus.delta_bias, &minus.init};
   const double eps = 1e-6;
   double analytic = 0;
   for (int k = 0; k < 9; ++k) {
@@ -563,5 +647,6 @@ TEST(SelectiveScan, LargerProblemThreadedDirectionalDerivative) {
     *m_all[k] = Tensor::from_vector(xm, m_all[k]->shape(), DType::F64);
   }
   const double numeric = (loss_of(run(plus)) - loss_of(run(minus))) / (2 * eps);
-  EXPECT_NEAR(analytic, numeric, 1e-6 * (1.0 + std::fabs(numeric))) << "analytic " << analytic << " numeric " << numeric;
+  EXPECT_NEAR(analytic, numeric, 1e-6 * (1.0 + std::fabs(numeric)))
+      << "analytic " << analytic << " numeric " << numeric;
 }

@@ -186,12 +186,14 @@ TEST(TokenShard, EveryCorruptionIsADataErrorNamingFileAndProblem) {
 
   // Truncation at several points: inside the magic, inside the header, right after it, inside the payload.
   EXPECT_EQ(error_for(good.substr(0, 5)), pre + "truncated header: the file has 5 bytes, the header alone needs 128");
-  EXPECT_EQ(error_for(good.substr(0, 100)), pre + "truncated header: the file has 100 bytes, the header alone needs 128");
+  EXPECT_EQ(error_for(good.substr(0, 100)),
+            pre + "truncated header: the file has 100 bytes, the header alone needs 128");
   EXPECT_EQ(error_for(good.substr(0, 128)), pre + "truncated payload: expected 20 bytes (10 tokens of u16), found 0");
   EXPECT_EQ(error_for(good.substr(0, 139)), pre + "truncated payload: expected 20 bytes (10 tokens of u16), found 11");
   EXPECT_EQ(error_for(good.substr(0, 147)), pre + "truncated payload: expected 20 bytes (10 tokens of u16), found 19");
-  EXPECT_EQ(error_for(good + "x"),
-            pre + "payload size mismatch: expected 20 bytes (10 tokens of u16), found 21 (1 bytes after the last token)");
+  EXPECT_EQ(
+      error_for(good + "x"),
+      pre + "payload size mismatch: expected 20 bytes (10 tokens of u16), found 21 (1 bytes after the last token)");
   b = good;
   put64(b, 24, UINT64_MAX / 2 + 1);  // a token count whose byte size overflows
   fix_header_checksum(b);
@@ -225,7 +227,8 @@ TEST(TokenShard, WriterPublishesAtomicallyAndChecksIds) {
     w.append(ids, 3);
     EXPECT_EQ(read_bytes(p), "previous");  // untouched until finish()
     const int32_t bad[] = {2, 7};
-    EXPECT_EQ(data_error_of([&] { w.append(bad, 2); }), p + ": token id 7 at token offset 4 is outside the vocabulary of 7");
+    EXPECT_EQ(data_error_of([&] { w.append(bad, 2); }),
+              p + ": token id 7 at token offset 4 is outside the vocabulary of 7");
   }  // destroyed without finish: the temp file is gone, the old file stays
   EXPECT_EQ(read_bytes(p), "previous");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()), 1);
@@ -309,8 +312,8 @@ TEST(Prepare, FastaAndTextThroughTheCli) {
   // Text: two files, a document per line, split into shards of 10 tokens.
   write_bytes(dir + "/a.txt", "first line\nsecond\n");
   write_bytes(dir + "/b.txt", "third, no newline");
-  r = run_cli("prepare --tokenizer byte --doc-per-line --input " + dir + "/a.txt --input " + dir +
-              "/b.txt --output " + dir + "/t --max-shard-tokens 10");
+  r = run_cli("prepare --tokenizer byte --doc-per-line --input " + dir + "/a.txt --input " + dir + "/b.txt --output " +
+              dir + "/t --max-shard-tokens 10");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "prepared 35 tokens, 3 documents in 4 shards")) << r.out;
   std::string joined;
@@ -410,7 +413,8 @@ TEST(Prepare, BadArgumentsAreOneClearErrorAndNonzeroExit) {
   };
   const std::vector<Case> cases = {
       {"prepare" + in + " --output " + dir + "/o", 2, "--tokenizer is required"},
-      {"prepare --tokenizer wordpiece" + in + " --output " + dir + "/o", 2, "--tokenizer: wordpiece not in {bpe,byte,dna}"},
+      {"prepare --tokenizer wordpiece" + in + " --output " + dir + "/o", 2,
+       "--tokenizer: wordpiece not in {bpe,byte,dna}"},
       {"prepare --tokenizer byte --output " + dir + "/o", 2, "--input is required"},
       {"prepare --tokenizer byte" + in, 2, "--output is required"},
       {"prepare --tokenizer byte --input " + dir + "/nope.txt --output " + dir + "/o", 2, "File does not exist"},
@@ -419,7 +423,8 @@ TEST(Prepare, BadArgumentsAreOneClearErrorAndNonzeroExit) {
        "prepare: --doc-per-line applies to text tokenizers (byte, bpe); the documents of dna are the FASTA records"},
       {"prepare --tokenizer byte --tokenizer-path x.json" + in + " --output " + dir + "/o", 2,
        "prepare: --tokenizer-path applies to --tokenizer bpe only"},
-      {"prepare --tokenizer bpe" + in + " --output " + dir + "/o", 2, "prepare: --tokenizer bpe needs --tokenizer-path"},
+      {"prepare --tokenizer bpe" + in + " --output " + dir + "/o", 2,
+       "prepare: --tokenizer bpe needs --tokenizer-path"},
       {"prepare --tokenizer byte" + in + " --output " + dir, 2, "' is a directory; give a file path"},
       {"prepare --tokenizer byte" + in + " --output " + dir + "/no/such/o", 2, "': no such directory '"},
       {"prepare --tokenizer byte" + in + " --output " + dir + "/a.txt", 2, "' is also an --input"},
@@ -510,8 +515,9 @@ TEST(Prepare, TrainingFromAShardEqualsTrainingFromTheFile) {
   make_shard(dir + "/wide.bin", 1000, 0, {std::vector<int32_t>(2000, 999)}, "byte");
   r = run_cli(small_lm_args(dir + "/wide", dir + "/wide.bin", 3));
   EXPECT_EQ(r.code, 3) << r.out;
-  EXPECT_TRUE(contains(r.out, "model.vocab_size: 256 is smaller than the vocabulary of data.path '" + dir +
-                                  "/wide.bin' (1000 ids)")) << r.out;
+  EXPECT_TRUE(contains(
+      r.out, "model.vocab_size: 256 is smaller than the vocabulary of data.path '" + dir + "/wide.bin' (1000 ids)"))
+      << r.out;
   // A corrupt shard is a data error naming it.
   std::string bytes = read_bytes(dir + "/ts.bin");
   bytes[5000] ^= 0x20;

@@ -30,7 +30,8 @@ std::string small_lm_args(const std::string& out_dir, int64_t max_steps) {
   return "train configs/tinyshakespeare.yaml --set run.out_dir=" + out_dir +
          " --set model.d_model=32 --set model.n_layer=2 --set data.seq_len=32 --set trainer.micro_batch_size=4"
          " --set trainer.global_batch_size=8 --set scheduler.warmup_steps=3 --set trainer.eval_every=5"
-         " --set trainer.eval_batches=2 --set trainer.log_every=2 --set checkpoint.every=4 --set checkpoint.keep_last=10"
+         " --set trainer.eval_batches=2 --set trainer.log_every=2 --set checkpoint.every=4 --set "
+         "checkpoint.keep_last=10"
          " --set logging.progress=false --set run.device=cpu --set trainer.max_steps=" +
          std::to_string(max_steps);
 }
@@ -182,7 +183,7 @@ TEST(Trainer, RepeatedNonFiniteStepsStopNamingStepTensorAndCheckpoint) {
   EXPECT_TRUE(contains(r.out, "first non-finite tensor: loss")) << r.out;
   EXPECT_TRUE(contains(r.out, "last good checkpoint: " + ckpt(dir, 2))) << r.out;
   train::CheckpointData d = train::load_checkpoint(ckpt(dir, 2));
-  EXPECT_EQ(d.ints["optim/step"], 0);  // skipped steps never reach the optimizer
+  EXPECT_EQ(d.ints["optim/step"], 0);     // skipped steps never reach the optimizer
   EXPECT_EQ(d.ints["samples_seen"], 16);  // but the data advances
   EXPECT_EQ(d.ints["scaler/skipped_total"], 2);
   const auto w = d.tensors.at("model/backbone.layers.0.mixer.in_proj.weight").to_vector();

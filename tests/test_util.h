@@ -20,9 +20,9 @@
 namespace mt::test {
 
 // Skip a test unless a GPU is visible (CUDA tests carry the ctest label `cuda`).
-#define MT_REQUIRE_CUDA()                                              \
-  do {                                                                 \
-    if (!::mt::cuda_available()) GTEST_SKIP() << "no CUDA device";     \
+#define MT_REQUIRE_CUDA()                                          \
+  do {                                                             \
+    if (!::mt::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
   } while (0)
 
 // Path of a file in the source tree (tests/data/..., configs/...).
@@ -76,12 +76,12 @@ inline double rel_l2(const std::vector<double>& a, const std::vector<double>& b)
   return std::isnan(r) ? INFINITY : r;
 }
 
-#define EXPECT_CLOSE(actual, expected, atol, rtol)                                                       \
-  do {                                                                                                   \
-    auto mt_a_ = (actual).to_vector();                                                                   \
-    auto mt_b_ = (expected).to_vector();                                                                 \
-    ASSERT_EQ(mt_a_.size(), mt_b_.size());                                                               \
-    double mt_r_ = ::mt::test::tolerance_ratio(mt_a_, mt_b_, (atol), (rtol));                            \
+#define EXPECT_CLOSE(actual, expected, atol, rtol)                                                             \
+  do {                                                                                                         \
+    auto mt_a_ = (actual).to_vector();                                                                         \
+    auto mt_b_ = (expected).to_vector();                                                                       \
+    ASSERT_EQ(mt_a_.size(), mt_b_.size());                                                                     \
+    double mt_r_ = ::mt::test::tolerance_ratio(mt_a_, mt_b_, (atol), (rtol));                                  \
     EXPECT_LE(mt_r_, 1.0) << "tolerance ratio " << mt_r_ << " (atol " << (atol) << ", rtol " << (rtol) << ")"; \
   } while (0)
 

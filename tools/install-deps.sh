@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libhdf5-dev libyaml-cpp-dev libgtest-dev libfmt-dev nlohmann-json3-dev
       libcli11-dev libssl-dev zlib1g-dev libutf8proc-dev
-      clang libclang-rt-14-dev libomp-dev)  # the last three: the sanitizer / fuzzing build of tools/reliability.sh
+      clang libclang-rt-14-dev libomp-dev  # the sanitizer / fuzzing build of tools/reliability.sh
+      clang-format)                        # tools/format.sh --check (CI)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

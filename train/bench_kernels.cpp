@@ -76,7 +76,8 @@ void bench_scan(const ScanShape& sh, double copy_gbps) {
   std::vector<double> a(static_cast<size_t>(D * N));
   for (int64_t i = 0; i < D * N; ++i) a[static_cast<size_t>(i)] = -static_cast<double>(i % N + 1);
   Tensor A = Tensor::from_vector(a, {D, N}, DType::F32).to(dev);
-  Tensor Dsk = Tensor::rand({D}, gen, 0.5, 1.5, DType::F32, dev), bias = Tensor::rand({D}, gen, -4, -2, DType::F32, dev);
+  Tensor Dsk = Tensor::rand({D}, gen, 0.5, 1.5, DType::F32, dev),
+         bias = Tensor::rand({D}, gen, -4, -2, DType::F32, dev);
   Tensor y = Tensor::empty({B, L, D}, DType::BF16, dev), last = Tensor::empty({B, D, N}, DType::F32, dev);
   Tensor dy = bf({B, L, D}, -1, 1);
   Tensor du = Tensor::empty({B, L, D}, DType::BF16, dev), ddelta = Tensor::empty({B, L, D}, DType::BF16, dev),
@@ -129,11 +130,12 @@ void bench_scan(const ScanShape& sh, double copy_gbps) {
   MT_CHECK(finite, ErrorKind::NonFinite, "bench kernels: the scan produced a non-finite output");
   const double bytes = 2.0 * (4.0 * B * L * D + 2.0 * B * L * N);  // u, delta, z read + y written; B, C read
   const double gbps = bytes / (tf * 1e-3) / 1e9;
-  std::printf("scan bf16 B=%lld L=%lld D=%lld N=%lld (z, D, delta_bias, softplus): forward %.3f ms, forward+backward "
-              "%.3f ms (forward saving tile states %.3f ms); forward moves %.0f MB: %.0f GB/s = %.0f%% of the copy "
-              "rate\n",
-              (long long)B, (long long)L, (long long)D, (long long)N, tf, tfb, tfs, bytes / 1e6, gbps,
-              100.0 * gbps / copy_gbps);
+  std::printf(
+      "scan bf16 B=%lld L=%lld D=%lld N=%lld (z, D, delta_bias, softplus): forward %.3f ms, forward+backward "
+      "%.3f ms (forward saving tile states %.3f ms); forward moves %.0f MB: %.0f GB/s = %.0f%% of the copy "
+      "rate\n",
+      (long long)B, (long long)L, (long long)D, (long long)N, tf, tfb, tfs, bytes / 1e6, gbps,
+      100.0 * gbps / copy_gbps);
 }
 
 // The LM head and its loss at mamba-130m's B=8 L=2048 (N = 8 * 2047 rows, H = 768, V = 50280, bf16), forward +
@@ -165,10 +167,11 @@ void bench_lm_loss() {
     const double peak = static_cast<double>(cuda_memory_stats().peak_allocated_bytes - before) / (1 << 20);
     set_grad(h, Tensor());
     set_grad(w, Tensor());
-    std::printf("LM head + loss, bf16 N=%lld H=%lld V=%lld, forward+backward: %s %.3f ms, peak %.0f MiB above the "
-                "inputs, loss %.6f\n",
-                (long long)N, (long long)H, (long long)V,
-                fused ? "chunked linear_cross_entropy" : "linear + cross_entropy", ms, peak, loss[fused]);
+    std::printf(
+        "LM head + loss, bf16 N=%lld H=%lld V=%lld, forward+backward: %s %.3f ms, peak %.0f MiB above the "
+        "inputs, loss %.6f\n",
+        (long long)N, (long long)H, (long long)V, fused ? "chunked linear_cross_entropy" : "linear + cross_entropy", ms,
+        peak, loss[fused]);
   }
 }
 
@@ -245,9 +248,7 @@ int run_kernel_bench() {
   return 0;
 }
 #else
-int run_kernel_bench() {
-  throw Error(ErrorKind::Device, "bench kernels: this mamba-train was built without CUDA");
-}
+int run_kernel_bench() { throw Error(ErrorKind::Device, "bench kernels: this mamba-train was built without CUDA"); }
 #endif
 
 }  // namespace mt::train

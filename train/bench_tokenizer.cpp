@@ -41,7 +41,7 @@ int run_tokenizer_bench(const std::string& tokenizer, const std::string& file, i
   size_t ntok = 0;
   for (int r = 0; r < repeats; ++r) {
     data::BpeTokenizer t = data::BpeTokenizer::load(tokenizer);  // empty word cache
-    for (std::vector<double>* times : {&cold, &warm}) {  // first pass fills the cache, second reuses it
+    for (std::vector<double>* times : {&cold, &warm}) {          // first pass fills the cache, second reuses it
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<int32_t> ids;
       try {
@@ -54,7 +54,8 @@ int run_tokenizer_bench(const std::string& tokenizer, const std::string& file, i
     }
   }
   const double mb = static_cast<double>(text.size()) / 1e6;
-  for (const auto& [name, times] : {std::make_pair("empty word cache", &cold), std::make_pair("warm word cache", &warm)}) {
+  for (const auto& [name, times] :
+       {std::make_pair("empty word cache", &cold), std::make_pair("warm word cache", &warm)}) {
     const double med = median(*times);
     std::printf("%-17s median %.1f ms: %.2f MB/s, %.2f M tokens/s (min %.1f ms, max %.1f ms)\n", name, med * 1e3,
                 mb / med, static_cast<double>(ntok) / med / 1e6, *std::min_element(times->begin(), times->end()) * 1e3,

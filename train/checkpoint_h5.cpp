@@ -33,7 +33,7 @@ struct H5Session {
   H5Session() {
     static std::once_flag once;
     std::call_once(once, [] {
-      H5dont_atexit();          // must precede every other HDF5 call (it only sets a flag)
+      H5dont_atexit();           // must precede every other HDF5 call (it only sets a flag)
       H5PLset_loading_state(0);  // never dlopen filter plugins named by a file
     });
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
@@ -97,8 +97,8 @@ void validate_names(const char* kind, const std::vector<std::string>& names) {
     for (;;) {
       size_t slash = n.find('/', start);
       std::string comp = n.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-      MT_CHECK(!comp.empty() && comp != "." && comp != "..", ErrorKind::Checkpoint, "cannot save a checkpoint: ",
-               kind, " name '", n, "' has an empty, '.' or '..' path component");
+      MT_CHECK(!comp.empty() && comp != "." && comp != "..", ErrorKind::Checkpoint, "cannot save a checkpoint: ", kind,
+               " name '", n, "' has an empty, '.' or '..' path component");
       if (slash == std::string::npos) break;
       prefixes.insert(n.substr(0, slash));
       start = slash + 1;
@@ -250,8 +250,7 @@ DsInfo inspect(const std::string& name, hid_t ds) {
   }
   d.storage = H5Dget_storage_size(ds);
   int64_t bytes = 0;
-  if (__builtin_mul_overflow(d.numel, static_cast<int64_t>(d.size), &bytes) ||
-      static_cast<hsize_t>(bytes) != d.storage)
+  if (__builtin_mul_overflow(d.numel, static_cast<int64_t>(d.size), &bytes) || static_cast<hsize_t>(bytes) != d.storage)
     fail(str("dataset '", name, "' ", shape_str(d.shape), " of ", d.size, "-byte elements needs ", bytes,
              " bytes, the file holds ", d.storage));
   return d;
@@ -358,9 +357,9 @@ std::vector<unsigned char> build_checkpoint_image(int64_t step, const Checkpoint
                   : t.dtype() == DType::I64 ? H5T_STD_I64LE
                                             : H5T_IEEE_F32LE;
     std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
-    H5Obj space(t.dim() == 0 ? H5Screate(H5S_SCALAR)
-                             : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                H5Sclose);
+    H5Obj space(
+        t.dim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+        H5Sclose);
     if (!space.ok()) h5_fail("cannot make the dataspace of tensor '" + kv.first + "' " + shape_str(t.shape()));
     const std::string path = "/tensors/" + kv.first;
     w.dataset(path, ftype, space, native_type(t.dtype()), t.data_ptr(), t.numel() > 0);

@@ -191,9 +191,9 @@ void write_file_atomic(const std::string& path, const void* data, size_t n, cons
   // Until the rename, any exit (an I/O error below, or an exception from a fault hook) closes and removes the temp.
   try {
     auto fail = [&](const char* what, int err) {
-      throw Error(ErrorKind::Io, str(path, ": ", what, ": ", errno_str(err), " (temporary file '", tmp, "' removed; ",
-                                     "any previous '", std::filesystem::path(path).filename().string(),
-                                     "' is untouched)"));
+      throw Error(ErrorKind::Io,
+                  str(path, ": ", what, ": ", errno_str(err), " (temporary file '", tmp, "' removed; ",
+                      "any previous '", std::filesystem::path(path).filename().string(), "' is untouched)"));
     };
     // Checkpoint files are written in two halves with a fault stage between them (a kill mid-payload); the harness
     // can also fail the payload write (ENOSPC / EIO after half of it) and the fsync.

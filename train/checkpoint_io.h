@@ -42,7 +42,8 @@ bool is_checkpoint_temp_name(const std::string& name);
 // Test-only fault injection: when set, called with a stage name at each step of a checkpoint save
 // ("data:begin" before the temp file exists, "data:partial" half-way through the payload, "data:written",
 // "data:synced", "data:renamed", the same five for "manifest:" and
-// "latest:", then "retention:deleted" after each old checkpoint file is unlinked); a test hook may raise(SIGKILL) there. nullptr (the default) disables it.
+// "latest:", then "retention:deleted" after each old checkpoint file is unlinked); a test hook may raise(SIGKILL)
+// there. nullptr (the default) disables it.
 using CheckpointFaultHook = void (*)(const char* stage);
 void set_checkpoint_fault_hook(CheckpointFaultHook hook);
 void checkpoint_fault_point(const char* stage);  // calls the hook, if any

@@ -41,8 +41,8 @@ Tensor sample_batch(const std::vector<int64_t>& src, int64_t B, int64_t L, Gener
   return Tensor::from_vector_i64(ids, {B, L}).to(dev);
 }
 
-double eval_loss(const nn::MambaLMHeadModel& model, const std::vector<int64_t>& val, int64_t B, int64_t L,
-                 int batches, DType cd, Device dev) {
+double eval_loss(const nn::MambaLMHeadModel& model, const std::vector<int64_t>& val, int64_t B, int64_t L, int batches,
+                 DType cd, Device dev) {
   NoGradGuard ng;
   Generator gen(1234);  // the same held-out windows every time
   double total = 0;
@@ -66,10 +66,12 @@ Runner add_demo_command(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--data", o->data, "text corpus (bytes are tokens)")->capture_default_str();
   cmd->add_option("--device", o->device, "auto | cpu | cuda")->capture_default_str();
-  cmd->add_option("--dtype", o->dtype, "compute dtype: auto (bf16 on GPU, f32 on CPU) | f32 | bf16")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "compute dtype: auto (bf16 on GPU, f32 on CPU) | f32 | bf16")
+      ->capture_default_str();
   cmd->add_option("--steps", o->steps, "optimizer steps (default 400 on CPU, 600 on GPU)")->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o->batch, "sequences per step (default 8 CPU, 32 GPU)")->check(CLI::PositiveNumber);
-  cmd->add_option("--seq-len", o->seq_len, "tokens per sequence (default 128 CPU, 512 GPU)")->check(CLI::PositiveNumber);
+  cmd->add_option("--seq-len", o->seq_len, "tokens per sequence (default 128 CPU, 512 GPU)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--d-model", o->d_model, "model width (default 64 CPU, 256 GPU)")->check(CLI::PositiveNumber);
   cmd->add_option("--layers", o->layers, "Mamba blocks (default 2 CPU, 4 GPU)")->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o->lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
@@ -104,11 +106,11 @@ Runner add_demo_command(CLI::App& app) {
     so.total_steps = steps;
     std::printf("demo: byte-level Mamba LM on %s (%zu train / %zu held-out bytes)\n", o->data.c_str(),
                 data.train.size(), data.val.size());
-    std::printf("model: d_model %lld, %lld layers, d_state %lld, %lld parameters; device %s, %s; batch %lld x %lld, "
-                "%lld steps\n",
-                (long long)cfg.d_model, (long long)cfg.n_layer, (long long)cfg.d_state,
-                (long long)model.num_parameters(), dev.str().c_str(), dtype_name(cd), (long long)B, (long long)L,
-                (long long)steps);
+    std::printf(
+        "model: d_model %lld, %lld layers, d_state %lld, %lld parameters; device %s, %s; batch %lld x %lld, "
+        "%lld steps\n",
+        (long long)cfg.d_model, (long long)cfg.n_layer, (long long)cfg.d_state, (long long)model.num_parameters(),
+        dev.str().c_str(), dtype_name(cd), (long long)B, (long long)L, (long long)steps);
     const double val_before = eval_loss(model, data.val, B, L, 4, cd, dev);
     std::printf("held-out loss before training: %.4f nats/byte (uniform would be %.4f)\n", val_before, std::log(256.0));
     Generator batch_gen(o->seed + 1);

@@ -31,8 +31,10 @@ Runner add_forward_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "output HDF5 file")->required();
   cmd->add_flag("--grads", o->grads, "also write the next-token loss and grad/<name> for every parameter");
   cmd->add_option("--device", o->device, "cpu | cuda | cuda:N | auto")->capture_default_str();
-  cmd->add_option("--dtype", o->dtype, "compute dtype: f32 | bf16 | f16 | f64 (f64 needs an f64 checkpoint or "
-                  "converts it)")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype,
+                  "compute dtype: f32 | bf16 | f16 | f64 (f64 needs an f64 checkpoint or "
+                  "converts it)")
+      ->capture_default_str();
   return [o]() {
     const Device dev = resolve_device(o->device);
     const DType cd = dtype_from_name(o->dtype);

@@ -41,8 +41,12 @@ Runner add_info_command(CLI::App& app) {
   cmd->add_option("--variant", o->variant, "130m | 370m | 790m | 1.4b | 2.8b")->capture_default_str();
   cmd->add_option("--hf", o->hf, "read the config from a HuggingFace directory instead");
   cmd->add_option("--set", o->sets, "override a field, e.g. --set n_layer=12");
-  cmd->add_option("--batch", o->batch, "batch size for the memory estimate")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--seq-len", o->seq_len, "sequence length for the memory estimate")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "batch size for the memory estimate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seq-len", o->seq_len, "sequence length for the memory estimate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--dtype", o->dtype, "activation dtype for the estimate: bf16 | f16 | f32")->capture_default_str();
   return [o]() {
     MambaConfig c = o->hf.empty() ? MambaConfig::variant(o->variant) : load_hf_config(o->hf);
@@ -62,12 +66,13 @@ Runner add_info_command(CLI::App& app) {
     const double tokens = static_cast<double>(o->batch) * static_cast<double>(o->seq_len);
     const double per_layer = layer_bytes_per_token(c, a) * tokens;
     const double layers = per_layer * static_cast<double>(c.n_layer);
-    const double logits = tokens * static_cast<double>(c.vocab_size) * (a + 4.0);  // logits + f32 softmax grad
+    const double logits = tokens * static_cast<double>(c.vocab_size) * (a + 4.0);      // logits + f32 softmax grad
     const double weights = static_cast<double>(params) * (4.0 + 4.0 + 4.0 + 4.0 + a);  // master, grad, m, v, cast
     std::printf("memory estimate for batch %lld x length %lld, %s activations, AdamW with f32 masters:\n",
                 (long long)o->batch, (long long)o->seq_len, o->dtype.c_str());
     std::printf("  weights + grads + optimizer state: %s\n", gib(weights).c_str());
-    std::printf("  activations kept for backward:     %s (%s per layer)\n", gib(layers).c_str(), gib(per_layer).c_str());
+    std::printf("  activations kept for backward:     %s (%s per layer)\n", gib(layers).c_str(),
+                gib(per_layer).c_str());
     std::printf("  logits and their gradient:         %s\n", gib(logits).c_str());
     std::printf("  total (before allocator overhead): %s\n", gib(weights + layers + logits).c_str());
     return 0;

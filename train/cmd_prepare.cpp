@@ -99,10 +99,9 @@ class ShardSet {
     MT_CHECK(!std::filesystem::exists(path, ec) || data::is_token_shard(path), ErrorKind::Usage, "prepare: '", path,
              "' exists and is not a token shard; not overwriting it (remove it or choose another --output)");
     cur_->finish(path);
-    std::printf("  %s: %llu tokens (%s), %llu documents\n", path.c_str(),
-                static_cast<unsigned long long>(cur_->tokens()),
-                data::shard_dtype_name(cur_->info().dtype_bytes).c_str(),
-                static_cast<unsigned long long>(cur_->documents()));
+    std::printf(
+        "  %s: %llu tokens (%s), %llu documents\n", path.c_str(), static_cast<unsigned long long>(cur_->tokens()),
+        data::shard_dtype_name(cur_->info().dtype_bytes).c_str(), static_cast<unsigned long long>(cur_->documents()));
     written_.push_back(path);
   }
   std::string base_, tokenizer_;
@@ -179,7 +178,9 @@ struct BpePrepare : PrepareTokenizer {
   }
   std::string name() const override { return label; }
   uint32_t vocab_size() const override { return static_cast<uint32_t>(bpe.vocab_size()); }
-  uint32_t eod_id() const override { return bpe.eos_id() < 0 ? data::kShardNoEod : static_cast<uint32_t>(bpe.eos_id()); }
+  uint32_t eod_id() const override {
+    return bpe.eos_id() < 0 ? data::kShardNoEod : static_cast<uint32_t>(bpe.eos_id());
+  }
   void tokenize(const std::string& path, const PrepareOptions& o, ShardSet& out) const override {
     std::string text;
     data::read_chunks(path, "--input", [&](const char* c, size_t n) { text.append(c, n); });
@@ -227,8 +228,9 @@ const std::map<std::string, TokenizerFactory>& tokenizers() {
 }
 
 int run_prepare(const PrepareOptions& o) {
-  MT_CHECK(!o.doc_per_line || o.tokenizer != "dna", ErrorKind::Usage,
-           "prepare: --doc-per-line applies to text tokenizers (byte, bpe); the documents of dna are the FASTA records");
+  MT_CHECK(
+      !o.doc_per_line || o.tokenizer != "dna", ErrorKind::Usage,
+      "prepare: --doc-per-line applies to text tokenizers (byte, bpe); the documents of dna are the FASTA records");
   MT_CHECK(o.tokenizer_path.empty() || o.tokenizer == "bpe", ErrorKind::Usage,
            "prepare: --tokenizer-path applies to --tokenizer bpe only");
   std::error_code ec;
@@ -239,8 +241,8 @@ int run_prepare(const PrepareOptions& o) {
            o.output, "': no such directory '", parent.string(), "'");
   uint64_t in_bytes = 0;
   for (const std::string& in : o.inputs) {
-    MT_CHECK(!std::filesystem::exists(o.output, ec) || !std::filesystem::equivalent(in, o.output, ec),
-             ErrorKind::Usage, "prepare: --output '", o.output, "' is also an --input");
+    MT_CHECK(!std::filesystem::exists(o.output, ec) || !std::filesystem::equivalent(in, o.output, ec), ErrorKind::Usage,
+             "prepare: --output '", o.output, "' is also an --input");
     struct stat st;
     MT_CHECK(::stat(in.c_str(), &st) == 0 && S_ISREG(st.st_mode), ErrorKind::Data, "--input: '", in,
              "' is not a readable regular file");
@@ -259,11 +261,11 @@ int run_prepare(const PrepareOptions& o) {
   const std::vector<std::string> written = out.finish();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double rate = s > 0 ? 1.0 / s : 0.0;
-  std::printf("prepared %llu tokens, %llu documents in %zu shard%s from %.1f MB of input files in %.2f s "
-              "(%.1f MB/s of input files, %.1f M tokens/s)\n",
-              static_cast<unsigned long long>(out.tokens()), static_cast<unsigned long long>(out.documents()),
-              written.size(), written.size() == 1 ? "" : "s", in_bytes / 1e6, s, in_bytes / 1e6 * rate,
-              out.tokens() / 1e6 * rate);
+  std::printf(
+      "prepared %llu tokens, %llu documents in %zu shard%s from %.1f MB of input files in %.2f s "
+      "(%.1f MB/s of input files, %.1f M tokens/s)\n",
+      static_cast<unsigned long long>(out.tokens()), static_cast<unsigned long long>(out.documents()), written.size(),
+      written.size() == 1 ? "" : "s", in_bytes / 1e6, s, in_bytes / 1e6 * rate, out.tokens() / 1e6 * rate);
   return 0;
 }
 
@@ -275,14 +277,16 @@ Runner add_prepare_command(CLI::App& app) {
   auto o = std::make_shared<PrepareOptions>();
   std::vector<std::string> names;
   for (const auto& kv : tokenizers()) names.push_back(kv.first);
-  cmd->add_option("--tokenizer", o->tokenizer, "byte (each file, or line, is a document) | dna (FASTA records) | bpe (--tokenizer-path)")
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "byte (each file, or line, is a document) | dna (FASTA records) | bpe (--tokenizer-path)")
       ->required()
       ->check(CLI::IsMember(names));
   cmd->add_option("--tokenizer-path", o->tokenizer_path, "tokenizer file (bpe: a tokenizer.json)");
   cmd->add_option("--input", o->inputs, "input file, plain or gzip-compressed (repeatable; read in order)")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--output", o->output, "shard path; with --max-shard-tokens splitting: PATH.000.bin, PATH.001.bin, ...")
+  cmd->add_option("--output", o->output,
+                  "shard path; with --max-shard-tokens splitting: PATH.000.bin, PATH.001.bin, ...")
       ->required();
   cmd->add_option("--max-shard-tokens", o->max_shard_tokens, "split into shards of at most this many tokens")
       ->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));

@@ -98,13 +98,19 @@ Runner add_bench_command(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("config", o->config,
                   "YAML config, `kernels` for the selective-scan kernel benchmark, or `tokenizer` for BPE encoding "
-                  "throughput")->required();
+                  "throughput")
+      ->required();
   cmd->add_option("--set", o->set, "override one key (repeatable)");
-  cmd->add_option("--steps", o->steps, "timed steps")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--steps", o->steps, "timed steps")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--warmup", o->warmup, "untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_option("--tokenizer", o->tokenizer, "bench tokenizer: the tokenizer.json")->capture_default_str();
   cmd->add_option("--file", o->file, "bench tokenizer: the text file to encode")->capture_default_str();
-  cmd->add_option("--repeats", o->repeats, "bench tokenizer: timed encodings (median)")->capture_default_str()
+  cmd->add_option("--repeats", o->repeats, "bench tokenizer: timed encodings (median)")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   return [o]() {
     if (o->config == "kernels") return run_kernel_bench();
@@ -114,8 +120,8 @@ Runner add_bench_command(CLI::App& app) {
     Trainer t(cfg, /*write_outputs=*/false);
     const Device dev = t.device();
     const int64_t tokens_per_step = cfg.trainer.global_batch_size * cfg.data.seq_len;
-    std::printf("bench: %s: %lld parameters, %s, %s, batch %lld x %lld tokens (micro-batch %lld)\n",
-                o->config.c_str(), (long long)t.num_parameters(), dev.str().c_str(), cfg.trainer.precision.c_str(),
+    std::printf("bench: %s: %lld parameters, %s, %s, batch %lld x %lld tokens (micro-batch %lld)\n", o->config.c_str(),
+                (long long)t.num_parameters(), dev.str().c_str(), cfg.trainer.precision.c_str(),
                 (long long)cfg.trainer.global_batch_size, (long long)cfg.data.seq_len,
                 (long long)cfg.trainer.micro_batch_size);
     for (int64_t i = 0; i < o->warmup; ++i) t.train_step();
@@ -155,8 +161,9 @@ Runner add_export_command(CLI::App& app) {
     std::string checkpoint, hf;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("checkpoint", o->checkpoint, "checkpoint file (ckpt-NNNNNNNN.h5), or a run / checkpoint directory "
-                                               "(its newest valid checkpoint)")
+  cmd->add_option("checkpoint", o->checkpoint,
+                  "checkpoint file (ckpt-NNNNNNNN.h5), or a run / checkpoint directory "
+                  "(its newest valid checkpoint)")
       ->required();
   cmd->add_option("--hf", o->hf, "output directory (config.json + model.safetensors)")->required();
   return [o]() {
@@ -225,10 +232,8 @@ Runner add_checkpoint_command(CLI::App& app) {
       }
     }
     const std::string newest = latest_checkpoint(dir);
-    MT_CHECK(!newest.empty(), ErrorKind::Checkpoint, "no valid checkpoint in '", dir, "' (", invalid,
-             " invalid)");
-    std::printf("latest valid: %s (%lld valid, %lld invalid)\n", newest.c_str(), (long long)valid,
-                (long long)invalid);
+    MT_CHECK(!newest.empty(), ErrorKind::Checkpoint, "no valid checkpoint in '", dir, "' (", invalid, " invalid)");
+    std::printf("latest valid: %s (%lld valid, %lld invalid)\n", newest.c_str(), (long long)valid, (long long)invalid);
     return 0;
   };
 }

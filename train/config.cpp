@@ -245,9 +245,7 @@ Value parse_value(const Key& k, const YamlNode& n, const Origin& value_at, const
       }
       fail(value_at, k.path, str("expected true or false, got '", t, "'"));
     }
-    case Type::String:
-      v.s = t;
-      break;
+    case Type::String: v.s = t; break;
     case Type::Enum:
       if (std::find(k.choices.begin(), k.choices.end(), t) == k.choices.end()) {
         fail(value_at, k.path, str(schema::expectation(k), ", got '", t, "'"));
@@ -468,7 +466,8 @@ void check_cross(const TrainConfig& c, const Given& g) {
               "data.val_fraction must be > 0 when there is no data.val_path (a validation split is needed)");
   }
   if (d.kind == "classification" && c.tokenizer.kind == "bpe")
-    fail_at(g.blame("tokenizer.kind", "data.kind"), "tokenizer.kind bpe feeds data.kind text only (classification "
+    fail_at(g.blame("tokenizer.kind", "data.kind"),
+            "tokenizer.kind bpe feeds data.kind text only (classification "
             "rows are read as bytes or DNA)");
   if (d.rc_augment && c.tokenizer.kind != "dna")
     fail_at(g.blame("data.rc_augment", "tokenizer.kind"), "data.rc_augment needs tokenizer.kind dna");
@@ -564,7 +563,8 @@ void check_quotes(const std::string& t, const std::string& source) {
       }
     }
     if (!closed)
-      config_error(str(source, ":", line, ":", i + 1, ": the quoted value is not closed on this line (a config's "
+      config_error(str(source, ":", line, ":", i + 1,
+                       ": the quoted value is not closed on this line (a config's "
                        "values are one line each)"));
     if (end == t.size()) break;
   }

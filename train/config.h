@@ -14,23 +14,23 @@ namespace mt::train {
 
 struct RunSection {
   std::string name = "run";
-  std::string out_dir;          // default: runs/<name>
+  std::string out_dir;  // default: runs/<name>
   uint64_t seed = 0;
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   bool deterministic = false;   // no atomics in reductions where a deterministic path exists
 };
 
 struct ModelSection {
-  std::string variant;       // "" | 130m | 370m | 790m | 1.4b | 2.8b: starting point, fields below override
-  MambaConfig mamba;         // d_model, n_layer, d_state, d_conv, expand, dt_rank, vocab_size (0 = tokenizer's), ...
-  std::string head = "lm";   // lm | sequence_classification | token_classification
+  std::string variant;      // "" | 130m | 370m | 790m | 1.4b | 2.8b: starting point, fields below override
+  MambaConfig mamba;        // d_model, n_layer, d_state, d_conv, expand, dt_rank, vocab_size (0 = tokenizer's), ...
+  std::string head = "lm";  // lm | sequence_classification | token_classification
   int64_t num_classes = 2;
   std::string pooling = "mean";  // mean | max | last | state (sequence_classification)
-  std::string init_from;     // "" or an HF directory (config.json + model.safetensors) to start from
+  std::string init_from;         // "" or an HF directory (config.json + model.safetensors) to start from
 };
 
 struct TokenizerSection {
-  std::string kind = "byte";  // byte | dna (data/dna.h) | bpe (data/bpe.h)
+  std::string kind = "byte";                                         // byte | dna (data/dna.h) | bpe (data/bpe.h)
   std::string path = "data/tokenizers/gpt-neox-20b/tokenizer.json";  // bpe: the HuggingFace tokenizer.json
 };
 
@@ -43,15 +43,15 @@ struct DataSection {
   // selective_copying: sequences of seq_len tokens holding `copy_tokens` data tokens at random positions among
   // noise, then `copy_tokens` markers; the model must output the data tokens in order at the marker positions.
   int64_t copy_tokens = 4;
-  int64_t copy_vocab = 8;     // data token values 1..copy_vocab (0 = noise, copy_vocab+1 = marker)
+  int64_t copy_vocab = 8;  // data token values 1..copy_vocab (0 = noise, copy_vocab+1 = marker)
   int64_t val_samples = 256;
   // classification (data/labelled.h): rows of data.path (tsv | csv | jsonl) or one FASTA file per class.
   std::string format = "tsv";
-  std::string val_path;             // optional validation file; else val_fraction of the rows, split by run.seed
-  std::string class_files;          // fasta: comma-separated, file k = class k
+  std::string val_path;     // optional validation file; else val_fraction of the rows, split by run.seed
+  std::string class_files;  // fasta: comma-separated, file k = class k
   std::string text_column = "sentence", label_column = "label";
-  std::string bad_rows = "error";   // error | skip
-  bool rc_augment = false;          // dna: reverse-complement half of the training samples
+  std::string bad_rows = "error";  // error | skip
+  bool rc_augment = false;         // dna: reverse-complement half of the training samples
 };
 
 struct OptimizerSection {
@@ -72,7 +72,7 @@ struct SchedulerSection {
 struct TrainerSection {
   int64_t max_steps = 100;
   int64_t micro_batch_size = 8;
-  int64_t global_batch_size = 8;  // a multiple of micro_batch_size * world size: gradient accumulation
+  int64_t global_batch_size = 8;   // a multiple of micro_batch_size * world size: gradient accumulation
   std::string precision = "fp32";  // fp32 | bf16 | fp16 (fp16: dynamic loss scaling)
   int64_t eval_every = 50;         // 0 = only at the end
   int64_t eval_batches = 8;
@@ -83,8 +83,8 @@ struct TrainerSection {
 };
 
 struct CheckpointSection {
-  std::string dir;            // default: <out_dir>/checkpoints
-  int64_t every = 0;          // steps; 0 = only at the end (and on SIGINT / SIGTERM)
+  std::string dir;    // default: <out_dir>/checkpoints
+  int64_t every = 0;  // steps; 0 = only at the end (and on SIGINT / SIGTERM)
   int64_t keep_last = 3;
   std::string resume = "auto";  // auto (newest valid in dir, else start fresh) | never | a checkpoint path
 };
@@ -96,7 +96,7 @@ struct LoggingSection {
 };
 
 struct DistributedSection {
-  int64_t nproc_per_node = 1;   // processes `mamba-train train` starts on this host (one per GPU); --nproc overrides
+  int64_t nproc_per_node = 1;    // processes `mamba-train train` starts on this host (one per GPU); --nproc overrides
   std::string backend = "auto";  // gradient all-reduce: auto (nccl on CUDA, else tcp) | nccl | tcp
   double timeout_s = 300;        // every collective / barrier / rendezvous: a silent rank past this ends the job
   double bucket_mb = 25;         // gradient bucket size (MiB of fp32 gradients per all-reduce)

@@ -160,7 +160,8 @@ std::vector<Key> build() {
       K("model.vocab_size", F(model.mamba.vocab_size))
           .ge(0)
           .le(kMaxCount)
-          .doc("embedding rows; 0 = the data's vocabulary (byte tokenizer: 256; dna: 7; selective_copying: copy_vocab + 2)"),
+          .doc("embedding rows; 0 = the data's vocabulary (byte tokenizer: 256; dna: 7; selective_copying: copy_vocab "
+               "+ 2)"),
       K("model.dt_min", F(model.mamba.dt_min)).gt(0).doc("smallest initial step size dt (log-uniform init)"),
       K("model.dt_max", F(model.mamba.dt_max)).gt(0).doc("largest initial step size dt; must be >= dt_min"),
       K("model.dt_init_floor", F(model.mamba.dt_init_floor)).ge(0).doc("lower clamp of the initial dt"),
@@ -232,9 +233,7 @@ std::vector<Key> build() {
           .doc("classification: validation file in data.format; \"\" = hold out data.val_fraction of the rows"),
       K("data.class_files", F(data.class_files))
           .doc("classification, fasta: comma-separated FASTA files, the k-th holds class k"),
-      K("data.text_column", F(data.text_column))
-          .check(not_empty)
-          .doc("classification: column / field with the text"),
+      K("data.text_column", F(data.text_column)).check(not_empty).doc("classification: column / field with the text"),
       K("data.label_column", F(data.label_column))
           .check(not_empty)
           .doc("classification: column / field with the integer label 0 .. num_classes - 1"),
@@ -307,7 +306,8 @@ std::vector<Key> build() {
                "under an external launcher (RANK, WORLD_SIZE, .. set)"),
       K("distributed.backend", F(distributed.backend))
           .one_of({"auto", "nccl", "tcp"})
-          .doc("gradient all-reduce: auto = nccl on CUDA (when built with NCCL), else tcp (CPU, or ranks sharing a GPU)"),
+          .doc("gradient all-reduce: auto = nccl on CUDA (when built with NCCL), else tcp (CPU, or ranks sharing a "
+               "GPU)"),
       K("distributed.timeout_s", F(distributed.timeout_s))
           .gt(0)
           .doc("a rank silent this long in a collective, barrier or the rendezvous ends the job with exit code 8"),
@@ -362,16 +362,11 @@ TrainConfig defaults() {
 
 std::string type_name(const Key& k) {
   switch (k.type) {
-    case Type::Int:
-      return "int";
-    case Type::Float:
-      return "float";
-    case Type::Bool:
-      return "bool";
-    case Type::String:
-      return "string";
-    case Type::Enum:
-      break;
+    case Type::Int: return "int";
+    case Type::Float: return "float";
+    case Type::Bool: return "bool";
+    case Type::String: return "string";
+    case Type::Enum: break;
   }
   std::string s = "one of: ";
   for (size_t i = 0; i < k.choices.size(); ++i) s += (i ? ", " : "") + (k.choices[i].empty() ? "\"\"" : k.choices[i]);
@@ -380,16 +375,11 @@ std::string type_name(const Key& k) {
 
 std::string expectation(const Key& k) {
   switch (k.type) {
-    case Type::Int:
-      return "expected an integer";
-    case Type::Float:
-      return "expected a number";
-    case Type::Bool:
-      return "expected true or false";
-    case Type::String:
-      return "expected a string";
-    case Type::Enum:
-      break;
+    case Type::Int: return "expected an integer";
+    case Type::Float: return "expected a number";
+    case Type::Bool: return "expected true or false";
+    case Type::String: return "expected a string";
+    case Type::Enum: break;
   }
   std::string s = "expected one of [";
   for (size_t i = 0; i < k.choices.size(); ++i) s += (i ? ", " : "") + (k.choices[i].empty() ? "\"\"" : k.choices[i]);
@@ -426,20 +416,16 @@ std::string range_text(const Key& k) {
 
 std::string format_yaml(const Key& k, const Value& v) {
   switch (k.type) {
-    case Type::Int:
-      return std::to_string(v.i);
-    case Type::Float:
-      return format_double(v.f);
-    case Type::Bool:
-      return v.b ? "true" : "false";
+    case Type::Int: return std::to_string(v.i);
+    case Type::Float: return format_double(v.f);
+    case Type::Bool: return v.b ? "true" : "false";
     case Type::Enum:
       // Plain when it is a simple word (all choices are): "cosine", "1.4b"; quoted otherwise ("").
       if (!v.s.empty() && v.s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") == std::string::npos) {
         return v.s;
       }
       break;
-    case Type::String:
-      break;
+    case Type::String: break;
   }
   // Double-quoted YAML string: escapes for quote, backslash and control characters; other bytes as they are.
   std::string out = "\"";

@@ -188,8 +188,8 @@ GradSync::GradSync(const std::vector<Tensor*>& params, std::unique_ptr<GradBacke
 GradSync::~GradSync() = default;
 
 void GradSync::arm(std::vector<Tensor> carried) {
-  MT_CHECK(carried.empty() || carried.size() == params_.size(), ErrorKind::Internal, "GradSync::arm: ",
-           carried.size(), " carried gradients for ", params_.size(), " parameters");
+  MT_CHECK(carried.empty() || carried.size() == params_.size(), ErrorKind::Internal, "GradSync::arm: ", carried.size(),
+           " carried gradients for ", params_.size(), " parameters");
   carried_ = std::move(carried);
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int>(buckets_[b].size());
   std::fill(ready_.begin(), ready_.end(), 0);
@@ -229,8 +229,8 @@ void GradSync::launch(size_t b) {
       g = g.contiguous();
       set_grad(*params_[i], g);
     }
-    MT_CHECK(g.dtype() == DType::F32, ErrorKind::Internal, "gradient of parameter ", i, " is ",
-             dtype_name(g.dtype()), ", the all-reduce expects f32 (the fp32 masters' gradients)");
+    MT_CHECK(g.dtype() == DType::F32, ErrorKind::Internal, "gradient of parameter ", i, " is ", dtype_name(g.dtype()),
+             ", the all-reduce expects f32 (the fp32 masters' gradients)");
     grads.push_back(g);
   }
   backend_->launch(static_cast<int>(b), grads);

@@ -78,7 +78,7 @@ class GradSync {
   std::vector<int> pending_;       // per bucket: params not ready yet
   std::vector<char> ready_;        // per param
   std::vector<Tensor> carried_;
-  size_t next_ = 0;                // next bucket to launch
+  size_t next_ = 0;  // next bucket to launch
   bool armed_ = false;
   int launched_early_ = 0;
   std::shared_ptr<GradSync*> alive_;  // the hooks hold it weakly: they do nothing once this object is gone

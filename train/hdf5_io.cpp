@@ -21,8 +21,8 @@ void hdf5_init() {
   (void)done;
 }
 
-#define MT_H5_CHECK(expr, what)                                                             \
-  do {                                                                                      \
+#define MT_H5_CHECK(expr, what)                                                              \
+  do {                                                                                       \
     if ((expr) < 0) throw Error(ErrorKind::Io, str("HDF5 error: ", what, " (", #expr, ")")); \
   } while (0)
 
@@ -65,7 +65,8 @@ void write_h5(const std::string& path, const std::vector<std::pair<std::string, 
         default: break;
       }
       std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
-      hid_t space = t.dim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+      hid_t space =
+          t.dim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
       hid_t ds = H5Dcreate2(file, kv.first.c_str(), type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
       MT_CHECK(ds >= 0, ErrorKind::Io, "HDF5 cannot create dataset '", kv.first, "' in '", path, "'");
       herr_t st = t.numel() ? H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) : 0;

@@ -72,7 +72,8 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, double g
   const int port = mp && *mp ? std::atoi(mp) : free_local_port();
   const pid_t self = ::getpid();
 
-  struct sigaction sa {}, old_int {}, old_term {};
+  struct sigaction sa {
+  }, old_int{}, old_term{};
   sa.sa_handler = on_launcher_signal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, &old_int);
@@ -173,8 +174,8 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, double g
       std::fprintf(stderr, "mamba-train: rank %d of %d %s; stopping the other %d rank(s) (SIGKILL after %g s)\n", r,
                    nproc, describe_status(st).c_str(), running, grace_s);
       kill_all(SIGTERM);
-      kill_deadline = std::chrono::steady_clock::now() +
-                      std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
+      kill_deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
     }
   }
   ::sigaction(SIGINT, &old_int, nullptr);

@@ -43,8 +43,8 @@ void truncate_partial_line(const std::string& path) {
     const off_t n = std::min<off_t>(pos, static_cast<off_t>(sizeof buf));
     pos -= n;
     const ssize_t got = ::pread(fd, buf, static_cast<size_t>(n), pos);
-    MT_CHECK(got == static_cast<ssize_t>(n), ErrorKind::Io, "metrics file '", path, "': cannot read: ",
-             got < 0 ? sys_error() : std::string("short read"));
+    MT_CHECK(got == static_cast<ssize_t>(n), ErrorKind::Io, "metrics file '", path,
+             "': cannot read: ", got < 0 ? sys_error() : std::string("short read"));
     if (first_chunk && buf[n - 1] == '\n') return;  // complete last line: nothing to do
     first_chunk = false;
     const char* nl = nullptr;
@@ -123,8 +123,8 @@ void MetricsLog::write(const nlohmann::json& record) {
   line += '\n';
   errno = 0;
   const bool ok = std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0;
-  MT_CHECK(ok, ErrorKind::Io, "metrics file '", path_, "': write failed: ",
-           errno ? sys_error() : std::string("unknown error"));
+  MT_CHECK(ok, ErrorKind::Io, "metrics file '", path_,
+           "': write failed: ", errno ? sys_error() : std::string("unknown error"));
 }
 
 // ------------------------------------------------------------------------------------------------ formatting
@@ -163,8 +163,8 @@ void Progress::emit(const std::string& s) {
   std::fflush(stdout);
 }
 
-void Progress::update(int64_t step, double loss, double lr, double grad_norm, double loss_scale,
-                      double tokens_per_s, int64_t skipped) {
+void Progress::update(int64_t step, double loss, double lr, double grad_norm, double loss_scale, double tokens_per_s,
+                      int64_t skipped) {
   const auto now = std::chrono::steady_clock::now();
   double per_step = NAN;
   if (step_ref_ < 0) {
@@ -193,8 +193,8 @@ void Progress::update(int64_t step, double loss, double lr, double grad_norm, do
     last_bar_ = line;
     bar_shown_ = true;
   } else {
-    emit("step " + steps + "  " + fields + "  tok/s " + format_rate(tokens_per_s) + "  eta " +
-         format_duration(eta) + tail + "\n");
+    emit("step " + steps + "  " + fields + "  tok/s " + format_rate(tokens_per_s) + "  eta " + format_duration(eta) +
+         tail + "\n");
   }
 }
 

@@ -16,10 +16,10 @@ double clamp_unit(double v) { return std::min(1.0, std::max(-1.0, v)); }
 
 }  // namespace
 
-ClassificationMetrics classification_metrics(const std::vector<int64_t>& predicted,
-                                             const std::vector<int64_t>& truth, int64_t num_classes) {
-  MT_CHECK_SHAPE(predicted.size() == truth.size(), "classification_metrics: ", predicted.size(),
-                 " predictions but ", truth.size(), " true labels");
+ClassificationMetrics classification_metrics(const std::vector<int64_t>& predicted, const std::vector<int64_t>& truth,
+                                             int64_t num_classes) {
+  MT_CHECK_SHAPE(predicted.size() == truth.size(), "classification_metrics: ", predicted.size(), " predictions but ",
+                 truth.size(), " true labels");
   MT_CHECK_SHAPE(num_classes >= 2, "classification_metrics: num_classes must be >= 2, got ", num_classes);
   ClassificationMetrics m;
   m.n = static_cast<int64_t>(truth.size());
@@ -30,10 +30,10 @@ ClassificationMetrics classification_metrics(const std::vector<int64_t>& predict
   int64_t correct = 0;
   for (size_t i = 0; i < truth.size(); ++i) {
     const int64_t t = truth[i], p = predicted[i];
-    MT_CHECK(t >= 0 && t < num_classes, ErrorKind::Data, "classification_metrics: true label ", t, " at position ",
+    MT_CHECK(t >= 0 && t < num_classes, ErrorKind::Data, "classification_metrics: true label ", t, " at position ", i,
+             " is outside [0, ", num_classes, ")");
+    MT_CHECK(p >= 0 && p < num_classes, ErrorKind::Data, "classification_metrics: predicted label ", p, " at position ",
              i, " is outside [0, ", num_classes, ")");
-    MT_CHECK(p >= 0 && p < num_classes, ErrorKind::Data, "classification_metrics: predicted label ", p,
-             " at position ", i, " is outside [0, ", num_classes, ")");
     ++t_count[static_cast<size_t>(t)];
     ++p_count[static_cast<size_t>(p)];
     if (t == p) {

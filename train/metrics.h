@@ -27,7 +27,7 @@ struct ClassificationMetrics {
 
 // Throws mt::Error(Shape) when the vectors differ in length or num_classes < 2, and mt::Error(Data) naming the
 // position when a label is outside [0, num_classes).
-ClassificationMetrics classification_metrics(const std::vector<int64_t>& predicted,
-                                             const std::vector<int64_t>& truth, int64_t num_classes);
+ClassificationMetrics classification_metrics(const std::vector<int64_t>& predicted, const std::vector<int64_t>& truth,
+                                             int64_t num_classes);
 
 }  // namespace mt::train

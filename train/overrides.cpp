@@ -15,8 +15,7 @@ int64_t parse_int(const std::string& key, const std::string& v) {
   char* end = nullptr;
   errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  MT_CHECK(!v.empty() && *end == '\0' && errno == 0, ErrorKind::Usage, "--set ", key, "=", v,
-           ": expected an integer");
+  MT_CHECK(!v.empty() && *end == '\0' && errno == 0, ErrorKind::Usage, "--set ", key, "=", v, ": expected an integer");
   return x;
 }
 double parse_double(const std::string& key, const std::string& v) {

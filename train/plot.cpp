@@ -111,8 +111,8 @@ void write_all(int fd, const std::string& data, const std::string& path, const s
       const int err = w < 0 ? errno : EIO;
       ::close(fd);
       ::unlink(tmp.c_str());
-      throw Error(ErrorKind::Io, str("cannot write the loss plot '", path, "' (temporary file '", tmp,
-                                     "'): ", std::strerror(err)));
+      throw Error(ErrorKind::Io,
+                  str("cannot write the loss plot '", path, "' (temporary file '", tmp, "'): ", std::strerror(err)));
     }
     p += w;
     left -= static_cast<size_t>(w);
@@ -139,7 +139,9 @@ std::string loss_svg(const Series& train_loss, const Series& val_loss, const std
   ylo = std::max(ylo, -big), yhi = std::min(yhi, big);
   const Axis ax = make_axis(xlo, xhi, 8, true), ay = make_axis(ylo, yhi, 6, false);
   auto px = [&](double x) { return kLeft + (x - ax.lo) / (ax.hi - ax.lo) * kPlotW; };
-  auto py = [&](double y) { return kTop + kPlotH - (std::min(std::max(y, ylo), yhi) - ay.lo) / (ay.hi - ay.lo) * kPlotH; };
+  auto py = [&](double y) {
+    return kTop + kPlotH - (std::min(std::max(y, ylo), yhi) - ay.lo) / (ay.hi - ay.lo) * kPlotH;
+  };
 
   std::string o;
   char buf[256];
@@ -173,11 +175,11 @@ std::string loss_svg(const Series& train_loss, const Series& val_loss, const std
   }
   // Axes and their labels.
   std::snprintf(buf, sizeof buf,
-                "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"black\"/>\n",
-                kLeft, kTop, kPlotW, kPlotH);
+                "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"black\"/>\n", kLeft,
+                kTop, kPlotW, kPlotH);
   o += buf;
-  std::snprintf(buf, sizeof buf, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">step</text>\n",
-                kLeft + kPlotW / 2, kHeight - 12);
+  std::snprintf(buf, sizeof buf, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">step</text>\n", kLeft + kPlotW / 2,
+                kHeight - 12);
   o += buf;
   std::snprintf(buf, sizeof buf,
                 "<text x=\"18\" y=\"%.2f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.2f)\">loss</text>\n",
@@ -224,8 +226,8 @@ void write_loss_svg(const std::string& path, const Series& train_loss, const Ser
   static std::atomic<uint64_t> counter{0};
   const std::string tmp = str(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  MT_CHECK(fd >= 0, ErrorKind::Io, "cannot write the loss plot '", path, "': cannot create the temporary file '",
-           tmp, "': ", std::strerror(errno));
+  MT_CHECK(fd >= 0, ErrorKind::Io, "cannot write the loss plot '", path, "': cannot create the temporary file '", tmp,
+           "': ", std::strerror(errno));
   write_all(fd, svg, path, tmp);
   if (::fsync(fd) != 0) {
     const int err = errno;

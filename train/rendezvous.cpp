@@ -120,8 +120,8 @@ std::vector<int> accept_peers(const DistEnv& env, Clock::time_point deadline) {
   sockaddr_in a = resolve(env);
   MT_CHECK(::bind(ls.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0, ErrorKind::Distributed,
            "rendezvous (rank 0): cannot listen on ", where(env), ": ", std::strerror(errno));
-  MT_CHECK(::listen(ls.fd, env.world_size) == 0, ErrorKind::Distributed, "rendezvous (rank 0): listen: ",
-           std::strerror(errno));
+  MT_CHECK(::listen(ls.fd, env.world_size) == 0, ErrorKind::Distributed,
+           "rendezvous (rank 0): listen: ", std::strerror(errno));
   set_nonblocking(ls.fd);
   std::vector<Fd> peers(static_cast<size_t>(env.world_size));
   int arrived = 1;
@@ -130,9 +130,8 @@ std::vector<int> accept_peers(const DistEnv& env, Clock::time_point deadline) {
       std::string missing;
       for (int r = 1; r < env.world_size; ++r)
         if (peers[static_cast<size_t>(r)].fd < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-      throw_error(ErrorKind::Distributed,
-                  str("rendezvous (rank 0) on ", where(env), ": timed out with ", arrived, " of ", env.world_size,
-                      " ranks; missing rank(s) ", missing));
+      throw_error(ErrorKind::Distributed, str("rendezvous (rank 0) on ", where(env), ": timed out with ", arrived,
+                                              " of ", env.world_size, " ranks; missing rank(s) ", missing));
     }
     Fd c(::accept(ls.fd, nullptr, nullptr));
     if (c.fd < 0) continue;
@@ -181,8 +180,8 @@ int connect_root(const DistEnv& env, Clock::time_point deadline) {
     std::string err = send_all(s.fd, hello, sizeof hello, deadline);
     uint32_t welcome[2] = {0, 0};
     if (err.empty()) err = recv_all(s.fd, welcome, sizeof welcome, deadline);
-    MT_CHECK(err.empty(), ErrorKind::Distributed, "rendezvous (rank ", env.rank, ") with rank 0 at ", where(env),
-             ": ", err);
+    MT_CHECK(err.empty(), ErrorKind::Distributed, "rendezvous (rank ", env.rank, ") with rank 0 at ", where(env), ": ",
+             err);
     MT_CHECK(welcome[0] == kMagic && welcome[1] == static_cast<uint32_t>(env.world_size), ErrorKind::Distributed,
              "rendezvous (rank ", env.rank, "): the process at ", where(env), " is not this job's rank 0");
     const int fd = s.fd;
@@ -264,11 +263,10 @@ void ControlPlane::exchange(uint32_t type, void* data, size_t bytes, const std::
   auto check = [&](const std::string& err, int peer, const char* doing) {
     if (err.empty()) return;
     const bool timeout = err.rfind("timed out", 0) == 0;
-    throw_error(ErrorKind::Distributed,
-                str(fail_prefix(what), ": ", doing, " rank ", peer, ": ", err,
-                    timeout ? str(" after ", timeout_s_, " s (distributed.timeout_s): rank ", peer,
-                                  " died, hangs or is in another step")
-                            : std::string(" (the rank died or closed its connection)")));
+    throw_error(ErrorKind::Distributed, str(fail_prefix(what), ": ", doing, " rank ", peer, ": ", err,
+                                            timeout ? str(" after ", timeout_s_, " s (distributed.timeout_s): rank ",
+                                                          peer, " died, hangs or is in another step")
+                                                    : std::string(" (the rank died or closed its connection)")));
   };
   if (env_.rank != 0) {
     const int fd = fds_[0];

@@ -265,14 +265,10 @@ std::string one_line(const std::string& s) {
 
 std::string describe_yaml_node(const YamlNode& n) {
   switch (n.kind) {
-    case YamlNode::Kind::Null:
-      return "no value";
-    case YamlNode::Kind::Map:
-      return "a mapping";
-    case YamlNode::Kind::Seq:
-      return "a sequence";
-    case YamlNode::Kind::Scalar:
-      break;
+    case YamlNode::Kind::Null: return "no value";
+    case YamlNode::Kind::Map: return "a mapping";
+    case YamlNode::Kind::Seq: return "a sequence";
+    case YamlNode::Kind::Scalar: break;
   }
   const std::string v = n.value.size() > 60 ? n.value.substr(0, 57) + "..." : n.value;
   return n.quoted ? "the quoted string '" + v + "'" : "'" + v + "'";

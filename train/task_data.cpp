@@ -37,6 +37,7 @@ class TextTask : public Forwarding<data::TextDataset> {
                " held-out tokens; ", ds_.num_val_windows(), " validation windows of ", ds_.seq_len(), ")");
   }
   int64_t vocab_size() const { return ds_.vocab_size(); }
+
  private:
   std::string tokenizer_;
 };
@@ -101,9 +102,9 @@ std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg) {
   if (cfg.data.kind == "text") {
     auto t = std::make_unique<TextTask>(cfg.data, cfg.tokenizer);
     // A token shard carries its own vocabulary; the embedding must hold every id in it.
-    MT_CHECK(t->vocab_size() <= cfg.model.mamba.vocab_size, ErrorKind::Config, "model.vocab_size: ",
-             cfg.model.mamba.vocab_size, " is smaller than the vocabulary of data.path '", cfg.data.path, "' (",
-             t->vocab_size(), " ids)");
+    MT_CHECK(t->vocab_size() <= cfg.model.mamba.vocab_size, ErrorKind::Config,
+             "model.vocab_size: ", cfg.model.mamba.vocab_size, " is smaller than the vocabulary of data.path '",
+             cfg.data.path, "' (", t->vocab_size(), " ids)");
     return t;
   }
   if (cfg.data.kind == "selective_copying") return std::make_unique<CopyTask>(cfg.data);

@@ -27,14 +27,15 @@ class TaskData {
   virtual bool classification() const { return false; }
 };
 
-// From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head). mt::Error(Config / Data) on problems.
+// From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head).
+// mt::Error(Config / Data) on problems.
 std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg);
 
 // Data parallelism: which training samples each rank reads. An optimizer step consumes the global batch
-// [samples_seen, samples_seen + global_batch) as global_batch / micro micro-batches of `micro` consecutive samples; with
-// `world` ranks, rank r takes the r-th contiguous run of global_batch / (micro * world) of them. Because batches are a
-// pure function of (seed, sample index), the ranks together read exactly the micro-batches one process would, and a
-// resume at any step needs only samples_seen. mt::Error(Config) naming trainer.global_batch_size when it is not a
+// [samples_seen, samples_seen + global_batch) as global_batch / micro micro-batches of `micro` consecutive samples;
+// with `world` ranks, rank r takes the r-th contiguous run of global_batch / (micro * world) of them. Because batches
+// are a pure function of (seed, sample index), the ranks together read exactly the micro-batches one process would, and
+// a resume at any step needs only samples_seen. mt::Error(Config) naming trainer.global_batch_size when it is not a
 // multiple of micro * world, or when rank is not in [0, world).
 struct MicroBatchSlice {
   int64_t first = 0;  // global index of its first sample

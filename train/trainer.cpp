@@ -1,8 +1,8 @@
 #include "train/trainer.h"
 
-#include <csignal>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,7 +13,9 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops/elementwise.h"
+#include "autograd/ops/nn_ops.h"
 #include "core/allocator.h"
+#include "core/fault_hook.h"
 #include "data/selective_copying.h"
 #include "nn/heads.h"
 #include "nn/hf_io.h"
@@ -25,14 +27,12 @@
 #include "train/checkpoint.h"
 #include "train/checkpoint_io.h"
 #include "train/commands.h"
-#include "autograd/ops/nn_ops.h"
+#include "train/grad_sync.h"
 #include "train/logger.h"
 #include "train/metrics.h"
 #include "train/plot.h"
-#include "train/task_data.h"
-#include "core/fault_hook.h"
-#include "train/grad_sync.h"
 #include "train/rendezvous.h"
+#include "train/task_data.h"
 #if defined(MT_WITH_CUDA)
 #include <cuda_runtime.h>
 #endif
@@ -61,7 +61,8 @@ class SignalScope {
   }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 const char* kModelPrefix = "model/";
@@ -77,8 +78,10 @@ std::string json_diff(const std::string& a_text, const std::string& b_text) {
     out += str(out.empty() ? "" : "; ", k, ": checkpoint ", av, ", config ", bv);
   };
   for (auto it = a.begin(); it != a.end(); ++it) {
-    if (!b.contains(it.key())) add(it.key(), it.value().dump(), "(absent)");
-    else if (b[it.key()] != it.value()) add(it.key(), it.value().dump(), b[it.key()].dump());
+    if (!b.contains(it.key()))
+      add(it.key(), it.value().dump(), "(absent)");
+    else if (b[it.key()] != it.value())
+      add(it.key(), it.value().dump(), b[it.key()].dump());
   }
   for (auto it = b.begin(); it != b.end(); ++it)
     if (!a.contains(it.key())) add(it.key(), "(absent)", it.value().dump());
@@ -93,11 +96,10 @@ Device rank_device(const std::string& name, const DistEnv& env) {
 #if defined(MT_WITH_CUDA)
   if (d.is_cuda()) {
     int n = 0;
-    MT_CHECK(cudaGetDeviceCount(&n) == cudaSuccess && d.index < n, ErrorKind::Device, "rank ", env.rank, ": ",
-             d.str(), " does not exist (", n, " visible GPU(s); LOCAL_RANK=", env.local_rank,
+    MT_CHECK(cudaGetDeviceCount(&n) == cudaSuccess && d.index < n, ErrorKind::Device, "rank ", env.rank, ": ", d.str(),
+             " does not exist (", n, " visible GPU(s); LOCAL_RANK=", env.local_rank,
              "): start at most one rank per GPU, or give run.device cuda:K with distributed.backend tcp");
-    MT_CHECK(cudaSetDevice(d.index) == cudaSuccess, ErrorKind::Device, "rank ", env.rank, ": cannot select ",
-             d.str());
+    MT_CHECK(cudaSetDevice(d.index) == cudaSuccess, ErrorKind::Device, "rank ", env.rank, ": cannot select ", d.str());
   }
 #endif
   return d;
@@ -130,9 +132,9 @@ struct Trainer::Impl {
   Device dev;
   DType cd;
   std::unique_ptr<TaskData> task;
-  std::unique_ptr<nn::MambaLMHeadModel> lm;                   // model.head lm
-  std::unique_ptr<nn::MambaForSequenceClassification> cls;   // model.head sequence_classification
-  nn::Module* model = nullptr;                               // whichever is in use
+  std::unique_ptr<nn::MambaLMHeadModel> lm;                 // model.head lm
+  std::unique_ptr<nn::MambaForSequenceClassification> cls;  // model.head sequence_classification
+  nn::Module* model = nullptr;                              // whichever is in use
   nn::MambaBackbone* backbone = nullptr;
   std::vector<std::pair<std::string, Tensor*>> named;
   std::vector<Tensor*> params;
@@ -457,7 +459,9 @@ struct Trainer::Impl {
 
   void resume(const std::string& path) {
     CheckpointData d = load_checkpoint(path);
-    auto fail = [&](const std::string& why) { throw Error(ErrorKind::Checkpoint, str("checkpoint '", path, "': ", why)); };
+    auto fail = [&](const std::string& why) {
+      throw Error(ErrorKind::Checkpoint, str("checkpoint '", path, "': ", why));
+    };
     auto need_str = [&](const char* k) -> const std::string& {
       auto it = d.strings.find(k);
       if (it == d.strings.end()) fail(str("not a mamba-train training checkpoint: no '", k, "'"));
@@ -510,9 +514,10 @@ struct Trainer::Impl {
     samples_seen = need_int("samples_seen");
     auto ws = d.ints.find("distributed/world_size");
     if (ws != d.ints.end() && ws->second != env.world_size)
-      std::printf("note: %s was written by a job of %lld rank(s), this one has %d: the data order follows the global "
-                  "sample index, so the run continues exactly (up to the summation order of the gradients)\n",
-                  path.c_str(), (long long)ws->second, env.world_size);
+      std::printf(
+          "note: %s was written by a job of %lld rank(s), this one has %d: the data order follows the global "
+          "sample index, so the run continues exactly (up to the summation order of the gradients)\n",
+          path.c_str(), (long long)ws->second, env.world_size);
     const int64_t ostep = need_int("optim/step");
     if (step < 0 || samples_seen < 0 || ostep < 0 || ostep > step) fail("inconsistent step counters");
     opt->set_step_count(ostep);
@@ -623,12 +628,13 @@ RunResult Trainer::run(const RunOptions& ro) {
                 m.env.world_size, m.sync->backend_name().c_str(), m.sync->num_buckets(), c.distributed.bucket_mb,
                 c.distributed.timeout_s);
   std::printf("data: %s\n", m.task->describe().c_str());
-  std::printf("model: d_model %lld, %lld layers, d_state %lld, vocab %lld, %lld parameters; device %s, %s; batch %lld "
-              "(%lld x %lld micro) x %lld tokens, %lld steps\n",
-              (long long)c.model.mamba.d_model, (long long)c.model.mamba.n_layer, (long long)c.model.mamba.d_state,
-              (long long)c.model.mamba.vocab_size, (long long)m.model->num_parameters(), m.dev.str().c_str(),
-              c.trainer.precision.c_str(), (long long)c.trainer.global_batch_size, (long long)m.accum(),
-              (long long)c.trainer.micro_batch_size, (long long)c.data.seq_len, (long long)c.trainer.max_steps);
+  std::printf(
+      "model: d_model %lld, %lld layers, d_state %lld, vocab %lld, %lld parameters; device %s, %s; batch %lld "
+      "(%lld x %lld micro) x %lld tokens, %lld steps\n",
+      (long long)c.model.mamba.d_model, (long long)c.model.mamba.n_layer, (long long)c.model.mamba.d_state,
+      (long long)c.model.mamba.vocab_size, (long long)m.model->num_parameters(), m.dev.str().c_str(),
+      c.trainer.precision.c_str(), (long long)c.trainer.global_batch_size, (long long)m.accum(),
+      (long long)c.trainer.micro_batch_size, (long long)c.data.seq_len, (long long)c.trainer.max_steps);
 
   // Resume.
   std::string from;
@@ -681,11 +687,11 @@ RunResult Trainer::run(const RunOptions& ro) {
                            m.scaler->scale(), "; ", ss.nonfinite_streak, " in a row"));
       if (ss.nonfinite_streak >= c.trainer.max_nonfinite_steps) {
         progress.finish();
-        throw Error(ErrorKind::NonFinite,
-                    str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
-                        " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ",
-                        s.nonfinite, "; last good checkpoint: ",
-                        m.last_checkpoint.empty() ? std::string("none") : m.last_checkpoint));
+        throw Error(
+            ErrorKind::NonFinite,
+            str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
+                " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ", s.nonfinite,
+                "; last good checkpoint: ", m.last_checkpoint.empty() ? std::string("none") : m.last_checkpoint));
       }
     } else {
       win_loss += s.loss;
@@ -699,14 +705,14 @@ RunResult Trainer::run(const RunOptions& ro) {
       const double loss = win_n > 0 ? win_loss / static_cast<double>(win_n) : std::nan("");
       progress.update(m.step, loss, s.lr, s.grad_norm, s.loss_scale, tps, m.scaler->state().skipped_total);
       log_metrics({{"step", m.step},
-                     {"loss", loss},
-                     {"lr", s.lr},
-                     {"grad_norm", s.grad_norm},
-                     {"loss_scale", s.loss_scale},
-                     {"tokens_per_s", tps},
-                     {"samples_seen", m.samples_seen},
-                     {"skipped_total", m.scaler->state().skipped_total},
-                     {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count()}});
+                   {"loss", loss},
+                   {"lr", s.lr},
+                   {"grad_norm", s.grad_norm},
+                   {"loss_scale", s.loss_scale},
+                   {"tokens_per_s", tps},
+                   {"samples_seen", m.samples_seen},
+                   {"skipped_total", m.scaler->state().skipped_total},
+                   {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count()}});
       win_loss = win_tokens = 0;
       win_n = 0;
       win_t0 = std::chrono::steady_clock::now();
@@ -723,7 +729,8 @@ RunResult Trainer::run(const RunOptions& ro) {
     const int sig = m.dist() ? (m.stop_vote ? (g_signal != 0 ? static_cast<int>(g_signal) : SIGTERM) : 0)
                              : static_cast<int>(g_signal);
     const bool stop_now = ro.stop_at_step > 0 && m.step == ro.stop_at_step;
-    if (m.outputs_requested && ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now || sig != 0)) {
+    if (m.outputs_requested &&
+        ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now || sig != 0)) {
       const std::string p = m.save();
       progress.message(str("checkpoint saved: ", p));
     }
@@ -743,7 +750,8 @@ RunResult Trainer::run(const RunOptions& ro) {
   progress.finish();
   if (first_step == c.trainer.max_steps) {  // resumed a finished run: report where it stands
     res.final_eval = m.evaluate();
-    std::printf("already at trainer.max_steps = %lld; %s\n", (long long)m.step, eval_line(m.step, res.final_eval).c_str());
+    std::printf("already at trainer.max_steps = %lld; %s\n", (long long)m.step,
+                eval_line(m.step, res.final_eval).c_str());
   }
   res.step = m.step;
   res.last_checkpoint = m.last_checkpoint;

@@ -46,9 +46,9 @@ struct StepStats {
 
 struct EvalStats {
   double loss = 0, perplexity = 0;
-  double accuracy = -1;  // selective_copying: copied tokens right; classification: rows right; -1 otherwise
+  double accuracy = -1;     // selective_copying: copied tokens right; classification: rows right; -1 otherwise
   double f1 = 0, mcc = -2;  // classification (train/metrics.h); mcc -2 when not applicable
-  int64_t scored = 0;    // target tokens evaluated
+  int64_t scored = 0;       // target tokens evaluated
 };
 
 struct RunOptions {
@@ -79,7 +79,7 @@ class Trainer {
 
   StepStats train_step();
   EvalStats evaluate();
-  std::string save_checkpoint_now();         // returns the path
+  std::string save_checkpoint_now();          // returns the path
   void resume_from(const std::string& path);  // throws mt::Error(Checkpoint) naming what differs
 
   int64_t step() const;

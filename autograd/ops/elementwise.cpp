@@ -274,10 +274,8 @@ Tensor identity(const char* name, const Tensor& a) {
   Tensor y = a.detach();
   if (any_requires_grad({&a})) {
     const DType dt = a.dtype();
-    record_node(make_lambda_node(name,
-                                 [dt](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                                   return {as_dtype(g[0], dt)};
-                                 }),
+    record_node(make_lambda_node(
+                    name, [dt](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {as_dtype(g[0], dt)}; }),
                 {a}, {y});
   }
   return y;

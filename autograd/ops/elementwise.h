@@ -11,15 +11,15 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
-Tensor add_scalar(const Tensor& a, double s);   // a + s
-Tensor mul_scalar(const Tensor& a, double s);   // a * s
+Tensor add_scalar(const Tensor& a, double s);  // a + s
+Tensor mul_scalar(const Tensor& a, double s);  // a * s
 Tensor neg(const Tensor& a);
 
 Tensor exp(const Tensor& a);
 Tensor log(const Tensor& a);
 Tensor sigmoid(const Tensor& a);
-Tensor silu(const Tensor& a);       // a * sigmoid(a)
-Tensor softplus(const Tensor& a);   // log(1 + exp(a)), computed stably (a for a > 20, as PyTorch)
+Tensor silu(const Tensor& a);      // a * sigmoid(a)
+Tensor softplus(const Tensor& a);  // log(1 + exp(a)), computed stably (a for a > 20, as PyTorch)
 Tensor tanh(const Tensor& a);
 Tensor sqrt(const Tensor& a);
 Tensor square(const Tensor& a);

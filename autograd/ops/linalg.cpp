@@ -190,31 +190,33 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     const Shape a_shape = a.shape(), b_shape = b.shape();
     const DType dt = a.dtype();
     const Device dev = a.device();
-    auto node = make_lambda_node("matmul", [sa, sb, need_a, need_b, shared_b, a_shape, b_shape, dt, dev,
-                                            nbatch](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-      Tensor da, db;
-      if (shared_b) {
-        Tensor g2 = fold_rows(g[0]);
-        if (need_a) {
-          da = Tensor::empty(a_shape, dt, dev);
-          gemm_into(g2, false, sb, true, fold_rows(da), 1, Tensor());  // dA = dC B^T
-        }
-        if (need_b) {
-          db = Tensor::empty(b_shape, dt, dev);
-          gemm_into(sa, true, g2, false, db, 1, Tensor());  // dB = A^T dC, summed over the folded rows
-        }
-      } else {
-        if (need_a) {
-          da = Tensor::empty(a_shape, dt, dev);
-          if (nbatch > 0) gemm_into(g[0], false, sb, true, da, nbatch, Tensor());
-        }
-        if (need_b) {
-          db = Tensor::empty(b_shape, dt, dev);
-          if (nbatch > 0) gemm_into(sa, true, g[0], false, db, nbatch, Tensor());
-        }
-      }
-      return {da, db};
-    });
+    auto node = make_lambda_node("matmul",
+                                 [sa, sb, need_a, need_b, shared_b, a_shape, b_shape, dt, dev,
+                                  nbatch](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+                                   Tensor da, db;
+                                   if (shared_b) {
+                                     Tensor g2 = fold_rows(g[0]);
+                                     if (need_a) {
+                                       da = Tensor::empty(a_shape, dt, dev);
+                                       gemm_into(g2, false, sb, true, fold_rows(da), 1, Tensor());  // dA = dC B^T
+                                     }
+                                     if (need_b) {
+                                       db = Tensor::empty(b_shape, dt, dev);
+                                       gemm_into(sa, true, g2, false, db, 1,
+                                                 Tensor());  // dB = A^T dC, summed over the folded rows
+                                     }
+                                   } else {
+                                     if (need_a) {
+                                       da = Tensor::empty(a_shape, dt, dev);
+                                       if (nbatch > 0) gemm_into(g[0], false, sb, true, da, nbatch, Tensor());
+                                     }
+                                     if (need_b) {
+                                       db = Tensor::empty(b_shape, dt, dev);
+                                       if (nbatch > 0) gemm_into(sa, true, g[0], false, db, nbatch, Tensor());
+                                     }
+                                   }
+                                   return {da, db};
+                                 });
     record_node(node, {a, b}, {out});
   }
   return out;
@@ -249,25 +251,27 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     const Shape x_shape = x.shape();
     const DType dt = x.dtype();
     const Device dev = x.device();
-    auto node = make_lambda_node("linear", [sx, sw, need_x, need_w, need_b, x_shape, dt, dev, rows, in_f,
-                                            out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-      Tensor g2 = fold_rows(g[0]);  // [R, out]
-      Tensor dx, dw, db;
-      if (need_x) {
-        dx = Tensor::empty(x_shape, dt, dev);
-        gemm_into(g2, false, sw, false, fold_rows(dx), 1, Tensor());  // dx = dy W
-      }
-      if (need_w) {
-        dw = Tensor::empty({out_f, in_f}, dt, dev);
-        gemm_into(g2, true, sx, false, dw, 1, Tensor());  // dW = dy^T x
-      }
-      if (need_b) {
-        db = Tensor::empty({out_f}, dt, dev);
-        Tensor ones = Tensor::ones({1, rows}, dt, dev);
-        gemm_into(ones, false, g2, false, db.view({1, out_f}), 1, Tensor());  // db = 1^T dy
-      }
-      return {dx, dw, db};
-    });
+    auto node =
+        make_lambda_node("linear",
+                         [sx, sw, need_x, need_w, need_b, x_shape, dt, dev, rows, in_f,
+                          out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+                           Tensor g2 = fold_rows(g[0]);  // [R, out]
+                           Tensor dx, dw, db;
+                           if (need_x) {
+                             dx = Tensor::empty(x_shape, dt, dev);
+                             gemm_into(g2, false, sw, false, fold_rows(dx), 1, Tensor());  // dx = dy W
+                           }
+                           if (need_w) {
+                             dw = Tensor::empty({out_f, in_f}, dt, dev);
+                             gemm_into(g2, true, sx, false, dw, 1, Tensor());  // dW = dy^T x
+                           }
+                           if (need_b) {
+                             db = Tensor::empty({out_f}, dt, dev);
+                             Tensor ones = Tensor::ones({1, rows}, dt, dev);
+                             gemm_into(ones, false, g2, false, db.view({1, out_f}), 1, Tensor());  // db = 1^T dy
+                           }
+                           return {dx, dw, db};
+                         });
     record_node(node, {x, weight, bias}, {out});
   }
   return out;

@@ -125,8 +125,8 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   ops::check_float("embedding", "weight", weight);
   check_index_tensor("embedding", "ids", ids);
   MT_CHECK_SHAPE(weight.dim() == 2, "embedding: weight must be [V, d], got ", weight.describe());
-  MT_CHECK_SHAPE(ids.device() == weight.device(), "embedding: ids ", ids.describe(), " and weight ",
-                 weight.describe(), " are on different devices");
+  MT_CHECK_SHAPE(ids.device() == weight.device(), "embedding: ids ", ids.describe(), " and weight ", weight.describe(),
+                 " are on different devices");
   const int64_t V = weight.size(0), D = weight.size(1), n = ids.numel();
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
@@ -152,40 +152,41 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
     bad = read_flag(flag, n);
   }
   if (bad >= 0)
-    throw Error(ErrorKind::Data, str("embedding: id ", element_i64(idc, bad), " at position ",
-                                     position_str(bad, ids.shape()), " of ids ", shape_str(ids.shape()),
-                                     " is outside [0, ", V, ") (weight ", weight.describe(), ")"));
+    throw Error(ErrorKind::Data,
+                str("embedding: id ", element_i64(idc, bad), " at position ", position_str(bad, ids.shape()),
+                    " of ids ", shape_str(ids.shape()), " is outside [0, ", V, ") (weight ", weight.describe(), ")"));
 
   if (any_requires_grad({&weight})) {
     const DType dt = weight.dtype();
     const Device dev = weight.device();
-    auto node = make_lambda_node("embedding", [idc, V, D, n, dt, dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-      Tensor dw = Tensor::empty({V, D}, dt, dev);
-      kernels::EmbeddingBwdParams b;
-      b.id_dtype = idc.dtype();
-      b.ids = idc.data_ptr();
-      b.n = n;
-      b.V = V;
-      b.D = D;
-      if (dev.is_cpu()) {
-        Tensor gc = ops::as_cpu_compute(g[0].to(dt).contiguous()).contiguous();
-        Tensor dwc = is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : dw;
-        b.dtype = gc.dtype();
-        b.grad_out = gc.data_ptr();
-        b.grad_weight = dwc.data_ptr();
-        kernels::embedding_bwd_cpu(b);
-        if (!dwc.same(dw)) dw.copy_(dwc);
-      } else {
-        Tensor gc = g[0].to(dt).contiguous();
-        Tensor acc = is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : Tensor();
-        b.dtype = dt;
-        b.grad_out = gc.data_ptr();
-        b.grad_weight = dw.data_ptr();
-        b.accum = acc.defined() ? acc.data_ptr() : nullptr;
-        MT_CUDA_ONLY("embedding", kernels::embedding_bwd_cuda(b));
-      }
-      return {dw, Tensor()};
-    });
+    auto node =
+        make_lambda_node("embedding", [idc, V, D, n, dt, dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+          Tensor dw = Tensor::empty({V, D}, dt, dev);
+          kernels::EmbeddingBwdParams b;
+          b.id_dtype = idc.dtype();
+          b.ids = idc.data_ptr();
+          b.n = n;
+          b.V = V;
+          b.D = D;
+          if (dev.is_cpu()) {
+            Tensor gc = ops::as_cpu_compute(g[0].to(dt).contiguous()).contiguous();
+            Tensor dwc = is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : dw;
+            b.dtype = gc.dtype();
+            b.grad_out = gc.data_ptr();
+            b.grad_weight = dwc.data_ptr();
+            kernels::embedding_bwd_cpu(b);
+            if (!dwc.same(dw)) dw.copy_(dwc);
+          } else {
+            Tensor gc = g[0].to(dt).contiguous();
+            Tensor acc = is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : Tensor();
+            b.dtype = dt;
+            b.grad_out = gc.data_ptr();
+            b.grad_weight = dw.data_ptr();
+            b.accum = acc.defined() ? acc.data_ptr() : nullptr;
+            MT_CUDA_ONLY("embedding", kernels::embedding_bwd_cuda(b));
+          }
+          return {dw, Tensor()};
+        });
     record_node(node, {weight, ids}, {out});
   }
   return out;
@@ -217,8 +218,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   MT_CHECK_SHAPE(logits.dim() == 2 && logits.size(1) >= 1, "cross_entropy: logits must be [N, C] with C >= 1, got ",
                  logits.describe());
   const int64_t N = logits.size(0), C = logits.size(1);
-  MT_CHECK_SHAPE(targets.dim() == 1 && targets.size(0) == N, "cross_entropy: targets must be [", N,
-                 "] for logits ", shape_str(logits.shape()), ", got ", targets.describe());
+  MT_CHECK_SHAPE(targets.dim() == 1 && targets.size(0) == N, "cross_entropy: targets must be [", N, "] for logits ",
+                 shape_str(logits.shape()), ", got ", targets.describe());
   MT_CHECK_SHAPE(targets.device() == logits.device(), "cross_entropy: targets ", targets.describe(), " and logits ",
                  logits.describe(), " are on different devices");
   const DType cd = compute_dtype(logits.dtype());
@@ -252,40 +253,40 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     bad = read_flag(flag, N);
   }
   if (bad >= 0)
-    throw Error(ErrorKind::Data, str("cross_entropy: target ", element_i64(t, bad), " in row ", bad,
-                                     " is outside [0, ", C, ") (logits ", logits.describe(), ", ignore_index ",
-                                     ignore_index, ")"));
+    throw Error(ErrorKind::Data, str("cross_entropy: target ", element_i64(t, bad), " in row ", bad, " is outside [0, ",
+                                     C, ") (logits ", logits.describe(), ", ignore_index ", ignore_index, ")"));
 
   if (any_requires_grad({&logits})) {
-    auto node = make_lambda_node("cross_entropy", [x, t, lse, count, ignore_index, N, C, cd,
-                                                   dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-      Tensor gl = g[0].to(cd).contiguous();
-      Tensor dx = Tensor::empty({N, C}, x.dtype(), dev);
-      kernels::XentParams b;
-      b.target_dtype = t.dtype();
-      b.N = N;
-      b.C = C;
-      b.ignore_index = ignore_index;
-      b.targets = t.data_ptr();
-      b.lse = lse.data_ptr();
-      b.count = count.data_ptr();
-      b.grad_loss = gl.data_ptr();
-      if (dev.is_cpu()) {
-        Tensor xc = ops::as_cpu_compute(x);
-        Tensor dxc = xc.same(x) ? dx : Tensor::empty({N, C}, xc.dtype(), dev);
-        b.dtype = xc.dtype();
-        b.logits = xc.data_ptr();
-        b.grad_logits = dxc.data_ptr();
-        kernels::cross_entropy_bwd_cpu(b);
-        if (!dxc.same(dx)) dx.copy_(dxc);
-      } else {
-        b.dtype = x.dtype();
-        b.logits = x.data_ptr();
-        b.grad_logits = dx.data_ptr();
-        MT_CUDA_ONLY("cross_entropy", kernels::cross_entropy_bwd_cuda(b));
-      }
-      return {dx, Tensor()};
-    });
+    auto node = make_lambda_node(
+        "cross_entropy",
+        [x, t, lse, count, ignore_index, N, C, cd, dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+          Tensor gl = g[0].to(cd).contiguous();
+          Tensor dx = Tensor::empty({N, C}, x.dtype(), dev);
+          kernels::XentParams b;
+          b.target_dtype = t.dtype();
+          b.N = N;
+          b.C = C;
+          b.ignore_index = ignore_index;
+          b.targets = t.data_ptr();
+          b.lse = lse.data_ptr();
+          b.count = count.data_ptr();
+          b.grad_loss = gl.data_ptr();
+          if (dev.is_cpu()) {
+            Tensor xc = ops::as_cpu_compute(x);
+            Tensor dxc = xc.same(x) ? dx : Tensor::empty({N, C}, xc.dtype(), dev);
+            b.dtype = xc.dtype();
+            b.logits = xc.data_ptr();
+            b.grad_logits = dxc.data_ptr();
+            kernels::cross_entropy_bwd_cpu(b);
+            if (!dxc.same(dx)) dx.copy_(dxc);
+          } else {
+            b.dtype = x.dtype();
+            b.logits = x.data_ptr();
+            b.grad_logits = dx.data_ptr();
+            MT_CUDA_ONLY("cross_entropy", kernels::cross_entropy_bwd_cuda(b));
+          }
+          return {dx, Tensor()};
+        });
     record_node(node, {logits, targets}, {loss});
   }
   return loss;

@@ -58,7 +58,8 @@ Tensor reduce_raw(const Tensor& a, const ReducePlan& pl, double scale) {
   for (int64_t k = 0; k < rank; ++k) {
     if (x.shape()[k] == 1) continue;
     if (pl.reduced[k]) {
-      if (first < 0) first = static_cast<int>(k);
+      if (first < 0)
+        first = static_cast<int>(k);
       else if (last != static_cast<int>(k) - 1) {
         // a kept dim of size > 1 lies between two reduced dims
         for (int64_t j = last + 1; j < k; ++j)
@@ -70,9 +71,12 @@ Tensor reduce_raw(const Tensor& a, const ReducePlan& pl, double scale) {
   int64_t outer = 1, R = 1, inner = 1;
   if (x.is_contiguous() && adjacent) {
     for (int64_t k = 0; k < rank; ++k) {
-      if (first >= 0 && k >= first && k <= last) R *= x.shape()[k];  // size-1 kept dims in between are harmless
-      else if (first < 0 || k < first) outer *= x.shape()[k];
-      else inner *= x.shape()[k];
+      if (first >= 0 && k >= first && k <= last)
+        R *= x.shape()[k];  // size-1 kept dims in between are harmless
+      else if (first < 0 || k < first)
+        outer *= x.shape()[k];
+      else
+        inner *= x.shape()[k];
     }
   } else {
     // Permute kept dims first, reduced dims last, and pack: [outer, R] rows.
@@ -158,8 +162,8 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   for (size_t k = 0; k < nd; ++k) {
     const int64_t n = g.shape()[k];
     const int64_t want = k < lead ? 1 : shape[k - lead];
-    MT_CHECK_SHAPE(want == n || want == 1, "sum_to_shape: cannot sum ", shape_str(g.shape()), " to ",
-                   shape_str(shape), " (dimension ", k, ": ", n, " vs ", want, ")");
+    MT_CHECK_SHAPE(want == n || want == 1, "sum_to_shape: cannot sum ", shape_str(g.shape()), " to ", shape_str(shape),
+                   " (dimension ", k, ": ", n, " vs ", want, ")");
     pl.reduced[k] = k < lead || (want == 1 && n != 1);
     pl.keep_shape.push_back(pl.reduced[k] ? 1 : n);
   }

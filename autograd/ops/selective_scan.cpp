@@ -26,8 +26,8 @@ void* mut_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 void check_weight(const char* arg, const Tensor& t, const Shape& shape, DType wdt, const Tensor& u) {
   if (!t.defined()) return;
   MT_CHECK_SHAPE(t.shape() == shape && t.dtype() == wdt && t.device() == u.device(), kOp, ": ", arg, " must be ",
-                 dtype_name(wdt), shape_str(shape), " on ", u.device().str(), " (", dtype_name(wdt),
-                 " because u is ", dtype_name(u.dtype()), "), got ", t.describe());
+                 dtype_name(wdt), shape_str(shape), " on ", u.device().str(), " (", dtype_name(wdt), " because u is ",
+                 dtype_name(u.dtype()), "), got ", t.describe());
 }
 
 // Throws mt::Error(Shape) naming the offending argument.
@@ -63,11 +63,11 @@ void validate(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   check_weight("delta_bias", delta_bias, {D}, wdt, u);
   check_weight("initial_state", initial_state, {B, D, N}, wdt, u);
   if (mask.defined())
-    MT_CHECK_SHAPE(mask.shape() == Shape({B, L}) && mask.device() == u.device(), kOp, ": mask must be [B, L] = [",
-                   B, ", ", L, "] on ", u.device().str(), ", got ", mask.describe());
+    MT_CHECK_SHAPE(mask.shape() == Shape({B, L}) && mask.device() == u.device(), kOp, ": mask must be [B, L] = [", B,
+                   ", ", L, "] on ", u.device().str(), ", got ", mask.describe());
 #if defined(MT_WITH_CUDA)
-  MT_CHECK_SHAPE(u.device().is_cpu() || N <= kernels::kSelectiveScanCudaMaxN, kOp, ": the CUDA kernel supports N <= ",
-                 kernels::kSelectiveScanCudaMaxN, ", got N = ", N);
+  MT_CHECK_SHAPE(u.device().is_cpu() || N <= kernels::kSelectiveScanCudaMaxN, kOp,
+                 ": the CUDA kernel supports N <= ", kernels::kSelectiveScanCudaMaxN, ", got N = ", N);
 #endif
 }
 
@@ -185,8 +185,9 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
                                 const Tensor& Cm, const Tensor& D_skip, const Tensor& z, const Tensor& delta_bias,
                                 bool delta_softplus, const Tensor& initial_state, const Tensor& mask) {
   validate(u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask);
-  ScanInputs s{contig(u), contig(delta), contig(A), contig(Bm), contig(Cm), contig(D_skip), contig(z),
-               contig(delta_bias), contig(initial_state), contig(mask)};
+  ScanInputs s{
+      contig(u),          contig(delta),         contig(A),   contig(Bm), contig(Cm), contig(D_skip), contig(z),
+      contig(delta_bias), contig(initial_state), contig(mask)};
   const DType dt = u.dtype();
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;
   const Device dev = u.device();

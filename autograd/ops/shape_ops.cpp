@@ -17,9 +17,7 @@ namespace mt {
 
 namespace {
 
-void check_defined(const char* op, const Tensor& a) {
-  MT_CHECK_SHAPE(a.defined(), op, ": input is undefined");
-}
+void check_defined(const char* op, const Tensor& a) { MT_CHECK_SHAPE(a.defined(), op, ": input is undefined"); }
 
 // Resolve one -1 in `shape` against numel, with errors naming the op and both shapes.
 Shape resolve_shape(const char* op, const Shape& shape, const Tensor& a) {
@@ -39,14 +37,12 @@ Shape resolve_shape(const char* op, const Shape& shape, const Tensor& a) {
                    a.describe());
     s[infer] = a.numel() / known;
   }
-  MT_CHECK_SHAPE(shape_numel(s) == a.numel(), op, ": shape ", shape_str(shape), " does not match the ",
-                 a.numel(), " elements of ", a.describe());
+  MT_CHECK_SHAPE(shape_numel(s) == a.numel(), op, ": shape ", shape_str(shape), " does not match the ", a.numel(),
+                 " elements of ", a.describe());
   return s;
 }
 
-Tensor raw_reshape(const Tensor& a, const Shape& s) {
-  return a.is_contiguous() ? a.view(s) : a.clone().view(s);
-}
+Tensor raw_reshape(const Tensor& a, const Shape& s) { return a.is_contiguous() ? a.view(s) : a.clone().view(s); }
 
 Tensor raw_transpose(const Tensor& a, int64_t d0, int64_t d1) {
   Shape sh = a.shape(), st = a.strides();
@@ -139,8 +135,7 @@ Tensor transpose(const Tensor& a, int64_t d0, int64_t d1) {
 Tensor permute(const Tensor& a, const std::vector<int64_t>& dims) {
   check_defined("permute", a);
   const int64_t n = a.dim();
-  MT_CHECK_SHAPE(static_cast<int64_t>(dims.size()) == n, "permute: ", dims.size(), " dims given for ",
-                 a.describe());
+  MT_CHECK_SHAPE(static_cast<int64_t>(dims.size()) == n, "permute: ", dims.size(), " dims given for ", a.describe());
   std::vector<int64_t> perm(dims.size()), inverse(dims.size(), -1);
   for (size_t i = 0; i < dims.size(); ++i) {
     perm[i] = ops::wrap_dim("permute", dims[i], n);
@@ -174,13 +169,14 @@ Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end, int64_t s
     const Shape in_shape = a.shape();
     const DType dt = a.dtype();
     const Device dev = a.device();
-    record_node(make_lambda_node("slice",
-                                 [in_shape, dt, dev, d, s, len, step](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                                   Tensor da = Tensor::zeros(in_shape, dt, dev);
-                                   raw_slice(da, d, s, len, step).copy_(g[0]);
-                                   return {da};
-                                 }),
-                {a}, {out});
+    record_node(
+        make_lambda_node("slice",
+                         [in_shape, dt, dev, d, s, len, step](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+                           Tensor da = Tensor::zeros(in_shape, dt, dev);
+                           raw_slice(da, d, s, len, step).copy_(g[0]);
+                           return {da};
+                         }),
+        {a}, {out});
   }
   return out;
 }
@@ -202,8 +198,8 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t dim) {
     const Tensor& p = parts[i];
     bool ok = p.dim() == first.dim();
     for (int64_t k = 0; ok && k < p.dim(); ++k) ok = k == d || p.shape()[k] == first.shape()[k];
-    MT_CHECK_SHAPE(ok, "concat along dim ", dim, ": part ", i, " ", shape_str(p.shape()),
-                   " does not match part 0 ", shape_str(first.shape()), " outside that dim");
+    MT_CHECK_SHAPE(ok, "concat along dim ", dim, ": part ", i, " ", shape_str(p.shape()), " does not match part 0 ",
+                   shape_str(first.shape()), " outside that dim");
     out_shape[d] += p.shape()[d];
   }
   Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
@@ -237,10 +233,8 @@ Tensor flip(const Tensor& a, int64_t dim) {
   const int64_t d = ops::wrap_dim("flip", dim, a.dim());
   Tensor out = raw_flip(a, d);
   if (any_requires_grad({&a})) {
-    record_node(make_lambda_node("flip",
-                                 [d](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                                   return {raw_flip(g[0], d)};
-                                 }),
+    record_node(make_lambda_node(
+                    "flip", [d](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {raw_flip(g[0], d)}; }),
                 {a}, {out});
   }
   return out;
@@ -252,11 +246,10 @@ Tensor unsqueeze(const Tensor& a, int64_t dim) {
   MT_CHECK_SHAPE(d >= 0 && d <= a.dim(), "unsqueeze: dimension ", dim, " out of range for ", a.describe());
   Tensor out = raw_unsqueeze(a, d);
   if (any_requires_grad({&a})) {
-    record_node(make_lambda_node("unsqueeze",
-                                 [d](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                                   return {raw_squeeze(g[0], d)};
-                                 }),
-                {a}, {out});
+    record_node(
+        make_lambda_node("unsqueeze",
+                         [d](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {raw_squeeze(g[0], d)}; }),
+        {a}, {out});
   }
   return out;
 }
@@ -269,11 +262,10 @@ Tensor squeeze(const Tensor& a, int64_t dim) {
                  ", expected 1");
   Tensor out = raw_squeeze(a, d);
   if (any_requires_grad({&a})) {
-    record_node(make_lambda_node("squeeze",
-                                 [d](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                                   return {raw_unsqueeze(g[0], d)};
-                                 }),
-                {a}, {out});
+    record_node(
+        make_lambda_node("squeeze",
+                         [d](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {raw_unsqueeze(g[0], d)}; }),
+        {a}, {out});
   }
   return out;
 }
@@ -282,9 +274,9 @@ Tensor contiguous(const Tensor& a) {
   check_defined("contiguous", a);
   Tensor out = a.is_contiguous() ? a.detach() : a.clone();
   if (any_requires_grad({&a})) {
-    record_node(make_lambda_node("contiguous",
-                                 [](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {g[0]}; }),
-                {a}, {out});
+    record_node(
+        make_lambda_node("contiguous", [](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {g[0]}; }), {a},
+        {out});
   }
   return out;
 }

@@ -8,7 +8,7 @@
 
 namespace mt {
 
-Tensor reshape(const Tensor& a, const Shape& shape);  // one -1 allowed; copies only if a is not contiguous
+Tensor reshape(const Tensor& a, const Shape& shape);        // one -1 allowed; copies only if a is not contiguous
 Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);  // view
 Tensor permute(const Tensor& a, const std::vector<int64_t>& dims);  // view
 // Elements start, start+step, ... < end along dim (a view). Negative start / end count from the end.

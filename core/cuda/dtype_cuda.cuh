@@ -13,22 +13,57 @@
 
 namespace mt::cuda {
 
-template <typename T> struct TypeTag { using type = T; };
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
 
-template <typename T> struct Compute { using type = float; };
-template <> struct Compute<double> { using type = double; };
+template <typename T>
+struct Compute {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
 
-template <typename T> __device__ __forceinline__ typename Compute<T>::type load(const T* p, int64_t i);
-template <> __device__ __forceinline__ float load<float>(const float* p, int64_t i) { return p[i]; }
-template <> __device__ __forceinline__ double load<double>(const double* p, int64_t i) { return p[i]; }
-template <> __device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-template <> __device__ __forceinline__ float load<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+template <typename T>
+__device__ __forceinline__ typename Compute<T>::type load(const T* p, int64_t i);
+template <>
+__device__ __forceinline__ float load<float>(const float* p, int64_t i) {
+  return p[i];
+}
+template <>
+__device__ __forceinline__ double load<double>(const double* p, int64_t i) {
+  return p[i];
+}
+template <>
+__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) {
+  return __bfloat162float(p[i]);
+}
+template <>
+__device__ __forceinline__ float load<__half>(const __half* p, int64_t i) {
+  return __half2float(p[i]);
+}
 
-template <typename T> __device__ __forceinline__ T from_compute(typename Compute<T>::type v);
-template <> __device__ __forceinline__ float from_compute<float>(float v) { return v; }
-template <> __device__ __forceinline__ double from_compute<double>(double v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_compute<__half>(float v) { return __float2half_rn(v); }
+template <typename T>
+__device__ __forceinline__ T from_compute(typename Compute<T>::type v);
+template <>
+__device__ __forceinline__ float from_compute<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ double from_compute<double>(double v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half from_compute<__half>(float v) {
+  return __float2half_rn(v);
+}
 
 // Call f(TypeTag<T>{}) with T the CUDA storage type of a float dtype.
 template <typename F>

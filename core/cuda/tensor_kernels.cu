@@ -10,30 +10,74 @@ namespace mt::cuda {
 namespace {
 
 // Any dtype (ints included) to / from double, for the generic copy kernel.
-template <typename T> __device__ __forceinline__ double to_d(T v) { return static_cast<double>(v); }
-template <> __device__ __forceinline__ double to_d<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <> __device__ __forceinline__ double to_d<__half>(__half v) { return __half2float(v); }
-template <typename T> __device__ __forceinline__ T from_d(double v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_d<__nv_bfloat16>(double v) { return __float2bfloat16_rn(static_cast<float>(v)); }
-template <> __device__ __forceinline__ __half from_d<__half>(double v) { return __float2half_rn(static_cast<float>(v)); }
-template <> __device__ __forceinline__ float from_d<float>(double v) { return static_cast<float>(v); }
+template <typename T>
+__device__ __forceinline__ double to_d(T v) {
+  return static_cast<double>(v);
+}
+template <>
+__device__ __forceinline__ double to_d<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <>
+__device__ __forceinline__ double to_d<__half>(__half v) {
+  return __half2float(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_d(double v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_d<__nv_bfloat16>(double v) {
+  return __float2bfloat16_rn(static_cast<float>(v));
+}
+template <>
+__device__ __forceinline__ __half from_d<__half>(double v) {
+  return __float2half_rn(static_cast<float>(v));
+}
+template <>
+__device__ __forceinline__ float from_d<float>(double v) {
+  return static_cast<float>(v);
+}
 
 // Half / single floats convert through float (exact: every bf16 / f16 is a float; float -> bf16 / f16 rounds to
 // nearest even once, as the CPU does); anything with a double or an integer goes through double.
-template <typename T> constexpr bool kNarrowFloat =
-    std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
-template <typename T> __device__ __forceinline__ float to_f(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <typename T>
+constexpr bool kNarrowFloat = std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
+template <typename T>
+__device__ __forceinline__ float to_f(T v) {
+  return static_cast<float>(v);
+}
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) {
+  return __half2float(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_f(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
 
-template <typename D, typename S> __device__ __forceinline__ D convert(S v) {
-  if constexpr (std::is_same_v<D, S>) return v;
-  else if constexpr (std::is_integral_v<D> && std::is_integral_v<S>) return static_cast<D>(v);
-  else if constexpr (kNarrowFloat<D> && kNarrowFloat<S>) return from_f<D>(to_f(v));
-  else return from_d<D>(to_d(v));
+template <typename D, typename S>
+__device__ __forceinline__ D convert(S v) {
+  if constexpr (std::is_same_v<D, S>)
+    return v;
+  else if constexpr (std::is_integral_v<D> && std::is_integral_v<S>)
+    return static_cast<D>(v);
+  else if constexpr (kNarrowFloat<D> && kNarrowFloat<S>)
+    return from_f<D>(to_f(v));
+  else
+    return from_d<D>(to_d(v));
 }
 
 __device__ __forceinline__ int64_t offset_of(int64_t linear, const StridedDesc& d) {
@@ -72,8 +116,8 @@ __global__ void strided_copy_kernel32(D* dst, StridedDesc dd, const S* src, Stri
 // multiples of V): the slices of the last dimension (x / z out of in_proj, dt / B / C out of x_proj) and their
 // gradients' scatter back.
 template <typename V>
-__global__ void row_copy_kernel(char* dst, int64_t dst_row_bytes, const char* src, int64_t src_row_bytes,
-                                uint32_t rows, uint32_t vecs_per_row) {
+__global__ void row_copy_kernel(char* dst, int64_t dst_row_bytes, const char* src, int64_t src_row_bytes, uint32_t rows,
+                                uint32_t vecs_per_row) {
   const uint32_t n = rows * vecs_per_row;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const uint32_t r = i / vecs_per_row, c = i - r * vecs_per_row;
@@ -190,9 +234,8 @@ void strided_copy(void* dst, DType dst_dtype, const StridedDesc& dst_desc_in, co
     auto launch = [&](auto tag, int64_t v) {
       using V = typename decltype(tag)::type;
       const int64_t n = rows * (row / v);
-      row_copy_kernel<V><<<grid_for(n), 256, 0, stream()>>>(static_cast<char*>(dst), drow,
-                                                             static_cast<const char*>(src), srow, rows,
-                                                             static_cast<uint32_t>(row / v));
+      row_copy_kernel<V><<<grid_for(n), 256, 0, stream()>>>(
+          static_cast<char*>(dst), drow, static_cast<const char*>(src), srow, rows, static_cast<uint32_t>(row / v));
       MT_CUDA_CHECK_LAUNCH();
     };
     if (align % 16 == 0) return launch(TypeTag<int4>{}, 16);
@@ -207,11 +250,10 @@ void strided_copy(void* dst, DType dst_dtype, const StridedDesc& dst_desc_in, co
   dispatch_any(dst_dtype, [&](auto tag_D) {
     using D = typename decltype(tag_D)::type;
     dispatch_any(src_dtype, [&](auto tag_S) {
-    using S = typename decltype(tag_S)::type;
+      using S = typename decltype(tag_S)::type;
       if (numel < (int64_t{1} << 31)) {
         strided_copy_kernel32<D, S><<<grid_for(numel), 256, 0, stream()>>>(
-            static_cast<D*>(dst), dst_desc, static_cast<const S*>(src), src_desc, static_cast<uint32_t>(numel), dc,
-            sc);
+            static_cast<D*>(dst), dst_desc, static_cast<const S*>(src), src_desc, static_cast<uint32_t>(numel), dc, sc);
       } else {
         strided_copy_kernel<D, S><<<grid_for(numel), 256, 0, stream()>>>(
             static_cast<D*>(dst), dst_desc, static_cast<const S*>(src), src_desc, numel, dc, sc);
@@ -235,8 +277,8 @@ void fill_uniform(void* dst, DType dtype, int64_t n, uint64_t seed, uint64_t off
   if (n == 0) return;
   dispatch_float(dtype, [&](auto tag_T) {
     using T = typename decltype(tag_T)::type;
-    uniform_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, lo, hi,
-                                                          dtype == DType::F64);
+    uniform_kernel<T>
+        <<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, lo, hi, dtype == DType::F64);
     MT_CUDA_CHECK_LAUNCH();
   });
 }
@@ -245,8 +287,8 @@ void fill_normal(void* dst, DType dtype, int64_t n, uint64_t seed, uint64_t offs
   if (n == 0) return;
   dispatch_float(dtype, [&](auto tag_T) {
     using T = typename decltype(tag_T)::type;
-    normal_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, mean, sd,
-                                                         dtype == DType::F64);
+    normal_kernel<T>
+        <<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, seed, offset, mean, sd, dtype == DType::F64);
     MT_CUDA_CHECK_LAUNCH();
   });
 }

@@ -32,8 +32,9 @@ void adamw_cpu(const AdamWParams& p) {
   switch (p.grad_dtype) {
     case DType::F32: return update(p, static_cast<const float*>(p.grad));
     case DType::F64: return update(p, static_cast<const double*>(p.grad));
-    default: throw Error(ErrorKind::Shape, str("adamw_cpu: gradient dtype ", dtype_name(p.grad_dtype),
-                                               " (expected f32 or f64)"));
+    default:
+      throw Error(ErrorKind::Shape,
+                  str("adamw_cpu: gradient dtype ", dtype_name(p.grad_dtype), " (expected f32 or f64)"));
   }
 }
 

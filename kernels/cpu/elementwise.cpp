@@ -110,8 +110,7 @@ void dispatch(const char* name, const P& p, FF&& f32, FD&& f64) {
   switch (p.dtype) {
     case DType::F32: return f32(p);
     case DType::F64: return f64(p);
-    default:
-      throw Error(ErrorKind::Internal, str(name, ": CPU kernel takes f32 or f64, got ", dtype_name(p.dtype)));
+    default: throw Error(ErrorKind::Internal, str(name, ": CPU kernel takes f32 or f64, got ", dtype_name(p.dtype)));
   }
 }
 

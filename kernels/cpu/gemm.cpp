@@ -46,8 +46,8 @@ struct Micro {
 // acc is only ever indexed by compile-time constants (fully unrolled loops) so it lives in vector registers; the
 // ragged edge goes through a separate buffer.
 template <typename T>
-inline void micro_kernel(int64_t kc, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ c,
-                         int64_t ldc, int mr, int nr) {
+inline void micro_kernel(int64_t kc, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ c, int64_t ldc,
+                         int mr, int nr) {
   constexpr int NR = Micro<T>::NR;
   T acc[kMR][NR];
 #pragma GCC unroll 4
@@ -91,8 +91,7 @@ void pack_b(const GemmParams& p, const T* B, int64_t pc, int64_t kc, int64_t jc,
     const int64_t j0 = jc + jp * NR, nr = std::min<int64_t>(NR, jc + nc - j0);
     for (int64_t k = 0; k < kc; ++k) {
       const int64_t kk = pc + k;
-      for (int64_t j = 0; j < nr; ++j)
-        d[k * NR + j] = p.trans_b ? B[(j0 + j) * p.ldb + kk] : B[kk * p.ldb + j0 + j];
+      for (int64_t j = 0; j < nr; ++j) d[k * NR + j] = p.trans_b ? B[(j0 + j) * p.ldb + kk] : B[kk * p.ldb + j0 + j];
       for (int64_t j = nr; j < NR; ++j) d[k * NR + j] = T(0);
     }
   }
@@ -150,8 +149,8 @@ void gemm_one(const GemmParams& p, const T* A, const T* B, T* C, const T* bias, 
               const int nr = static_cast<int>(std::min<int64_t>(NR, nb - jr));
               for (int64_t ir = 0; ir < mc; ir += kMR) {
                 const int mr = static_cast<int>(std::min<int64_t>(kMR, mc - ir));
-                micro_kernel<T>(kc, apack.data() + (ir / kMR) * kc * kMR, bp, C + (i0 + ir) * ldc + jc + j0 + jr,
-                                ldc, mr, nr);
+                micro_kernel<T>(kc, apack.data() + (ir / kMR) * kc * kMR, bp, C + (i0 + ir) * ldc + jc + j0 + jr, ldc,
+                                mr, nr);
               }
             }
           }
@@ -186,8 +185,7 @@ void gemm_cpu(const GemmParams& p) {
   switch (p.dtype) {
     case DType::F32: return gemm_typed<float>(p);
     case DType::F64: return gemm_typed<double>(p);
-    default:
-      throw Error(ErrorKind::Internal, str("gemm_cpu: dtype ", dtype_name(p.dtype), " (expected f32 or f64)"));
+    default: throw Error(ErrorKind::Internal, str("gemm_cpu: dtype ", dtype_name(p.dtype), " (expected f32 or f64)"));
   }
 }
 

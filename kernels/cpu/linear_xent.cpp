@@ -105,10 +105,8 @@ void linear_xent_cpu(const LinearXentParams& p) {
             "linear_xent sizes N=", p.N, " H=", p.H, " V=", p.V, " chunk=", p.chunk, " count=", p.count);
   MT_ASSERT((p.dh == nullptr) == (p.dweight == nullptr), "linear_xent: dh and dweight go together");
   switch (p.dtype) {
-    case DType::F32:
-      return run<float>(p);
-    case DType::F64:
-      return run<double>(p);
+    case DType::F32: return run<float>(p);
+    case DType::F64: return run<double>(p);
     default:
       throw Error(ErrorKind::Internal, str("linear_xent_cpu: dtype ", dtype_name(p.dtype), " (expected f32 or f64)"));
   }

@@ -49,7 +49,8 @@ void reduce_sum_fwd_cpu(const ReduceParams& p) {
     case DType::F32: return reduce_sum<float>(p);
     case DType::F64: return reduce_sum<double>(p);
     default:
-      throw Error(ErrorKind::Internal, str("reduce_sum_fwd_cpu: CPU kernel takes f32 or f64, got ", dtype_name(p.dtype)));
+      throw Error(ErrorKind::Internal,
+                  str("reduce_sum_fwd_cpu: CPU kernel takes f32 or f64, got ", dtype_name(p.dtype)));
   }
 }
 

@@ -120,9 +120,12 @@ int64_t cross_entropy_fwd_cpu(const XentParams& p) {
     const int64_t t = target_at(p, i);
     if (t != p.ignore_index && (t < 0 || t >= p.C)) return i;
   }
-  if (p.dtype == DType::F32) xent_fwd<float>(p);
-  else if (p.dtype == DType::F64) xent_fwd<double>(p);
-  else bad_dtype("cross_entropy_fwd_cpu", p.dtype);
+  if (p.dtype == DType::F32)
+    xent_fwd<float>(p);
+  else if (p.dtype == DType::F64)
+    xent_fwd<double>(p);
+  else
+    bad_dtype("cross_entropy_fwd_cpu", p.dtype);
   return -1;
 }
 

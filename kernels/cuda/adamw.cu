@@ -75,12 +75,9 @@ template <typename F>
 void dispatch_copy(const void* copy, DType dt, F&& f) {
   if (!copy) return f(cuda::TypeTag<void>{});
   switch (dt) {
-    case DType::BF16:
-      return f(cuda::TypeTag<__nv_bfloat16>{});
-    case DType::F16:
-      return f(cuda::TypeTag<__half>{});
-    default:
-      throw Error(ErrorKind::Shape, str("adamw: weight copy dtype ", dtype_name(dt), " (expected bf16 or f16)"));
+    case DType::BF16: return f(cuda::TypeTag<__nv_bfloat16>{});
+    case DType::F16: return f(cuda::TypeTag<__half>{});
+    default: throw Error(ErrorKind::Shape, str("adamw: weight copy dtype ", dtype_name(dt), " (expected bf16 or f16)"));
   }
 }
 

@@ -39,16 +39,16 @@ __device__ __forceinline__ void broadcast_offsets(const BroadcastLayout& L, int6
 bool fits_u32(const BroadcastLayout& L) { return L.numel < (int64_t{1} << 32); }
 
 template <typename T>
-__global__ void binary_contig_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
-                                     BinaryOp op, int64_t n) {
+__global__ void binary_contig_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, BinaryOp op,
+                                     int64_t n) {
   using C = typename Compute<T>::type;
   for (int64_t i = grid_start(); i < n; i += grid_step())
     out[i] = from_compute<T>(ew::binary<C>(op, load(a, i), load(b, i)));
 }
 
 template <typename T, typename Index>
-__global__ void binary_bcast_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
-                                    BinaryOp op, BroadcastLayout L) {
+__global__ void binary_bcast_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, BinaryOp op,
+                                    BroadcastLayout L) {
   using C = typename Compute<T>::type;
   for (int64_t i = grid_start(); i < L.numel; i += grid_step()) {
     int64_t ia, ib;
@@ -80,7 +80,8 @@ __global__ void unary_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Una
                                  double beta) {
   using C = typename Compute<T>::type;
   const C al = static_cast<C>(alpha), be = static_cast<C>(beta);
-  for (int64_t i = grid_start(); i < n; i += grid_step()) y[i] = from_compute<T>(ew::unary_fwd<C>(op, load(x, i), al, be));
+  for (int64_t i = grid_start(); i < n; i += grid_step())
+    y[i] = from_compute<T>(ew::unary_fwd<C>(op, load(x, i), al, be));
 }
 
 template <typename T>

@@ -73,9 +73,12 @@ void embedding_fwd_cuda(const EmbeddingFwdParams& p) {
           reinterpret_cast<long long*>(p.bad_pos));
       MT_CUDA_CHECK_LAUNCH();
     };
-    if (es == 2) launch(cuda::TypeTag<uint16_t>{});
-    else if (es == 4) launch(cuda::TypeTag<uint32_t>{});
-    else launch(cuda::TypeTag<uint64_t>{});
+    if (es == 2)
+      launch(cuda::TypeTag<uint16_t>{});
+    else if (es == 4)
+      launch(cuda::TypeTag<uint32_t>{});
+    else
+      launch(cuda::TypeTag<uint64_t>{});
   });
 }
 

@@ -91,8 +91,8 @@ struct LtDescs {
   }
 };
 
-void make_layout(cublasLtMatrixLayout_t* out, cudaDataType_t dt, int64_t rows, int64_t cols, int64_t ld,
-                 int64_t batch, int64_t stride) {
+void make_layout(cublasLtMatrixLayout_t* out, cudaDataType_t dt, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+                 int64_t stride) {
   MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(out, dt, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
   if (batch > 1) {
     int32_t count = static_cast<int32_t>(batch);
@@ -134,10 +134,25 @@ bool lt_try(const GemmParams& p, bool with_bias, LtDescs& d, cublasLtMatmulHeuri
   const uint32_t al_a = alignment(p.B, p.stride_b, elem, p.batch), al_b = alignment(p.A, p.stride_a, elem, p.batch);
   const uint32_t al_c = alignment(p.C, p.stride_c, p.c_f32 ? sizeof(float) : elem, p.batch);
   const uint64_t ws = CudaContext::get().lt_workspace_bytes();
-  std::vector<int64_t> key = {static_cast<int64_t>(p.dtype), p.trans_a, p.trans_b, p.M, p.N, p.K, p.batch,
-                              p.lda, p.ldb, p.ldc, p.stride_a, p.stride_b, p.stride_c, al_a, al_b, al_c,
+  std::vector<int64_t> key = {static_cast<int64_t>(p.dtype),
+                              p.trans_a,
+                              p.trans_b,
+                              p.M,
+                              p.N,
+                              p.K,
+                              p.batch,
+                              p.lda,
+                              p.ldb,
+                              p.ldc,
+                              p.stride_a,
+                              p.stride_b,
+                              p.stride_c,
+                              al_a,
+                              al_b,
+                              al_c,
                               with_bias ? static_cast<int64_t>(alignment(p.bias, 0, elem, 1)) : -1,
-                              CudaContext::get().device(), p.c_f32};
+                              CudaContext::get().device(),
+                              p.c_f32};
   {
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     auto it = g_cache.find(key);
@@ -158,11 +173,10 @@ bool lt_try(const GemmParams& p, bool with_bias, LtDescs& d, cublasLtMatmulHeuri
   MT_CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
   int count = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(CudaContext::get().cublaslt(), d.op, d.a, d.b, d.c, d.c,
-                                                     d.pref, 1, &result, &count);
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(CudaContext::get().cublaslt(), d.op, d.a, d.b, d.c, d.c, d.pref, 1,
+                                                     &result, &count);
   const bool found = st == CUBLAS_STATUS_SUCCESS && count > 0;
-  if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED)
-    MT_CUBLAS_CHECK(st);
+  if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) MT_CUBLAS_CHECK(st);
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   g_cache[key] = CacheEntry{found, result};
   return found;
@@ -186,9 +200,8 @@ void gemm_lt(const GemmParams& p) {
   }
   throw Error(ErrorKind::Device,
               str("gemm_cuda: cuBLASLt found no algorithm for ", dtype_name(p.dtype), p.c_f32 ? " (f32 C)" : "",
-                  " M=", p.M, " N=", p.N, " K=",
-                  p.K, " batch=", p.batch, " trans_a=", p.trans_a, " trans_b=", p.trans_b, " lda=", p.lda,
-                  " ldb=", p.ldb, " ldc=", p.ldc));
+                  " M=", p.M, " N=", p.N, " K=", p.K, " batch=", p.batch, " trans_a=", p.trans_a,
+                  " trans_b=", p.trans_b, " lda=", p.lda, " ldb=", p.ldb, " ldc=", p.ldc));
 }
 
 }  // namespace

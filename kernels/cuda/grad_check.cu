@@ -14,20 +14,25 @@ constexpr int kBlock = 256;
 constexpr int kMaxBlocksPerBuffer = 1024;
 
 // Raw bits of each storage type and the exponent mask that marks inf / NaN (all-ones exponent).
-template <typename T> struct Bits;
-template <> struct Bits<float> {
+template <typename T>
+struct Bits;
+template <>
+struct Bits<float> {
   using U = uint32_t;
   static constexpr U kMask = 0x7f800000u;
 };
-template <> struct Bits<double> {
+template <>
+struct Bits<double> {
   using U = unsigned long long;
   static constexpr U kMask = 0x7ff0000000000000ull;
 };
-template <> struct Bits<__nv_bfloat16> {
+template <>
+struct Bits<__nv_bfloat16> {
   using U = uint16_t;
   static constexpr U kMask = 0x7f80u;
 };
-template <> struct Bits<__half> {
+template <>
+struct Bits<__half> {
   using U = uint16_t;
   static constexpr U kMask = 0x7c00u;
 };
@@ -117,8 +122,8 @@ std::vector<uint8_t> grad_nonfinite_flags_cuda(const std::vector<GradBuffer>& bu
     if (b.n == 0) continue;
     cuda::dispatch_float(b.dtype, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      nonfinite_kernel<T><<<blocks_for(b.n), kBlock, 0, cuda::stream()>>>(static_cast<const T*>(b.data), b.n,
-                                                                            d_flags + i);
+      nonfinite_kernel<T>
+          <<<blocks_for(b.n), kBlock, 0, cuda::stream()>>>(static_cast<const T*>(b.data), b.n, d_flags + i);
       MT_CUDA_CHECK_LAUNCH();
     });
   }
@@ -145,8 +150,8 @@ std::vector<double> grad_sum_squares_cuda(const std::vector<GradBuffer>& bufs) {
     if (b.n == 0) continue;
     cuda::dispatch_float(b.dtype, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      sumsq_partial_kernel<T><<<blocks_for(b.n), kBlock, 0, cuda::stream()>>>(
-          static_cast<const T*>(b.data), b.n, d_partials + i * kMaxBlocksPerBuffer);
+      sumsq_partial_kernel<T><<<blocks_for(b.n), kBlock, 0, cuda::stream()>>>(static_cast<const T*>(b.data), b.n,
+                                                                              d_partials + i * kMaxBlocksPerBuffer);
       MT_CUDA_CHECK_LAUNCH();
     });
   }

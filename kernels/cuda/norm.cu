@@ -27,32 +27,20 @@ constexpr int64_t kMinChunkRows = 64;
 template <typename C>
 __device__ __forceinline__ C load_any(const void* p, DType dt, int64_t i) {
   switch (dt) {
-    case DType::F32:
-      return static_cast<C>(static_cast<const float*>(p)[i]);
-    case DType::F64:
-      return static_cast<C>(static_cast<const double*>(p)[i]);
-    case DType::BF16:
-      return static_cast<C>(__bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]));
-    default:
-      return static_cast<C>(__half2float(static_cast<const __half*>(p)[i]));
+    case DType::F32: return static_cast<C>(static_cast<const float*>(p)[i]);
+    case DType::F64: return static_cast<C>(static_cast<const double*>(p)[i]);
+    case DType::BF16: return static_cast<C>(__bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]));
+    default: return static_cast<C>(__half2float(static_cast<const __half*>(p)[i]));
   }
 }
 
 template <typename C>
 __device__ __forceinline__ void store_any(void* p, DType dt, int64_t i, C v) {
   switch (dt) {
-    case DType::F32:
-      static_cast<float*>(p)[i] = static_cast<float>(v);
-      return;
-    case DType::F64:
-      static_cast<double*>(p)[i] = static_cast<double>(v);
-      return;
-    case DType::BF16:
-      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v));
-      return;
-    default:
-      static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v));
-      return;
+    case DType::F32: static_cast<float*>(p)[i] = static_cast<float>(v); return;
+    case DType::F64: static_cast<double*>(p)[i] = static_cast<double>(v); return;
+    case DType::BF16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v)); return;
+    default: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v)); return;
   }
 }
 

@@ -141,7 +141,8 @@ void reduce_rows(const T* x, T* y, int64_t rows, int64_t cols, double scale) {
   }
   if (splits <= 1) {
     const int64_t blocks = rows < cap ? rows : cap;
-    row_block_kernel<T, T, A><<<static_cast<int>(blocks), kRowBlock, 0, cuda::stream()>>>(x, y, rows, cols, 1, cols, sc);
+    row_block_kernel<T, T, A>
+        <<<static_cast<int>(blocks), kRowBlock, 0, cuda::stream()>>>(x, y, rows, cols, 1, cols, sc);
     MT_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -149,8 +150,8 @@ void reduce_rows(const T* x, T* y, int64_t rows, int64_t cols, double scale) {
   Tensor ws = workspace(rows * splits, std::is_same_v<A, double>);
   A* partial = static_cast<A*>(ws.data_ptr());
   const int64_t items = rows * splits, blocks = items < cap ? items : cap;
-  row_block_kernel<T, A, A><<<static_cast<int>(blocks), kRowBlock, 0, cuda::stream()>>>(x, partial, rows, cols, splits,
-                                                                                         chunk, A(1));
+  row_block_kernel<T, A, A>
+      <<<static_cast<int>(blocks), kRowBlock, 0, cuda::stream()>>>(x, partial, rows, cols, splits, chunk, A(1));
   MT_CUDA_CHECK_LAUNCH();
   launch_rows_warp<A, T, A>(partial, y, rows, splits, sc);
 }

@@ -50,17 +50,21 @@ using mt::cuda::Compute;
 using mt::cuda::from_compute;
 using mt::cuda::load;
 
-
 // Timesteps per tile (and checkpoint stride of the backward); f64 halves it to keep shared memory in bounds.
 // RS: steps per warp reduction of dB / dC in the backward (2 * NPT values per step; 32 in all for f32).
-template <typename W, int NPT> struct Tiling {
+template <typename W, int NPT>
+struct Tiling {
   static constexpr int TT = sizeof(W) == 8 ? 8 : 16;
   static constexpr int RS = (sizeof(W) == 8 ? 8 : 16) / NPT;
 };
 // States per thread: 2 up to N = 16 (twice the warps to hide latency with), 4 above (blocks of at most 512).
-template <int NMAX> constexpr int npt_for() { return NMAX <= 16 ? 2 : 4; }
+template <int NMAX>
+constexpr int npt_for() {
+  return NMAX <= 16 ? 2 : 4;
+}
 
-template <typename W, int K> struct alignas(sizeof(W) * K < 16 ? sizeof(W) * K : 16) Vec {
+template <typename W, int K>
+struct alignas(sizeof(W) * K < 16 ? sizeof(W) * K : 16) Vec {
   W v[K];
 };
 
@@ -126,8 +130,7 @@ __device__ __forceinline__ bool mask_real(const void* m, DType dt, int64_t i) {
 }
 
 // Chunk-buffer index (S, R, H0, Gend): [(b * nch + k) * N + n] * D + d, d fastest (coalesced).
-__device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t d, int64_t nch, int64_t N,
-                                        int64_t D) {
+__device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t d, int64_t nch, int64_t N, int64_t D) {
   return ((b * nch + k) * N + n) * D + d;
 }
 
@@ -400,8 +403,10 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
     Pc[j] = W(1);
     Rc[j] = W(0);
     if ((PASS == Pass::Y || PASS == Pass::Checkpoint) && on) {
-      if (H0) h[j] = H0[cidx(b, k, n, d, nch, N, D)];
-      else if (init) h[j] = init[(b * D + d) * N + n];
+      if (H0)
+        h[j] = H0[cidx(b, k, n, d, nch, N, D)];
+      else if (init)
+        h[j] = init[(b * D + d) * N + n];
     }
   }
   const W bias = (active && p.delta_bias) ? static_cast<const W*>(p.delta_bias)[d] : W(0);
@@ -432,7 +437,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (fwd_min_blocks<typename Comp
       hsp += N * D;
     }
     st.wait();
-    __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
+    __syncthreads();                     // the tile's raw inputs have landed; the previous tile's readers are done
     W zr[kY ? RW : 1], ur[kY ? RW : 1];  // silu(z) and u of this thread's (t, channel) elements
     st.template commit<FULL>(p, raw, active, len, bias, sDU, sBC, &sGr, zr, ur, sM);
     __syncthreads();
@@ -585,8 +590,7 @@ template <typename T, int NMAX, int NPT, int MINB>
 __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     scan_bwd_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, const typename Compute<T>::type* Hs,
                     const typename Compute<T>::type* Gend, typename Compute<T>::type* pBC,
-                    typename Compute<T>::type* pA, typename Compute<T>::type* pDD,
-                    typename Compute<T>::type* pBias) {
+                    typename Compute<T>::type* pA, typename Compute<T>::type* pDD, typename Compute<T>::type* pBias) {
   using W = typename Compute<T>::type;
   using St = Stage<T, NMAX, NPT, true, true, false>;
   using DU = typename St::DU;
@@ -621,8 +625,10 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     A2[j] = on ? A[d * N + n] * W(kLog2e) : W(0);
     g[j] = W(0);
     if (on) {
-      if (Gend) g[j] = Gend[cidx(b, k, n, d, nch, N, D)];
-      else if (dlast) g[j] = dlast[(b * D + d) * N + n];
+      if (Gend)
+        g[j] = Gend[cidx(b, k, n, d, nch, N, D)];
+      else if (dlast)
+        g[j] = dlast[(b * D + d) * N + n];
     }
     dA_acc[j] = W(0);
   }
@@ -634,7 +640,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
   const int64_t t_begin = k * CL, t_end = L < t_begin + CL ? L : t_begin + CL;
   const int64_t nT = (L + TT - 1) / TT;
   const int64_t t_last = t_begin + (t_end - 1 - t_begin) / TT * TT;  // tiles before it are full
-  int64_t hoff = (b * nT * N + grp * NPT) * D + d;  // tile states: + (tile * N + j) * D
+  int64_t hoff = (b * nT * N + grp * NPT) * D + d;                   // tile states: + (tile * N + j) * D
   int64_t pbc_off = (static_cast<int64_t>(blockIdx.x) * 2 * p.B + b) * N * L;
   asm volatile("" : "+l"(hoff));
   auto load_state = [&](int64_t t0) {
@@ -690,7 +696,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
       for (int r = 0; r < St::RW; ++r) {
         const int t = grp + r * G;
         if ((St::RW * G == TT || t < TT) && t < len && active) {
-          const int e = tid + r * NT;  // t * 32 + lane
+          const int e = tid + r * NT;     // t * 32 + lane
           W y0 = Dd * (&sGr.u[0][0])[e];  // masked: u = 0 and the dz factor is 0
 #pragma unroll
           for (int q = 0; q < G; ++q) y0 += sY[q * TT * 32 + e];
@@ -840,11 +846,16 @@ void reduce_rows(const W* in, int64_t R, int64_t M, W* out) {
 // Call f(std::integral_constant<int, NMAX>) with the smallest NMAX in {4, 8, 16, 32, 64} that holds N.
 template <typename F>
 void dispatch_nmax(int64_t N, F&& f) {
-  if (N <= 4) f(std::integral_constant<int, 4>{});
-  else if (N <= 8) f(std::integral_constant<int, 8>{});
-  else if (N <= 16) f(std::integral_constant<int, 16>{});
-  else if (N <= 32) f(std::integral_constant<int, 32>{});
-  else f(std::integral_constant<int, 64>{});
+  if (N <= 4)
+    f(std::integral_constant<int, 4>{});
+  else if (N <= 8)
+    f(std::integral_constant<int, 8>{});
+  else if (N <= 16)
+    f(std::integral_constant<int, 16>{});
+  else if (N <= 32)
+    f(std::integral_constant<int, 32>{});
+  else
+    f(std::integral_constant<int, 64>{});
 }
 
 void check_params(const SelectiveScanParams& p, const char* what) {
@@ -950,7 +961,8 @@ void scan_bwd(const SelectiveScanParams& p) {
   static bool smem_set = false;  // one per template instantiation
   constexpr int kMinBlocks = bwd_min_blocks<W, NMAX>();
   allow_smem(scan_bwd_kernel<T, NMAX, NPT, kMinBlocks>, smem, smem_set);
-  scan_bwd_kernel<T, NMAX, NPT, kMinBlocks><<<grid, NT, smem, cuda::stream()>>>(p, CL, nch, Hs, Rb, pBC, pA, pDD, pBias);
+  scan_bwd_kernel<T, NMAX, NPT, kMinBlocks>
+      <<<grid, NT, smem, cuda::stream()>>>(p, CL, nch, Hs, Rb, pBC, pA, pDD, pBias);
   MT_CUDA_CHECK_LAUNCH();
   reduce_bc_kernel<W><<<cuda::grid_for(2 * B * L * N, 256), 256, 0, cuda::stream()>>>(
       pBC, nDb, B, L, N, static_cast<W*>(p.dBm), static_cast<W*>(p.dCm));

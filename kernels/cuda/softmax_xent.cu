@@ -144,7 +144,7 @@ void log_softmax_fwd_cuda(const LogSoftmaxParams& p) {
     constexpr int VW = 16 / static_cast<int>(sizeof(T));
     auto kernel = vec_width<T>(p.C, {p.x, p.y}) == VW ? ls_fwd_kernel<T, VW> : ls_fwd_kernel<T, 1>;
     kernel<<<rows_grid(p.R), threads_for(p.C), 0, cuda::stream()>>>(static_cast<const T*>(p.x), static_cast<T*>(p.y),
-                                                                     p.R, p.C);
+                                                                    p.R, p.C);
     MT_CUDA_CHECK_LAUNCH();
   });
 }
@@ -177,9 +177,8 @@ void cross_entropy_fwd_cuda(const XentParams& p) {
         MT_CUDA_CHECK_LAUNCH();
       }
       xent_mean_kernel<A, I><<<1, 1024, 0, cuda::stream()>>>(static_cast<const A*>(p.row_loss),
-                                                             static_cast<const I*>(p.targets), p.N, p.C,
-                                                             p.ignore_index, static_cast<A*>(p.loss),
-                                                             static_cast<A*>(p.count));
+                                                             static_cast<const I*>(p.targets), p.N, p.C, p.ignore_index,
+                                                             static_cast<A*>(p.loss), static_cast<A*>(p.count));
       MT_CUDA_CHECK_LAUNCH();
     });
   });
@@ -193,8 +192,8 @@ void cross_entropy_bwd_cuda(const XentParams& p) {
     dispatch_targets(p.target_dtype, [&](auto itag) {
       using I = typename decltype(itag)::type;
       constexpr int VW = 16 / static_cast<int>(sizeof(T));
-      auto kernel = vec_width<T>(p.C, {p.logits, p.grad_logits}) == VW ? xent_bwd_kernel<T, I, VW>
-                                                                         : xent_bwd_kernel<T, I, 1>;
+      auto kernel =
+          vec_width<T>(p.C, {p.logits, p.grad_logits}) == VW ? xent_bwd_kernel<T, I, VW> : xent_bwd_kernel<T, I, 1>;
       kernel<<<rows_grid(p.N), threads_for(p.C), 0, cuda::stream()>>>(
           static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), p.N, p.C, p.ignore_index,
           static_cast<const A*>(p.lse), static_cast<const A*>(p.count), static_cast<const A*>(p.grad_loss),

@@ -51,8 +51,8 @@ inline OpRun run_op(const std::function<Tensor(const std::vector<Tensor>&)>& f, 
 // CUDA in `dt` vs CPU f64 on the same rounded inputs. f32 / f64: elementwise |a-b| <= atol + rtol |b|;
 // bf16 / f16: relative L2 error <= l2_tol.
 inline void expect_cuda_matches_cpu(const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                                    const std::vector<Tensor>& host, DType dt, double atol, double rtol,
-                                    double l2_tol, const std::string& what) {
+                                    const std::vector<Tensor>& host, DType dt, double atol, double rtol, double l2_tol,
+                                    const std::string& what) {
   OpRun gpu = run_op(f, host, dt, Device::cuda());
   OpRun ref = run_op(f, host, dt, Device::cpu(), /*reference=*/true);
   auto cmp = [&](const std::vector<double>& a, const std::vector<double>& b, const std::string& name) {

@@ -34,7 +34,8 @@ TEST(CudaCore, RandomNumbersMatchTheCpu) {
     EXPECT_EQ(ug.to_vector(), uc.to_vector());  // bit-identical
     Tensor nc = Tensor::randn({4097}, gc, 0, 1, dt), ng = Tensor::randn({4097}, gg, 0, 1, dt, Device::cuda());
     EXPECT_CLOSE(ng, nc, 1e-6, 1e-5);  // log / cos may differ in the last bits
-    Tensor ic = Tensor::randint({999}, gc, 5, 50000), ig = Tensor::randint({999}, gg, 5, 50000, DType::I64, Device::cuda());
+    Tensor ic = Tensor::randint({999}, gc, 5, 50000),
+           ig = Tensor::randint({999}, gg, 5, 50000, DType::I64, Device::cuda());
     EXPECT_EQ(ig.to_vector_i64(), ic.to_vector_i64());
     EXPECT_EQ(gc.offset(), gg.offset());
   }
@@ -87,7 +88,7 @@ TEST(CudaCore, StridedCopiesOfEveryLayoutMatchTheCpu) {
       {"one element", {5}, {1}, {1}, 3},
   };
   const std::vector<std::pair<DType, DType>> kinds = {
-      {DType::BF16, DType::BF16}, {DType::F32, DType::F32},  {DType::F64, DType::F64}, {DType::I64, DType::I64},
+      {DType::BF16, DType::BF16}, {DType::F32, DType::F32},  {DType::F64, DType::F64},  {DType::I64, DType::I64},
       {DType::F16, DType::F16},   {DType::F32, DType::BF16}, {DType::BF16, DType::F32}, {DType::F16, DType::F32},
       {DType::F64, DType::BF16},  {DType::I64, DType::F32}};
   Generator g(11);
@@ -95,8 +96,8 @@ TEST(CudaCore, StridedCopiesOfEveryLayoutMatchTheCpu) {
     for (const auto& k : kinds) {
       const DType src_dt = k.first, dst_dt = k.second;
       const std::string tag = std::string(v.what) + " " + dtype_name(src_dt) + " -> " + dtype_name(dst_dt);
-      Tensor base = src_dt == DType::I64 ? Tensor::randint(v.base, g, -1000, 1000)
-                                         : Tensor::randn(v.base, g, 0, 3, src_dt);
+      Tensor base =
+          src_dt == DType::I64 ? Tensor::randint(v.base, g, -1000, 1000) : Tensor::randn(v.base, g, 0, 3, src_dt);
       // Gather: strided source into a packed destination.
       Tensor want = Tensor::empty(v.shape, dst_dt);
       want.copy_(base.as_strided(v.shape, v.strides, v.offset));

@@ -23,15 +23,16 @@ using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 // cancelling sum are judged against the magnitude of the tensor). NaN / inf mismatches fail.
 ::testing::AssertionResult close(const Tensor& actual, const Tensor& expected, double rtol, double atol_rel) {
   if (actual.shape() != expected.shape())
-    return ::testing::AssertionFailure() << "shape " << shape_str(actual.shape()) << " vs " << shape_str(expected.shape());
+    return ::testing::AssertionFailure() << "shape " << shape_str(actual.shape()) << " vs "
+                                         << shape_str(expected.shape());
   const std::vector<double> a = actual.to_vector(), b = expected.to_vector();
   double scale = 0.0;
   for (double v : b) scale = std::max(scale, std::fabs(v));
   for (size_t i = 0; i < a.size(); ++i) {
     const double err = std::fabs(a[i] - b[i]);
     if (!(err <= atol_rel * scale + rtol * std::fabs(b[i])) && !(a[i] == b[i]))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a[i] << " vs " << b[i] << " (max |ref| "
-                                           << scale << ")";
+      return ::testing::AssertionFailure()
+             << "element " << i << ": " << a[i] << " vs " << b[i] << " (max |ref| " << scale << ")";
   }
   return ::testing::AssertionSuccess();
 }
@@ -96,9 +97,10 @@ TEST(CudaElementwise, BinarySameShape) {
     for (int64_t n : kSizes)
       for (const auto& op : ops) {
         B f = op.second;
-        compare(std::string(op.first) + " n=" + std::to_string(n),
-                [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); },
-                {randn({n}, 1), rand({n}, 2, 0.5, 2.0)}, dt, tol(dt));
+        compare(
+            std::string(op.first) + " n=" + std::to_string(n),
+            [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, {randn({n}, 1), rand({n}, 2, 0.5, 2.0)}, dt,
+            tol(dt));
       }
 }
 
@@ -107,17 +109,18 @@ TEST(CudaElementwise, BinaryBroadcasting) {
   using B = Tensor (*)(const Tensor&, const Tensor&);
   const std::pair<const char*, B> ops[] = {{"add", add}, {"sub", sub}, {"mul", mul}, {"div", div}};
   const std::pair<Shape, Shape> shapes[] = {
-      {{3, 1, 5}, {4, 5}}, {{257, 7}, {7}}, {{}, {1000003}}, {{1000003}, {}}, {{2, 1, 3}, {2, 4, 3}},
-      {{13, 1}, {1, 257}}, {{1}, {7, 1}},
+      {{3, 1, 5}, {4, 5}},    {{257, 7}, {7}},     {{}, {1000003}}, {{1000003}, {}},
+      {{2, 1, 3}, {2, 4, 3}}, {{13, 1}, {1, 257}}, {{1}, {7, 1}},
   };
   for (DType dt : kDtypes)
     for (const auto& s : shapes)
       for (const auto& op : ops) {
         B f = op.second;
         // Reductions back to the broadcast input shapes sum many terms: reduction tolerance.
-        compare(std::string(op.first) + " " + shape_str(s.first) + " op " + shape_str(s.second),
-                [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); },
-                {randn(s.first, 3), rand(s.second, 4, 0.5, 2.0)}, dt, tol(dt, true));
+        compare(
+            std::string(op.first) + " " + shape_str(s.first) + " op " + shape_str(s.second),
+            [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); },
+            {randn(s.first, 3), rand(s.second, 4, 0.5, 2.0)}, dt, tol(dt, true));
       }
 }
 
@@ -144,22 +147,25 @@ TEST(CudaElementwise, Unary) {
     double lo, hi;
   };
   const Case cases[] = {
-      {"exp", exp, -4, 4},           {"log", log, 0.05, 8},   {"sigmoid", sigmoid, -8, 8}, {"silu", silu, -8, 8},
-      {"softplus", softplus, -30, 30}, {"tanh", tanh, -4, 4}, {"sqrt", sqrt, 0.05, 8},    {"square", square, -4, 4},
-      {"neg", neg, -4, 4},
+      {"exp", exp, -4, 4},     {"log", log, 0.05, 8},           {"sigmoid", sigmoid, -8, 8},
+      {"silu", silu, -8, 8},   {"softplus", softplus, -30, 30}, {"tanh", tanh, -4, 4},
+      {"sqrt", sqrt, 0.05, 8}, {"square", square, -4, 4},       {"neg", neg, -4, 4},
   };
   for (DType dt : kDtypes)
     for (int64_t n : kSizes)
       for (const Case& c : cases) {
         U f = c.f;
-        compare(std::string(c.name) + " n=" + std::to_string(n), [f](const std::vector<Tensor>& in) { return f(in[0]); },
-                {rand({n}, 10 + n, c.lo, c.hi)}, dt, tol(dt));
+        compare(
+            std::string(c.name) + " n=" + std::to_string(n), [f](const std::vector<Tensor>& in) { return f(in[0]); },
+            {rand({n}, 10 + n, c.lo, c.hi)}, dt, tol(dt));
       }
   for (DType dt : kDtypes) {
-    compare("add_scalar", [](const std::vector<Tensor>& in) { return add_scalar(in[0], 1.5); }, {randn({257}, 20)}, dt,
-            tol(dt));
-    compare("mul_scalar", [](const std::vector<Tensor>& in) { return mul_scalar(in[0], -0.75); }, {randn({257}, 21)},
-            dt, tol(dt));
+    compare(
+        "add_scalar", [](const std::vector<Tensor>& in) { return add_scalar(in[0], 1.5); }, {randn({257}, 20)}, dt,
+        tol(dt));
+    compare(
+        "mul_scalar", [](const std::vector<Tensor>& in) { return mul_scalar(in[0], -0.75); }, {randn({257}, 21)}, dt,
+        tol(dt));
   }
 }
 
@@ -167,11 +173,14 @@ TEST(CudaElementwise, OtherDtypes) {
   MT_REQUIRE_CUDA();
   for (DType dt : {DType::F64, DType::F16}) {
     const Tol t = dt == DType::F64 ? Tol{1e-12, 1e-13} : tol(dt);
-    compare("mul f64/f16", [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); },
-            {randn({3, 1, 5}, 30), randn({4, 5}, 31)}, dt, t);
-    compare("silu f64/f16", [](const std::vector<Tensor>& in) { return silu(in[0]); }, {randn({1000}, 32)}, dt, t);
-    compare("mean f64/f16", [](const std::vector<Tensor>& in) { return mean(in[0], {1}); },
-            {rand({3, 257, 5}, 33, 0.5, 1.5)}, dt, t);
+    compare(
+        "mul f64/f16", [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); },
+        {randn({3, 1, 5}, 30), randn({4, 5}, 31)}, dt, t);
+    compare(
+        "silu f64/f16", [](const std::vector<Tensor>& in) { return silu(in[0]); }, {randn({1000}, 32)}, dt, t);
+    compare(
+        "mean f64/f16", [](const std::vector<Tensor>& in) { return mean(in[0], {1}); },
+        {rand({3, 257, 5}, 33, 0.5, 1.5)}, dt, t);
   }
 }
 
@@ -184,10 +193,12 @@ TEST(CudaElementwise, ReductionsOverEveryDim) {
     for (const auto& dims : dim_sets)
       for (bool keepdim : {false, true}) {
         const std::string d = shape_str(dims) + (keepdim ? " keepdim" : "");
-        compare("sum " + d, [&](const std::vector<Tensor>& in) { return sum(in[0], dims, keepdim); }, {x}, dt,
-                tol(dt, true));
-        compare("mean " + d, [&](const std::vector<Tensor>& in) { return mean(in[0], dims, keepdim); }, {xn}, dt,
-                tol(dt, true));
+        compare(
+            "sum " + d, [&](const std::vector<Tensor>& in) { return sum(in[0], dims, keepdim); }, {x}, dt,
+            tol(dt, true));
+        compare(
+            "mean " + d, [&](const std::vector<Tensor>& in) { return mean(in[0], dims, keepdim); }, {xn}, dt,
+            tol(dt, true));
       }
 }
 
@@ -196,18 +207,20 @@ TEST(CudaElementwise, LongReductions) {
   // Full reduction of a long vector (split rows), few long rows, long columns with few outputs (split columns),
   // many short rows (warp per row), and a middle-dim reduction.
   const std::pair<Shape, std::vector<int64_t>> cases[] = {
-      {{1000003}, {}},       {{3, 100003}, {1}}, {{100003, 3}, {0}}, {{70001, 7}, {1}},
-      {{5, 40009, 3}, {1}},  {{2, 3, 65537}, {0, 2}},
+      {{1000003}, {}},   {{3, 100003}, {1}},   {{100003, 3}, {0}},
+      {{70001, 7}, {1}}, {{5, 40009, 3}, {1}}, {{2, 3, 65537}, {0, 2}},
   };
   for (DType dt : kDtypes)
     for (const auto& c : cases) {
       const auto dims = c.second;
-      compare("sum " + shape_str(c.first) + " over " + shape_str(dims),
-              [dims](const std::vector<Tensor>& in) { return sum(in[0], dims); }, {rand(c.first, 50, 0.5, 1.5)}, dt,
-              tol(dt, true));
-      compare("mean " + shape_str(c.first) + " over " + shape_str(dims),
-              [dims](const std::vector<Tensor>& in) { return mean(in[0], dims); }, {rand(c.first, 51, 0.5, 1.5)}, dt,
-              tol(dt, true));
+      compare(
+          "sum " + shape_str(c.first) + " over " + shape_str(dims),
+          [dims](const std::vector<Tensor>& in) { return sum(in[0], dims); }, {rand(c.first, 50, 0.5, 1.5)}, dt,
+          tol(dt, true));
+      compare(
+          "mean " + shape_str(c.first) + " over " + shape_str(dims),
+          [dims](const std::vector<Tensor>& in) { return mean(in[0], dims); }, {rand(c.first, 51, 0.5, 1.5)}, dt,
+          tol(dt, true));
     }
 }
 
@@ -243,9 +256,9 @@ TEST(CudaElementwise, DropoutMaskMatchesCpu) {
 TEST(CudaElementwise, Cast) {
   MT_REQUIRE_CUDA();
   for (DType to : {DType::BF16, DType::F16, DType::F64})
-    compare(std::string("cast to ") + dtype_name(to),
-            [to](const std::vector<Tensor>& in) { return cast(in[0], to); }, {randn({1000003}, 80)}, DType::F32,
-            tol(DType::F32));
+    compare(
+        std::string("cast to ") + dtype_name(to), [to](const std::vector<Tensor>& in) { return cast(in[0], to); },
+        {randn({1000003}, 80)}, DType::F32, tol(DType::F32));
   Tensor x = randn({257}, 81);
   EXPECT_EQ(cast(cast(x.to(gpu()), DType::BF16), DType::F32).to_vector(),
             cast(cast(x, DType::BF16), DType::F32).to_vector());

@@ -36,11 +36,10 @@ TEST(CudaNn, EmbeddingMatchesCpu) {
   Tensor ids = Tensor::randint({7, 37}, g, 0, 50);  // many repeats across 259 ids
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
     test::expect_cuda_matches_cpu(f, {randn32({50, 13}, 1), ids}, dt, 1e-5, 1e-5, 1e-2, "embedding i64");
-    test::expect_cuda_matches_cpu(f, {randn32({50, 13}, 2), ids.to(DType::I32)}, dt, 1e-5, 1e-5, 1e-2,
-                                  "embedding i32");
+    test::expect_cuda_matches_cpu(f, {randn32({50, 13}, 2), ids.to(DType::I32)}, dt, 1e-5, 1e-5, 1e-2, "embedding i32");
   }
-  test::expect_cuda_matches_cpu(f, {randn32({1, 1}, 4), Tensor::from_vector_i64({0}, {1})}, DType::F32, 1e-6, 1e-6,
-                                0, "embedding V=1 d=1");
+  test::expect_cuda_matches_cpu(f, {randn32({1, 1}, 4), Tensor::from_vector_i64({0}, {1})}, DType::F32, 1e-6, 1e-6, 0,
+                                "embedding V=1 d=1");
 }
 
 TEST(CudaNn, EmbeddingBadIdOnCuda) {
@@ -77,12 +76,12 @@ TEST(CudaNn, CrossEntropyMatchesCpu) {
   auto f = [](const std::vector<Tensor>& v) { return cross_entropy(v[0], v[1]); };
   for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
     const double tol = dt == DType::F64 ? 1e-10 : 1e-4;
-    test::expect_cuda_matches_cpu(f, {randn32({37, 50280}, 1, 2.0), targets_with_ignored(37, 50280, 2)}, dt, tol,
-                                  tol, 3e-2, "N=37 C=50280");
-    test::expect_cuda_matches_cpu(f, {randn32({13, 7}, 3), targets_with_ignored(13, 7, 4, DType::I32)}, dt, tol,
-                                  tol, 3e-2, "N=13 C=7 i32");
-    test::expect_cuda_matches_cpu(f, {randn32({4, 1}, 5), Tensor::from_vector_i64({0, 0, -100, 0}, {4})}, dt, tol,
-                                  tol, 3e-2, "C=1");
+    test::expect_cuda_matches_cpu(f, {randn32({37, 50280}, 1, 2.0), targets_with_ignored(37, 50280, 2)}, dt, tol, tol,
+                                  3e-2, "N=37 C=50280");
+    test::expect_cuda_matches_cpu(f, {randn32({13, 7}, 3), targets_with_ignored(13, 7, 4, DType::I32)}, dt, tol, tol,
+                                  3e-2, "N=13 C=7 i32");
+    test::expect_cuda_matches_cpu(f, {randn32({4, 1}, 5), Tensor::from_vector_i64({0, 0, -100, 0}, {4})}, dt, tol, tol,
+                                  3e-2, "C=1");
   }
   // Every row ignored: loss 0, gradient 0.
   Tensor x = randn32({3, 11}, 6).to(Device::cuda()).clone();

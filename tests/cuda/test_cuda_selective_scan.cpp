@@ -26,8 +26,8 @@ struct Case {
   bool flags;  // z, D_skip, delta_bias, softplus, initial_state and mask all on, or all off
   DType dt;
   std::string str() const {
-    return "B=" + std::to_string(B) + " L=" + std::to_string(L) + " D=" + std::to_string(D) + " N=" +
-           std::to_string(N) + (flags ? " flags on " : " flags off ") + dtype_name(dt);
+    return "B=" + std::to_string(B) + " L=" + std::to_string(L) + " D=" + std::to_string(D) +
+           " N=" + std::to_string(N) + (flags ? " flags on " : " flags off ") + dtype_name(dt);
   }
 };
 
@@ -148,7 +148,8 @@ void compare_case(const Case& c, uint64_t seed, double rtol, double atol_frac) {
   Result cpu = run_on(in, g.gy, g.gS, Device::cpu());
   Result gpu = run_on(in, g.gy, g.gS, Device::cuda());
   ASSERT_EQ(cpu.names, gpu.names);
-  for (size_t i = 0; i < cpu.values.size(); ++i) expect_close(gpu.values[i], cpu.values[i], rtol, atol_frac, cpu.names[i]);
+  for (size_t i = 0; i < cpu.values.size(); ++i)
+    expect_close(gpu.values[i], cpu.values[i], rtol, atol_frac, cpu.names[i]);
 }
 
 }  // namespace
@@ -227,11 +228,16 @@ TEST(CudaSelectiveScan, ForwardSavedTileStatesGiveTheSameBackward) {
       p.initial_state = x[8].data_ptr();
       p.mask = mask.data_ptr();
       p.mask_dtype = mask.dtype();
-      std::vector<Tensor> out = {Tensor::empty({c.B, c.L, c.D}, c.dt, dev), Tensor::empty({c.B, c.D, c.N}, wdt, dev),
-                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev), Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
-                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev), Tensor::empty({c.D, c.N}, wdt, dev),
-                                 Tensor::empty({c.B, c.L, c.N}, wdt, dev),  Tensor::empty({c.B, c.L, c.N}, wdt, dev),
-                                 Tensor::empty({c.D}, wdt, dev),            Tensor::empty({c.D}, wdt, dev),
+      std::vector<Tensor> out = {Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
+                                 Tensor::empty({c.B, c.D, c.N}, wdt, dev),
+                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
+                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
+                                 Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
+                                 Tensor::empty({c.D, c.N}, wdt, dev),
+                                 Tensor::empty({c.B, c.L, c.N}, wdt, dev),
+                                 Tensor::empty({c.B, c.L, c.N}, wdt, dev),
+                                 Tensor::empty({c.D}, wdt, dev),
+                                 Tensor::empty({c.D}, wdt, dev),
                                  Tensor::empty({c.B, c.D, c.N}, wdt, dev)};
       Tensor tiles = Tensor::empty({kernels::selective_scan_tile_states_numel_cuda(p)}, wdt, dev);
       if (saved) p.tile_states = tiles.data_ptr();
@@ -262,7 +268,7 @@ TEST(CudaSelectiveScan, ForwardSavedTileStatesGiveTheSameBackward) {
 TEST(CudaSelectiveScan, MatchesCpuF16AndF64AndOddN) {
   MT_REQUIRE_CUDA();
   compare_case({3, 257, 37, 5, true, DType::F16}, 200, 3e-2, 5e-3);
-  compare_case({1, 130, 13, 33, true, DType::F32}, 201, 1e-3, 1e-4);  // N = 33 in the 64 bound
+  compare_case({1, 130, 13, 33, true, DType::F32}, 201, 1e-3, 1e-4);   // N = 33 in the 64 bound
   compare_case({2, 300, 20, 17, false, DType::F32}, 202, 1e-3, 1e-4);  // N = 17 in the 32 bound
   compare_case({2, 129, 7, 16, true, DType::F64}, 203, 1e-10, 1e-12);
   compare_case({2, 70, 5, 64, false, DType::F64}, 204, 1e-10, 1e-12);

@@ -24,7 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string fmt = formats[data[0] % 5];
   try {
     if (fmt == "fasta-stream") {
-      mt::data::read_fasta_dna(p, "fuzz", [](const uint8_t*, size_t) {}, [] {});
+      mt::data::read_fasta_dna(
+          p, "fuzz", [](const uint8_t*, size_t) {}, [] {});
     } else {
       mt::data::LabelledOptions o;
       o.format = fmt;

@@ -1,6 +1,7 @@
 // mt_reliability: the reliability harness (issue 8, RELIABILITY.md "Promises"). Runs mamba-train as a user would
 // and counts what happened; the last line it prints is the summary
-//   faults: N injected, N survived, data lost: 0; bad inputs: M tried, M rejected cleanly; fuzz: K targets, 0 crashes in E execs
+//   faults: N injected, N survived, data lost: 0; bad inputs: M tried, M rejected cleanly; fuzz: K targets, 0 crashes
+//   in E execs
 // Exit status 0 only when every fault was survived, every bad input rejected cleanly and no fuzz target crashed.
 //
 //   mt_reliability --bin mamba-train --faults-bin mamba-train-faults --src SOURCE_DIR --work DIR
@@ -40,12 +41,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -184,15 +185,15 @@ int64_t newest_published(const std::string& run_dir) {
 
 struct Fault {
   std::string name;
-  std::string how;        // the command prefix or wrapper: "" = plain
+  std::string how;  // the command prefix or wrapper: "" = plain
   bool faults_bin = true;
-  std::string extra;      // more arguments
-  int expect_code = 0;    // or expect_sig
+  std::string extra;    // more arguments
+  int expect_code = 0;  // or expect_sig
   int expect_sig = 0;
   std::string expect_msg;  // in the error line(s)
   int max_error_lines = 1;
-  int64_t expect_latest = -2;  // -2: the newest published; otherwise this step (-1: none)
-  std::function<void(const std::string& dir)> after;  // an external fault applied once the run ended
+  int64_t expect_latest = -2;                          // -2: the newest published; otherwise this step (-1: none)
+  std::function<void(const std::string& dir)> after;   // an external fault applied once the run ended
   std::function<Proc(const std::string& dir)> runner;  // replaces the run (external kills)
   bool alone = false;  // runs with no other fault beside it (a timeout that load could trip)
 };
@@ -217,8 +218,9 @@ FaultResult run_fault(const Fault& f, int number) {
   std::vector<std::string> why;
   if (f.runner == nullptr) {
     if (f.expect_sig ? p.sig != f.expect_sig : (p.code != f.expect_code || p.sig != 0))
-      why.push_back("ended with code " + std::to_string(p.code) + " signal " + std::to_string(p.sig) + ", expected " +
-                    (f.expect_sig ? "signal " + std::to_string(f.expect_sig) : "code " + std::to_string(f.expect_code)));
+      why.push_back(
+          "ended with code " + std::to_string(p.code) + " signal " + std::to_string(p.sig) + ", expected " +
+          (f.expect_sig ? "signal " + std::to_string(f.expect_sig) : "code " + std::to_string(f.expect_code)));
     const auto errs = error_lines(p.out);
     if (!f.expect_sig && f.expect_code != 0 && f.expect_code != 143) {
       if (errs.empty() || static_cast<int>(errs.size()) > f.max_error_lines)
@@ -427,11 +429,16 @@ void expect_rejected(const std::string& name, const std::string& cmd, int code, 
   const Proc p = sh(cmd);
   const auto errs = error_lines(p.out);
   std::string why;
-  if (p.sig) why = "killed by signal " + std::to_string(p.sig);
-  else if (sanitizer_report(p.out)) why = "sanitizer report";
-  else if (p.code != code) why = "exit " + std::to_string(p.code) + ", expected " + std::to_string(code);
-  else if (errs.size() != 1) why = std::to_string(errs.size()) + " error lines";
-  else if (errs[0].find(msg) == std::string::npos) why = "message without '" + msg + "'";
+  if (p.sig)
+    why = "killed by signal " + std::to_string(p.sig);
+  else if (sanitizer_report(p.out))
+    why = "sanitizer report";
+  else if (p.code != code)
+    why = "exit " + std::to_string(p.code) + ", expected " + std::to_string(code);
+  else if (errs.size() != 1)
+    why = std::to_string(errs.size()) + " error lines";
+  else if (errs[0].find(msg) == std::string::npos)
+    why = "message without '" + msg + "'";
   if (why.empty()) {
     ++g_bad_clean;
     if (g.long_run) std::printf("  ok    %s: %s\n", name.c_str(), errs[0].c_str());
@@ -485,7 +492,8 @@ std::vector<unsigned char> read_bytes(const std::string& p) {
   return std::vector<unsigned char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 void write_bytes(const std::string& p, const std::vector<unsigned char>& b) {
-  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
 // About 75 corrupted variants of a real checkpoint; each must be refused by `checkpoint verify` and by a resume.
@@ -573,8 +581,8 @@ void checkpoint_variants() {
     // A resume from exactly this file: refused with exit 5, nothing overwritten.
     const std::vector<unsigned char> before = read_bytes(path);
     expect_rejected("resume from it, " + v.name,
-                    "OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(dir) + " --set checkpoint.resume=" + q(path) +
-                        " " + v.other_config,
+                    "OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(dir) +
+                        " --set checkpoint.resume=" + q(path) + " " + v.other_config,
                     5, v.expect.empty() ? "checkpoint" : v.expect);
     if (read_bytes(path) != before) std::printf("  FAIL  %s: the checkpoint file changed\n", v.name.c_str());
   }
@@ -624,7 +632,8 @@ void fuzz() {
                       q(g.work + "/" + name + "-") + " " + q(corpus));
     long long runs = 0;
     const size_t at = p.out.rfind("Done ");
-    if (at != std::string::npos) runs = std::atoll(p.out.c_str() + at + 5);
+    if (at != std::string::npos)
+      runs = std::atoll(p.out.c_str() + at + 5);
     else {
       const size_t st = p.out.rfind("stat::number_of_executed_units:");
       if (st != std::string::npos) runs = std::atoll(p.out.c_str() + st + 31);
@@ -657,14 +666,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--bin") g.bin = next();
-    else if (a == "--faults-bin") g.faults_bin = next();
-    else if (a == "--src") g.src = next();
-    else if (a == "--work") g.work = next();
-    else if (a == "--fuzz-dir") g.fuzz_dir = next();
-    else if (a == "--fuzz-seconds") g.fuzz_seconds = std::atoi(next().c_str());
-    else if (a == "--jobs") g.jobs = std::max(1, std::atoi(next().c_str()));
-    else if (a == "--long") g.long_run = true;
+    if (a == "--bin")
+      g.bin = next();
+    else if (a == "--faults-bin")
+      g.faults_bin = next();
+    else if (a == "--src")
+      g.src = next();
+    else if (a == "--work")
+      g.work = next();
+    else if (a == "--fuzz-dir")
+      g.fuzz_dir = next();
+    else if (a == "--fuzz-seconds")
+      g.fuzz_seconds = std::atoi(next().c_str());
+    else if (a == "--jobs")
+      g.jobs = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--long")
+      g.long_run = true;
     else {
       std::fprintf(stderr, "mt_reliability: unknown argument '%s'\n", a.c_str());
       return 2;
@@ -672,8 +689,9 @@ int main(int argc, char** argv) {
   }
   if (g.jobs == 0) g.jobs = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   if (g.bin.empty() || g.faults_bin.empty() || g.src.empty() || g.work.empty()) {
-    std::fprintf(stderr, "usage: mt_reliability --bin B --faults-bin F --src DIR --work DIR [--fuzz-dir D] [--jobs N] "
-                         "[--long]\n");
+    std::fprintf(stderr,
+                 "usage: mt_reliability --bin B --faults-bin F --src DIR --work DIR [--fuzz-dir D] [--jobs N] "
+                 "[--long]\n");
     return 2;
   }
   g.bin = fs::absolute(g.bin).string();
@@ -697,9 +715,10 @@ int main(int argc, char** argv) {
   if (!g.fuzz_dir.empty()) std::printf("  (fuzz: %.0f s)\n", since(t2));
   const double secs = since(t0);
   std::printf("(%.0f s)\n", secs);
-  std::printf("faults: %d injected, %d survived, data lost: %d; bad inputs: %d tried, %d rejected cleanly; fuzz: %d "
-              "targets, %d crashes in %lld execs\n",
-              g_injected, g_survived, g_lost, g_bad_tried, g_bad_clean, g_fuzz_targets, g_fuzz_crashes, g_fuzz_execs);
+  std::printf(
+      "faults: %d injected, %d survived, data lost: %d; bad inputs: %d tried, %d rejected cleanly; fuzz: %d "
+      "targets, %d crashes in %lld execs\n",
+      g_injected, g_survived, g_lost, g_bad_tried, g_bad_clean, g_fuzz_targets, g_fuzz_crashes, g_fuzz_execs);
   const bool ok = g_survived == g_injected && g_lost == 0 && g_bad_clean == g_bad_tried && g_fuzz_crashes == 0;
   return ok ? 0 : 1;
 }
