@@ -43,4 +43,12 @@ bool cuda_available() {
 #endif
 }
 
+Device resolve_device(const std::string& name) {
+  if (name == "auto") return cuda_available() ? Device::cuda() : Device::cpu();
+  Device d = Device::parse(name);
+  MT_CHECK(!d.is_cuda() || cuda_available(), ErrorKind::Device, "--device ", name, ": ",
+           built_with_cuda() ? "no CUDA device is visible" : "this mamba-train was built without CUDA");
+  return d;
+}
+
 }  // namespace mt

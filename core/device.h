@@ -29,5 +29,8 @@ struct Device {
 bool cuda_available();
 // True when this binary was compiled with CUDA support.
 bool built_with_cuda();
+// A user's device name: "auto" is cuda when available, else cpu; "cpu", "cuda", "cuda:N" as Device::parse, and a
+// CUDA device without a visible GPU (or a CPU-only build) is mt::Error(Device).
+Device resolve_device(const std::string& name);
 
 }  // namespace mt

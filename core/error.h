@@ -1,6 +1,6 @@
 // Errors: one user-facing exception type (mt::Error) and one macro family for library status codes.
 //
-// Library code never prints or exits; it throws. Only train/main.cpp catches, prints
+// Library code never prints or exits; it throws. Only train/cli/main.cpp catches, prints
 // "mamba-train: error: <message>" and returns the exit code of the error's kind (see ErrorKind).
 #pragma once
 

@@ -7,7 +7,7 @@
 //   step_end [step]        after an optimizer step, before logging / checkpointing (kill, freeze, exit a rank)
 //   loss [step]            the next step's loss becomes NaN / inf (returns true)
 //   grad [step]            a gradient of the next step becomes NaN / inf after backward (returns true)
-//   checkpoint:<stage>     each stage of a checkpoint save (train/checkpoint_io.h names them)
+//   checkpoint:<stage>     each stage of a checkpoint save (train/ckpt/checkpoint_io.h names them)
 //   write [bytes]          before the payload write of a checkpoint file: true -> half is written, then it fails with
 //                          the handler's errno (ENOSPC, EIO)
 //   fsync [0]              before fsync(2) of a checkpoint file: true -> fails with the handler's errno

@@ -1,4 +1,4 @@
-// The fault handler of the test builds (train/fault_hook.h): linked into the test executables and into
+// The fault handler of the test builds (core/fault_hook.h): linked into the test executables and into
 // mamba-train-faults, never into mamba-train. Reads MT_FAULT at the first fault point:
 //
 //   MT_FAULT="SPEC[;SPEC...]"   SPEC = SITE[=VALUE][#K][@RANK]:ACTION

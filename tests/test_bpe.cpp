@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "data/bpe.h"
 #include "data/text_dataset.h"
-#include "train/config.h"
+#include "train/config/config.h"
 
 using namespace mt;
 using namespace mt::data;

@@ -1,4 +1,4 @@
-// HDF5 checkpoints (train/checkpoint.h): bit-exact round trips, retention and the latest pointer, one refusal per
+// HDF5 checkpoints (train/ckpt/checkpoint.h): bit-exact round trips, retention and the latest pointer, one refusal per
 // kind of damage (each must name the file and the problem, and never crash), EFBIG under RLIMIT_FSIZE, kills at every
 // save stage (fault hook) and SIGKILL at random moments during ~20 MB saves.
 #include <fcntl.h>
@@ -25,9 +25,9 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "train/checkpoint.h"
-#include "train/checkpoint_io.h"
-#include "train/hdf5_io.h"
+#include "train/ckpt/checkpoint.h"
+#include "train/ckpt/checkpoint_io.h"
+#include "train/ckpt/hdf5_io.h"
 
 namespace mt::train {
 namespace {

@@ -9,7 +9,7 @@
 #include "cli_util.h"
 #include "nn/safetensors.h"
 #include "test_util.h"
-#include "train/hdf5_io.h"
+#include "train/ckpt/hdf5_io.h"
 
 using namespace mt;
 

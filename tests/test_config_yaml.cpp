@@ -1,5 +1,5 @@
-// The strict YAML training config (train/config.h): example configs, defaults, round trip, and every refusal with
-// its message and line:column (RELIABILITY.md #6: what yaml-cpp 0.7.0 would accept silently).
+// The strict YAML training config (train/config/config.h): example configs, defaults, round trip, and every refusal
+// with its message and line:column (RELIABILITY.md #6: what yaml-cpp 0.7.0 would accept silently).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,8 +12,8 @@
 
 #include "core/error.h"
 #include "test_util.h"
-#include "train/config.h"
-#include "train/config_schema.h"
+#include "train/config/config.h"
+#include "train/config/schema.h"
 
 namespace mt::train {
 namespace {

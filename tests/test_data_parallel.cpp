@@ -18,9 +18,9 @@
 #include "autograd/ops/reduce.h"
 #include "cli_util.h"
 #include "test_util.h"
-#include "train/checkpoint.h"
-#include "train/grad_sync.h"
-#include "train/rendezvous.h"
+#include "train/ckpt/checkpoint.h"
+#include "train/dist/grad_sync.h"
+#include "train/dist/rendezvous.h"
 
 namespace mt::train {
 namespace {

@@ -11,7 +11,7 @@
 #include "data/labelled.h"
 #include "data/text_dataset.h"
 #include "test_util.h"
-#include "train/checkpoint.h"
+#include "train/ckpt/checkpoint.h"
 
 using namespace mt;
 using namespace mt::data;

@@ -1,4 +1,4 @@
-// Process-group set-up (train/rendezvous.h): the launcher environment and the TCP exchange of the communicator id,
+// Process-group set-up (train/dist/rendezvous.h): the launcher environment and the TCP exchange of the communicator id,
 // with ranks as threads on 127.0.0.1. Failures (a missing rank, no rank 0, mismatched world sizes) must end in an
 // error naming the problem, not a hang.
 #include <gtest/gtest.h>
@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "test_util.h"
-#include "train/rendezvous.h"
+#include "train/dist/rendezvous.h"
 
 namespace mt::train {
 namespace {

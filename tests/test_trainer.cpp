@@ -15,7 +15,7 @@
 #include "cli_util.h"
 #include "nn/hf_io.h"
 #include "test_util.h"
-#include "train/checkpoint.h"
+#include "train/ckpt/checkpoint.h"
 
 extern char** environ;
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "data/batch.h"
-#include "train/config.h"
+#include "train/config/config.h"
 
 namespace mt::train {
 

@@ -11,7 +11,7 @@
 //   trainer.max_nonfinite_steps consecutive skips the run stops with ErrorKind::NonFinite naming the step, the
 //   first non-finite tensor and the last good checkpoint (RELIABILITY.md "Promises").
 //
-// State that makes a resume exact (all in the checkpoint, train/checkpoint.h):
+// State that makes a resume exact (all in the checkpoint, train/ckpt/checkpoint.h):
 //   model/<HF name>, optim/exp_avg/<name>, optim/exp_avg_sq/<name>   tensors (f32)
 //   step, samples_seen, optim/step, scaler/{good_steps,skipped_total,nonfinite_streak}, rng/{seed,offset}  ints
 //   scaler/scale                                                      float
@@ -29,8 +29,8 @@
 
 #include "core/device.h"
 #include "core/dtype.h"
-#include "train/config.h"
-#include "train/rendezvous.h"
+#include "train/config/config.h"
+#include "train/dist/rendezvous.h"
 
 namespace mt::train {
 

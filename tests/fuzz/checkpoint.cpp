@@ -11,7 +11,7 @@
 #include <string>
 
 #include "core/error.h"
-#include "train/checkpoint.h"
+#include "train/ckpt/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const char* tmp = std::getenv("TMPDIR");

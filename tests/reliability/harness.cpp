@@ -57,7 +57,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/checkpoint.h"
+#include "train/ckpt/checkpoint.h"
 
 namespace fs = std::filesystem;
 using mt::train::CheckpointData;

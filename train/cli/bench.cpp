@@ -1,0 +1,110 @@
+// mamba-train bench CONFIG.yaml | kernels | tokenizer: the step time, tokens/s and peak memory of a config's
+// training step, or the kernel / tokenizer benchmarks (bench_kernels.cpp, bench_tokenizer.cpp).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "core/allocator.h"
+#include "core/error.h"
+#include "train/cli/bench_kernels.h"
+#include "train/cli/bench_tokenizer.h"
+#include "train/cli/commands.h"
+#include "train/config/config.h"
+#include "train/trainer.h"
+#if defined(MT_WITH_CUDA)
+#include "core/cuda_context.h"
+#endif
+
+namespace mt::train {
+
+namespace {
+
+void synchronize(Device dev) {
+#if defined(MT_WITH_CUDA)
+  if (dev.is_cuda()) CudaContext::get().synchronize();
+#else
+  (void)dev;
+#endif
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+Runner add_bench_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Time training steps of a config: tokens/s, step time, peak GPU memory");
+  struct Opts {
+    std::string config;
+    std::vector<std::string> set;
+    int64_t steps = 10, warmup = 3;
+    std::string tokenizer = "data/tokenizers/gpt-neox-20b/tokenizer.json", file = "data/corpora/tinyshakespeare.txt";
+    int repeats = 5;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("config", o->config,
+                  "YAML config, `kernels` for the selective-scan kernel benchmark, or `tokenizer` for BPE encoding "
+                  "throughput")
+      ->required();
+  cmd->add_option("--set", o->set, "override one key (repeatable)");
+  cmd->add_option("--steps", o->steps, "timed steps")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--warmup", o->warmup, "untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--tokenizer", o->tokenizer, "bench tokenizer: the tokenizer.json")->capture_default_str();
+  cmd->add_option("--file", o->file, "bench tokenizer: the text file to encode")->capture_default_str();
+  cmd->add_option("--repeats", o->repeats, "bench tokenizer: timed encodings (median)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  return [o]() {
+    if (o->config == "kernels") return run_kernel_bench();
+    if (o->config == "tokenizer") return run_tokenizer_bench(o->tokenizer, o->file, o->repeats);
+    TrainConfig cfg = load_train_config_file(o->config, o->set);
+    cfg.trainer.max_steps = std::max(cfg.trainer.max_steps, o->steps + o->warmup);
+    Trainer t(cfg, /*write_outputs=*/false);
+    const Device dev = t.device();
+    const int64_t tokens_per_step = cfg.trainer.global_batch_size * cfg.data.seq_len;
+    std::printf("bench: %s: %lld parameters, %s, %s, batch %lld x %lld tokens (micro-batch %lld)\n", o->config.c_str(),
+                (long long)t.num_parameters(), dev.str().c_str(), cfg.trainer.precision.c_str(),
+                (long long)cfg.trainer.global_batch_size, (long long)cfg.data.seq_len,
+                (long long)cfg.trainer.micro_batch_size);
+    for (int64_t i = 0; i < o->warmup; ++i) t.train_step();
+    synchronize(dev);
+    if (dev.is_cuda()) cuda_reset_peak_memory();
+    std::vector<double> times;
+    int64_t skipped = 0;
+    double last_loss = 0;
+    for (int64_t i = 0; i < o->steps; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const StepStats s = t.train_step();
+      synchronize(dev);
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      skipped += s.skipped;
+      last_loss = s.loss;
+    }
+    const double med = median(times);
+    std::printf("step time: median %.2f ms (min %.2f, max %.2f) over %lld steps after %lld warm-up\n", med * 1e3,
+                *std::min_element(times.begin(), times.end()) * 1e3,
+                *std::max_element(times.begin(), times.end()) * 1e3, (long long)o->steps, (long long)o->warmup);
+    std::printf("throughput: %.1f k tokens/s\n", static_cast<double>(tokens_per_step) / med / 1e3);
+    if (dev.is_cuda()) {
+      const CudaMemoryStats ms = cuda_memory_stats();
+      std::printf("peak GPU memory (tensors): %.2f GiB; cached by the allocator: %.2f GiB\n",
+                  static_cast<double>(ms.peak_allocated_bytes) / (1 << 30),
+                  static_cast<double>(ms.cached_bytes) / (1 << 30));
+    }
+    std::printf("last loss %.4f; skipped steps %lld\n", last_loss, (long long)skipped);
+    MT_CHECK(std::isfinite(last_loss), ErrorKind::NonFinite, "bench: the loss is ", last_loss);
+    return 0;
+  };
+}
+
+}  // namespace mt::train
