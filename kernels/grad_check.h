@@ -8,7 +8,7 @@
 // inf + inf stays inf and only NaN can win over inf). The finiteness test is a bit test on the exponent field on
 // the GPU (an all-ones exponent is inf or NaN in f64/f32/bf16/f16), which no compiler flag can fold away; the CPU
 // uses std::isfinite for f32/f64 and the same bit test for the 16-bit types. Host code is never built with
-// -ffast-math (RELIABILITY.md #7: it makes isnan(NaN) false with g++ 12).
+// -ffast-math (docs/DESIGN.md F7: it makes isnan(NaN) false with g++ 12).
 //
 // The CUDA entry points take MANY buffers at once so that a training step pays one host synchronisation for the
 // whole model instead of one per tensor.

@@ -3,7 +3,7 @@
 // Shapes (all contiguous): u, delta, z, y: [B, L, D]; Bm, Cm: [B, L, N]; A: [D, N]; D_skip, delta_bias: [D];
 // initial_state, last_state: [B, D, N]; mask: [B, L] (any dtype, nonzero = real token).
 // Token-major (time before channel) so that the GEMMs producing u, delta, B, C and consuming y need no transposes;
-// the reference kernel of state-spaces uses [B, D, L] (REFERENCE.md "Reference kernel contract").
+// the reference kernel of state-spaces uses [B, D, L] (docs/DESIGN.md "Selective scan contract and tolerances").
 //
 // Forward, per batch b, channel d, state n (h_{-1} = initial_state, or 0 when absent):
 //   dt_t   = delta[b,t,d] + delta_bias[d]                      (bias optional)

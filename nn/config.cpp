@@ -39,7 +39,7 @@ void MambaConfig::finalize() {
   check_min("d_inner", d_inner, 0);
   check_min("dt_rank", dt_rank, 0);
   if (d_inner == 0) d_inner = expand * d_model;
-  if (dt_rank == 0) dt_rank = ceil_div(d_model, 16);  // REFERENCE.md: dt_rank = ceil(d_model / 16)
+  if (dt_rank == 0) dt_rank = ceil_div(d_model, 16);  // docs/DESIGN.md: dt_rank = ceil(d_model / 16)
   check_positive("dt_min", dt_min);
   check_positive("dt_max", dt_max);
   if (dt_min > dt_max) bad_field("dt_min", str(dt_min), str("must be <= dt_max = ", dt_max));
@@ -89,7 +89,7 @@ int64_t MambaConfig::padded_vocab(int64_t raw) const {
 }
 
 MambaConfig MambaConfig::variant(const std::string& name) {
-  // REFERENCE.md "Published variants" (d_inner = 2 * d_model, dt_rank = d_model / 16 for all of them).
+  // docs/DESIGN.md "Published variants" (d_inner = 2 * d_model, dt_rank = d_model / 16 for all of them).
   struct Row {
     const char* name;
     int64_t d_model, n_layer;

@@ -2,7 +2,7 @@
 // dialects found next to published weights:
 //   - HuggingFace transformers (model_type "mamba"): hidden_size, state_size, num_hidden_layers, conv_kernel, ...
 //   - the original state-spaces/mamba files: d_model, n_layer, vocab_size, ssm_cfg {...}, pad_vocab_size_multiple.
-// Defaults are mamba-130m's (REFERENCE.md "Published variants" and "Initialisation").
+// Defaults are mamba-130m's (docs/DESIGN.md "Published variants" and "Initialisation").
 #pragma once
 
 #include <cstdint>
@@ -20,7 +20,7 @@ struct MambaConfig {
   int64_t expand = 2;
   int64_t d_inner = 0;  // 0: expand * d_model (filled by finalize)
   int64_t dt_rank = 0;  // 0: ceil(d_model / 16) (filled by finalize)
-  // ---- dt initialisation (REFERENCE.md "Initialisation") ----
+  // ---- dt initialisation (docs/DESIGN.md "Initialisation") ----
   double dt_min = 1e-3;
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;

@@ -1,5 +1,5 @@
 // Task heads on top of the Mamba backbone.
-//   MambaLMHeadModel: causal LM, logits = h @ embeddings^T (tied, REFERENCE.md) or an untied lm_head.
+//   MambaLMHeadModel: causal LM, logits = h @ embeddings^T (tied, docs/DESIGN.md) or an untied lm_head.
 //   MambaForSequenceClassification: pooled features (mean / max / last token / final SSM state, honouring the
 //     padding mask) -> linear classifier.
 //   MambaForTokenClassification: per-token linear classifier.

@@ -1,4 +1,4 @@
-// Parameter initialisation exactly as state-spaces/mamba (REFERENCE.md "Initialisation"), not framework defaults.
+// Parameter initialisation exactly as state-spaces/mamba (docs/DESIGN.md "Initialisation"), not framework defaults.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// The Mamba-1 encoder (REFERENCE.md "Mamba-1 block, exactly"), on the tape.
+// The Mamba-1 encoder (docs/DESIGN.md "The Mamba-1 block"), on the tape.
 //
 //   MambaBackbone: embeddings -> n_layer x MambaBlock -> norm_f
 //   MambaBlock (pre-norm, fused residual): residual = h + residual (fp32); h = Norm(residual); h = mixer(h)

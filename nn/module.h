@@ -1,10 +1,10 @@
 // Module: a tree of named parameters. Names are dotted paths ("backbone.layers.3.mixer.in_proj.weight") that
-// match HuggingFace's MambaForCausalLM state-dict names (REFERENCE.md), so checkpoints and safetensors files
+// match HuggingFace's MambaForCausalLM state-dict names (docs/DESIGN.md), so checkpoints and safetensors files
 // map one-to-one onto named_parameters().
 //
 // Parameters are fp32 master tensors (requires_grad leaves). Forward passes cast them to the compute dtype at
 // use (a differentiable cast), so the GEMMs see bf16 / f16 operands while gradients accumulate into the fp32
-// masters. A_log, D, dt bias and norm weights stay fp32 in every precision (ARCHITECTURE.md "Numerics").
+// masters. A_log, D, dt bias and norm weights stay fp32 in every precision (docs/DESIGN.md "Numerics").
 #pragma once
 
 #include <deque>

@@ -1,6 +1,6 @@
 // HuggingFace safetensors files: read (with full validation of the header) and write (atomically).
 //
-// Format (https://github.com/huggingface/safetensors, REFERENCE.md "HuggingFace weight names"):
+// Format (https://github.com/huggingface/safetensors, docs/DESIGN.md "HuggingFace names and files"):
 //   bytes [0, 8)        N: header length, unsigned 64-bit little-endian
 //   bytes [8, 8+N)      JSON object {name: {"dtype": "F32", "shape": [d0, d1, ...], "data_offsets": [begin, end]},
 //                                    "__metadata__": {key: value, ...}}   (metadata values are strings)

@@ -1,7 +1,8 @@
 // AdamW with decoupled weight decay (Loshchilov & Hutter), fp32 master weights, parameter groups.
 //   m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
 //   p -= lr * ( (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + wd * p )
-// Default grouping (REFERENCE.md training recipe): no weight decay on A_log, D, biases and norm weights.
+// Default grouping (docs/DESIGN.md "Training recipe of the published models"): no weight decay on A_log, D, biases and
+// norm weights.
 #pragma once
 
 #include <string>

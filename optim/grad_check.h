@@ -1,7 +1,7 @@
 // Gradient health for mixed-precision training: find inf/NaN gradients before the optimizer touches anything,
 // the global L2 norm for clipping, and the clip factor.
 //
-// Order of a step (RELIABILITY.md #9): first_nonfinite_grad (or a non-finite grad_global_norm) -> skip the step
+// Order of a step (docs/DESIGN.md F9): first_nonfinite_grad (or a non-finite grad_global_norm) -> skip the step
 // without touching parameters, moments or the Adam step count; only a finite norm may feed clip_factor, running
 // statistics or the update.
 //

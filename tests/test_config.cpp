@@ -1,4 +1,4 @@
-// MambaConfig: parameter counts of the published variants (REFERENCE.md), defaults / validation, and config.json in
+// MambaConfig: parameter counts of the published variants (docs/DESIGN.md), defaults / validation, and config.json in
 // both dialects (transformers and state-spaces), including errors that name the offending key.
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -60,7 +60,7 @@ void expect_same(const MambaConfig& a, const MambaConfig& b) {
 }
 
 TEST(Config, VariantParameterCounts) {
-  // REFERENCE.md "Published variants".
+  // docs/DESIGN.md "Published variants".
   struct Row {
     const char* name;
     int64_t d_model, n_layer, d_inner, dt_rank, params;

@@ -1,5 +1,5 @@
 // The strict YAML training config (train/config/config.h): example configs, defaults, round trip, and every refusal
-// with its message and line:column (RELIABILITY.md #6: what yaml-cpp 0.7.0 would accept silently).
+// with its message and line:column (docs/DESIGN.md F6: what yaml-cpp 0.7.0 would accept silently).
 #include <gtest/gtest.h>
 
 #include <chrono>

@@ -260,7 +260,7 @@ std::vector<double> naive_norm(const std::vector<double>& v, int64_t H, const st
 }  // namespace
 
 TEST(ConvNorm, RmsNormMatchesReferenceFormula) {
-  // REFERENCE.md: h = RMSNorm(residual), x * rsqrt(mean(x^2) + eps) * w, eps 1e-5.
+  // docs/DESIGN.md "The Mamba-1 block": h = RMSNorm(residual), x * rsqrt(mean(x^2) + eps) * w, eps 1e-5.
   Generator gen(8);
   for (int64_t H : {1, 7, 768}) {
     Tensor x = Tensor::randn({3, 4, H}, gen, 0, 1, DType::F32);

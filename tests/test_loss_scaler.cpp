@@ -1,5 +1,5 @@
 // Mixed-precision support: the dynamic loss scaler, the inf/NaN gradient check, the global gradient norm and the
-// clip factor (optim/loss_scaler.h, optim/grad_check.h). These must hold in a Release build (RELIABILITY.md #7).
+// clip factor (optim/loss_scaler.h, optim/grad_check.h). These must hold in a Release build (docs/DESIGN.md F7).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -308,7 +308,7 @@ TEST_F(SafetensorsTest, SaveRejectsBadNames) {
 
 // ---- files written by Python (tools/gen_parity.py: torch + safetensors + transformers), read back here ----
 
-// HF names and shapes of the parity model (REFERENCE.md "HuggingFace weight names"): V 37, d 24, d_inner 48,
+// HF names and shapes of the parity model (docs/DESIGN.md "HuggingFace names and files"): V 37, d 24, d_inner 48,
 // N 5, K 3, dt_rank 4, 3 layers, tied (no lm_head.weight), no in/out projection bias.
 std::map<std::string, Shape> parity_shapes() {
   std::map<std::string, Shape> s = {{"backbone.embeddings.weight", {37, 24}}, {"backbone.norm_f.weight", {24}}};

@@ -27,7 +27,7 @@ when residual_in_fp32, and `self.lm_head(...).float()` for the logits. Golden da
 float32 rounding (~1e-7 relative) and could not check a float64 implementation. While the golden forward/backward
 runs, Tensor.float() / Tensor.to(torch.float32) on a float64 tensor are made no-ops, so transformers' own code runs
 entirely in float64. The script then checks that result three ways:
-  - against an independent float64 re-implementation of the Mamba-1 LM written here from REFERENCE.md (forward AND
+  - against an independent float64 re-implementation of the Mamba-1 LM written here from docs/DESIGN.md (forward AND
     every gradient, to ~1e-10 relative) - this proves no float32 rounding is left and the patch changed nothing else;
   - hidden_states[-1] == norm_f(hidden_states[-2]) (transformers' last hidden state is after the final norm),
     logits == last_hidden_state @ embedding^T, loss == cross-entropy of the shifted logits;
@@ -130,7 +130,7 @@ def set_parameters(model, cfg, gen):
         elif name.endswith("conv1d.bias"):
             v = 0.1 * randn(shape)
         elif name.endswith("dt_proj.bias"):
-            # dt in [0.05, 0.5] log-uniform, stored as softplus^-1(dt) = dt + log(-expm1(-dt)) (REFERENCE.md)
+            # dt in [0.05, 0.5] log-uniform, stored as softplus^-1(dt) = dt + log(-expm1(-dt)) (docs/DESIGN.md "Initialisation")
             dt = torch.exp(rand(shape) * (math.log(0.5) - math.log(0.05)) + math.log(0.05))
             v = dt + torch.log(-torch.expm1(-dt))
         elif name.endswith("embeddings.weight"):
@@ -148,7 +148,7 @@ def set_parameters(model, cfg, gen):
 
 
 def reference_forward(params, cfg, ids):
-    """Independent float64 Mamba-1 LM (REFERENCE.md "Mamba-1 block, exactly"); returns logits, last hidden, loss."""
+    """Independent float64 Mamba-1 LM (docs/DESIGN.md "The Mamba-1 block"); returns logits, last hidden, loss."""
     V, N, K = cfg.vocab_size, cfg.state_size, cfg.conv_kernel
     di, r, eps = cfg.intermediate_size, int(cfg.time_step_rank), cfg.layer_norm_epsilon
     nb, nl = ids.shape

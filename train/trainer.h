@@ -9,7 +9,7 @@
 //   A step whose loss or any gradient is inf/NaN is skipped: parameters, moments, the Adam step count and the LR
 //   position (the LR follows the optimizer's step count) stay as they were, the data still advances, and after
 //   trainer.max_nonfinite_steps consecutive skips the run stops with ErrorKind::NonFinite naming the step, the
-//   first non-finite tensor and the last good checkpoint (RELIABILITY.md "Promises").
+//   first non-finite tensor and the last good checkpoint (docs/DESIGN.md "Reliability promises").
 //
 // State that makes a resume exact (all in the checkpoint, train/ckpt/checkpoint.h):
 //   model/<HF name>, optim/exp_avg/<name>, optim/exp_avg_sq/<name>   tensors (f32)

@@ -48,7 +48,7 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   in.t[0] = Tensor::randn({B, L, D}, gen, 0.0, 1.0, c.dt);
   // delta' around 0.01..0.5 as in trained models (dt_min 1e-3, dt_max 0.1 plus the projection's spread).
   in.t[1] = c.flags ? Tensor::randn({B, L, D}, gen, -2.5, 1.0, c.dt) : Tensor::rand({B, L, D}, gen, 0.01, 0.3, c.dt);
-  // A = -exp(A_log), A_log = log(1..N) (S4D-real, REFERENCE.md), jittered per channel.
+  // A = -exp(A_log), A_log = log(1..N) (S4D-real, docs/DESIGN.md "Initialisation"), jittered per channel.
   std::vector<double> a(static_cast<size_t>(D * N));
   Tensor jitter = Tensor::rand({D, N}, gen, 0.8, 1.2, DType::F64);
   const auto jv = jitter.to_vector();

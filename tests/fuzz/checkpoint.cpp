@@ -1,5 +1,5 @@
 // libFuzzer target: the checkpoint gate. The input is a manifest and a file (split at the first 0xff byte): the gate
-// (manifest syntax, file name, whole-file SHA-256, RELIABILITY.md #4) must refuse everything it cannot prove is ours
+// (manifest syntax, file name, whole-file SHA-256, docs/DESIGN.md F4) must refuse everything it cannot prove is ours
 // before HDF5 sees a byte, with mt::Error(Checkpoint). Seeds: a real checkpoint with its manifest.
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-// libFuzzer target: the YAML config loader (strict schema over yaml-cpp, RELIABILITY.md #6). Any input must end in a
+// libFuzzer target: the YAML config loader (strict schema over yaml-cpp, docs/DESIGN.md F6). Any input must end in a
 // config or mt::Error(Config); never a crash, a hang or unbounded memory.
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,5 @@
-// mt_reliability: the reliability harness (issue 8, RELIABILITY.md "Promises"). Runs mamba-train as a user would
-// and counts what happened; the last line it prints is the summary
+// mt_reliability: the reliability harness (docs/DESIGN.md "Reliability promises", docs/RELIABILITY.md). Runs
+// mamba-train as a user would and counts what happened; the last line it prints is the summary
 //   faults: N injected, N survived, data lost: 0; bad inputs: M tried, M rejected cleanly; fuzz: K targets, 0 crashes
 //   in E execs
 // Exit status 0 only when every fault was survived, every bad input rejected cleanly and no fuzz target crashed.

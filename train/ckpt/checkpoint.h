@@ -1,4 +1,4 @@
-// HDF5 training checkpoints that are atomic, durable and verified (RELIABILITY.md #1-#5).
+// HDF5 training checkpoints that are atomic, durable and verified (docs/DESIGN.md F1-F5).
 //
 // On disk, in a checkpoint directory:
 //   ckpt-<step, 8+ digits>.h5          the HDF5 file

@@ -1,7 +1,7 @@
 // HDF5 side of checkpoints: in-memory file images (core driver, no backing store) in the layout documented in
 // train/ckpt/checkpoint.h, and the checked reader of verified images.
 //
-// HDF5 discipline (RELIABILITY.md #3, #5): H5dont_atexit() before any other HDF5 call, plugin loading off, automatic
+// HDF5 discipline (docs/DESIGN.md F3, F5): H5dont_atexit() before any other HDF5 call, plugin loading off, automatic
 // error printing off (per thread: this libhdf5 is built thread-safe, where the error stack is thread-local), and
 // every HDF5 call of this file under one mutex. HDF5 never touches the disk here, so ENOSPC / EIO can only come from
 // our own checked writes. Callbacks into our code never throw (they collect, then we act).

@@ -1,5 +1,5 @@
 // POSIX and hashing helpers behind train/ckpt/checkpoint.h: whole-file SHA-256 (OpenSSL EVP), checked whole-file reads,
-// and atomic, durable file publication (RELIABILITY.md #1-#3):
+// and atomic, durable file publication (docs/DESIGN.md F1-F3):
 //   unique temp file in the target directory (O_CREAT|O_EXCL, name ".ckpt-<8 hex>.tmp", flock'ed while we own it)
 //   -> write loop that retries EINTR and short writes -> fsync -> close -> rename over the final name
 //   -> fsync the directory.

@@ -1,7 +1,7 @@
 // Writing named tensors into an HDF5 file (used by `mamba-train forward --out`).
 // Names may contain '/' to make groups ("grad/backbone.norm_f.weight"). The file is built under a unique temporary
 // name in the target directory, closed, fsynced and renamed over the target, so a crash never leaves a partial
-// file under the final name (RELIABILITY.md #1, #2). H5dont_atexit() is called before any other HDF5 call (#3).
+// file under the final name (docs/DESIGN.md F1, F2). H5dont_atexit() is called before any other HDF5 call (F3).
 #pragma once
 
 #include <string>

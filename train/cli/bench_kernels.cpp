@@ -1,4 +1,4 @@
-// mamba-train bench kernels: the selective scan alone, at the reference's shape (REFERENCE.md: bf16, B=8 L=2048
+// mamba-train bench kernels: the selective scan alone, at the reference's shape (bf16, B=8 L=2048
 // D=1536 N=16 with z, D, delta_bias and softplus) and at B=1 L=65536: forward and forward+backward times (CUDA events,
 // median of 20 after 3 warm-up runs), the effective bandwidth of the forward (the fewest bytes it must move: u, delta,
 // z, B, C read once, y written once) and that bandwidth as a fraction of a device-to-device copy measured in the same

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/cli/commands.h"
 #include "train/ckpt/checkpoint.h"
+#include "train/cli/commands.h"
 
 namespace mt::train {
 

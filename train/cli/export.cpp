@@ -6,8 +6,8 @@
 
 #include "core/error.h"
 #include "nn/hf_io.h"
-#include "train/cli/commands.h"
 #include "train/ckpt/checkpoint.h"
+#include "train/cli/commands.h"
 
 namespace mt::train {
 

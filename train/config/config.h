@@ -1,7 +1,7 @@
 // The training configuration: what `mamba-train train CONFIG.yaml [--set a.b=c ...]` reads. Every key is
 // documented in configs/README.md; train/config/schema.cpp is the single place that lists keys, types, ranges and
 // defaults. Unknown keys, wrong types, out-of-range values, duplicate keys, several documents, anchors/aliases and
-// merge keys are errors naming the key path and line:column (RELIABILITY.md #6).
+// merge keys are errors naming the key path and line:column (docs/DESIGN.md F6).
 #pragma once
 
 #include <cstdint>

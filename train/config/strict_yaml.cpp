@@ -1,5 +1,5 @@
 // Strict YAML: yaml-cpp's event stream -> YamlNode tree, refusing what yaml-cpp 0.7.0 accepts silently
-// (see strict_yaml.h and RELIABILITY.md #6). Every check happens while the events arrive, so an alias bomb, a huge
+// (see strict_yaml.h and docs/DESIGN.md F6). Every check happens while the events arrive, so an alias bomb, a huge
 // file or deep nesting stops at the first offending event instead of after a full parse.
 #include "train/config/strict_yaml.h"
 

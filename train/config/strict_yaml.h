@@ -1,6 +1,6 @@
 // A strict YAML reader for configuration files: yaml-cpp's event parser (YAML::Parser + an EventHandler) builds a
 // small tree of plain nodes that remember where they came from, and refuses what yaml-cpp 0.7.0 would silently
-// accept (RELIABILITY.md #6):
+// accept (docs/DESIGN.md F6):
 //   - several documents ("---" followed by a second document): yaml-cpp drops all but the first;
 //   - duplicate keys in one mapping: yaml-cpp keeps the first silently;
 //   - anchors and aliases (&a / *a): a 450-byte alias bomb expands to a billion nodes in a naive walk;

@@ -17,7 +17,7 @@
 //   nccl - ncclAllReduce on a communication stream that waits on an event recorded after the bucket was packed; the
 //          compute stream waits on the bucket's completion event before unpacking. finish() is the watchdog: it polls
 //          the events and ncclCommGetAsyncError until distributed.timeout_s, then aborts the communicator and throws
-//          mt::Error(Distributed) naming the rank, the bucket and the operation (RELIABILITY.md #8).
+//          mt::Error(Distributed) naming the rank, the bucket and the operation (docs/DESIGN.md F8).
 #pragma once
 
 #include <cstdint>

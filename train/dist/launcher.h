@@ -4,7 +4,7 @@
 // (RANK = LOCAL_RANK = r, WORLD_SIZE = N, MASTER_ADDR = 127.0.0.1, MASTER_PORT = a free port, or the caller's
 // MASTER_PORT) and the same arguments. Each child dies with the launcher (PR_SET_PDEATHSIG).
 //
-// Failure handling (RELIABILITY.md #8): the first rank to fail (a non-zero exit, or killed by a signal) is named on
+// Failure handling (docs/DESIGN.md F8): the first rank to fail (a non-zero exit, or killed by a signal) is named on
 // stderr (a rank that fails because a peer vanished makes the launcher look for that peer's death first), the others
 // get SIGTERM, and whatever is still alive grace_s later (min(10 s, distributed.timeout_s)) gets SIGKILL, so a dead or
 // frozen rank never leaves the job hanging. SIGINT / SIGTERM sent to the launcher are forwarded to every rank, which
