@@ -9,6 +9,7 @@
 
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/paths.h"
 #include "train/cli/bench_kernels.h"
 #include "train/cli/bench_tokenizer.h"
 #include "train/cli/commands.h"
@@ -66,7 +67,8 @@ Runner add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 1000));
   return [o]() {
     if (o->config == "kernels") return run_kernel_bench();
-    if (o->config == "tokenizer") return run_tokenizer_bench(o->tokenizer, o->file, o->repeats);
+    if (o->config == "tokenizer")
+      return run_tokenizer_bench(shipped_path(o->tokenizer), shipped_path(o->file), o->repeats);
     TrainConfig cfg = load_train_config_file(o->config, o->set);
     cfg.trainer.max_steps = std::max(cfg.trainer.max_steps, o->steps + o->warmup);
     Trainer t(cfg, /*write_outputs=*/false);

@@ -5,6 +5,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/paths.h"
 #include "nn/config.h"
 #include "train/cli/commands.h"
 #include "train/config/overrides.h"
@@ -49,7 +50,7 @@ Runner add_info_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--dtype", o->dtype, "activation dtype for the estimate: bf16 | f16 | f32")->capture_default_str();
   return [o]() {
-    MambaConfig c = o->hf.empty() ? MambaConfig::variant(o->variant) : load_hf_config(o->hf);
+    MambaConfig c = o->hf.empty() ? MambaConfig::variant(o->variant) : load_hf_config(shipped_path(o->hf));
     apply_config_overrides(c, o->sets);
     c.finalize();
     const DType dt = dtype_from_name(o->dtype);

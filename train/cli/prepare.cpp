@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/paths.h"
 #include "data/bpe.h"
 #include "data/dna.h"
 #include "data/gz_reader.h"
@@ -221,7 +222,7 @@ const std::map<std::string, TokenizerFactory>& tokenizers() {
          MT_CHECK(!o.tokenizer_path.empty(), ErrorKind::Usage,
                   "prepare: --tokenizer bpe needs --tokenizer-path (a HuggingFace tokenizer.json, e.g. "
                   "data/tokenizers/gpt-neox-20b/tokenizer.json)");
-         return std::make_unique<BpePrepare>(o.tokenizer_path);
+         return std::make_unique<BpePrepare>(shipped_path(o.tokenizer_path));
        }},
   };
   return m;

@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/paths.h"
 #include "data/bpe.h"
 #include "train/config/schema.h"
 #include "train/config/strict_yaml.h"
@@ -599,6 +600,17 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
   for (const Key& k : schema::keys()) {
     if (g.set[g.index(&k)]) k.set(c, g.value[g.index(&k)]);
   }
+  // Shipped files (corpora, tokenizers) are also found under an installation's share directory (core/paths.h).
+  c.tokenizer.path = shipped_path(c.tokenizer.path);
+  c.data.path = shipped_path(c.data.path);
+  c.data.val_path = shipped_path(c.data.val_path);
+  c.model.init_from = shipped_path(c.model.init_from);
+  if (!c.data.class_files.empty()) {
+    const std::vector<std::string> list = class_file_list(c.data);
+    std::string files;
+    for (size_t i = 0; i < list.size(); ++i) files += (i ? "," : "") + shipped_path(list[i]);
+    c.data.class_files = files;
+  }
   check_cross(c, g);
 
   // Derived defaults.
@@ -616,7 +628,8 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
   return c;
 }
 
-TrainConfig load_train_config_file(const std::string& path, const std::vector<std::string>& overrides) {
+TrainConfig load_train_config_file(const std::string& config_path, const std::vector<std::string>& overrides) {
+  const std::string path = shipped_path(config_path);
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     config_error(str(path, ": is a directory, expected a YAML config file"));
