@@ -77,7 +77,8 @@ Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerStat
 }
 
 // ---------------------------------------------------------------- MambaBlock
-MambaBlock::MambaBlock(const MambaConfig& c) : norm(c.d_model, c.norm == "layernorm", c.norm_eps), mixer(c), cfg_(c) {
+MambaBlock::MambaBlock(const MambaConfig& c)
+    : norm(c.d_model, c.norm == NormKind::LayerNorm, c.norm_eps), mixer(c), cfg_(c) {
   register_module("norm", norm);
   register_module("mixer", mixer);
 }
@@ -85,12 +86,16 @@ MambaBlock::MambaBlock(const MambaConfig& c) : norm(c.d_model, c.norm == "layern
 std::pair<Tensor, Tensor> MambaBlock::forward(const Tensor& h, const Tensor& residual, const ForwardOptions& opt,
                                               LayerState* state, Tensor* last_state) const {
   NormOut n = norm.forward(h, residual, opt.compute_dtype);
+  // residual_in_fp32 false: the residual stream is held in the compute dtype, as HF does without it; the fused add
+  // still runs in f32, and its result is rounded to the compute dtype (a no-op in f32 / f64).
+  if (!cfg_.residual_in_fp32 && is_half(opt.compute_dtype))
+    n.residual = cast(cast(n.residual, opt.compute_dtype), n.residual.dtype());
   return {mixer.forward(n.y, opt, state, last_state), n.residual};
 }
 
 // ---------------------------------------------------------------- MambaBackbone
 MambaBackbone::MambaBackbone(const MambaConfig& c)
-    : embeddings(c.vocab_size, c.d_model), norm_f(c.d_model, c.norm == "layernorm", c.norm_eps), cfg_(c) {
+    : embeddings(c.vocab_size, c.d_model), norm_f(c.d_model, c.norm == NormKind::LayerNorm, c.norm_eps), cfg_(c) {
   register_module("embeddings", embeddings);
   for (int64_t i = 0; i < c.n_layer; ++i) {
     layers.push_back(std::make_unique<MambaBlock>(c));

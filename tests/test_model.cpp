@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <map>
 
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/nn_ops.h"
@@ -237,6 +238,35 @@ TEST(Model, BidirectionalSeesTheFuture) {
       EXPECT_EQ(diff, 0.0);
     }
   }
+}
+
+// model.residual_in_fp32 false holds the residual stream in the compute dtype (rounded after each block's add); in
+// f32 it changes nothing, in bf16 the residual a block hands on is a bf16 value and the model's output moves.
+TEST(Model, ResidualInFp32FalseRoundsTheResidualStream) {
+  Tensor ids = random_ids(2, 7, 29, 6);
+  std::map<std::pair<bool, DType>, std::vector<double>> hidden;
+  for (bool in_fp32 : {true, false}) {
+    MambaConfig c = tiny_config();
+    c.residual_in_fp32 = in_fp32;
+    MambaBackbone m(c);
+    Generator g(3);
+    m.init_parameters(g);
+    NoGradGuard ng;
+    for (DType cd : {DType::F32, DType::BF16}) {
+      ForwardOptions fo;
+      fo.compute_dtype = cd;
+      hidden[{in_fp32, cd}] = m.forward(ids, fo).last_hidden_state.to(DType::F64).to_vector();
+      Generator hg(11);
+      const Tensor h = Tensor::randn({2, 7, c.d_model}, hg, 0.0, 1.0, cd);
+      const Tensor res = Tensor::randn({2, 7, c.d_model}, hg, 0.0, 1.0, DType::F32);
+      const Tensor r = m.layers[0]->forward(h, res, fo, nullptr, nullptr).second;
+      const bool representable = r.to_vector() == r.to(DType::BF16).to(DType::F32).to_vector();
+      EXPECT_EQ(representable, !in_fp32 && cd == DType::BF16)
+          << "residual_in_fp32 " << in_fp32 << " " << dtype_name(cd);
+    }
+  }
+  EXPECT_EQ(hidden[std::make_pair(true, DType::F32)], hidden[std::make_pair(false, DType::F32)]);
+  EXPECT_NE(hidden[std::make_pair(true, DType::BF16)], hidden[std::make_pair(false, DType::BF16)]);
 }
 
 TEST(Model, HuggingFaceDirectoryRoundTrip) {
