@@ -24,7 +24,8 @@ void* host_alloc(size_t bytes) {
   // Harness site "alloc": a host allocation that fails (as on an exhausted machine).
   void* p = fault_point("alloc", static_cast<int64_t>(bytes)) ? nullptr : std::aligned_alloc(64, rounded);
   MT_CHECK(p != nullptr, ErrorKind::OutOfMemory, "out of host memory: could not allocate ", bytes,
-           " bytes (try a smaller micro-batch or sequence length)");
+           " bytes (try a smaller trainer.micro_batch_size at the same trainer.global_batch_size, or a "
+           "shorter data.seq_len)");
   return p;
 }
 
@@ -64,8 +65,8 @@ class CudaCachingAllocator {
       throw Error(ErrorKind::OutOfMemory, str("CUDA out of memory: tried to allocate ", bytes, " bytes (", bytes >> 20,
                                               " MiB); ", stats_.allocated_bytes >> 20, " MiB in use by tensors, ",
                                               free_b >> 20, " MiB free of ", total_b >> 20,
-                                              " MiB on the device (try a smaller micro-batch, a shorter sequence or "
-                                              "activation recomputation)"));
+                                              " MiB on the device (try a smaller trainer.micro_batch_size at the same "
+                                              "trainer.global_batch_size, or a shorter data.seq_len)"));
     }
     MT_CUDA_CHECK(st);
     ++stats_.num_device_mallocs;
