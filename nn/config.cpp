@@ -29,6 +29,25 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
+const char* norm_kind_name(NormKind k) { return k == NormKind::LayerNorm ? "layernorm" : "rmsnorm"; }
+const char* dt_init_name(DtInit k) { return k == DtInit::Constant ? "constant" : "random"; }
+
+bool parse_norm_kind(const std::string& name, NormKind* out) {
+  if (name == "rmsnorm" || name == "layernorm") {
+    *out = name == "layernorm" ? NormKind::LayerNorm : NormKind::RMSNorm;
+    return true;
+  }
+  return false;
+}
+
+bool parse_dt_init(const std::string& name, DtInit* out) {
+  if (name == "random" || name == "constant") {
+    *out = name == "constant" ? DtInit::Constant : DtInit::Random;
+    return true;
+  }
+  return false;
+}
+
 void MambaConfig::finalize() {
   check_min("vocab_size", vocab_size, 1);
   check_min("d_model", d_model, 1);
@@ -47,10 +66,7 @@ void MambaConfig::finalize() {
     bad_field("dt_init_floor", str(dt_init_floor), "must be a finite number >= 0");
   }
   check_positive("dt_scale", dt_scale);
-  if (dt_init != "random" && dt_init != "constant")
-    bad_field("dt_init", "'" + dt_init + "'", "expected random or constant");
   check_positive("norm_eps", norm_eps);
-  if (norm != "rmsnorm" && norm != "layernorm") bad_field("norm", "'" + norm + "'", "expected rmsnorm or layernorm");
   check_min("pad_vocab_size_multiple", pad_vocab_size_multiple, 1);
   if (!(initializer_range >= 0) || !std::isfinite(initializer_range)) {
     bad_field("initializer_range", str(initializer_range), "must be a finite number >= 0");
@@ -69,7 +85,7 @@ int64_t MambaConfig::num_parameters() const {
   const int64_t d = d_model, N = d_state, K = d_conv, V = vocab_size;
   const int64_t di = d_inner > 0 ? d_inner : expand * d_model;
   const int64_t r = dt_rank > 0 ? dt_rank : ceil_div(d_model, 16);
-  const int64_t norm_params = norm == "layernorm" ? 2 * d : d;  // weight (+ bias)
+  const int64_t norm_params = norm == NormKind::LayerNorm ? 2 * d : d;  // weight (+ bias)
   int64_t layer = 0;
   layer += 2 * di * d + (proj_bias ? 2 * di : 0);         // in_proj
   layer += di * K + (conv_bias ? di : 0);                 // conv1d [di, 1, K]
@@ -216,7 +232,7 @@ MambaConfig parse_transformers(const json& j, const std::string& where) {
   c.dt_scale = r.number("time_step_scale", 1.0);
   c.dt_min = r.number("time_step_min", 1e-3);
   c.dt_max = r.number("time_step_max", 0.1);
-  c.dt_init = r.choice("time_step_init_scheme", "random", {"random", "constant"});
+  parse_dt_init(r.choice("time_step_init_scheme", "random", {"random", "constant"}), &c.dt_init);
   c.dt_init_floor = r.number("time_step_floor", 1e-4);
   c.d_inner = r.integer("intermediate_size", c.expand * c.d_model, 1);
   c.tie_embeddings = r.boolean("tie_word_embeddings", true);
@@ -227,7 +243,7 @@ MambaConfig parse_transformers(const json& j, const std::string& where) {
   c.pad_vocab_size_multiple = r.integer("pad_vocab_size_multiple", c.pad_vocab_size_multiple, 1);  // not applied
   r.choice("hidden_act", "silu", {"silu"});
   // Our extensions (written by config_to_hf_json only when not the default).
-  c.norm = r.choice("mamba_train_norm", "rmsnorm", {"rmsnorm", "layernorm"});
+  parse_norm_kind(r.choice("mamba_train_norm", "rmsnorm", {"rmsnorm", "layernorm"}), &c.norm);
   c.bidirectional = r.boolean("mamba_train_bidirectional", false);
   return c;
 }
@@ -241,7 +257,7 @@ MambaConfig parse_state_spaces(const json& j, const std::string& where) {
   const int64_t raw_vocab = r.integer("vocab_size", 50277, 1);
   c.pad_vocab_size_multiple = r.integer("pad_vocab_size_multiple", 8, 1);
   c.vocab_size = c.padded_vocab(raw_vocab);  // MambaLMHeadModel pads the vocabulary in its constructor
-  c.norm = r.boolean("rms_norm", true) ? "rmsnorm" : "layernorm";
+  c.norm = r.boolean("rms_norm", true) ? NormKind::RMSNorm : NormKind::LayerNorm;
   c.residual_in_fp32 = r.boolean("residual_in_fp32", true);
   c.tie_embeddings = r.boolean("tie_embeddings", true);
   if (r.integer("d_intermediate", 0, 0) != 0) r.fail("d_intermediate", "is non-zero: MLP layers are not supported");
@@ -264,7 +280,7 @@ MambaConfig parse_state_spaces(const json& j, const std::string& where) {
   c.dt_rank = s.auto_or_int("dt_rank");
   c.dt_min = s.number("dt_min", 1e-3);
   c.dt_max = s.number("dt_max", 0.1);
-  c.dt_init = s.choice("dt_init", "random", {"random", "constant"});
+  parse_dt_init(s.choice("dt_init", "random", {"random", "constant"}), &c.dt_init);
   c.dt_scale = s.number("dt_scale", 1.0);
   c.dt_init_floor = s.number("dt_init_floor", 1e-4);
   c.conv_bias = s.boolean("conv_bias", true);
@@ -383,7 +399,7 @@ std::string config_to_hf_json(const MambaConfig& cfg_in) {
   j["time_step_scale"] = c.dt_scale;
   j["time_step_min"] = c.dt_min;
   j["time_step_max"] = c.dt_max;
-  j["time_step_init_scheme"] = c.dt_init;
+  j["time_step_init_scheme"] = dt_init_name(c.dt_init);
   j["time_step_floor"] = c.dt_init_floor;
   j["rescale_prenorm_residual"] =
       true;  // our init divides out_proj by sqrt(n_layer) (nn/init.cpp), as HF does with this flag
@@ -393,7 +409,7 @@ std::string config_to_hf_json(const MambaConfig& cfg_in) {
   j["pad_token_id"] = id(c.pad_token_id);
   j["bos_token_id"] = id(c.bos_token_id);
   j["eos_token_id"] = id(c.eos_token_id);
-  if (c.norm != "rmsnorm") j["mamba_train_norm"] = c.norm;
+  if (c.norm != NormKind::RMSNorm) j["mamba_train_norm"] = norm_kind_name(c.norm);
   if (c.bidirectional) j["mamba_train_bidirectional"] = true;
   return j.dump(2) + "\n";
 }

@@ -10,6 +10,19 @@
 
 namespace mt {
 
+// The normalisation before each block and at the end: RMSNorm (x * rsqrt(mean(x^2) + eps) * w) or LayerNorm (with a
+// bias). Spelled "rmsnorm" / "layernorm" in configs.
+enum class NormKind : uint8_t { RMSNorm, LayerNorm };
+// dt_proj.weight init: Random ~ U(+-dt_rank^-0.5 * dt_scale), or Constant = dt_rank^-0.5 * dt_scale.
+// Spelled "random" / "constant" in configs.
+enum class DtInit : uint8_t { Random, Constant };
+
+const char* norm_kind_name(NormKind k);
+const char* dt_init_name(DtInit k);
+// "rmsnorm" / "layernorm", "random" / "constant"; false when `name` is none of them.
+bool parse_norm_kind(const std::string& name, NormKind* out);
+bool parse_dt_init(const std::string& name, DtInit* out);
+
 struct MambaConfig {
   // ---- sizes ----
   int64_t vocab_size = 50280;  // rows of the embedding (already padded; see padded_vocab)
@@ -25,12 +38,12 @@ struct MambaConfig {
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
   double dt_scale = 1.0;
-  std::string dt_init = "random";  // "random" (dt_proj.weight ~ U(+-r^-0.5*scale)) | "constant" (= r^-0.5*scale)
+  DtInit dt_init = DtInit::Random;
   // ---- layers ----
   bool conv_bias = true;
   bool proj_bias = false;  // bias on in_proj and out_proj
   double norm_eps = 1e-5;
-  std::string norm = "rmsnorm";  // "rmsnorm" | "layernorm" (layernorm has a bias too)
+  NormKind norm = NormKind::RMSNorm;
   bool residual_in_fp32 = true;
   bool tie_embeddings = true;
   bool bidirectional = false;  // Caduceus-style: scan forward and on the reversed sequence, shared projections

@@ -51,7 +51,7 @@ void MambaMixer::init_parameters(Generator& gen, int64_t n_layer) {
   if (conv1d.bias) fan_in_uniform(*conv1d.bias, c.d_conv);
   fan_in_uniform(*x_proj.weight, c.d_inner);
   const double dt_std = std::pow(static_cast<double>(c.dt_rank), -0.5) * c.dt_scale;
-  if (c.dt_init == "constant") {
+  if (c.dt_init == DtInit::Constant) {
     dt_proj.weight->fill_(dt_std);
   } else {
     init_uniform(*dt_proj.weight, gen, -dt_std, dt_std);

@@ -5,8 +5,13 @@
 
 namespace mt::optim {
 
+enum class ScheduleKind { Cosine, Constant, Linear };
+
+// "cosine" | "constant" | "linear" (scheduler.kind); false for any other word.
+bool parse_schedule_kind(const std::string& name, ScheduleKind* out);
+
 struct ScheduleOptions {
-  std::string kind = "cosine";  // cosine | constant | linear
+  ScheduleKind kind = ScheduleKind::Cosine;
   double peak_lr = 1e-3;
   double min_lr = 1e-5;
   long warmup_steps = 0;

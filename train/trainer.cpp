@@ -196,7 +196,8 @@ struct Trainer::Impl {
     ao.eps = cfg.optimizer.eps;
     ao.weight_decay = cfg.optimizer.weight_decay;
     opt = std::make_unique<optim::AdamW>(named, ao);
-    sched.kind = cfg.scheduler.kind;
+    MT_CHECK(optim::parse_schedule_kind(cfg.scheduler.kind, &sched.kind), ErrorKind::Config,
+             "scheduler.kind: expected cosine, constant or linear, got '", cfg.scheduler.kind, "'");
     sched.peak_lr = cfg.optimizer.lr;
     sched.min_lr = cfg.scheduler.min_lr;
     sched.warmup_steps = cfg.scheduler.warmup_steps;

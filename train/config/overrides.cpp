@@ -52,7 +52,11 @@ void apply_config_overrides(MambaConfig& c, const std::vector<std::string>& sets
       {"proj_bias", [&](auto& k, auto& v) { c.proj_bias = parse_bool(k, v); }},
       {"tie_embeddings", [&](auto& k, auto& v) { c.tie_embeddings = parse_bool(k, v); }},
       {"bidirectional", [&](auto& k, auto& v) { c.bidirectional = parse_bool(k, v); }},
-      {"norm", [&](auto&, auto& v) { c.norm = v; }},
+      {"norm",
+       [&](auto& k, auto& v) {
+         MT_CHECK(parse_norm_kind(v, &c.norm), ErrorKind::Usage, "--set ", k, "=", v,
+                  ": expected rmsnorm or layernorm");
+       }},
   };
   for (const std::string& s : sets) {
     auto eq = s.find('=');

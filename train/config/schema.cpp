@@ -39,6 +39,11 @@ void assign(uint64_t& x, const Value& v) { x = static_cast<uint64_t>(v.i); }  //
 void assign(double& x, const Value& v) { x = v.f; }
 void assign(bool& x, const Value& v) { x = v.b; }
 void assign(std::string& x, const Value& v) { x = v.s; }
+// Enum fields hold the enum; the schema's one_of() lists the spellings, so assign never sees another word.
+Value read(NormKind x) { return read(std::string(norm_kind_name(x))); }
+Value read(DtInit x) { return read(std::string(dt_init_name(x))); }
+void assign(NormKind& x, const Value& v) { MT_ASSERT(parse_norm_kind(v.s, &x), "model.norm: ", v.s); }
+void assign(DtInit& x, const Value& v) { MT_ASSERT(parse_dt_init(v.s, &x), "model.dt_init: ", v.s); }
 
 template <class T>
 constexpr Type type_of() {
