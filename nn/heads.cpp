@@ -35,9 +35,11 @@ void MambaLMHeadModel::init_parameters(Generator& gen) {
   if (lm_head) init_normal(*lm_head->weight, gen, 0.0, config().initializer_range);
 }
 
-Tensor MambaLMHeadModel::logits(const Tensor& hidden, DType cd) const {
-  return linear(hidden, as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd));
+Tensor MambaLMHeadModel::head_weight(DType cd) const {
+  return as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd);
 }
+
+Tensor MambaLMHeadModel::logits(const Tensor& hidden, DType cd) const { return linear(hidden, head_weight(cd)); }
 
 Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
   MT_CHECK_SHAPE(
@@ -58,7 +60,7 @@ Tensor MambaLMHeadModel::next_token_loss_fused(const Tensor& hidden, const Tenso
   if (L < 2) return mul_scalar(sum(cast(hidden, cd == DType::F64 ? DType::F64 : DType::F32)), 0.0);
   Tensor hs = reshape(slice(hidden, 1, 0, L - 1), {B * (L - 1), H});
   Tensor tg = slice(targets, 1, 1, L).contiguous().view({B * (L - 1)});
-  return linear_cross_entropy(hs, as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd), tg, -100);
+  return linear_cross_entropy(hs, head_weight(cd), tg, -100);
 }
 
 LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss, const Tensor& targets,

@@ -30,6 +30,8 @@ class MambaLMHeadModel : public Module {
   // The mean next-token loss from the final hidden states [B, L, d_model] (compute dtype) and targets [B, L].
   Tensor next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const;
   Tensor logits(const Tensor& hidden, DType cd) const;
+  // The output projection [V, d_model] in the compute dtype: lm_head, or the embedding matrix when tied.
+  Tensor head_weight(DType cd) const;
   void init_parameters(Generator& gen);
   const MambaConfig& config() const { return backbone.config(); }
 

@@ -17,6 +17,7 @@
 #include "core/allocator.h"
 #include "core/fault_hook.h"
 #include "data/selective_copying.h"
+#include "nn/chunked.h"
 #include "nn/heads.h"
 #include "nn/hf_io.h"
 #include "nn/init.h"
@@ -237,6 +238,11 @@ struct Trainer::Impl {
              " rank(s) differ from rank 0's ", when, " (this rank's ", mine == r0 ? "match" : "differ", ")");
   }
 
+  // trainer.chunk_len when it cuts the LM's sequences into several chunks, else 0 (whole sequences).
+  int64_t chunk_len() const {
+    return lm && cfg.trainer.chunk_len > 0 && cfg.trainer.chunk_len < cfg.data.seq_len ? cfg.trainer.chunk_len : 0;
+  }
+
   int64_t accum() const {  // micro-batches per rank and step
     return cfg.trainer.global_batch_size / (cfg.trainer.micro_batch_size * env.world_size);
   }
@@ -291,34 +297,76 @@ struct Trainer::Impl {
     // Each micro-batch's backward starts from no gradient; the earlier micro-batches' sum is carried and added in
     // front (carried + this), so one process accumulating micro-batches 0, 1 and two ranks holding one each form
     // every gradient in the same order: the same bits (tests/test_data_parallel.cpp).
+    // Gradients are summed as (earlier micro-batches) + (this micro-batch), and within a micro-batch of several
+    // backward passes (trainer.chunk_len) as (earlier passes) + (this pass): each backward starts from no gradient
+    // and its result is added in front. So one process accumulating micro-batches 0, 1 and two ranks holding one each
+    // form every gradient in the same order: the same bits (tests/test_data_parallel.cpp).
+    auto take_grads = [&]() {
+      std::vector<Tensor> g(params.size());
+      for (size_t i = 0; i < params.size(); ++i) {
+        g[i] = grad(*params[i]);
+        set_grad(*params[i], Tensor());
+      }
+      return g;
+    };
+    auto add_in_front = [&](const std::vector<Tensor>& front) {
+      NoGradGuard ng;
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (!front[i].defined()) continue;
+        const Tensor g = grad(*params[i]);
+        set_grad(*params[i], g.defined() ? add(front[i], g) : front[i]);
+      }
+    };
+    std::vector<Tensor> earlier;  // the earlier micro-batches' sum, while a micro-batch runs
     bool have_grads = false;
+    // One backward pass; `in_batch`: an earlier pass of the same micro-batch ran. reduce_now arms the gradient
+    // all-reduce for the step's last pass (its hooks add what is carried in front of this pass's gradients).
+    auto backward_pass = [&](const Tensor& objective, bool in_batch, bool reduce_now) {
+      std::vector<Tensor> carried = in_batch ? take_grads() : std::vector<Tensor>();
+      if (reduce_now) {
+        if (!earlier.empty()) {
+          if (carried.empty()) {
+            carried = std::move(earlier);
+          } else {
+            NoGradGuard ng;
+            for (size_t i = 0; i < params.size(); ++i)
+              if (earlier[i].defined()) carried[i] = carried[i].defined() ? add(earlier[i], carried[i]) : earlier[i];
+          }
+          earlier.clear();
+        }
+        sync->arm(std::move(carried));
+        backward(objective);
+        return;
+      }
+      backward(objective);
+      if (!carried.empty()) add_in_front(carried);
+    };
+    const int64_t chunk = chunk_len();
     for (int64_t a = 0; a < n_micro; ++a) {
       const data::Batch& b = batches[a];
       s.tokens += b.tokens > 0 ? b.tokens : b.ids.numel();
       if (scored[a] == 0) continue;  // nothing to learn from (cannot happen with the shipped data sources)
       const double w = static_cast<double>(scored[a]) / static_cast<double>(total_scored);
-      Tensor loss = forward_loss(b, fo, nullptr);
-      if (fault_point("loss", step + 1)) loss = mul_scalar(loss, std::nan(""));  // harness: a NaN loss
-      std::vector<Tensor> carried;
-      if (have_grads) {
-        carried.resize(params.size());
-        for (size_t i = 0; i < params.size(); ++i) {
-          carried[i] = grad(*params[i]);
-          set_grad(*params[i], Tensor());
+      const bool last_pass_of_step = sync && a == last_used;
+      if (have_grads) earlier = take_grads();
+      Tensor loss;
+      if (chunk > 0) {  // the sequence chunk by chunk, last to first (nn/chunked.h): the whole-sequence gradient
+        nn::ChunkedLMLoss cl(*lm, b.ids.to(dev), b.targets.to(dev), chunk, fo);
+        for (int64_t c = cl.num_chunks() - 1; c >= 0; --c) {
+          backward_pass(cl.objective(c, w * s.loss_scale), c + 1 < cl.num_chunks(), last_pass_of_step && c == 0);
+          cl.collect(c);
         }
+        loss = cl.loss();
+      } else {
+        loss = forward_loss(b, fo, nullptr);
+        if (fault_point("loss", step + 1)) loss = mul_scalar(loss, std::nan(""));  // harness: a NaN loss
+        backward_pass(mul_scalar(loss, w * s.loss_scale), false, last_pass_of_step);
       }
-      const bool reduce_now = sync && a == last_used;
-      if (reduce_now) sync->arm(std::move(carried));
-      backward(mul_scalar(loss, w * s.loss_scale));
+      if (!earlier.empty()) {
+        add_in_front(earlier);
+        earlier.clear();
+      }
       have_grads = true;
-      if (!reduce_now && !carried.empty()) {
-        NoGradGuard ng;
-        for (size_t i = 0; i < params.size(); ++i) {
-          if (!carried[i].defined()) continue;
-          const Tensor g = grad(*params[i]);
-          set_grad(*params[i], g.defined() ? add(carried[i], g) : carried[i]);
-        }
-      }
       NoGradGuard ng;
       Tensor part = mul_scalar(cast(loss.detach(), DType::F32), w);
       loss_sum = loss_sum.defined() ? add(loss_sum, part) : part;
@@ -382,8 +430,12 @@ struct Trainer::Impl {
       data::Batch b = task->val_batch(idx, B);
       const int64_t n = scored_count(b);
       if (n == 0) continue;
-      Tensor logits;
-      loss_tokens += forward_loss(b, fo, &logits).item() * static_cast<double>(n);
+      Tensor logits;  // only classification and selective copying read them (an LM's [B, L, V] logits are large)
+      const bool want_logits = task->classification() || task->reports_accuracy();
+      const double loss = !want_logits && chunk_len() > 0
+                              ? nn::chunked_lm_loss(*lm, b.ids.to(dev), b.targets.to(dev), chunk_len(), fo).item()
+                              : forward_loss(b, fo, want_logits ? &logits : nullptr).item();
+      loss_tokens += loss * static_cast<double>(n);
       e.scored += n;
       if (task->classification()) {
         const Tensor lg = logits.detach().to(Device::cpu()).to(DType::F64).contiguous();

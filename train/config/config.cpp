@@ -493,6 +493,17 @@ void check_cross(const TrainConfig& c, const Given& g) {
     fail_at(p, str("scheduler.warmup_steps (", c.scheduler.warmup_steps, ") must be < trainer.max_steps (", t.max_steps,
                    ")"));
   }
+  if (t.chunk_len > 0 && c.model.head != "lm")
+    fail_at(
+        g.blame("trainer.chunk_len", "model.head"),
+        str("trainer.chunk_len trains language models (model.head lm) chunk by chunk, got model.head ", c.model.head));
+  if (t.chunk_len > 0 && m.bidirectional)
+    fail_at(g.blame("trainer.chunk_len", "model.bidirectional"),
+            "trainer.chunk_len needs a causal model: model.bidirectional scans the whole sequence backwards too");
+  if (m.bidirectional && c.model.head == "lm")
+    fail_at(g.blame("model.bidirectional", "model.head"),
+            "model.bidirectional with model.head lm would train the next-token objective on targets the model can "
+            "see (its reverse scan reads the next token); bidirectional models train classification heads");
   if (c.scheduler.min_lr > c.optimizer.lr) {
     const std::string p = g.blame("scheduler.min_lr", "optimizer.lr");
     fail_at(p, str("scheduler.min_lr (", schema::format_double(c.scheduler.min_lr), ") must be <= optimizer.lr (",

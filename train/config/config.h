@@ -80,6 +80,7 @@ struct TrainerSection {
   int64_t max_nonfinite_steps = 10;  // stop after this many consecutive skipped (inf/NaN) steps
   double loss_scale_init = 65536.0;  // fp16 only
   int64_t loss_scale_growth_interval = 2000;
+  int64_t chunk_len = 0;  // > 0: LM sequences trained chunk by chunk with the states carried (nn/chunked.h)
 };
 
 struct CheckpointSection {

@@ -289,6 +289,12 @@ std::vector<Key> build() {
       K("trainer.loss_scale_growth_interval", F(trainer.loss_scale_growth_interval))
           .ge(1)
           .doc("fp16: double the loss scale after this many finite steps in a row"),
+      K("trainer.chunk_len", F(trainer.chunk_len))
+          .ge(0)
+          .le(kMaxCount)
+          .doc("language models: train each sequence in chunks of this many tokens, carrying every layer's conv and "
+               "SSM state and recomputing each chunk in the backward; the gradient is the whole sequence's, and "
+               "activation memory is one chunk's. 0 = the whole sequence at once"),
       // ---- checkpoint ----
       K("checkpoint.dir", F(checkpoint.dir)).note("<run.out_dir>/checkpoints").doc("directory of the checkpoints"),
       K("checkpoint.every", F(checkpoint.every))
