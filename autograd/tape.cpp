@@ -26,24 +26,38 @@ Tape& current_tape() { return t_tape; }
 bool grad_enabled() { return t_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+EnableGradGuard::EnableGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = true; }
+EnableGradGuard::~EnableGradGuard() { t_grad_enabled = prev_; }
 
-void Tape::backward(const Tensor& root, const Tensor& seed) {
-  auto meta = root.impl().autograd;
-  MT_CHECK_SHAPE(meta && meta->requires_grad, "backward on a tensor that does not require grad (", root.describe(),
-                 ")");
-  Tensor g0 = seed.defined() ? seed : Tensor::ones(root.shape(), root.dtype(), root.device());
-  MT_CHECK_SHAPE(g0.shape() == root.shape(), "backward: gradient ", shape_str(g0.shape()), " for output ",
-                 shape_str(root.shape()));
+void Tape::backward(const Tensor& root, const Tensor& seed) { backward(std::vector<Tensor>{root}, {seed}); }
+
+void Tape::backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds) {
+  MT_ASSERT(roots.size() == seeds.size() && !roots.empty(), "backward: ", roots.size(), " roots and ", seeds.size(),
+            " seeds");
   NoGradGuard no_grad;
-  if (meta->is_leaf) {
-    accumulate(meta->grad, g0.clone());
-    for (auto& h : meta->grad_ready_hooks) h(meta->grad);
+  bool any_node = false;
+  for (size_t r = 0; r < roots.size(); ++r) {
+    const Tensor& root = roots[r];
+    auto meta = root.impl().autograd;
+    MT_CHECK_SHAPE(meta && meta->requires_grad, "backward on a tensor that does not require grad (", root.describe(),
+                   ")");
+    Tensor g0 = seeds[r].defined() ? seeds[r] : Tensor::ones(root.shape(), root.dtype(), root.device());
+    MT_CHECK_SHAPE(g0.shape() == root.shape(), "backward: gradient ", shape_str(g0.shape()), " for output ",
+                   shape_str(root.shape()));
+    if (meta->is_leaf) {
+      accumulate(meta->grad, g0.clone());
+      for (auto& h : meta->grad_ready_hooks) h(meta->grad);
+      continue;
+    }
+    MT_CHECK_SHAPE(!meta->grad_fn.expired() && !nodes_.empty(),
+                   "backward: the graph of this tensor is gone (backward already ran, or the tape was cleared)");
+    accumulate(meta->grad, g0);
+    any_node = true;
+  }
+  if (!any_node) {
     nodes_.clear();
     return;
   }
-  MT_CHECK_SHAPE(!meta->grad_fn.expired() && !nodes_.empty(),
-                 "backward: the graph of this tensor is gone (backward already ran, or the tape was cleared)");
-  meta->grad = g0;
 
   // How many recorded uses each leaf has: its gradient is final when the earliest of them has run.
   std::unordered_map<AutogradMeta*, int> pending;

@@ -57,8 +57,12 @@ class Tape {
   void record(std::shared_ptr<Node> node) { nodes_.push_back(std::move(node)); }
   size_t size() const { return nodes_.size(); }
   void clear() { nodes_.clear(); }
+  // Exchange the recorded nodes with another tape's (a nested backward runs on a tape of its own).
+  void swap(Tape& other) { nodes_.swap(other.nodes_); }
   // Run backward from `root` (gradient `seed`, ones if undefined) over every recorded node, then clear the tape.
   void backward(const Tensor& root, const Tensor& seed = Tensor());
+  // The same from several outputs at once, each with its gradient (ones where undefined).
+  void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds);
 
  private:
   std::vector<std::shared_ptr<Node>> nodes_;
@@ -74,6 +78,17 @@ class NoGradGuard {
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+// Grad mode on for a scope (a recompute inside a backward, which runs with grad mode off).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool prev_;

@@ -15,7 +15,8 @@ namespace {
 // Detached copies of a cache's states (new storage: the next chunk's forward replaces the cache's tensors).
 InferenceCache copy_states(const InferenceCache& c) {
   InferenceCache out;
-  for (const LayerState& s : c.layers) out.layers.push_back({s.conv_state.detach().clone(), s.ssm_state.detach().clone()});
+  for (const LayerState& s : c.layers)
+    out.layers.push_back({s.conv_state.detach().clone(), s.ssm_state.detach().clone()});
   return out;
 }
 
@@ -50,8 +51,8 @@ std::vector<int64_t> scored_per_chunk(const Tensor& targets, int64_t chunk_len) 
 
 }  // namespace
 
-ChunkedLMLoss::ChunkedLMLoss(const MambaLMHeadModel& model, const Tensor& ids, const Tensor& targets,
-                             int64_t chunk_len, const ForwardOptions& opt)
+ChunkedLMLoss::ChunkedLMLoss(const MambaLMHeadModel& model, const Tensor& ids, const Tensor& targets, int64_t chunk_len,
+                             const ForwardOptions& opt)
     : model_(model), ids_(ids), targets_(targets), opt_(opt) {
   MT_CHECK_SHAPE(ids.dim() == 2 && targets.shape() == ids.shape(), "chunked LM loss: ids ", ids.describe(),
                  " and targets ", targets.describe(), " must both be [B, L]");

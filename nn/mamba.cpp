@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "autograd/checkpoint.h"
 #include "autograd/ops/conv1d.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/linalg.h"
@@ -120,9 +121,37 @@ BackboneOutput MambaBackbone::forward(const Tensor& ids, const ForwardOptions& o
   for (size_t i = 0; i < layers.size(); ++i) {
     LayerState* st = opt.cache ? &opt.cache->layers[i] : nullptr;
     Tensor* last = (i + 1 == layers.size()) ? &out.last_ssm_state : nullptr;
-    auto hr = layers[i]->forward(h, residual, opt, st, last);
-    h = hr.first;
-    residual = hr.second;
+    if (opt.checkpoint_blocks && grad_enabled()) {
+      // The block as a function of (h, residual, conv state, SSM state) -> (h, residual, states, last SSM state).
+      const MambaBlock& block = *layers[i];
+      const bool want_last = last != nullptr;
+      auto fn = [&block, opt, want_last](const std::vector<Tensor>& in) {
+        LayerState s{in[2], in[3]};
+        Tensor last_state;
+        auto r = block.forward(in[0], in[1], opt, in[2].defined() ? &s : nullptr, want_last ? &last_state : nullptr);
+        std::vector<Tensor> o = {r.first, r.second};
+        if (in[2].defined()) {
+          o.push_back(s.conv_state);
+          o.push_back(s.ssm_state);
+        }
+        if (want_last) o.push_back(last_state);
+        return o;
+      };
+      const std::vector<Tensor> o = checkpoint(
+          fn, {h, residual, st ? st->conv_state : Tensor(), st ? st->ssm_state : Tensor()}, block.parameters());
+      h = o[0];
+      residual = o[1];
+      size_t k = 2;
+      if (st) {
+        st->conv_state = o[k++];
+        st->ssm_state = o[k++];
+      }
+      if (want_last) *last = o[k];
+    } else {
+      auto hr = layers[i]->forward(h, residual, opt, st, last);
+      h = hr.first;
+      residual = hr.second;
+    }
     if (opt.output_hidden_states) out.hidden_states.push_back(add(residual, cast(h, residual.dtype())));
   }
   NormOut f = norm_f.forward(h, residual, cd);

@@ -33,6 +33,9 @@ struct ForwardOptions {
   Tensor mask;                       // [B, L], nonzero = real token (optional)
   bool output_hidden_states = false;
   InferenceCache* cache = nullptr;  // when set: start from and update these states (streaming)
+  // Activation checkpointing (trainer.activation_checkpointing: block): each block keeps only its inputs for the
+  // backward and recomputes its activations there (autograd/checkpoint.h). Same gradients, bit for bit.
+  bool checkpoint_blocks = false;
 };
 
 class MambaMixer : public Module {

@@ -59,7 +59,8 @@ void expect_same(const Result& a, const Result& b, double tol, const std::string
     const auto& other = b.grads.at(kv.first);
     ASSERT_EQ(kv.second.size(), other.size()) << what << " " << kv.first;
     for (size_t i = 0; i < other.size(); ++i)
-      ASSERT_NEAR(kv.second[i], other[i], tol * (1 + std::fabs(other[i]))) << what << " " << kv.first << "[" << i << "]";
+      ASSERT_NEAR(kv.second[i], other[i], tol * (1 + std::fabs(other[i])))
+          << what << " " << kv.first << "[" << i << "]";
   }
 }
 
@@ -115,7 +116,8 @@ TEST(ChunkedLM, EvaluationLossEqualsTheWholeSequenceLoss) {
   fo.compute_dtype = DType::F64;
   NoGradGuard ng;
   const double whole = m.forward(ids, fo, true, targets, false).loss.item();
-  for (int64_t chunk : {1, 4, 16, 17, 40}) EXPECT_NEAR(chunked_lm_loss(m, ids, targets, chunk, fo).item(), whole, 1e-12);
+  for (int64_t chunk : {1, 4, 16, 17, 40})
+    EXPECT_NEAR(chunked_lm_loss(m, ids, targets, chunk, fo).item(), whole, 1e-12);
 }
 
 TEST(ChunkedLM, RefusesBadArguments) {
@@ -124,8 +126,7 @@ TEST(ChunkedLM, RefusesBadArguments) {
   Tensor ids = Tensor::zeros({1, 6}, DType::I64);
   ForwardOptions fo;
   expect_error([&] { ChunkedLMLoss(m, ids, ids, 0, fo); }, ErrorKind::Shape, {"chunk_len", ">= 1"});
-  expect_error([&] { ChunkedLMLoss(m, ids, Tensor::zeros({1, 5}, DType::I64), 2, fo); }, ErrorKind::Shape,
-               {"targets"});
+  expect_error([&] { ChunkedLMLoss(m, ids, Tensor::zeros({1, 5}, DType::I64), 2, fo); }, ErrorKind::Shape, {"targets"});
   c.bidirectional = true;
   MambaLMHeadModel bi(c);
   expect_error([&] { ChunkedLMLoss(bi, ids, ids, 2, fo); }, ErrorKind::Usage, {"bidirectional"});

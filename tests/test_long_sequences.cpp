@@ -65,8 +65,7 @@ TEST(LongSequences, ChunkedResumeIsBitExact) {
 }
 
 TEST(LongSequences, ChunkLenIsRefusedWhereItCannotApply) {
-  test::CliResult r = run_cli(
-      "train configs/promoters-ecoli.yaml --set trainer.chunk_len=16 --set run.device=cpu");
+  test::CliResult r = run_cli("train configs/promoters-ecoli.yaml --set trainer.chunk_len=16 --set run.device=cpu");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "trainer.chunk_len")) << r.out;
   EXPECT_TRUE(contains(r.out, "model.head")) << r.out;
@@ -75,4 +74,19 @@ TEST(LongSequences, ChunkLenIsRefusedWhereItCannotApply) {
       "--set data.path=data/corpora/tinyshakespeare.txt --set run.device=cpu");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "model.bidirectional")) << r.out;
+}
+
+TEST(LongSequences, BlockCheckpointingTrainsTheSameBits) {
+  // trainer.activation_checkpointing block, alone and with chunks: the final checkpoint's parameters are the bits of
+  // the run without it.
+  const std::string plain = test::temp_dir("ckpt_plain"), blocks = test::temp_dir("ckpt_blocks");
+  for (int64_t chunk : {0, 11}) {
+    test::CliResult r = run_cli(lm_args(plain, 3, chunk));
+    ASSERT_EQ(r.code, 0) << r.out;
+    r = run_cli(lm_args(blocks, 3, chunk) + " --set trainer.activation_checkpointing=block");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(params_at(blocks, 3), params_at(plain, 3)) << "chunk_len " << chunk;
+    std::filesystem::remove_all(plain);
+    std::filesystem::remove_all(blocks);
+  }
 }

@@ -293,6 +293,7 @@ struct Trainer::Impl {
     s.loss_scale = scaler->scale();
     nn::ForwardOptions fo;
     fo.compute_dtype = cd;
+    fo.checkpoint_blocks = cfg.trainer.activation_checkpointing == "block";
     Tensor loss_sum;  // device scalar, no graph: the step's mean loss without a host sync per micro-batch
     // Each micro-batch's backward starts from no gradient; the earlier micro-batches' sum is carried and added in
     // front (carried + this), so one process accumulating micro-batches 0, 1 and two ranks holding one each form

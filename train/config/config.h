@@ -81,6 +81,7 @@ struct TrainerSection {
   double loss_scale_init = 65536.0;  // fp16 only
   int64_t loss_scale_growth_interval = 2000;
   int64_t chunk_len = 0;  // > 0: LM sequences trained chunk by chunk with the states carried (nn/chunked.h)
+  std::string activation_checkpointing = "none";  // none | block (recompute each block in the backward)
 };
 
 struct CheckpointSection {

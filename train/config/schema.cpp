@@ -295,6 +295,10 @@ std::vector<Key> build() {
           .doc("language models: train each sequence in chunks of this many tokens, carrying every layer's conv and "
                "SSM state and recomputing each chunk in the backward; the gradient is the whole sequence's, and "
                "activation memory is one chunk's. 0 = the whole sequence at once"),
+      K("trainer.activation_checkpointing", F(trainer.activation_checkpointing))
+          .one_of({"none", "block"})
+          .doc("block: keep only each Mamba block's inputs for the backward and recompute its activations there "
+               "(one extra forward of the blocks; the same gradients bit for bit); none: keep them"),
       // ---- checkpoint ----
       K("checkpoint.dir", F(checkpoint.dir)).note("<run.out_dir>/checkpoints").doc("directory of the checkpoints"),
       K("checkpoint.every", F(checkpoint.every))
