@@ -102,7 +102,9 @@ TEST(Checkpointing, AFunctionOfTwoInputsAndAParameter) {
   set_requires_grad(a);
   set_requires_grad(b);
   set_requires_grad(w);
-  auto fn = [&w](const std::vector<Tensor>& in) { return std::vector<Tensor>{mul(mul(in[0], w), in[1]), add(in[0], in[1])}; };
+  auto fn = [&w](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{mul(mul(in[0], w), in[1]), add(in[0], in[1])};
+  };
   auto run = [&](bool ck) {
     zero_grad(a);
     zero_grad(b);

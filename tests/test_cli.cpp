@@ -36,9 +36,13 @@ TEST(Cli, BadArgumentsAreOneClearError) {
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error:")) << r.out;
   EXPECT_TRUE(contains(r.out, "7b")) << r.out;
-  r = run_cli("info --set n_layers=3");
-  EXPECT_EQ(r.code, 2) << r.out;
-  EXPECT_TRUE(contains(r.out, "unknown model field 'n_layers'")) << r.out;
+  r = run_cli("info --set n_layers=3");  // a key without a section is a model key, checked by the config schema
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "--set model.n_layers: unknown key")) << r.out;
+  EXPECT_TRUE(contains(r.out, "model.n_layer")) << r.out;
+  r = run_cli("info --set trainer.chunk_len=-1");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_TRUE(contains(r.out, "trainer.chunk_len")) << r.out;
   r = run_cli("info --batch -3");
   EXPECT_EQ(r.code, 2) << r.out;
   r = run_cli("no-such-command");

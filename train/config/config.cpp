@@ -659,6 +659,22 @@ TrainConfig load_train_config_file(const std::string& config_path, const std::ve
   return load_train_config(text, path, overrides);
 }
 
+void apply_overrides(TrainConfig& c, const std::vector<std::string>& overrides) {
+  const std::string source = "--set";
+  Given g(source);
+  read_overrides(overrides, g);
+  const Key* variant = schema::find("model.variant");
+  if (g.set[g.index(variant)] && !g.value[g.index(variant)].s.empty())
+    c.model.mamba = MambaConfig::variant(g.value[g.index(variant)].s);
+  for (const Key& k : schema::keys())
+    if (g.set[g.index(&k)]) k.set(c, g.value[g.index(&k)]);
+  try {
+    c.model.mamba.finalize();
+  } catch (const Error& e) {
+    config_error(str("--set: model: ", e.what()));
+  }
+}
+
 std::vector<std::string> class_file_list(const DataSection& d) {
   std::vector<std::string> out;
   size_t start = 0;

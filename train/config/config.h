@@ -123,6 +123,12 @@ struct TrainConfig {
 TrainConfig load_train_config(const std::string& yaml_text, const std::string& source,
                               const std::vector<std::string>& overrides = {});
 TrainConfig load_train_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
+// `--set section.key=value` overrides applied to an existing config with the schema's parsing and per-key checks
+// (types, ranges, choices; "model.variant" re-derives the model as load_train_config does), without the cross-key
+// rules and file checks of a training config: for commands that describe a config without training it (info).
+// mt::Error(Config) "--set <key.path>: <problem>".
+void apply_overrides(TrainConfig& c, const std::vector<std::string>& overrides);
+
 // data.class_files split at commas ("a.fa,b.fa" -> {"a.fa", "b.fa"}; empty entries kept so they can be reported).
 std::vector<std::string> class_file_list(const DataSection& d);
 
