@@ -40,6 +40,16 @@ bool parse_norm_kind(const std::string& name, NormKind* out) {
   return false;
 }
 
+const char* bi_weights_name(BiWeights k) { return k == BiWeights::Shared ? "shared" : "caduceus"; }
+
+bool parse_bi_weights(const std::string& name, BiWeights* out) {
+  if (name == "caduceus" || name == "shared") {
+    *out = name == "shared" ? BiWeights::Shared : BiWeights::Caduceus;
+    return true;
+  }
+  return false;
+}
+
 bool parse_dt_init(const std::string& name, DtInit* out) {
   if (name == "random" || name == "constant") {
     *out = name == "constant" ? DtInit::Constant : DtInit::Random;
@@ -87,11 +97,10 @@ int64_t MambaConfig::num_parameters() const {
   const int64_t r = dt_rank > 0 ? dt_rank : ceil_div(d_model, 16);
   const int64_t norm_params = norm == NormKind::LayerNorm ? 2 * d : d;  // weight (+ bias)
   int64_t layer = 0;
-  layer += 2 * di * d + (proj_bias ? 2 * di : 0);         // in_proj
-  layer += di * K + (conv_bias ? di : 0);                 // conv1d [di, 1, K]
-  layer += (r + 2 * N) * di;                              // x_proj -> [dt | B | C]
-  layer += di * r + di;                                   // dt_proj weight + bias
-  layer += di * N + di;                                   // A_log, D
+  layer += 2 * di * d + (proj_bias ? 2 * di : 0);  // in_proj
+  // conv1d [di, 1, K], x_proj -> [dt | B | C], dt_proj weight + bias, A_log, D: once per direction with its own.
+  const int64_t direction = di * K + (conv_bias ? di : 0) + (r + 2 * N) * di + di * r + di + di * N + di;
+  layer += direction * (bidirectional && bidirectional_weights == BiWeights::Caduceus ? 2 : 1);
   layer += d * di + (proj_bias ? d : 0);                  // out_proj
   layer += norm_params;                                   // pre-norm
   int64_t total = V * d + n_layer * layer + norm_params;  // embedding, layers, norm_f
@@ -245,6 +254,9 @@ MambaConfig parse_transformers(const json& j, const std::string& where) {
   // Our extensions (written by config_to_hf_json only when not the default).
   parse_norm_kind(r.choice("mamba_train_norm", "rmsnorm", {"rmsnorm", "layernorm"}), &c.norm);
   c.bidirectional = r.boolean("mamba_train_bidirectional", false);
+  // Files written before the Caduceus variant existed have no such key: their reverse direction shares every weight.
+  parse_bi_weights(r.choice("mamba_train_bidirectional_weights", "shared", {"caduceus", "shared"}),
+                   &c.bidirectional_weights);
   return c;
 }
 
@@ -287,6 +299,8 @@ MambaConfig parse_state_spaces(const json& j, const std::string& where) {
   c.proj_bias = s.boolean("bias", false);
   c.d_inner = c.expand * c.d_model;
   c.bidirectional = r.boolean("mamba_train_bidirectional", false);
+  parse_bi_weights(r.choice("mamba_train_bidirectional_weights", "shared", {"caduceus", "shared"}),
+                   &c.bidirectional_weights);
   return c;
 }
 
@@ -410,7 +424,10 @@ std::string config_to_hf_json(const MambaConfig& cfg_in) {
   j["bos_token_id"] = id(c.bos_token_id);
   j["eos_token_id"] = id(c.eos_token_id);
   if (c.norm != NormKind::RMSNorm) j["mamba_train_norm"] = norm_kind_name(c.norm);
-  if (c.bidirectional) j["mamba_train_bidirectional"] = true;
+  if (c.bidirectional) {
+    j["mamba_train_bidirectional"] = true;
+    j["mamba_train_bidirectional_weights"] = bi_weights_name(c.bidirectional_weights);
+  }
   return j.dump(2) + "\n";
 }
 

@@ -17,7 +17,15 @@ enum class NormKind : uint8_t { RMSNorm, LayerNorm };
 // Spelled "random" / "constant" in configs.
 enum class DtInit : uint8_t { Random, Constant };
 
+// The weights of a bidirectional layer's reverse direction. Caduceus (BiMamba): its own conv, x_proj, dt_proj, A_log
+// and D, sharing in_proj and out_proj with the forward direction. Shared: every mixer weight shared (the first
+// bidirectional models of mamba-train; their checkpoints and exports carry no such key and load as Shared).
+// Spelled "caduceus" / "shared" in configs.
+enum class BiWeights : uint8_t { Caduceus, Shared };
+
 const char* norm_kind_name(NormKind k);
+const char* bi_weights_name(BiWeights k);
+bool parse_bi_weights(const std::string& name, BiWeights* out);
 const char* dt_init_name(DtInit k);
 // "rmsnorm" / "layernorm", "random" / "constant"; false when `name` is none of them.
 bool parse_norm_kind(const std::string& name, NormKind* out);
@@ -46,7 +54,8 @@ struct MambaConfig {
   NormKind norm = NormKind::RMSNorm;
   bool residual_in_fp32 = true;
   bool tie_embeddings = true;
-  bool bidirectional = false;  // Caduceus-style: scan forward and on the reversed sequence, shared projections
+  bool bidirectional = false;  // also scan the reversed sequence and add the two outputs (Caduceus' BiMamba)
+  BiWeights bidirectional_weights = BiWeights::Caduceus;
   int64_t pad_vocab_size_multiple = 8;
   double initializer_range = 0.02;  // std of the embedding init
   int64_t pad_token_id = 0, bos_token_id = 0, eos_token_id = 0;

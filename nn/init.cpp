@@ -59,6 +59,19 @@ void MambaMixer::init_parameters(Generator& gen, int64_t n_layer) {
   init_dt_bias(*dt_proj.bias, gen, c);
   init_A_log(*A_log);
   D->fill_(1.0);
+  if (reverse) {  // the reverse direction of a Caduceus layer: initialised as the forward one, from the next draws
+    fan_in_uniform(*reverse->conv1d.weight, c.d_conv);
+    if (reverse->conv1d.bias) fan_in_uniform(*reverse->conv1d.bias, c.d_conv);
+    fan_in_uniform(*reverse->x_proj.weight, c.d_inner);
+    if (c.dt_init == DtInit::Constant) {
+      reverse->dt_proj.weight->fill_(dt_std);
+    } else {
+      init_uniform(*reverse->dt_proj.weight, gen, -dt_std, dt_std);
+    }
+    init_dt_bias(*reverse->dt_proj.bias, gen, c);
+    init_A_log(*reverse->A_log);
+    reverse->D->fill_(1.0);
+  }
   // out_proj: U(+-1/sqrt(fan_in)), then scaled by 1/sqrt(n_layer) (state-spaces' rescale_prenorm_residual).
   const double b = 1.0 / std::sqrt(static_cast<double>(c.d_inner)) / std::sqrt(static_cast<double>(n_layer));
   init_uniform(*out_proj.weight, gen, -b, b);
@@ -80,17 +93,26 @@ std::string check_init_invariants(const MambaBackbone& model, bool after_trainin
   const MambaConfig& c = model.config();
   for (size_t i = 0; i < model.layers.size(); ++i) {
     const MambaMixer& m = model.layers[i]->mixer;
-    std::vector<double> b = m.dt_proj.bias->to_vector();
-    for (size_t j = 0; j < b.size(); ++j) {
-      const double sp = b[j] > 20 ? b[j] : std::log1p(std::exp(b[j]));
-      const double lo = std::min(c.dt_min, c.dt_init_floor);
-      if (!std::isfinite(sp) || (!after_training && (sp < lo * (1 - 1e-5) || sp > c.dt_max * (1 + 1e-5))))
-        return str("layer ", i, ": softplus(dt_proj.bias[", j, "]) = ", sp, " outside [", lo, ", ", c.dt_max, "]");
+    struct Dir {
+      const char* prefix;
+      const Tensor *bias, *A_log, *D;
+    };
+    std::vector<Dir> dirs = {{"", m.dt_proj.bias, m.A_log, m.D}};
+    if (m.reverse) dirs.push_back({"reverse.", m.reverse->dt_proj.bias, m.reverse->A_log, m.reverse->D});
+    for (const Dir& dir : dirs) {
+      std::vector<double> b = dir.bias->to_vector();
+      for (size_t j = 0; j < b.size(); ++j) {
+        const double sp = b[j] > 20 ? b[j] : std::log1p(std::exp(b[j]));
+        const double lo = std::min(c.dt_min, c.dt_init_floor);
+        if (!std::isfinite(sp) || (!after_training && (sp < lo * (1 - 1e-5) || sp > c.dt_max * (1 + 1e-5))))
+          return str("layer ", i, ": softplus(", dir.prefix, "dt_proj.bias[", j, "]) = ", sp, " outside [", lo, ", ",
+                     c.dt_max, "]");
+      }
+      for (double a : dir.A_log->to_vector())
+        if (!std::isfinite(a)) return str("layer ", i, ": ", dir.prefix, "A_log is not finite");
+      for (double d : dir.D->to_vector())
+        if (!std::isfinite(d)) return str("layer ", i, ": ", dir.prefix, "D is not finite");
     }
-    for (double a : m.A_log->to_vector())
-      if (!std::isfinite(a)) return str("layer ", i, ": A_log is not finite");
-    for (double d : m.D->to_vector())
-      if (!std::isfinite(d)) return str("layer ", i, ": D is not finite");
   }
   return "";
 }

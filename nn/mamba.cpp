@@ -27,6 +27,17 @@ InferenceCache make_cache(const MambaConfig& cfg, int64_t batch, DType cd, Devic
 }
 
 // ---------------------------------------------------------------- MambaMixer
+MixerReverse::MixerReverse(const MambaConfig& c)
+    : conv1d(c.d_inner, c.d_conv, c.conv_bias),
+      x_proj(c.d_inner, c.dt_rank + 2 * c.d_state, false),
+      dt_proj(c.dt_rank, c.d_inner, true) {
+  register_module("conv1d", conv1d);
+  register_module("x_proj", x_proj);
+  register_module("dt_proj", dt_proj);
+  A_log = &register_parameter("A_log", Tensor::zeros({c.d_inner, c.d_state}));
+  D = &register_parameter("D", Tensor::ones({c.d_inner}));
+}
+
 MambaMixer::MambaMixer(const MambaConfig& c)
     : in_proj(c.d_model, 2 * c.d_inner, c.proj_bias),
       conv1d(c.d_inner, c.d_conv, c.conv_bias),
@@ -41,36 +52,57 @@ MambaMixer::MambaMixer(const MambaConfig& c)
   A_log = &register_parameter("A_log", Tensor::zeros({c.d_inner, c.d_state}));
   D = &register_parameter("D", Tensor::ones({c.d_inner}));
   register_module("out_proj", out_proj);
+  if (c.bidirectional && c.bidirectional_weights == BiWeights::Caduceus) {
+    reverse = std::make_unique<MixerReverse>(c);
+    register_module("reverse", *reverse);
+  }
+}
+
+Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
+                             const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, DType cd,
+                             LayerState* state, Tensor* last_state) const {
+  const int64_t n = cfg_.d_state, r = cfg_.dt_rank;
+  const DType sd = state_dtype(cd);
+  Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr);
+  Tensor xdbl = xp.forward(u, cd);
+  Tensor dt = contiguous(slice(xdbl, -1, 0, r));
+  Tensor Bm = contiguous(slice(xdbl, -1, r, r + n));
+  Tensor Cm = contiguous(slice(xdbl, -1, r + n, r + 2 * n));
+  Tensor delta = linear(dt, as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
+  Tensor A = neg(exp(as_compute(A_log_p, sd)));
+  SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, as_compute(D_p, sd), z, as_compute(*dtp.bias, sd),
+                                         /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask);
+  if (state) state->ssm_state = scan.last_state;
+  if (last_state) *last_state = scan.last_state;
+  return scan.y;
 }
 
 Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, DType cd, LayerState* state, Tensor* last_state) const {
-  const int64_t di = cfg_.d_inner, n = cfg_.d_state, r = cfg_.dt_rank;
-  const DType sd = state_dtype(cd);
+  const int64_t di = cfg_.d_inner;
   Tensor xz = in_proj.forward(h, cd);
   Tensor x = contiguous(slice(xz, -1, 0, di));
   Tensor z = contiguous(slice(xz, -1, di, 2 * di));
   if (mask.defined()) x = mul(x, unsqueeze(mask, -1));  // pads enter the conv as zeros
-  Tensor u = conv1d.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr);
-  Tensor xdbl = x_proj.forward(u, cd);
-  Tensor dt = contiguous(slice(xdbl, -1, 0, r));
-  Tensor Bm = contiguous(slice(xdbl, -1, r, r + n));
-  Tensor Cm = contiguous(slice(xdbl, -1, r + n, r + 2 * n));
-  Tensor delta = linear(dt, as_compute(*dt_proj.weight, cd));  // the bias goes into the scan, in fp32
-  Tensor A = neg(exp(as_compute(*A_log, sd)));
-  SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, as_compute(*D, sd), z, as_compute(*dt_proj.bias, sd),
-                                         /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask);
-  if (state) state->ssm_state = scan.last_state;
-  if (last_state) *last_state = scan.last_state;
-  return out_proj.forward(scan.y, cd);
+  if (!reverse)
+    return out_proj.forward(direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, cd, state, last_state), cd);
+  // Caduceus: the reverse direction reads the flipped sequence with its own conv / x_proj / dt_proj / A_log / D and
+  // the shared in_proj (in_proj is per token, so flipping its output is flipping its input); its output is flipped
+  // back and the two are added. out_proj is shared too: applied once to the sum when it has no bias.
+  MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
+  Tensor yf = direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, cd, nullptr, last_state);
+  Tensor yr = direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, flip(x, 1),
+                        flip(z, 1), mask.defined() ? flip(mask, 1) : Tensor(), cd, nullptr, nullptr);
+  if (out_proj.bias) return add(out_proj.forward(yf, cd), flip(out_proj.forward(yr, cd), 1));
+  return out_proj.forward(add(yf, flip(yr, 1)), cd);
 }
 
 Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const {
   const DType cd = opt.compute_dtype;
   Tensor mask = opt.mask.defined() ? opt.mask.to(cd) : Tensor();
   Tensor out = run(h, mask, cd, state, last_state);
-  if (cfg_.bidirectional) {
+  if (cfg_.bidirectional && !reverse) {
     MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
-    // Caduceus-style: the same projections scan the reversed sequence; the two outputs are added.
+    // Shared weights (the first bidirectional variant): the same mixer scans the reversed sequence; outputs added.
     Tensor rev = run(flip(h, 1), mask.defined() ? flip(mask, 1) : Tensor(), cd, nullptr, nullptr);
     out = add(out, flip(rev, 1));
   }

@@ -38,6 +38,19 @@ struct ForwardOptions {
   bool checkpoint_blocks = false;
 };
 
+// The per-direction weights of a Caduceus bidirectional layer's reverse direction (submodule "reverse" of the
+// mixer: mixer.reverse.conv1d.weight, .x_proj.weight, .dt_proj.weight / .bias, .A_log, .D); in_proj and out_proj are
+// the forward direction's.
+class MixerReverse : public Module {
+ public:
+  explicit MixerReverse(const MambaConfig& cfg);
+  CausalConv1d conv1d;
+  Linear x_proj;
+  Linear dt_proj;
+  Tensor* A_log;
+  Tensor* D;
+};
+
 class MambaMixer : public Module {
  public:
   MambaMixer(const MambaConfig& cfg);
@@ -46,17 +59,23 @@ class MambaMixer : public Module {
   Tensor forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const;
   void init_parameters(Generator& gen, int64_t n_layer);
 
-  Linear in_proj;       // [2*d_inner, d_model]: x and z halves
-  CausalConv1d conv1d;  // depthwise over d_inner channels, kernel d_conv
-  Linear x_proj;        // [dt_rank + 2N, d_inner]: dt | B | C
-  Linear dt_proj;       // [d_inner, dt_rank]; its bias is applied in fp32 inside the scan
-  Tensor* A_log;        // [d_inner, N] fp32, A = -exp(A_log)
-  Tensor* D;            // [d_inner] fp32 skip
-  Linear out_proj;      // [d_model, d_inner]
+  Linear in_proj;                         // [2*d_inner, d_model]: x and z halves
+  CausalConv1d conv1d;                    // depthwise over d_inner channels, kernel d_conv
+  Linear x_proj;                          // [dt_rank + 2N, d_inner]: dt | B | C
+  Linear dt_proj;                         // [d_inner, dt_rank]; its bias is applied in fp32 inside the scan
+  Tensor* A_log;                          // [d_inner, N] fp32, A = -exp(A_log)
+  Tensor* D;                              // [d_inner] fp32 skip
+  Linear out_proj;                        // [d_model, d_inner]
+  std::unique_ptr<MixerReverse> reverse;  // bidirectional, Caduceus weights only
 
  private:
-  // One direction of the mixer on already-masked input.
+  // One direction of the mixer on already-masked input (in_proj to out_proj).
   Tensor run(const Tensor& h, const Tensor& mask, DType cd, LayerState* state, Tensor* last_state) const;
+  // The per-direction part: conv + SiLU, x_proj, dt_proj and the scan on x [B, L, d_inner] (masked) and z; returns
+  // the scan output y [B, L, d_inner] (before out_proj).
+  Tensor direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
+                   const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, DType cd, LayerState* state,
+                   Tensor* last_state) const;
   MambaConfig cfg_;
 };
 

@@ -22,9 +22,9 @@ struct MemoryEstimateInput {
   MambaConfig model;
   int64_t micro_batch = 8, seq_len = 2048;
   DType compute = DType::BF16;
-  int64_t chunk_len = 0;            // 0: whole sequences
-  bool checkpoint_blocks = false;   // trainer.activation_checkpointing block
-  bool lm = true;                   // the LM head and loss (else a classifier: no logits over the vocabulary)
+  int64_t chunk_len = 0;           // 0: whole sequences
+  bool checkpoint_blocks = false;  // trainer.activation_checkpointing block
+  bool lm = true;                  // the LM head and loss (else a classifier: no logits over the vocabulary)
 };
 
 struct MemoryEstimate {

@@ -176,12 +176,17 @@ struct Trainer::Impl {
       if (lm) {
         lm->load_state_dict(src->state_dict(), true, where);
       } else {
-        // A pretrained LM's backbone under a new classifier (fine-tuning): every backbone tensor must be there.
+        // A pretrained LM's backbone under a new classifier (fine-tuning): every backbone tensor must be there,
+        // except the reverse direction of a Caduceus bidirectional layer, which a causal LM does not have (it keeps
+        // its initialisation).
         std::map<std::string, Tensor> bb;
         for (auto& kv : src->state_dict())
           if (kv.first.compare(0, 9, "backbone.") == 0) bb.insert(kv);
-        MT_CHECK(bb.size() == backbone->named_parameters().size(), ErrorKind::Checkpoint, where, ": ", bb.size(),
-                 " backbone tensors, the model has ", backbone->named_parameters().size());
+        size_t expected = 0;
+        for (auto& kv : backbone->named_parameters())
+          expected += kv.first.find(".mixer.reverse.") == std::string::npos || bb.count("backbone." + kv.first);
+        MT_CHECK(bb.size() == expected, ErrorKind::Checkpoint, where, ": ", bb.size(), " backbone tensors, the model has ",
+                 expected);
         cls->load_state_dict(bb, false, where);
       }
       const std::string bad = nn::check_init_invariants(*backbone, /*after_training=*/true);

@@ -54,8 +54,9 @@ TEST(CudaLongSequences, InfoEstimatesThePeakWithinTenPercent) {
       in.chunk_len = chunk;
       in.checkpoint_blocks = std::string(ck) == "block";
       const double est = estimate_training_memory(in).total();
-      std::printf("[ info     ] chunk_len %lld, checkpointing %s: estimate %.3f GiB, measured peak %.3f GiB (%+.1f%%)\n",
-                  (long long)chunk, ck, est / (1 << 30), measured / (1 << 30), 100.0 * (est - measured) / measured);
+      std::printf(
+          "[ info     ] chunk_len %lld, checkpointing %s: estimate %.3f GiB, measured peak %.3f GiB (%+.1f%%)\n",
+          (long long)chunk, ck, est / (1 << 30), measured / (1 << 30), 100.0 * (est - measured) / measured);
       EXPECT_LE(std::abs(est - measured), 0.10 * measured) << "chunk_len " << chunk << ", checkpointing " << ck;
     }
   }

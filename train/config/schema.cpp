@@ -44,6 +44,10 @@ Value read(NormKind x) { return read(std::string(norm_kind_name(x))); }
 Value read(DtInit x) { return read(std::string(dt_init_name(x))); }
 void assign(NormKind& x, const Value& v) { MT_ASSERT(parse_norm_kind(v.s, &x), "model.norm: ", v.s); }
 void assign(DtInit& x, const Value& v) { MT_ASSERT(parse_dt_init(v.s, &x), "model.dt_init: ", v.s); }
+Value read(BiWeights x) { return read(std::string(bi_weights_name(x))); }
+void assign(BiWeights& x, const Value& v) {
+  MT_ASSERT(parse_bi_weights(v.s, &x), "model.bidirectional_weights: ", v.s);
+}
 
 template <class T>
 constexpr Type type_of() {
@@ -182,7 +186,13 @@ std::vector<Key> build() {
           .doc("keep the residual stream in fp32 under bf16 / fp16 precision"),
       K("model.tie_embeddings", F(model.mamba.tie_embeddings)).doc("the LM head shares the embedding matrix"),
       K("model.bidirectional", F(model.mamba.bidirectional))
-          .doc("Caduceus-style: also scan the reversed sequence with shared projections (sees the future)"),
+          .doc("also scan the reversed sequence and add the two outputs (Caduceus' BiMamba; the model sees the "
+               "future, so it trains classification heads)"),
+      K("model.bidirectional_weights", F(model.mamba.bidirectional_weights))
+          .one_of({"caduceus", "shared"})
+          .doc("bidirectional layers: caduceus = the reverse direction has its own conv, x_proj, dt_proj, A_log and D "
+               "(mixer.reverse.*) and shares in_proj and out_proj; shared = every mixer weight shared (the variant "
+               "of checkpoints written before this key existed: resume those with shared)"),
       K("model.initializer_range", F(model.mamba.initializer_range)).ge(0).doc("std of the embedding init"),
       K("model.head", F(model.head))
           .one_of({"lm", "sequence_classification", "token_classification"})
