@@ -101,12 +101,14 @@ TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t s
     const std::string kind = shard_->info().tokenizer_kind();
     MT_CHECK(kind == tokenizer, ErrorKind::Config, "tokenizer.kind: ", tokenizer, ", but data.path '", path,
              "' is a token shard of the ", shard_->info().tokenizer, " tokenizer (set tokenizer.kind: ", kind, ")");
+    if (shard_->info().eod_id != kShardNoEod) eod_ = shard_->info().eod_id;
   } else if (tokenizer == "dna") {
     MT_CHECK(!path.empty(), ErrorKind::Config, "data.path: no FASTA file given");
     struct stat st;
     MT_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode), ErrorKind::Data, "data.path: '", path,
              "' is not a readable regular file");
     bytes_ = read_fasta_tokens(path);
+    eod_ = kDnaEod;
   } else if (tokenizer == "bpe") {
     MT_CHECK(!tokenizer_path.empty(), ErrorKind::Config, "tokenizer.path: tokenizer.kind bpe needs a tokenizer.json");
     const BpeTokenizer bpe = BpeTokenizer::load(tokenizer_path);
@@ -119,6 +121,7 @@ TextDataset::TextDataset(const std::string& path, double val_fraction, int64_t s
         throw Error(e.kind(), str("data.path: '", path, "': ", e.what()));
       }
       if (bpe.eos_id() >= 0) ids.push_back(bpe.eos_id());
+      eod_ = bpe.eos_id();
       wide_.assign(ids.begin(), ids.end());
     }
     wide_vocab_ = bpe.vocab_size();

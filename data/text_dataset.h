@@ -59,6 +59,8 @@ class TextDataset {
   // different data is refused.
   std::string fingerprint() const;
   int64_t vocab_size() const;
+  // The end-of-document token of these tokens (DNA [EOD], BPE <|endoftext|>, a shard's eod id), or -1 (bytes).
+  int64_t eod_id() const { return eod_; }
   bool from_shard() const { return shard_ != nullptr; }
   int64_t seq_len() const { return seq_len_; }
   const std::string& path() const { return path_; }
@@ -75,7 +77,8 @@ class TextDataset {
   std::vector<uint8_t> bytes_;                                     // the tokens (bytes, or DNA ids) read from a file
   std::vector<uint32_t> wide_;                                     // or: BPE tokens encoded from a file
   int64_t wide_vocab_ = 0;                                         // their vocabulary (0: not BPE)
-  std::shared_ptr<const TokenShardSet> shard_;                     // or: the tokens of memory-mapped shards
+  int64_t eod_ = -1;
+  std::shared_ptr<const TokenShardSet> shard_;  // or: the tokens of memory-mapped shards
   int64_t seq_len_ = 0;
   int64_t n_train_ = 0;
   int64_t val_windows_ = 0;

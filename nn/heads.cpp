@@ -63,6 +63,14 @@ Tensor MambaLMHeadModel::next_token_loss_fused(const Tensor& hidden, const Tenso
   return linear_cross_entropy(hs, head_weight(cd), tg, -100);
 }
 
+Tensor MambaLMHeadModel::masked_lm_loss(const Tensor& hidden, const Tensor& targets, DType cd) const {
+  MT_CHECK_SHAPE(
+      hidden.dim() == 3 && targets.dim() == 2 && targets.size(0) == hidden.size(0) && targets.size(1) == hidden.size(1),
+      "masked_lm_loss: hidden states ", hidden.describe(), " and targets ", targets.describe());
+  const int64_t B = hidden.size(0), L = hidden.size(1), H = hidden.size(2);
+  return linear_cross_entropy(reshape(hidden, {B * L, H}), head_weight(cd), targets.contiguous().view({B * L}), -100);
+}
+
 LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss, const Tensor& targets,
                                    bool with_logits) const {
   LMOutput out;

@@ -30,6 +30,9 @@ class MambaLMHeadModel : public Module {
   // The mean next-token loss from the final hidden states [B, L, d_model] (compute dtype) and targets [B, L].
   Tensor next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const;
   Tensor logits(const Tensor& hidden, DType cd) const;
+  // Masked-LM loss: mean cross-entropy of the logits at position t against targets[:, t] (no shift; -100 = not
+  // scored), from the final hidden states [B, L, d_model] through the chunked head + loss.
+  Tensor masked_lm_loss(const Tensor& hidden, const Tensor& targets, DType cd) const;
   // The output projection [V, d_model] in the compute dtype: lm_head, or the embedding matrix when tied.
   Tensor head_weight(DType cd) const;
   void init_parameters(Generator& gen);

@@ -64,7 +64,8 @@ TEST(Bidirectional, CaduceusMixerIsForwardPlusFlippedReverse) {
     copy_param(fwd, p, bi, p);
     copy_param(rev, p, bi, p);
   }
-  for (const char* p : {"conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"}) {
+  for (const char* p :
+       {"conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"}) {
     copy_param(fwd, p, bi, p);
     copy_param(rev, p, bi, std::string("reverse.") + p);
   }

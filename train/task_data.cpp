@@ -1,9 +1,12 @@
 #include "train/task_data.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "core/error.h"
+#include "data/dna.h"
 #include "data/labelled.h"
+#include "data/mlm.h"
 #include "data/selective_copying.h"
 #include "data/text_dataset.h"
 
@@ -37,6 +40,7 @@ class TextTask : public Forwarding<data::TextDataset> {
                " held-out tokens; ", ds_.num_val_windows(), " validation windows of ", ds_.seq_len(), ")");
   }
   int64_t vocab_size() const { return ds_.vocab_size(); }
+  int64_t eod_id() const { return ds_.eod_id(); }
 
  private:
   std::string tokenizer_;
@@ -54,6 +58,35 @@ class CopyTask : public Forwarding<data::SelectiveCopying> {
 
  private:
   int64_t val_;
+};
+
+// Masked language modelling over an LM data source: the same windows, BERT-masked per sample (data/mlm.h).
+class MlmTask : public TaskData {
+ public:
+  MlmTask(std::unique_ptr<TaskData> inner, const data::MlmMasking& m, uint64_t val_seed)
+      : inner_(std::move(inner)), m_(m), val_seed_(val_seed) {}
+  data::Batch train_batch(uint64_t seed, int64_t first, int64_t b) const override {
+    data::Batch x = inner_->train_batch(seed, first, b);
+    data::apply_mlm_masking(x, m_, seed, kTrainDomain, first);
+    return x;
+  }
+  data::Batch val_batch(int64_t i, int64_t b) const override {
+    data::Batch x = inner_->val_batch(i, b);
+    data::apply_mlm_masking(x, m_, val_seed_, kValDomain, i * b);
+    return x;
+  }
+  int64_t num_val_batches(int64_t b) const override { return inner_->num_val_batches(b); }
+  std::string fingerprint() const override { return str(inner_->fingerprint(), ";mlm:", m_.probability); }
+  std::string describe() const override {
+    return str(inner_->describe(), "; masked LM: ", m_.probability, " of the positions, mask id ", m_.mask_id);
+  }
+  bool masked_lm() const override { return true; }
+
+ private:
+  static constexpr uint64_t kTrainDomain = 0x6d6c6d2d747261ULL, kValDomain = 0x6d6c6d2d76616cULL;
+  std::unique_ptr<TaskData> inner_;
+  data::MlmMasking m_;
+  uint64_t val_seed_;
 };
 
 data::LabelledOptions labelled_options(const TrainConfig& c) {
@@ -101,11 +134,26 @@ std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg) {
            cfg.model.head);
   if (cfg.data.kind == "text") {
     auto t = std::make_unique<TextTask>(cfg.data, cfg.tokenizer);
-    // A token shard carries its own vocabulary; the embedding must hold every id in it.
-    MT_CHECK(t->vocab_size() <= cfg.model.mamba.vocab_size, ErrorKind::Config,
-             "model.vocab_size: ", cfg.model.mamba.vocab_size, " is smaller than the vocabulary of data.path '",
-             cfg.data.path, "' (", t->vocab_size(), " ids)");
-    return t;
+    const bool mlm = cfg.trainer.objective == "mlm";
+    // A token shard carries its own vocabulary; the embedding must hold every id in it (and the mask token).
+    const int64_t needed = t->vocab_size() + (mlm ? 1 : 0);
+    MT_CHECK(needed <= cfg.model.mamba.vocab_size, ErrorKind::Config, "model.vocab_size: ", cfg.model.mamba.vocab_size,
+             " is smaller than the vocabulary of data.path '", cfg.data.path, "' (", t->vocab_size(), " ids",
+             mlm ? " and the mask token" : "", ")");
+    if (!mlm) return t;
+    data::MlmMasking m;
+    m.probability = cfg.trainer.mlm_probability;
+    m.mask_id = t->vocab_size();  // a new id after the tokenizer's
+    if (cfg.tokenizer.kind == "dna") {
+      m.random_lo = data::kDnaA;  // A C G T N
+      m.random_hi = data::kDnaN + 1;
+      m.keep = {data::kDnaPad, data::kDnaEod};
+    } else {
+      m.random_lo = 0;
+      m.random_hi = t->vocab_size();
+      if (t->eod_id() >= 0) m.keep = {t->eod_id()};
+    }
+    return std::make_unique<MlmTask>(std::move(t), m, cfg.run.seed);
   }
   if (cfg.data.kind == "selective_copying") return std::make_unique<CopyTask>(cfg.data);
   throw Error(ErrorKind::Config, str("data.kind: unknown kind '", cfg.data.kind, "'"));
@@ -119,6 +167,11 @@ int64_t scored_targets(const data::Batch& b) {
   for (int64_t i = 0; i < B; ++i)
     for (int64_t j = 1; j < L; ++j) n += p[i * L + j] != data::kIgnoreIndex;
   return n;
+}
+
+int64_t scored_masked_targets(const data::Batch& b) {
+  const std::vector<int64_t> t = b.targets.to_vector_i64();
+  return static_cast<int64_t>(t.size() - std::count(t.begin(), t.end(), data::kIgnoreIndex));
 }
 
 std::vector<MicroBatchSlice> rank_micro_batches(int64_t samples_seen, int64_t global_batch, int64_t micro, int rank,

@@ -25,6 +25,9 @@ class TaskData {
   virtual bool reports_accuracy() const { return false; }
   // True for labelled data (Batch::labels, token mask): the sequence-classification head and its metrics.
   virtual bool classification() const { return false; }
+  // True for masked language modelling (trainer.objective mlm, data/mlm.h): targets[:, t] is the token at t (no
+  // shift) where scored; evaluation reports the masked loss and accuracy.
+  virtual bool masked_lm() const { return false; }
 };
 
 // From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head).
@@ -46,5 +49,7 @@ std::vector<MicroBatchSlice> rank_micro_batches(int64_t samples_seen, int64_t gl
 
 // Target positions the next-token loss scores: targets[:, 1:] != -100 (data/batch.h convention).
 int64_t scored_targets(const data::Batch& b);
+// Target positions a masked-LM loss scores: targets != -100 anywhere.
+int64_t scored_masked_targets(const data::Batch& b);
 
 }  // namespace mt::train

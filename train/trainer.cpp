@@ -14,6 +14,7 @@
 #include "autograd/autograd.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/nn_ops.h"
+#include "autograd/ops/shape_ops.h"
 #include "core/allocator.h"
 #include "core/fault_hook.h"
 #include "data/selective_copying.h"
@@ -185,8 +186,8 @@ struct Trainer::Impl {
         size_t expected = 0;
         for (auto& kv : backbone->named_parameters())
           expected += kv.first.find(".mixer.reverse.") == std::string::npos || bb.count("backbone." + kv.first);
-        MT_CHECK(bb.size() == expected, ErrorKind::Checkpoint, where, ": ", bb.size(), " backbone tensors, the model has ",
-                 expected);
+        MT_CHECK(bb.size() == expected, ErrorKind::Checkpoint, where, ": ", bb.size(),
+                 " backbone tensors, the model has ", expected);
         cls->load_state_dict(bb, false, where);
       }
       const std::string bad = nn::check_init_invariants(*backbone, /*after_training=*/true);
@@ -254,6 +255,7 @@ struct Trainer::Impl {
 
   // Scored targets of a batch: next-token positions (LM) or labelled rows (classification).
   int64_t scored_count(const data::Batch& b) const {
+    if (task->masked_lm()) return scored_masked_targets(b);
     if (!task->classification()) return scored_targets(b);
     const Tensor l = b.labels.contiguous();
     const int64_t* lp = l.data<int64_t>();
@@ -269,6 +271,11 @@ struct Trainer::Impl {
       Tensor logits = cls->forward(b.ids.to(dev), fo);
       if (out) *out = logits;
       return cross_entropy(logits, b.labels.to(dev), data::kIgnoreIndex);
+    }
+    if (task->masked_lm()) {
+      nn::LMOutput r = lm->forward(b.ids.to(dev), fo, false, Tensor(), /*with_logits=*/out != nullptr);
+      if (out) *out = r.logits;
+      return lm->masked_lm_loss(r.backbone.last_hidden_state, b.targets.to(dev), fo.compute_dtype);
     }
     nn::LMOutput r = lm->forward(b.ids.to(dev), fo, true, b.targets.to(dev), /*with_logits=*/out != nullptr);
     if (out) *out = r.logits;
@@ -438,6 +445,26 @@ struct Trainer::Impl {
       if (n == 0) continue;
       Tensor logits;  // only classification and selective copying read them (an LM's [B, L, V] logits are large)
       const bool want_logits = task->classification() || task->reports_accuracy();
+      if (task->masked_lm()) {  // the masked loss, and the argmax at the masked positions, one row's logits at a time
+        const Tensor hidden = lm->forward(b.ids.to(dev), fo, false, Tensor(), false).backbone.last_hidden_state;
+        loss_tokens += lm->masked_lm_loss(hidden, b.targets.to(dev), cd).item() * static_cast<double>(n);
+        e.scored += n;
+        const std::vector<int64_t> tg = b.targets.to_vector_i64();
+        const int64_t L = hidden.size(1);
+        for (int64_t r = 0; r < hidden.size(0); ++r) {
+          const Tensor lg = lm->logits(slice(hidden, 0, r, r + 1), cd).to(Device::cpu()).to(DType::F32).contiguous();
+          const float* lp = lg.data<float>();
+          const int64_t V = lg.size(2);
+          for (int64_t t = 0; t < L; ++t) {
+            const int64_t want = tg[static_cast<size_t>(r * L + t)];
+            if (want == data::kIgnoreIndex) continue;
+            const float* row = lp + t * V;
+            cs.correct += (std::max_element(row, row + V) - row) == want;
+            ++cs.scored;
+          }
+        }
+        continue;
+      }
       const double loss = !want_logits && chunk_len() > 0
                               ? nn::chunked_lm_loss(*lm, b.ids.to(dev), b.targets.to(dev), chunk_len(), fo).item()
                               : forward_loss(b, fo, want_logits ? &logits : nullptr).item();
@@ -468,7 +495,7 @@ struct Trainer::Impl {
       e.accuracy = cm.accuracy;
       e.f1 = cm.f1;
       e.mcc = cm.mcc;
-    } else if (task->reports_accuracy()) {
+    } else if (task->reports_accuracy() || task->masked_lm()) {
       e.accuracy = cs.accuracy();
     }
     return e;

@@ -374,6 +374,9 @@ int64_t tokenizer_vocab(const TrainConfig& c) {
   return 256;
 }
 
+// The ids the model's embedding must hold for LM data: the tokenizer's, and the mask token with trainer.objective mlm.
+int64_t model_vocab(const TrainConfig& c) { return tokenizer_vocab(c) + (c.trainer.objective == "mlm" ? 1 : 0); }
+
 void check_cross(const TrainConfig& c, const Given& g) {
   auto fail_at = [&](const std::string& path, const std::string& problem) { fail(g.of(path), path, problem); };
 
@@ -474,11 +477,12 @@ void check_cross(const TrainConfig& c, const Given& g) {
     fail_at(g.blame("data.rc_augment", "tokenizer.kind"), "data.rc_augment needs tokenizer.kind dna");
   // The embedding must hold every token id the data produces.
   const bool copying = d.kind == "selective_copying";
-  const int64_t needed = copying ? d.copy_vocab + 2 : m.vocab_size != 0 ? tokenizer_vocab(c) : 0;
+  const int64_t needed = copying ? d.copy_vocab + 2 : m.vocab_size != 0 ? model_vocab(c) : 0;
   if (m.vocab_size != 0 && m.vocab_size < needed) {
     fail_at("model.vocab_size", str("must be >= ", needed,
                                     copying ? str(" (selective_copying uses ids 0..copy_vocab + 1 = ", needed - 1, ")")
-                                            : str(" (the ", c.tokenizer.kind, " tokenizer's vocabulary)"),
+                                            : str(" (the ", c.tokenizer.kind, " tokenizer's vocabulary",
+                                                  c.trainer.objective == "mlm" ? " and the mask token" : "", ")"),
                                     " or 0 to take it from the data, got ", m.vocab_size));
   }
 
@@ -500,10 +504,17 @@ void check_cross(const TrainConfig& c, const Given& g) {
   if (t.chunk_len > 0 && m.bidirectional)
     fail_at(g.blame("trainer.chunk_len", "model.bidirectional"),
             "trainer.chunk_len needs a causal model: model.bidirectional scans the whole sequence backwards too");
-  if (m.bidirectional && c.model.head == "lm")
-    fail_at(g.blame("model.bidirectional", "model.head"),
+  if (m.bidirectional && c.model.head == "lm" && t.objective != "mlm")
+    fail_at(g.blame("model.bidirectional", "trainer.objective"),
             "model.bidirectional with model.head lm would train the next-token objective on targets the model can "
-            "see (its reverse scan reads the next token); bidirectional models train classification heads");
+            "see (its reverse scan reads the next token): set trainer.objective mlm, or train a classification head");
+  if (t.objective == "mlm" && (c.model.head != "lm" || d.kind != "text"))
+    fail_at(g.blame("trainer.objective", "model.head"),
+            str("trainer.objective mlm trains a language model (model.head lm) on data.kind text, got model.head ",
+                c.model.head, " and data.kind ", d.kind));
+  if (t.objective == "mlm" && t.chunk_len > 0)
+    fail_at(g.blame("trainer.chunk_len", "trainer.objective"),
+            "trainer.chunk_len trains the next-token objective; trainer.objective mlm needs whole sequences");
   if (c.scheduler.min_lr > c.optimizer.lr) {
     const std::string p = g.blame("scheduler.min_lr", "optimizer.lr");
     fail_at(p, str("scheduler.min_lr (", schema::format_double(c.scheduler.min_lr), ") must be <= optimizer.lr (",
@@ -626,7 +637,7 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
 
   // Derived defaults.
   if (c.model.mamba.vocab_size == 0) {
-    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : tokenizer_vocab(c);
+    c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : model_vocab(c);
   }
   try {
     c.model.mamba.finalize();

@@ -82,6 +82,8 @@ struct TrainerSection {
   int64_t loss_scale_growth_interval = 2000;
   int64_t chunk_len = 0;  // > 0: LM sequences trained chunk by chunk with the states carried (nn/chunked.h)
   std::string activation_checkpointing = "none";  // none | block (recompute each block in the backward)
+  std::string objective = "clm";                  // clm (next token) | mlm (masked tokens, data/mlm.h)
+  double mlm_probability = 0.15;
 };
 
 struct CheckpointSection {

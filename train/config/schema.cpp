@@ -309,6 +309,15 @@ std::vector<Key> build() {
           .one_of({"none", "block"})
           .doc("block: keep only each Mamba block's inputs for the backward and recompute its activations there "
                "(one extra forward of the blocks; the same gradients bit for bit); none: keep them"),
+      K("trainer.objective", F(trainer.objective))
+          .one_of({"clm", "mlm"})
+          .doc("language models: clm = predict the next token (causal models); mlm = masked language modelling "
+               "(BERT's masking: trainer.mlm_probability of the positions, 80% a mask token, 10% a random token, 10% "
+               "unchanged; only those scored), for bidirectional models. mlm adds a mask token to the vocabulary"),
+      K("trainer.mlm_probability", F(trainer.mlm_probability))
+          .gt(0)
+          .lt(1)
+          .doc("mlm: fraction of the positions selected for prediction"),
       // ---- checkpoint ----
       K("checkpoint.dir", F(checkpoint.dir)).note("<run.out_dir>/checkpoints").doc("directory of the checkpoints"),
       K("checkpoint.every", F(checkpoint.every))
