@@ -16,9 +16,9 @@ namespace mt::data {
 
 struct MlmMasking {
   double probability = 0.15;
-  int64_t mask_id = 0;                  // the mask token (the tokenizer's base vocabulary size: a new id)
+  int64_t mask_id = 0;                   // the mask token (the tokenizer's base vocabulary size: a new id)
   int64_t random_lo = 0, random_hi = 0;  // random replacements are drawn uniformly from [random_lo, random_hi)
-  std::vector<int64_t> keep;            // ids never selected (document end, padding)
+  std::vector<int64_t> keep;             // ids never selected (document end, padding)
 };
 
 // Rewrites b.ids and b.targets of rows r = 0 .. B-1 (samples first + r): targets = the original id at selected

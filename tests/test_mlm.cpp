@@ -122,8 +122,8 @@ TEST(Mlm, BidirectionalDnaModelTrainsAndResumesExactly) {
 
 TEST(Mlm, TrainsOnATokenShard) {
   const std::string dir = test::temp_dir("mlm_shard");
-  test::CliResult r = run_cli("prepare --tokenizer dna --input data/corpora/ecoli536/NC_008253.fna.gz --output " + dir +
-                              "/genome.bin");
+  test::CliResult r =
+      run_cli("prepare --tokenizer dna --input data/corpora/ecoli536/NC_008253.fna.gz --output " + dir + "/genome.bin");
   ASSERT_EQ(r.code, 0) << r.out;
   r = run_cli("train configs/dna-ecoli-pretrain.yaml --set data.path=" + dir +
               "/genome.bin --set model.bidirectional=true --set trainer.objective=mlm --set model.d_model=16"
@@ -137,15 +137,17 @@ TEST(Mlm, TrainsOnATokenShard) {
 
 TEST(Mlm, RefusedWhereItCannotApply) {
   // The bug this objective fixes: a bidirectional model trained to predict the next token, which it can see.
-  test::CliResult r = run_cli("train configs/dna-ecoli-pretrain.yaml --set model.bidirectional=true --set run.device=cpu");
+  test::CliResult r =
+      run_cli("train configs/dna-ecoli-pretrain.yaml --set model.bidirectional=true --set run.device=cpu");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "model.bidirectional")) << r.out;
   EXPECT_TRUE(contains(r.out, "trainer.objective mlm")) << r.out;
   r = run_cli("train configs/promoters-ecoli.yaml --set trainer.objective=mlm --set run.device=cpu");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "trainer.objective")) << r.out;
-  r = run_cli("train configs/dna-ecoli-pretrain.yaml --set trainer.objective=mlm --set trainer.chunk_len=64"
-              " --set run.device=cpu");
+  r = run_cli(
+      "train configs/dna-ecoli-pretrain.yaml --set trainer.objective=mlm --set trainer.chunk_len=64"
+      " --set run.device=cpu");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "trainer.chunk_len")) << r.out;
 }

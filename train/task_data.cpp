@@ -104,7 +104,7 @@ data::LabelledOptions labelled_options(const TrainConfig& c) {
   o.num_classes = c.model.num_classes;
   o.max_len = c.data.seq_len;
   o.val_fraction = c.data.val_fraction;
-  o.split_seed = c.run.seed;
+  o.split_seed = c.data.split_seed >= 0 ? static_cast<uint64_t>(c.data.split_seed) : c.run.seed;
   o.bad_rows = c.data.bad_rows;
   o.rc_augment = c.data.rc_augment;
   return o;

@@ -52,6 +52,7 @@ struct DataSection {
   std::string text_column = "sentence", label_column = "label";
   std::string bad_rows = "error";  // error | skip
   bool rc_augment = false;         // dna: reverse-complement half of the training samples
+  int64_t split_seed = -1;         // classification held-out split (without val_path); -1 = run.seed
 };
 
 struct OptimizerSection {

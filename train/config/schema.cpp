@@ -227,7 +227,7 @@ std::vector<Key> build() {
           .ge(0)
           .lt(1)
           .doc("text: fraction of the file (its tail) held out for evaluation; classification without data.val_path: "
-               "fraction of the rows held out (a permutation fixed by run.seed)"),
+               "fraction of the rows held out (a permutation fixed by data.split_seed)"),
       K("data.seq_len", F(data.seq_len)).ge(2).le(kMaxCount).doc("tokens per training sequence"),
       K("data.copy_tokens", F(data.copy_tokens))
           .ge(1)
@@ -256,6 +256,11 @@ std::vector<Key> build() {
           .one_of({"error", "skip"})
           .doc("classification: a bad row (wrong column count, empty text, bad label, non-DNA letter) stops the run "
                "naming file:line, or is skipped and counted"),
+      K("data.split_seed", F(data.split_seed))
+          .ge(-1)
+          .note("-1 (run.seed)")
+          .doc("classification without data.val_path: the seed of the held-out split; set it to keep one split while "
+               "run.seed varies the model"),
       K("data.rc_augment", F(data.rc_augment))
           .doc("classification with tokenizer dna: reverse-complement each training sample with probability 1/2"),
       // ---- optimizer ----
