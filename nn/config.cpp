@@ -77,6 +77,15 @@ void MambaConfig::finalize() {
   }
   check_positive("dt_scale", dt_scale);
   check_positive("norm_eps", norm_eps);
+  if (rc_equivariant) {
+    if (static_cast<int64_t>(rc_complement.size()) != vocab_size)
+      bad_field("rc_complement", str(rc_complement.size(), " entries"), str("needs one per token (", vocab_size, ")"));
+    for (size_t v = 0; v < rc_complement.size(); ++v) {
+      const int64_t c = rc_complement[v];
+      if (c < 0 || c >= vocab_size || rc_complement[static_cast<size_t>(c)] != static_cast<int64_t>(v))
+        bad_field("rc_complement", str("[", v, "] = ", c), "must map every token to a token whose complement it is");
+    }
+  }
   check_min("pad_vocab_size_multiple", pad_vocab_size_multiple, 1);
   if (!(initializer_range >= 0) || !std::isfinite(initializer_range)) {
     bad_field("initializer_range", str(initializer_range), "must be a finite number >= 0");
@@ -257,6 +266,15 @@ MambaConfig parse_transformers(const json& j, const std::string& where) {
   // Files written before the Caduceus variant existed have no such key: their reverse direction shares every weight.
   parse_bi_weights(r.choice("mamba_train_bidirectional_weights", "shared", {"caduceus", "shared"}),
                    &c.bidirectional_weights);
+  c.rc_equivariant = r.boolean("mamba_train_rc_equivariant", false);
+  if (c.rc_equivariant) {
+    if (!r.has("mamba_train_rc_complement") || !r.at("mamba_train_rc_complement").is_array())
+      r.wrong_type("mamba_train_rc_complement", "a list of token ids");
+    for (const json& v : r.at("mamba_train_rc_complement")) {
+      if (!v.is_number_integer()) r.wrong_type("mamba_train_rc_complement", "a list of token ids");
+      c.rc_complement.push_back(v.get<int64_t>());
+    }
+  }
   return c;
 }
 
@@ -427,6 +445,10 @@ std::string config_to_hf_json(const MambaConfig& cfg_in) {
   if (c.bidirectional) {
     j["mamba_train_bidirectional"] = true;
     j["mamba_train_bidirectional_weights"] = bi_weights_name(c.bidirectional_weights);
+  }
+  if (c.rc_equivariant) {
+    j["mamba_train_rc_equivariant"] = true;
+    j["mamba_train_rc_complement"] = c.rc_complement;
   }
   return j.dump(2) + "\n";
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mt {
 
@@ -56,6 +57,12 @@ struct MambaConfig {
   bool tie_embeddings = true;
   bool bidirectional = false;  // also scan the reversed sequence and add the two outputs (Caduceus' BiMamba)
   BiWeights bidirectional_weights = BiWeights::Caduceus;
+  // Reverse-complement equivariance by parameter sharing (Caduceus-PS): the backbone runs on the sequence and on its
+  // reverse complement with the same weights; the per-token output is [out(x)_t, flip_channels(out(rc x)_{L-1-t})]
+  // (2 d_model channels), so the output for rc(x) is that output reversed in positions and channels.
+  // rc_complement[v]: the id of token v's complement (an involution over the whole vocabulary).
+  bool rc_equivariant = false;
+  std::vector<int64_t> rc_complement;
   int64_t pad_vocab_size_multiple = 8;
   double initializer_range = 0.02;  // std of the embedding init
   int64_t pad_token_id = 0, bos_token_id = 0, eos_token_id = 0;

@@ -36,7 +36,13 @@ void MambaLMHeadModel::init_parameters(Generator& gen) {
 }
 
 Tensor MambaLMHeadModel::head_weight(DType cd) const {
-  return as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd);
+  Tensor w = as_compute(lm_head ? *lm_head->weight : *backbone.embeddings.weight, cd);
+  const MambaConfig& c = config();
+  if (!c.rc_equivariant) return w;
+  // The head reads [h_t, flip_channels(h'_t)] (h' the reverse strand's output aligned with position t): token v
+  // scores h_t . W_v + h'_t . W_comp(v), so its weight row is [W_v, flip_channels(W_comp(v))].
+  const Tensor comp = Tensor::from_vector_i64(c.rc_complement, {c.vocab_size}).to(w.device());
+  return concat({w, flip(embedding(w, comp), 1)}, 1);
 }
 
 Tensor MambaLMHeadModel::logits(const Tensor& hidden, DType cd) const { return linear(hidden, head_weight(cd)); }
@@ -90,6 +96,10 @@ MambaForSequenceClassification::MambaForSequenceClassification(const MambaConfig
       pooling_(pooling) {
   MT_CHECK(num_classes >= 2, ErrorKind::Config, "sequence classification needs at least 2 classes, got ", num_classes);
   if (pooling != "state") pool_mode_from_name(pooling);  // validates the name
+  MT_CHECK(!cfg.rc_equivariant || pooling == "mean" || pooling == "max", ErrorKind::Config,
+           "a reverse-complement-equivariant model pools with mean or max (the pooled features of a sequence and its "
+           "reverse complement are then the same), got pooling ",
+           pooling);
   register_module("backbone", backbone);
   register_module("classifier", classifier);
 }
@@ -110,6 +120,10 @@ Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardO
     features = cast(reshape(bo.last_ssm_state, {B, -1}), cd);
   } else {
     features = masked_pool(bo.last_hidden_state, opt.mask, pool_mode_from_name(pooling_));
+  }
+  if (config().rc_equivariant) {  // [pool(h), flip(pool(h'))] -> pool(h) + pool(h'): the same for a sequence and its rc
+    const int64_t d = config().d_model;
+    features = add(slice(features, 1, 0, d), flip(slice(features, 1, d, 2 * d), 1));
   }
   return classifier.forward(features, cd);
 }

@@ -138,6 +138,28 @@ MambaBackbone::MambaBackbone(const MambaConfig& c)
 }
 
 BackboneOutput MambaBackbone::forward(const Tensor& ids, const ForwardOptions& opt) const {
+  if (!cfg_.rc_equivariant) return forward_strand(ids, opt);
+  MT_CHECK_SHAPE(ids.dim() == 2, "Mamba forward: ids must be [batch, length], got ", ids.describe());
+  MT_CHECK(opt.cache == nullptr, ErrorKind::Usage, "a reverse-complement-equivariant Mamba cannot be run step by step");
+  // Both strands as one batch of 2B: the sequence, and its reverse complement (with its mask reversed).
+  const int64_t B = ids.size(0);
+  std::vector<int64_t> v = ids.to(Device::cpu()).to_vector_i64();
+  for (int64_t& id : v)
+    if (id >= 0 && id < static_cast<int64_t>(cfg_.rc_complement.size())) id = cfg_.rc_complement[id];
+  const Tensor rc_ids = flip(Tensor::from_vector_i64(v, ids.shape()).to(ids.device()), 1);
+  ForwardOptions both = opt;
+  if (opt.mask.defined()) both.mask = concat({opt.mask, flip(opt.mask, 1)}, 0);
+  both.output_hidden_states = false;
+  const BackboneOutput o = forward_strand(concat({ids, rc_ids}, 0), both);
+  const int64_t total = o.last_hidden_state.size(0);
+  const Tensor fwd = slice(o.last_hidden_state, 0, 0, B);
+  const Tensor rc = flip(slice(o.last_hidden_state, 0, B, total), 1);  // aligned with the positions of ids
+  BackboneOutput out;
+  out.last_hidden_state = concat({fwd, flip(rc, 2)}, 2);
+  return out;
+}
+
+BackboneOutput MambaBackbone::forward_strand(const Tensor& ids, const ForwardOptions& opt) const {
   MT_CHECK_SHAPE(ids.dim() == 2, "Mamba forward: ids must be [batch, length], got ", ids.describe());
   if (opt.mask.defined())
     MT_CHECK_SHAPE(opt.mask.shape() == ids.shape(), "Mamba forward: mask ", shape_str(opt.mask.shape()),

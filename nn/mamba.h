@@ -102,6 +102,8 @@ struct BackboneOutput {
 class MambaBackbone : public Module {
  public:
   explicit MambaBackbone(const MambaConfig& cfg);
+  // With cfg.rc_equivariant, last_hidden_state is [B, L, 2 d_model] (nn/config.h) and the hidden states and final
+  // SSM state are not returned.
   BackboneOutput forward(const Tensor& ids, const ForwardOptions& opt) const;
   void init_parameters(Generator& gen);
   const MambaConfig& config() const { return cfg_; }
@@ -110,6 +112,7 @@ class MambaBackbone : public Module {
   Norm norm_f;
 
  private:
+  BackboneOutput forward_strand(const Tensor& ids, const ForwardOptions& opt) const;
   MambaConfig cfg_;
 };
 

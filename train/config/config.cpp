@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "data/bpe.h"
+#include "data/dna.h"
 #include "train/config/schema.h"
 #include "train/config/strict_yaml.h"
 
@@ -512,6 +513,13 @@ void check_cross(const TrainConfig& c, const Given& g) {
     fail_at(g.blame("trainer.objective", "model.head"),
             str("trainer.objective mlm trains a language model (model.head lm) on data.kind text, got model.head ",
                 c.model.head, " and data.kind ", d.kind));
+  if (m.rc_equivariant && c.tokenizer.kind != "dna")
+    fail_at(g.blame("model.rc_equivariant", "tokenizer.kind"),
+            "model.rc_equivariant needs DNA tokens (tokenizer.kind dna): the reverse complement is a DNA notion");
+  if (m.rc_equivariant && c.model.head == "lm" && t.objective != "mlm")
+    fail_at(g.blame("model.rc_equivariant", "trainer.objective"),
+            "model.rc_equivariant reads the reverse strand, which holds the next token: a language model needs "
+            "trainer.objective mlm");
   if (t.objective == "mlm" && t.chunk_len > 0)
     fail_at(g.blame("trainer.chunk_len", "trainer.objective"),
             "trainer.chunk_len trains the next-token objective; trainer.objective mlm needs whole sequences");
@@ -638,6 +646,15 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
   // Derived defaults.
   if (c.model.mamba.vocab_size == 0) {
     c.model.mamba.vocab_size = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : model_vocab(c);
+  }
+  if (c.model.mamba.rc_equivariant) {  // DNA: A <-> T, C <-> G; every other id (N, specials, mask) is its own
+    std::vector<int64_t>& comp = c.model.mamba.rc_complement;
+    comp.resize(static_cast<size_t>(c.model.mamba.vocab_size));
+    for (size_t v = 0; v < comp.size(); ++v) comp[v] = static_cast<int64_t>(v);
+    if (comp.size() > static_cast<size_t>(data::kDnaT)) {
+      std::swap(comp[data::kDnaA], comp[data::kDnaT]);
+      std::swap(comp[data::kDnaC], comp[data::kDnaG]);
+    }
   }
   try {
     c.model.mamba.finalize();

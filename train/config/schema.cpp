@@ -193,6 +193,11 @@ std::vector<Key> build() {
           .doc("bidirectional layers: caduceus = the reverse direction has its own conv, x_proj, dt_proj, A_log and D "
                "(mixer.reverse.*) and shares in_proj and out_proj; shared = every mixer weight shared (the variant "
                "of checkpoints written before this key existed: resume those with shared)"),
+      K("model.rc_equivariant", F(model.mamba.rc_equivariant))
+          .doc("DNA: reverse-complement equivariance by parameter sharing (Caduceus-PS): the model reads both strands "
+               "with the same weights, the per-token output of a sequence's reverse complement is the reverse "
+               "complement of its output, and a mean / max pooled classifier gives both the same prediction. Twice "
+               "the compute of a step; an alternative to data.rc_augment"),
       K("model.initializer_range", F(model.mamba.initializer_range)).ge(0).doc("std of the embedding init"),
       K("model.head", F(model.head))
           .one_of({"lm", "sequence_classification", "token_classification"})
