@@ -52,7 +52,8 @@ TEST(CudaGenomics, RcEquivarianceHoldsOnTheGpu) {
     EXPECT_CLOSE(b, a, tol, tol);
     EXPECT_CLOSE(a, cpu, tol, tol);
     const Tensor ha = m.backbone.forward(x.to(Device::cuda()), fo).last_hidden_state.to(Device::cpu());
-    const Tensor hb = m.backbone.forward(reverse_complement(x, c).to(Device::cuda()), fo).last_hidden_state.to(Device::cpu());
+    const Tensor hb =
+        m.backbone.forward(reverse_complement(x, c).to(Device::cuda()), fo).last_hidden_state.to(Device::cpu());
     EXPECT_CLOSE(flip(flip(hb, 1), 2).to(DType::F32), ha.to(DType::F32), tol, tol);
   }
 }
