@@ -147,6 +147,108 @@ TEST(Metrics, BadInputIsAnErrorNamingThePosition) {
   EXPECT_THROW(classification_metrics({0}, {-1}, 2), Error);
 }
 
+TEST(Metrics, RocAucAndAveragePrecisionOnHandMadeScores) {
+  // Scores 0.9 0.8 0.7 0.6 with truths 1 0 1 0. ROC AUC: of the 4 (positive, negative) pairs, (0.9, 0.8), (0.9, 0.6)
+  // and (0.7, 0.6) are ordered right, (0.7, 0.8) wrong: 3/4. Average precision: thresholds 0.9 (P 1, R 1/2), 0.8
+  // (P 1/2, R 1/2), 0.7 (P 2/3, R 1), 0.6 (P 1/2, R 1): 1/2 * 1 + 0 + 1/2 * 2/3 + 0 = 5/6.
+  EXPECT_DOUBLE_EQ(train::roc_auc({0.9, 0.8, 0.7, 0.6}, {1, 0, 1, 0}), 0.75);
+  EXPECT_DOUBLE_EQ(train::average_precision({0.9, 0.8, 0.7, 0.6}, {1, 0, 1, 0}), 5.0 / 6.0);
+  // Input order does not matter.
+  EXPECT_DOUBLE_EQ(train::roc_auc({0.6, 0.7, 0.8, 0.9}, {0, 1, 0, 1}), 0.75);
+  EXPECT_DOUBLE_EQ(train::average_precision({0.6, 0.7, 0.8, 0.9}, {0, 1, 0, 1}), 5.0 / 6.0);
+  // Perfect and reversed rankings.
+  EXPECT_DOUBLE_EQ(train::roc_auc({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}), 1.0);
+  EXPECT_DOUBLE_EQ(train::average_precision({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}), 1.0);
+  EXPECT_DOUBLE_EQ(train::roc_auc({0.9, 0.8, 0.2, 0.1}, {0, 0, 1, 1}), 0.0);
+  // Reversed: thresholds 0.9 (P 0), 0.8 (P 0), 0.2 (P 1/3, R 1/2), 0.1 (P 1/2, R 1): 1/6 + 1/4 = 5/12.
+  EXPECT_DOUBLE_EQ(train::average_precision({0.9, 0.8, 0.2, 0.1}, {0, 0, 1, 1}), 5.0 / 12.0);
+  // Ties: one group holding a positive and a negative counts 1/2 for ROC and enters the PR curve at once.
+  EXPECT_DOUBLE_EQ(train::roc_auc({0.5, 0.5}, {1, 0}), 0.5);
+  EXPECT_DOUBLE_EQ(train::average_precision({0.5, 0.5}, {1, 0}), 0.5);
+  // Scores 0.8 (pos), 0.5 (pos), 0.5 (neg), 0.2 (neg): pairs 1, 1, 1/2, 1 of 4 -> 7/8; AP: 0.8 (P 1, R 1/2), the tie
+  // group 0.5 (P 2/3, R 1) -> 1/2 + 1/2 * 2/3 = 5/6.
+  EXPECT_DOUBLE_EQ(train::roc_auc({0.8, 0.5, 0.5, 0.2}, {1, 1, 0, 0}), 7.0 / 8.0);
+  EXPECT_DOUBLE_EQ(train::average_precision({0.8, 0.5, 0.5, 0.2}, {1, 1, 0, 0}), 5.0 / 6.0);
+  // Undefined: one class only.
+  EXPECT_TRUE(std::isnan(train::roc_auc({0.3, 0.4}, {1, 1})));
+  EXPECT_TRUE(std::isnan(train::roc_auc({0.3, 0.4}, {0, 0})));
+  EXPECT_TRUE(std::isnan(train::average_precision({0.3, 0.4}, {0, 0})));
+  EXPECT_DOUBLE_EQ(train::average_precision({0.3, 0.4}, {1, 1}), 1.0);
+  EXPECT_THROW(train::roc_auc({0.3}, {1, 0}), Error);
+}
+
+TEST(Metrics, ReportHasPerClassConfusionAndTheDocumentedJsonKeys) {
+  // The 3-class example above as probabilities: predicted = argmax.
+  const std::vector<int64_t> truth = {0, 0, 0, 1, 1, 2, 2, 2}, pred = {0, 1, 0, 1, 2, 2, 2, 0};
+  train::ClassificationEvaluator ev({"a", "b", "c"});
+  for (size_t i = 0; i < truth.size(); ++i) {
+    double p[3] = {0.1, 0.1, 0.1};
+    p[pred[i]] = 0.8;
+    ev.add(p, truth[i]);
+  }
+  const train::ClassificationReport r = ev.report();
+  EXPECT_EQ(r.n, 8);
+  EXPECT_NEAR(r.accuracy, 5.0 / 8.0, 1e-12);
+  EXPECT_NEAR(r.f1_macro, 11.0 / 18.0, 1e-12);
+  EXPECT_EQ(r.f1, r.f1_macro);  // more than two classes: f1 is the macro average, as before
+  EXPECT_NEAR(r.mcc, 3.0 / 7.0, 1e-12);
+  EXPECT_EQ(r.confusion, (std::vector<std::vector<int64_t>>{{2, 1, 0}, {0, 1, 1}, {1, 0, 2}}));
+  ASSERT_EQ(r.per_class.size(), 3u);
+  EXPECT_EQ(r.per_class[1].label, "b");
+  EXPECT_NEAR(r.per_class[1].precision, 1.0 / 2.0, 1e-12);  // column b: 1 of 2 predictions right
+  EXPECT_NEAR(r.per_class[1].recall, 1.0 / 2.0, 1e-12);
+  EXPECT_NEAR(r.per_class[2].precision, 2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(r.per_class[2].recall, 2.0 / 3.0, 1e-12);
+  EXPECT_EQ(r.per_class[0].support, 3);
+  const nlohmann::ordered_json j = train::to_json(r);
+  std::vector<std::string> keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+  EXPECT_EQ(keys, (std::vector<std::string>{"accuracy", "f1", "f1_macro", "per_class", "mcc", "confusion", "n"}));
+  EXPECT_EQ(j["per_class"][2].dump(),
+            "{\"label\":\"c\",\"precision\":0.6666666666666666,\"recall\":0.6666666666666666,"
+            "\"f1\":0.6666666666666666,\"support\":3}");
+  // Two classes add the AUCs; a class that never occurs gives zeros, not NaN.
+  train::ClassificationEvaluator two({"neg", "pos"});
+  const double rows[4][2] = {{0.1, 0.9}, {0.2, 0.8}, {0.3, 0.7}, {0.4, 0.6}};
+  const int64_t t2[4] = {1, 0, 1, 0};
+  for (int i = 0; i < 4; ++i) two.add(rows[i], t2[i]);
+  const train::ClassificationReport b = two.report();
+  EXPECT_DOUBLE_EQ(b.roc_auc, 0.75);
+  EXPECT_DOUBLE_EQ(b.pr_auc, 5.0 / 6.0);
+  EXPECT_EQ(b.accuracy, 0.5);
+  EXPECT_EQ(b.per_class[0].precision, 0.0);  // never predicted
+  const nlohmann::ordered_json jb = train::to_json(b);
+  EXPECT_EQ(jb["roc_auc"].get<double>(), 0.75);
+  EXPECT_TRUE(jb.contains("pr_auc"));
+  // One class in the truth: the AUCs are undefined and written as null.
+  train::ClassificationEvaluator one({"neg", "pos"});
+  one.add(rows[0], 1);
+  EXPECT_TRUE(train::to_json(one.report())["roc_auc"].is_null());
+  EXPECT_THROW(one.add(rows[0], 2), Error);
+  const std::string table = train::to_table(b);
+  EXPECT_NE(table.find("roc_auc 0.7500"), std::string::npos) << table;
+  EXPECT_NE(table.find("confusion (rows: true class, columns: predicted)"), std::string::npos) << table;
+}
+
+TEST(Metrics, LanguageModelReport) {
+  train::LanguageModelReport r;
+  r.n = 4;
+  r.nats = 4 * std::log(2.0);  // 1 bit per token
+  r.bytes = 8;                 // 2 bytes per token: half a bit per byte
+  EXPECT_NEAR(r.loss(), std::log(2.0), 1e-15);
+  EXPECT_NEAR(r.perplexity(), 2.0, 1e-12);
+  EXPECT_NEAR(r.bits_per_token(), 1.0, 1e-12);
+  EXPECT_NEAR(r.bits_per_byte(), 0.5, 1e-12);
+  nlohmann::ordered_json j = train::to_json(r);
+  std::vector<std::string> keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+  EXPECT_EQ(keys, (std::vector<std::string>{"loss", "perplexity", "bits_per_token", "bits_per_byte", "n"}));
+  r.bytes = -1;  // not text (selective copying)
+  EXPECT_FALSE(train::to_json(r).contains("bits_per_byte"));
+  r.n = 0;
+  EXPECT_TRUE(train::to_json(r)["loss"].is_null());
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // write_loss_svg
 
