@@ -1,19 +1,13 @@
 #include "data/labelled.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <numeric>
-#include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/dna.h"
-#include "data/gz_reader.h"
+#include "data/row_stream.h"
 #include "data/sample_rng.h"
 #include "data/text_dataset.h"
 
@@ -24,24 +18,6 @@ namespace {
 constexpr uint64_t kSplitDomain = 0x73706c6974303031ULL;  // "split001"
 constexpr uint64_t kEpochDomain = 0x65706f6368303031ULL;  // "epoch001"
 constexpr uint64_t kRcDomain = 0x7263617567303031ULL;     // "rcaug001"
-
-// Text from a data file, made safe for a one-line message: printable ASCII kept, everything else as \xNN, cut after
-// 60 characters.
-std::string printable(const std::string& t) {
-  std::string out;
-  for (size_t i = 0; i < t.size() && i < 60; ++i) {
-    const unsigned char c = static_cast<unsigned char>(t[i]);
-    if (c >= 32 && c < 127) {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (t.size() > 60) out += "...";
-  return out;
-}
 
 // Offset of the first byte that does not start a well-formed UTF-8 sequence (no overlongs, no surrogates, at most
 // U+10FFFF), or -1.
@@ -60,11 +36,41 @@ int64_t first_invalid_utf8(const std::string& t) {
   return -1;
 }
 
-// Collects rows, applying the bad-row policy.
+// An integer class index written in decimal ("3", "-1"); false for anything else.
+bool parse_integer(const std::string& text, int64_t* v) {
+  const char* b = text.data();
+  const char* e = b + text.size();
+  auto r = std::from_chars(b, e, *v);
+  return !text.empty() && r.ec == std::errc() && r.ptr == e;
+}
+
+// A usable class name: non-empty UTF-8 text without control characters.
+bool valid_name(const std::string& name) {
+  if (name.empty() || first_invalid_utf8(name) >= 0) return false;
+  for (unsigned char c : name)
+    if (c < 0x20 || c == 0x7f) return false;
+  return true;
+}
+
+std::string name_list(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < 20; ++i) s += (i ? ", " : "") + printable(names[i]);
+  if (names.size() > 20) s += str(", ... (", names.size(), " in all)");
+  return s;
+}
+
+std::string not_an_index(const std::string& label) {
+  return str("label '", printable(label), "' is not an integer class index");
+}
+
+// Collects rows, applying the bad-row policy and the label rules of data/labelled.h.
 struct Sink {
+  Sink(const LabelledOptions& opts, ReadStats* stats) : o(opts), st(stats) {}
   const LabelledOptions& o;
   ReadStats* st;
   std::vector<Example> out;
+  enum class Labels { Undecided, Integers, Names } labels = Labels::Undecided;
+  std::vector<std::string> names;  // Names without o.label_names: each kept example's name, in order
 
   void bad(const std::string& where, const std::string& problem) {
     const std::string msg = where + ": " + problem;
@@ -72,231 +78,80 @@ struct Sink {
     ++st->skipped;
     if (st->skipped_examples.size() < 5) st->skipped_examples.push_back(msg);
   }
-  // text: the row's text (bytes, or DNA letters); label_text: "" when the label is given as `label`.
+
+  // The class of a tsv / csv / jsonl label (-1 for a name numbered at the end); "" or the problem.
+  std::string label_of(const std::string& text, int64_t* label) {
+    if (!o.label_names.empty() || o.integer_labels || labels == Labels::Integers) {
+      std::string problem;
+      *label = class_index(text, o.label_names, o.num_classes, &problem);
+      return problem;
+    }
+    int64_t v = -1;
+    const bool integer = parse_integer(text, &v);
+    if (labels == Labels::Undecided) {
+      if (!integer && !valid_name(text))
+        return not_an_index(text) + " or a class name (names are UTF-8 text without control characters)";
+      labels = integer ? Labels::Integers : Labels::Names;
+      if (integer) return label_of(text, label);
+    }
+    if (integer)
+      return str("label '", text,
+                 "' is an integer but the labels are class names (the first row's is one); list every class in "
+                 "data.label_names to use it as a name");
+    if (!valid_name(text))
+      return str("label '", printable(text), "' is not a class name (names are UTF-8 text without control characters)");
+    *label = -1;
+    return "";
+  }
+
+  // label_text: the label column's text, or "" with `label` >= 0 given (FASTA: the file's class).
   void add(const std::string& where, const std::string& text, const std::string& label_text, int64_t label) {
     if (text.empty()) return bad(where, "empty text");
-    if (!label_text.empty() || label < 0) {
-      int64_t v = -1;
-      const char* b = label_text.data();
-      const char* e = b + label_text.size();
-      auto r = std::from_chars(b, e, v);
-      if (label_text.empty() || r.ec != std::errc() || r.ptr != e)
-        return bad(where, str("label '", printable(label_text), "' is not an integer class index"));
-      label = v;
-    }
-    if (label < 0 || label >= o.num_classes)
+    if (label < 0) {
+      const std::string problem = label_of(label_text, &label);
+      if (!problem.empty()) return bad(where, problem);
+    } else if (label >= o.num_classes) {
       return bad(where, str("label ", label, " is outside [0, ", o.num_classes, ") (model.num_classes)"));
+    }
     Example ex;
     ex.label = label;
-    if (o.tokenizer == "dna") {
-      const int64_t at = encode_dna(text, ex.ids);
-      if (at >= 0) {
-        const char c = text[static_cast<size_t>(at)];
-        return bad(where, str("'", printable(std::string(1, c)), "' at offset ", at,
-                              " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)"));
-      }
-    } else {
-      // Text files are UTF-8: a broken sequence means a corrupt or mis-encoded file (Latin-1, UTF-16), which the
-      // byte tokenizer would otherwise learn silently.
-      const int64_t bad_at = first_invalid_utf8(text);
-      if (bad_at >= 0)
-        return bad(where, str("invalid UTF-8 at byte ", bad_at, " of the text (byte 0x", std::hex,
-                              static_cast<int>(static_cast<unsigned char>(text[static_cast<size_t>(bad_at)])), std::dec,
-                              "; the file must be UTF-8)"));
-      ex.ids.assign(text.begin(), text.end());
-      for (int32_t& t : ex.ids) t &= 0xff;
-    }
-    if (static_cast<int64_t>(ex.ids.size()) > o.max_len) {
-      ex.ids.resize(static_cast<size_t>(o.max_len));
-      ++st->truncated;
-    }
+    bool truncated = false;
+    const std::string problem = encode_row_text(text, o.tokenizer, o.max_len, ex.ids, &truncated);
+    if (!problem.empty()) return bad(where, problem);
+    st->truncated += truncated;
     ++st->rows;
+    if (label < 0) names.push_back(label_text);
     out.push_back(std::move(ex));
+  }
+
+  // Names found in the file (no o.label_names): number them in sorted order; returns the classes.
+  std::vector<std::string> number_names(const std::string& files) {
+    std::vector<std::string> classes = names;
+    std::sort(classes.begin(), classes.end());
+    classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+    MT_CHECK(static_cast<int64_t>(classes.size()) == o.num_classes, ErrorKind::Config, "model.num_classes is ",
+             o.num_classes, " but the labels of ", files, " name ", classes.size(), " class(es): ", name_list(classes),
+             " (set model.num_classes, or list every class in data.label_names)");
+    size_t k = 0;
+    for (Example& e : out) {
+      if (e.label >= 0) continue;
+      e.label = std::lower_bound(classes.begin(), classes.end(), names[k++]) - classes.begin();
+    }
+    return classes;
   }
 };
 
-bool h_has_tab(const std::string& h) { return h.find('\t') != std::string::npos; }
-
-// Splits the header line into names; returns the indices of text and label columns.
-std::pair<size_t, size_t> find_columns(const std::vector<std::string>& header, const LabelledOptions& o,
-                                       const std::string& path) {
-  auto find = [&](const std::string& name, const char* key) {
-    auto it = std::find(header.begin(), header.end(), name);
-    if (it == header.end()) {
-      std::string have;
-      for (const auto& h : header) have += (have.empty() ? "'" : ", '") + printable(h) + "'";
-      if (header.size() == 1 && o.format == "csv" && h_has_tab(header[0])) have += " (a TSV file? data.format: tsv)";
-      throw Error(ErrorKind::Data, str(path, ":1: no column '", name, "' (", key, "); the header has ", have));
-    }
-    return static_cast<size_t>(it - header.begin());
-  };
-  return {find(o.text_column, "data.text_column"), find(o.label_column, "data.label_column")};
-}
-
-std::vector<std::string> split_tabs(const std::string& line) {
-  std::vector<std::string> f;
-  size_t s = 0;
-  for (;;) {
-    const size_t t = line.find('\t', s);
-    f.push_back(line.substr(s, t == std::string::npos ? std::string::npos : t - s));
-    if (t == std::string::npos) return f;
-    s = t + 1;
-  }
-}
-
-void strip_cr(std::string& line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-}
-
-void read_tsv(const std::string& path, Sink& sink) {
-  std::istringstream in(read_file_text(path));
-  std::string line;
-  MT_CHECK(static_cast<bool>(std::getline(in, line)), ErrorKind::Data, path, ": empty file (expected a header line)");
-  strip_cr(line);
-  const std::vector<std::string> header = split_tabs(line);
-  const auto cols = find_columns(header, sink.o, path);
-  for (int64_t ln = 2; std::getline(in, line); ++ln) {
-    strip_cr(line);
-    if (line.empty()) continue;
-    const std::vector<std::string> f = split_tabs(line);
-    const std::string where = str(path, ":", ln);
-    if (f.size() != header.size()) {
-      sink.bad(where, str(f.size(), " fields, the header has ", header.size()));
-      continue;
-    }
-    sink.add(where, f[cols.first], f[cols.second], -1);
-  }
-}
-
-// RFC 4180 records: returns false at end of input. `line` is the 1-based line the record starts on.
-bool next_csv_record(const std::string& s, size_t& pos, int64_t& line, std::vector<std::string>& fields,
-                     const std::string& path) {
-  fields.clear();
-  if (pos >= s.size()) return false;
-  std::string cur;
-  bool quoted = false, field_start = true;
-  const int64_t start_line = line;
-  while (pos < s.size()) {
-    const char c = s[pos++];
-    if (quoted) {
-      if (c == '"') {
-        if (pos < s.size() && s[pos] == '"') {
-          cur += '"';
-          ++pos;
-        } else {
-          quoted = false;
-        }
-      } else {
-        if (c == '\n') ++line;
-        cur += c;
-      }
-      continue;
-    }
-    if (c == '"' && field_start) {
-      quoted = true;
-      field_start = false;
-    } else if (c == ',') {
-      fields.push_back(cur);
-      cur.clear();
-      field_start = true;
-    } else if (c == '\n') {
-      ++line;
-      if (!cur.empty() && cur.back() == '\r') cur.pop_back();
-      fields.push_back(cur);
-      return true;
-    } else {
-      cur += c;
-      field_start = false;
-    }
-  }
-  MT_CHECK(!quoted, ErrorKind::Data, path, ":", start_line,
-           ": a quoted field is not closed before the end of the file");
-  if (!cur.empty() && cur.back() == '\r') cur.pop_back();
-  fields.push_back(cur);
-  return true;
-}
-
-void read_csv(const std::string& path, Sink& sink) {
-  const std::string s = read_file_text(path);
-  size_t pos = 0;
-  int64_t line = 1;
-  std::vector<std::string> header, f;
-  MT_CHECK(next_csv_record(s, pos, line, header, path), ErrorKind::Data, path, ": empty file (expected a header)");
-  const auto cols = find_columns(header, sink.o, path);
-  for (;;) {
-    const int64_t ln = line;
-    if (!next_csv_record(s, pos, line, f, path)) break;
-    if (f.size() == 1 && f[0].empty()) continue;  // blank line
-    const std::string where = str(path, ":", ln);
-    if (f.size() != header.size()) {
-      sink.bad(where, str(f.size(), " fields, the header has ", header.size()));
-      continue;
-    }
-    sink.add(where, f[cols.first], f[cols.second], -1);
-  }
-}
-
-void read_jsonl(const std::string& path, Sink& sink) {
-  std::istringstream in(read_file_text(path));
-  std::string line;
-  for (int64_t ln = 1; std::getline(in, line); ++ln) {
-    strip_cr(line);
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string where = str(path, ":", ln);
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-      sink.bad(where, "not a JSON object");
-      continue;
-    }
-    const std::string& tc = sink.o.text_column;
-    const std::string& lc = sink.o.label_column;
-    if (!j.contains(tc) || !j[tc].is_string()) {
-      sink.bad(where, str("no string field '", tc, "' (data.text_column)"));
-      continue;
-    }
-    if (!j.contains(lc)) {
-      sink.bad(where, str("no field '", lc, "' (data.label_column)"));
-      continue;
-    }
-    const nlohmann::json& lv = j[lc];
-    if (lv.is_number_integer()) {
-      sink.add(where, j[tc].get<std::string>(), "", lv.get<int64_t>());
-    } else if (lv.is_string()) {
-      sink.add(where, j[tc].get<std::string>(), lv.get<std::string>().empty() ? " " : lv.get<std::string>(), -1);
-    } else {
-      sink.bad(where, str("label ", lv.dump(), " is not an integer class index"));
-    }
-  }
-}
-
-void read_fasta(const std::string& path, int64_t label, Sink& sink) {
-  std::istringstream in(read_file_text(path));
-  std::string line, seq;
-  int64_t rec_line = 0;
-  auto flush = [&]() {
-    if (rec_line == 0) return;
-    const std::string where = str(path, ":", rec_line);
-    if (seq.empty())
-      sink.bad(where, "empty FASTA record");
-    else
-      sink.add(where, seq, "", label);
-    seq.clear();
-  };
-  for (int64_t ln = 1; std::getline(in, line); ++ln) {
-    strip_cr(line);
-    if (!line.empty() && line[0] == '>') {
-      flush();
-      rec_line = ln;
-      continue;
-    }
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    if (rec_line == 0) {
-      sink.bad(str(path, ":", ln), "sequence before the first '>' header line");
-      continue;
-    }
-    seq += line;
-  }
-  flush();
+void read_file_rows(const std::string& path, Sink& sink, int64_t fasta_class) {
+  RowSpec spec;
+  spec.format = sink.o.format;
+  spec.text_column = sink.o.text_column;
+  spec.label_column = sink.o.label_column;
+  spec.labels = fasta_class < 0;
+  stream_rows(path, spec, [&](Row& r) {
+    const std::string where = str(path, ":", r.line);
+    if (!r.problem.empty()) return sink.bad(where, r.problem);
+    sink.add(where, r.text, r.label, fasta_class);
+  });
 }
 
 uint64_t fnv_add(uint64_t h, const void* p, size_t n) { return fnv1a64(static_cast<const uint8_t*>(p), n, h); }
@@ -313,38 +168,89 @@ std::vector<int64_t> permutation(int64_t n, uint64_t seed, uint64_t domain, uint
 
 }  // namespace
 
-std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<std::string>& files, ReadStats* stats) {
+std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<std::string>& files, ReadStats* stats,
+                                   std::vector<std::string>* label_names) {
   ReadStats local;
   ReadStats* st = stats ? stats : &local;
-  Sink sink{o, st, {}};
+  Sink sink(o, st);
   MT_CHECK(!files.empty(), ErrorKind::Config, "data: no input files");
+  MT_CHECK(o.label_names.empty() || static_cast<int64_t>(o.label_names.size()) == o.num_classes, ErrorKind::Config,
+           "data.label_names: ", o.label_names.size(), " names for ", o.num_classes, " classes (model.num_classes)");
   if (o.format == "fasta") {
     MT_CHECK(static_cast<int64_t>(files.size()) == o.num_classes, ErrorKind::Config, "data.class_files: ", files.size(),
              " FASTA files for ", o.num_classes, " classes (model.num_classes): give one file per class");
-    for (size_t k = 0; k < files.size(); ++k) read_fasta(files[k], static_cast<int64_t>(k), sink);
+    for (size_t k = 0; k < files.size(); ++k) read_file_rows(files[k], sink, static_cast<int64_t>(k));
   } else {
     MT_CHECK(files.size() == 1, ErrorKind::Config, "data.path: one ", o.format, " file expected");
-    if (o.format == "tsv")
-      read_tsv(files[0], sink);
-    else if (o.format == "csv")
-      read_csv(files[0], sink);
-    else if (o.format == "jsonl")
-      read_jsonl(files[0], sink);
-    else
-      throw Error(ErrorKind::Config, str("data.format: unknown format '", o.format, "'"));
+    MT_CHECK(o.format == "tsv" || o.format == "csv" || o.format == "jsonl", ErrorKind::Config,
+             "data.format: unknown format '", o.format, "'");
+    read_file_rows(files[0], sink, -1);
   }
   std::string names;
   for (const auto& f : files) names += (names.empty() ? "" : ", ") + f;
   MT_CHECK(!sink.out.empty(), ErrorKind::Data, names, ": no usable rows (", st->skipped, " skipped",
            st->skipped_examples.empty() ? std::string() : "; first: " + st->skipped_examples[0], ")");
+  std::vector<std::string> classes = o.label_names;
+  if (sink.labels == Sink::Labels::Names && o.label_names.empty()) classes = sink.number_names(names);
+  if (label_names) *label_names = classes;
   return std::move(sink.out);
 }
 
+int64_t class_index(const std::string& label, const std::vector<std::string>& names, int64_t num_classes,
+                    std::string* problem) {
+  if (!names.empty()) {
+    auto it = std::find(names.begin(), names.end(), label);
+    if (it != names.end()) return it - names.begin();
+    *problem = str("label '", printable(label), "' is not one of the class names (", name_list(names), ")");
+    return -1;
+  }
+  int64_t v = -1;
+  if (!parse_integer(label, &v)) {
+    *problem = not_an_index(label);
+    return -1;
+  }
+  if (v < 0 || v >= num_classes) {
+    *problem = str("label ", v, " is outside [0, ", num_classes, ") (model.num_classes)");
+    return -1;
+  }
+  return v;
+}
+
+std::string encode_row_text(const std::string& text, const std::string& tokenizer, int64_t max_len,
+                            std::vector<int32_t>& ids, bool* truncated) {
+  ids.clear();
+  if (text.empty()) return "empty text";
+  if (tokenizer == "dna") {
+    const int64_t at = encode_dna(text, ids);
+    if (at >= 0) {
+      const char c = text[static_cast<size_t>(at)];
+      return str("'", printable(std::string(1, c)), "' at offset ", at,
+                 " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)");
+    }
+  } else {
+    // Text files are UTF-8: a broken sequence means a corrupt or mis-encoded file (Latin-1, UTF-16), which the
+    // byte tokenizer would otherwise learn silently.
+    const int64_t bad_at = first_invalid_utf8(text);
+    if (bad_at >= 0)
+      return str("invalid UTF-8 at byte ", bad_at, " of the text (byte 0x", std::hex,
+                 static_cast<int>(static_cast<unsigned char>(text[static_cast<size_t>(bad_at)])), std::dec,
+                 "; the file must be UTF-8)");
+    ids.assign(text.begin(), text.end());
+    for (int32_t& t : ids) t &= 0xff;
+  }
+  *truncated = static_cast<int64_t>(ids.size()) > max_len;
+  if (*truncated) ids.resize(static_cast<size_t>(max_len));
+  return "";
+}
+
 LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
-  std::vector<Example> rows = read_labelled(o, o.files, &stats_);
+  std::vector<Example> rows = read_labelled(o, o.files, &stats_, &label_names_);
   if (!o.val_path.empty()) {
     train_ = std::move(rows);
-    val_ = read_labelled(o, {o.val_path}, &stats_);
+    LabelledOptions vo = o;  // the validation labels take the training file's classes
+    vo.label_names = label_names_;
+    vo.integer_labels = label_names_.empty();
+    val_ = read_labelled(vo, {o.val_path}, &stats_);
   } else {
     MT_CHECK(o.val_fraction > 0 && o.val_fraction < 1, ErrorKind::Config,
              "data.val_fraction must be in (0, 1) without data.val_path, got ", o.val_fraction);

@@ -1,16 +1,17 @@
 // Labelled sequence-classification data: text rows from TSV / CSV / JSONL files, or DNA records from FASTA files
 // given one per class, tokenized (bytes or DNA characters), with deterministic splits and padded batches.
 //
-// Readers (file and 1-based line in every message):
-//   tsv    first line is a header naming the columns; fields split on tabs, no quoting.
-//   csv    RFC 4180: a header line, fields separated by commas, "..." quoting with "" for a quote, quoted fields may
-//          span lines.
-//   jsonl  one JSON object per line; the text field must be a string, the label an integer (or a string holding one).
-//   fasta  '>' starts a record (header text ignored), sequence lines are concatenated; CRLF line ends are accepted;
-//          file k of the list holds class k.
-// Labels of tsv / csv / jsonl are integers 0 .. num_classes - 1.
-// Bad rows (wrong column count, empty text, a label that is not an integer or is out of range, non-DNA letters,
-// an empty FASTA record, text that is not valid UTF-8 with the byte tokenizer is fine: bytes are bytes) are either
+// Readers (data/row_stream.h: the formats, streamed; file and 1-based line in every message):
+//   tsv / csv / jsonl  one file of rows with a text and a label column / field.
+//   fasta              one file per class: file k holds class k.
+// Labels of tsv / csv / jsonl rows are either integers 0 .. num_classes - 1 or class names. With label_names (the
+// config's data.label_names) every label must be one of those names, class k = label_names[k]. Without it the first
+// row's label decides: an integer makes every label an integer class index; anything else makes every label a name,
+// and the classes are the sorted (byte order) unique names of the file, which must be num_classes many. A name that
+// is an integer, an integer among names, or a label that is not valid UTF-8 text is a bad row. A validation file
+// (val_path) takes the training file's classes: its labels must be integers, or names among the training names.
+// Bad rows (wrong column count, empty text, a bad label or one out of range, non-DNA letters, an empty FASTA record,
+// text that is not valid UTF-8 with the byte tokenizer) are either
 // fatal (bad_rows = "error": mt::Error(Data) "FILE:LINE: problem") or skipped and counted (bad_rows = "skip"; the
 // first few are kept as examples for the log). A file with no usable row is always an error.
 // Sequences longer than max_len tokens are truncated (counted).
@@ -44,6 +45,8 @@ struct LabelledOptions {
   uint64_t split_seed = 0;
   std::string bad_rows = "error";  // error | skip
   bool rc_augment = false;
+  std::vector<std::string> label_names;  // class names in class order (see above); empty: decided by the data
+  bool integer_labels = false;           // labels must be integers (a validation file of integer-labelled data)
 };
 
 struct Example {
@@ -56,8 +59,22 @@ struct ReadStats {
   std::vector<std::string> skipped_examples;  // "FILE:LINE: problem", at most 5
 };
 
-// Reads one file (tsv / csv / jsonl) or the FASTA files of all classes. Throws mt::Error(Data).
-std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<std::string>& files, ReadStats* stats);
+// Reads one file (tsv / csv / jsonl) or the FASTA files of all classes. Throws mt::Error(Data), and
+// mt::Error(Config) when the names found are not model.num_classes many. *label_names (optional) gets the class names
+// in class order when the labels are names (o.label_names, or the names found), and is cleared for integer labels.
+std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<std::string>& files, ReadStats* stats,
+                                   std::vector<std::string>* label_names = nullptr);
+
+// The class index of a label's text when the classes are fixed: one of `names` when there are names, else an
+// integer in [0, num_classes). -1 with *problem set ("label 'x' is not an integer class index") otherwise.
+int64_t class_index(const std::string& label, const std::vector<std::string>& names, int64_t num_classes,
+                    std::string* problem);
+
+// A row's text as token ids, as training reads it: tokenizer "dna" takes DNA letters (data/dna.h), "byte" the bytes
+// of valid UTF-8 text; cut to max_len tokens (*truncated tells). Returns "" or the problem ("'U' at offset 3 is not a
+// DNA letter (...)", "invalid UTF-8 at byte 4 of the text (...)", "empty text").
+std::string encode_row_text(const std::string& text, const std::string& tokenizer, int64_t max_len,
+                            std::vector<int32_t>& ids, bool* truncated);
 
 class LabelledDataset {
  public:
@@ -76,6 +93,8 @@ class LabelledDataset {
   // "labelled:<format>:<tokenizer>:n=<rows>:fnv1a64:<hex of ids and labels>:split=<seed>/<val_fraction>"
   std::string fingerprint() const;
   int64_t vocab_size() const;
+  // The class names in class order when the labels are names (see above); empty for integer labels.
+  const std::vector<std::string>& label_names() const { return label_names_; }
 
  private:
   Batch make_batch(const std::vector<const Example*>& rows, int64_t batch_size, const std::vector<bool>& rc) const;
@@ -83,6 +102,7 @@ class LabelledDataset {
   LabelledOptions o_;
   std::vector<Example> train_, val_;
   ReadStats stats_;
+  std::vector<std::string> label_names_;
   uint64_t hash_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #include "cli_util.h"
 #include "data/dna.h"
 #include "data/labelled.h"
+#include "data/row_stream.h"
 #include "data/text_dataset.h"
 #include "test_util.h"
 #include "train/ckpt/checkpoint.h"
@@ -81,8 +82,8 @@ TEST(Labelled, TsvRowsLabelsAndBadRows) {
   const std::string ctl = write_file("ctl.tsv", std::string("label\ttext\n\x01\xff\tok\n"));
   EXPECT_EQ(error_of([&] { read_labelled(tsv_opts(ctl), {ctl}, nullptr); }),
             ctl +
-                ":2: label '\\x01\\xff' is not an integer class index (data.bad_rows: skip would skip and count "
-                "such rows)");  // control bytes never reach the terminal raw
+                ":2: label '\\x01\\xff' is not an integer class index or a class name (names are UTF-8 text "
+                "without control characters) (data.bad_rows: skip would skip and count such rows)");  // never raw
   unlink(ctl.c_str());
   const std::string none = write_file("c.tsv", "label\ttext\n5\tx\n");
   o.text_column = "text";
@@ -120,6 +121,124 @@ TEST(Labelled, CsvQuotingAndJsonl) {
   EXPECT_EQ(st.skipped_examples[1], j + ":4: no string field 'text' (data.text_column)");
   EXPECT_EQ(st.skipped_examples[2], j + ":5: label 1.5 is not an integer class index");
   for (auto& f : {p, open, j}) unlink(f.c_str());
+}
+
+TEST(Labelled, StringLabelsAreSortedNamesOrTheGivenOrder) {
+  const std::string p = write_file("names.tsv", "label\ttext\npos\ta\nneg\tb\npos\tc\n");
+  LabelledOptions o = tsv_opts(p);
+  std::vector<std::string> names;
+  std::vector<Example> ex = read_labelled(o, {p}, nullptr, &names);
+  EXPECT_EQ(names, (std::vector<std::string>{"neg", "pos"}));  // sorted
+  ASSERT_EQ(ex.size(), 3u);
+  EXPECT_EQ(ex[0].label, 1);
+  EXPECT_EQ(ex[1].label, 0);
+  o.label_names = {"pos", "neg"};  // data.label_names: this order
+  ex = read_labelled(o, {p}, nullptr, &names);
+  EXPECT_EQ(names, (std::vector<std::string>{"pos", "neg"}));
+  EXPECT_EQ(ex[0].label, 0);
+  EXPECT_EQ(ex[1].label, 1);
+  // Integer labels give no names.
+  const std::string ints = write_file("ints.tsv", "label\ttext\n1\ta\n0\tb\n");
+  read_labelled(tsv_opts(ints), {ints}, nullptr, &names);
+  EXPECT_TRUE(names.empty());
+  // More or fewer names than model.num_classes: one config error listing them.
+  const std::string three = write_file("three.tsv", "label\ttext\npos\ta\nneg\tb\nmeh\tc\n");
+  EXPECT_EQ(error_of([&] { read_labelled(tsv_opts(three), {three}, nullptr); }),
+            "model.num_classes is 2 but the labels of " + three +
+                " name 3 class(es): meh, neg, pos (set model.num_classes, or list every class in data.label_names)");
+  o = tsv_opts(three);
+  o.num_classes = 3;
+  EXPECT_EQ(read_labelled(o, {three}, nullptr).size(), 3u);
+  // Mixed: the first row decides; the other kind is a bad row.
+  const std::string mixed = write_file("mixed.tsv", "label\ttext\npos\ta\n1\tb\nneg\tc\n");
+  EXPECT_EQ(error_of([&] { read_labelled(tsv_opts(mixed), {mixed}, nullptr); }),
+            mixed +
+                ":3: label '1' is an integer but the labels are class names (the first row's is one); list every "
+                "class in data.label_names to use it as a name (data.bad_rows: skip would skip and count such rows)");
+  o = tsv_opts(mixed);
+  o.label_names = {"1", "neg", "pos"};
+  o.num_classes = 3;
+  ex = read_labelled(o, {mixed}, nullptr);
+  EXPECT_EQ(ex[1].label, 0);
+  o.label_names = {"neg", "pos"};
+  o.num_classes = 2;
+  o.bad_rows = "skip";
+  ReadStats st;
+  ex = read_labelled(o, {mixed}, &st);
+  EXPECT_EQ(ex.size(), 2u);
+  EXPECT_EQ(st.skipped_examples[0], mixed + ":3: label '1' is not one of the class names (neg, pos)");
+  // JSON lines: string labels too.
+  const std::string j =
+      write_file("names.jsonl", "{\"text\": \"x\", \"label\": \"b\"}\n{\"text\": \"y\", \"label\": \"a\"}\n");
+  o = tsv_opts(j);
+  o.format = "jsonl";
+  ex = read_labelled(o, {j}, nullptr, &names);
+  EXPECT_EQ(names, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(ex[0].label, 1);
+  for (auto& f : {p, ints, three, mixed, j}) unlink(f.c_str());
+}
+
+TEST(Labelled, ValidationFileTakesTheTrainingClasses) {
+  std::string rows = "label\ttext\n";
+  for (int i = 0; i < 10; ++i) rows += std::string(i % 2 ? "pos" : "neg") + "\tt" + std::to_string(i) + "\n";
+  const std::string train = write_file("vt.tsv", rows);
+  const std::string val = write_file("vv.tsv", "label\ttext\npos\tx\nneg\ty\n");
+  LabelledOptions o = tsv_opts(train);
+  o.val_path = val;
+  LabelledDataset ds(o);
+  EXPECT_EQ(ds.label_names(), (std::vector<std::string>{"neg", "pos"}));
+  EXPECT_EQ(ds.val_batch(0, 2).labels.to_vector_i64(), (std::vector<int64_t>{1, 0}));
+  // A name the training file never used; integers when the training labels were names.
+  const std::string other = write_file("vo.tsv", "label\ttext\nmeh\tx\n");
+  o.val_path = other;
+  EXPECT_TRUE(contains(error_of([&] { LabelledDataset x(o); }),
+                       other + ":2: label 'meh' is not one of the class names (neg, pos)"));
+  const std::string ints = write_file("vi.tsv", "label\ttext\n1\tx\n");
+  o.val_path = ints;
+  EXPECT_TRUE(contains(error_of([&] { LabelledDataset x(o); }), ints + ":2: label '1' is not one of the class names"));
+  // Integer training labels: the validation file's must be integers too.
+  const std::string itrain = write_file("it.tsv", "label\ttext\n1\ta\n0\tb\n");
+  o = tsv_opts(itrain);
+  o.val_path = val;
+  EXPECT_TRUE(contains(error_of([&] { LabelledDataset x(o); }), val + ":2: label 'pos' is not an integer class index"));
+  for (auto& f : {train, val, other, ints, itrain}) unlink(f.c_str());
+}
+
+TEST(Labelled, RowStreamAcrossChunkBoundariesAndGzip) {
+  // CSV records straddling the reader's 64 KiB chunks: a doubled quote split across two chunks, and a quoted field
+  // spanning lines. The same rows whether the file is gzip-compressed or not.
+  std::string csv = "text,label\n";
+  std::vector<std::string> want;
+  for (int i = 0; csv.size() < 200000; ++i) {
+    const std::string t = std::string(static_cast<size_t>(1 + (i * 37) % 300), 'a' + i % 26) + "\"q\"" +
+                          (i % 5 == 0 ? "\nsecond line" : "") + std::to_string(i);
+    want.push_back(t);
+    std::string q;
+    for (char c : t) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    csv += "\"" + q + "\"," + std::to_string(i % 2) + "\r\n";
+  }
+  const std::string p = write_file("chunks.csv", csv);
+  ASSERT_EQ(std::system(("gzip -c " + p + " > " + p + ".gz").c_str()), 0);
+  for (const std::string& f : {p, p + ".gz"}) {
+    std::vector<std::string> got;
+    data::RowSpec spec;
+    spec.format = "csv";
+    spec.text_column = "text";
+    data::stream_rows(f, spec, [&](data::Row& r) {
+      ASSERT_TRUE(r.problem.empty()) << r.problem;
+      got.push_back(r.text);
+      EXPECT_EQ(r.label, std::to_string((got.size() - 1) % 2));
+    });
+    EXPECT_EQ(got, want) << f;
+  }
+  // "lines": every non-blank line is a row.
+  const std::string l = write_file("lines.txt", "one\r\n\n  \ntwo");
+  std::vector<std::pair<int64_t, std::string>> lines;
+  data::RowSpec ls;
+  ls.format = "lines";
+  data::stream_rows(l, ls, [&](data::Row& r) { lines.emplace_back(r.line, r.text); });
+  EXPECT_EQ(lines, (std::vector<std::pair<int64_t, std::string>>{{1, "one"}, {4, "two"}}));
+  for (auto& f : {p, p + ".gz", l}) unlink(f.c_str());
 }
 
 TEST(Labelled, FastaPerClassRecordsAndBadLetters) {

@@ -107,6 +107,7 @@ data::LabelledOptions labelled_options(const TrainConfig& c) {
   o.split_seed = c.data.split_seed >= 0 ? static_cast<uint64_t>(c.data.split_seed) : c.run.seed;
   o.bad_rows = c.data.bad_rows;
   o.rc_augment = c.data.rc_augment;
+  o.label_names = c.data.label_names;
   return o;
 }
 
@@ -123,6 +124,7 @@ class ClassificationTask : public Forwarding<data::LabelledDataset> {
     return s;
   }
   bool classification() const override { return true; }
+  std::vector<std::string> label_names() const override { return ds_.label_names(); }
 };
 
 }  // namespace

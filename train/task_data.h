@@ -28,6 +28,8 @@ class TaskData {
   // True for masked language modelling (trainer.objective mlm, data/mlm.h): targets[:, t] is the token at t (no
   // shift) where scored; evaluation reports the masked loss and accuracy.
   virtual bool masked_lm() const { return false; }
+  // Classification: the class names in class order when the labels are names (data/labelled.h), else empty.
+  virtual std::vector<std::string> label_names() const { return {}; }
 };
 
 // From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head).

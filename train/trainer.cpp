@@ -528,6 +528,8 @@ struct Trainer::Impl {
     d.strings["model_config_json"] = model_config_json();
     d.strings["model_head"] = cfg.model.head;
     d.strings["data_fingerprint"] = task->fingerprint();
+    const std::vector<std::string> names = task->label_names();
+    if (!names.empty()) d.strings["label_names"] = nlohmann::json(names).dump();  // evaluate / predict / export
     return d;
   }
 

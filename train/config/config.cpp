@@ -188,7 +188,41 @@ std::string quoted_hint(const Key& k, const YamlNode& n) {
              k.type == Type::Bool ? "true / false" : "numbers", " without quotes)");
 }
 
+// A list of strings: a YAML sequence of scalars, or one scalar holding comma-separated items ("neg,pos", also with
+// [brackets]: the form --set gives). Items are trimmed of spaces.
+Value parse_list(const Key& k, const YamlNode& n, const Origin& value_at) {
+  Value v;
+  if (n.kind == YamlNode::Kind::Seq) {
+    for (const YamlNode& item : n.items) {
+      if (item.kind != YamlNode::Kind::Scalar)
+        fail(value_at, k.path, str(schema::expectation(k), ", got an item that is ", describe_yaml_node(item)));
+      v.list.push_back(item.value);
+    }
+  } else if (n.kind == YamlNode::Kind::Scalar) {
+    std::string t = n.value;
+    if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = t.find(',', start);
+      std::string item = t.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      const size_t a = item.find_first_not_of(' '), b = item.find_last_not_of(' ');
+      item = a == std::string::npos ? "" : item.substr(a, b - a + 1);
+      if (!(item.empty() && comma == std::string::npos && v.list.empty())) v.list.push_back(item);  // "[]" is empty
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  } else if (n.kind != YamlNode::Kind::Null) {
+    fail(value_at, k.path, str(schema::expectation(k), ", got ", describe_yaml_node(n)));
+  }
+  if (k.check) {
+    const std::string problem = k.check(v);
+    if (!problem.empty()) fail(value_at, k.path, problem);
+  }
+  return v;
+}
+
 Value parse_value(const Key& k, const YamlNode& n, const Origin& value_at, const Origin& key_at) {
+  if (k.type == Type::List) return parse_list(k, n, value_at);
   Value v;
   const schema::Value def = k.get(schema::defaults());
   if (n.kind == YamlNode::Kind::Null) {
@@ -248,6 +282,7 @@ Value parse_value(const Key& k, const YamlNode& n, const Origin& value_at, const
       fail(value_at, k.path, str("expected true or false, got '", t, "'"));
     }
     case Type::String: v.s = t; break;
+    case Type::List: break;  // parse_list
     case Type::Enum:
       if (std::find(k.choices.begin(), k.choices.end(), t) == k.choices.end()) {
         fail(value_at, k.path, str(schema::expectation(k), ", got '", t, "'"));
@@ -466,6 +501,10 @@ void check_cross(const TrainConfig& c, const Given& g) {
       if (!d.val_path.empty() && !std::filesystem::is_regular_file(d.val_path, ec))
         fail_at("data.val_path", str("no such file '", d.val_path, "'", cwd_hint(d.val_path)));
     }
+    if (!d.label_names.empty() && static_cast<int64_t>(d.label_names.size()) != c.model.num_classes)
+      fail_at(
+          g.blame("data.label_names", "model.num_classes"),
+          str("data.label_names lists ", d.label_names.size(), " classes, model.num_classes is ", c.model.num_classes));
     if (d.val_path.empty() && !(d.val_fraction > 0))
       fail_at(g.blame("data.val_fraction", "data.val_path"),
               "data.val_fraction must be > 0 when there is no data.val_path (a validation split is needed)");
@@ -474,6 +513,8 @@ void check_cross(const TrainConfig& c, const Given& g) {
     fail_at(g.blame("tokenizer.kind", "data.kind"),
             "tokenizer.kind bpe feeds data.kind text only (classification "
             "rows are read as bytes or DNA)");
+  if (!d.label_names.empty() && d.kind != "classification")
+    fail_at("data.label_names", str("names the classes of data.kind classification, got data.kind ", d.kind));
   if (d.rc_augment && c.tokenizer.kind != "dna")
     fail_at(g.blame("data.rc_augment", "tokenizer.kind"), "data.rc_augment needs tokenizer.kind dna");
   // The embedding must hold every token id the data produces.

@@ -50,9 +50,10 @@ struct DataSection {
   std::string val_path;     // optional validation file; else val_fraction of the rows, split by run.seed
   std::string class_files;  // fasta: comma-separated, file k = class k
   std::string text_column = "sentence", label_column = "label";
-  std::string bad_rows = "error";  // error | skip
-  bool rc_augment = false;         // dna: reverse-complement half of the training samples
-  int64_t split_seed = -1;         // classification held-out split (without val_path); -1 = run.seed
+  std::vector<std::string> label_names;  // class names in class order; empty: integer labels or the data's names
+  std::string bad_rows = "error";        // error | skip
+  bool rc_augment = false;               // dna: reverse-complement half of the training samples
+  int64_t split_seed = -1;               // classification held-out split (without val_path); -1 = run.seed
 };
 
 struct OptimizerSection {

@@ -34,11 +34,17 @@ Value read(const std::string& x) {
   v.s = x;
   return v;
 }
+Value read(const std::vector<std::string>& x) {
+  Value v;
+  v.list = x;
+  return v;
+}
 void assign(int64_t& x, const Value& v) { x = v.i; }
 void assign(uint64_t& x, const Value& v) { x = static_cast<uint64_t>(v.i); }  // the range keeps it >= 0
 void assign(double& x, const Value& v) { x = v.f; }
 void assign(bool& x, const Value& v) { x = v.b; }
 void assign(std::string& x, const Value& v) { x = v.s; }
+void assign(std::vector<std::string>& x, const Value& v) { x = v.list; }
 // Enum fields hold the enum; the schema's one_of() lists the spellings, so assign never sees another word.
 Value read(NormKind x) { return read(std::string(norm_kind_name(x))); }
 Value read(DtInit x) { return read(std::string(dt_init_name(x))); }
@@ -51,6 +57,7 @@ void assign(BiWeights& x, const Value& v) {
 
 template <class T>
 constexpr Type type_of() {
+  if (std::is_same<T, std::vector<std::string>>::value) return Type::List;
   if (std::is_same<T, bool>::value) return Type::Bool;
   if (std::is_integral<T>::value) return Type::Int;
   if (std::is_floating_point<T>::value) return Type::Float;
@@ -115,6 +122,19 @@ struct K {
   [](TrainConfig & c) -> auto& { return c.expr; }
 
 std::string not_empty(const Value& v) { return v.s.empty() ? "must not be empty" : ""; }
+
+// Class names: non-empty, distinct, no control characters (they become JSON keys and CSV column names).
+std::string label_names(const Value& v) {
+  for (size_t i = 0; i < v.list.size(); ++i) {
+    const std::string& n = v.list[i];
+    if (n.empty()) return str("name ", i + 1, " is empty");
+    for (unsigned char c : n)
+      if (c < 0x20 || c == 0x7f) return str("name ", i + 1, " holds a control character");
+    for (size_t k = 0; k < i; ++k)
+      if (v.list[k] == n) return str("'", n, "' is listed twice");
+  }
+  return "";
+}
 
 std::string device_name(const Value& v) {
   const std::string& s = v.s;
@@ -256,7 +276,12 @@ std::vector<Key> build() {
       K("data.text_column", F(data.text_column)).check(not_empty).doc("classification: column / field with the text"),
       K("data.label_column", F(data.label_column))
           .check(not_empty)
-          .doc("classification: column / field with the integer label 0 .. num_classes - 1"),
+          .doc("classification: column / field with the label: an integer 0 .. num_classes - 1 or a class name"),
+      K("data.label_names", F(data.label_names))
+          .check(label_names)
+          .doc("classification: the class names in class order ([neg, pos]; --set data.label_names=neg,pos); labels "
+               "must be one of them (fasta: names of the class files). [] = integer labels, or the sorted names the "
+               "training file uses"),
       K("data.bad_rows", F(data.bad_rows))
           .one_of({"error", "skip"})
           .doc("classification: a bad row (wrong column count, empty text, bad label, non-DNA letter) stops the run "
@@ -410,6 +435,7 @@ std::string type_name(const Key& k) {
     case Type::Float: return "float";
     case Type::Bool: return "bool";
     case Type::String: return "string";
+    case Type::List: return "list of strings";
     case Type::Enum: break;
   }
   std::string s = "one of: ";
@@ -423,6 +449,7 @@ std::string expectation(const Key& k) {
     case Type::Float: return "expected a number";
     case Type::Bool: return "expected true or false";
     case Type::String: return "expected a string";
+    case Type::List: return "expected a list of strings";
     case Type::Enum: break;
   }
   std::string s = "expected one of [";
@@ -458,22 +485,12 @@ std::string range_text(const Key& k) {
   return s;
 }
 
-std::string format_yaml(const Key& k, const Value& v) {
-  switch (k.type) {
-    case Type::Int: return std::to_string(v.i);
-    case Type::Float: return format_double(v.f);
-    case Type::Bool: return v.b ? "true" : "false";
-    case Type::Enum:
-      // Plain when it is a simple word (all choices are): "cosine", "1.4b"; quoted otherwise ("").
-      if (!v.s.empty() && v.s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") == std::string::npos) {
-        return v.s;
-      }
-      break;
-    case Type::String: break;
-  }
-  // Double-quoted YAML string: escapes for quote, backslash and control characters; other bytes as they are.
+namespace {
+
+// Double-quoted YAML string: escapes for quote, backslash and control characters; other bytes as they are.
+std::string yaml_quoted(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char c : v.s) {
+  for (unsigned char c : s) {
     if (c == '"' || c == '\\') {
       out += '\\';
       out += static_cast<char>(c);
@@ -487,6 +504,29 @@ std::string format_yaml(const Key& k, const Value& v) {
     }
   }
   return out + "\"";
+}
+
+}  // namespace
+
+std::string format_yaml(const Key& k, const Value& v) {
+  switch (k.type) {
+    case Type::Int: return std::to_string(v.i);
+    case Type::Float: return format_double(v.f);
+    case Type::Bool: return v.b ? "true" : "false";
+    case Type::List: {
+      std::string out = "[";
+      for (size_t i = 0; i < v.list.size(); ++i) out += (i ? ", " : "") + yaml_quoted(v.list[i]);
+      return out + "]";
+    }
+    case Type::Enum:
+      // Plain when it is a simple word (all choices are): "cosine", "1.4b"; quoted otherwise ("").
+      if (!v.s.empty() && v.s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") == std::string::npos) {
+        return v.s;
+      }
+      break;
+    case Type::String: break;
+  }
+  return yaml_quoted(v.s);
 }
 
 std::string reference_markdown() {

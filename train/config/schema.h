@@ -12,7 +12,7 @@
 
 namespace mt::train::schema {
 
-enum class Type { Int, Float, Bool, String, Enum };
+enum class Type { Int, Float, Bool, String, Enum, List };  // List: a list of strings
 
 // One typed value; only the member matching the key's type is meaningful (Enum uses s).
 struct Value {
@@ -20,6 +20,7 @@ struct Value {
   double f = 0.0;
   bool b = false;
   std::string s;
+  std::vector<std::string> list;
 };
 
 struct Key {
@@ -47,7 +48,7 @@ const Key* find(const std::string& path);  // nullptr when unknown
 // The defaults every config starts from: TrainConfig{} except model.vocab_size = 0 ("take it from the tokenizer").
 TrainConfig defaults();
 
-// "int", "float", "bool", "string", "one of: a, b, c".
+// "int", "float", "bool", "string", "one of: a, b, c", "list of strings".
 std::string type_name(const Key& k);
 // "expected an integer" / "expected a number" / "expected true or false" / "expected one of [a, b]" / ...
 std::string expectation(const Key& k);
@@ -56,7 +57,7 @@ std::string range_problem(const Key& k, const Value& v);
 // ">= 1", "> 0 and < 1", "" (no range): for the README.
 std::string range_text(const Key& k);
 // The value as YAML text that the loader reads back to the same value (strings double-quoted, shortest
-// round-trip floats).
+// round-trip floats, lists as flow sequences of double-quoted strings: ["a", "b"]).
 std::string format_yaml(const Key& k, const Value& v);
 // Shortest decimal text that reads back to exactly x ("0.001", "1e-08", "65536").
 std::string format_double(double x);
