@@ -44,6 +44,10 @@ class BpeTokenizer {
   int64_t vocab_size() const { return static_cast<int64_t>(id_bytes_.size()); }  // the largest id + 1
   int32_t eos_id() const { return eos_id_; }         // <|endoftext|>; -1 when the file has none
   int32_t token_id(const std::string& token) const;  // a vocabulary / added token's id, or -1
+  // Bytes a token decodes to (0 for an id outside [0, vocab_size()) or without a token).
+  size_t token_byte_length(int32_t id) const {
+    return id >= 0 && id < vocab_size() ? id_bytes_[static_cast<size_t>(id)].size() : 0;
+  }
   const std::string& path() const { return path_; }
   size_t cache_size() const { return cache_.size(); }
 

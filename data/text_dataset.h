@@ -67,6 +67,8 @@ class TextDataset {
   int64_t size() const;
   int64_t train_size() const { return n_train_; }
   int64_t val_size() const { return size() - n_train_; }
+  // Tokens [start, start + n) of the whole file (0 <= start, start + n <= size()).
+  void read_tokens(int64_t start, int64_t n, int64_t* out) const { copy_tokens(start, n, out); }
   // Start offset (in the file) of training sample `sample` / of validation window `window`.
   int64_t train_start(uint64_t seed, int64_t sample) const;
   int64_t val_start(int64_t window) const;

@@ -109,23 +109,33 @@ void MambaForSequenceClassification::init_parameters(Generator& gen) {
   init_classifier(classifier, gen);
 }
 
-Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
-  BackboneOutput bo = backbone.forward(ids, opt);
-  const DType cd = opt.compute_dtype;
-  Tensor features;
-  if (pooling_ == "state") {
-    MT_CHECK(!config().bidirectional, ErrorKind::Config,
-             "pooling 'state' needs a unidirectional model (a bidirectional one has two final states)");
-    const int64_t B = ids.size(0);
-    features = cast(reshape(bo.last_ssm_state, {B, -1}), cd);
-  } else {
-    features = masked_pool(bo.last_hidden_state, opt.mask, pool_mode_from_name(pooling_));
+Tensor pool_features(const BackboneOutput& bo, const Tensor& mask, const std::string& pooling, const MambaConfig& cfg,
+                     DType cd) {
+  if (pooling == "state") {
+    MT_CHECK(!cfg.bidirectional && !cfg.rc_equivariant, ErrorKind::Config,
+             "pooling 'state' needs a unidirectional model (a bidirectional or reverse-complement-equivariant one has "
+             "two final states)");
+    const int64_t B = bo.last_hidden_state.size(0);
+    return cast(reshape(bo.last_ssm_state, {B, -1}), cd);
   }
-  if (config().rc_equivariant) {  // [pool(h), flip(pool(h'))] -> pool(h) + pool(h'): the same for a sequence and its rc
-    const int64_t d = config().d_model;
+  Tensor features = masked_pool(bo.last_hidden_state, mask, pool_mode_from_name(pooling));
+  if (cfg.rc_equivariant) {  // [pool(h), flip(pool(h'))] -> pool(h) + pool(h'): the same for a sequence and its rc
+    const int64_t d = cfg.d_model;
     features = add(slice(features, 1, 0, d), flip(slice(features, 1, d, 2 * d), 1));
   }
+  return features;
+}
+
+Tensor MambaForSequenceClassification::features(const BackboneOutput& bo, const ForwardOptions& opt) const {
+  return pool_features(bo, opt.mask, pooling_, config(), opt.compute_dtype);
+}
+
+Tensor MambaForSequenceClassification::classify(const Tensor& features, DType cd) const {
   return classifier.forward(features, cd);
+}
+
+Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
+  return classify(features(backbone.forward(ids, opt), opt), opt.compute_dtype);
 }
 
 // ---------------------------------------------------------------- token classification

@@ -46,13 +46,25 @@ class MambaLMHeadModel : public Module {
 // (the unfused form, for logits computed elsewhere).
 Tensor next_token_loss(const Tensor& logits, const Tensor& targets);
 
+// The features a sequence classifier reads from a backbone's output, [B, F] in the compute dtype cd: pooling
+// "mean" | "max" | "last" over the real tokens of last_hidden_state (mask [B, L], nonzero = real; may be undefined),
+// F = d_model (a reverse-complement-equivariant model adds its two strands' pooled halves, the second flipped); or
+// "state", the last layer's final SSM state flattened (F = d_inner * N; unidirectional models only).
+Tensor pool_features(const BackboneOutput& bo, const Tensor& mask, const std::string& pooling, const MambaConfig& cfg,
+                     DType cd);
+
 class MambaForSequenceClassification : public Module {
  public:
   // pooling: "mean" | "max" | "last" | "state" (the last layer's final SSM state, flattened [B, d_inner*N]).
   MambaForSequenceClassification(const MambaConfig& cfg, int64_t num_classes, const std::string& pooling);
   Tensor forward(const Tensor& ids, const ForwardOptions& opt) const;  // logits [B, C]
+  // The same forward in its two halves: pooled features of a backbone output, then the logits of features.
+  Tensor features(const BackboneOutput& bo, const ForwardOptions& opt) const;
+  Tensor classify(const Tensor& features, DType cd) const;
   void init_parameters(Generator& gen);
   const MambaConfig& config() const { return backbone.config(); }
+  const std::string& pooling() const { return pooling_; }
+  int64_t num_classes() const { return classifier.weight->size(0); }
 
   MambaBackbone backbone;
   Linear classifier;

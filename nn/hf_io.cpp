@@ -52,6 +52,23 @@ std::unique_ptr<MambaLMHeadModel> load_hf_model(const std::string& dir, bool kee
   return model;
 }
 
+std::unique_ptr<MambaForSequenceClassification> load_hf_classifier(const std::string& dir, int64_t num_classes,
+                                                                   const std::string& pooling) {
+  MambaConfig cfg = load_hf_config(dir);
+  const std::string weights = dir + "/model.safetensors";
+  std::map<std::string, Tensor> tensors = load_safetensors(weights);
+  std::unique_ptr<MambaForSequenceClassification> model;
+  try {
+    model = std::make_unique<MambaForSequenceClassification>(cfg, num_classes, pooling);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::Checkpoint, str(dir, "/config.json: ", e.what()));
+  }
+  model->load_state_dict(normalize_hf_names(std::move(tensors), false, weights), true, weights);
+  std::string bad = check_init_invariants(model->backbone, /*after_training=*/true);
+  MT_CHECK(bad.empty(), ErrorKind::Checkpoint, weights, ": ", bad);
+  return model;
+}
+
 void save_hf_model(const MambaLMHeadModel& model, const std::string& dir) {
   make_dir(dir);
   std::map<std::string, Tensor> sd;

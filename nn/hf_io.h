@@ -20,4 +20,11 @@ std::map<std::string, Tensor> normalize_hf_names(std::map<std::string, Tensor> t
 // Write DIR/config.json and DIR/model.safetensors (creates DIR). Tensors in f32.
 void save_hf_model(const MambaLMHeadModel& model, const std::string& dir);
 
+// A sequence classifier from DIR/config.json (the backbone's config) and DIR/model.safetensors holding backbone.*
+// and classifier.weight / classifier.bias (what `mamba-train export` writes for a classifier; f32, bf16 or f16
+// tensors, converted to f32). num_classes and pooling come from the caller (config.json's num_labels and
+// mamba_train.pooling). Every failure is an mt::Error(Checkpoint) naming the file and tensor.
+std::unique_ptr<MambaForSequenceClassification> load_hf_classifier(const std::string& dir, int64_t num_classes,
+                                                                   const std::string& pooling);
+
 }  // namespace mt::nn

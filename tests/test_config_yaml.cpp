@@ -342,7 +342,7 @@ TEST(ConfigYaml, RangesAndCrossKeyChecks) {
   EXPECT_REFUSED(kCopy + "trainer:\n  max_steps: 0\n", "cfg.yaml:4:14: trainer.max_steps: must be >= 1, got 0");
   EXPECT_REFUSED(kCopy + "optimizer:\n  lr: 0\n", "optimizer.lr: must be > 0, got 0");
   EXPECT_REFUSED(kCopy + "optimizer:\n  beta2: 1.0\n", "optimizer.beta2: must be < 1, got 1.0");
-  EXPECT_REFUSED(kCopy + "trainer:\n  eval_batches: 0\n", "trainer.eval_batches: must be >= 1, got 0");
+  EXPECT_REFUSED(kCopy + "trainer:\n  eval_batches: -1\n", "trainer.eval_batches: must be >= 0, got -1");
   EXPECT_REFUSED(kCopy + "model:\n  d_model: 0\n", "model.d_model: must be >= 1, got 0");
   EXPECT_REFUSED(kCopy + "model:\n  n_layer: -2\n", "model.n_layer: must be >= 1, got -2");
   EXPECT_REFUSED(kCopy + "model:\n  expand: 9223372036854775807\n",

@@ -16,6 +16,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "nn/config.h"
 
 namespace mt::test {
 
@@ -51,6 +52,18 @@ inline int free_port() {
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(MT_SOURCE_DIR) + "/" + rel; }
+
+// A small finalized model config (derived d_inner / dt_rank) for tests that build models directly.
+inline MambaConfig tiny_config(int64_t d_model, int64_t n_layer, int64_t vocab_size = 256) {
+  MambaConfig mc;
+  mc.vocab_size = vocab_size;
+  mc.d_model = d_model;
+  mc.n_layer = n_layer;
+  mc.d_inner = 0;
+  mc.dt_rank = 0;
+  mc.finalize();
+  return mc;
+}
 
 // Max over elements of |a-b| / (atol + rtol*|b|); <= 1 means within tolerance. NaN anywhere gives +inf.
 inline double tolerance_ratio(const std::vector<double>& a, const std::vector<double>& b, double atol, double rtol) {

@@ -31,6 +31,7 @@
 #include "train/cli/commands.h"
 #include "train/dist/grad_sync.h"
 #include "train/dist/rendezvous.h"
+#include "train/inference.h"
 #include "train/logger.h"
 #include "train/metrics.h"
 #include "train/plot.h"
@@ -134,6 +135,7 @@ struct Trainer::Impl {
   Device dev;
   DType cd;
   std::unique_ptr<TaskData> task;
+  std::vector<int32_t> token_bytes;                         // language models: text bytes per token id
   std::unique_ptr<nn::MambaLMHeadModel> lm;                 // model.head lm
   std::unique_ptr<nn::MambaForSequenceClassification> cls;  // model.head sequence_classification
   nn::Module* model = nullptr;                              // whichever is in use
@@ -158,6 +160,7 @@ struct Trainer::Impl {
       : cfg(c), outputs_requested(w), write_outputs(w && e.rank == 0), dev(rank_device(c.run.device, e)), env(e) {
     cd = precision_dtype(cfg.trainer.precision);
     task = make_task_data(cfg);
+    if (!task->classification()) token_bytes = token_text_bytes(cfg);
     Generator init_gen(cfg.run.seed);
     if (cfg.model.head == "sequence_classification") {
       cls = std::make_unique<nn::MambaForSequenceClassification>(cfg.model.mamba, cfg.model.num_classes,
@@ -172,16 +175,16 @@ struct Trainer::Impl {
       backbone = &lm->backbone;
     }
     if (!cfg.model.init_from.empty()) {
-      auto src = nn::load_hf_model(cfg.model.init_from);
+      const std::map<std::string, Tensor> src = export_state(cfg.model.init_from);  // an LM or a classifier
       const std::string where = cfg.model.init_from + "/model.safetensors";
       if (lm) {
-        lm->load_state_dict(src->state_dict(), true, where);
+        lm->load_state_dict(src, true, where);
       } else {
-        // A pretrained LM's backbone under a new classifier (fine-tuning): every backbone tensor must be there,
-        // except the reverse direction of a Caduceus bidirectional layer, which a causal LM does not have (it keeps
-        // its initialisation).
+        // A pretrained backbone (an LM's or a classifier's) under a new classifier (fine-tuning): every backbone
+        // tensor must be there, except the reverse direction of a Caduceus bidirectional layer, which a causal LM does
+        // not have (it keeps its initialisation).
         std::map<std::string, Tensor> bb;
-        for (auto& kv : src->state_dict())
+        for (auto& kv : src)
           if (kv.first.compare(0, 9, "backbone.") == 0) bb.insert(kv);
         size_t expected = 0;
         for (auto& kv : backbone->named_parameters())
@@ -423,32 +426,48 @@ struct Trainer::Impl {
     return s;
   }
 
+  // The validation data through the metrics of `mamba-train evaluate` (train/metrics.h): classifiers from their
+  // logits (softmax and cross-entropy in double), language models from the fused loss and the token byte counts.
   EvalStats evaluate() {
     NoGradGuard ng;
     EvalStats e;
+    e.classification = task->classification();
     const int64_t B = cfg.trainer.micro_batch_size;
     const int64_t nb = task->num_val_batches(B);
-    if (nb == 0) {
-      e.loss = e.perplexity = std::nan("");
-      return e;
-    }
-    const int64_t use = std::min(nb, cfg.trainer.eval_batches);
+    const int64_t use = cfg.trainer.eval_batches == 0 ? nb : std::min(nb, cfg.trainer.eval_batches);
     nn::ForwardOptions fo;
     fo.compute_dtype = cd;
-    double loss_tokens = 0;
+    // Bits per byte of text for next-token prediction only (masked positions are not a text's bytes in order).
+    e.lm.bytes = token_bytes.empty() || task->masked_lm() ? -1 : 0;
     data::CopyScore cs;
-    std::vector<int64_t> pred, truth;
+    std::unique_ptr<ClassificationEvaluator> ev;
+    if (e.classification) ev = std::make_unique<ClassificationEvaluator>(class_labels());
+    double nats = 0;
+    std::vector<double> probs;
     for (int64_t k = 0; k < use; ++k) {
       const int64_t idx = use == nb ? k : k * nb / use;  // spread over the held-out data
       data::Batch b = task->val_batch(idx, B);
       const int64_t n = scored_count(b);
       if (n == 0) continue;
-      Tensor logits;  // only classification and selective copying read them (an LM's [B, L, V] logits are large)
-      const bool want_logits = task->classification() || task->reports_accuracy();
+      if (e.classification) {
+        fo.mask = b.mask.to(dev);
+        const Tensor lg = cls->forward(b.ids.to(dev), fo).to(Device::cpu()).to(DType::F64).contiguous();
+        const Tensor lb = b.labels.contiguous();
+        const int64_t C = lg.size(1);
+        const int64_t* lp = lb.data<int64_t>();
+        probs.resize(static_cast<size_t>(C));
+        for (int64_t i = 0; i < lg.size(0); ++i) {
+          if (lp[i] == data::kIgnoreIndex) continue;
+          const double* row = lg.data<double>() + i * C;
+          nats += softmax_row(row, C, probs.data()) - row[lp[i]];
+          ev->add(probs.data(), lp[i]);
+        }
+        continue;
+      }
       if (task->masked_lm()) {  // the masked loss, and the argmax at the masked positions, one row's logits at a time
         const Tensor hidden = lm->forward(b.ids.to(dev), fo, false, Tensor(), false).backbone.last_hidden_state;
-        loss_tokens += lm->masked_lm_loss(hidden, b.targets.to(dev), cd).item() * static_cast<double>(n);
-        e.scored += n;
+        e.lm.nats += lm->masked_lm_loss(hidden, b.targets.to(dev), cd).item() * static_cast<double>(n);
+        e.lm.n += n;
         const std::vector<int64_t> tg = b.targets.to_vector_i64();
         const int64_t L = hidden.size(1);
         for (int64_t r = 0; r < hidden.size(0); ++r) {
@@ -465,40 +484,53 @@ struct Trainer::Impl {
         }
         continue;
       }
-      const double loss = !want_logits && chunk_len() > 0
+      Tensor logits;  // only selective copying reads them (an LM's [B, L, V] logits are large)
+      const bool copy = task->reports_accuracy();
+      const double loss = !copy && chunk_len() > 0
                               ? nn::chunked_lm_loss(*lm, b.ids.to(dev), b.targets.to(dev), chunk_len(), fo).item()
-                              : forward_loss(b, fo, want_logits ? &logits : nullptr).item();
-      loss_tokens += loss * static_cast<double>(n);
-      e.scored += n;
-      if (task->classification()) {
-        const Tensor lg = logits.detach().to(Device::cpu()).to(DType::F64).contiguous();
-        const Tensor lb = b.labels.contiguous();
-        const int64_t C = lg.size(1);
-        const int64_t* lp = lb.data<int64_t>();
-        const double* lgp = lg.data<double>();
-        for (int64_t i = 0; i < lg.size(0); ++i) {
-          if (lp[i] == data::kIgnoreIndex) continue;
-          const double* row = lgp + i * C;
-          pred.push_back(std::max_element(row, row + C) - row);  // a NaN row predicts class 0: counted wrong or not
-          truth.push_back(lp[i]);
-        }
-      } else if (task->reports_accuracy()) {
+                              : forward_loss(b, fo, copy ? &logits : nullptr).item();
+      e.lm.nats += loss * static_cast<double>(n);
+      e.lm.n += n;
+      if (e.lm.bytes >= 0) e.lm.bytes += target_bytes(b);
+      if (copy) {
         data::CopyScore c = data::copy_score(logits, b);
         cs.correct += c.correct;
         cs.scored += c.scored;
       }
     }
-    e.loss = e.scored > 0 ? loss_tokens / static_cast<double>(e.scored) : std::nan("");
-    e.perplexity = std::exp(e.loss);
-    if (task->classification()) {
-      const ClassificationMetrics cm = classification_metrics(pred, truth, cfg.model.num_classes);
-      e.accuracy = cm.accuracy;
-      e.f1 = cm.f1;
-      e.mcc = cm.mcc;
-    } else if (task->reports_accuracy() || task->masked_lm()) {
-      e.accuracy = cs.accuracy();
+    if (e.classification) {
+      e.report = ev->report();
+      e.n = e.report.n;
+      e.loss = e.n > 0 ? nats / static_cast<double>(e.n) : std::nan("");
+      e.accuracy = e.report.accuracy;
+    } else {
+      e.n = e.lm.n;
+      e.loss = e.lm.loss();
+      if (task->reports_accuracy() || task->masked_lm()) e.accuracy = cs.accuracy();
     }
     return e;
+  }
+
+  // Class names of the run (its labels' names, or the integers).
+  std::vector<std::string> class_labels() const {
+    std::vector<std::string> names = task->label_names();
+    if (names.empty())
+      for (int64_t k = 0; k < cfg.model.num_classes; ++k) names.push_back(std::to_string(k));
+    return names;
+  }
+
+  // Bytes of text the scored targets of a language-model batch stand for (token_text_bytes).
+  int64_t target_bytes(const data::Batch& b) const {
+    const Tensor t = b.targets.contiguous();
+    const int64_t rows = t.size(0), L = t.size(1);
+    const int64_t* p = t.data<int64_t>();
+    int64_t bytes = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 1; j < L; ++j) {
+        const int64_t id = p[i * L + j];
+        if (id >= 0 && id < static_cast<int64_t>(token_bytes.size())) bytes += token_bytes[static_cast<size_t>(id)];
+      }
+    return bytes;
   }
 
   std::string model_config_json() const { return nn_config_json(cfg.model.mamba); }
@@ -644,29 +676,46 @@ const TrainConfig& Trainer::config() const { return impl_->cfg; }
 
 namespace {
 
-nlohmann::json eval_json(const EvalStats& e) {
-  nlohmann::json j = {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", e.scored}};
-  if (e.accuracy >= 0) j["accuracy"] = e.accuracy;
-  if (e.mcc > -2) {
-    j["f1"] = e.f1;
-    j["mcc"] = e.mcc;
+// The eval record of metrics.jsonl: evaluate's metrics (train/metrics.h to_json), with the mean cross-entropy
+// first for classifiers too (the validation loss curve) and the copy accuracy of selective copying.
+nlohmann::ordered_json eval_json(const EvalStats& e) {
+  nlohmann::ordered_json j;
+  if (e.classification) {
+    j["loss"] = std::isfinite(e.loss) ? nlohmann::ordered_json(e.loss) : nlohmann::ordered_json(nullptr);
+    const nlohmann::ordered_json metrics = to_json(e.report);
+    for (auto it = metrics.begin(); it != metrics.end(); ++it) j[it.key()] = it.value();
+    return j;
   }
+  j = to_json(e.lm);
+  if (e.accuracy >= 0) j["accuracy"] = e.accuracy;
   return j;
 }
 
 std::string eval_line(int64_t step, const EvalStats& e) {
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "eval step %lld: loss %.4f  perplexity %.3f", (long long)step, e.loss, e.perplexity);
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "eval step %lld: loss %.4f", (long long)step, e.loss);
   std::string s = buf;
-  if (e.accuracy >= 0) {
-    std::snprintf(buf, sizeof buf, "  accuracy %.4f", e.accuracy);
+  if (e.classification) {
+    const ClassificationReport& r = e.report;
+    std::snprintf(buf, sizeof buf, "  accuracy %.4f  F1 %.4f  MCC %.4f", r.accuracy, r.f1, r.mcc);
     s += buf;
-  }
-  if (e.mcc > -2) {
-    std::snprintf(buf, sizeof buf, "  F1 %.4f  MCC %.4f", e.f1, e.mcc);
+    if (r.labels.size() == 2) {
+      std::snprintf(buf, sizeof buf, "  ROC AUC %.4f", r.roc_auc);
+      s += buf;
+    }
+  } else {
+    std::snprintf(buf, sizeof buf, "  perplexity %.3f", e.lm.perplexity());
     s += buf;
+    if (e.lm.bytes >= 0) {
+      std::snprintf(buf, sizeof buf, "  bits/byte %.4f", e.lm.bits_per_byte());
+      s += buf;
+    }
+    if (e.accuracy >= 0) {
+      std::snprintf(buf, sizeof buf, "  accuracy %.4f", e.accuracy);
+      s += buf;
+    }
   }
-  return s;
+  return s + str("  n=", e.n);
 }
 
 // A resumed run repeats the steps after its checkpoint: their old records (written by the process that went on

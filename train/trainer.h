@@ -31,6 +31,7 @@
 #include "core/dtype.h"
 #include "train/config/config.h"
 #include "train/dist/rendezvous.h"
+#include "train/metrics.h"
 
 namespace mt::train {
 
@@ -44,11 +45,14 @@ struct StepStats {
   int64_t tokens = 0;     // input tokens processed
 };
 
+// One evaluation on the validation data, with the metrics of `mamba-train evaluate` (train/metrics.h).
 struct EvalStats {
-  double loss = 0, perplexity = 0;
-  double accuracy = -1;     // selective_copying: copied tokens right; classification: rows right; -1 otherwise
-  double f1 = 0, mcc = -2;  // classification (train/metrics.h); mcc -2 when not applicable
-  int64_t scored = 0;       // target tokens evaluated
+  double loss = 0;       // mean cross-entropy (next tokens, or rows of a classifier); NaN without validation data
+  double accuracy = -1;  // selective_copying: copied tokens right; classification: rows right; -1 otherwise
+  bool classification = false;
+  ClassificationReport report;  // classification
+  LanguageModelReport lm;       // language models (lm.bytes < 0: the tokens are not text)
+  int64_t n = 0;                // rows (classification) or scored target tokens
 };
 
 struct RunOptions {

@@ -5,8 +5,10 @@
 #include <libgen.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 namespace mt::train {
 
@@ -84,6 +86,123 @@ void write_h5(const std::string& path, const std::vector<std::pair<std::string, 
     ::unlink(tmp.c_str());
     throw;
   }
+}
+
+struct H5RowWriter::Impl {
+  std::string path, tmp;
+  hid_t file = -1;
+  struct Dataset {
+    hid_t id = -1;
+    int64_t width = 0;  // 0: i64 1-D
+    int64_t rows = 0;
+  };
+  std::map<std::string, Dataset> sets;
+  bool finished = false;
+
+  void close_all() {
+    for (auto& kv : sets)
+      if (kv.second.id >= 0) H5Dclose(kv.second.id);
+    sets.clear();
+    if (file >= 0) H5Fclose(file);
+    file = -1;
+  }
+
+  Dataset& get(const std::string& name, int64_t width) {
+    auto it = sets.find(name);
+    MT_CHECK(it != sets.end() && it->second.width == width, ErrorKind::Internal, "H5RowWriter: no ",
+             width > 0 ? "f32" : "i64", " dataset '", name, "' in '", path, "'");
+    return it->second;
+  }
+
+  void append(const std::string& name, const void* values, int64_t rows, int64_t width, hid_t type) {
+    Dataset& d = get(name, width);
+    if (rows == 0) return;
+    const int rank = width > 0 ? 2 : 1;
+    hsize_t size[2] = {static_cast<hsize_t>(d.rows + rows), static_cast<hsize_t>(width)};
+    MT_H5_CHECK(H5Dset_extent(d.id, size), "growing '" + name + "' in " + path);
+    hid_t space = H5Dget_space(d.id);
+    hsize_t start[2] = {static_cast<hsize_t>(d.rows), 0},
+            count[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(width)};
+    herr_t st = H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+    hid_t mem = H5Screate_simple(rank, count, nullptr);
+    if (st >= 0) st = H5Dwrite(d.id, type, mem, space, H5P_DEFAULT, values);
+    H5Sclose(mem);
+    H5Sclose(space);
+    MT_CHECK(st >= 0, ErrorKind::Io, "HDF5 write of dataset '", name, "' to '", path, "' failed");
+    d.rows += rows;
+  }
+};
+
+H5RowWriter::H5RowWriter(const std::string& path) : impl_(new Impl) {
+  hdf5_init();
+  impl_->path = path;
+  std::string tmpl = path + ".tmp.XXXXXX";
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) {
+    const int err = errno;
+    delete impl_;
+    throw Error(ErrorKind::Io, str("cannot create a temporary file next to '", path, "': ", std::strerror(err)));
+  }
+  ::close(fd);
+  impl_->tmp = tmpl;
+  impl_->file = H5Fcreate(impl_->tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (impl_->file < 0) {
+    ::unlink(impl_->tmp.c_str());
+    delete impl_;
+    throw Error(ErrorKind::Io, str("HDF5 cannot create '", tmpl, "'"));
+  }
+}
+
+H5RowWriter::~H5RowWriter() {
+  if (!impl_->finished) {
+    impl_->close_all();
+    ::unlink(impl_->tmp.c_str());
+  }
+  delete impl_;
+}
+
+void H5RowWriter::add_dataset(const std::string& name, int64_t width) {
+  const int rank = width > 0 ? 2 : 1;
+  hsize_t dims[2] = {0, static_cast<hsize_t>(width)}, maxdims[2] = {H5S_UNLIMITED, static_cast<hsize_t>(width)};
+  // Chunks of about 256 KiB of rows.
+  hsize_t chunk[2] = {static_cast<hsize_t>(std::max<int64_t>(1, 65536 / std::max<int64_t>(1, width))),
+                      static_cast<hsize_t>(width)};
+  hid_t space = H5Screate_simple(rank, dims, maxdims);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, rank, chunk);
+  hid_t ds = H5Dcreate2(impl_->file, name.c_str(), width > 0 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, space, H5P_DEFAULT,
+                        dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  MT_CHECK(ds >= 0, ErrorKind::Io, "HDF5 cannot create dataset '", name, "' in '", impl_->path, "'");
+  impl_->sets[name] = Impl::Dataset{ds, width, 0};
+}
+
+void H5RowWriter::append(const std::string& name, const float* values, int64_t rows) {
+  const auto it = impl_->sets.find(name);
+  const int64_t width = it == impl_->sets.end() ? -1 : it->second.width;
+  impl_->append(name, values, rows, width > 0 ? width : -1, H5T_NATIVE_FLOAT);
+}
+
+void H5RowWriter::append(const std::string& name, const int64_t* values, int64_t rows) {
+  impl_->append(name, values, rows, 0, H5T_NATIVE_INT64);
+}
+
+void H5RowWriter::finish() {
+  Impl& m = *impl_;
+  for (auto& kv : m.sets) {
+    const herr_t st = H5Dclose(kv.second.id);
+    kv.second.id = -1;
+    MT_CHECK(st >= 0, ErrorKind::Io, "HDF5 cannot close dataset '", kv.first, "' of '", m.path, "'");
+  }
+  const herr_t st = H5Fclose(m.file);
+  m.file = -1;
+  MT_CHECK(st >= 0, ErrorKind::Io, "HDF5 cannot close '", m.tmp, "'");
+  fsync_path(m.tmp, false);
+  MT_CHECK(::rename(m.tmp.c_str(), m.path.c_str()) == 0, ErrorKind::Io, "cannot rename '", m.tmp, "' to '", m.path,
+           "': ", std::strerror(errno));
+  m.finished = true;
+  fsync_path(dir_of(m.path), true);
 }
 
 std::vector<double> read_h5_dataset(const std::string& path, const std::string& name, Shape* shape) {

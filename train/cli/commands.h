@@ -17,6 +17,8 @@ Runner add_checkpoint_command(CLI::App& app);  // checkpoint.cpp: checkpoint ver
 Runner add_prepare_command(CLI::App& app);     // prepare.cpp: text / FASTA -> token shards
 Runner add_info_command(CLI::App& app);        // info.cpp: variants, parameter counts, memory estimate
 Runner add_forward_command(CLI::App& app);     // forward.cpp: HF checkpoint -> logits / grads in HDF5
+Runner add_evaluate_command(CLI::App& app);    // evaluate.cpp: metrics of a model on a data file
+Runner add_predict_command(CLI::App& app);     // predict.cpp: class predictions / features of new inputs
 
 struct Command {
   const char* name;  // the subcommand's name on the command line
@@ -25,9 +27,9 @@ struct Command {
 
 // Every subcommand, in the order `mamba-train --help` lists them.
 inline const Command kCommands[] = {
-    {"train", add_train_command},           {"bench", add_bench_command},     {"export", add_export_command},
-    {"checkpoint", add_checkpoint_command}, {"prepare", add_prepare_command}, {"info", add_info_command},
-    {"forward", add_forward_command},
+    {"train", add_train_command},     {"evaluate", add_evaluate_command}, {"predict", add_predict_command},
+    {"bench", add_bench_command},     {"export", add_export_command},     {"checkpoint", add_checkpoint_command},
+    {"prepare", add_prepare_command}, {"info", add_info_command},         {"forward", add_forward_command},
 };
 
 }  // namespace mt::train

@@ -1,51 +1,37 @@
-// mamba-train export CHECKPOINT|RUN_DIR --hf DIR: a training checkpoint as a HuggingFace directory.
+// mamba-train export CHECKPOINT|RUN_DIR --hf DIR [--dtype f32|bf16]: a training checkpoint as a directory that
+// HuggingFace-style readers and `evaluate --hf` / `predict --hf` / model.init_from read (train/inference.h
+// save_export: language models as MambaForCausalLM, classifiers with their head, labels and data settings).
 #include <cstdio>
-#include <filesystem>
-#include <map>
 #include <memory>
 
 #include "core/error.h"
-#include "nn/hf_io.h"
-#include "train/ckpt/checkpoint.h"
 #include "train/cli/commands.h"
+#include "train/inference.h"
 
 namespace mt::train {
 
 Runner add_export_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("export", "Write a training checkpoint as a HuggingFace directory");
+  auto* cmd = app.add_subcommand("export", "Write a training checkpoint as a HuggingFace-style directory");
   struct Opts {
-    std::string checkpoint, hf;
+    std::string checkpoint, hf, dtype = "f32";
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("checkpoint", o->checkpoint,
                   "checkpoint file (ckpt-NNNNNNNN.h5), or a run / checkpoint directory "
                   "(its newest valid checkpoint)")
       ->required();
-  cmd->add_option("--hf", o->hf, "output directory (config.json + model.safetensors)")->required();
+  cmd->add_option("--hf", o->hf, "output directory (config.json, model.safetensors, tokenizer file)")->required();
+  cmd->add_option("--dtype", o->dtype, "dtype of the stored weights: f32 | bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   return [o]() {
-    std::string path = o->checkpoint;
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) {
-      const std::string dir = checkpoint_dir_of(path);
-      path = latest_checkpoint(dir);
-      MT_CHECK(!path.empty(), ErrorKind::Checkpoint, "no valid checkpoint in '", dir, "'");
-    }
-    CheckpointData d = load_checkpoint(path);
-    auto cfg_it = d.strings.find("model_config_json");
-    MT_CHECK(cfg_it != d.strings.end(), ErrorKind::Checkpoint, "checkpoint '", path,
-             "': not a mamba-train training checkpoint (no model_config_json)");
-    MT_CHECK(d.strings["model_head"] == "lm", ErrorKind::Checkpoint, "checkpoint '", path, "': model.head is ",
-             d.strings["model_head"], "; only language models export to MambaForCausalLM");
-    const MambaConfig mc = config_from_hf_json(cfg_it->second, path + ": model_config_json");
-    nn::MambaLMHeadModel model(mc);
-    std::map<std::string, Tensor> weights;
-    const std::string prefix = "model/";
-    for (auto& kv : d.tensors)
-      if (kv.first.compare(0, prefix.size(), prefix) == 0) weights[kv.first.substr(prefix.size())] = kv.second;
-    model.load_state_dict(weights, true, str("checkpoint '", path, "'"));
-    nn::save_hf_model(model, o->hf);
-    std::printf("exported %s (step %lld, %lld parameters) to %s\n", path.c_str(), (long long)d.ints["step"],
-                (long long)model.num_parameters(), o->hf.c_str());
+    const InferenceModel m = load_inference_model(o->checkpoint, "", {}, Device::cpu());
+    save_export(m, o->hf, dtype_from_name(o->dtype));
+    const std::string what =
+        m.classifier() ? str("a classifier of ", m.cls->num_classes(), " classes, ", m.cls->pooling(), " pooling")
+                       : std::string("a language model");
+    std::printf("exported %s (step %lld): %s, %lld parameters (%s) to %s\n", m.checkpoint.c_str(), (long long)m.step,
+                what.c_str(), (long long)m.module().num_parameters(), o->dtype.c_str(), o->hf.c_str());
     return 0;
   };
 }

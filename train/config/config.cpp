@@ -413,7 +413,7 @@ int64_t tokenizer_vocab(const TrainConfig& c) {
 // The ids the model's embedding must hold for LM data: the tokenizer's, and the mask token with trainer.objective mlm.
 int64_t model_vocab(const TrainConfig& c) { return tokenizer_vocab(c) + (c.trainer.objective == "mlm" ? 1 : 0); }
 
-void check_cross(const TrainConfig& c, const Given& g) {
+void check_cross(const TrainConfig& c, const Given& g, bool check_files) {
   auto fail_at = [&](const std::string& path, const std::string& problem) { fail(g.of(path), path, problem); };
 
   const auto& m = c.model.mamba;
@@ -444,7 +444,7 @@ void check_cross(const TrainConfig& c, const Given& g) {
     fail_at(g.blame("model.num_classes", "model.head"),
             str("model.head ", c.model.head, " needs model.num_classes >= 2, got ", c.model.num_classes));
   }
-  if (!c.model.init_from.empty()) {
+  if (!c.model.init_from.empty() && check_files) {
     std::error_code ec;
     if (!std::filesystem::is_directory(c.model.init_from, ec)) {
       fail_at("model.init_from", str("no such directory '", c.model.init_from, "'", cwd_hint(c.model.init_from)));
@@ -458,16 +458,16 @@ void check_cross(const TrainConfig& c, const Given& g) {
 
   const auto& d = c.data;
   if (d.kind == "text") {
-    if (d.path.empty()) {
+    if (d.path.empty() && check_files) {
       fail_at(g.blame("data.path", "data.kind"), "data.path is required when data.kind is text (the corpus file)");
     }
     std::error_code ec;
     // PATH.000.bin, PATH.001.bin, ...: the split token shards that `mamba-train prepare --max-shard-tokens` writes.
     const bool shard_set = !std::filesystem::exists(d.path, ec) && std::filesystem::exists(d.path + ".000.bin", ec);
-    if (!shard_set && !std::filesystem::exists(d.path, ec)) {
+    if (check_files && !shard_set && !std::filesystem::exists(d.path, ec)) {
       fail_at("data.path", str("no such file '", d.path, "'", cwd_hint(d.path)));
     }
-    if (!shard_set && !std::filesystem::is_regular_file(d.path, ec))
+    if (check_files && !shard_set && !std::filesystem::is_regular_file(d.path, ec))
       fail_at("data.path", str("'", d.path, "' is not a regular file"));
   } else if (d.kind == "selective_copying" && d.seq_len <= 2 * d.copy_tokens) {  // both <= 2^30 (schema)
     const std::string p = g.blame("data.seq_len", "data.copy_tokens");
@@ -484,21 +484,21 @@ void check_cross(const TrainConfig& c, const Given& g) {
     if (d.format == "fasta") {
       if (c.tokenizer.kind != "dna")
         fail_at(g.blame("tokenizer.kind", "data.format"), "data.format fasta needs tokenizer.kind dna");
-      if (d.class_files.empty())
+      if (d.class_files.empty() && check_files)
         fail_at(g.blame("data.class_files", "data.format"),
                 "data.format fasta needs data.class_files (comma-separated FASTA files, one per class)");
       for (const std::string& f : class_file_list(d)) {
         std::error_code ec;
-        if (f.empty() || !std::filesystem::is_regular_file(f, ec))
+        if (check_files && (f.empty() || !std::filesystem::is_regular_file(f, ec)))
           fail_at("data.class_files", str("no such file '", f, "'", cwd_hint(f)));
       }
     } else {
       std::error_code ec;
-      if (d.path.empty())
+      if (d.path.empty() && check_files)
         fail_at(g.blame("data.path", "data.kind"), str("data.path is required for data.format ", d.format));
-      if (!std::filesystem::is_regular_file(d.path, ec))
+      if (check_files && !std::filesystem::is_regular_file(d.path, ec))
         fail_at("data.path", str("no such file '", d.path, "'", cwd_hint(d.path)));
-      if (!d.val_path.empty() && !std::filesystem::is_regular_file(d.val_path, ec))
+      if (check_files && !d.val_path.empty() && !std::filesystem::is_regular_file(d.val_path, ec))
         fail_at("data.val_path", str("no such file '", d.val_path, "'", cwd_hint(d.val_path)));
     }
     if (!d.label_names.empty() && static_cast<int64_t>(d.label_names.size()) != c.model.num_classes)
@@ -643,7 +643,7 @@ void check_quotes(const std::string& t, const std::string& source) {
 }
 
 TrainConfig load_train_config(const std::string& yaml_text, const std::string& source,
-                              const std::vector<std::string>& overrides) {
+                              const std::vector<std::string>& overrides, bool check_files) {
   if (yaml_text.size() > kMaxConfigBytes) {
     config_error(str(source, ": config too large: ", yaml_text.size(), " bytes (at most ", kMaxConfigBytes, ")"));
   }
@@ -682,7 +682,7 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
     for (size_t i = 0; i < list.size(); ++i) files += (i ? "," : "") + shipped_path(list[i]);
     c.data.class_files = files;
   }
-  check_cross(c, g);
+  check_cross(c, g, check_files);
 
   // Derived defaults.
   if (c.model.mamba.vocab_size == 0) {

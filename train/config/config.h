@@ -77,7 +77,7 @@ struct TrainerSection {
   int64_t global_batch_size = 8;   // a multiple of micro_batch_size * world size: gradient accumulation
   std::string precision = "fp32";  // fp32 | bf16 | fp16 (fp16: dynamic loss scaling)
   int64_t eval_every = 50;         // 0 = only at the end
-  int64_t eval_batches = 8;
+  int64_t eval_batches = 0;        // 0 = the whole validation set
   int64_t log_every = 10;
   int64_t max_nonfinite_steps = 10;  // stop after this many consecutive skipped (inf/NaN) steps
   double loss_scale_init = 65536.0;  // fp16 only
@@ -124,8 +124,10 @@ struct TrainConfig {
 // Parse YAML text (source names the file for messages), apply `--set a.b=value` overrides (value parsed as YAML
 // scalar of the key's type), validate, fill defaults that depend on other keys (out_dir, checkpoint.dir, ...).
 // Throws mt::Error(ErrorKind::Config) with "<source>:<line>:<col>: <key.path>: <problem>" (+ did-you-mean).
+// check_files = false skips the checks that data files and class files are given and exist, and that
+// model.init_from exists (a run's stored config read back by `evaluate` / `predict`, which read other files).
 TrainConfig load_train_config(const std::string& yaml_text, const std::string& source,
-                              const std::vector<std::string>& overrides = {});
+                              const std::vector<std::string>& overrides = {}, bool check_files = true);
 TrainConfig load_train_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
 // `--set section.key=value` overrides applied to an existing config with the schema's parsing and per-key checks
 // (types, ranges, choices; "model.variant" re-derives the model as load_train_config does), without the cross-key

@@ -325,7 +325,9 @@ std::vector<Key> build() {
           .one_of({"fp32", "bf16", "fp16"})
           .doc("compute precision; fp16 uses dynamic loss scaling (works on the CPU too, computed via f32)"),
       K("trainer.eval_every", F(trainer.eval_every)).ge(0).doc("evaluate every this many steps; 0 = only at the end"),
-      K("trainer.eval_batches", F(trainer.eval_batches)).ge(1).doc("validation batches per evaluation (at most)"),
+      K("trainer.eval_batches", F(trainer.eval_batches))
+          .ge(0)
+          .doc("validation batches per evaluation (at most, spread over the validation set); 0 = all of them"),
       K("trainer.log_every", F(trainer.log_every)).ge(1).doc("log metrics every this many steps"),
       K("trainer.max_nonfinite_steps", F(trainer.max_nonfinite_steps))
           .ge(1)
