@@ -1,6 +1,7 @@
 // Using trained models (train/inference.h, `mamba-train evaluate / predict / export`): metrics equal to those computed
 // from predict's output, probabilities, output formats, features, export round trips (bit for bit), string labels in
 // the checkpoint, language-model windows and bytes, and bad inputs as one error line with the documented exit code.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -135,6 +136,11 @@ TEST(Inference, ClassifierEvaluateEqualsMetricsOfPredictAndExportIsBitExact) {
   ASSERT_EQ(r.code, 0) << r.out;
   const std::vector<std::string> rows = lines_of(d + "/p.jsonl");
   ASSERT_EQ(rows.size(), 21u);
+  struct stat st {};
+  ASSERT_EQ(::stat((d + "/p.jsonl").c_str(), &st), 0);
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  EXPECT_EQ(st.st_mode & 0777, 0644 & ~mask);  // published like any file the user writes, not 0600
   const std::vector<int64_t> truth = truth_of(run.test_csv);
   ASSERT_EQ(truth.size(), 21u);
   train::ClassificationEvaluator from_predict({"neg", "pos"});

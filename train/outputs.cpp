@@ -52,6 +52,7 @@ AtomicTextFile::AtomicTextFile(const std::string& path) : path_(path) {
   std::string tmpl = path + ".tmp.XXXXXX";
   const int fd = ::mkstemp(tmpl.data());
   MT_CHECK(fd >= 0, ErrorKind::Io, "cannot create a temporary file next to '", path, "': ", std::strerror(errno));
+  set_created_file_mode(fd);
   tmp_ = tmpl;
   f_ = ::fdopen(fd, "wb");
   if (f_ == nullptr) {

@@ -155,6 +155,12 @@ int read_whole_file(const std::string& path, std::vector<unsigned char>* out) {
   return 0;
 }
 
+void set_created_file_mode(int fd) {
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, static_cast<mode_t>(0644 & ~mask));
+}
+
 void fsync_directory(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   MT_CHECK(fd >= 0, ErrorKind::Io, dir, ": cannot open the directory to fsync it: ", errno_str(errno));

@@ -26,6 +26,10 @@ int read_whole_file(const std::string& path, std::vector<unsigned char>* out);
 void write_file_atomic(const std::string& path, const void* data, size_t n, const char* stage = nullptr,
                        bool* renamed = nullptr);
 
+// Gives a file made by mkstemp (mode 0600) the mode open(path, O_CREAT, 0644) would give under the process umask, so
+// that outputs published by renaming a temporary file are readable like any other file the user writes.
+void set_created_file_mode(int fd);
+
 // fsync a directory (makes renames / unlinks in it durable). Throws mt::Error(Io).
 void fsync_directory(const std::string& dir);
 

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <map>
 
+#include "train/ckpt/checkpoint_io.h"
+
 namespace mt::train {
 
 namespace {
@@ -49,6 +51,7 @@ void write_h5(const std::string& path, const std::vector<std::pair<std::string, 
   std::string tmpl = path + ".tmp.XXXXXX";
   int fd = ::mkstemp(tmpl.data());
   MT_CHECK(fd >= 0, ErrorKind::Io, "cannot create a temporary file next to '", path, "': ", std::strerror(errno));
+  set_created_file_mode(fd);
   ::close(fd);
   const std::string tmp = tmpl;
   try {
@@ -143,6 +146,7 @@ H5RowWriter::H5RowWriter(const std::string& path) : impl_(new Impl) {
     delete impl_;
     throw Error(ErrorKind::Io, str("cannot create a temporary file next to '", path, "': ", std::strerror(err)));
   }
+  set_created_file_mode(fd);
   ::close(fd);
   impl_->tmp = tmpl;
   impl_->file = H5Fcreate(impl_->tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
