@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The configs/ jobs on the GPU (the build in ./build must exist): SST-2, E. coli and B. subtilis promoters from
 # scratch, DNA LM pretraining on the E. coli genome at 16k tokens per sequence, its export and the promoter
-# fine-tune from it, and tinyshakespeare. Full logs in $OUT/jobs.log (or ./gpu-logs); one line per job last:
+# fine-tune from it, and tinyshakespeare; then the trained models used on the GPU (evaluate, predict, export). Full logs in $OUT/jobs.log (or ./gpu-logs); one line per job last:
 # wall time, final eval line (also in $OUT/jobs-summary.txt, written as each job ends).
 #   bash tools/gpu-jobs.sh              the configs as shipped (sized so that they also run on a CPU)
 #   SIZE=gpu bash tools/gpu-jobs.sh     GPU-sized variants: d_model 256, 4 layers, more steps (the same commands with
@@ -36,3 +36,21 @@ job "sst2" sst2 train configs/sst2.yaml "${M[@]}" "${LONG[@]}"
 # 3e-3 ended at val loss 2.633 on the H200 (worse than the shipped 1.733; that lr is too high for the width).
 job "tinyshakespeare" shakespeare train configs/tinyshakespeare.yaml
 job "tinyshakespeare-bpe" shakespeare-bpe train configs/tinyshakespeare-bpe.yaml
+# The trained models used on the GPU: the SST-2 classifier scored on the dev set, its predictions and features, its
+# export and the predictions from the export (expected to be the same file), and the DNA LM scored on its genome.
+use() {  # label, then mamba-train arguments
+  local label=$1; shift
+  echo "== $label: mamba-train $*" >> "$out/jobs.log"
+  ./build/mamba-train "$@" >> "$out/jobs.log" 2>&1
+  echo "$label: rc $?" | tee -a "$out/jobs-summary.txt"
+}
+use "evaluate sst2 dev" evaluate "$runs/sst2" --data data/corpora/sst2/dev.tsv --out "$out/sst2-dev.json" --force
+use "predict sst2 dev" predict "$runs/sst2" --input data/corpora/sst2/dev.tsv --out "$runs/sst2-dev.jsonl" \
+  --embeddings "$runs/sst2-dev.h5" --force
+use "export sst2" export "$runs/sst2" --hf "$runs/sst2-hf"
+use "predict sst2 dev from the export" predict --hf "$runs/sst2-hf" --input data/corpora/sst2/dev.tsv \
+  --out "$runs/sst2-dev-hf.jsonl" --force
+cmp -s "$runs/sst2-dev.jsonl" "$runs/sst2-dev-hf.jsonl" && same=yes || same=no
+echo "predictions from the export equal the checkpoint's: $same" | tee -a "$out/jobs-summary.txt"
+use "evaluate dna LM on its genome" evaluate "$runs/dna" --data data/corpora/ecoli536/NC_008253.fna.gz \
+  --out "$out/dna-genome.json" --force
