@@ -303,6 +303,14 @@ TEST(Inference, LanguageModelEvaluateScoresNonOverlappingWindows) {
   EXPECT_EQ(r.code, 5) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: exported model " + d + "/hf is a language model")) << r.out;
   EXPECT_FALSE(std::filesystem::exists(d + "/p.jsonl"));
+  // A masked-LM export (mamba_train.objective mlm) is not scored as a next-token model.
+  nlohmann::json cfg = nlohmann::json::parse(read_text(d + "/hf/config.json"));
+  cfg["mamba_train"] = {{"head", "lm"}, {"objective", "mlm"}};
+  write_text(d + "/hf/config.json", cfg.dump());
+  r = run_cli("evaluate --hf " + d + "/hf --data " + d + "/t.txt");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: evaluate: the model was trained with trainer.objective mlm"))
+      << r.out;
   std::filesystem::remove_all(d);
 }
 

@@ -251,6 +251,10 @@ void load_from_export(InferenceModel& m, const std::string& dir, const std::vect
       k->set(base, value_from_json(*k, it.value(), x.cfg_path));
     }
   }
+  if (x.mt.contains("objective")) {
+    if (!x.mt["objective"].is_string()) bad("mamba_train.objective is not a string");
+    base.trainer.objective = x.mt["objective"].get<std::string>();  // checked by the config loader
+  }
   base.model.mamba.vocab_size = 0;  // the tokenizer's (the model itself is built from config.json)
   m.cfg = load_train_config(dump_train_config(base), x.cfg_path + " (mamba_train)", sets, false);
   m.hf_dir = dir;
@@ -346,6 +350,7 @@ void save_export(const InferenceModel& m, const std::string& dir, DType dtype) {
     mt["head_tensors"] = json::array({"classifier.weight", "classifier.bias"});
   } else {
     mt["head"] = "lm";
+    mt["objective"] = m.cfg.trainer.objective;  // clm (next token) or mlm (masked tokens)
   }
   mt["tokenizer"] = m.cfg.tokenizer.kind;
   json data = json::object();

@@ -69,9 +69,9 @@ InferenceModel load_inference_model(const std::string& path, const std::string& 
 //                       classifier.weight [num_classes, F] and classifier.bias [num_classes].
 //   config.json         the transformers Mamba config (nn/config.h) plus, for classifiers, architectures
 //                       ["MambaForSequenceClassification"], num_labels, id2label {"0": name}, label2id {name: 0}; and
-//                       "mamba_train": {"format_version": 1, "head", "pooling" (classifiers), "head_tensors" (their
-//                       names), "tokenizer": kind, "data": {data.* settings evaluate / predict need: every data key
-//                       but the file paths}}.
+//                       "mamba_train": {"format_version": 1, "head", "pooling" and "head_tensors" (their names;
+//                       classifiers), "objective" (clm / mlm; language models), "tokenizer": kind, "data": {data.*
+//                       settings evaluate / predict need: every data key but the file paths}}.
 //   tokenizer.json      the BPE tokenizer's file, copied (tokenizer.kind bpe), or
 //   mamba_tokenizer.json  {"kind": "byte"} / {"kind": "dna"}.
 // Creates `dir`; files are replaced atomically. mt::Error(Io) on write failures, (Data) when a BPE tokenizer file
