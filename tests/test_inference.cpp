@@ -426,3 +426,40 @@ TEST(Inference, IntegerLabelledFastaClassifier) {
   EXPECT_EQ(rows[0], "row,predicted,prob_0,prob_1");
   std::filesystem::remove_all(d);
 }
+
+TEST(Inference, RcEquivariantFeaturesAreTheSameForBothStrands) {
+  // A reverse-complement-equivariant DNA classifier (PAD EOD A C G T N MASK): a sequence and its reverse complement
+  // get the same pooled features and class probabilities; per-token hidden states hold both strands (2 d_model).
+  MambaConfig mc;
+  mc.vocab_size = 8;
+  mc.d_model = 6;
+  mc.n_layer = 2;
+  mc.d_state = 3;
+  mc.rc_equivariant = true;
+  mc.rc_complement = {0, 1, 5, 4, 3, 2, 6, 7};
+  mc.finalize();
+  train::InferenceModel m;
+  m.cls = std::make_unique<nn::MambaForSequenceClassification>(mc, 2, "mean");
+  Generator g(4);
+  m.cls->init_parameters(g);
+  const std::vector<int32_t> seq = {2, 2, 3, 4, 5, 6, 3, 2, 4};
+  train::InputRow a, b;
+  a.ids = seq;
+  for (size_t t = 0; t < seq.size(); ++t)
+    b.ids.push_back(static_cast<int32_t>(mc.rc_complement[seq[seq.size() - 1 - t]]));
+  b.row = 1;
+  train::ForwardRequest req;
+  req.probs = req.pooled = req.hidden = true;
+  const train::BatchOutputs out = train::run_batch(m, {a, b}, req);
+  EXPECT_EQ(out.pooled.shape(), (Shape{2, 6}));
+  EXPECT_EQ(out.hidden.shape(), (Shape{2, 9, 12}));
+  const std::vector<double> p = out.pooled.to_vector();
+  for (int k = 0; k < 6; ++k) EXPECT_NEAR(p[static_cast<size_t>(k)], p[static_cast<size_t>(6 + k)], 1e-5) << k;
+  EXPECT_NEAR(out.probs[0], out.probs[2], 1e-6);
+  // The same probabilities as the classifier's own forward.
+  NoGradGuard ng;
+  nn::ForwardOptions fo;
+  std::vector<int64_t> ids(seq.begin(), seq.end());
+  const std::vector<double> logits = m.cls->forward(Tensor::from_vector_i64(ids, {1, 9}), fo).to_vector();
+  EXPECT_NEAR(out.probs[1], 1.0 / (1.0 + std::exp(logits[0] - logits[1])), 1e-6);
+}
