@@ -149,7 +149,7 @@ void strip_cr(std::string& line) {
 }
 
 void read_tsv(const std::string& path, Sink& sink) {
-  std::istringstream in(read_file_text(path));
+  std::istringstream in(read_content(path));
   std::string line;
   MT_CHECK(static_cast<bool>(std::getline(in, line)), ErrorKind::Data, path, ": empty file (expected a header line)");
   strip_cr(line);
@@ -217,7 +217,7 @@ bool next_csv_record(const std::string& s, size_t& pos, int64_t& line, std::vect
 }
 
 void read_csv(const std::string& path, Sink& sink) {
-  const std::string s = read_file_text(path);
+  const std::string s = read_content(path);
   size_t pos = 0;
   int64_t line = 1;
   std::vector<std::string> header, f;
@@ -237,7 +237,7 @@ void read_csv(const std::string& path, Sink& sink) {
 }
 
 void read_jsonl(const std::string& path, Sink& sink) {
-  std::istringstream in(read_file_text(path));
+  std::istringstream in(read_content(path));
   std::string line;
   for (int64_t ln = 1; std::getline(in, line); ++ln) {
     strip_cr(line);
@@ -270,7 +270,7 @@ void read_jsonl(const std::string& path, Sink& sink) {
 }
 
 void read_fasta(const std::string& path, int64_t label, Sink& sink) {
-  std::istringstream in(read_file_text(path));
+  std::istringstream in(read_content(path));
   std::string line, seq;
   int64_t rec_line = 0;
   auto flush = [&]() {

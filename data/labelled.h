@@ -8,7 +8,8 @@
 //   jsonl  one JSON object per line; the text field must be a string, the label an integer (or a string holding one).
 //   fasta  '>' starts a record (header text ignored), sequence lines are concatenated; CRLF line ends are accepted;
 //          file k of the list holds class k.
-// Labels of tsv / csv / jsonl are integers 0 .. num_classes - 1.
+// Labels of tsv / csv / jsonl are integers 0 .. num_classes - 1. Any file may be gzip-compressed (recognised by its
+// first bytes, data/gz_reader.h).
 // Bad rows (wrong column count, empty text, a label that is not an integer or is out of range, non-DNA letters,
 // an empty FASTA record, text that is not valid UTF-8 with the byte tokenizer is fine: bytes are bytes) are either
 // fatal (bad_rows = "error": mt::Error(Data) "FILE:LINE: problem") or skipped and counted (bad_rows = "skip"; the

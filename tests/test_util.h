@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,17 @@ inline int free_port() {
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(MT_SOURCE_DIR) + "/" + rel; }
+
+// A whole file as bytes ("" when it cannot be read), and a file made of `bytes`.
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
 
 // Max over elements of |a-b| / (atol + rtol*|b|); <= 1 means within tolerance. NaN anywhere gives +inf.
 inline double tolerance_ratio(const std::vector<double>& a, const std::vector<double>& b, double atol, double rtol) {
