@@ -340,8 +340,37 @@ std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<s
   return std::move(sink.out);
 }
 
+namespace {
+
+// Every class must have training examples: a class file with no usable record, or a label that no row carries,
+// would otherwise train a classifier that can never predict that class (and the run exits 0). `all` counts the rows
+// read per class before the validation split took its share.
+void check_every_class_trained(const LabelledOptions& o, const std::vector<int64_t>& all,
+                               const std::vector<int64_t>& train) {
+  for (size_t k = 0; k < train.size(); ++k) {
+    if (train[k] > 0) continue;
+    const bool fasta = o.format == "fasta";
+    const std::string file = fasta ? o.files[k] : o.files[0];
+    std::string why;
+    if (all[k] > 0)
+      why = str(all[k] == 1 ? "its only example" : str("its ", all[k], " examples"), " in '", file, "' ",
+                all[k] == 1 ? "went" : "all went", " to the validation split (data.val_fraction ", o.val_fraction,
+                "): add examples or give data.val_path");
+    else if (fasta)
+      why = str("'", file, "' (data.class_files[", k, "]) has no usable record");
+    else
+      why = str("no row of '", file, "' has label ", k, " (model.num_classes ", o.num_classes, ": labels 0 .. ",
+                o.num_classes - 1, ")");
+    throw Error(ErrorKind::Data, str("class ", k, " has no training examples: ", why));
+  }
+}
+
+}  // namespace
+
 LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
   std::vector<Example> rows = read_labelled(o, o.files, &stats_);
+  std::vector<int64_t> per_class(static_cast<size_t>(o.num_classes), 0);
+  for (const Example& e : rows) ++per_class[static_cast<size_t>(e.label)];
   if (!o.val_path.empty()) {
     train_ = std::move(rows);
     val_ = read_labelled(o, {o.val_path}, &stats_);
@@ -356,6 +385,7 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
     for (int64_t i = 0; i < n; ++i)
       (i >= n - n_val ? val_ : train_).push_back(std::move(rows[static_cast<size_t>(perm[static_cast<size_t>(i)])]));
   }
+  check_every_class_trained(o, per_class, class_counts());
   uint64_t h = 0xcbf29ce484222325ULL;
   for (const auto* part : {&train_, &val_}) {
     for (const Example& e : *part) {

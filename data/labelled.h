@@ -13,7 +13,8 @@
 // Bad rows (wrong column count, empty text, a label that is not an integer or is out of range, non-DNA letters,
 // an empty FASTA record, text that is not valid UTF-8 with the byte tokenizer is fine: bytes are bytes) are either
 // fatal (bad_rows = "error": mt::Error(Data) "FILE:LINE: problem") or skipped and counted (bad_rows = "skip"; the
-// first few are kept as examples for the log). A file with no usable row is always an error.
+// first few are kept as examples for the log). A file with no usable row is always an error, and so is a class
+// with no training example (an empty class file, a label no row carries, or all of a class held out).
 // Sequences longer than max_len tokens are truncated (counted).
 //
 // Splits: the validation set is val_path when given, else the last val_fraction of a seeded permutation of the

@@ -148,6 +148,49 @@ TEST(Labelled, FastaPerClassRecordsAndBadLetters) {
   unlink(b.c_str());
 }
 
+TEST(Labelled, AClassWithNoTrainingExampleIsRefusedNamingClassAndFile) {
+  // An empty class file, a label no row carries, a class held out entirely: each used to train (and exit 0) a
+  // classifier that could never predict that class.
+  const std::string a = write_file("ca.fa", ">r1\nACGT\n>r2\nGGCC\n>r3\nTTAA\n>r4\nCCGG\n");
+  const std::string empty = write_file("cempty.fa", "");
+  LabelledOptions o;
+  o.format = "fasta";
+  o.tokenizer = "dna";
+  o.val_fraction = 0.25;
+  o.files = {a, empty};
+  EXPECT_EQ(error_of([&] { LabelledDataset d(o); }),
+            "class 1 has no training examples: '" + empty + "' (data.class_files[1]) has no usable record");
+  const std::string headers_only = write_file("chdr.fa", ">a\n>b\n");
+  o.files = {headers_only, a};
+  o.bad_rows = "skip";
+  EXPECT_EQ(error_of([&] { LabelledDataset d(o); }),
+            "class 0 has no training examples: '" + headers_only + "' (data.class_files[0]) has no usable record");
+  std::string rows = "label\ttext\n";
+  for (int i = 0; i < 20; ++i) rows += (i % 3 == 2 ? "2" : "0") + std::string("\trow") + std::to_string(i) + "\n";
+  const std::string tsv = write_file("c3.tsv", rows);
+  LabelledOptions t = tsv_opts(tsv);
+  t.num_classes = 3;
+  EXPECT_EQ(error_of([&] { LabelledDataset d(t); }), "class 1 has no training examples: no row of '" + tsv +
+                                                         "' has label 1 (model.num_classes 3: labels 0 .. 2)");
+  // One row of class 1, and the validation split takes it.
+  const std::string one = write_file("c1.tsv", "label\ttext\n0\ta\n0\tb\n0\tc\n1\td\n");
+  LabelledOptions u = tsv_opts(one);
+  u.val_fraction = 0.25;
+  std::string held_out;
+  for (uint64_t seed = 0; seed < 64 && held_out.empty(); ++seed) {
+    u.split_seed = seed;
+    try {
+      LabelledDataset d(u);
+    } catch (const Error& e) {
+      held_out = e.what();
+    }
+  }
+  EXPECT_EQ(held_out, "class 1 has no training examples: its only example in '" + one +
+                          "' went to the validation split (data.val_fraction 0.25): add examples or give "
+                          "data.val_path");
+  for (auto& f : {a, empty, headers_only, tsv, one}) unlink(f.c_str());
+}
+
 TEST(Labelled, SplitsEpochsBatchesAndAugmentationAreDeterministic) {
   std::string rows = "label\ttext\n";
   for (int i = 0; i < 50; ++i) rows += std::to_string(i % 2) + "\t" + std::string(1 + i % 7, 'a' + i % 26) + "\n";
