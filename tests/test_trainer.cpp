@@ -219,10 +219,27 @@ TEST(Trainer, ResumeRefusesADifferentModelOrData) {
   r = run_cli(small_lm_args(dir, 12) + " --set checkpoint.resume=" + ckpt(dir, 8));
   EXPECT_EQ(r.code, 5) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: checkpoint '" + ckpt(dir, 8) + "'")) << r.out;
+  // verify exits 13 (the newest checkpoint is invalid) and still names the newest valid one.
   r = run_cli("checkpoint verify " + dir);
-  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.code, 13) << r.out;
   EXPECT_TRUE(contains(r.out, "INVALID " + ckpt(dir, 8))) << r.out;
   EXPECT_TRUE(contains(r.out, "latest valid: " + ckpt(dir, 4) + " (1 valid, 1 invalid)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: the newest checkpoint '" + ckpt(dir, 8) +
+                                  "' is invalid (SHA-256 mismatch: file changed or truncated"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "); the newest valid one is '" + ckpt(dir, 4) + "'")) << r.out;
+  // export of the run says which checkpoint it took.
+  r = run_cli("export " + dir + " --hf " + dir + "/hf");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "warning: skipping invalid checkpoint " + ckpt(dir, 8) + ": SHA-256 mismatch")) << r.out;
+  EXPECT_TRUE(contains(r.out, "exporting " + ckpt(dir, 4) + ", the newest valid checkpoint")) << r.out;
+  EXPECT_TRUE(contains(r.out, "exported " + ckpt(dir, 4) + " (step 4,")) << r.out;
+  // A newest file without a manifest is an interrupted save, never published: not a damaged checkpoint.
+  std::filesystem::remove(ckpt(dir, 8) + ".sha256");
+  r = run_cli("checkpoint verify " + dir);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "partial " + ckpt(dir, 8) + ": no manifest")) << r.out;
+  EXPECT_TRUE(contains(r.out, "latest valid: " + ckpt(dir, 4) + " (1 valid, 0 invalid)")) << r.out;
   r = run_cli(small_lm_args(dir, 12));
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "warning: skipping invalid checkpoint " + ckpt(dir, 8))) << r.out;

@@ -17,8 +17,9 @@
 // this machine lets us mount one). A fault is survived when
 //   1. the run ends with the documented exit code (or the signal that killed it) and, when it could speak, exactly
 //      one "mamba-train: error:" line per failing process naming the cause;
-//   2. `mamba-train checkpoint verify RUN_DIR` passes (or says there is none, when none was ever published) and
-//      names as the latest valid checkpoint the newest one that was published (its manifest in place);
+//   2. `mamba-train checkpoint verify RUN_DIR` exits 0 (13 when the newest checkpoint was damaged after the run; 5
+//      saying there is none, when none was ever published) and names as the latest valid checkpoint the newest one
+//      that was published (its manifest in place);
 //   3. resuming with the release binary to the last step gives parameters AND optimizer moments bit-identical to an
 //      uninterrupted run.
 // Failing 2 or 3 counts as data lost.
@@ -193,6 +194,7 @@ struct Fault {
   std::string expect_msg;  // in the error line(s)
   int max_error_lines = 1;
   int64_t expect_latest = -2;                          // -2: the newest published; otherwise this step (-1: none)
+  int expect_verify = 0;                               // verify's exit code (13: the newest checkpoint is damaged)
   std::function<void(const std::string& dir)> after;   // an external fault applied once the run ended
   std::function<Proc(const std::string& dir)> runner;  // replaces the run (external kills)
   bool alone = false;  // runs with no other fault beside it (a timeout that load could trip)
@@ -241,7 +243,7 @@ FaultResult run_fault(const Fault& f, int number) {
   const Proc v = sh("exec " + q(g.bin) + " checkpoint verify " + q(dir));
   if (want >= 0) {
     const std::string line = "latest valid: " + dir + "/checkpoints/" + mt::train::checkpoint_file_name(want);
-    if (v.code != 0 || v.out.find(line) == std::string::npos) {
+    if (v.code != f.expect_verify || v.out.find(line) == std::string::npos) {
       why.push_back("verify: " + tail(v.out, 400));
       lost = true;
     }
@@ -376,6 +378,7 @@ void faults() {
   hooked("release binary: newest checkpoint truncated after a stop at step 6", "", 0, 0, "", 4, "--stop-at-step 6");
   fs_.back().how = "";
   fs_.back().faults_bin = false;
+  fs_.back().expect_verify = 13;  // verify names the newest valid one, and says the newest is damaged
   fs_.back().after = [](const std::string& dir) {
     const std::string p = dir + "/checkpoints/" + mt::train::checkpoint_file_name(6);
     std::error_code ec;
@@ -585,6 +588,25 @@ void checkpoint_variants() {
                         " --set checkpoint.resume=" + q(path) + " " + v.other_config,
                     5, v.expect.empty() ? "checkpoint" : v.expect);
     if (read_bytes(path) != before) std::printf("  FAIL  %s: the checkpoint file changed\n", v.name.c_str());
+  }
+  // A run directory whose newest checkpoint is damaged (published, then changed): verify exits 13.
+  {
+    const std::string dir = g.work + "/ckpt-newest-damaged";
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/checkpoints");
+    const std::string old_path = dir + "/checkpoints/" + mt::train::checkpoint_file_name(2);
+    const std::string new_path = dir + "/checkpoints/" + mt::train::checkpoint_file_name(4);
+    write_bytes(old_path, bytes);
+    write_bytes(old_path + ".sha256", manifest);
+    std::vector<unsigned char> damaged = bytes;
+    const std::string m4 =
+        mt::train::checkpoint_manifest(mt::train::checkpoint_file_name(4), damaged.data(), damaged.size());
+    write_bytes(new_path + ".sha256", std::vector<unsigned char>(m4.begin(), m4.end()));
+    damaged[damaged.size() / 3] ^= 0x04;
+    write_bytes(new_path, damaged);
+    expect_rejected("checkpoint verify, the newest of two damaged", "exec " + q(g.bin) + " checkpoint verify " + q(dir),
+                    13,
+                    "the newest checkpoint '" + new_path + "' is invalid (SHA-256 mismatch: file changed or truncated");
   }
 }
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "nn/hf_io.h"
@@ -27,8 +28,12 @@ Runner add_export_command(CLI::App& app) {
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {
       const std::string dir = checkpoint_dir_of(path);
-      path = latest_checkpoint(dir);
+      std::vector<std::string> skipped;
+      path = latest_checkpoint(dir, &skipped);
       MT_CHECK(!path.empty(), ErrorKind::Checkpoint, "no valid checkpoint in '", dir, "'");
+      // Say so when a newer checkpoint was passed over: the export is then not of the last step saved.
+      for (const std::string& s : skipped) std::printf("warning: skipping invalid checkpoint %s\n", s.c_str());
+      if (!skipped.empty()) std::printf("exporting %s, the newest valid checkpoint\n", path.c_str());
     }
     CheckpointData d = load_checkpoint(path);
     auto cfg_it = d.strings.find("model_config_json");
