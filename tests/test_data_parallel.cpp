@@ -3,9 +3,13 @@
 // A killed or frozen rank must end the job with exit code 8 and a message naming it, never a hang.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,8 +23,11 @@
 #include "cli_util.h"
 #include "test_util.h"
 #include "train/ckpt/checkpoint.h"
+#include "train/dist/error_relay.h"
 #include "train/dist/grad_sync.h"
 #include "train/dist/rendezvous.h"
+
+extern char** environ;
 
 namespace mt::train {
 namespace {
@@ -50,6 +57,31 @@ std::vector<std::string> on_ranks(int world, const std::function<void(int)>& fn)
     });
   for (auto& t : th) t.join();
   return err;
+}
+
+TEST(DataParallel, TheLauncherRelaysRankErrorsOnceEach) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  {
+    ErrorLineRelay relay(p[1], 2);
+    auto add = [&](int r, const std::string& t) { relay.add(r, t.data(), t.size()); };
+    add(0, "note: 1\nmamba-train: error: bad con");
+    add(1, "mamba-train: error: bad config\nmamba-train: error: rank 1 only\n");
+    add(0, "fig\n");                             // rank 0's line, completed: the same as rank 1's
+    add(1, "mamba-train: error: bad config\n");  // even from the same rank
+    add(0, "note: 1\n");                         // other lines are never merged
+    add(1, "no newline at the end");
+    relay.finish(1);
+    relay.finish(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  EXPECT_EQ(out,
+            "note: 1\nmamba-train: error: bad config\nmamba-train: error: rank 1 only\nnote: 1\nno newline at the "
+            "end");
 }
 
 TEST(DataParallel, BucketsTakeParametersInReverseAndNeverSplitOne) {
@@ -306,13 +338,71 @@ TEST(DataParallel, ASignalledRankStopsEveryRankAtOneStep) {
   EXPECT_TRUE(contains(v.out, "ckpt-00000005.h5")) << v.out;
 }
 
+int error_lines(const std::string& out) {
+  int n = 0;
+  for (size_t at = out.find("mamba-train: error:"); at != std::string::npos;
+       at = out.find("mamba-train: error:", at + 1))
+    ++n;
+  return n;
+}
+
 TEST(DataParallel, ABatchThatDoesNotSplitIsRefused) {
+  // Every rank finds the error; the launcher prints it once.
   Job run = train("dp_split", "--set trainer.micro_batch_size=16 --nproc 2");
   EXPECT_EQ(run.r.code, 3) << run.r.out;
   EXPECT_TRUE(contains(run.r.out,
-                       "trainer.global_batch_size (16) must be a multiple of trainer.micro_batch_size (16) "
-                       "x WORLD_SIZE (2)"))
+                       "mamba-train: error: trainer.global_batch_size (16) must be a multiple of "
+                       "trainer.micro_batch_size (16) x WORLD_SIZE (2)"))
       << run.r.out;
+  EXPECT_EQ(error_lines(run.r.out), 1) << run.r.out;
+}
+
+TEST(DataParallel, ADataErrorEveryRankFindsIsPrintedOnce) {
+  const std::string dir = test::temp_dir("dp_data");
+  const std::string gz = dir + "/cut.txt.gz";
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += "line " + std::to_string(i * 7919 % 10007) + "\n";
+  std::ofstream(dir + "/c.txt") << text;
+  ASSERT_EQ(std::system(("gzip -c " + dir + "/c.txt | head -c 2000 > " + gz).c_str()), 0);
+  const test::CliResult r = test::run_cli("train configs/tinyshakespeare.yaml --nproc 2 --set data.path=" + gz +
+                                          " --set run.device=cpu --set run.out_dir=" + dir + "/run");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: data.path: " + gz + ": truncated gzip data")) << r.out;
+  EXPECT_EQ(error_lines(r.out), 1) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, ASighupToTheLauncherStopsEveryRankAtOneStep) {
+  // A closed terminal sends SIGHUP to the launcher: it forwards it, the ranks agree on a step, rank 0 writes one
+  // checkpoint, the job exits 129.
+  const std::string dir = test::temp_dir("dp_hup");
+  const std::string log = dir + "/out.log";
+  const std::string cmd = "cd '" + std::string(MT_SOURCE_DIR) + "' && OMP_NUM_THREADS=1 exec " + MT_BINARY + " " +
+                          kTiny + "--set trainer.max_steps=100000 --set trainer.micro_batch_size=8 --nproc 2 " +
+                          "--set checkpoint.every=2 --set run.out_dir=" + dir + "/run > " + log + " 2>&1";
+  pid_t pid = 0;
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  ASSERT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  const std::string first = dir + "/run/checkpoints/" + checkpoint_file_name(2) + ".sha256";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::filesystem::exists(first) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(std::filesystem::exists(first));
+  ASSERT_EQ(::kill(pid, SIGHUP), 0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  std::ifstream in(log);
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(st)) << out;
+  EXPECT_EQ(WEXITSTATUS(st), 129) << out;
+  EXPECT_TRUE(contains(out, "stopped by SIGHUP at step ")) << out;
+  EXPECT_EQ(error_lines(out), 0) << out;
+  const test::CliResult v = test::run_cli("checkpoint verify " + dir + "/run");
+  EXPECT_EQ(v.code, 0) << v.out;
+  const size_t at = out.find("stopped by SIGHUP at step ");
+  const int64_t step = std::atoll(out.c_str() + at + 26);
+  EXPECT_TRUE(contains(v.out, "latest valid: " + dir + "/run/checkpoints/" + checkpoint_file_name(step))) << v.out;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DataParallel, TwoRanksWithChunkedSequencesFollowOneProcessBitForBit) {

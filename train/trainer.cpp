@@ -43,7 +43,9 @@ namespace mt::train {
 
 namespace {
 
-// SIGINT / SIGTERM: remember the signal; the loop checks after each step, saves a checkpoint and returns 128 + sig.
+// SIGINT / SIGTERM / SIGHUP: remember the signal; the loop checks after each step, saves a checkpoint and returns
+// 128 + sig. SIGHUP (the terminal or ssh session closed) stops the run like SIGTERM, unless it was ignored when the
+// run started (nohup): then it stays ignored.
 volatile std::sig_atomic_t g_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_signal = sig; }
 
@@ -56,16 +58,21 @@ class SignalScope {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int_);
     sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGHUP, nullptr, &old_hup_);
+    if (old_hup_.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, nullptr);
   }
   ~SignalScope() {
     sigaction(SIGINT, &old_int_, nullptr);
     sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGHUP, &old_hup_, nullptr);
   }
 
  private:
   struct sigaction old_int_ {
-  }, old_term_{};
+  }, old_term_{}, old_hup_{};
 };
+
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM"; }
 
 const char* kModelPrefix = "model/";
 const char* kAvgPrefix = "optim/exp_avg/";
@@ -146,11 +153,18 @@ struct Trainer::Impl {
   Generator gen;  // reserved for stochastic layers (dropout); its state is checkpointed
   int64_t step = 0, samples_seen = 0;
   std::string last_checkpoint;
+  // The newest checkpoint saved outside a non-finite streak: the one the non-finite stop names, and which retention
+  // keeps while a streak goes on (the checkpoints saved during it come after it).
+  std::string last_good_checkpoint;
+  // The logging window: the losses of the steps since the last logged one (skipped steps excluded). It is in the
+  // checkpoint, so that a resumed run logs the same mean losses as an uninterrupted one.
+  double log_loss_sum = 0;
+  int64_t log_steps = 0;
   // Data parallelism (world_size > 1): the control plane and the gradient all-reduce.
   DistEnv env;
   std::unique_ptr<ControlPlane> cp;
   std::unique_ptr<GradSync> sync;
-  bool stop_vote = false;  // some rank got SIGINT / SIGTERM during the last step: all stop after it
+  int stop_vote = 0;  // some rank got SIGINT / SIGTERM / SIGHUP during the last step: all stop after it, with this one
   bool root() const { return env.rank == 0; }
   bool dist() const { return env.world_size > 1; }
 
@@ -397,11 +411,15 @@ struct Trainer::Impl {
     s.loss = loss_sum.defined() ? loss_sum.item() : 0.0;
     if (dist()) {  // the loss (each rank's share), the tokens, and the stop vote, in one collective
       // The loss is an f32 sum on one process; the f64 sum of two f32 shares rounded back to f32 is that same sum.
-      double v[3] = {s.loss, static_cast<double>(s.tokens), g_signal != 0 ? 1.0 : 0.0};
-      cp->all_reduce_sum(v, 3, str("loss of step ", step));
+      // The vote counts the ranks that got each stop signal, so that all stop naming the same one (SIGINT before
+      // SIGTERM before SIGHUP) and exit with the same code.
+      const int sig = g_signal;
+      double v[5] = {s.loss, static_cast<double>(s.tokens), sig == SIGINT ? 1.0 : 0.0, sig == SIGTERM ? 1.0 : 0.0,
+                     sig == SIGHUP ? 1.0 : 0.0};
+      cp->all_reduce_sum(v, 5, str("loss of step ", step));
       s.loss = static_cast<double>(static_cast<float>(v[0]));
       s.tokens = static_cast<int64_t>(v[1]);
-      stop_vote = v[2] > 0;
+      stop_vote = v[2] > 0 ? SIGINT : v[3] > 0 ? SIGTERM : v[4] > 0 ? SIGHUP : 0;
     }
     int64_t bad = std::isfinite(s.loss) ? optim::first_nonfinite_grad(params) : -2;
     if (bad == -1) {
@@ -528,18 +546,28 @@ struct Trainer::Impl {
     d.strings["model_config_json"] = model_config_json();
     d.strings["model_head"] = cfg.model.head;
     d.strings["data_fingerprint"] = task->fingerprint();
+    d.floats["log/window_loss_sum"] = log_loss_sum;
+    d.ints["log/window_steps"] = log_steps;
+    if (ss.nonfinite_streak > 0) d.strings["last_good_checkpoint"] = last_good_checkpoint;
     return d;
   }
 
   // Rank 0 writes; the others wait on the control plane's barrier (a CPU-side wait with the timeout, never inside
   // a GPU collective) and learn the path, so that every rank names the same last checkpoint.
   std::string save() {
-    if (root()) last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last);
+    const bool in_streak = scaler->state().nonfinite_streak > 0;
+    if (root()) {
+      const std::string keep = in_streak && !last_good_checkpoint.empty()
+                                   ? std::filesystem::path(last_good_checkpoint).filename().string()
+                                   : std::string();
+      last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last, keep);
+    }
     if (dist()) {
       std::vector<uint8_t> b(last_checkpoint.begin(), last_checkpoint.end());
       b = cp->broadcast(b, str("checkpoint of step ", step, " written by rank 0"));
       last_checkpoint.assign(b.begin(), b.end());
     }
+    if (!in_streak) last_good_checkpoint = last_checkpoint;
     return last_checkpoint;
   }
 
@@ -625,6 +653,14 @@ struct Trainer::Impl {
     gs.offset = static_cast<uint64_t>(need_int("rng/offset"));
     gen.set_state(gs);
     last_checkpoint = path;
+    // Checkpoints written before these keys existed: an empty window, and the checkpoint itself as the last good one.
+    auto lg = d.strings.find("last_good_checkpoint");
+    last_good_checkpoint = ss.nonfinite_streak > 0 && lg != d.strings.end() ? lg->second : path;
+    auto wl = d.floats.find("log/window_loss_sum");
+    auto wn = d.ints.find("log/window_steps");
+    log_loss_sum = wl != d.floats.end() ? wl->second : 0.0;
+    log_steps = wn != d.ints.end() ? wn->second : 0;
+    if (log_steps < 0 || !std::isfinite(log_loss_sum)) fail("inconsistent logging window");
   }
 };
 
@@ -749,6 +785,7 @@ RunResult Trainer::run(const RunOptions& ro) {
     ensure_directory(c.run.out_dir);
     const std::string yaml = dump_train_config(c);
     write_file_atomic(c.run.out_dir + "/config.yaml", yaml.data(), yaml.size());
+    remove_temp_files_of_earlier_processes(c.run.out_dir);  // a run killed while rewriting a file here
   }
   if (!from.empty() && m.write_outputs) drop_metrics_after(c.logging.metrics_file, m.step);
   std::unique_ptr<MetricsLog> metrics_log;  // rank 0 only
@@ -759,8 +796,7 @@ RunResult Trainer::run(const RunOptions& ro) {
   Progress progress(c.trainer.max_steps, c.logging.progress, m.step);
   SignalScope signals;
 
-  double win_loss = 0, win_tokens = 0;
-  int64_t win_n = 0;
+  double win_tokens = 0;  // tokens and time since the last log record (throughput: this process only)
   auto win_t0 = std::chrono::steady_clock::now();
   const auto run_t0 = win_t0;
   const int64_t first_step = m.step;
@@ -773,22 +809,25 @@ RunResult Trainer::run(const RunOptions& ro) {
                            m.scaler->scale(), "; ", ss.nonfinite_streak, " in a row"));
       if (ss.nonfinite_streak >= c.trainer.max_nonfinite_steps) {
         progress.finish();
-        throw Error(
-            ErrorKind::NonFinite,
-            str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
-                " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ", s.nonfinite,
-                "; last good checkpoint: ", m.last_checkpoint.empty() ? std::string("none") : m.last_checkpoint));
+        const std::string& good = m.last_good_checkpoint;
+        const char* note = m.last_checkpoint == good ? ""
+                           : good.empty()            ? " (every checkpoint was saved during the streak)"
+                                                     : " (the checkpoints after it were saved during the streak)";
+        throw Error(ErrorKind::NonFinite,
+                    str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
+                        " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ",
+                        s.nonfinite, "; last good checkpoint: ", good.empty() ? std::string("none") : good, note));
       }
     } else {
-      win_loss += s.loss;
-      ++win_n;
+      m.log_loss_sum += s.loss;
+      ++m.log_steps;
     }
     win_tokens += static_cast<double>(s.tokens);
     const bool last = m.step == c.trainer.max_steps;
     if (m.step % c.trainer.log_every == 0 || last) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
       const double tps = secs > 0 ? win_tokens / secs : 0;
-      const double loss = win_n > 0 ? win_loss / static_cast<double>(win_n) : std::nan("");
+      const double loss = m.log_steps > 0 ? m.log_loss_sum / static_cast<double>(m.log_steps) : std::nan("");
       progress.update(m.step, loss, s.lr, s.grad_norm, s.loss_scale, tps, m.scaler->state().skipped_total);
       log_metrics({{"step", m.step},
                    {"loss", loss},
@@ -799,8 +838,8 @@ RunResult Trainer::run(const RunOptions& ro) {
                    {"samples_seen", m.samples_seen},
                    {"skipped_total", m.scaler->state().skipped_total},
                    {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count()}});
-      win_loss = win_tokens = 0;
-      win_n = 0;
+      m.log_loss_sum = win_tokens = 0;
+      m.log_steps = 0;
       win_t0 = std::chrono::steady_clock::now();
     }
     if ((c.trainer.eval_every > 0 && m.step % c.trainer.eval_every == 0) || last) {
@@ -812,8 +851,7 @@ RunResult Trainer::run(const RunOptions& ro) {
     }
     // A signal stops the run after this step. Ranks act on the vote taken in the step's last collective (a signal
     // that arrives later counts at the next step), so that every rank stops at the same step.
-    const int sig = m.dist() ? (m.stop_vote ? (g_signal != 0 ? static_cast<int>(g_signal) : SIGTERM) : 0)
-                             : static_cast<int>(g_signal);
+    const int sig = m.dist() ? m.stop_vote : static_cast<int>(g_signal);
     const bool stop_now = ro.stop_at_step > 0 && m.step == ro.stop_at_step;
     if (m.outputs_requested &&
         ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now || sig != 0)) {
@@ -822,8 +860,7 @@ RunResult Trainer::run(const RunOptions& ro) {
     }
     if (sig != 0) {
       progress.finish();
-      std::printf("stopped by %s at step %lld; resume with the same command\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                  (long long)m.step);
+      std::printf("stopped by %s at step %lld; resume with the same command\n", signal_name(sig), (long long)m.step);
       res.exit_code = 128 + sig;
       break;
     }

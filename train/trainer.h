@@ -16,6 +16,8 @@
 //   step, samples_seen, optim/step, scaler/{good_steps,skipped_total,nonfinite_streak}, rng/{seed,offset}  ints
 //   scaler/scale                                                      float
 //   config_yaml (the resolved config), model_config_json, model_head, data_fingerprint   strings
+//   log/window_loss_sum (float), log/window_steps (int): the logging window, so that logged losses match too
+//   last_good_checkpoint (string, only when saved during a non-finite streak): the checkpoint from before it
 // The data is a pure function of (run.seed, samples_seen) (data/batch.h), the LR a pure function of the optimizer
 // step, so a run resumed from step N continues bit for bit as the uninterrupted one (CPU, fp32; tested).
 //
@@ -57,7 +59,7 @@ struct RunOptions {
 
 struct RunResult {
   int64_t step = 0;             // steps done
-  int exit_code = 0;            // 0, or 130 / 143 after SIGINT / SIGTERM (checkpoint saved)
+  int exit_code = 0;            // 0, or 130 / 143 / 129 after SIGINT / SIGTERM / SIGHUP (checkpoint saved)
   std::string last_checkpoint;  // "" when none was written
   EvalStats final_eval;         // valid when the run reached max_steps
 };
@@ -74,7 +76,7 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   // Whole run: resume per checkpoint.resume, train to trainer.max_steps with evals, logs and checkpoints,
-  // SIGINT / SIGTERM -> checkpoint and exit code 130 / 143.
+  // SIGINT / SIGTERM / SIGHUP -> checkpoint and exit code 130 / 143 / 129 (SIGHUP stays ignored under nohup).
   RunResult run(const RunOptions& opt = {});
 
   StepStats train_step();

@@ -99,9 +99,10 @@ bool missing(const std::string& path) { return ::access(path.c_str(), F_OK) != 0
 
 // First removes the debris of interrupted saves: checkpoint files without a manifest (a writer died between the two
 // renames; such a file never was a published checkpoint) and manifests without a checkpoint file (a kill between the
-// two unlinks below). Then keeps the keep_last newest checkpoints (and always `saved`) and deletes the rest, data
-// file first, then its manifest. Assumes one writer per directory.
-void apply_retention(const std::string& dir, const std::string& saved_name, int64_t keep_last) {
+// two unlinks below). Then keeps the keep_last newest checkpoints (and always `saved` and `also_keep`) and deletes the
+// rest, data file first, then its manifest. Assumes one writer per directory.
+void apply_retention(const std::string& dir, const std::string& saved_name, int64_t keep_last,
+                     const std::string& also_keep) {
   const std::string saved = join(dir, saved_name);
   bool deleted = false;
   for (const auto& c : list_checkpoints(dir)) {
@@ -114,7 +115,7 @@ void apply_retention(const std::string& dir, const std::string& saved_name, int6
   auto ckpts = list_checkpoints(dir);
   if (keep_last > 0) {
     for (size_t i = static_cast<size_t>(keep_last); i < ckpts.size(); ++i) {
-      if (ckpts[i].second == saved_name) continue;
+      if (ckpts[i].second == saved_name || ckpts[i].second == also_keep) continue;
       const std::string p = join(dir, ckpts[i].second);
       unlink_or_throw(p, saved);
       checkpoint_fault_point("retention:deleted");
@@ -166,7 +167,8 @@ std::string checkpoint_manifest(const std::string& file_name, const void* bytes,
   return sha256_hex(bytes, n) + "  " + file_name + "\n";
 }
 
-std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last) {
+std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
+                            const std::string& also_keep) {
   const std::string name = checkpoint_file_name(step);
   MT_CHECK(!dir.empty(), ErrorKind::Checkpoint, "checkpoint directory name is empty");
   const std::string path = join(dir, name);
@@ -187,7 +189,8 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const Checkpoi
   }
   const std::string latest = name + "\n";
   write_file_atomic(join(dir, "latest"), latest.data(), latest.size(), "latest");
-  apply_retention(dir, name, keep_last);
+  apply_retention(dir, name, keep_last, also_keep);
+  remove_temp_files_of_earlier_processes(dir);  // what a save killed before this process started left behind
   return path;
 }
 

@@ -46,15 +46,17 @@ struct CheckpointData {
 };
 
 // Writes <dir>/ckpt-<step as 8 digits>.h5 and its manifest, then <dir>/latest, then deletes the oldest checkpoints
-// (and their manifests) beyond keep_last (keep_last <= 0 keeps all; the one just written is always kept). Also
-// removes what interrupted saves left: temp files of dead writers (unlocked, older than 10 s), checkpoint files
-// without a manifest and manifests without a checkpoint file. One writer per directory. Creates dir if needed.
-// Returns the checkpoint's path.
+// (and their manifests) beyond keep_last (keep_last <= 0 keeps all; the one just written is always kept, and so is
+// the checkpoint file named `also_keep`, e.g. the last one before a non-finite streak). Also removes what interrupted
+// saves left: temp files of dead writers (before writing: unlocked ones older than 10 s; after publishing: every
+// unlocked one older than this process), checkpoint files without a manifest and manifests without a checkpoint
+// file. One writer per directory. Creates dir if needed. Returns the checkpoint's path.
 // Names must be non-empty '/'-separated paths without empty, "." or ".." components or NUL bytes, and no name may
 // also be the group prefix of another name of the same kind ("a" and "a/b"): mt::Error(Checkpoint) otherwise.
 // I/O failures (ENOSPC, EIO, EFBIG, ...): mt::Error(Io, "<path>: <what>: <strerror>"), the temp file removed and the
 // previous checkpoints intact.
-std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last);
+std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
+                            const std::string& also_keep = "");
 
 // Verifies the manifest and the SHA-256 of the whole file, then format version, writer and step, then reads
 // everything. Any problem -> mt::Error(Checkpoint, "checkpoint '<path>': <reason>"). Never crashes.

@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
   // Past a file-size limit (ulimit -f) a write must fail with EFBIG, reported as an I/O error with the checkpoint
   // intact, instead of the default SIGXFSZ killing the process mid-save.
   std::signal(SIGXFSZ, SIG_IGN);
+  // Output to a terminal or pipe that has gone (a closed ssh session, a `| tee` that died) must not kill a run in the
+  // middle of its last checkpoint: writes then fail with EPIPE (or EIO on a hung-up terminal) and are dropped.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"mamba-train: train and run Mamba (selective state-space) models, in C++/CUDA"};
   app.set_version_flag("--version", "mamba-train 0.1.0");
   app.require_subcommand(1);

@@ -89,7 +89,7 @@ struct TrainerSection {
 
 struct CheckpointSection {
   std::string dir;    // default: <out_dir>/checkpoints
-  int64_t every = 0;  // steps; 0 = only at the end (and on SIGINT / SIGTERM)
+  int64_t every = 0;  // steps; 0 = only at the end (and on SIGINT / SIGTERM / SIGHUP)
   int64_t keep_last = 3;
   std::string resume = "auto";  // auto (newest valid in dir, else start fresh) | never | a checkpoint path
 };

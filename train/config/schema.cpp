@@ -332,7 +332,7 @@ std::vector<Key> build() {
       K("checkpoint.dir", F(checkpoint.dir)).note("<run.out_dir>/checkpoints").doc("directory of the checkpoints"),
       K("checkpoint.every", F(checkpoint.every))
           .ge(0)
-          .doc("checkpoint every this many steps; 0 = only at the end (and on SIGINT / SIGTERM)"),
+          .doc("checkpoint every this many steps; 0 = only at the end (and on SIGINT / SIGTERM / SIGHUP)"),
       K("checkpoint.keep_last", F(checkpoint.keep_last)).ge(1).doc("checkpoints kept; older ones are deleted"),
       K("checkpoint.resume", F(checkpoint.resume))
           .check(not_empty)
