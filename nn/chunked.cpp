@@ -4,7 +4,7 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/linear_cross_entropy.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
 

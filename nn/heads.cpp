@@ -2,9 +2,11 @@
 
 #include <cmath>
 
+#include "autograd/ops/cross_entropy.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/linalg.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/embedding.h"
+#include "autograd/ops/gemm.h"
+#include "autograd/ops/linear_cross_entropy.h"
 #include "autograd/ops/pool.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <map>
 
+#include "autograd/ops/cross_entropy.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/nn_ops.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
 #include "nn/heads.h"

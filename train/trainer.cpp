@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/autograd.h"
+#include "autograd/ops/cross_entropy.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/nn_ops.h"
 #include "autograd/ops/shape_ops.h"
 #include "core/allocator.h"
 #include "core/fault_hook.h"

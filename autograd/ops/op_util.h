@@ -16,6 +16,15 @@ void check_float(const char* op, const char* arg, const Tensor& t);
 void check_same(const char* op, const std::vector<const Tensor*>& ts);
 // Normalise a possibly negative dim against rank; throws naming the op.
 int64_t wrap_dim(const char* op, int64_t dim, int64_t rank);
+// Throw mt::Error(Shape) unless t is defined and i32 or i64 (ids, targets).
+void check_index(const char* op, const char* arg, const Tensor& t);
+
+// Bad ids / targets on CUDA: the kernels record the first bad position in a device int64 (bad_flag(n), n = none)
+// and the op reads that one value back (read_flag: -1 when none), a small copy that synchronises the stream once
+// per call. element_i64 then fetches the offending value (one element of a packed integer tensor) for the message.
+Tensor bad_flag(int64_t n, Device dev);
+int64_t read_flag(const Tensor& flag, int64_t n);
+int64_t element_i64(const Tensor& packed, int64_t i);
 
 // CPU kernels are written for float and double; bf16 / f16 tensors run through f32 copies.
 // as_cpu_compute(t): t itself if f32 / f64, else an f32 copy.  from_cpu_compute(r, dt): r converted back.

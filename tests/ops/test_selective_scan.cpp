@@ -15,7 +15,7 @@
 #include "autograd/ops/selective_scan.h"
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 using namespace mt;
 

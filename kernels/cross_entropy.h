@@ -36,7 +36,7 @@ struct LogSoftmaxParams {
 void log_softmax_fwd_cpu(const LogSoftmaxParams& p);  // x -> y
 void log_softmax_bwd_cpu(const LogSoftmaxParams& p);  // (y, dy) -> dx
 
-struct XentParams {
+struct CrossEntropyParams {
   DType dtype = DType::F32;         // logits dtype
   DType target_dtype = DType::I64;  // I32 or I64
   int64_t N = 0, C = 0;
@@ -53,14 +53,14 @@ struct XentParams {
 };
 
 // Returns the first row whose target is out of range (then nothing is computed), or -1.
-int64_t cross_entropy_fwd_cpu(const XentParams& p);
-void cross_entropy_bwd_cpu(const XentParams& p);
+int64_t cross_entropy_fwd_cpu(const CrossEntropyParams& p);
+void cross_entropy_bwd_cpu(const CrossEntropyParams& p);
 
 #if defined(MT_WITH_CUDA)
 void log_softmax_fwd_cuda(const LogSoftmaxParams& p);
 void log_softmax_bwd_cuda(const LogSoftmaxParams& p);
-void cross_entropy_fwd_cuda(const XentParams& p);
-void cross_entropy_bwd_cuda(const XentParams& p);
+void cross_entropy_fwd_cuda(const CrossEntropyParams& p);
+void cross_entropy_bwd_cuda(const CrossEntropyParams& p);
 #endif
 
 }  // namespace mt::kernels

@@ -1,10 +1,10 @@
-// CPU log-softmax and cross-entropy: the formulas of kernels/softmax_xent.h, row by row (OpenMP over rows).
+// CPU log-softmax and cross-entropy: the formulas of kernels/cross_entropy.h, row by row (OpenMP over rows).
 // Sums run in double whatever T is: this is the reference the CUDA kernels are compared against.
 #include <cmath>
 #include <limits>
 
 #include "core/error.h"
-#include "kernels/softmax_xent.h"
+#include "kernels/cross_entropy.h"
 
 namespace mt::kernels {
 
@@ -49,13 +49,13 @@ void ls_bwd(const LogSoftmaxParams& p) {
   }
 }
 
-int64_t target_at(const XentParams& p, int64_t i) {
+int64_t target_at(const CrossEntropyParams& p, int64_t i) {
   return p.target_dtype == DType::I32 ? static_cast<const int32_t*>(p.targets)[i]
                                       : static_cast<const int64_t*>(p.targets)[i];
 }
 
 template <typename T>
-void xent_fwd(const XentParams& p) {
+void xent_fwd(const CrossEntropyParams& p) {
   const T* x = static_cast<const T*>(p.logits);
   T* lse = static_cast<T*>(p.lse);
   double total = 0.0;
@@ -75,7 +75,7 @@ void xent_fwd(const XentParams& p) {
 }
 
 template <typename T>
-void xent_bwd(const XentParams& p) {
+void xent_bwd(const CrossEntropyParams& p) {
   const T* x = static_cast<const T*>(p.logits);
   const T* lse = static_cast<const T*>(p.lse);
   T* dx = static_cast<T*>(p.grad_logits);
@@ -114,7 +114,7 @@ void log_softmax_bwd_cpu(const LogSoftmaxParams& p) {
   bad_dtype("log_softmax_bwd_cpu", p.dtype);
 }
 
-int64_t cross_entropy_fwd_cpu(const XentParams& p) {
+int64_t cross_entropy_fwd_cpu(const CrossEntropyParams& p) {
   MT_ASSERT(p.target_dtype == DType::I32 || p.target_dtype == DType::I64, "cross_entropy targets dtype");
   for (int64_t i = 0; i < p.N; ++i) {
     const int64_t t = target_at(p, i);
@@ -129,7 +129,7 @@ int64_t cross_entropy_fwd_cpu(const XentParams& p) {
   return -1;
 }
 
-void cross_entropy_bwd_cpu(const XentParams& p) {
+void cross_entropy_bwd_cpu(const CrossEntropyParams& p) {
   if (p.dtype == DType::F32) return xent_bwd<float>(p);
   if (p.dtype == DType::F64) return xent_bwd<double>(p);
   bad_dtype("cross_entropy_bwd_cpu", p.dtype);

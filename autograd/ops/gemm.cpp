@@ -9,7 +9,7 @@
 // batch dims: a strided-batched GEMM.
 // linear(x [..., in], W [out, in], bias [out]): x folds to [R, in]; y = x W^T + bias (bias fused in the GEMM);
 // dx = dy W, dW = dy^T x (summed over all R rows), db = 1^T dy (a [1, R] @ [R, out] GEMM).
-#include "autograd/ops/linalg.h"
+#include "autograd/ops/gemm.h"
 
 #include "autograd/ops/op_util.h"
 #include "kernels/gemm.h"

@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "autograd/ops/linalg.h"
+#include "autograd/ops/gemm.h"
 #include "autograd/ops/shape_ops.h"
 #include "kernels/gemm.h"
 #include "op_compare.h"

@@ -5,8 +5,10 @@
 #include <tuple>
 #include <vector>
 
-#include "autograd/ops/linalg.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/cross_entropy.h"
+#include "autograd/ops/embedding.h"
+#include "autograd/ops/gemm.h"
+#include "autograd/ops/linear_cross_entropy.h"
 #include "autograd/ops/shape_ops.h"
 #include "op_compare.h"
 

@@ -1,4 +1,4 @@
-// CUDA log-softmax and fused cross-entropy (formulas in kernels/softmax_xent.h).
+// CUDA log-softmax and fused cross-entropy (formulas in kernels/cross_entropy.h).
 //
 // One block per row (blocks stride over rows). Pass 1 keeps a running (max, sum of exp(x - max)) per thread and
 // merges them across the block (warp shuffles, then shared memory): the row is read once for its log-sum-exp.
@@ -9,8 +9,8 @@
 #include <initializer_list>
 
 #include "core/cuda/dtype_cuda.cuh"
+#include "kernels/cross_entropy.h"
 #include "kernels/cuda/row_reduce.cuh"
-#include "kernels/softmax_xent.h"
 
 namespace mt::kernels {
 
@@ -161,7 +161,7 @@ void log_softmax_bwd_cuda(const LogSoftmaxParams& p) {
   });
 }
 
-void cross_entropy_fwd_cuda(const XentParams& p) {
+void cross_entropy_fwd_cuda(const CrossEntropyParams& p) {
   MT_ASSERT(p.bad_row != nullptr && (p.N == 0 || p.row_loss != nullptr), "cross_entropy_fwd_cuda scratch");
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -184,7 +184,7 @@ void cross_entropy_fwd_cuda(const XentParams& p) {
   });
 }
 
-void cross_entropy_bwd_cuda(const XentParams& p) {
+void cross_entropy_bwd_cuda(const CrossEntropyParams& p) {
   if (p.N == 0 || p.C == 0) return;
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;

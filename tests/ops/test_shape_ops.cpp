@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "autograd/ops/shape_ops.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 using namespace mt;
 
@@ -24,7 +24,7 @@ Tensor iota(const Shape& s) {
 
 }  // namespace
 
-TEST(OpsShape, ReshapeViewsWhenContiguousAndCopiesOtherwise) {
+TEST(ShapeOps, ReshapeViewsWhenContiguousAndCopiesOtherwise) {
   Tensor a = iota({2, 3, 4});
   Tensor r = reshape(a, {6, -1});
   EXPECT_EQ(r.shape(), (Shape{6, 4}));
@@ -41,7 +41,7 @@ TEST(OpsShape, ReshapeViewsWhenContiguousAndCopiesOtherwise) {
   EXPECT_THROW(reshape(a, {2, 3}), Error);
 }
 
-TEST(OpsShape, TransposePermuteSqueezeValues) {
+TEST(ShapeOps, TransposePermuteSqueezeValues) {
   Tensor a = iota({2, 3});
   EXPECT_EQ(transpose(a, 0, 1).to_vector(), (std::vector<double>{0, 3, 1, 4, 2, 5}));
   Tensor b = iota({2, 3, 4});
@@ -61,7 +61,7 @@ TEST(OpsShape, TransposePermuteSqueezeValues) {
   EXPECT_THROW(unsqueeze(a, 4), Error);
 }
 
-TEST(OpsShape, SliceValues) {
+TEST(ShapeOps, SliceValues) {
   Tensor a = iota({10});
   EXPECT_EQ(slice(a, 0, 1, 8, 3).to_vector(), (std::vector<double>{1, 4, 7}));
   EXPECT_EQ(slice(a, 0, -3, 10).to_vector(), (std::vector<double>{7, 8, 9}));
@@ -77,7 +77,7 @@ TEST(OpsShape, SliceValues) {
   EXPECT_THROW(slice(a, 1, 0, 5), Error);
 }
 
-TEST(OpsShape, ConcatAndFlipValues) {
+TEST(ShapeOps, ConcatAndFlipValues) {
   Tensor a = iota({2, 1, 2});
   Tensor b = Tensor::from_vector({10, 11, 12, 13, 14, 15, 16, 17}, {2, 2, 2}, DType::F64);
   Tensor c = Tensor::from_vector({20, 21}, {2, 1, 1}, DType::F64).as_strided({2, 1, 2}, {1, 1, 0}, 0);  // strided
@@ -98,14 +98,14 @@ TEST(OpsShape, ConcatAndFlipValues) {
   EXPECT_NE(flip(m, 0).storage(), m.storage());
 }
 
-TEST(OpsShape, IntegerTensorsReshapeAndSlice) {
+TEST(ShapeOps, IntegerTensorsReshapeAndSlice) {
   Tensor ids = Tensor::from_vector_i64({1, 2, 3, 4, 5, 6}, {2, 3});
   EXPECT_EQ(reshape(ids, {3, 2}).to_vector_i64(), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(slice(ids, 1, 1, 3).to_vector_i64(), (std::vector<int64_t>{2, 3, 5, 6}));
   EXPECT_EQ(concat({ids, ids}, 0).shape(), (Shape{4, 3}));
 }
 
-TEST(OpsShape, Gradcheck) {
+TEST(ShapeOps, Gradcheck) {
   auto g = [](std::function<Tensor(const Tensor&)> f, const Tensor& x) {
     return gradcheck([f](const std::vector<Tensor>& v) { return f(v[0]); }, {x});
   };
@@ -127,7 +127,7 @@ TEST(OpsShape, Gradcheck) {
   EXPECT_GRADCHECK(gradcheck(cat3, {randn64({2, 1, 3}, 14), randn64({2, 4, 3}, 15), randn64({2, 2, 3}, 16)}));
 }
 
-TEST(OpsShape, SliceBackwardZerosOutsideTheSlice) {
+TEST(ShapeOps, SliceBackwardZerosOutsideTheSlice) {
   Tensor x = randn64({5}, 1);
   set_requires_grad(x);
   Tensor y = slice(x, 0, -4, 5, 2);  // elements 1, 3

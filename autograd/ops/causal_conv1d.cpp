@@ -1,5 +1,5 @@
 // causal_conv1d: validation, device dispatch and the tape node (kernels in kernels/causal_conv1d.h).
-#include "autograd/ops/conv1d.h"
+#include "autograd/ops/causal_conv1d.h"
 
 #include "autograd/ops/op_util.h"
 #include "kernels/causal_conv1d.h"

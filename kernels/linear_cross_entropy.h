@@ -28,7 +28,7 @@
 
 namespace mt::kernels {
 
-struct LinearXentParams {
+struct LinearCrossEntropyParams {
   DType dtype = DType::F32;         // h, weight, scratch
   DType target_dtype = DType::I64;  // I32 or I64
   int64_t N = 0, H = 0, V = 0;
@@ -50,14 +50,14 @@ struct LinearXentParams {
 //   dh:      dh[r0 : r0 + n] = P @ W                (P: the scratch after the row kernel)
 //   dweight: dW (+)= P^T @ h[r0 : r0 + n]
 // dh and dweight write the compute dtype (c_f32 for 16-bit operands); dweight overwrites at r0 == 0, then adds.
-struct LinearXentGemms {
+struct LinearCrossEntropyGemms {
   GemmParams logits, dh, dweight;
 };
-LinearXentGemms linear_xent_gemms(const LinearXentParams& p, int64_t r0, int64_t n);
+LinearCrossEntropyGemms linear_cross_entropy_gemms(const LinearCrossEntropyParams& p, int64_t r0, int64_t n);
 
-void linear_xent_cpu(const LinearXentParams& p);
+void linear_cross_entropy_cpu(const LinearCrossEntropyParams& p);
 #if defined(MT_WITH_CUDA)
-void linear_xent_cuda(const LinearXentParams& p);
+void linear_cross_entropy_cuda(const LinearCrossEntropyParams& p);
 #endif
 
 }  // namespace mt::kernels

@@ -1,6 +1,6 @@
-// CPU cross-entropy fused with the LM head (kernels/linear_xent.h): the chunk loop with gemm_cpu for the three
+// CPU cross-entropy fused with the LM head (kernels/linear_cross_entropy.h): the chunk loop with gemm_cpu for the three
 // products and a row loop (OpenMP over rows, sums in double) for the log-sum-exp, the loss and P.
-#include "kernels/linear_xent.h"
+#include "kernels/linear_cross_entropy.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,20 +13,20 @@ namespace mt::kernels {
 
 namespace {
 
-int64_t target_of(const LinearXentParams& p, int64_t i) {
+int64_t target_of(const LinearCrossEntropyParams& p, int64_t i) {
   return p.target_dtype == DType::I32 ? static_cast<const int32_t*>(p.targets)[i]
                                       : static_cast<const int64_t*>(p.targets)[i];
 }
 
 template <typename T>
-void run(const LinearXentParams& p) {
+void run(const LinearCrossEntropyParams& p) {
   T* x = static_cast<T*>(p.scratch);
   T* row_loss = static_cast<T*>(p.row_loss);
   const bool grad = p.dh != nullptr;
   const double inv_count = p.count > 0 ? 1.0 / static_cast<double>(p.count) : 0.0;
   for (int64_t r0 = 0; r0 < p.N; r0 += p.chunk) {
     const int64_t n = std::min(p.chunk, p.N - r0);
-    const LinearXentGemms gm = linear_xent_gemms(p, r0, n);
+    const LinearCrossEntropyGemms gm = linear_cross_entropy_gemms(p, r0, n);
     gemm_cpu(gm.logits);
 #pragma omp parallel for schedule(static) if (n * p.V > 16384)
     for (int64_t i = 0; i < n; ++i) {
@@ -56,10 +56,10 @@ void run(const LinearXentParams& p) {
 
 }  // namespace
 
-LinearXentGemms linear_xent_gemms(const LinearXentParams& p, int64_t r0, int64_t n) {
+LinearCrossEntropyGemms linear_cross_entropy_gemms(const LinearCrossEntropyParams& p, int64_t r0, int64_t n) {
   const size_t esz = dtype_size(p.dtype), csz = p.dtype == DType::F64 ? sizeof(double) : sizeof(float);
   const char* h = static_cast<const char*>(p.h) + static_cast<size_t>(r0 * p.H) * esz;
-  LinearXentGemms g;
+  LinearCrossEntropyGemms g;
   g.logits.dtype = p.dtype;
   g.logits.trans_b = true;
   g.logits.M = n;
@@ -100,15 +100,16 @@ LinearXentGemms linear_xent_gemms(const LinearXentParams& p, int64_t r0, int64_t
   return g;
 }
 
-void linear_xent_cpu(const LinearXentParams& p) {
+void linear_cross_entropy_cpu(const LinearCrossEntropyParams& p) {
   MT_ASSERT(p.N >= 1 && p.H >= 1 && p.V >= 1 && p.chunk >= 1 && p.chunk <= p.N && p.count >= 0,
-            "linear_xent sizes N=", p.N, " H=", p.H, " V=", p.V, " chunk=", p.chunk, " count=", p.count);
-  MT_ASSERT((p.dh == nullptr) == (p.dweight == nullptr), "linear_xent: dh and dweight go together");
+            "linear_cross_entropy sizes N=", p.N, " H=", p.H, " V=", p.V, " chunk=", p.chunk, " count=", p.count);
+  MT_ASSERT((p.dh == nullptr) == (p.dweight == nullptr), "linear_cross_entropy: dh and dweight go together");
   switch (p.dtype) {
     case DType::F32: return run<float>(p);
     case DType::F64: return run<double>(p);
     default:
-      throw Error(ErrorKind::Internal, str("linear_xent_cpu: dtype ", dtype_name(p.dtype), " (expected f32 or f64)"));
+      throw Error(ErrorKind::Internal,
+                  str("linear_cross_entropy_cpu: dtype ", dtype_name(p.dtype), " (expected f32 or f64)"));
   }
 }
 

@@ -1,4 +1,4 @@
-// CUDA cross-entropy fused with the LM head (kernels/linear_xent.h).
+// CUDA cross-entropy fused with the LM head (kernels/linear_cross_entropy.h).
 //
 // Per chunk of rows: cuBLASLt writes the chunk's logits into the scratch buffer; one block per row reads the row once
 // for its log-sum-exp (online max / sum), takes the target's logit and, with the gradient, overwrites the row with
@@ -10,7 +10,7 @@
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/row_reduce.cuh"
 #include "kernels/gemm.h"
-#include "kernels/linear_xent.h"
+#include "kernels/linear_cross_entropy.h"
 
 namespace mt::kernels {
 
@@ -53,10 +53,10 @@ __global__ void lxent_mean_kernel(const A* row_loss, int64_t N, A inv_count, A* 
 
 }  // namespace
 
-void linear_xent_cuda(const LinearXentParams& p) {
+void linear_cross_entropy_cuda(const LinearCrossEntropyParams& p) {
   MT_ASSERT(p.N >= 1 && p.H >= 1 && p.V >= 1 && p.chunk >= 1 && p.chunk <= p.N && p.count >= 0,
-            "linear_xent sizes N=", p.N, " H=", p.H, " V=", p.V, " chunk=", p.chunk, " count=", p.count);
-  MT_ASSERT((p.dh == nullptr) == (p.dweight == nullptr), "linear_xent: dh and dweight go together");
+            "linear_cross_entropy sizes N=", p.N, " H=", p.H, " V=", p.V, " chunk=", p.chunk, " count=", p.count);
+  MT_ASSERT((p.dh == nullptr) == (p.dweight == nullptr), "linear_cross_entropy: dh and dweight go together");
   const bool grad = p.dh != nullptr;
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -69,7 +69,7 @@ void linear_xent_cuda(const LinearXentParams& p) {
       const I* targets = static_cast<const I*>(p.targets);
       for (int64_t r0 = 0; r0 < p.N; r0 += p.chunk) {
         const int64_t n = std::min(p.chunk, p.N - r0);
-        const LinearXentGemms gm = linear_xent_gemms(p, r0, n);
+        const LinearCrossEntropyGemms gm = linear_cross_entropy_gemms(p, r0, n);
         gemm_cuda(gm.logits);
 
         constexpr int VW = 16 / static_cast<int>(sizeof(T));

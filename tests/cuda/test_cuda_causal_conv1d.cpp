@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "autograd/ops/conv1d.h"
+#include "autograd/ops/causal_conv1d.h"
 #include "autograd/ops/norm.h"
 #include "tests/pack_outputs.h"
 #include "tests/test_util.h"

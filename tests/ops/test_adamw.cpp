@@ -7,7 +7,7 @@
 
 #include "autograd/autograd.h"
 #include "optim/adamw.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 using namespace mt;
 

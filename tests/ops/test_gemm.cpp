@@ -1,12 +1,12 @@
-// matmul / linear (autograd/ops/linalg.h) and the CPU GEMM kernel (kernels/gemm.h).
+// matmul / linear (autograd/ops/gemm.h) and the CPU GEMM kernel (kernels/gemm.h).
 #include <gtest/gtest.h>
 
 #include <vector>
 
-#include "autograd/ops/linalg.h"
+#include "autograd/ops/gemm.h"
 #include "autograd/ops/shape_ops.h"
 #include "kernels/gemm.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 using namespace mt;
 
@@ -82,7 +82,7 @@ void check_gemm_vs_naive(const GemmCase& c, int64_t batch, double alpha, double 
 
 }  // namespace
 
-TEST(OpsLinalg, GemmCpuMatchesNaiveLoopAllFlags) {
+TEST(Gemm, GemmCpuMatchesNaiveLoopAllFlags) {
   const std::vector<std::vector<int64_t>> sizes = {{1, 1, 1}, {7, 13, 5}, {129, 65, 257}, {3, 300, 2}};
   for (const auto& s : sizes)
     for (int ta = 0; ta < 2; ++ta)
@@ -95,13 +95,13 @@ TEST(OpsLinalg, GemmCpuMatchesNaiveLoopAllFlags) {
       }
 }
 
-TEST(OpsLinalg, GemmCpuKZeroAndLargeK) {
+TEST(Gemm, GemmCpuKZeroAndLargeK) {
   check_gemm_vs_naive<double>({5, 3, 0, false, false}, 1, 1.0, 0.0, true, 0.0);
   check_gemm_vs_naive<double>({5, 3, 0, true, true}, 2, 1.0, 2.0, false, 1e-15);
   check_gemm_vs_naive<double>({2, 2100, 600, false, true}, 1, 1.0, 0.0, false, 1e-12);  // > one N and K panel
 }
 
-TEST(OpsLinalg, MatmulValues) {
+TEST(Gemm, MatmulValues) {
   Tensor a = Tensor::from_vector({1, 2, 3, 4}, {2, 2});
   Tensor b = Tensor::from_vector({5, 6, 7, 8}, {2, 2});
   EXPECT_EQ(matmul(a, b).to_vector(), (std::vector<double>{19, 22, 43, 50}));
@@ -115,7 +115,7 @@ TEST(OpsLinalg, MatmulValues) {
   EXPECT_EQ(z.to_vector(), std::vector<double>(6, 0.0));
 }
 
-TEST(OpsLinalg, MatmulBatchedMatchesPerBatchProduct) {
+TEST(Gemm, MatmulBatchedMatchesPerBatchProduct) {
   Tensor a = randn64({3, 4, 5}, 1), b = randn64({3, 5, 6}, 2);
   Tensor c = matmul(a, b);
   for (int64_t i = 0; i < 3; ++i) {
@@ -125,7 +125,7 @@ TEST(OpsLinalg, MatmulBatchedMatchesPerBatchProduct) {
   }
 }
 
-TEST(OpsLinalg, MatmulGradcheck) {
+TEST(Gemm, MatmulGradcheck) {
   auto mm = [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); };
   EXPECT_GRADCHECK(gradcheck(mm, {randn64({3, 4}, 1), randn64({4, 5}, 2)}));
   EXPECT_GRADCHECK(gradcheck(mm, {randn64({2, 3, 4}, 3), randn64({2, 4, 5}, 4)}));
@@ -137,7 +137,7 @@ TEST(OpsLinalg, MatmulGradcheck) {
   EXPECT_GRADCHECK(gradcheck(mm_t, {randn64({2, 4, 3}, 11), randn64({2, 5, 4}, 12)}));
 }
 
-TEST(OpsLinalg, LinearValuesAndGradcheck) {
+TEST(Gemm, LinearValuesAndGradcheck) {
   Tensor x = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
   Tensor w = Tensor::from_vector({1, 0, 0, 0, 1, 1}, {2, 3});
   Tensor b = Tensor::from_vector({10, 20}, {2});
@@ -155,7 +155,7 @@ TEST(OpsLinalg, LinearValuesAndGradcheck) {
   EXPECT_GRADCHECK(gradcheck(lin_t, {randn64({3, 2, 4}, 12), randn64({5, 4}, 13), randn64({5}, 14)}));
 }
 
-TEST(OpsLinalg, LinearOnlyWeightRequiresGrad) {
+TEST(Gemm, LinearOnlyWeightRequiresGrad) {
   Tensor x = randn64({6, 3}, 1), w = randn64({2, 3}, 2), b = randn64({2}, 3);
   set_requires_grad(w);
   Tensor y = linear(x, w, b);
@@ -171,7 +171,7 @@ TEST(OpsLinalg, LinearOnlyWeightRequiresGrad) {
   EXPECT_FALSE(grad(b).defined());
 }
 
-TEST(OpsLinalg, HalfPrecisionOnCpuGoesThroughF32) {
+TEST(Gemm, HalfPrecisionOnCpuGoesThroughF32) {
   Generator g(5);
   Tensor a = Tensor::randn({7, 13}, g), b = Tensor::randn({13, 5}, g);
   Tensor ref = matmul(a, b);
@@ -182,7 +182,7 @@ TEST(OpsLinalg, HalfPrecisionOnCpuGoesThroughF32) {
   EXPECT_LT(test::rel_l2(hf.to_vector(), ref.to_vector()), 3e-3);
 }
 
-TEST(OpsLinalg, Errors) {
+TEST(Gemm, Errors) {
   Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 5});
   try {
     matmul(a, b);
