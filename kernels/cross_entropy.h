@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/ignore_index.h"
 
 namespace mt::kernels {
 
@@ -40,7 +41,7 @@ struct CrossEntropyParams {
   DType dtype = DType::F32;         // logits dtype
   DType target_dtype = DType::I64;  // I32 or I64
   int64_t N = 0, C = 0;
-  int64_t ignore_index = -100;
+  int64_t ignore_index = kIgnoreIndex;
   const void* logits = nullptr;     // [N, C] contiguous
   const void* targets = nullptr;    // [N] contiguous
   void* lse = nullptr;              // [N] compute dtype (forward writes, backward reads)

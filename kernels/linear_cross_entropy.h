@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/ignore_index.h"
 #include "kernels/gemm.h"
 
 namespace mt::kernels {
@@ -33,7 +34,7 @@ struct LinearCrossEntropyParams {
   DType target_dtype = DType::I64;  // I32 or I64
   int64_t N = 0, H = 0, V = 0;
   int64_t chunk = 0;  // rows per chunk, 1 <= chunk <= N
-  int64_t ignore_index = -100;
+  int64_t ignore_index = kIgnoreIndex;
   int64_t count = 0;              // number of valid targets
   const void* h = nullptr;        // [N, H]
   const void* weight = nullptr;   // [V, H]

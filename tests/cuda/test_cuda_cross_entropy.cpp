@@ -21,11 +21,11 @@ Tensor randn32(const Shape& s, uint64_t seed, double std = 1.0) {
   return Tensor::randn(s, g, 0.0, std, DType::F32);
 }
 
-// Targets in [0, C) with every 5th row ignored (-100).
+// Targets in [0, C) with every 5th row ignored (kIgnoreIndex).
 Tensor targets_with_ignored(int64_t N, int64_t C, uint64_t seed, DType dt = DType::I64) {
   Generator g(seed);
   std::vector<int64_t> t = Tensor::randint({N}, g, 0, C).to_vector_i64();
-  for (int64_t i = 0; i < N; i += 5) t[i] = -100;
+  for (int64_t i = 0; i < N; i += 5) t[i] = kIgnoreIndex;
   return Tensor::from_vector_i64(t, {N}, dt);
 }
 
@@ -82,13 +82,14 @@ TEST(CudaNn, CrossEntropyMatchesCpu) {
                                   3e-2, "N=37 C=50280");
     test::expect_cuda_matches_cpu(f, {randn32({13, 7}, 3), targets_with_ignored(13, 7, 4, DType::I32)}, dt, tol, tol,
                                   3e-2, "N=13 C=7 i32");
-    test::expect_cuda_matches_cpu(f, {randn32({4, 1}, 5), Tensor::from_vector_i64({0, 0, -100, 0}, {4})}, dt, tol, tol,
-                                  3e-2, "C=1");
+    test::expect_cuda_matches_cpu(f, {randn32({4, 1}, 5), Tensor::from_vector_i64({0, 0, kIgnoreIndex, 0}, {4})}, dt,
+                                  tol, tol, 3e-2, "C=1");
   }
   // Every row ignored: loss 0, gradient 0.
   Tensor x = randn32({3, 11}, 6).to(Device::cuda()).clone();
   set_requires_grad(x);
-  Tensor l = cross_entropy(x, Tensor::from_vector_i64({-100, -100, -100}, {3}, DType::I64, Device::cuda()));
+  Tensor l = cross_entropy(
+      x, Tensor::from_vector_i64({kIgnoreIndex, kIgnoreIndex, kIgnoreIndex}, {3}, DType::I64, Device::cuda()));
   EXPECT_EQ(l.item(), 0.0);
   backward(l);
   EXPECT_EQ(grad(x).to_vector(), std::vector<double>(33, 0.0));
@@ -111,7 +112,8 @@ TEST(CudaNn, CrossEntropyBadTargetOnCuda) {
 TEST(CudaNn, LinearCrossEntropyMatchesCpu) {
   MT_REQUIRE_CUDA();
   auto f = [](int64_t chunk) {
-    return [chunk](const std::vector<Tensor>& v) { return linear_cross_entropy(v[0], v[1], v[2], -100, chunk); };
+    return
+        [chunk](const std::vector<Tensor>& v) { return linear_cross_entropy(v[0], v[1], v[2], kIgnoreIndex, chunk); };
   };
   for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
     const double tol = dt == DType::F64 ? 1e-10 : 1e-4;
@@ -126,20 +128,22 @@ TEST(CudaNn, LinearCrossEntropyMatchesCpu) {
                                   {randn32({13, 5}, 4), randn32({7, 5}, 5), targets_with_ignored(13, 7, 6, DType::I32)},
                                   dt, tol, tol, 3e-2, "N=13 H=5 V=7 chunk=1");
     test::expect_cuda_matches_cpu(
-        f(0), {randn32({4, 3}, 7), randn32({1, 3}, 8), Tensor::from_vector_i64({0, 0, -100, 0}, {4})}, dt, tol, tol,
-        3e-2, "V=1");
+        f(0), {randn32({4, 3}, 7), randn32({1, 3}, 8), Tensor::from_vector_i64({0, 0, kIgnoreIndex, 0}, {4})}, dt, tol,
+        tol, 3e-2, "V=1");
   }
   // bf16 through the fused op tracks the unfused linear + cross_entropy in bf16 (both round logits to bf16).
   Tensor h = randn32({29, 48}, 9).to(DType::BF16).to(Device::cuda()),
          w = randn32({1000, 48}, 10, 0.3).to(DType::BF16).to(Device::cuda());
   Tensor t = targets_with_ignored(29, 1000, 11).to(Device::cuda());
-  const double fused = linear_cross_entropy(h, w, t, -100, 7).item(), plain = cross_entropy(linear(h, w), t).item();
+  const double fused = linear_cross_entropy(h, w, t, kIgnoreIndex, 7).item(),
+               plain = cross_entropy(linear(h, w), t).item();
   EXPECT_NEAR(fused, plain, 1e-2 * std::fabs(plain));
   // Every row ignored: loss 0, zero gradients.
   Tensor hz = randn32({3, 8}, 12).to(Device::cuda()).clone(), wz = randn32({11, 8}, 13).to(Device::cuda()).clone();
   set_requires_grad(hz);
   set_requires_grad(wz);
-  Tensor l = linear_cross_entropy(hz, wz, Tensor::from_vector_i64({-100, -100, -100}, {3}, DType::I64, Device::cuda()));
+  Tensor l = linear_cross_entropy(
+      hz, wz, Tensor::from_vector_i64({kIgnoreIndex, kIgnoreIndex, kIgnoreIndex}, {3}, DType::I64, Device::cuda()));
   EXPECT_EQ(l.item(), 0.0);
   backward(l);
   EXPECT_EQ(grad(hz).to_vector(), std::vector<double>(24, 0.0));
@@ -155,7 +159,7 @@ TEST(CudaNn, LinearCrossEntropyIsReproducibleAndNamesBadTargets) {
     Tensor hh = h.clone(), ww = w.clone();
     set_requires_grad(hh);
     set_requires_grad(ww);
-    Tensor l = linear_cross_entropy(hh, ww, t, -100, 64);
+    Tensor l = linear_cross_entropy(hh, ww, t, kIgnoreIndex, 64);
     backward(l);
     return std::make_tuple(l.item(), grad(hh).to_vector(), grad(ww).to_vector());
   };
@@ -164,7 +168,7 @@ TEST(CudaNn, LinearCrossEntropyIsReproducibleAndNamesBadTargets) {
   EXPECT_EQ(std::get<1>(a), std::get<1>(b));
   EXPECT_EQ(std::get<2>(a), std::get<2>(b));
   try {
-    linear_cross_entropy(h, w, Tensor::from_vector_i64({0, 5003, 3}, {3}, DType::I32, Device::cuda()), -100, 0);
+    linear_cross_entropy(h, w, Tensor::from_vector_i64({0, 5003, 3}, {3}, DType::I32, Device::cuda()), kIgnoreIndex, 0);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     // h has 300 rows and targets 3: a shape error first.

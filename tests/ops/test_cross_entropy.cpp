@@ -60,7 +60,7 @@ TEST(CrossEntropy, LogSoftmaxGradcheck) {
 
 TEST(CrossEntropy, CrossEntropyValuesIgnoreIndexAndMean) {
   Tensor x = randn64({4, 5}, 1, 2.0);
-  Tensor t = Tensor::from_vector_i64({3, -100, 0, 4}, {4});
+  Tensor t = Tensor::from_vector_i64({3, kIgnoreIndex, 0, 4}, {4});
   Tensor loss = cross_entropy(x, t);
   EXPECT_EQ(loss.shape(), Shape{});
   EXPECT_EQ(loss.dtype(), DType::F64);
@@ -78,7 +78,7 @@ TEST(CrossEntropy, CrossEntropyValuesIgnoreIndexAndMean) {
   EXPECT_NEAR(cross_entropy(x, Tensor::from_vector_i64({3, 7, 0, 4}, {4}), 7).item(), ref, 1e-12);
   Tensor xa = randn64({2, 3}, 2);
   set_requires_grad(xa);
-  Tensor la = cross_entropy(xa, Tensor::from_vector_i64({-100, -100}, {2}));
+  Tensor la = cross_entropy(xa, Tensor::from_vector_i64({kIgnoreIndex, kIgnoreIndex}, {2}));
   EXPECT_EQ(la.item(), 0.0);
   backward(la);
   EXPECT_EQ(grad(xa).to_vector(), std::vector<double>(6, 0.0));
@@ -88,7 +88,8 @@ TEST(CrossEntropy, CrossEntropyValuesIgnoreIndexAndMean) {
 
 TEST(CrossEntropy, CrossEntropyGradcheck) {
   auto f = [](const std::vector<Tensor>& v) { return cross_entropy(v[0], v[1]); };
-  EXPECT_GRADCHECK(gradcheck(f, {randn64({5, 4}, 1), Tensor::from_vector_i64({1, -100, 3, 0, -100}, {5})}));
+  EXPECT_GRADCHECK(
+      gradcheck(f, {randn64({5, 4}, 1), Tensor::from_vector_i64({1, kIgnoreIndex, 3, 0, kIgnoreIndex}, {5})}));
   EXPECT_GRADCHECK(gradcheck(f, {randn64({3, 7}, 2), Tensor::from_vector_i64({6, 6, 2}, {3}, DType::I32)}));
   EXPECT_GRADCHECK(gradcheck(f, {randn64({2, 1}, 3), Tensor::from_vector_i64({0, 0}, {2})}));
   // Through a strided view of the logits (transposed [C, N]).

@@ -57,7 +57,7 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
   return m;
 }
 
-Tensor targets_every_fifth_ignored(int64_t N, int64_t V, uint64_t seed, int64_t ignore = -100) {
+Tensor targets_every_fifth_ignored(int64_t N, int64_t V, uint64_t seed, int64_t ignore = kIgnoreIndex) {
   Generator g(seed);
   std::vector<int64_t> t = Tensor::randint({N}, g, 0, V).to_vector_i64();
   for (int64_t i = 2; i < N; i += 5) t[i] = ignore;
@@ -73,9 +73,9 @@ TEST(LinearCrossEntropy, MatchesUnfusedForEveryChunking) {
   for (Case c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{23, 16, 97}, Case{64, 9, 1000}}) {
     Tensor h = randn64({c.N, c.H}, 10 + c.N), w = randn64({c.V, c.H}, 20 + c.V, 0.5);
     Tensor t = targets_every_fifth_ignored(c.N, c.V, 30 + c.N);
-    const LxRun ref = run_lx(h, w, t, -100, 0, false);
+    const LxRun ref = run_lx(h, w, t, kIgnoreIndex, 0, false);
     for (int64_t chunk : {int64_t{0}, int64_t{1}, int64_t{3}, c.N, c.N + 5}) {
-      const LxRun got = run_lx(h, w, t, -100, chunk, true);
+      const LxRun got = run_lx(h, w, t, kIgnoreIndex, chunk, true);
       const std::string what =
           "N=" + std::to_string(c.N) + " V=" + std::to_string(c.V) + " chunk=" + std::to_string(chunk);
       EXPECT_NEAR(got.loss, ref.loss, 1e-12 * (1 + std::fabs(ref.loss))) << what;
@@ -96,29 +96,31 @@ TEST(LinearCrossEntropy, DtypesAndNoGrad) {
   Tensor h = randn64({19, 8}, 4), w = randn64({33, 8}, 5);
   Tensor t = targets_every_fifth_ignored(19, 33, 6);
   const double ref = cross_entropy(linear(h, w), t).item();
-  Tensor l32 = linear_cross_entropy(h.to(DType::F32), w.to(DType::F32), t, -100, 4);
+  Tensor l32 = linear_cross_entropy(h.to(DType::F32), w.to(DType::F32), t, kIgnoreIndex, 4);
   EXPECT_EQ(l32.dtype(), DType::F32);
   EXPECT_NEAR(l32.item(), ref, 1e-5 * std::fabs(ref));
-  Tensor l16 = linear_cross_entropy(h.to(DType::BF16), w.to(DType::BF16), t, -100, 4);
+  Tensor l16 = linear_cross_entropy(h.to(DType::BF16), w.to(DType::BF16), t, kIgnoreIndex, 4);
   EXPECT_EQ(l16.dtype(), DType::F32);
   EXPECT_NEAR(l16.item(), ref, 3e-2 * std::fabs(ref));
   // Without a tape the forward computes the loss only; same value.
   NoGradGuard ng;
-  EXPECT_NEAR(linear_cross_entropy(h, w, t, -100, 4).item(), linear_cross_entropy(h, w, t, -100, 19).item(), 1e-14);
+  EXPECT_NEAR(linear_cross_entropy(h, w, t, kIgnoreIndex, 4).item(),
+              linear_cross_entropy(h, w, t, kIgnoreIndex, 19).item(), 1e-14);
   EXPECT_NEAR(linear_cross_entropy(h, w, t).item(), ref, 1e-12);
 }
 
 TEST(LinearCrossEntropy, Gradcheck) {
   auto f = [](int64_t chunk) {
-    return [chunk](const std::vector<Tensor>& v) { return linear_cross_entropy(v[0], v[1], v[2], -100, chunk); };
+    return
+        [chunk](const std::vector<Tensor>& v) { return linear_cross_entropy(v[0], v[1], v[2], kIgnoreIndex, chunk); };
   };
-  EXPECT_GRADCHECK(
-      gradcheck(f(2), {randn64({5, 3}, 1), randn64({4, 3}, 2), Tensor::from_vector_i64({1, -100, 3, 0, 2}, {5})}));
+  EXPECT_GRADCHECK(gradcheck(
+      f(2), {randn64({5, 3}, 1), randn64({4, 3}, 2), Tensor::from_vector_i64({1, kIgnoreIndex, 3, 0, 2}, {5})}));
   EXPECT_GRADCHECK(
       gradcheck(f(0), {randn64({3, 1}, 3), randn64({7, 1}, 4), Tensor::from_vector_i64({6, 6, 2}, {3}, DType::I32)}));
   // Through strided views of h and the weight.
   auto ft = [](const std::vector<Tensor>& v) {
-    return linear_cross_entropy(transpose(v[0], 0, 1), transpose(v[1], 0, 1), v[2], -100, 2);
+    return linear_cross_entropy(transpose(v[0], 0, 1), transpose(v[1], 0, 1), v[2], kIgnoreIndex, 2);
   };
   EXPECT_GRADCHECK(gradcheck(ft, {randn64({3, 4}, 5), randn64({3, 5}, 6), Tensor::from_vector_i64({4, 0, 1, 3}, {4})}));
 }
@@ -128,7 +130,8 @@ TEST(LinearCrossEntropy, EdgesAndErrors) {
   Tensor h = randn64({3, 4}, 1), w = randn64({5, 4}, 2);
   set_requires_grad(h);
   set_requires_grad(w);
-  Tensor l = linear_cross_entropy(h, w, Tensor::from_vector_i64({-100, -100, -100}, {3}), -100, 2);
+  Tensor l = linear_cross_entropy(h, w, Tensor::from_vector_i64({kIgnoreIndex, kIgnoreIndex, kIgnoreIndex}, {3}),
+                                  kIgnoreIndex, 2);
   EXPECT_EQ(l.item(), 0.0);
   backward(l);
   EXPECT_EQ(grad(h).to_vector(), std::vector<double>(12, 0.0));
@@ -157,5 +160,5 @@ TEST(LinearCrossEntropy, EdgesAndErrors) {
   EXPECT_THROW(linear_cross_entropy(x, wt.to(DType::F64), Tensor::from_vector_i64({0, 1, 2}, {3})), Error);
   EXPECT_THROW(linear_cross_entropy(x, wt, Tensor::from_vector_i64({0, 1}, {2})), Error);
   EXPECT_THROW(linear_cross_entropy(x, wt, Tensor::zeros({3})), Error);
-  EXPECT_THROW(linear_cross_entropy(x, wt, Tensor::from_vector_i64({0, 1, 2}, {3}), -100, -1), Error);
+  EXPECT_THROW(linear_cross_entropy(x, wt, Tensor::from_vector_i64({0, 1, 2}, {3}), kIgnoreIndex, -1), Error);
 }
