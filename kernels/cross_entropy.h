@@ -57,11 +57,10 @@ struct CrossEntropyParams {
 int64_t cross_entropy_fwd_cpu(const CrossEntropyParams& p);
 void cross_entropy_bwd_cpu(const CrossEntropyParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void log_softmax_fwd_cuda(const LogSoftmaxParams& p);
 void log_softmax_bwd_cuda(const LogSoftmaxParams& p);
 void cross_entropy_fwd_cuda(const CrossEntropyParams& p);
 void cross_entropy_bwd_cuda(const CrossEntropyParams& p);
-#endif
 
 }  // namespace mt::kernels

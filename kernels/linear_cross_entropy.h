@@ -57,8 +57,7 @@ struct LinearCrossEntropyGemms {
 LinearCrossEntropyGemms linear_cross_entropy_gemms(const LinearCrossEntropyParams& p, int64_t r0, int64_t n);
 
 void linear_cross_entropy_cpu(const LinearCrossEntropyParams& p);
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void linear_cross_entropy_cuda(const LinearCrossEntropyParams& p);
-#endif
 
 }  // namespace mt::kernels

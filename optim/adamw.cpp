@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
-#include "autograd/ops/op_util.h"
+#include "autograd/ops/dispatch.h"
 #include "optim/grad_check.h"
 
 namespace mt::optim {
@@ -84,7 +84,7 @@ void AdamW::step(double lr, double grad_scale) {
     p.weight_decay = wd;
     kernels::adamw_cpu(p);
   }
-  if (!on_gpu.empty()) MT_CUDA_ONLY("adamw", kernels::adamw_multi_cuda(common, on_gpu));
+  if (!on_gpu.empty()) ops::run_cuda("adamw", MT_CUDA_KERNEL(adamw_multi_cuda), common, on_gpu);
   // Taken after every data() call above (a parameter's storage may hold several parameters): the copies are fresh
   // until the next access to their masters.
   for (TensorImpl* im : refreshed) im->converted_version = im->storage->version();

@@ -1,6 +1,7 @@
 // causal_conv1d: validation, device dispatch and the tape node (kernels in kernels/causal_conv1d.h).
 #include "autograd/ops/causal_conv1d.h"
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/causal_conv1d.h"
 
@@ -9,12 +10,6 @@ namespace mt {
 namespace {
 
 constexpr const char* kOp = "causal_conv1d";
-
-// Dtype the CPU kernel runs in for these inputs.
-DType cpu_compute_dtype(const Tensor& x) { return x.dtype() == DType::F64 ? DType::F64 : DType::F32; }
-
-// t converted for the CPU kernel (undefined stays undefined). Contiguous on return.
-Tensor to_cpu(const Tensor& t, DType ct) { return t.defined() ? t.to(ct).contiguous() : Tensor(); }
 
 const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 void* mut_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
@@ -54,31 +49,20 @@ CausalConv1dOut causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const
   const Tensor bias = bias_in.defined() ? bias_in.contiguous() : Tensor();
   const Tensor init = init_in.defined() ? init_in.contiguous() : Tensor();
   const int64_t B = x.size(0), L = x.size(1), D = x.size(2), K = weight.size(1);
-  const Device dev = x.device();
 
-  CausalConv1dOut out;
+  // The CPU kernels compute in f32 (f64 for f64 x): every input converted to that dtype, weight and bias included.
+  const ops::Dispatch d(kOp, x);
+  const Tensor xc = d.input(x), wc = d.input(weight), bc = d.input(bias), ic = d.input(init);
+  const Tensor y = d.output({B, L, D}, x.dtype()), fin = d.output({B, K - 1, D}, x.dtype());
   kernels::CausalConv1dFwdParams p;
   p.B = B, p.L = L, p.D = D, p.K = K, p.silu = apply_silu;
-  if (dev.is_cpu()) {
-    const DType ct = cpu_compute_dtype(x);
-    const Tensor xc = to_cpu(x, ct), wc = to_cpu(weight, ct), bc = to_cpu(bias, ct), ic = to_cpu(init, ct);
-    const Tensor yc = Tensor::empty({B, L, D}, ct), fc = Tensor::empty({B, K - 1, D}, ct);
-    p.dtype = p.w_dtype = ct;
-    p.x = xc.data_ptr(), p.weight = wc.data_ptr(), p.bias = ptr(bc), p.initial_state = ptr(ic);
-    p.y = yc.data_ptr(), p.final_state = mut_ptr(fc);
-    kernels::causal_conv1d_fwd_cpu(p);
-    out.y = ops::from_cpu_compute(yc, x.dtype());
-    out.final_state = ops::from_cpu_compute(fc, x.dtype());
-  } else {
-    MT_CUDA_ONLY(kOp, {
-      out.y = Tensor::empty({B, L, D}, x.dtype(), dev);
-      out.final_state = Tensor::empty({B, K - 1, D}, x.dtype(), dev);
-      p.dtype = x.dtype(), p.w_dtype = weight.dtype();
-      p.x = x.data_ptr(), p.weight = weight.data_ptr(), p.bias = ptr(bias), p.initial_state = ptr(init);
-      p.y = out.y.data_ptr(), p.final_state = mut_ptr(out.final_state);
-      kernels::causal_conv1d_fwd_cuda(p);
-    });
-  }
+  p.dtype = d.kernel_dtype(x.dtype()), p.w_dtype = d.kernel_dtype(weight.dtype());
+  p.x = xc.data_ptr(), p.weight = wc.data_ptr(), p.bias = ptr(bc), p.initial_state = ptr(ic);
+  p.y = y.data_ptr(), p.final_state = mut_ptr(fin);
+  d.run(kernels::causal_conv1d_fwd_cpu, MT_CUDA_KERNEL(causal_conv1d_fwd_cuda), p);
+  CausalConv1dOut out;
+  out.y = d.result(y, x.dtype());
+  out.final_state = d.result(fin, x.dtype());
 
   if (any_requires_grad({&x_in, &weight_in, &bias_in, &init_in})) {
     const bool need_x = requires_grad(x_in), need_w = requires_grad(weight_in), need_b = requires_grad(bias_in),
@@ -92,39 +76,24 @@ CausalConv1dOut causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const
           const Device dev = x.device();
           const Tensor dy = g[0].defined() ? g[0].to(x.dtype()).contiguous() : Tensor::zeros({B, L, D}, x.dtype(), dev);
           const Tensor dfin = g[1].defined() ? g[1].to(x.dtype()).contiguous() : Tensor();
+          const ops::Dispatch d(kOp, x);
+          const Tensor xc = d.input(x), wc = d.input(weight), bc = d.input(bias), ic = d.input(init);
+          const Tensor dyc = d.input(dy), dfc = d.input(dfin);
+          Tensor dx = need_x ? d.output({B, L, D}, x.dtype()) : Tensor();
+          Tensor dw = need_w ? d.output({D, K}, weight.dtype()) : Tensor();
+          Tensor db = need_b ? d.output({D}, bias.dtype()) : Tensor();
+          Tensor di = need_i ? d.output({B, K - 1, D}, init.dtype()) : Tensor();
           kernels::CausalConv1dBwdParams q;
           q.B = B, q.L = L, q.D = D, q.K = K, q.silu = apply_silu;
-          Tensor dx, dw, db, di;
-          if (dev.is_cpu()) {
-            const DType ct = cpu_compute_dtype(x);
-            const Tensor xc = to_cpu(x, ct), wc = to_cpu(weight, ct), bc = to_cpu(bias, ct), ic = to_cpu(init, ct);
-            const Tensor dyc = to_cpu(dy, ct), dfc = to_cpu(dfin, ct);
-            const Tensor dxc = need_x ? Tensor::empty({B, L, D}, ct) : Tensor();
-            const Tensor dwc = need_w ? Tensor::empty({D, K}, ct) : Tensor();
-            const Tensor dbc = need_b ? Tensor::empty({D}, ct) : Tensor();
-            const Tensor dic = need_i ? Tensor::empty({B, K - 1, D}, ct) : Tensor();
-            q.dtype = q.w_dtype = ct;
-            q.x = xc.data_ptr(), q.weight = wc.data_ptr(), q.bias = ptr(bc), q.initial_state = ptr(ic);
-            q.dy = dyc.data_ptr(), q.d_final = ptr(dfc);
-            q.dx = mut_ptr(dxc), q.dweight = mut_ptr(dwc), q.dbias = mut_ptr(dbc), q.d_initial_state = mut_ptr(dic);
-            kernels::causal_conv1d_bwd_cpu(q);
-            if (need_x) dx = ops::from_cpu_compute(dxc, x.dtype());
-            if (need_w) dw = ops::from_cpu_compute(dwc, weight.dtype());
-            if (need_b) db = ops::from_cpu_compute(dbc, bias.dtype());
-            if (need_i) di = ops::from_cpu_compute(dic, init.dtype());
-          } else {
-            MT_CUDA_ONLY(kOp, {
-              if (need_x) dx = Tensor::empty({B, L, D}, x.dtype(), dev);
-              if (need_w) dw = Tensor::empty({D, K}, weight.dtype(), dev);
-              if (need_b) db = Tensor::empty({D}, bias.dtype(), dev);
-              if (need_i) di = Tensor::empty({B, K - 1, D}, init.dtype(), dev);
-              q.dtype = x.dtype(), q.w_dtype = weight.dtype();
-              q.x = x.data_ptr(), q.weight = weight.data_ptr(), q.bias = ptr(bias), q.initial_state = ptr(init);
-              q.dy = dy.data_ptr(), q.d_final = ptr(dfin);
-              q.dx = mut_ptr(dx), q.dweight = mut_ptr(dw), q.dbias = mut_ptr(db), q.d_initial_state = mut_ptr(di);
-              kernels::causal_conv1d_bwd_cuda(q);
-            });
-          }
+          q.dtype = d.kernel_dtype(x.dtype()), q.w_dtype = d.kernel_dtype(weight.dtype());
+          q.x = xc.data_ptr(), q.weight = wc.data_ptr(), q.bias = ptr(bc), q.initial_state = ptr(ic);
+          q.dy = dyc.data_ptr(), q.d_final = ptr(dfc);
+          q.dx = mut_ptr(dx), q.dweight = mut_ptr(dw), q.dbias = mut_ptr(db), q.d_initial_state = mut_ptr(di);
+          d.run(kernels::causal_conv1d_bwd_cpu, MT_CUDA_KERNEL(causal_conv1d_bwd_cuda), q);
+          if (need_x) dx = d.result(dx, x.dtype());
+          if (need_w) dw = d.result(dw, weight.dtype());
+          if (need_b) db = d.result(db, bias.dtype());
+          if (need_i) di = d.result(di, init.dtype());
           return {dx, dw, db, di};
         });
     record_node(node, {x_in, weight_in, bias_in, init_in}, {out.y, out.final_state});

@@ -5,6 +5,7 @@
 // back once per call, then fetches the offending target to name it in the mt::Error(Data).
 #include "autograd/ops/cross_entropy.h"
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/cross_entropy.h"
 
@@ -12,58 +13,44 @@ namespace mt {
 
 namespace {
 
+// The loss dtype (f32, f64 for f64 logits) on either device.
 DType compute_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
 // ---- log_softmax over the last dim of a contiguous tensor ----
 Tensor ls_forward(const Tensor& xt) {
   const int64_t C = xt.dim() == 0 ? 1 : xt.size(-1);
   const int64_t R = C > 0 ? xt.numel() / C : 0;
+  const ops::Dispatch d("log_softmax", xt);
+  const Tensor xc = d.input(xt);
   Tensor y = Tensor::empty(xt.shape(), xt.dtype(), xt.device());
+  const Tensor yc = d.output_into(y);
   kernels::LogSoftmaxParams p;
   p.R = R;
   p.C = C;
-  if (xt.device().is_cpu()) {
-    Tensor xc = ops::as_cpu_compute(xt);
-    Tensor yc = Tensor::empty(xt.shape(), xc.dtype(), xt.device());
-    p.dtype = xc.dtype();
-    p.x = xc.data_ptr();
-    p.y = yc.data_ptr();
-    kernels::log_softmax_fwd_cpu(p);
-    if (!yc.same(y)) y.copy_(yc);
-  } else {
-    p.dtype = xt.dtype();
-    p.x = xt.data_ptr();
-    p.y = y.data_ptr();
-    MT_CUDA_ONLY("log_softmax", kernels::log_softmax_fwd_cuda(p));
-  }
+  p.dtype = d.kernel_dtype(xt.dtype());
+  p.x = xc.data_ptr();
+  p.y = yc.data_ptr();
+  d.run(kernels::log_softmax_fwd_cpu, MT_CUDA_KERNEL(log_softmax_fwd_cuda), p);
+  d.write_back(yc, y);
   return y;
 }
 
 Tensor ls_backward(const Tensor& yt, const Tensor& gt) {
   const int64_t C = yt.dim() == 0 ? 1 : yt.size(-1);
   const int64_t R = C > 0 ? yt.numel() / C : 0;
+  const ops::Dispatch d("log_softmax", yt);
+  const Tensor yc = d.input(yt), gc = d.input(gt.to(yt.dtype()).contiguous()).contiguous();
   Tensor dx = Tensor::empty(yt.shape(), yt.dtype(), yt.device());
+  const Tensor dc = d.output_into(dx);
   kernels::LogSoftmaxParams p;
   p.R = R;
   p.C = C;
-  if (yt.device().is_cpu()) {
-    Tensor yc = ops::as_cpu_compute(yt);
-    Tensor gc = ops::as_cpu_compute(gt.to(yt.dtype()).contiguous()).contiguous();
-    Tensor dc = Tensor::empty(yt.shape(), yc.dtype(), yt.device());
-    p.dtype = yc.dtype();
-    p.y = yc.data_ptr();
-    p.dy = gc.data_ptr();
-    p.dx = dc.data_ptr();
-    kernels::log_softmax_bwd_cpu(p);
-    dx.copy_(dc);
-  } else {
-    Tensor gc = gt.to(yt.dtype()).contiguous();
-    p.dtype = yt.dtype();
-    p.y = yt.data_ptr();
-    p.dy = gc.data_ptr();
-    p.dx = dx.data_ptr();
-    MT_CUDA_ONLY("log_softmax", kernels::log_softmax_bwd_cuda(p));
-  }
+  p.dtype = d.kernel_dtype(yt.dtype());
+  p.y = yc.data_ptr();
+  p.dy = gc.data_ptr();
+  p.dx = dc.data_ptr();
+  d.run(kernels::log_softmax_bwd_cpu, MT_CUDA_KERNEL(log_softmax_bwd_cuda), p);
+  d.write_back(dc, dx);
   return dx;
 }
 
@@ -131,20 +118,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   p.lse = lse.data_ptr();
   p.count = count.data_ptr();
   p.loss = loss.data_ptr();
+  const ops::Dispatch d("cross_entropy", x);
+  const Tensor xc = d.input(x);
+  p.dtype = d.kernel_dtype(x.dtype());
+  p.logits = xc.data_ptr();
   int64_t bad = -1;
-  if (dev.is_cpu()) {
-    Tensor xc = ops::as_cpu_compute(x);
-    p.dtype = xc.dtype();
-    p.logits = xc.data_ptr();
-    bad = kernels::cross_entropy_fwd_cpu(p);
-  } else {
+  if (d.cpu()) {
+    bad = kernels::cross_entropy_fwd_cpu(p);  // returns the first bad row
+  } else {                                    // records it in a device flag, beside per-row losses
     Tensor row_loss = Tensor::empty({N}, cd, dev);
     Tensor flag = ops::bad_flag(N, dev);
-    p.dtype = x.dtype();
-    p.logits = x.data_ptr();
     p.row_loss = row_loss.data_ptr();
     p.bad_row = flag.data<int64_t>();
-    MT_CUDA_ONLY("cross_entropy", kernels::cross_entropy_fwd_cuda(p));
+    ops::run_cuda(d.op(), MT_CUDA_KERNEL(cross_entropy_fwd_cuda), p);
     bad = ops::read_flag(flag, N);
   }
   if (bad >= 0)
@@ -167,20 +153,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
           b.lse = lse.data_ptr();
           b.count = count.data_ptr();
           b.grad_loss = gl.data_ptr();
-          if (dev.is_cpu()) {
-            Tensor xc = ops::as_cpu_compute(x);
-            Tensor dxc = xc.same(x) ? dx : Tensor::empty({N, C}, xc.dtype(), dev);
-            b.dtype = xc.dtype();
-            b.logits = xc.data_ptr();
-            b.grad_logits = dxc.data_ptr();
-            kernels::cross_entropy_bwd_cpu(b);
-            if (!dxc.same(dx)) dx.copy_(dxc);
-          } else {
-            b.dtype = x.dtype();
-            b.logits = x.data_ptr();
-            b.grad_logits = dx.data_ptr();
-            MT_CUDA_ONLY("cross_entropy", kernels::cross_entropy_bwd_cuda(b));
-          }
+          const ops::Dispatch d("cross_entropy", x);
+          const Tensor xc = d.input(x), dxc = d.output_into(dx);
+          b.dtype = d.kernel_dtype(x.dtype());
+          b.logits = xc.data_ptr();
+          b.grad_logits = dxc.data_ptr();
+          d.run(kernels::cross_entropy_bwd_cpu, MT_CUDA_KERNEL(cross_entropy_bwd_cuda), b);
+          d.write_back(dxc, dx);
           return {dx, Tensor()};
         });
     record_node(node, {logits, targets}, {loss});

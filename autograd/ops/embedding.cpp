@@ -4,6 +4,7 @@
 // back once per call, then fetches the offending id to name it in the mt::Error(Data).
 #include "autograd/ops/embedding.h"
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/embedding.h"
 
@@ -46,11 +47,11 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   p.out = out.data_ptr();
   int64_t bad = -1;
   if (weight.device().is_cpu()) {
-    bad = kernels::embedding_fwd_cpu(p);
+    bad = kernels::embedding_fwd_cpu(p);  // returns the first bad position; CUDA records it in a device flag
   } else if (n > 0) {
     Tensor flag = ops::bad_flag(n, weight.device());
     p.bad_pos = flag.data<int64_t>();
-    MT_CUDA_ONLY("embedding", kernels::embedding_fwd_cuda(p));
+    ops::run_cuda("embedding", MT_CUDA_KERNEL(embedding_fwd_cuda), p);
     bad = ops::read_flag(flag, n);
   }
   if (bad >= 0)
@@ -70,23 +71,16 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
           b.n = n;
           b.V = V;
           b.D = D;
-          if (dev.is_cpu()) {
-            Tensor gc = ops::as_cpu_compute(g[0].to(dt).contiguous()).contiguous();
-            Tensor dwc = is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : dw;
-            b.dtype = gc.dtype();
-            b.grad_out = gc.data_ptr();
-            b.grad_weight = dwc.data_ptr();
-            kernels::embedding_bwd_cpu(b);
-            if (!dwc.same(dw)) dw.copy_(dwc);
-          } else {
-            Tensor gc = g[0].to(dt).contiguous();
-            Tensor acc = is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : Tensor();
-            b.dtype = dt;
-            b.grad_out = gc.data_ptr();
-            b.grad_weight = dw.data_ptr();
-            b.accum = acc.defined() ? acc.data_ptr() : nullptr;
-            MT_CUDA_ONLY("embedding", kernels::embedding_bwd_cuda(b));
-          }
+          const ops::Dispatch d("embedding", dev, ops::cpu_compute_dtype(dt));
+          const Tensor gc = d.input(g[0].to(dt).contiguous()).contiguous(), dwc = d.output_into(dw);
+          // CUDA sums bf16 / f16 gradients in an f32 buffer of its own (the CPU kernel writes an f32 output).
+          const Tensor acc = !d.cpu() && is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : Tensor();
+          b.dtype = d.kernel_dtype(dt);
+          b.grad_out = gc.data_ptr();
+          b.grad_weight = dwc.data_ptr();
+          b.accum = acc.defined() ? acc.data_ptr() : nullptr;
+          d.run(kernels::embedding_bwd_cpu, MT_CUDA_KERNEL(embedding_bwd_cuda), b);
+          d.write_back(dwc, dw);
           return {dw, Tensor()};
         });
     record_node(node, {weight, ids}, {out});

@@ -11,6 +11,7 @@
 // dx = dy W, dW = dy^T x (summed over all R rows), db = 1^T dy (a [1, R] @ [R, out] GEMM).
 #include "autograd/ops/gemm.h"
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/gemm.h"
 
@@ -108,18 +109,16 @@ Tensor fold_rows(const Tensor& t) {
 // x, y: [batch..., R, C] with the same batch count (or 2-D with batch == 1).
 void gemm_into(const Tensor& x, bool tx, const Tensor& y, bool ty, const Tensor& out, int64_t batch,
                const Tensor& bias) {
-  const bool cpu = x.device().is_cpu();
-  const bool convert = cpu && is_half(x.dtype());
-  Tensor xc = convert ? ops::as_cpu_compute(x) : x;
-  Tensor yc = convert ? ops::as_cpu_compute(y) : y;
-  Tensor bc = (bias.defined() && convert) ? ops::as_cpu_compute(bias).contiguous() : bias;
+  const ops::Dispatch d("matmul", x);
+  const Tensor xc = d.input(x), yc = d.input(y);
+  Tensor bc = d.input(bias);
   if (bc.defined()) bc = bc.contiguous();
-  Tensor oc = convert ? Tensor::empty(out.shape(), DType::F32, out.device()) : out;
+  const Tensor oc = d.output_into(out);
 
   MatArg mx = mat_arg(xc), my = mat_arg(yc);
   const int64_t xr = xc.size(-2), xcols = xc.size(-1), yr = yc.size(-2), ycols = yc.size(-1);
   kernels::GemmParams p;
-  p.dtype = xc.dtype();
+  p.dtype = d.kernel_dtype(x.dtype());
   p.batch = batch;
   p.M = tx ? xcols : xr;
   p.K = tx ? xr : xcols;
@@ -139,12 +138,8 @@ void gemm_into(const Tensor& x, bool tx, const Tensor& y, bool ty, const Tensor&
   p.stride_c = p.M * p.N;
   if (batch > 1 && p.stride_c == 0) p.stride_c = 1;  // empty matrices: nothing is written
   p.bias = bc.defined() ? bc.data_ptr() : nullptr;
-  if (cpu) {
-    kernels::gemm_cpu(p);
-  } else {
-    MT_CUDA_ONLY("matmul", kernels::gemm_cuda(p));
-  }
-  if (convert) out.copy_(oc);
+  d.run(kernels::gemm_cpu, MT_CUDA_KERNEL(gemm_cuda), p);
+  d.write_back(oc, out);
 }
 
 Shape with_last(Shape s, int64_t v) {

@@ -3,6 +3,7 @@
 // kernel.
 #include "autograd/ops/linear_cross_entropy.h"
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/op_util.h"
 #include "autograd/ops/reduce.h"
@@ -53,12 +54,9 @@ Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor&
   if (N == 0) return cast(mul_scalar(sum(h), 0.0), cd);  // nothing to score: a zero that keeps h's graph
   Tensor loss = Tensor::empty({}, cd, dev);
   {
-    Tensor x = h.contiguous(), w = weight.contiguous();
-    if (dev.is_cpu()) {
-      x = ops::as_cpu_compute(x);
-      w = ops::as_cpu_compute(w);
-    }
-    const DType kd = x.dtype();
+    const ops::Dispatch d("linear_cross_entropy", h);
+    const Tensor x = d.input(h.contiguous()), w = d.input(weight.contiguous());
+    const DType kd = d.kernel_dtype(h.dtype());
     // Default: as many rows as fit in 512 MiB of logits, balanced over the chunks (at mamba-130m's B=8 L=2048:
     // 4 chunks of 4094 rows). Fewer chunks mean fewer read-modify-writes of the f32 dW.
     const int64_t fit = std::max<int64_t>(1, (int64_t{512} << 20) / (V * static_cast<int64_t>(dtype_size(kd))));
@@ -85,10 +83,7 @@ Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor&
     p.loss = loss.data_ptr();
     p.dh = grad ? dh.data_ptr() : nullptr;
     p.dweight = grad ? dw.data_ptr() : nullptr;
-    if (dev.is_cpu())
-      kernels::linear_cross_entropy_cpu(p);
-    else
-      MT_CUDA_ONLY("linear_cross_entropy", kernels::linear_cross_entropy_cuda(p));
+    d.run(kernels::linear_cross_entropy_cpu, MT_CUDA_KERNEL(linear_cross_entropy_cuda), p);
     if (grad) {
       const DType hd = h.dtype(), wd = weight.dtype();
       const bool need_h = requires_grad(h), need_w = requires_grad(weight);

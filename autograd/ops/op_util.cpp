@@ -40,15 +40,4 @@ int64_t element_i64(const Tensor& packed, int64_t i) {
   return packed.as_strided({1}, {1}, packed.offset() + i).to_vector_i64()[0];
 }
 
-Tensor as_cpu_compute(const Tensor& t) {
-  if (t.dtype() == DType::F32 || t.dtype() == DType::F64) return t;
-  return t.to(DType::F32);
-}
-
-Tensor from_cpu_compute(const Tensor& r, DType dt) { return r.dtype() == dt ? r : r.to(dt); }
-
-void no_cuda(const char* op) {
-  throw Error(ErrorKind::Device, str(op, ": tensor is on CUDA but this mamba-train was built without CUDA support"));
-}
-
 }  // namespace mt::ops

@@ -1,5 +1,5 @@
-// Small helpers shared by the differentiable ops: input validation with messages that name the op, and the
-// device dispatch convention.
+// Small helpers shared by the differentiable ops: input validation with messages that name the op, and the device
+// flag through which CUDA kernels report a bad id or target. Device dispatch: autograd/ops/dispatch.h.
 #pragma once
 
 #include <string>
@@ -26,18 +26,4 @@ Tensor bad_flag(int64_t n, Device dev);
 int64_t read_flag(const Tensor& flag, int64_t n);
 int64_t element_i64(const Tensor& packed, int64_t i);
 
-// CPU kernels are written for float and double; bf16 / f16 tensors run through f32 copies.
-// as_cpu_compute(t): t itself if f32 / f64, else an f32 copy.  from_cpu_compute(r, dt): r converted back.
-Tensor as_cpu_compute(const Tensor& t);
-Tensor from_cpu_compute(const Tensor& r, DType dt);
-
-[[noreturn]] void no_cuda(const char* op);
-
 }  // namespace mt::ops
-
-// Run the CUDA branch in CUDA builds; in CPU-only builds throw a clear error naming the op.
-#if defined(MT_WITH_CUDA)
-#define MT_CUDA_ONLY(op, ...) __VA_ARGS__
-#else
-#define MT_CUDA_ONLY(op, ...) ::mt::ops::no_cuda(op)
-#endif
