@@ -1,21 +1,16 @@
-// CUDA GEMM (cuBLASLt / cuBLAS) and matmul / linear forward + backward against the CPU reference.
+// The CUDA GEMM kernel (cuBLASLt / cuBLAS) against the CPU one: padded leading dimensions, batches, alpha / beta,
+// bias, every transpose and dtype. matmul / linear on CUDA against the CPU: the op table.
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "autograd/ops/gemm.h"
-#include "autograd/ops/shape_ops.h"
 #include "kernels/gemm.h"
-#include "op_compare.h"
+#include "tests/test_util.h"
 
 using namespace mt;
 
 namespace {
-
-Tensor randn32(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return Tensor::randn(s, g, 0.0, 1.0, DType::F32);
-}
 
 // gemm_cuda with padded leading dims, a batch, alpha / beta / bias, vs the same problem through gemm_cpu in f64
 // on the dtype-rounded values.
@@ -83,7 +78,7 @@ void check_gemm_kernel(DType dt, int64_t M, int64_t N, int64_t K, bool ta, bool 
 
 }  // namespace
 
-TEST(CudaLinalg, GemmKernelAllFlagsAndDtypes) {
+TEST(CudaGemm, GemmKernelAllFlagsAndDtypes) {
   MT_REQUIRE_CUDA();
   const std::vector<std::vector<int64_t>> sizes = {{1, 1, 1}, {7, 13, 5}, {129, 65, 257}, {257, 8, 24}};
   for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16})
@@ -95,49 +90,7 @@ TEST(CudaLinalg, GemmKernelAllFlagsAndDtypes) {
   check_gemm_kernel(DType::F32, 5, 3, 0, false, false, 2, 1.0, 2.0, true);  // K = 0: C = beta C + bias
 }
 
-TEST(CudaLinalg, MatmulForwardBackwardMatchesCpu) {
-  MT_REQUIRE_CUDA();
-  auto mm = [](const std::vector<Tensor>& v) { return matmul(v[0], v[1]); };
-  auto mm_t = [](const std::vector<Tensor>& v) { return matmul(transpose(v[0], -1, -2), v[1]); };
-  struct Case {
-    std::vector<Tensor> in;
-    const char* name;
-    bool transposed;
-  };
-  std::vector<Case> cases = {
-      {{randn32({37, 129}, 1), randn32({129, 65}, 2)}, "2-D", false},
-      {{randn32({1, 1}, 3), randn32({1, 1}, 4)}, "1x1x1", false},
-      {{randn32({3, 7, 13}, 5), randn32({3, 13, 5}, 6)}, "batched", false},
-      {{randn32({2, 3, 37, 16}, 7), randn32({16, 257}, 8)}, "batched @ 2-D", false},
-      {{randn32({4, 13, 7}, 9), randn32({4, 13, 5}, 10)}, "transposed a", true},
-  };
-  for (DType dt : {DType::F32, DType::BF16}) {
-    for (const Case& c : cases)
-      test::expect_cuda_matches_cpu(c.transposed ? mm_t : mm, c.in, dt, 2e-4, 1e-4, 3e-2, c.name);
-  }
-  test::expect_cuda_matches_cpu(mm, cases[0].in, DType::F64, 1e-10, 1e-10, 0, "2-D f64");
-}
-
-TEST(CudaLinalg, LinearForwardBackwardMatchesCpu) {
-  MT_REQUIRE_CUDA();
-  auto lin_b = [](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); };
-  auto lin = [](const std::vector<Tensor>& v) { return linear(v[0], v[1]); };
-  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
-    test::expect_cuda_matches_cpu(lin_b, {randn32({2, 37, 257}, 1), randn32({129, 257}, 2), randn32({129}, 3)}, dt,
-                                  2e-4, 1e-4, 3e-2, "linear 3-D x with bias");
-    test::expect_cuda_matches_cpu(lin, {randn32({13, 64}, 4), randn32({7, 64}, 5)}, dt, 2e-4, 1e-4, 3e-2,
-                                  "linear no bias");
-    test::expect_cuda_matches_cpu(lin_b, {randn32({1, 1}, 6), randn32({1, 1}, 7), randn32({1}, 8)}, dt, 2e-4, 1e-4,
-                                  3e-2, "linear 1x1");
-  }
-  // Odd in_features in bf16 (unaligned rows: cuBLASLt has to pick an algorithm for 2-byte alignment).
-  test::expect_cuda_matches_cpu(lin_b, {randn32({5, 7, 13}, 9), randn32({11, 13}, 10), randn32({11}, 11)}, DType::BF16,
-                                0, 0, 3e-2, "linear odd sizes bf16");
-  test::expect_cuda_matches_cpu(lin_b, {randn32({5, 7, 13}, 9), randn32({11, 13}, 10), randn32({11}, 11)}, DType::F64,
-                                1e-10, 1e-10, 0, "linear f64");
-}
-
-TEST(CudaLinalg, ErrorsOnMixedDevices) {
+TEST(CudaGemm, ErrorsOnMixedDevices) {
   MT_REQUIRE_CUDA();
   EXPECT_THROW(matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 4}, DType::F32, Device::cuda())), Error);
 }

@@ -105,28 +105,6 @@ TEST(ShapeOps, IntegerTensorsReshapeAndSlice) {
   EXPECT_EQ(concat({ids, ids}, 0).shape(), (Shape{4, 3}));
 }
 
-TEST(ShapeOps, Gradcheck) {
-  auto g = [](std::function<Tensor(const Tensor&)> f, const Tensor& x) {
-    return gradcheck([f](const std::vector<Tensor>& v) { return f(v[0]); }, {x});
-  };
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return reshape(x, {4, -1}); }, randn64({2, 3, 2}, 1)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return reshape(transpose(x, 0, 2), {-1}); }, randn64({2, 3, 2}, 2)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return transpose(x, 0, 1); }, randn64({2, 3}, 3)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return permute(x, {2, 0, 1}); }, randn64({2, 3, 4}, 4)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return unsqueeze(x, 1); }, randn64({2, 3}, 5)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return squeeze(x, 1); }, randn64({2, 1, 3}, 6)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return slice(x, 1, 1, 7, 2); }, randn64({2, 8}, 7)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return slice(x, 0, -4, -1, 2); }, randn64({6, 2}, 8)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return slice(slice(x, 0, 1, 5), 0, 0, 3, 2); }, randn64({6}, 9)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return flip(x, 1); }, randn64({3, 4}, 10)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return flip(permute(x, {1, 0, 2}), -1); }, randn64({2, 3, 2}, 11)));
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return contiguous(transpose(x, 0, 1)); }, randn64({3, 2}, 12)));
-  // The same input used twice: gradients accumulate.
-  EXPECT_GRADCHECK(g([](const Tensor& x) { return concat({x, flip(x, 0)}, 0); }, randn64({3, 2}, 13)));
-  auto cat3 = [](const std::vector<Tensor>& v) { return concat({v[0], v[1], v[2]}, 1); };
-  EXPECT_GRADCHECK(gradcheck(cat3, {randn64({2, 1, 3}, 14), randn64({2, 4, 3}, 15), randn64({2, 2, 3}, 16)}));
-}
-
 TEST(ShapeOps, SliceBackwardZerosOutsideTheSlice) {
   Tensor x = randn64({5}, 1);
   set_requires_grad(x);
