@@ -13,30 +13,6 @@
 using namespace mt;
 using namespace mt::test;
 
-namespace {
-
-const OpEntry& entry(const std::string& name) {
-  for (const OpEntry& e : op_table())
-    if (e.name == name) return e;
-  throw Error(ErrorKind::Internal, "no op table entry " + name);
-}
-
-// The entries with cases, and the ones with a CUDA check of their own.
-std::vector<std::string> names_with_cases() {
-  std::vector<std::string> names;
-  for (const OpEntry& e : op_table())
-    if (!e.cases(false).empty()) names.push_back(e.name);
-  return names;
-}
-std::vector<std::string> names_with_cuda_check() {
-  std::vector<std::string> names;
-  for (const OpEntry& e : op_table())
-    if (e.cuda_check) names.push_back(e.name);
-  return names;
-}
-
-}  // namespace
-
 TEST(CudaOpTable, PoisonedFreshMemoryIsNaN) {
   MT_REQUIRE_CUDA();
   PoisonFreshMemory poison;
@@ -49,7 +25,7 @@ class Cuda : public ::testing::TestWithParam<std::string> {};
 TEST_P(Cuda, MatchesCpu) {
   MT_REQUIRE_CUDA();
   PoisonFreshMemory poison;
-  const OpEntry& e = entry(GetParam());
+  const OpEntry& e = op_entry(GetParam());
   for (const OpCase& c : e.cases(/*big=*/true))
     for (DType dt : c.dtypes) {
       const std::string what = e.name + " " + c.what + " " + dtype_name(dt);
@@ -60,7 +36,8 @@ TEST_P(Cuda, MatchesCpu) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(OpTable, Cuda, ::testing::ValuesIn(names_with_cases()),
+INSTANTIATE_TEST_SUITE_P(OpTable, Cuda,
+                         ::testing::ValuesIn(op_names([](const OpEntry& e) { return !e.cases(false).empty(); })),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 // Kernels without an autograd op (the optimizer's): their own CUDA-vs-CPU checks.
@@ -69,8 +46,9 @@ class CudaKernel : public ::testing::TestWithParam<std::string> {};
 TEST_P(CudaKernel, OwnChecks) {
   MT_REQUIRE_CUDA();
   PoisonFreshMemory poison;
-  entry(GetParam()).cuda_check();
+  op_entry(GetParam()).cuda_check();
 }
 
-INSTANTIATE_TEST_SUITE_P(OpTable, CudaKernel, ::testing::ValuesIn(names_with_cuda_check()),
+INSTANTIATE_TEST_SUITE_P(OpTable, CudaKernel,
+                         ::testing::ValuesIn(op_names([](const OpEntry& e) { return bool(e.cuda_check); })),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });

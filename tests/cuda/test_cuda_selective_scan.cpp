@@ -16,6 +16,7 @@
 #include "tests/test_util.h"
 
 using namespace mt;
+using mt::test::seed_loss;
 
 namespace {
 
@@ -69,18 +70,6 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
     in.mask = Tensor::from_vector(m, {B, L}, DType::I32);
   }
   return in;
-}
-
-// A scalar whose backward hands the given gradients to `outs`.
-Tensor seed_loss(const std::vector<Tensor>& outs, const std::vector<Tensor>& grads) {
-  Tensor loss = Tensor::scalar(0.0, DType::F64);
-  auto node = make_lambda_node("test_seed", [grads](const std::vector<Tensor>&) {
-    std::vector<Tensor> r;
-    for (const Tensor& g : grads) r.push_back(g.clone());
-    return r;
-  });
-  record_node(node, outs, {loss});
-  return loss;
 }
 
 struct Result {

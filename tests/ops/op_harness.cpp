@@ -5,6 +5,7 @@
 
 #include "autograd/autograd.h"
 #include "tests/ops/op_table.h"
+#include "tests/test_util.h"
 
 namespace mt::test {
 
@@ -26,19 +27,20 @@ DType storage_dtype(const OpInput& in, DType dt) {
   return dt;
 }
 
-// A scalar whose backward hands grads[i] to outs[i]: one backward through every output at once.
-Tensor seed_loss(const std::vector<Tensor>& outs, const std::vector<Tensor>& grads) {
-  Tensor loss = Tensor::scalar(0.0, DType::F64);
-  auto node = make_lambda_node("op_table_seed", [grads](const std::vector<Tensor>&) {
-    std::vector<Tensor> r;
-    for (const Tensor& g : grads) r.push_back(g.clone());
-    return r;
-  });
-  record_node(node, outs, {loss});
-  return loss;
+}  // namespace
+
+const OpEntry& op_entry(const std::string& name) {
+  for (const OpEntry& e : op_table())
+    if (e.name == name) return e;
+  throw Error(ErrorKind::Internal, "no op table entry " + name);
 }
 
-}  // namespace
+std::vector<std::string> op_names(const std::function<bool(const OpEntry&)>& keep) {
+  std::vector<std::string> names;
+  for (const OpEntry& e : op_table())
+    if (keep(e)) names.push_back(e.name);
+  return names;
+}
 
 OpCase op_case(std::string what, std::vector<OpInput> inputs,
                std::function<std::vector<Tensor>(const std::vector<Tensor>&)> run) {

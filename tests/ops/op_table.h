@@ -60,8 +60,11 @@ struct OpEntry {
   std::function<void()> cuda_check;  // in the CUDA harness (skipped without a GPU)
 };
 
-// The whole table, in name order.
+// The whole table, in name order; one entry by name; the names of the entries keep accepts (the harnesses' test
+// parameters).
 const std::vector<OpEntry>& op_table();
+const OpEntry& op_entry(const std::string& name);
+std::vector<std::string> op_names(const std::function<bool(const OpEntry&)>& keep);
 
 // f32: 1e-4 relative and 1e-5 of the largest value; bf16 / f16: 3e-2 relative, 1e-2 of the largest value and 1e-3
 // absolute (a 16-bit output near 0, or a gradient from a rounded output such as tanh's, is that coarse); f64: 1e-10.

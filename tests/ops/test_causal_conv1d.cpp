@@ -170,40 +170,32 @@ TEST(CausalConv1d, MixedDtypes) {
 TEST(CausalConv1d, Errors) {
   Tensor x = Tensor::ones({2, 5, 3});
   Tensor w = Tensor::ones({3, 4});
-  auto msg = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Shape);
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] {
               causal_conv1d(Tensor::ones({5, 3}), w, Tensor(), Tensor(), false);
             }).find("[B, L, D]"),
             std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] {
               causal_conv1d(x, Tensor::ones({4, 4}), Tensor(), Tensor(), false);
             }).find("weight must be [D, K]"),
             std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] {
               causal_conv1d(x, Tensor::ones({3, 1, 4}), Tensor(), Tensor(), false);
             }).find("reshape"),
             std::string::npos);
-  EXPECT_NE(msg([&] { causal_conv1d(x, w, Tensor::ones({4}), Tensor(), false); }).find("bias must be [3]"),
-            std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(
+      test::shape_error_of([&] { causal_conv1d(x, w, Tensor::ones({4}), Tensor(), false); }).find("bias must be [3]"),
+      std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] {
               causal_conv1d(x, w, Tensor(), Tensor::ones({2, 4, 3}), false);
             }).find("initial_state"),
             std::string::npos);
-  EXPECT_NE(msg([&] { causal_conv1d(x, w.to(DType::F64), Tensor(), Tensor(), false); }).find("or f32"),
+  EXPECT_NE(test::shape_error_of([&] { causal_conv1d(x, w.to(DType::F64), Tensor(), Tensor(), false); }).find("or f32"),
             std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] {
               causal_conv1d(x, w, Tensor(), Tensor::ones({2, 3, 3}, DType::F64), false);
             }).find("causal_conv1d"),
             std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] {
               causal_conv1d(Tensor::ones({2, 5, 3}, DType::I64), w, Tensor(), Tensor(), false);
             }).find("float"),
             std::string::npos);

@@ -11,13 +11,10 @@
 #include "tests/test_util.h"
 
 using namespace mt;
+using mt::test::randn64;
 
 namespace {
 
-Tensor randn64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return Tensor::randn(s, g, 0.0, 1.0, DType::F64);
-}
 Tensor rand64(const Shape& s, uint64_t seed, double lo, double hi) {
   Generator g(seed);
   return Tensor::rand(s, g, lo, hi, DType::F64);

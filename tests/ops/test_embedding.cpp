@@ -8,25 +8,8 @@
 #include "tests/test_util.h"
 
 using namespace mt;
-
-namespace {
-
-Tensor randn64(const Shape& s, uint64_t seed, double std = 1.0) {
-  Generator g(seed);
-  return Tensor::randn(s, g, 0.0, std, DType::F64);
-}
-
-std::string error_of(const std::function<void()>& f, ErrorKind* kind = nullptr) {
-  try {
-    f();
-  } catch (const Error& e) {
-    if (kind) *kind = e.kind();
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
+using mt::test::error_of;
+using mt::test::randn64;
 
 TEST(Embedding, Values) {
   Tensor w = Tensor::from_vector({0, 1, 10, 11, 20, 21}, {3, 2});

@@ -9,13 +9,9 @@
 #include "tests/test_util.h"
 
 using namespace mt;
+using mt::test::randn64;
 
 namespace {
-
-Tensor randn64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return Tensor::randn(s, g, 0.0, 1.0, DType::F64);
-}
 
 // Reference: C = alpha * op(A) op(B) + beta * C0 + bias with plain loops in double.
 struct GemmCase {

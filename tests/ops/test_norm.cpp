@@ -138,27 +138,24 @@ TEST(Norm, GradDtypes) {
 TEST(Norm, Errors) {
   Tensor x = Tensor::ones({2, 4});
   Tensor w = Tensor::ones({4});
-  auto msg = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Shape);
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(msg([&] { rms_norm(x, Tensor::ones({3}), 1e-5); }).find("rms_norm: weight must be [4]"), std::string::npos);
-  EXPECT_NE(msg([&] { rms_norm(x, w.to(DType::BF16), 1e-5); }).find("f32 or f64"), std::string::npos);
-  EXPECT_NE(msg([&] { layer_norm(x, w, Tensor::ones({5}), 1e-5); }).find("bias must be [4]"), std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] { rms_norm(x, Tensor::ones({3}), 1e-5); }).find("rms_norm: weight must be [4]"),
+            std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] { rms_norm(x, w.to(DType::BF16), 1e-5); }).find("f32 or f64"), std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] { layer_norm(x, w, Tensor::ones({5}), 1e-5); }).find("bias must be [4]"),
+            std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] {
               rms_norm_residual(x, Tensor::ones({2, 4}, DType::F64), w, 1e-5, DType::F32);
             }).find("residual must be f32"),
             std::string::npos);
-  EXPECT_NE(msg([&] {
+  EXPECT_NE(test::shape_error_of([&] {
               rms_norm_residual(x, Tensor::ones({2, 5}), w, 1e-5, DType::F32);
             }).find("x's shape"),
             std::string::npos);
-  EXPECT_NE(msg([&] { rms_norm_residual(x, Tensor(), w, 1e-5, DType::I32); }).find("out_dtype"), std::string::npos);
-  EXPECT_NE(msg([&] { layer_norm(x, w, Tensor(), -1.0); }).find("eps"), std::string::npos);
-  EXPECT_NE(msg([&] { rms_norm(Tensor::ones({2, 4}, DType::I64), w, 1e-5); }).find("float"), std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] { rms_norm_residual(x, Tensor(), w, 1e-5, DType::I32); }).find("out_dtype"),
+            std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] { layer_norm(x, w, Tensor(), -1.0); }).find("eps"), std::string::npos);
+  EXPECT_NE(test::shape_error_of([&] {
+              rms_norm(Tensor::ones({2, 4}, DType::I64), w, 1e-5);
+            }).find("float"),
+            std::string::npos);
 }

@@ -29,32 +29,6 @@ std::set<std::string> header_stems(const std::string& dir, const std::set<std::s
   return out;
 }
 
-const OpEntry& entry(const std::string& name) {
-  for (const OpEntry& e : op_table())
-    if (e.name == name) return e;
-  throw Error(ErrorKind::Internal, "no op table entry " + name);
-}
-
-std::vector<std::string> entry_names() {
-  std::vector<std::string> names;
-  for (const OpEntry& e : op_table()) names.push_back(e.name);
-  return names;
-}
-
-// The entries with cases, and the ones with a CPU check of their own.
-std::vector<std::string> names_with_cases() {
-  std::vector<std::string> names;
-  for (const OpEntry& e : op_table())
-    if (!e.cases(false).empty()) names.push_back(e.name);
-  return names;
-}
-std::vector<std::string> names_with_cpu_check() {
-  std::vector<std::string> names;
-  for (const OpEntry& e : op_table())
-    if (e.cpu_check) names.push_back(e.name);
-  return names;
-}
-
 }  // namespace
 
 // Every kernel (kernels/<op>.h) and every differentiable op (autograd/ops/<op>.h) has an entry, and every entry
@@ -74,7 +48,7 @@ TEST(OpTable, EveryKernelAndOpHasAnEntry) {
   }
   for (const std::string& k : kernels) EXPECT_TRUE(names.count(k)) << "kernels/" << k << ".h has no op table entry";
   for (const std::string& o : ops) EXPECT_TRUE(names.count(o)) << "autograd/ops/" << o << ".h has no op table entry";
-  const std::vector<std::string> order = entry_names();
+  const std::vector<std::string> order = op_names([](const OpEntry&) { return true; });
   EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << "keep the table in name order";
 }
 
@@ -89,7 +63,7 @@ class Cpu : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Cpu, Gradcheck) {
   int checked = 0;
-  for (const OpCase& c : entry(GetParam()).cases(false)) {
+  for (const OpCase& c : op_entry(GetParam()).cases(false)) {
     if (!c.gradcheck) continue;
     SCOPED_TRACE(GetParam() + " " + c.what);
     // The defined inputs in f64 (integers unchanged); the op sees absent ones as undefined again.
@@ -123,7 +97,7 @@ TEST_P(Cpu, Gradcheck) {
 
 TEST_P(Cpu, DtypesMatchF64) {
   PoisonFreshMemory poison;  // an output a CPU kernel does not write is NaN
-  for (const OpCase& c : entry(GetParam()).cases(false)) {
+  for (const OpCase& c : op_entry(GetParam()).cases(false)) {
     for (DType dt : c.dtypes) {
       if (dt == DType::F64) continue;
       const std::string what = GetParam() + " " + c.what + " " + dtype_name(dt);
@@ -135,13 +109,15 @@ TEST_P(Cpu, DtypesMatchF64) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(OpTable, Cpu, ::testing::ValuesIn(names_with_cases()),
+INSTANTIATE_TEST_SUITE_P(OpTable, Cpu,
+                         ::testing::ValuesIn(op_names([](const OpEntry& e) { return !e.cases(false).empty(); })),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 // Kernels without an autograd op (the optimizer's): their own checks.
 class CpuKernel : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(CpuKernel, OwnChecks) { entry(GetParam()).cpu_check(); }
+TEST_P(CpuKernel, OwnChecks) { op_entry(GetParam()).cpu_check(); }
 
-INSTANTIATE_TEST_SUITE_P(OpTable, CpuKernel, ::testing::ValuesIn(names_with_cpu_check()),
+INSTANTIATE_TEST_SUITE_P(OpTable, CpuKernel,
+                         ::testing::ValuesIn(op_names([](const OpEntry& e) { return bool(e.cpu_check); })),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });

@@ -9,15 +9,7 @@
 #include "tests/test_util.h"
 
 using namespace mt;
-
-namespace {
-
-Tensor randn64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return Tensor::randn(s, g, 0.0, 1.0, DType::F64);
-}
-
-}  // namespace
+using mt::test::randn64;
 
 TEST(Reduce, SumMeanValues) {
   Tensor x = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});

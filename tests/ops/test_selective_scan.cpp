@@ -18,6 +18,7 @@
 #include "tests/test_util.h"
 
 using namespace mt;
+using mt::test::seed_loss;
 
 namespace {
 
@@ -136,18 +137,6 @@ Tensor pack(const std::vector<Tensor>& ts) {
     record_node(node, ts, {out});
   }
   return out;
-}
-
-// Test-only: a scalar whose backward hands the given gradients to `outs` (seeds several outputs at once).
-Tensor seed_loss(const std::vector<Tensor>& outs, const std::vector<Tensor>& grads) {
-  Tensor loss = Tensor::scalar(0.0, DType::F64);
-  auto node = make_lambda_node("test_seed", [grads](const std::vector<Tensor>&) {
-    std::vector<Tensor> r;
-    for (const Tensor& g : grads) r.push_back(g.clone());
-    return r;
-  });
-  record_node(node, outs, {loss});
-  return loss;
 }
 
 // which: 0 = y and last_state together, 1 = y only, 2 = last_state only.

@@ -8,13 +8,9 @@
 #include "tests/test_util.h"
 
 using namespace mt;
+using mt::test::randn64;
 
 namespace {
-
-Tensor randn64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return Tensor::randn(s, g, 0.0, 1.0, DType::F64);
-}
 
 Tensor iota(const Shape& s) {
   std::vector<double> v(static_cast<size_t>(shape_numel(s)));
