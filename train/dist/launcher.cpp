@@ -200,6 +200,15 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, double g
     pump_rank_pipes(err_pipes, relay, 0);  // the ranks' own words before the launcher's
     if (!WIFEXITED(st))                    // it could not say why itself
       std::fprintf(stderr, "mamba-train: error: rank %d of %d %s\n", r, nproc, describe_status(st).c_str());
+    if (!WIFEXITED(st) && running > 0) {
+      // A rank that died by a signal leaves its peers blocked on a closed connection: give them a moment to
+      // exit on their own, so that their error (which names the collective) reaches the user before SIGTERM.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (running > 0 && std::chrono::steady_clock::now() < until) {
+        int st2 = 0;
+        reap(&st2, 10);
+      }
+    }
     if (running > 0) {
       std::fprintf(stderr, "mamba-train: rank %d of %d %s; stopping the other %d rank(s) (SIGKILL after %g s)\n", r,
                    nproc, describe_status(st).c_str(), running, grace_s);
