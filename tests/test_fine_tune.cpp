@@ -14,6 +14,7 @@
 #include "test_util.h"
 #include "train/best.h"
 #include "train/ckpt/checkpoint.h"
+#include "train/init_from.h"
 
 using namespace mt;
 using test::ckpt;
@@ -413,5 +414,38 @@ TEST(FineTune, ClassificationWithTheBpeTokenizerExtendsAPretrainedEmbedding) {
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "model.vocab_size: 50000 here, 50280 in the source (the embedding can grow, not shrink)"))
       << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FineTune, AClassifierExportsHeadLoadsOnlyUnderItsPooling) {
+  // An export's config.json states its pooling (mamba_train.pooling); a head trained under another pooling reads
+  // other features and starts fresh.
+  const std::string dir = test::temp_dir("init_pool");
+  MambaConfig mc = small_lm_config(256, 16, 1);
+  mc.finalize();
+  nn::MambaForSequenceClassification a(mc, 2, "mean");
+  Generator g(5);
+  a.init_parameters(g);
+  std::filesystem::create_directories(dir + "/export");
+  nlohmann::json cfg = nlohmann::json::parse(config_to_hf_json(mc));
+  cfg["num_labels"] = 2;
+  cfg["mamba_train"] = {{"head", "sequence_classification"}, {"pooling", "max"}};
+  std::ofstream(dir + "/export/config.json") << cfg.dump(2);
+  save_safetensors(dir + "/export/model.safetensors", a.state_dict());
+  const train::InitSource src = train::inspect_init_source(dir + "/export");
+  EXPECT_EQ(src.kind, "hf");
+  EXPECT_EQ(src.pooling, "max");
+  nn::MambaForSequenceClassification under_max(mc, 2, "max"), under_mean(mc, 2, "mean");
+  Generator g2(6), g3(6);
+  under_max.init_parameters(g2);
+  under_mean.init_parameters(g3);
+  train::InitReport r = train::apply_init_tensors(under_max, train::load_init_tensors(src), src, "max");
+  EXPECT_TRUE(r.fresh.empty());
+  EXPECT_EQ(under_max.classifier.weight->to_vector(), a.classifier.weight->to_vector());
+  r = train::apply_init_tensors(under_mean, train::load_init_tensors(src), src, "mean");
+  EXPECT_EQ(r.fresh, (std::vector<std::string>{"classifier.weight", "classifier.bias"}));
+  EXPECT_EQ(r.note, "the source's classifier pools by max, this model by mean");
+  EXPECT_NE(under_mean.classifier.weight->to_vector(), a.classifier.weight->to_vector());
+  EXPECT_EQ(under_mean.backbone.norm_f.weight->to_vector(), a.backbone.norm_f.weight->to_vector());
   std::filesystem::remove_all(dir);
 }

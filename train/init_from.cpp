@@ -49,14 +49,14 @@ std::string compact_list(const std::vector<std::string>& names) {
   return s;
 }
 
-// The pooling a classifier export states in its config.json, or "".
+// The pooling a classifier export states in its config.json (mamba_train.pooling, as `mamba-train export` writes
+// it), or "".
 std::string hf_pooling(const std::string& dir) {
   std::ifstream in(dir + "/config.json", std::ios::binary);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (!j.is_object()) return "";
-  for (const char* k : {"pooling", "mamba_train_pooling"})
-    if (j.contains(k) && j[k].is_string()) return j[k].get<std::string>();
-  return "";
+  if (!j.is_object() || !j.contains("mamba_train") || !j["mamba_train"].is_object()) return "";
+  const nlohmann::json& mt = j["mamba_train"];
+  return mt.contains("pooling") && mt["pooling"].is_string() ? mt["pooling"].get<std::string>() : "";
 }
 
 }  // namespace

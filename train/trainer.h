@@ -18,6 +18,7 @@
 //   config_yaml (the resolved config), model_config_json, model_head, data_fingerprint   strings
 //   log/window_loss_sum (float), log/window_steps (int): the logging window, so that logged losses match too
 //   last_good_checkpoint (string, only when saved during a non-finite streak): the checkpoint from before it
+//   best/state (with checkpoint.monitor: the ranking of train/best.h)   string
 //   run/elapsed_s: wall-clock seconds of training processes so far (the only value that differs between a resumed
 //   run and an uninterrupted one), mamba_train/version, mamba_train/commit   informative
 // The data is a pure function of (run.seed, samples_seen) (data/batch.h), the LR a pure function of the optimizer
