@@ -255,10 +255,9 @@ struct Trainer::Impl {
             ? static_cast<long>(std::llround(cfg.scheduler.warmup_ratio * static_cast<double>(total_steps)))
             : cfg.scheduler.warmup_steps;
     sched.total_steps = total_steps;
-    MT_CHECK(sched.warmup_steps<total_steps, ErrorKind::Config, cfg.scheduler.warmup_ratio> 0
-                 ? "scheduler.warmup_ratio"
-                 : "scheduler.warmup_steps",
-             ": the warmup (", sched.warmup_steps, " steps) must be shorter than the run (", total_steps, " steps)");
+    const char* warmup_key = cfg.scheduler.warmup_ratio > 0 ? "scheduler.warmup_ratio" : "scheduler.warmup_steps";
+    MT_CHECK(sched.warmup_steps < total_steps, ErrorKind::Config, warmup_key, ": the warmup (", sched.warmup_steps,
+             " steps) must be shorter than the run (", total_steps, " steps)");
     head_scale = cfg.optimizer.head_lr > 0 ? cfg.optimizer.head_lr / cfg.optimizer.lr : 1.0;
     for (const auto& e : opt->entries()) in_backbone.push_back(e.name.rfind("backbone.", 0) == 0);
     scaler = std::make_unique<optim::DynamicLossScaler>(cfg.trainer.loss_scale_init,
