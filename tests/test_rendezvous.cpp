@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -30,6 +31,14 @@ DistEnv env_of(int rank, int world, int port) {
 using mt::test::error_of;
 using mt::test::free_port;
 
+// A getenv over `vars` (read when called, so that later changes to the map count).
+std::function<const char*(const char*)> getter_of(const std::map<std::string, std::string>& vars) {
+  return [&vars](const char* n) -> const char* {
+    auto it = vars.find(n);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
 TEST(Rendezvous, EnvironmentAbsentMeansOneProcess) {
   const DistEnv e = dist_env_from([](const char*) -> const char* { return nullptr; });
   EXPECT_EQ(e.rank, 0);
@@ -40,10 +49,7 @@ TEST(Rendezvous, EnvironmentAbsentMeansOneProcess) {
 TEST(Rendezvous, EnvironmentParsedAndChecked) {
   std::map<std::string, std::string> vars = {
       {"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node07"}, {"MASTER_PORT", "29500"}};
-  auto get = [&](const char* n) -> const char* {
-    auto it = vars.find(n);
-    return it == vars.end() ? nullptr : it->second.c_str();
-  };
+  const auto get = getter_of(vars);
   const DistEnv e = dist_env_from(get);
   EXPECT_EQ(e.rank, 3);
   EXPECT_EQ(e.world_size, 8);
@@ -76,10 +82,7 @@ TEST(Rendezvous, SlurmEnvironmentGivesRanksAndRankZerosHost) {
                                              {"SLURM_LOCALID", "1"},
                                              {"SLURM_JOB_NODELIST", "gpu-a[07-08,11],gpu-b1"},
                                              {"SLURM_JOB_ID", "123456"}};
-  auto get = [&](const char* n) -> const char* {
-    auto it = vars.find(n);
-    return it == vars.end() ? nullptr : it->second.c_str();
-  };
+  const auto get = getter_of(vars);
   DistEnv e = dist_env_from(get);
   EXPECT_EQ(e.rank, 5);
   EXPECT_EQ(e.world_size, 8);
@@ -131,10 +134,7 @@ TEST(Rendezvous, UnderTorchrunTheRendezvousLeavesMasterPortToTorchrunsStore) {
                                              {"MASTER_ADDR", "127.0.0.1"},
                                              {"MASTER_PORT", "29500"},
                                              {"TORCHELASTIC_RUN_ID", "none"}};
-  auto get = [&](const char* n) -> const char* {
-    auto it = vars.find(n);
-    return it == vars.end() ? nullptr : it->second.c_str();
-  };
+  const auto get = getter_of(vars);
   EXPECT_EQ(dist_env_from(get).master_port, 29501);
   vars["MT_RENDEZVOUS_PORT"] = "31000";
   EXPECT_EQ(dist_env_from(get).master_port, 31000);
