@@ -290,7 +290,8 @@ TEST(RunDir, RecordsTheBuildTheCommandTheHostAndTheElapsedTime) {
   EXPECT_EQ(starts[0]["config"], "config.yaml");
   EXPECT_EQ(starts[1]["step"], 4);
   EXPECT_EQ(starts[1]["resumed_from"], ckpt(dir, 4));
-  EXPECT_EQ(starts[1]["config"], "config.resume-1.yaml");
+  EXPECT_EQ(starts[1]["config"], "config.yaml");  // the same resolved config: no copy
+  EXPECT_FALSE(std::filesystem::exists(dir + "/config.resume-1.yaml"));
   // elapsed_s on every record, continuing across the resume from the checkpoint's total.
   const double at4 = train::load_checkpoint(ckpt(dir, 4)).floats.at("run/elapsed_s");
   double last = 0;

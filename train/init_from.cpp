@@ -172,8 +172,8 @@ InitReport apply_init_tensors(nn::Module& model, const std::map<std::string, Ten
       // Every backbone tensor must come from the source, except the reverse direction of a Caduceus bidirectional
       // layer when the source is causal: that direction keeps its initialisation.
       const bool reverse = name.find(".mixer.reverse.") != std::string::npos && !src.config.bidirectional;
-      MT_CHECK(name.rfind("backbone.", 0) != 0 || reverse, ErrorKind::Checkpoint, "model.init_from: ",
-               src.describe(), " has no tensor '", name, "' (the model expects ", p->describe(), ")");
+      MT_CHECK(name.rfind("backbone.", 0) != 0 || reverse, ErrorKind::Checkpoint, "model.init_from: ", src.describe(),
+               " has no tensor '", name, "' (the model expects ", p->describe(), ")");
       rep.fresh.push_back(name);
       continue;
     }

@@ -229,14 +229,21 @@ std::string describe_changes(const std::vector<ConfigChange>& changes) {
 }
 
 std::string write_run_config(const TrainConfig& c, bool resumed) {
-  std::string name = "config.yaml";
+  const std::string yaml = dump_train_config(c);
+  const std::filesystem::path dir(c.run.out_dir);
+  std::string name = "config.yaml", newest = "config.yaml";
   std::error_code ec;
   for (int k = 1; resumed; ++k) {
     name = str("config.resume-", k, ".yaml");
-    if (!std::filesystem::exists(std::filesystem::path(c.run.out_dir) / name, ec)) break;
+    if (!std::filesystem::exists(dir / name, ec)) break;
+    newest = name;
   }
-  const std::string yaml = dump_train_config(c);
-  write_file_atomic((std::filesystem::path(c.run.out_dir) / name).string(), yaml.data(), yaml.size());
+  if (resumed) {  // the same config as the last one kept: name that file rather than keep a copy
+    std::vector<unsigned char> last;
+    if (read_whole_file((dir / newest).string(), &last) == 0 && std::string(last.begin(), last.end()) == yaml)
+      return newest;
+  }
+  write_file_atomic((dir / name).string(), yaml.data(), yaml.size());
   return name;
 }
 

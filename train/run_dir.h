@@ -18,8 +18,9 @@
 // the same step (resume_may_change) change freely; any other change is refused listing "key: old -> new" unless
 // the command line accepts it (--accept-config-change, recorded in metrics.jsonl).
 //
-// Records: config.yaml is the resolved config of the run's fresh start and is never overwritten by a resume; each
-// resume keeps its own resolved config as config.resume-<k>.yaml; starts.jsonl gets one JSON line per start (time,
+// Records: config.yaml is the resolved config of the run's fresh start and is never overwritten by a resume; a
+// resume whose resolved config differs from the last one kept adds config.resume-<k>.yaml; starts.jsonl gets one
+// JSON line per start, naming the config file that holds its resolved config (time,
 // mamba-train version and git commit, command line, host, pid, device / GPU, world size, step, checkpoint resumed
 // from, config file).
 #pragma once
@@ -84,8 +85,8 @@ std::vector<ConfigChange> config_changes(const std::string& old_yaml, const Trai
 // "optimizer.lr: 0.001 -> 0.0003; data.seq_len: 256 -> 512".
 std::string describe_changes(const std::vector<ConfigChange>& changes);
 
-// Writes the resolved config: config.yaml on a fresh start (resumed_step < 0), else config.resume-<k>.yaml with the
-// first free k. Returns the file name written.
+// Keeps the resolved config: config.yaml on a fresh start; on a resume config.resume-<k>.yaml with the first free k,
+// unless the last one kept (config.yaml or the highest k) holds the same text. Returns the file's name.
 std::string write_run_config(const TrainConfig& c, bool resumed);
 
 // Appends one JSON line to <out_dir>/starts.jsonl.
