@@ -909,7 +909,7 @@ RunResult Trainer::run(const RunOptions& ro) {
                             {"resumed_from", from},
                             {"config", config_file}});
     if (!m.best_restored) remove_best_pointer(c.checkpoint.dir);  // it ranked by another (or no) monitor
-    remove_temp_files_of_earlier_processes(c.run.out_dir);  // a run killed while rewriting a file here
+    remove_temp_files_of_earlier_processes(c.run.out_dir);        // a run killed while rewriting a file here
   }
   if (!from.empty() && m.write_outputs) drop_metrics_after(c.logging.metrics_file, m.step);
   std::unique_ptr<MetricsLog> metrics_log;  // rank 0 only

@@ -170,7 +170,8 @@ std::string checkpoint_manifest(const std::string& file_name, const void* bytes,
 std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
                             const std::string& also_keep) {
   std::vector<int64_t> keep;
-  if (!also_keep.empty() && checkpoint_step_from_name(also_keep) >= 0) keep.push_back(checkpoint_step_from_name(also_keep));
+  if (!also_keep.empty() && checkpoint_step_from_name(also_keep) >= 0)
+    keep.push_back(checkpoint_step_from_name(also_keep));
   return save_checkpoint(dir, step, data, keep_last, keep);
 }
 
