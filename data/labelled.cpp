@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/bpe.h"
 #include "data/dna.h"
 #include "data/gz_reader.h"
 #include "data/sample_rng.h"
@@ -65,6 +66,7 @@ struct Sink {
   const LabelledOptions& o;
   ReadStats* st;
   std::vector<Example> out;
+  const BpeTokenizer* bpe = nullptr;  // tokenizer bpe
 
   void bad(const std::string& where, const std::string& problem) {
     const std::string msg = where + ": " + problem;
@@ -95,6 +97,14 @@ struct Sink {
         return bad(where, str("'", printable(std::string(1, c)), "' at offset ", at,
                               " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)"));
       }
+    } else if (bpe) {
+      try {
+        const std::vector<int32_t> ids = bpe->encode(text);
+        ex.ids.assign(ids.begin(), ids.end());
+      } catch (const Error& e) {
+        return bad(where, e.what());  // invalid UTF-8, named by its byte offset
+      }
+      if (ex.ids.empty()) return bad(where, "the text encodes to no token");
     } else {
       // Text files are UTF-8: a broken sequence means a corrupt or mis-encoded file (Latin-1, UTF-16), which the
       // byte tokenizer would otherwise learn silently.
@@ -317,6 +327,11 @@ std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<s
   ReadStats local;
   ReadStats* st = stats ? stats : &local;
   Sink sink{o, st, {}};
+  BpeTokenizer bpe;
+  if (o.tokenizer == "bpe") {
+    bpe = BpeTokenizer::load(o.tokenizer_path);
+    sink.bpe = &bpe;
+  }
   MT_CHECK(!files.empty(), ErrorKind::Config, "data: no input files");
   if (o.format == "fasta") {
     MT_CHECK(static_cast<int64_t>(files.size()) == o.num_classes, ErrorKind::Config, "data.class_files: ", files.size(),
@@ -368,6 +383,9 @@ void check_every_class_trained(const LabelledOptions& o, const std::vector<int64
 }  // namespace
 
 LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
+  vocab_ = o.tokenizer == "dna"   ? kDnaVocab
+           : o.tokenizer == "bpe" ? BpeTokenizer::load(o.tokenizer_path).vocab_size()
+                                  : 256;
   std::vector<Example> rows = read_labelled(o, o.files, &stats_);
   std::vector<int64_t> per_class(static_cast<size_t>(o.num_classes), 0);
   for (const Example& e : rows) ++per_class[static_cast<size_t>(e.label)];
@@ -396,7 +414,7 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
   hash_ = h;
 }
 
-int64_t LabelledDataset::vocab_size() const { return o_.tokenizer == "dna" ? kDnaVocab : 256; }
+int64_t LabelledDataset::vocab_size() const { return vocab_; }
 
 std::vector<int64_t> LabelledDataset::class_counts() const {
   std::vector<int64_t> c(static_cast<size_t>(o_.num_classes), 0);

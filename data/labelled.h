@@ -1,5 +1,6 @@
 // Labelled sequence-classification data: text rows from TSV / CSV / JSONL files, or DNA records from FASTA files
-// given one per class, tokenized (bytes or DNA characters), with deterministic splits and padded batches.
+// given one per class, tokenized (bytes, DNA characters, or the byte-level BPE of a tokenizer.json: data/bpe.h), with
+// deterministic splits and padded batches.
 //
 // Readers (file and 1-based line in every message):
 //   tsv    first line is a header naming the columns; fields split on tabs, no quoting.
@@ -39,7 +40,8 @@ struct LabelledOptions {
   std::vector<std::string> files;  // tsv / csv / jsonl: one training file; fasta: one file per class
   std::string val_path;            // optional separate validation file (tsv / csv / jsonl)
   std::string text_column = "sentence", label_column = "label";
-  std::string tokenizer = "byte";  // byte | dna
+  std::string tokenizer = "byte";  // byte | dna | bpe
+  std::string tokenizer_path;      // bpe: the HuggingFace tokenizer.json
   int64_t num_classes = 2;
   int64_t max_len = 512;
   double val_fraction = 0.1;  // when there is no val_path
@@ -86,6 +88,7 @@ class LabelledDataset {
   std::vector<Example> train_, val_;
   ReadStats stats_;
   uint64_t hash_ = 0;
+  int64_t vocab_ = 256;  // the tokenizer's ids
 };
 
 }  // namespace mt::data

@@ -338,6 +338,101 @@ TEST(DataParallel, ASignalledRankStopsEveryRankAtOneStep) {
   EXPECT_TRUE(contains(v.out, "ckpt-00000005.h5")) << v.out;
 }
 
+// Runs `shell` (a command line for /bin/sh) from the source tree; returns its exit code and output.
+test::CliResult run_shell(const std::string& shell) {
+  test::CliResult r{-1, ""};
+  FILE* p = popen(("cd '" + std::string(MT_SOURCE_DIR) + "' && { " + shell + "; } 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = p ? pclose(p) : -1;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Two ranks started as a launcher we do not own would: the same command, each with its own environment prefix.
+// Prints "codes A B" at the end.
+std::string two_ranks(const std::string& env0, const std::string& env1, const std::string& dir) {
+  const std::string cmd = std::string(MT_BINARY) + " " + kTiny + "--set run.out_dir=" + dir +
+                          " --set trainer.micro_batch_size=8 --set distributed.timeout_s=60";
+  return "OMP_NUM_THREADS=1 " + env1 + " " + cmd + " > " + dir + ".rank1.log 2>&1 & p1=$!; OMP_NUM_THREADS=1 " + env0 +
+         " " + cmd + "; c0=$?; wait $p1; c1=$?; cat " + dir + ".rank1.log; echo \"codes $c0 $c1\"";
+}
+
+TEST(DataParallel, SlurmTasksFindTheirRanksAndRankZerosHost) {
+  // srun's variables only (no RANK / WORLD_SIZE): rank, world size and local rank from SLURM_*, rank 0's address from
+  // the compressed node list. The job follows one process bit for bit.
+  Job one = train("slurm_ref", "--set trainer.micro_batch_size=8");
+  ASSERT_EQ(one.r.code, 0) << one.r.out;
+  const std::string dir = test::temp_dir("slurm");
+  const std::string common =
+      "SLURM_NTASKS=2 SLURM_JOB_NODELIST='127.0.0.[1-2]' SLURM_JOB_ID=4242 MASTER_PORT=" + std::to_string(free_port());
+  const test::CliResult r =
+      run_shell(two_ranks(common + " SLURM_PROCID=0 SLURM_LOCALID=0", common + " SLURM_PROCID=1 SLURM_LOCALID=1", dir));
+  EXPECT_TRUE(contains(r.out, "codes 0 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "distributed: 2 ranks, gradients over tcp")) << r.out;
+  expect_bit_equal(final_params(one.dir), final_params(dir));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, UnderTorchrunTheRendezvousAvoidsTorchrunsStorePort) {
+  // torchrun's agent store listens on MASTER_PORT (here: a socket this test holds); the ranks meet on
+  // MASTER_PORT + 1.
+  int store = -1, port = 0;
+  for (int attempt = 0; attempt < 20 && store < 0; ++attempt) {
+    port = free_port();
+    const int s = ::socket(AF_INET, SOCK_STREAM, 0), t = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    sockaddr_in b = a;
+    b.sin_port = htons(static_cast<uint16_t>(port + 1));
+    const bool next_free = ::bind(t, reinterpret_cast<sockaddr*>(&b), sizeof b) == 0;
+    ::close(t);
+    if (next_free && ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(s, 4) == 0)
+      store = s;
+    else
+      ::close(s);
+  }
+  ASSERT_GE(store, 0);
+  const std::string dir = test::temp_dir("torchrun");
+  const std::string common =
+      "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " TORCHELASTIC_RUN_ID=none";
+  const test::CliResult r = run_shell(two_ranks(common + " RANK=0 LOCAL_RANK=0", common + " RANK=1 LOCAL_RANK=1", dir));
+  ::close(store);
+  EXPECT_TRUE(contains(r.out, "codes 0 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "distributed: 2 ranks")) << r.out;
+  EXPECT_EQ(losses(dir).size(), 12u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, TheSbatchExampleRunsAsWritten) {
+  // configs/slurm/train.sbatch with a stand-in srun that starts SLURM_NTASKS tasks the way srun does (SLURM_PROCID,
+  // SLURM_LOCALID per task; srun's own options skipped).
+  const std::string dir = test::temp_dir("sbatch");
+  std::ofstream(dir + "/srun") << "#!/bin/bash\n"
+                                  "while [[ $1 == -* ]]; do shift; done\n"
+                                  "pids=()\n"
+                                  "for ((r = 0; r < SLURM_NTASKS; r++)); do\n"
+                                  "  SLURM_PROCID=$r SLURM_LOCALID=$r \"$@\" > \"$SRUN_LOG.$r\" 2>&1 & pids+=($!)\n"
+                                  "done\n"
+                                  "rc=0\n"
+                                  "for p in \"${pids[@]}\"; do wait $p || rc=$?; done\n"
+                                  "cat \"$SRUN_LOG\".*\n"
+                                  "exit $rc\n";
+  std::filesystem::permissions(dir + "/srun", std::filesystem::perms::owner_all);
+  const test::CliResult r =
+      run_shell("PATH='" + dir + "':$PATH SRUN_LOG='" + dir + "/task' MAMBA_TRAIN='" + MT_BINARY +
+                "' SLURM_NTASKS=2 SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=1 SLURM_CPUS_PER_TASK=1 MASTER_PORT=" +
+                std::to_string(free_port()) + " bash configs/slurm/train.sbatch " + kTiny.substr(6) +
+                "--set run.out_dir=" + dir + "/run --set trainer.micro_batch_size=8 --set distributed.timeout_s=60");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "distributed: 2 ranks")) << r.out;
+  EXPECT_EQ(losses(dir + "/run").size(), 12u);
+  std::filesystem::remove_all(dir);
+}
+
 int error_lines(const std::string& out) {
   int n = 0;
   for (size_t at = out.find("mamba-train: error:"); at != std::string::npos;

@@ -54,6 +54,7 @@ std::string describe_status(int st) {
 }  // namespace
 
 void set_process_args(int argc, char** argv) { g_args.assign(argv, argv + argc); }
+const std::vector<std::string>& process_args() { return g_args; }
 
 std::vector<std::string> child_rank_args() {
   std::vector<std::string> out;

@@ -23,6 +23,7 @@ namespace mt::train {
 
 // argv of this process (main() records it) and the arguments for a child rank: argv without "--nproc N".
 void set_process_args(int argc, char** argv);
+const std::vector<std::string>& process_args();
 std::vector<std::string> child_rank_args();
 
 int launch_local_ranks(int nproc, const std::vector<std::string>& args, double grace_s);
