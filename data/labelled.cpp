@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "data/bpe.h"
 #include "data/dna.h"
 #include "data/row_stream.h"
 #include "data/sample_rng.h"
@@ -70,7 +71,8 @@ struct Sink {
   ReadStats* st;
   std::vector<Example> out;
   enum class Labels { Undecided, Integers, Names } labels = Labels::Undecided;
-  std::vector<std::string> names;  // Names without o.label_names: each kept example's name, in order
+  std::vector<std::string> names;     // Names without o.label_names: each kept example's name, in order
+  const BpeTokenizer* bpe = nullptr;  // tokenizer bpe
 
   void bad(const std::string& where, const std::string& problem) {
     const std::string msg = where + ": " + problem;
@@ -116,7 +118,7 @@ struct Sink {
     Example ex;
     ex.label = label;
     bool truncated = false;
-    const std::string problem = encode_row_text(text, o.tokenizer, o.max_len, ex.ids, &truncated);
+    const std::string problem = encode_row_text(text, o.tokenizer, o.max_len, ex.ids, &truncated, bpe);
     if (!problem.empty()) return bad(where, problem);
     st->truncated += truncated;
     ++st->rows;
@@ -173,6 +175,11 @@ std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<s
   ReadStats local;
   ReadStats* st = stats ? stats : &local;
   Sink sink(o, st);
+  BpeTokenizer bpe;
+  if (o.tokenizer == "bpe") {
+    bpe = BpeTokenizer::load(o.tokenizer_path);
+    sink.bpe = &bpe;
+  }
   MT_CHECK(!files.empty(), ErrorKind::Config, "data: no input files");
   MT_CHECK(o.label_names.empty() || static_cast<int64_t>(o.label_names.size()) == o.num_classes, ErrorKind::Config,
            "data.label_names: ", o.label_names.size(), " names for ", o.num_classes, " classes (model.num_classes)");
@@ -217,10 +224,18 @@ int64_t class_index(const std::string& label, const std::vector<std::string>& na
 }
 
 std::string encode_row_text(const std::string& text, const std::string& tokenizer, int64_t max_len,
-                            std::vector<int32_t>& ids, bool* truncated) {
+                            std::vector<int32_t>& ids, bool* truncated, const BpeTokenizer* bpe) {
   ids.clear();
   if (text.empty()) return "empty text";
-  if (tokenizer == "dna") {
+  if (tokenizer == "bpe") {
+    MT_CHECK(bpe != nullptr, ErrorKind::Internal, "encode_row_text: tokenizer bpe without a BpeTokenizer");
+    try {
+      ids = bpe->encode(text);
+    } catch (const Error& e) {
+      return e.what();  // invalid UTF-8, named by its byte offset
+    }
+    if (ids.empty()) return "the text encodes to no token";
+  } else if (tokenizer == "dna") {
     const int64_t at = encode_dna(text, ids);
     if (at >= 0) {
       const char c = text[static_cast<size_t>(at)];
@@ -243,8 +258,43 @@ std::string encode_row_text(const std::string& text, const std::string& tokenize
   return "";
 }
 
+namespace {
+
+// Every class must have training examples: a class file with no usable record, or a label that no row carries,
+// would otherwise train a classifier that can never predict that class (and the run exits 0). `all` counts the rows
+// read per class before the validation split took its share.
+void check_every_class_trained(const LabelledOptions& o, const std::vector<std::string>& names,
+                               const std::vector<int64_t>& all, const std::vector<int64_t>& train) {
+  for (size_t k = 0; k < train.size(); ++k) {
+    if (train[k] > 0) continue;
+    const bool fasta = o.format == "fasta";
+    const std::string file = fasta ? o.files[k] : o.files[0];
+    std::string why;
+    if (all[k] > 0)
+      why = str(all[k] == 1 ? "its only example" : str("its ", all[k], " examples"), " in '", file, "' ",
+                all[k] == 1 ? "went" : "all went", " to the validation split (data.val_fraction ", o.val_fraction,
+                "): add examples or give data.val_path");
+    else if (fasta)
+      why = str("'", file, "' (data.class_files[", k, "]) has no usable record");
+    else if (!names.empty())
+      why = str("no row of '", file, "' has label '", printable(names[k]), "' (data.label_names[", k, "])");
+    else
+      why = str("no row of '", file, "' has label ", k, " (model.num_classes ", o.num_classes, ": labels 0 .. ",
+                o.num_classes - 1, ")");
+    const std::string cls = names.empty() ? str(k) : str(k, " ('", printable(names[k]), "')");
+    throw Error(ErrorKind::Data, str("class ", cls, " has no training examples: ", why));
+  }
+}
+
+}  // namespace
+
 LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
+  vocab_ = o.tokenizer == "dna"   ? kDnaVocab
+           : o.tokenizer == "bpe" ? BpeTokenizer::load(o.tokenizer_path).vocab_size()
+                                  : 256;
   std::vector<Example> rows = read_labelled(o, o.files, &stats_, &label_names_);
+  std::vector<int64_t> per_class(static_cast<size_t>(o.num_classes), 0);
+  for (const Example& e : rows) ++per_class[static_cast<size_t>(e.label)];
   if (!o.val_path.empty()) {
     train_ = std::move(rows);
     LabelledOptions vo = o;  // the validation labels take the training file's classes
@@ -262,6 +312,7 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
     for (int64_t i = 0; i < n; ++i)
       (i >= n - n_val ? val_ : train_).push_back(std::move(rows[static_cast<size_t>(perm[static_cast<size_t>(i)])]));
   }
+  check_every_class_trained(o, label_names_, per_class, class_counts());
   uint64_t h = 0xcbf29ce484222325ULL;
   for (const auto* part : {&train_, &val_}) {
     for (const Example& e : *part) {
@@ -272,7 +323,7 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
   hash_ = h;
 }
 
-int64_t LabelledDataset::vocab_size() const { return o_.tokenizer == "dna" ? kDnaVocab : 256; }
+int64_t LabelledDataset::vocab_size() const { return vocab_; }
 
 std::vector<int64_t> LabelledDataset::class_counts() const {
   std::vector<int64_t> c(static_cast<size_t>(o_.num_classes), 0);

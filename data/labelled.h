@@ -1,7 +1,9 @@
 // Labelled sequence-classification data: text rows from TSV / CSV / JSONL files, or DNA records from FASTA files
-// given one per class, tokenized (bytes or DNA characters), with deterministic splits and padded batches.
+// given one per class, tokenized (bytes, DNA characters, or the byte-level BPE of a tokenizer.json: data/bpe.h), with
+// deterministic splits and padded batches.
 //
-// Readers (data/row_stream.h: the formats, streamed; file and 1-based line in every message):
+// Readers (data/row_stream.h: the formats, streamed; file and 1-based line in every message). Any file may be
+// gzip-compressed (recognised by its first bytes, data/gz_reader.h).
 //   tsv / csv / jsonl  one file of rows with a text and a label column / field.
 //   fasta              one file per class: file k holds class k.
 // Labels of tsv / csv / jsonl rows are either integers 0 .. num_classes - 1 or class names. With label_names (the
@@ -11,9 +13,10 @@
 // is an integer, an integer among names, or a label that is not valid UTF-8 text is a bad row. A validation file
 // (val_path) takes the training file's classes: its labels must be integers, or names among the training names.
 // Bad rows (wrong column count, empty text, a bad label or one out of range, non-DNA letters, an empty FASTA record,
-// text that is not valid UTF-8 with the byte tokenizer) are either
+// text that is not valid UTF-8 with the byte or bpe tokenizer, text the bpe tokenizer encodes to no token) are either
 // fatal (bad_rows = "error": mt::Error(Data) "FILE:LINE: problem") or skipped and counted (bad_rows = "skip"; the
-// first few are kept as examples for the log). A file with no usable row is always an error.
+// first few are kept as examples for the log). A file with no usable row is always an error, and so is a class
+// with no training example (an empty class file, a label no row carries, or all of a class held out).
 // Sequences longer than max_len tokens are truncated (counted).
 //
 // Splits: the validation set is val_path when given, else the last val_fraction of a seeded permutation of the
@@ -22,7 +25,8 @@
 // of (seed, samples seen), which makes resumes exact. With rc_augment (DNA), training sample i is reverse-
 // complemented with probability 1/2, also decided by (seed, i).
 // Batches are padded to their longest member with token 0 ([PAD] for DNA, NUL for bytes); Batch::mask marks real
-// tokens; Batch::labels holds the class, -100 for padding rows of the last validation batch.
+// tokens; Batch::labels holds the class, kIgnoreIndex (core/ignore_index.h) for padding rows of the last validation
+// batch.
 #pragma once
 
 #include <cstdint>
@@ -33,12 +37,15 @@
 
 namespace mt::data {
 
+class BpeTokenizer;
+
 struct LabelledOptions {
   std::string format = "tsv";      // tsv | csv | jsonl | fasta
   std::vector<std::string> files;  // tsv / csv / jsonl: one training file; fasta: one file per class
   std::string val_path;            // optional separate validation file (tsv / csv / jsonl)
   std::string text_column = "sentence", label_column = "label";
-  std::string tokenizer = "byte";  // byte | dna
+  std::string tokenizer = "byte";  // byte | dna | bpe
+  std::string tokenizer_path;      // bpe: the HuggingFace tokenizer.json
   int64_t num_classes = 2;
   int64_t max_len = 512;
   double val_fraction = 0.1;  // when there is no val_path
@@ -71,10 +78,11 @@ int64_t class_index(const std::string& label, const std::vector<std::string>& na
                     std::string* problem);
 
 // A row's text as token ids, as training reads it: tokenizer "dna" takes DNA letters (data/dna.h), "byte" the bytes
-// of valid UTF-8 text; cut to max_len tokens (*truncated tells). Returns "" or the problem ("'U' at offset 3 is not a
-// DNA letter (...)", "invalid UTF-8 at byte 4 of the text (...)", "empty text").
+// of valid UTF-8 text, "bpe" the ids of `bpe` (required then); cut to max_len tokens (*truncated tells). Returns ""
+// or the problem ("'U' at offset 3 is not a DNA letter (...)", "invalid UTF-8 at byte 4 of the text (...)",
+// "empty text", "the text encodes to no token").
 std::string encode_row_text(const std::string& text, const std::string& tokenizer, int64_t max_len,
-                            std::vector<int32_t>& ids, bool* truncated);
+                            std::vector<int32_t>& ids, bool* truncated, const BpeTokenizer* bpe = nullptr);
 
 class LabelledDataset {
  public:
@@ -104,6 +112,7 @@ class LabelledDataset {
   ReadStats stats_;
   std::vector<std::string> label_names_;
   uint64_t hash_ = 0;
+  int64_t vocab_ = 256;  // the tokenizer's ids
 };
 
 }  // namespace mt::data

@@ -30,15 +30,6 @@ using test::run_cli;
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
-
 std::vector<std::string> lines_of(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> out;
@@ -69,8 +60,8 @@ ClassifierRun train_classifier(const std::string& tag) {
   r.dir = test::temp_dir(tag);
   r.train_csv = r.dir + "/train.csv";
   r.test_csv = r.dir + "/test.csv";
-  write_text(r.train_csv, reviews_csv(48, 1));
-  write_text(r.test_csv, reviews_csv(21, 2));
+  test::write_bytes(r.train_csv, reviews_csv(48, 1));
+  test::write_bytes(r.test_csv, reviews_csv(21, 2));
   const test::CliResult t = run_cli(
       "train configs/sst2.yaml --set run.out_dir=" + r.dir +
       "/run --set data.format=csv --set data.path=" + r.train_csv + " --set data.val_path=" + r.test_csv +
@@ -123,7 +114,7 @@ TEST(Inference, ClassifierEvaluateEqualsMetricsOfPredictAndExportIsBitExact) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "21 rows (0 bad rows skipped, 0 truncated)")) << r.out;
   EXPECT_TRUE(contains(r.out, "confusion (rows: true class, columns: predicted)")) << r.out;
-  const nlohmann::ordered_json ev = nlohmann::ordered_json::parse(read_text(d + "/eval.json"));
+  const nlohmann::ordered_json ev = nlohmann::ordered_json::parse(test::read_bytes(d + "/eval.json"));
   EXPECT_EQ(json_keys(ev), (std::vector<std::string>{"accuracy", "f1", "f1_macro", "per_class", "mcc", "confusion",
                                                      "roc_auc", "pr_auc", "n"}));
   EXPECT_EQ(ev["n"], 21);
@@ -168,17 +159,17 @@ TEST(Inference, ClassifierEvaluateEqualsMetricsOfPredictAndExportIsBitExact) {
                         train::shortest_double(j3["probs"]["pos"])));
 
   // An existing output is not replaced without --force.
-  const std::string before = read_text(d + "/p.jsonl");
+  const std::string before = test::read_bytes(d + "/p.jsonl");
   r = run_cli("predict " + d + "/run --input " + run.test_csv + " --out " + d + "/p.jsonl");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: --out " + d + "/p.jsonl: the file exists (--force replaces it)"))
       << r.out;
-  EXPECT_EQ(read_text(d + "/p.jsonl"), before);
+  EXPECT_EQ(test::read_bytes(d + "/p.jsonl"), before);
 
   // Export: backbone + head, labels, data settings, tokenizer; predictions from it equal the checkpoint's bit for bit.
   r = run_cli("export " + d + "/run --hf " + d + "/hf");
   ASSERT_EQ(r.code, 0) << r.out;
-  const nlohmann::json cfg = nlohmann::json::parse(read_text(d + "/hf/config.json"));
+  const nlohmann::json cfg = nlohmann::json::parse(test::read_bytes(d + "/hf/config.json"));
   EXPECT_EQ(cfg["num_labels"], 2);
   EXPECT_EQ(cfg["id2label"].dump(), "{\"0\":\"neg\",\"1\":\"pos\"}");
   EXPECT_EQ(cfg["label2id"].dump(), "{\"neg\":0,\"pos\":1}");
@@ -188,16 +179,16 @@ TEST(Inference, ClassifierEvaluateEqualsMetricsOfPredictAndExportIsBitExact) {
   EXPECT_EQ(cfg["mamba_train"]["data"]["text_column"], "review");
   EXPECT_EQ(cfg["mamba_train"]["data"]["seq_len"], 32);
   EXPECT_FALSE(cfg["mamba_train"]["data"].contains("path"));
-  EXPECT_EQ(read_text(d + "/hf/mamba_tokenizer.json"), "{\"kind\":\"byte\"}\n");
+  EXPECT_EQ(test::read_bytes(d + "/hf/mamba_tokenizer.json"), "{\"kind\":\"byte\"}\n");
   const auto tensors = load_safetensors(d + "/hf/model.safetensors");
   EXPECT_EQ(tensors.at("classifier.weight").shape(), (Shape{2, 16}));
   EXPECT_EQ(tensors.at("classifier.bias").shape(), (Shape{2}));
   r = run_cli("predict --hf " + d + "/hf --input " + run.test_csv + " --out " + d + "/p_hf.jsonl");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_EQ(read_text(d + "/p_hf.jsonl"), read_text(d + "/p.jsonl"));
+  EXPECT_EQ(test::read_bytes(d + "/p_hf.jsonl"), test::read_bytes(d + "/p.jsonl"));
   r = run_cli("evaluate --hf " + d + "/hf --data " + run.test_csv + " --out " + d + "/eval_hf.json");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_EQ(read_text(d + "/eval_hf.json"), read_text(d + "/eval.json"));
+  EXPECT_EQ(test::read_bytes(d + "/eval_hf.json"), test::read_bytes(d + "/eval.json"));
   // bf16 weights: half the bytes, and they still run.
   r = run_cli("export " + d + "/run --hf " + d + "/hf16 --dtype bf16");
   ASSERT_EQ(r.code, 0) << r.out;
@@ -269,14 +260,14 @@ TEST(Inference, LanguageModelEvaluateScoresNonOverlappingWindows) {
   Generator g(3);
   model.init_parameters(g);
   nn::save_hf_model(model, d + "/hf");
-  write_text(d + "/hf/mamba_tokenizer.json", "{\"kind\": \"byte\"}\n");
+  test::write_bytes(d + "/hf/mamba_tokenizer.json", "{\"kind\": \"byte\"}\n");
   const std::string text = "To be, or not to be: that is the question.\nOK";
   ASSERT_EQ(text.size(), 45u);
-  write_text(d + "/t.txt", text);
+  test::write_bytes(d + "/t.txt", text);
   test::CliResult r =
       run_cli("evaluate --hf " + d + "/hf --data " + d + "/t.txt --set data.seq_len=16 --out " + d + "/e.json");
   ASSERT_EQ(r.code, 0) << r.out;
-  const nlohmann::json e = nlohmann::json::parse(read_text(d + "/e.json"));
+  const nlohmann::json e = nlohmann::json::parse(test::read_bytes(d + "/e.json"));
   EXPECT_EQ(e["n"], 42);
   // The same windows by hand.
   double nats = 0;
@@ -304,9 +295,9 @@ TEST(Inference, LanguageModelEvaluateScoresNonOverlappingWindows) {
   EXPECT_TRUE(contains(r.out, "mamba-train: error: exported model " + d + "/hf is a language model")) << r.out;
   EXPECT_FALSE(std::filesystem::exists(d + "/p.jsonl"));
   // A masked-LM export (mamba_train.objective mlm) is not scored as a next-token model.
-  nlohmann::json cfg = nlohmann::json::parse(read_text(d + "/hf/config.json"));
+  nlohmann::json cfg = nlohmann::json::parse(test::read_bytes(d + "/hf/config.json"));
   cfg["mamba_train"] = {{"head", "lm"}, {"objective", "mlm"}};
-  write_text(d + "/hf/config.json", cfg.dump());
+  test::write_bytes(d + "/hf/config.json", cfg.dump());
   r = run_cli("evaluate --hf " + d + "/hf --data " + d + "/t.txt");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: evaluate: the model was trained with trainer.objective mlm"))
@@ -354,7 +345,8 @@ TEST(Inference, BadInputsAreOneClearErrorWithItsExitCode) {
   one_error(run_cli("evaluate " + run.test_csv + " --data " + run.test_csv), 5, "checkpoint '" + run.test_csv + "'");
   // Unreadable rows: a wrong field count names file:line, or is skipped with data.bad_rows: skip (its row index stays
   // unused); a label that is not one of the classes.
-  write_text(d + "/bad.csv", "review,sentiment\n\"a fine film\",pos\nnot,enough,fields,here\n\"a dull film\",neg\n");
+  test::write_bytes(d + "/bad.csv",
+                    "review,sentiment\n\"a fine film\",pos\nnot,enough,fields,here\n\"a dull film\",neg\n");
   one_error(run_cli("predict " + d + "/run --input " + d + "/bad.csv --out " + d + "/x.jsonl"), 4,
             d + "/bad.csv:3: 4 fields, the header has 2 (data.bad_rows: skip would skip and count such rows)");
   test::CliResult r =
@@ -364,10 +356,10 @@ TEST(Inference, BadInputsAreOneClearErrorWithItsExitCode) {
   const std::vector<std::string> rows = lines_of(d + "/x.jsonl");
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(nlohmann::json::parse(rows[1])["row"], 2);
-  write_text(d + "/unknown.csv", "review,sentiment\n\"a fine film\",pos\n\"meh\",neutral\n");
+  test::write_bytes(d + "/unknown.csv", "review,sentiment\n\"a fine film\",pos\n\"meh\",neutral\n");
   one_error(run_cli("evaluate " + d + "/run --data " + d + "/unknown.csv"), 4,
             d + "/unknown.csv:3: label 'neutral' is not one of the class names (neg, pos)");
-  write_text(d + "/nolabel.csv", "review\n\"a fine film\"\n");
+  test::write_bytes(d + "/nolabel.csv", "review\n\"a fine film\"\n");
   one_error(run_cli("evaluate " + d + "/run --data " + d + "/nolabel.csv"), 4,
             d + "/nolabel.csv:1: no column 'sentiment' (data.label_column); the header has 'review'");
   r = run_cli("predict " + d + "/run --input " + d + "/nolabel.csv --out " + d + "/y.csv");  // labels not needed
@@ -401,8 +393,8 @@ TEST(Inference, IntegerLabelledFastaClassifier) {
     a += str(">a", i, "\n", std::string(static_cast<size_t>(8 + i % 5), "ACGT"[i % 4]), "AAAA\n");
     b += str(">b", i, "\n", std::string(static_cast<size_t>(8 + i % 3), "ACGT"[(i + 1) % 4]), "TTTT\n");
   }
-  write_text(d + "/a.fa", a);
-  write_text(d + "/b.fa", b);
+  test::write_bytes(d + "/a.fa", a);
+  test::write_bytes(d + "/b.fa", b);
   test::CliResult r = run_cli(
       "train configs/promoters-ecoli.yaml --set run.out_dir=" + d + "/run --set data.class_files=" + d + "/a.fa," + d +
       "/b.fa --set model.d_model=16 --set model.n_layer=1 --set model.bidirectional=false --set trainer.max_steps=2"
@@ -412,7 +404,7 @@ TEST(Inference, IntegerLabelledFastaClassifier) {
   EXPECT_EQ(train::load_checkpoint(train::resolve_checkpoint(d + "/run")).strings.count("label_names"), 0u);
   r = run_cli("evaluate " + d + "/run --set data.class_files=" + d + "/a.fa," + d + "/b.fa --out " + d + "/e.json");
   ASSERT_EQ(r.code, 0) << r.out;
-  const nlohmann::json e = nlohmann::json::parse(read_text(d + "/e.json"));
+  const nlohmann::json e = nlohmann::json::parse(test::read_bytes(d + "/e.json"));
   EXPECT_EQ(e["n"], 48);
   EXPECT_EQ(e["per_class"][0]["label"], "0");
   EXPECT_EQ(e["per_class"][0]["support"], 24);

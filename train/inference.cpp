@@ -126,8 +126,8 @@ bool is_path_key(const std::string& path) {
   return path == "data.path" || path == "data.val_path" || path == "data.class_files";
 }
 
-void load_from_checkpoint(InferenceModel& m, const std::string& path, const std::vector<std::string>& sets) {
-  m.checkpoint = resolve_checkpoint(path);
+void load_from_checkpoint(InferenceModel& m, const std::string& path, const std::vector<std::string>& sets, bool best) {
+  m.checkpoint = resolve_checkpoint(path, best, &m.skipped);
   const std::string& file = m.checkpoint;
   CheckpointData d = load_checkpoint(file);
   auto need = [&](const char* key) -> const std::string& {
@@ -264,14 +264,20 @@ void load_from_export(InferenceModel& m, const std::string& dir, const std::vect
 
 }  // namespace
 
-std::string resolve_checkpoint(const std::string& path) {
+std::string resolve_checkpoint(const std::string& path, bool best, std::vector<std::string>* skipped) {
   std::error_code ec;
+  if (best) {
+    MT_CHECK(std::filesystem::is_directory(path, ec), ErrorKind::Usage, "--best needs a run or checkpoint directory, '",
+             path, "' is not one");
+    return best_checkpoint(path);
+  }
   if (std::filesystem::is_directory(path, ec)) {
     const std::string dir = checkpoint_dir_of(path);
-    std::vector<std::string> skipped;
-    const std::string p = latest_checkpoint(dir, &skipped);
+    std::vector<std::string> passed;
+    const std::string p = latest_checkpoint(dir, &passed);
     MT_CHECK(!p.empty(), ErrorKind::Checkpoint, "no valid checkpoint in '", dir, "'",
-             skipped.empty() ? std::string() : str(" (", skipped.size(), " invalid; newest: ", skipped[0], ")"));
+             passed.empty() ? std::string() : str(" (", passed.size(), " invalid; newest: ", passed[0], ")"));
+    if (skipped) skipped->insert(skipped->end(), passed.begin(), passed.end());
     return p;
   }
   MT_CHECK(std::filesystem::exists(path, ec), ErrorKind::Checkpoint, "no such checkpoint or run directory '", path,
@@ -298,14 +304,15 @@ std::string InferenceModel::input_format() const {
 }
 
 InferenceModel load_inference_model(const std::string& path, const std::string& hf_dir,
-                                    const std::vector<std::string>& sets, Device device) {
+                                    const std::vector<std::string>& sets, Device device, bool best) {
   MT_CHECK(path.empty() != hf_dir.empty(), ErrorKind::Usage,
            path.empty() ? "name the model: a run directory, a checkpoint, or --hf DIR"
                         : "name one model: a run directory / checkpoint or --hf DIR, not both");
   check_override_sections(sets);
   InferenceModel m;
+  MT_CHECK(!best || hf_dir.empty(), ErrorKind::Usage, "--best picks a run's checkpoint; it does not apply to --hf");
   if (!path.empty())
-    load_from_checkpoint(m, path, sets);
+    load_from_checkpoint(m, path, sets, best);
   else
     load_from_export(m, hf_dir, sets);
   m.format_overridden = sets_key(sets, "data.format");
@@ -375,12 +382,6 @@ void save_export(const InferenceModel& m, const std::string& dir, DType dtype) {
   }
 }
 
-std::map<std::string, Tensor> export_state(const std::string& dir) {
-  InferenceModel m;
-  load_export_model(m, dir, read_export_info(dir));
-  return m.module().state_dict();
-}
-
 void for_each_input_batch(const InferenceModel& m, const std::vector<std::string>& files, bool labels,
                           int64_t batch_size, const std::function<void(std::vector<InputRow>&)>& on_batch,
                           InputStats* stats) {
@@ -427,20 +428,9 @@ void for_each_input_batch(const InferenceModel& m, const std::vector<std::string
         }
       }
       bool truncated = false;
-      if (bpe) {
-        if (r.text.empty()) return bad(where, "empty text");
-        try {
-          in.ids = bpe->encode(r.text);
-        } catch (const Error& e) {
-          return bad(where, e.what());
-        }
-        truncated = static_cast<int64_t>(in.ids.size()) > c.data.seq_len;
-        if (truncated) in.ids.resize(static_cast<size_t>(c.data.seq_len));
-      } else {
-        const std::string problem = data::encode_row_text(r.text, c.tokenizer.kind, c.data.seq_len, in.ids, &truncated);
-        if (!problem.empty()) return bad(where, problem);
-      }
-      if (in.ids.empty()) return bad(where, "empty text");
+      const std::string problem =
+          data::encode_row_text(r.text, c.tokenizer.kind, c.data.seq_len, in.ids, &truncated, bpe.get());
+      if (!problem.empty()) return bad(where, problem);
       for (int32_t id : in.ids)
         if (id >= vocab)
           return bad(where, str("token id ", id, " is outside the model's vocabulary (", vocab, " ids)"));

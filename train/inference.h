@@ -4,7 +4,8 @@
 // metrics, by the trainer's evaluation.
 //
 // Model sources:
-//   RUN_DIR / checkpoint directory   its newest valid checkpoint (train/ckpt/checkpoint.h)
+//   RUN_DIR / checkpoint directory   its newest valid checkpoint (train/ckpt/checkpoint.h); with `best`, the
+//                                    checkpoint its `best` file names (checkpoint.monitor)
 //   CHECKPOINT (ckpt-N.h5)           that checkpoint
 //   --hf DIR                         config.json + model.safetensors (+ tokenizer files), as written by export:
 //                                    see save_export below; a published HuggingFace Mamba LM directory also loads
@@ -29,15 +30,18 @@
 
 namespace mt::train {
 
-// RUN_DIR | checkpoint directory | checkpoint file -> the checkpoint file to read. mt::Error(Checkpoint) when a
-// directory holds no valid checkpoint or the path does not exist.
-std::string resolve_checkpoint(const std::string& path);
+// RUN_DIR | checkpoint directory | checkpoint file -> the checkpoint file to read: a directory's newest valid
+// checkpoint (newer invalid ones passed over are appended to *skipped as "<path>: <reason>"), or with `best` the
+// checkpoint its `best` file names. mt::Error(Checkpoint) when a directory holds no valid (or best) checkpoint or the
+// path does not exist; mt::Error(Usage) for `best` with a file.
+std::string resolve_checkpoint(const std::string& path, bool best = false, std::vector<std::string>* skipped = nullptr);
 
 struct InferenceModel {
   std::string source;                    // for messages: "checkpoint runs/x/checkpoints/ckpt-00000100.h5 (step 100)"
   std::string checkpoint;                // the checkpoint file ("" for a directory source)
   std::string hf_dir;                    // the export directory ("" for a checkpoint)
   int64_t step = -1;                     // the checkpoint's step (-1: unknown)
+  std::vector<std::string> skipped;      // newer invalid checkpoints passed over ("<path>: <reason>")
   TrainConfig cfg;                       // model.head / num_classes / pooling, tokenizer.*, data.* (overrides applied)
   std::vector<std::string> label_names;  // class names when the run's labels are names; empty: integer labels
   std::unique_ptr<nn::MambaLMHeadModel> lm;                 // model.head lm
@@ -61,7 +65,7 @@ struct InferenceModel {
 // neither; mt::Error(Config) for an override of another section or a bad value; mt::Error(Checkpoint) for a missing
 // or invalid checkpoint / directory, or a head other than lm / sequence_classification.
 InferenceModel load_inference_model(const std::string& path, const std::string& hf_dir,
-                                    const std::vector<std::string>& sets, Device device);
+                                    const std::vector<std::string>& sets, Device device, bool best = false);
 
 // Writes the model as a directory that `--hf` reads back (and HuggingFace transformers, for language models):
 //   model.safetensors   every parameter under the model's names, f32 or bf16 (dtype). Language models keep the
@@ -77,10 +81,6 @@ InferenceModel load_inference_model(const std::string& path, const std::string& 
 // Creates `dir`; files are replaced atomically. mt::Error(Io) on write failures, (Data) when a BPE tokenizer file
 // cannot be read.
 void save_export(const InferenceModel& m, const std::string& dir, DType dtype);
-
-// The parameters of a directory that export wrote (a language model or a classifier: backbone.* and its head) or of
-// a HuggingFace Mamba LM directory, by name, validated as --hf loads them (mt::Error(Checkpoint)).
-std::map<std::string, Tensor> export_state(const std::string& dir);
 
 // ---- inputs ------------------------------------------------------------------------------------------------------
 

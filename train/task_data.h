@@ -30,6 +30,10 @@ class TaskData {
   virtual bool masked_lm() const { return false; }
   // Classification: the class names in class order when the labels are names (data/labelled.h), else empty.
   virtual std::vector<std::string> label_names() const { return {}; }
+  // Training samples per epoch (trainer.epochs): the training rows of labelled data; for text, the windows of seq_len
+  // tokens that the training split holds (floor(training tokens / seq_len), at least 1); 0 for a source without an
+  // end (selective copying).
+  virtual int64_t epoch_samples() const { return 0; }
 };
 
 // From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head).

@@ -1,5 +1,7 @@
 #include "train/cli/model_options.h"
 
+#include <cstdio>
+
 #include "core/device.h"
 #include "core/error.h"
 #include "train/trainer.h"
@@ -9,6 +11,9 @@ namespace mt::train {
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("model", o.model,
                   "run directory or checkpoint directory (its newest valid checkpoint), or a checkpoint file");
+  cmd->add_flag("--best", o.best,
+                "the run's best checkpoint by checkpoint.monitor (the `best` file of its checkpoint directory) "
+                "instead of the newest");
   cmd->add_option("--hf", o.hf, "instead: a directory written by `mamba-train export` (or a HuggingFace Mamba LM)");
   cmd->add_option("--set", o.set,
                   "override a data setting of the model's run: --set data.text_column=review (repeatable; data.* and "
@@ -24,7 +29,15 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
 InferenceModel load_model(const ModelOptions& o, const std::string& input) {
   std::vector<std::string> sets = o.set;
   if (!input.empty()) sets.insert(sets.begin(), input);  // a later --set of the same key wins
-  return load_inference_model(o.model, o.hf, sets, resolve_device(o.device));
+  InferenceModel m = load_inference_model(o.model, o.hf, sets, resolve_device(o.device), o.best);
+  warn_skipped(m);
+  return m;
+}
+
+void warn_skipped(const InferenceModel& m, const char* verb) {
+  // Say so when a newer checkpoint was passed over: the model is then not the last one saved.
+  for (const std::string& s : m.skipped) std::printf("warning: skipping invalid checkpoint %s\n", s.c_str());
+  if (!m.skipped.empty()) std::printf("%s %s, the newest valid checkpoint\n", verb, m.checkpoint.c_str());
 }
 
 DType compute_dtype(const ModelOptions& o) { return precision_dtype(o.precision); }
