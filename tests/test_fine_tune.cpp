@@ -1,5 +1,6 @@
 // Training like a fine-tuning user (issue 24 sections 2 and 3) through the binary: runs measured in epochs, warmup as
 // a ratio, the best checkpoints by an evaluation metric, early stopping, export --best.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -121,6 +122,7 @@ TEST(FineTune, BestTrackerRanksKeepsAndCounts) {
   EXPECT_FALSE(other.restore(t.state()));  // another monitor starts afresh
   EXPECT_TRUE(train::monitor_minimizes("eval.bits_per_byte", "auto"));
   EXPECT_FALSE(train::monitor_minimizes("eval.loss", "max"));
+  EXPECT_TRUE(std::isnan(other.value_of({{"mcc", nullptr}})));  // undefined this time: never ranks
   const std::string e = test::error_of([&] { other.value_of({{"loss", 1.0}, {"accuracy", 0.5}}); });
   EXPECT_EQ(e,
             "checkpoint.monitor: 'eval.mcc' is not a number of this task's evaluation record (it has: eval.accuracy, "
@@ -168,6 +170,9 @@ TEST(FineTune, BestCheckpointsSurviveRetentionAcrossAResume) {
   EXPECT_TRUE(contains(r.out, "mamba-train: error: no best checkpoint in '" + plain +
                                   "/checkpoints': the run had no checkpoint.monitor"))
       << r.out;
+  r = run_cli("evaluate " + plain + " --best --data x.txt");
+  EXPECT_EQ(r.code, 5) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: no best checkpoint in '" + plain + "/checkpoints'")) << r.out;
   // A monitor the task does not report is refused before training, naming what it has.
   r = run_cli(small_lm_args(plain + "/x", 4) + " --set checkpoint.monitor=eval.mcc");
   EXPECT_EQ(r.code, 3) << r.out;
@@ -408,6 +413,18 @@ TEST(FineTune, ClassificationWithTheBpeTokenizerExtendsAPretrainedEmbedding) {
   const double std = std::sqrt(sq / static_cast<double>(emb.size() - src.size()));
   EXPECT_GT(std, 0.01);
   EXPECT_LT(std, 0.04);
+  // predict reads the rows with the run's BPE tokenizer; the export carries tokenizer.json and predicts the same.
+  r = run_cli("predict " + dir + "/run --input " + tsv + " --out " + dir + "/p.jsonl");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "40 rows (0 bad rows skipped")) << r.out;
+  r = run_cli("export " + dir + "/run --hf " + dir + "/x");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/x/tokenizer.json"));
+  r = run_cli("predict --hf " + dir + "/x --input " + tsv + " --out " + dir + "/px.jsonl");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string predicted = test::read_bytes(dir + "/p.jsonl");
+  EXPECT_EQ(std::count(predicted.begin(), predicted.end(), '\n'), 40);
+  EXPECT_EQ(test::read_bytes(dir + "/px.jsonl"), predicted);
   // The embedding can grow, not shrink.
   r = run_cli(classify_args(dir + "/run2", tsv) + " --set tokenizer.kind=bpe --set model.vocab_size=50000" +
               " --set model.init_from=" + dir + "/hf");
