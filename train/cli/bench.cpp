@@ -1,10 +1,13 @@
 // mamba-train bench CONFIG.yaml | kernels | tokenizer: the step time, tokens/s and peak memory of a config's
-// training step, or the kernel / tokenizer benchmarks (bench_kernels.cpp, bench_tokenizer.cpp).
+// training step (with --breakdown, also where its time goes: train/op_breakdown.h), or the kernel / tokenizer
+// benchmarks (bench_kernels.cpp, bench_tokenizer.cpp).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/allocator.h"
@@ -14,6 +17,7 @@
 #include "train/cli/bench_tokenizer.h"
 #include "train/cli/commands.h"
 #include "train/config/config.h"
+#include "train/op_breakdown.h"
 #include "train/trainer.h"
 #if defined(MT_WITH_CUDA)
 #include "core/cuda_context.h"
@@ -47,6 +51,7 @@ Runner add_bench_command(CLI::App& app) {
     int64_t steps = 10, warmup = 3;
     std::string tokenizer = "data/tokenizers/gpt-neox-20b/tokenizer.json", file = "data/corpora/tinyshakespeare.txt";
     int repeats = 5;
+    bool breakdown = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("config", o->config,
@@ -54,6 +59,8 @@ Runner add_bench_command(CLI::App& app) {
                   "throughput")
       ->required();
   cmd->add_option("--set", o->set, "override one key (repeatable)");
+  cmd->add_flag("--breakdown", o->breakdown,
+                "after the timed steps, as many again with every op's kernels timed: ms per step by op class");
   cmd->add_option("--steps", o->steps, "timed steps")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
@@ -104,6 +111,26 @@ Runner add_bench_command(CLI::App& app) {
                   static_cast<double>(ms.cached_bytes) / (1 << 30));
     }
     std::printf("last loss %.4f; skipped steps %lld\n", last_loss, (long long)skipped);
+    if (o->breakdown) {
+      // Means over the steps: the per-op times of a step add up, medians would not.
+      OpBreakdown timer(dev);
+      std::map<std::string, double> op_ms;
+      double step_ms = 0;
+      for (int64_t i = 0; i < o->steps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        t.train_step();
+        synchronize(dev);
+        step_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        for (const auto& kv : timer.collect()) op_ms[kv.first] += kv.second;
+      }
+      step_ms /= static_cast<double>(o->steps);
+      for (auto& kv : op_ms) kv.second /= static_cast<double>(o->steps);
+      std::printf("breakdown: mean of %lld steps with each op's kernels timed (%s), %.3f ms per step\n",
+                  (long long)o->steps, dev.is_cuda() ? "CUDA events" : "wall clock", step_ms);
+      std::printf("  %-52s %10s %7s\n", "class", "ms/step", "%");
+      for (const BreakdownRow& r : breakdown_table(op_ms, step_ms))
+        std::printf("  %-52s %10.3f %7.1f\n", r.name.c_str(), r.ms, step_ms > 0 ? 100.0 * r.ms / step_ms : 0.0);
+    }
     MT_CHECK(std::isfinite(last_loss), ErrorKind::NonFinite, "bench: the loss is ", last_loss);
     return 0;
   };
