@@ -35,7 +35,8 @@ t2b=$(date +%s)
 ./build/mamba-train bench kernels > "$out/bench.log" 2>&1
 for prec in bf16 fp32; do
   echo "== bench configs/bench-130m.yaml precision $prec"
-  ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set trainer.precision=$prec
+  bd=(); [ "$prec" = bf16 ] && bd=(--breakdown)
+  ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set trainer.precision=$prec "${bd[@]}"
   echo "rc $?"
 done >> "$out/bench.log" 2>&1
 {
@@ -72,6 +73,6 @@ t4=$(date +%s)
   echo "memcheck (scan + conv CUDA tests, $((t2b - t2)) s): rc $memcheck_rc; $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$out/memcheck.log" 2>/dev/null | tail -3 | tr '\n' ' ')"
   echo "memcheck (linear_cross_entropy + AdamW + embedding CUDA tests): rc $memcheck2_rc; $(grep -E 'ERROR SUMMARY' "$out/memcheck-xent-adamw.log" 2>/dev/null | tail -1)"
   grep -E '^device|copy of|^scan|^LM head' "$out/bench.log"
-  grep -E '^== bench|step time|throughput|peak|error|^rc' "$out/bench.log"
+  grep -E '^== bench|step time|throughput|peak|error|^rc|^breakdown|^  ' "$out/bench.log"
   printf '%s' "$summary"
 } | tee "$out/summary.txt"
