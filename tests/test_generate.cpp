@@ -119,9 +119,10 @@ void check_against_parallel(const MambaLMHeadModel& m, const std::vector<int64_t
           << "step " << s << " row " << b;
       // Greedy: the parallel forward's argmax, unless the two best logits are within the tolerance (a near-tie
       // may go either way; the rest of the row then follows another path, still checked against its own logits).
-      if (argmax(want, V) != r.tokens[b * n + s])
+      if (argmax(want, V) != r.tokens[b * n + s]) {
         EXPECT_LE(top2_gap(want, V), 2 * (atol + rtol * std::fabs(want[argmax(want, V)])))
             << "step " << s << " row " << b << ": token " << r.tokens[b * n + s] << ", argmax " << argmax(want, V);
+      }
     }
 }
 

@@ -1,0 +1,124 @@
+#include "train/cli/bench_decode.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "autograd/autograd.h"
+#include "core/error.h"
+#include "nn/heads.h"
+#include "train/config/overrides.h"
+#if defined(MT_WITH_CUDA)
+#include "core/cuda_context.h"
+#endif
+
+namespace mt::train {
+
+namespace {
+
+void synchronize(Device dev) {
+#if defined(MT_WITH_CUDA)
+  if (dev.is_cuda()) CudaContext::get().synchronize();
+#else
+  (void)dev;
+#endif
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::vector<int64_t> parse_batch_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    MT_CHECK(used == item.size() && !item.empty() && v >= 1, ErrorKind::Usage,
+             "--batch: expected a comma-separated list of positive integers, got '", s, "'");
+    out.push_back(v);
+  }
+  MT_CHECK(!out.empty(), ErrorKind::Usage, "--batch: expected at least one batch size");
+  return out;
+}
+
+int run_decode_bench(const DecodeBenchOptions& o) {
+  MT_CHECK(o.prompt_len >= 1 && o.new_tokens >= 1 && o.repeats >= 1, ErrorKind::Usage,
+           "bench decode: --prompt-len, --new-tokens and --repeats must be >= 1");
+  const Device dev = resolve_device(o.device);
+  const DType cd = o.dtype.empty() ? (dev.is_cuda() ? DType::BF16 : DType::F32) : dtype_from_name(o.dtype);
+  MT_CHECK(is_floating(cd), ErrorKind::Usage, "bench decode: --dtype must be f32, bf16, f16 or f64, got ", o.dtype);
+  MambaConfig cfg = MambaConfig::variant(o.variant);
+  cfg.d_inner = 0;  // derived again from d_model unless set
+  cfg.dt_rank = 0;
+  apply_config_overrides(cfg, o.sets);
+  cfg.finalize();
+
+  nn::MambaLMHeadModel model(cfg);
+  Generator gen(0);
+  model.init_parameters(gen);
+  if (cd == DType::F64) model.to(DType::F64);
+  model.to(dev);
+  std::string where = dev.str();
+#if defined(MT_WITH_CUDA)
+  if (dev.is_cuda()) where += " (" + CudaContext::get().describe() + ")";
+#endif
+  std::printf(
+      "bench decode: mamba-%s%s with random weights (%s parameters), %s on %s; prompt %lld tokens, %lld new "
+      "tokens per row, greedy; median of %d calls after one untimed\n",
+      o.variant.c_str(), o.sets.empty() ? "" : " (overridden)", group_thousands(model.num_parameters()).c_str(),
+      dtype_name(cd), where.c_str(), (long long)o.prompt_len, (long long)o.new_tokens, o.repeats);
+  std::fflush(stdout);
+
+  for (int64_t B : o.batches) {
+    nn::DecodeEngineOptions eo = o.engine;
+    eo.batch = B;
+    eo.max_new_tokens = o.new_tokens;
+    eo.compute_dtype = cd;
+    eo.sampling = nn::SamplingConfig{};
+    eo.sampling.temperature = 0.0;
+    nn::DecodeEngine engine(model, dev, eo);
+    Generator pg(static_cast<uint64_t>(B));
+    const Tensor ids = Tensor::randint({B, o.prompt_len}, pg, 0, cfg.vocab_size, DType::I64, dev);
+    std::vector<int64_t> rows(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) rows[b] = b;
+    std::vector<double> total, prompt;
+    for (int r = 0; r <= o.repeats; ++r) {
+      synchronize(dev);
+      const auto t0 = std::chrono::steady_clock::now();
+      engine.prefill(ids, rows);
+      synchronize(dev);
+      const double tp = seconds_since(t0);
+      engine.step(o.new_tokens - 1);
+      synchronize(dev);
+      const double tt = seconds_since(t0);
+      if (r == 0) continue;  // warm-up: allocations, cuBLAS heuristics, graph capture
+      total.push_back(tt);
+      prompt.push_back(tp);
+    }
+    // The median call, and its own prompt / step split.
+    std::vector<size_t> order(total.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return total[a] < total[b]; });
+    const size_t mid = order[order.size() / 2];
+    const double per_step = o.new_tokens > 1 ? (total[mid] - prompt[mid]) / static_cast<double>(o.new_tokens - 1) : 0;
+    std::printf(
+        "decode batch %lld: %.0f new tokens/s (%lld x %lld tokens in %.4f s; prompt %.2f ms, %.1f us per "
+        "step); %s\n",
+        (long long)B, static_cast<double>(B * o.new_tokens) / total[mid], (long long)B, (long long)o.new_tokens,
+        total[mid], prompt[mid] * 1e3, per_step * 1e6, engine.describe().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace mt::train
