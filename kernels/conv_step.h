@@ -9,7 +9,7 @@
 // x and u have row strides ldx / ldu (elements) and may be the same buffer (u overwrites x in place).
 //
 // Dtypes: x, u, state, weight and bias share `dtype` (any float dtype on both backends); math runs in f32 (f64 for
-// f64). weight [D, K], bias [D] (optional), state [B, K-1, D], all contiguous.
+// f64). weight [D, K], bias [D] (optional), state [B, K-1, D], all contiguous. 1 <= K <= kConvStepMaxK.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,8 @@
 #include "core/dtype.h"
 
 namespace mt::kernels {
+
+constexpr int kConvStepMaxK = 8;  // the GPU keeps the taps and the state in registers
 
 struct ConvStepParams {
   int64_t B = 0, D = 0, K = 0;

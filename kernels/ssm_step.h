@@ -2,9 +2,10 @@
 // selective state update, the D skip and the z gate, for a single token per row.
 //
 // Per row b < B (E = R + 2N):
-//   xd[e]      = round(sum_{p<P} xproj[p, b, e])    (partial sums of x_proj, summed in the order p = 0..P-1 and
-//                                                     rounded to dtype, where the parallel model stores x_proj's
-//                                                     output); dt = xd[0, R), Bm = xd[R, R+N), Cm = xd[R+N, E)
+//   xd[e]      = round(sum_{p<P} xproj[p, b, e])    (partial sums of x_proj, added in the fixed order of
+//                                                     kernels/detail/decode_math.h partial_group_sum, then rounded
+//                                                     to dtype, where the parallel model stores x_proj's output);
+//                                                     dt = xd[0, R), Bm = xd[R, R+N), Cm = xd[R+N, E)
 // per channel d < D:
 //   delta      = round(sum_{r<R} dt_w[d, r] * dt[r])  (dt_proj, no bias; rounded like its GEMM output)
 //   d'         = softplus(delta + dt_bias[d])

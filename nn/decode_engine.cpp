@@ -57,12 +57,13 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
 
   const int64_t B = opt_.batch, V = cfg_.vocab_size, dm = cfg_.d_model, di = cfg_.d_inner, N = cfg_.d_state;
   const int64_t R = cfg_.dt_rank, E = R + 2 * N, K = cfg_.d_conv;
-  fused_ = opt_.fused;
+  // Conv widths above kConvStepMaxK (Mamba uses 4) take the reference path.
+  fused_ = opt_.fused && K <= kConvStepMaxK;
   pdl_ = false;
 #if defined(MT_WITH_CUDA)
   if (dev_.is_cuda()) {
-    // f64 and unusual conv widths take the reference path on the GPU.
-    if (cd_ == DType::F64 || K > 8) fused_ = false;
+    // f64 takes the reference path on the GPU.
+    if (cd_ == DType::F64) fused_ = false;
     gemv_path_ = B <= std::min<int64_t>(opt_.gemv_max_batch, kDecodeGemvMaxBatch) &&
                  decode_gemv_cuda_supports(B, dm, K) && decode_gemv_cuda_supports(B, di, 1);
     pdl_ = opt_.pdl && CudaContext::get().props().major >= 9;

@@ -26,9 +26,11 @@ void run(const SsmStepParams& p) {
   T* y = static_cast<T*>(p.y);
   for (int64_t b = 0; b < B; ++b) {
     std::vector<C> xd(static_cast<size_t>(E));
+    const int64_t G = decode::ssm_step_groups(E, p.P);
     for (int64_t e = 0; e < E; ++e) {
-      C s = C(0);
-      for (int64_t q = 0; q < p.P; ++q) s += xproj[(q * B + b) * E + e];
+      auto get = [&](int64_t q) { return xproj[(q * B + b) * E + e]; };
+      C s = decode::partial_group_sum<C>(p.P, G, 0, get);
+      for (int64_t g = 1; g < G; ++g) s += decode::partial_group_sum<C>(p.P, G, g, get);
       xd[e] = S::round(s);
     }
     const C* dt = xd.data();

@@ -1,10 +1,12 @@
 // CUDA fused decode projections (math in kernels/decode_gemv.h).
 //
-// decode_gemv: blocks of 8 warps own 16 consecutive output rows (2 per warp). Batch 1 decoding is bound by reading
-// the weights, so the kernel is built around keeping many weight loads in flight:
-//   1. each lane loads its first stage of the warp's two rows (4 x 16 bytes per row, lanes interleaved so a warp
-//      reads 512 contiguous bytes per row and vector) before waiting for the previous kernel (PDL, see
-//      decode_launch.cuh): weights never depend on it, so their latency overlaps the previous kernel's tail;
+// decode_gemv: blocks of 8 warps own 16 consecutive output rows (2 per warp; 8 rows, 1 per warp, for short Store
+// outputs). Batch 1 decoding is bound by reading the weights, so the kernel is built around keeping many weight
+// loads in flight:
+//   1. each lane loads its first stage of the warp's rows (4 x 16 bytes per row, lanes interleaved so a warp reads
+//      512 contiguous bytes per row and vector) before waiting for the previous kernel (PDL, see decode_launch.cuh):
+//      weights never depend on it, so their latency overlaps the previous kernel's tail; so do the conv taps and
+//      conv state the epilogue needs;
 //   2. the input stage (copy, or residual add + norm, computed redundantly by every block: a few KB) writes the
 //      B input rows into shared memory in the storage dtype;
 //   3. stages of 4 vectors per lane and row are double-buffered; each weight vector is unpacked once and multiplied
@@ -19,6 +21,7 @@
 #include <algorithm>
 
 #include "core/cuda/dtype_cuda.cuh"
+#include "kernels/conv_step.h"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/decode_gemv.h"
 #include "kernels/detail/decode_math.h"
@@ -32,10 +35,8 @@ using decode_cuda::warp_sum;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerWarp = 2;
-static_assert(kWarps * kRowsPerWarp == kDecodeGemvRows, "a block owns kDecodeGemvRows rows");
+static_assert(kWarps * 2 == kDecodeGemvRows, "a MixerIn block (2 rows per warp) owns kDecodeGemvRows channels");
 constexpr int kStage = 4;  // 16-byte vectors per lane and row per stage
-constexpr int kMaxK = 8;   // conv taps
 
 template <typename T>
 constexpr int kVec = 16 / static_cast<int>(sizeof(T));
@@ -148,40 +149,65 @@ __device__ void norm_stage(DecodeInput input, const DecodeNormArgs& a, int64_t b
   }
 }
 
-// Shared memory of decode_gemv_kernel<T, BT> for input width `in`, in bytes.
+// Shared memory of decode_gemv_kernel<T, BT, *> for input width `in`, in bytes.
 template <typename T>
 size_t gemv_smem_bytes(int BT, int64_t in, bool norm) {
   return static_cast<size_t>(BT) * in * sizeof(T) + (norm ? static_cast<size_t>(BT) * in * sizeof(float) : 0) +
          static_cast<size_t>(BT) * kDecodeGemvRows * sizeof(float) + static_cast<size_t>(kWarps) * BT * sizeof(float);
 }
 
-template <typename T, int BT>
+// BT: batch rows held per thread (>= B); RPW: output rows per warp (2 for MixerIn, whose blocks own exactly the
+// kDecodeGemvRows channels of one x_proj partial; 1 doubles the block count for short Store outputs).
+template <typename T, int BT, int RPW>
 __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvParams p) {
   constexpr int VEC = kVec<T>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t in = p.in, out = p.out, nv = in / VEC;
   const int B = static_cast<int>(p.B);
   const bool norm = p.input != DecodeInput::Plain;
+  const bool mixer = p.output == DecodeOutput::MixerIn;
+  const int64_t di = p.d_inner;
+  const int K = static_cast<int>(p.K);
   T* xs = reinterpret_cast<T*>(smem);
   float* rs = reinterpret_cast<float*>(smem + static_cast<size_t>(BT) * in * sizeof(T));
   float* us = rs + (norm ? BT * in : 0);
   float* red = us + BT * kDecodeGemvRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t blk0 = static_cast<int64_t>(blockIdx.x) * kDecodeGemvRows;
-  const int64_t row0 = blk0 + warp * kRowsPerWarp;
+  const int64_t blk0 = static_cast<int64_t>(blockIdx.x) * kWarps * RPW;
+  const int64_t row0 = blk0 + warp * RPW;
   const uint4* Wv = static_cast<const uint4*>(p.W);
+  // The output this lane finishes: row row0 + lane / BT of batch row lane % BT.
+  const int my_b = lane % BT;
+  const int64_t my_o = row0 + lane / BT;
+  const bool my_out = lane < RPW * BT && my_b < B && my_o < out;
+  const bool my_conv = mixer && my_out && my_o < di;
 
-  auto load_stage = [&](uint4(&dst)[kRowsPerWarp][kStage], int64_t s) {
+  auto load_stage = [&](uint4(&dst)[RPW][kStage], int64_t s) {
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r)
+    for (int r = 0; r < RPW; ++r)
 #pragma unroll
       for (int j = 0; j < kStage; ++j) {
         const int64_t c = s + lane + 32 * j;
         dst[r][j] = (row0 + r < out && c < nv) ? __ldg(Wv + (row0 + r) * nv + c) : make_uint4(0, 0, 0, 0);
       }
   };
-  uint4 w[kRowsPerWarp][kStage];
+  uint4 w[RPW][kStage];
   load_stage(w, 0);
+  // Also independent of the previous kernel: the conv taps and this channel's conv state (last written by this layer
+  // one step earlier), and x_proj's columns of this block (to L2).
+  float wc[kConvStepMaxK], sv[kConvStepMaxK], cb = 0.0f;
+  T* st = nullptr;
+  if (my_conv) {
+    st = static_cast<T*>(p.conv_state) + static_cast<int64_t>(my_b) * (K - 1) * di + my_o;
+#pragma unroll
+    for (int k = 0; k < kConvStepMaxK; ++k) {
+      if (k < K) wc[k] = cuda::load(static_cast<const T*>(p.conv_w), my_o * K + k);
+      if (k + 1 < K) sv[k] = cuda::load(st, k * di);
+    }
+    if (p.conv_b) cb = cuda::load(static_cast<const T*>(p.conv_b), my_o);
+  }
+  if (mixer && blk0 < di && threadIdx.x < p.E)
+    decode_cuda::prefetch_l2(static_cast<const T*>(p.x_proj_w) + threadIdx.x * di + blk0);
 
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
@@ -194,82 +220,68 @@ __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvPara
   }
   __syncthreads();
 
-  float acc[kRowsPerWarp][BT];
+  float acc[RPW][BT];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < RPW; ++r)
 #pragma unroll
     for (int b = 0; b < BT; ++b) acc[r][b] = 0.0f;
   const uint4* xsv = reinterpret_cast<const uint4*>(xs);
   for (int64_t s = 0; s < nv; s += 32 * kStage) {
-    uint4 wn[kRowsPerWarp][kStage];
+    uint4 wn[RPW][kStage];
     const bool more = s + 32 * kStage < nv;
     if (more) load_stage(wn, s + 32 * kStage);
 #pragma unroll
     for (int j = 0; j < kStage; ++j) {
       const int64_t c = s + lane + 32 * j;
       if (c >= nv) continue;
-      float wf[kRowsPerWarp][VEC];
+      float wf[RPW][VEC];
 #pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) unpack(w[r][j], wf[r], cuda::TypeTag<T>{});
+      for (int r = 0; r < RPW; ++r) unpack(w[r][j], wf[r], cuda::TypeTag<T>{});
 #pragma unroll
       for (int b = 0; b < BT; ++b) {
         if (b >= B) continue;
         float xf[VEC];
         unpack(xsv[b * nv + c], xf, cuda::TypeTag<T>{});
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r)
+        for (int r = 0; r < RPW; ++r)
 #pragma unroll
           for (int e = 0; e < VEC; ++e) acc[r][b] = fmaf(wf[r][e], xf[e], acc[r][b]);
       }
     }
     if (more) {
 #pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r)
+      for (int r = 0; r < RPW; ++r)
 #pragma unroll
         for (int j = 0; j < kStage; ++j) w[r][j] = wn[r][j];
     }
   }
 
-  // Lane r * BT + b takes output (row0 + r, b).
   float v = 0.0f;
-  int bsel = -1;
-  int64_t o = -1;
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < RPW; ++r)
 #pragma unroll
     for (int b = 0; b < BT; ++b) {
       const float t = warp_sum(acc[r][b]);
-      if (lane == r * BT + b) {
-        v = t;
-        bsel = b;
-        o = row0 + r;
-      }
+      if (lane == r * BT + b) v = t;
     }
-  const bool mixer = p.output == DecodeOutput::MixerIn;
-  const int64_t di = p.d_inner;
-  if (bsel >= 0 && bsel < B && o < out) {
-    if (p.bias) v += cuda::load(static_cast<const T*>(p.bias), o);
-    if (!mixer) {
+  if (my_out) {
+    const int64_t yi = static_cast<int64_t>(my_b) * out + my_o;
+    if (p.bias) v += cuda::load(static_cast<const T*>(p.bias), my_o);
+    if (!my_conv) {
       if (p.y_compute)
-        static_cast<float*>(p.y)[bsel * out + o] = v;
+        static_cast<float*>(p.y)[yi] = v;
       else
-        static_cast<T*>(p.y)[bsel * out + o] = cuda::from_compute<T>(v);
-    } else if (o >= di) {
-      static_cast<T*>(p.y)[bsel * out + o] = cuda::from_compute<T>(v);
+        static_cast<T*>(p.y)[yi] = cuda::from_compute<T>(v);
     } else {
-      const int64_t K = p.K;
-      float wc[kMaxK];
+      const float xv = round_to<T>(v);
+      const float pre = decode::conv_pre<kConvStepMaxK>(xv, K, wc, sv, cb);
 #pragma unroll
-      for (int k = 0; k < kMaxK; ++k)
-        if (k < K) wc[k] = cuda::load(static_cast<const T*>(p.conv_w), o * K + k);
-      const float cb = p.conv_b ? cuda::load(static_cast<const T*>(p.conv_b), o) : 0.0f;
-      T* st = static_cast<T*>(p.conv_state) + static_cast<int64_t>(bsel) * (K - 1) * di + o;
-      const float pre = decode::conv_step_one<float>(
-          round_to<T>(v), K, di, [&](int64_t i) { return cuda::load(st, i); },
-          [&](int64_t i, float x) { st[i] = cuda::from_compute<T>(x); }, wc, cb);
+      for (int j = 0; j + 1 < kConvStepMaxK; ++j)
+        if (j + 2 < K) st[j * di] = cuda::from_compute<T>(sv[j + 1]);
+      if (K > 1) st[(K - 2) * di] = cuda::from_compute<T>(xv);
       const float u = round_to<T>(decode::silu(pre));
-      static_cast<T*>(p.y)[bsel * out + o] = cuda::from_compute<T>(u);
-      us[bsel * kDecodeGemvRows + (o - blk0)] = u;
+      static_cast<T*>(p.y)[yi] = cuda::from_compute<T>(u);
+      us[my_b * kDecodeGemvRows + (my_o - blk0)] = u;
     }
   }
   if (!mixer || blk0 >= di) return;
@@ -315,20 +327,32 @@ void dispatch_gemv_dtype(DType dt, F&& f) {
   }
 }
 
-template <typename T, int BT>
+template <typename T, int BT, int RPW>
 void launch_gemv(const DecodeGemvParams& p) {
   const size_t smem = gemv_smem_bytes<T>(BT, p.in, p.input != DecodeInput::Plain);
-  auto kernel = decode_gemv_kernel<T, BT>;
+  auto kernel = decode_gemv_kernel<T, BT, RPW>;
   if (smem > 48 * 1024)
     MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  const int64_t blocks = (p.out + kDecodeGemvRows - 1) / kDecodeGemvRows;
+  const int64_t rows = kWarps * RPW, blocks = (p.out + rows - 1) / rows;
   decode_cuda::launch(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), smem, p.pdl, p);
+}
+
+// Store outputs with fewer than two blocks of 16 rows per SM use blocks of 8 rows: twice the blocks, so more SMs
+// stream the weights (out_proj of mamba-130m: 768 rows, 96 blocks instead of 48).
+template <typename T, int BT>
+void launch_gemv_rows(const DecodeGemvParams& p) {
+  const bool short_store =
+      p.output == DecodeOutput::Store && p.out < 2 * kDecodeGemvRows * CudaContext::get().sm_count();
+  if (short_store)
+    launch_gemv<T, BT, 1>(p);
+  else
+    launch_gemv<T, BT, 2>(p);
 }
 
 }  // namespace
 
 bool decode_gemv_cuda_supports(int64_t B, int64_t in, int64_t K) {
-  if (B < 1 || B > kDecodeGemvMaxBatch || in < 8 || in % 8 != 0 || K < 1 || K > kMaxK) return false;
+  if (B < 1 || B > kDecodeGemvMaxBatch || in < 8 || in % 8 != 0 || K < 1 || K > kConvStepMaxK) return false;
   const size_t worst = gemv_smem_bytes<float>(static_cast<int>(kDecodeGemvMaxBatch), in, true);
   return worst <= CudaContext::get().props().sharedMemPerBlockOptin;
 }
@@ -337,7 +361,8 @@ void decode_gemv_cuda(const DecodeGemvParams& p) {
   MT_ASSERT(p.B >= 0 && p.in >= 1 && p.out >= 0 && p.W && p.y, "decode_gemv: bad sizes or missing buffers");
   MT_CHECK(decode_gemv_cuda_supports(std::max<int64_t>(p.B, 1), p.in, p.output == DecodeOutput::MixerIn ? p.K : 1),
            ErrorKind::Shape, "decode_gemv_cuda: batch ", p.B, " / input width ", p.in, " / conv width ", p.K,
-           " not supported (batch <= ", kDecodeGemvMaxBatch, ", width a multiple of 8, conv width <= ", kMaxK, ")");
+           " not supported (batch <= ", kDecodeGemvMaxBatch, ", width a multiple of 8, conv width <= ", kConvStepMaxK,
+           ")");
   MT_CHECK(reinterpret_cast<uintptr_t>(p.W) % 16 == 0 && (p.x == nullptr || reinterpret_cast<uintptr_t>(p.x) % 16 == 0),
            ErrorKind::Shape, "decode_gemv_cuda: W and x must be 16-byte aligned");
   if (p.output == DecodeOutput::MixerIn)
@@ -348,13 +373,13 @@ void decode_gemv_cuda(const DecodeGemvParams& p) {
   dispatch_gemv_dtype(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (p.B <= 1)
-      launch_gemv<T, 1>(p);
+      launch_gemv_rows<T, 1>(p);
     else if (p.B <= 2)
-      launch_gemv<T, 2>(p);
+      launch_gemv_rows<T, 2>(p);
     else if (p.B <= 4)
-      launch_gemv<T, 4>(p);
+      launch_gemv_rows<T, 4>(p);
     else
-      launch_gemv<T, 8>(p);
+      launch_gemv_rows<T, 8>(p);
   });
 }
 

@@ -1,9 +1,10 @@
 // CUDA single-token selective state update (math in kernels/ssm_step.h).
 //
-// Grid (channel tiles of 128, rows). A block first sums the x_proj partials of its row into shared memory (each
-// thread a few of the R + 2N outputs, over p in order), then each thread updates one channel's N states: the
-// dt_proj dot product over R, softplus, the N-state recurrence, D and the gate. The channel's biases are read before
-// waiting for the previous kernel.
+// Grid (channel tiles of 256, rows). Before waiting for the previous kernel a thread loads what does not depend on
+// it: its channel's biases, A row and state (the state was last written by this layer one step earlier), into
+// registers when N <= 16, and asks L2 for its dt_proj row. After the wait the block sums the x_proj partials of its
+// row (thread g * E + e adds group g of output e, kernels/detail/decode_math.h, so all loads are in flight at once),
+// then each thread updates one channel: dt_proj, softplus, the N-state recurrence, D and the gate.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/detail/decode_math.h"
@@ -13,47 +14,76 @@ namespace mt::kernels {
 
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = static_cast<int>(decode::kSsmStepThreads);
+constexpr int kRegN = 16;  // states held in registers up to this N
 
-template <typename T>
+template <typename T, bool kInRegs>
 __global__ void __launch_bounds__(kThreads) ssm_step_kernel(SsmStepParams p) {
   using C = typename cuda::Compute<T>::type;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  C* xd = reinterpret_cast<C*>(smem_raw);
-  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N;
+  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N, P = p.P;
+  const int64_t G = decode::ssm_step_groups(E, P);
+  C* xd = reinterpret_cast<C*>(smem_raw);  // [E]
+  C* red = xd + E;                         // [G * E]
   const int64_t b = blockIdx.y;
   const int64_t d = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
   const bool active = d < D;
-  const C* A = static_cast<const C*>(p.A);
+  const C* Ad = static_cast<const C*>(p.A) + d * N;
+  C* h = static_cast<C*>(p.state) + (b * D + d) * N;
+  const T* dt_w = static_cast<const T*>(p.dt_w) + d * R;
   C bias = C(0), dskip = C(0);
+  C a_r[kInRegs ? kRegN : 1], h_r[kInRegs ? kRegN : 1];
   if (active) {
     if (p.dt_bias) bias = static_cast<const C*>(p.dt_bias)[d];
     if (p.D_skip) dskip = static_cast<const C*>(p.D_skip)[d];
+    if constexpr (kInRegs) {
+#pragma unroll
+      for (int n = 0; n < kRegN; ++n)
+        if (n < N) {
+          a_r[n] = Ad[n];
+          h_r[n] = h[n];
+        }
+    }
+    for (int64_t off = 0; off < R * static_cast<int64_t>(sizeof(T)); off += 128)
+      decode_cuda::prefetch_l2(reinterpret_cast<const char*>(dt_w) + off);
   }
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
+
   const C* xproj = static_cast<const C*>(p.xproj);
+  for (int64_t i = threadIdx.x; i < G * E; i += kThreads) {
+    const int64_t g = i / E, e = i % E;
+    red[i] = decode::partial_group_sum<C>(P, G, g, [&](int64_t q) { return xproj[(q * B + b) * E + e]; });
+  }
+  __syncthreads();
   for (int64_t e = threadIdx.x; e < E; e += kThreads) {
-    C s = C(0);
-    for (int64_t q = 0; q < p.P; ++q) s += xproj[(q * B + b) * E + e];
+    C s = red[e];
+    for (int64_t g = 1; g < G; ++g) s += red[g * E + e];
     xd[e] = decode_cuda::round_to<T>(s);
   }
   __syncthreads();
   if (!active) return;
-  const T* dt_w = static_cast<const T*>(p.dt_w) + d * R;
   C delta = C(0);
   for (int64_t r = 0; r < R; ++r) delta += cuda::load(dt_w, r) * xd[r];
   const C dtv = decode::softplus(decode_cuda::round_to<T>(delta) + bias);
   const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
   const C* Bm = xd + R;
   const C* Cm = Bm + N;
-  C* h = static_cast<C*>(p.state) + (b * D + d) * N;
-  const C* Ad = A + d * N;
   C acc = C(0);
-  for (int64_t n = 0; n < N; ++n) {
-    const C hn = decode::exp_c(dtv * Ad[n]) * h[n] + dtv * Bm[n] * uu;
-    h[n] = hn;
-    acc += Cm[n] * hn;
+  if constexpr (kInRegs) {
+#pragma unroll
+    for (int n = 0; n < kRegN; ++n)
+      if (n < N) {
+        const C hn = decode::exp_c(dtv * a_r[n]) * h_r[n] + dtv * Bm[n] * uu;
+        h[n] = hn;
+        acc += Cm[n] * hn;
+      }
+  } else {
+    for (int64_t n = 0; n < N; ++n) {
+      const C hn = decode::exp_c(dtv * Ad[n]) * h[n] + dtv * Bm[n] * uu;
+      h[n] = hn;
+      acc += Cm[n] * hn;
+    }
   }
   C yv = acc + dskip * uu;
   if (p.z) yv *= decode::silu(cuda::load(static_cast<const T*>(p.z), b * p.ld + d));
@@ -70,11 +100,14 @@ void ssm_step_cuda(const SsmStepParams& p) {
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     using C = typename cuda::Compute<T>::type;
-    const size_t smem = static_cast<size_t>(p.R + 2 * p.N) * sizeof(C);
-    MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: dt_rank + 2 d_state = ", p.R + 2 * p.N, " too large");
-    decode_cuda::launch(ssm_step_kernel<T>,
-                        dim3(static_cast<unsigned>((p.D + kThreads - 1) / kThreads), static_cast<unsigned>(p.B)),
-                        dim3(kThreads), smem, p.pdl, p);
+    const int64_t E = p.R + 2 * p.N;
+    const size_t smem = static_cast<size_t>(E + decode::ssm_step_groups(E, p.P) * E) * sizeof(C);
+    MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: dt_rank + 2 d_state = ", E, " too large");
+    const dim3 grid(static_cast<unsigned>((p.D + kThreads - 1) / kThreads), static_cast<unsigned>(p.B));
+    if (p.N <= kRegN)
+      decode_cuda::launch(ssm_step_kernel<T, true>, grid, dim3(kThreads), smem, p.pdl, p);
+    else
+      decode_cuda::launch(ssm_step_kernel<T, false>, grid, dim3(kThreads), smem, p.pdl, p);
   });
 }
 

@@ -10,6 +10,13 @@
 #include "core/dtype.h"  // MT_HD
 #include "core/rng.h"
 
+// Loop unrolling for nvcc (register arrays need compile-time indices); nothing for the host compiler.
+#if defined(__CUDACC__)
+#define MT_DECODE_UNROLL _Pragma("unroll")
+#else
+#define MT_DECODE_UNROLL
+#endif
+
 namespace mt::kernels::decode {
 
 MT_HD float exp_c(float x) { return expf(x); }
@@ -31,17 +38,36 @@ MT_HD C softplus(C x) {
   return x <= C(20) ? log1p_c(exp_c(x)) : x;
 }
 
-// One channel of the causal conv for one new input x: state holds the previous K-1 inputs, oldest first, at
-// state[j * state_stride]; w the K taps (w[K-1] multiplies x). Returns the pre-activation and shifts x into the
-// state. load / store convert between the storage type and C.
-template <typename C, typename Load, typename Store>
-MT_HD C conv_step_one(C x, int64_t K, int64_t state_stride, Load load_state, Store store_state, const C* w, C bias) {
+// The causal conv of one channel for one new input x: pre = bias + sum_{j < K-1} w[j] * s[j] + w[K-1] * x, with s the
+// previous K-1 inputs (oldest first). KMAX >= K bounds the unrolled loops, so that on the GPU w and s can live in
+// registers (no runtime index into them).
+template <int KMAX, typename C>
+MT_HD C conv_pre(C x, int K, const C* w, const C* s, C bias) {
   C acc = bias;
-  for (int64_t j = 0; j + 1 < K; ++j) acc += w[j] * load_state(j * state_stride);
-  acc += w[K - 1] * x;
-  for (int64_t j = 0; j + 2 < K; ++j) store_state(j * state_stride, load_state((j + 1) * state_stride));
-  if (K > 1) store_state((K - 2) * state_stride, x);
+  MT_DECODE_UNROLL
+  for (int j = 0; j < KMAX; ++j)
+    if (j < K) acc += w[j] * (j + 1 < K ? s[j] : x);
   return acc;
+}
+
+// ---- ssm_step: the order in which the P partial sums of x_proj are added (both backends, so that they agree to the
+// bit on equal partials). G groups (g < G) each add the partials p = g, g + G, g + 2G, ... into 8 accumulators
+// (accumulator j takes p = g + (8i + j) G, i = 0, 1, ...), combined pairwise; the G group sums are then added in
+// order g = 0, 1, ... On the GPU, thread g * E + e of a block of kSsmStepThreads computes group g of output e.
+constexpr int64_t kSsmStepThreads = 256;
+MT_HD int64_t ssm_step_groups(int64_t E, int64_t P) {
+  const int64_t g = kSsmStepThreads / E;
+  return g < 1 ? 1 : (g > P ? P : g);
+}
+template <typename C, typename Get>
+MT_HD C partial_group_sum(int64_t P, int64_t G, int64_t g, Get get) {
+  C a[8] = {C(0), C(0), C(0), C(0), C(0), C(0), C(0), C(0)};
+  for (int64_t q = g; q < P; q += 8 * G) {
+    MT_DECODE_UNROLL
+    for (int j = 0; j < 8; ++j)
+      if (q + j * G < P) a[j] += get(q + j * G);
+  }
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 // ---- sampling ----

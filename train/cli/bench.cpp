@@ -85,6 +85,8 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_flag("--no-cuda-graph", o->no_graph, "bench decode: launch each step's kernels instead of a CUDA graph");
   cmd->add_flag("--no-pdl", o->no_pdl, "bench decode: no programmatic dependent launch between the step's kernels");
   cmd->add_flag("--reference", o->reference, "bench decode: the model's forward per token instead of the fused step");
+  cmd->add_flag("--check", o->decode.check,
+                "bench decode: compare greedy tokens with the argmax of the parallel forward (first rows and tokens)");
   cmd->add_option("--gemv-max-batch", o->decode.engine.gemv_max_batch,
                   "bench decode: largest batch for the GEMV kernels on CUDA (above: cuBLAS)")
       ->capture_default_str()

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "autograd/autograd.h"
+#include "autograd/ops/shape_ops.h"
 #include "core/error.h"
 #include "nn/heads.h"
 #include "train/config/overrides.h"
@@ -27,6 +28,42 @@ void synchronize(Device dev) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Greedy tokens [B, n] of `engine` (after a call) for rows r < R against the argmax of the parallel forward over
+// prompt + tokens: prints how many agree and the largest top-2 gap among the positions that do not.
+void check_greedy(const nn::MambaLMHeadModel& model, const nn::DecodeEngine& engine, const Tensor& ids, DType cd) {
+  const int64_t B = ids.size(0), L = ids.size(1), R = std::min<int64_t>(B, 4);
+  const int64_t m = std::min<int64_t>(engine.generated(), 64), V = model.config().vocab_size;
+  const std::vector<int64_t> toks = engine.tokens(0, m);
+  const std::vector<int64_t> prompt = ids.to_vector_i64();
+  std::vector<int64_t> seq;
+  for (int64_t r = 0; r < R; ++r) {
+    seq.insert(seq.end(), prompt.begin() + r * L, prompt.begin() + (r + 1) * L);
+    seq.insert(seq.end(), toks.begin() + r * m, toks.begin() + r * m + m - 1);
+  }
+  const int64_t T = L + m - 1;
+  NoGradGuard ng;
+  nn::ForwardOptions fo;
+  fo.compute_dtype = cd;
+  const Tensor logits = model.forward(Tensor::from_vector_i64(seq, {R, T}).to(ids.device()), fo).logits;
+  const std::vector<double> lg = slice(logits, 1, L - 1, T).to(DType::F32).to_vector();  // [R, m, V]
+  int64_t equal = 0;
+  double worst_gap = 0.0;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t s = 0; s < m; ++s) {
+      const double* row = &lg[(r * m + s) * V];
+      const int64_t best = std::max_element(row, row + V) - row, tok = toks[r * m + s];
+      if (tok == best) {
+        ++equal;
+      } else {
+        worst_gap = std::max(worst_gap, row[best] - row[tok]);
+      }
+    }
+  std::printf("  greedy check: %lld of %lld tokens (rows 0-%lld, first %lld each) are the parallel forward's argmax",
+              (long long)equal, (long long)(R * m), (long long)(R - 1), (long long)m);
+  if (equal < R * m) std::printf("; the others trail it by at most %.4g (logit units)", worst_gap);
+  std::printf("\n");
 }
 
 }  // namespace
@@ -116,6 +153,7 @@ int run_decode_bench(const DecodeBenchOptions& o) {
         "step); %s\n",
         (long long)B, static_cast<double>(B * o.new_tokens) / total[mid], (long long)B, (long long)o.new_tokens,
         total[mid], prompt[mid] * 1e3, per_step * 1e6, engine.describe().c_str());
+    if (o.check) check_greedy(model, engine, ids, cd);
     std::fflush(stdout);
   }
   return 0;
