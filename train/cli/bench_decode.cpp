@@ -9,7 +9,8 @@
 #include "autograd/ops/shape_ops.h"
 #include "core/error.h"
 #include "nn/heads.h"
-#include "train/config/overrides.h"
+#include "train/config/config.h"
+#include "train/format.h"
 #if defined(MT_WITH_CUDA)
 #include "core/cuda_context.h"
 #endif
@@ -94,11 +95,19 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   const Device dev = resolve_device(o.device);
   const DType cd = o.dtype.empty() ? (dev.is_cuda() ? DType::BF16 : DType::F32) : dtype_from_name(o.dtype);
   MT_CHECK(is_floating(cd), ErrorKind::Usage, "bench decode: --dtype must be f32, bf16, f16 or f64, got ", o.dtype);
-  MambaConfig cfg = MambaConfig::variant(o.variant);
-  cfg.d_inner = 0;  // derived again from d_model unless set
-  cfg.dt_rank = 0;
-  apply_config_overrides(cfg, o.sets);
-  cfg.finalize();
+  // The variant, then --set keys of the config schema (a key without a section is a model key, as for `info`);
+  // d_inner and dt_rank follow d_model unless set.
+  TrainConfig tc;
+  tc.model.mamba = MambaConfig::variant(o.variant);
+  tc.model.mamba.d_inner = 0;
+  tc.model.mamba.dt_rank = 0;
+  std::vector<std::string> sets;
+  for (const std::string& s : o.sets) {
+    const size_t eq = s.find('=');
+    sets.push_back(eq != std::string::npos && s.substr(0, eq).find('.') == std::string::npos ? "model." + s : s);
+  }
+  apply_overrides(tc, sets);
+  const MambaConfig cfg = tc.model.mamba;
 
   nn::MambaLMHeadModel model(cfg);
   Generator gen(0);
