@@ -14,8 +14,8 @@
 // Output (DecodeOutput):
 //   Store:      y[b, o] = acc (in dtype, or in the compute dtype with y_compute: the logits)
 //   MixerIn:    out = 2 * d_inner (in_proj's x and z halves). o < d_inner: x = round(acc), the conv step of
-//               kernels/conv_step.h on channel o (conv_state updated) gives u = round(silu(conv)), y[b, o] = u;
-//               o >= d_inner: y[b, o] = round(acc) (z). Then x_proj's partial products over channel groups of
+//               kernels/ssm_step.h (conv_pre) on channel o (conv_state updated) gives u = round(silu(conv)), y[b, o] =
+//               u; o >= d_inner: y[b, o] = round(acc) (z). Then x_proj's partial products over channel groups of
 //               kDecodeGemvRows: xproj[p, b, e] = sum_{c in [16p, 16p + 16) and c < d_inner} x_proj_w[e, c] * u[b, c]
 //               for p < ceil(d_inner / 16), e < E (ssm_step sums them).
 // round() stores a value in dtype and reads it back, where the parallel model stores that activation.

@@ -6,7 +6,6 @@
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/shape_ops.h"
 #include "core/allocator.h"
-#include "kernels/conv_step.h"
 #include "kernels/decode_gemv.h"
 #include "kernels/gemm.h"
 #include "kernels/sampling.h"
@@ -57,8 +56,8 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
 
   const int64_t B = opt_.batch, V = cfg_.vocab_size, dm = cfg_.d_model, di = cfg_.d_inner, N = cfg_.d_state;
   const int64_t R = cfg_.dt_rank, E = R + 2 * N, K = cfg_.d_conv;
-  // Conv widths above kConvStepMaxK (Mamba uses 4) take the reference path.
-  fused_ = opt_.fused && K <= kConvStepMaxK;
+  // Conv widths above kConvMaxK (Mamba uses 4) take the reference path.
+  fused_ = opt_.fused && K <= kConvMaxK;
   pdl_ = false;
 #if defined(MT_WITH_CUDA)
   if (dev_.is_cuda()) {
@@ -110,9 +109,10 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
     res_[1] = Tensor::zeros({B, dm}, sd_, dev_);
     xz_ = Tensor::zeros({B, 2 * di}, cd_, dev_);
     y_ = Tensor::zeros({B, di}, cd_, dev_);
-    const int64_t P = (dev_.is_cpu() || gemv_path_) ? decode_xproj_partials(di) : 1;
-    xproj_ = Tensor::zeros({P, B, E}, sd_, dev_);
-    if (dev_.is_cuda() && !gemv_path_) xin_ = Tensor::zeros({B, dm}, cd_, dev_);
+    if (dev_.is_cpu() || gemv_path_)
+      xproj_ = Tensor::zeros({decode_xproj_partials(di), B, E}, sd_, dev_);
+    else
+      xin_ = Tensor::zeros({B, dm}, cd_, dev_);
   }
 }
 
@@ -260,8 +260,16 @@ void DecodeEngine::run_fused_step() {
     s.u = ptr(xz_);
     s.z = static_cast<const char*>(s.u) + di * dtype_size(cd_);
     s.ld = 2 * di;
-    s.xproj = ptr(xproj_);
-    s.P = P;
+    if (P > 0) {
+      s.xproj = ptr(xproj_);
+      s.P = P;
+    } else {
+      s.x_proj_w = ptr(L.x_w);
+      s.conv_w = ptr(L.conv_w);
+      s.conv_b = ptr(L.conv_b);
+      s.conv_state = ptr(L.conv_state);
+      s.K = K;
+    }
     s.dt_w = ptr(L.dt_w);
     s.dt_bias = ptr(L.dt_b);
     s.A = ptr(L.A);
@@ -357,23 +365,7 @@ void DecodeEngine::run_fused_step() {
     np.pdl = pdl_;
     decode_norm_cuda(np);
     gemm(ptr(xin_), dm, L.in_w, L.in_b, ptr(xz_), 2 * di, false);
-    ConvStepParams cp;
-    cp.B = B;
-    cp.D = di;
-    cp.K = K;
-    cp.dtype = cd_;
-    cp.silu = true;
-    cp.x = ptr(xz_);
-    cp.ldx = 2 * di;
-    cp.u = ptr(xz_);
-    cp.ldu = 2 * di;
-    cp.state = ptr(L.conv_state);
-    cp.weight = ptr(L.conv_w);
-    cp.bias = ptr(L.conv_b);
-    cp.pdl = pdl_;
-    conv_step_cuda(cp);
-    gemm(ptr(xz_), 2 * di, L.x_w, Tensor(), ptr(xproj_), E, true);
-    ssm(L, 1);
+    ssm(L, 0);  // row mode: conv step, x_proj and the state update in one kernel
     gemm(ptr(y_), di, L.out_w, L.out_b, ptr(h_), dm, false);
 #endif
   }

@@ -8,8 +8,8 @@
 //     and decode_gemv (out_proj); then decode_gemv (norm_f + LM head) and sample. Weights are the model's compute-
 //     dtype copies, all buffers are allocated once, and on CUDA the whole step is captured once in a CUDA graph and
 //     replayed, its kernels chained by programmatic dependent launch. Batches above kDecodeGemvMaxBatch (or widths
-//     the GEMV kernels do not take) use cuBLAS for the projections: decode_norm, GEMM, conv_step, GEMM (x_proj),
-//     ssm_step, GEMM.
+//     the GEMV kernels do not take) use cuBLAS for in_proj, out_proj and the LM head: per layer decode_norm, GEMM,
+//     ssm_step in row mode (conv step, x_proj, state update), GEMM.
 //   reference (fused = false, and f64 on CUDA): the model's own forward with the inference cache, one token at a time.
 //
 // Sampling (kernels/sampling.h) runs on the engine's device; the tokens of a row depend on (seed, its row id, the

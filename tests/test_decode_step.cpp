@@ -1,5 +1,5 @@
-// The single-token decode kernels on the CPU (kernels/conv_step.h, ssm_step.h, decode_gemv.h) against the
-// training ops they shorten: causal_conv1d and selective_scan with L = 1, the norms, linear.
+// The single-token decode kernels on the CPU (kernels/ssm_step.h, decode_gemv.h) against the training ops they
+// shorten: causal_conv1d and selective_scan with L = 1, the norms, linear.
 #include <cmath>
 #include <vector>
 
@@ -12,7 +12,6 @@
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/selective_scan.h"
 #include "autograd/ops/shape_ops.h"
-#include "kernels/conv_step.h"
 #include "kernels/decode_gemv.h"
 #include "kernels/ssm_step.h"
 #include "test_util.h"
@@ -35,59 +34,6 @@ void expect_near(const Tensor& got, const Tensor& want, double tol, const char* 
 }
 
 }  // namespace
-
-TEST(ConvStep, EqualsCausalConv1dOfOneStepWithTheState) {
-  NoGradGuard ng;
-  for (int64_t K : {1, 2, 4}) {
-    for (bool with_bias : {false, true}) {
-      const int64_t B = 3, D = 5;
-      Tensor x = randn({B, 1, D}, 1), w = randn({D, K}, 2), b = with_bias ? randn({D}, 3) : Tensor();
-      Tensor s0 = randn({B, K - 1, D}, 4);
-      CausalConv1dOut ref = causal_conv1d(x, w, b, K > 1 ? s0 : Tensor(), /*apply_silu=*/true);
-      Tensor state = s0.clone(), u = Tensor::zeros({B, D}, DType::F64);
-      ConvStepParams p;
-      p.B = B;
-      p.D = D;
-      p.K = K;
-      p.dtype = DType::F64;
-      p.x = x.data_ptr();
-      p.ldx = D;
-      p.u = u.data_ptr();
-      p.ldu = D;
-      p.state = K > 1 ? state.data_ptr() : nullptr;
-      p.weight = w.data_ptr();
-      p.bias = with_bias ? b.data_ptr() : nullptr;
-      conv_step_cpu(p);
-      expect_near(u, ref.y.view({B, D}), 1e-13, "u");
-      if (K > 1) expect_near(state, ref.final_state, 0.0, "state");
-    }
-  }
-}
-
-TEST(ConvStep, RunsInPlaceOnTheXHalfOfAWiderRow) {
-  NoGradGuard ng;
-  const int64_t B = 2, D = 4, K = 3;
-  Tensor xz = randn({B, 2 * D}, 5), w = randn({D, K}, 6), s0 = randn({B, K - 1, D}, 7);
-  Tensor x = slice(xz, 1, 0, D).contiguous().view({B, 1, D});
-  CausalConv1dOut ref = causal_conv1d(x, w, Tensor(), s0, false);
-  Tensor z_before = slice(xz, 1, D, 2 * D).contiguous();
-  Tensor state = s0.clone();
-  ConvStepParams p;
-  p.B = B;
-  p.D = D;
-  p.K = K;
-  p.dtype = DType::F64;
-  p.silu = false;
-  p.x = xz.data_ptr();
-  p.ldx = 2 * D;
-  p.u = xz.data_ptr();
-  p.ldu = 2 * D;
-  p.state = state.data_ptr();
-  p.weight = w.data_ptr();
-  conv_step_cpu(p);
-  expect_near(slice(xz, 1, 0, D).contiguous(), ref.y.view({B, D}), 1e-13, "u");
-  expect_near(slice(xz, 1, D, 2 * D).contiguous(), z_before, 0.0, "z untouched");
-}
 
 TEST(SsmStep, EqualsSelectiveScanOfOneStepWithTheState) {
   NoGradGuard ng;
@@ -129,6 +75,71 @@ TEST(SsmStep, EqualsSelectiveScanOfOneStepWithTheState) {
     expect_near(y, ref.y.view({B, D}), 1e-12, "y");
     expect_near(state, ref.last_state, 1e-12, "state");
   }
+}
+
+TEST(SsmStep, RowModeEqualsConvXProjAndTheScanOfOneStep) {
+  NoGradGuard ng;
+  const int64_t B = 3, D = 7, N = 4, R = 2, E = R + 2 * N;
+  for (int64_t K : {1, 2, 4}) {
+    for (bool with_conv : {true, false}) {
+      Tensor xz = randn({B, 2 * D}, 40), cw = randn({D, K}, 41, DType::F64, 0.5), cb = randn({D}, 42);
+      Tensor s0 = randn({B, K - 1, D}, 43), xw = randn({E, D}, 44, DType::F64, 0.4);
+      Tensor dt_w = randn({D, R}, 45, DType::F64, 0.5), dt_b = randn({D}, 46);
+      Tensor A = neg(exp(randn({D, N}, 47))), Dsk = randn({D}, 48), h0 = randn({B, D, N}, 49);
+      // Reference: causal_conv1d with the state (L = 1), x_proj, dt_proj, the scan.
+      Tensor x = slice(xz, 1, 0, D).contiguous(), z = slice(xz, 1, D, 2 * D).contiguous();
+      Tensor u = x;
+      CausalConv1dOut conv;
+      if (with_conv) {
+        conv = causal_conv1d(x.view({B, 1, D}), cw, cb, K > 1 ? s0 : Tensor(), true);
+        u = conv.y.view({B, D});
+      }
+      Tensor xd = linear(u, xw);
+      Tensor delta = linear(slice(xd, 1, 0, R).contiguous(), dt_w);
+      SelectiveScanOut ref = selective_scan(
+          u.view({B, 1, D}), delta.view({B, 1, D}), A, slice(xd, 1, R, R + N).contiguous().view({B, 1, N}),
+          slice(xd, 1, R + N, E).contiguous().view({B, 1, N}), Dsk, z.view({B, 1, D}), dt_b, true, h0);
+      Tensor conv_state = s0.clone(), state = h0.clone(), y = Tensor::zeros({B, D}, DType::F64);
+      SsmStepParams p;
+      p.B = B;
+      p.D = D;
+      p.N = N;
+      p.R = R;
+      p.dtype = DType::F64;
+      p.u = xz.data_ptr();
+      p.z = static_cast<const double*>(xz.data_ptr()) + D;
+      p.ld = 2 * D;
+      p.x_proj_w = xw.data_ptr();
+      if (with_conv) {
+        p.conv_w = cw.data_ptr();
+        p.conv_b = cb.data_ptr();
+        p.conv_state = K > 1 ? conv_state.data_ptr() : nullptr;
+        p.K = K;
+      }
+      p.dt_w = dt_w.data_ptr();
+      p.dt_bias = dt_b.data_ptr();
+      p.A = A.data_ptr();
+      p.D_skip = Dsk.data_ptr();
+      p.state = state.data_ptr();
+      p.y = y.data_ptr();
+      ssm_step_cpu(p);
+      expect_near(y, ref.y.view({B, D}), 1e-12, "y");
+      expect_near(state, ref.last_state, 1e-12, "state");
+      expect_near(slice(xz, 1, 0, D).contiguous(), u, 1e-13, "u written in place");
+      if (with_conv && K > 1) expect_near(conv_state, conv.final_state, 0.0, "conv state");
+    }
+  }
+  // Conv widths past kConvMaxK are refused.
+  SsmStepParams bad;
+  bad.B = 1;
+  bad.D = bad.N = bad.R = bad.ld = 1;
+  double buf[64] = {};
+  bad.u = buf;
+  bad.x_proj_w = bad.conv_w = bad.dt_w = bad.A = buf;
+  bad.conv_state = bad.state = bad.y = buf;
+  bad.dtype = DType::F64;
+  bad.K = kConvMaxK + 1;
+  EXPECT_NE(test::error_of([&] { ssm_step_cpu(bad); }).find("conv width"), std::string::npos);
 }
 
 namespace {

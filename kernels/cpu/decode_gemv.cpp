@@ -4,10 +4,10 @@
 #include <vector>
 
 #include "core/error.h"
-#include "kernels/conv_step.h"
 #include "kernels/decode_gemv.h"
 #include "kernels/detail/decode_cpu.h"
 #include "kernels/detail/decode_math.h"
+#include "kernels/ssm_step.h"
 
 namespace mt::kernels {
 
@@ -71,7 +71,7 @@ void gemv(const DecodeGemvParams& p) {
   std::vector<C> u(mixer ? static_cast<size_t>(B * di) : 0);
 #pragma omp parallel for schedule(static) if (out * in * B >= (1 << 16))
   for (int64_t o = 0; o < out; ++o) {
-    C wc[kConvStepMaxK] = {}, sv[kConvStepMaxK] = {};
+    C wc[kConvMaxK] = {}, sv[kConvMaxK] = {};
     if (mixer && o < di)
       for (int64_t k = 0; k < K; ++k) wc[k] = S::load(static_cast<const T*>(p.conv_w), o * K + k);
     for (int64_t b = 0; b < B; ++b) {
@@ -93,7 +93,7 @@ void gemv(const DecodeGemvParams& p) {
       const C cb = p.conv_b ? S::load(static_cast<const T*>(p.conv_b), o) : C(0);
       const C xv = S::round(acc);
       for (int64_t j = 0; j + 1 < K; ++j) sv[j] = S::load(s, j * di);
-      const C pre = decode::conv_pre<kConvStepMaxK>(xv, static_cast<int>(K), wc, sv, cb);
+      const C pre = decode::conv_pre<kConvMaxK>(xv, static_cast<int>(K), wc, sv, cb);
       for (int64_t j = 0; j + 2 < K; ++j) S::store(s, j * di, sv[j + 1]);
       if (K > 1) S::store(s, (K - 2) * di, xv);
       const C uv = S::round(decode::silu(pre));
@@ -137,7 +137,7 @@ void decode_gemv_cpu(const DecodeGemvParams& p) {
   else
     check_norm_args(p.input, p.norm);
   if (p.output == DecodeOutput::MixerIn)
-    MT_ASSERT(p.out == 2 * p.d_inner && p.K >= 1 && p.K <= kConvStepMaxK && p.conv_w && (p.K == 1 || p.conv_state) &&
+    MT_ASSERT(p.out == 2 * p.d_inner && p.K >= 1 && p.K <= kConvMaxK && p.conv_w && (p.K == 1 || p.conv_state) &&
                   p.x_proj_w && p.xproj && p.E >= 1,
               "decode_gemv: bad mixer-in arguments");
   decode::dispatch_storage(p.dtype, "decode_gemv_cpu", [&](auto tag) { gemv<typename decltype(tag)::type>(p); });

@@ -1,4 +1,4 @@
-// CPU reference of the single-token selective state update (math in kernels/ssm_step.h).
+// CPU reference of the single-token mixer step (math in kernels/ssm_step.h).
 #include <vector>
 
 #include "core/error.h"
@@ -14,10 +14,11 @@ template <typename T>
 void run(const SsmStepParams& p) {
   using S = decode::Storage<T>;
   using C = typename S::C;
-  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N;
-  const T* u = static_cast<const T*>(p.u);
+  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N, K = p.K;
+  T* u = static_cast<T*>(p.u);
   const T* z = static_cast<const T*>(p.z);
   const C* xproj = static_cast<const C*>(p.xproj);
+  const T* xw = static_cast<const T*>(p.x_proj_w);
   const T* dt_w = static_cast<const T*>(p.dt_w);
   const C* dt_bias = static_cast<const C*>(p.dt_bias);
   const C* A = static_cast<const C*>(p.A);
@@ -26,12 +27,35 @@ void run(const SsmStepParams& p) {
   T* y = static_cast<T*>(p.y);
   for (int64_t b = 0; b < B; ++b) {
     std::vector<C> xd(static_cast<size_t>(E));
-    const int64_t G = decode::ssm_step_groups(E, p.P);
-    for (int64_t e = 0; e < E; ++e) {
-      auto get = [&](int64_t q) { return xproj[(q * B + b) * E + e]; };
-      C s = decode::partial_group_sum<C>(p.P, G, 0, get);
-      for (int64_t g = 1; g < G; ++g) s += decode::partial_group_sum<C>(p.P, G, g, get);
-      xd[e] = S::round(s);
+    if (xw) {
+      if (p.conv_w) {
+        const T* cw = static_cast<const T*>(p.conv_w);
+        const T* cb = static_cast<const T*>(p.conv_b);
+        for (int64_t d = 0; d < D; ++d) {
+          C w[kConvMaxK] = {}, sv[kConvMaxK] = {};
+          T* st = static_cast<T*>(p.conv_state) + b * (K - 1) * D + d;
+          for (int64_t k = 0; k < K; ++k) w[k] = S::load(cw, d * K + k);
+          for (int64_t j = 0; j + 1 < K; ++j) sv[j] = S::load(st, j * D);
+          const C xv = S::load(u, b * p.ld + d);
+          const C pre = decode::conv_pre<kConvMaxK>(xv, static_cast<int>(K), w, sv, cb ? S::load(cb, d) : C(0));
+          for (int64_t j = 0; j + 2 < K; ++j) S::store(st, j * D, sv[j + 1]);
+          if (K > 1) S::store(st, (K - 2) * D, xv);
+          S::store(u, b * p.ld + d, decode::silu(pre));
+        }
+      }
+      for (int64_t e = 0; e < E; ++e) {
+        C s = C(0);
+        for (int64_t d = 0; d < D; ++d) s += S::load(xw, e * D + d) * S::load(u, b * p.ld + d);
+        xd[e] = S::round(s);
+      }
+    } else {
+      const int64_t G = decode::ssm_step_groups(E, p.P);
+      for (int64_t e = 0; e < E; ++e) {
+        auto get = [&](int64_t q) { return xproj[(q * B + b) * E + e]; };
+        C s = decode::partial_group_sum<C>(p.P, G, 0, get);
+        for (int64_t g = 1; g < G; ++g) s += decode::partial_group_sum<C>(p.P, G, g, get);
+        xd[e] = S::round(s);
+      }
     }
     const C* dt = xd.data();
     const C* Bm = dt + R;
@@ -57,9 +81,18 @@ void run(const SsmStepParams& p) {
 
 }  // namespace
 
-void ssm_step_cpu(const SsmStepParams& p) {
+void ssm_step_check(const SsmStepParams& p) {
   MT_ASSERT(p.B >= 0 && p.D >= 0 && p.N >= 1 && p.R >= 1 && p.P >= 1 && p.ld >= p.D, "ssm_step: bad sizes");
-  MT_ASSERT(p.u && p.xproj && p.dt_w && p.A && p.state && p.y, "ssm_step: missing buffers");
+  MT_ASSERT(p.u && p.dt_w && p.A && p.state && p.y && (p.x_proj_w || p.xproj), "ssm_step: missing buffers");
+  if (p.x_proj_w && p.conv_w) {
+    MT_CHECK(p.K >= 1 && p.K <= kConvMaxK, ErrorKind::Shape, "ssm_step: conv width ", p.K, " outside [1, ", kConvMaxK,
+             "]");
+    MT_ASSERT(p.K == 1 || p.conv_state, "ssm_step: missing conv state");
+  }
+}
+
+void ssm_step_cpu(const SsmStepParams& p) {
+  ssm_step_check(p);
   decode::dispatch_storage(p.dtype, "ssm_step_cpu", [&](auto tag) { run<typename decltype(tag)::type>(p); });
 }
 

@@ -21,10 +21,10 @@
 #include <algorithm>
 
 #include "core/cuda/dtype_cuda.cuh"
-#include "kernels/conv_step.h"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/decode_gemv.h"
 #include "kernels/detail/decode_math.h"
+#include "kernels/ssm_step.h"
 
 namespace mt::kernels {
 
@@ -195,12 +195,12 @@ __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvPara
   load_stage(w, 0);
   // Also independent of the previous kernel: the conv taps and this channel's conv state (last written by this layer
   // one step earlier), and x_proj's columns of this block (to L2).
-  float wc[kConvStepMaxK], sv[kConvStepMaxK], cb = 0.0f;
+  float wc[kConvMaxK], sv[kConvMaxK], cb = 0.0f;
   T* st = nullptr;
   if (my_conv) {
     st = static_cast<T*>(p.conv_state) + static_cast<int64_t>(my_b) * (K - 1) * di + my_o;
 #pragma unroll
-    for (int k = 0; k < kConvStepMaxK; ++k) {
+    for (int k = 0; k < kConvMaxK; ++k) {
       if (k < K) wc[k] = cuda::load(static_cast<const T*>(p.conv_w), my_o * K + k);
       if (k + 1 < K) sv[k] = cuda::load(st, k * di);
     }
@@ -274,9 +274,9 @@ __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvPara
         static_cast<T*>(p.y)[yi] = cuda::from_compute<T>(v);
     } else {
       const float xv = round_to<T>(v);
-      const float pre = decode::conv_pre<kConvStepMaxK>(xv, K, wc, sv, cb);
+      const float pre = decode::conv_pre<kConvMaxK>(xv, K, wc, sv, cb);
 #pragma unroll
-      for (int j = 0; j + 1 < kConvStepMaxK; ++j)
+      for (int j = 0; j + 1 < kConvMaxK; ++j)
         if (j + 2 < K) st[j * di] = cuda::from_compute<T>(sv[j + 1]);
       if (K > 1) st[(K - 2) * di] = cuda::from_compute<T>(xv);
       const float u = round_to<T>(decode::silu(pre));
@@ -352,7 +352,7 @@ void launch_gemv_rows(const DecodeGemvParams& p) {
 }  // namespace
 
 bool decode_gemv_cuda_supports(int64_t B, int64_t in, int64_t K) {
-  if (B < 1 || B > kDecodeGemvMaxBatch || in < 8 || in % 8 != 0 || K < 1 || K > kConvStepMaxK) return false;
+  if (B < 1 || B > kDecodeGemvMaxBatch || in < 8 || in % 8 != 0 || K < 1 || K > kConvMaxK) return false;
   const size_t worst = gemv_smem_bytes<float>(static_cast<int>(kDecodeGemvMaxBatch), in, true);
   return worst <= CudaContext::get().props().sharedMemPerBlockOptin;
 }
@@ -361,8 +361,7 @@ void decode_gemv_cuda(const DecodeGemvParams& p) {
   MT_ASSERT(p.B >= 0 && p.in >= 1 && p.out >= 0 && p.W && p.y, "decode_gemv: bad sizes or missing buffers");
   MT_CHECK(decode_gemv_cuda_supports(std::max<int64_t>(p.B, 1), p.in, p.output == DecodeOutput::MixerIn ? p.K : 1),
            ErrorKind::Shape, "decode_gemv_cuda: batch ", p.B, " / input width ", p.in, " / conv width ", p.K,
-           " not supported (batch <= ", kDecodeGemvMaxBatch, ", width a multiple of 8, conv width <= ", kConvStepMaxK,
-           ")");
+           " not supported (batch <= ", kDecodeGemvMaxBatch, ", width a multiple of 8, conv width <= ", kConvMaxK, ")");
   MT_CHECK(reinterpret_cast<uintptr_t>(p.W) % 16 == 0 && (p.x == nullptr || reinterpret_cast<uintptr_t>(p.x) % 16 == 0),
            ErrorKind::Shape, "decode_gemv_cuda: W and x must be 16-byte aligned");
   if (p.output == DecodeOutput::MixerIn)

@@ -1,4 +1,4 @@
-// Launch helpers of the single-token decode kernels (decode_gemv, conv_step, ssm_step, sampling).
+// Launch helpers of the single-token decode kernels (decode_gemv, ssm_step, sampling).
 //
 // Programmatic dependent launch (PDL, sm_90): a kernel launched with `pdl` may start while the previous kernel on
 // the stream is still running. Each decode kernel first issues the loads that do not depend on earlier kernels

@@ -1,4 +1,4 @@
-// Element formulas of the single-token decode kernels (kernels/decode_gemv.h, conv_step.h, ssm_step.h, sampling.h),
+// Element formulas of the single-token decode kernels (kernels/decode_gemv.h, ssm_step.h, sampling.h),
 // shared verbatim by the CPU references and the CUDA kernels so that both evaluate the same expressions.
 // C is the compute type: float (f32 / bf16 / f16 storage) or double (f64 storage).
 #pragma once

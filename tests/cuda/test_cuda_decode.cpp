@@ -1,5 +1,5 @@
-// The single-token decode kernels and the decode engine on the GPU against their CPU references: conv_step,
-// ssm_step, decode_gemv / decode_norm and sampling kernel by kernel in every dtype (CPU references with the same
+// The single-token decode kernels and the decode engine on the GPU against their CPU references: ssm_step (both
+// modes), decode_gemv / decode_norm and sampling kernel by kernel in every dtype (CPU references with the same
 // storage roundings), then whole generations (per-step logits, greedy tokens, the CUDA graph and PDL paths, the
 // cuBLAS path for large batches).
 #include <algorithm>
@@ -11,7 +11,6 @@
 
 #include "autograd/autograd.h"
 #include "core/allocator.h"
-#include "kernels/conv_step.h"
 #include "kernels/decode_gemv.h"
 #include "kernels/sampling.h"
 #include "kernels/ssm_step.h"
@@ -59,50 +58,28 @@ const DType kDtypes[] = {DType::F32, DType::BF16, DType::F16};
 
 }  // namespace
 
-TEST(CudaDecode, ConvStepMatchesTheCpuInPlaceOnTheXHalf) {
-  MT_REQUIRE_CUDA();
-  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
-    const int64_t B = 3, D = 37, K = 4;
-    Bufs h{{"xz", rnd({B, 2 * D}, 1, dt)},
-           {"state", rnd({B, K - 1, D}, 2, dt)},
-           {"w", rnd({D, K}, 3, dt, 0.5)},
-           {"b", rnd({D}, 4, dt)}};
-    auto call = [&](Bufs& b, bool cuda) {
-      ConvStepParams p;
-      p.B = B;
-      p.D = D;
-      p.K = K;
-      p.dtype = dt;
-      p.x = b["xz"].data_ptr();
-      p.ldx = 2 * D;
-      p.u = b["xz"].data_ptr();
-      p.ldu = 2 * D;
-      p.state = b["state"].data_ptr();
-      p.weight = b["w"].data_ptr();
-      p.bias = b["b"].data_ptr();
-      cuda ? conv_step_cuda(p) : conv_step_cpu(p);
-    };
-    compare(run_on(Device::cuda(), h, call), run_on(Device::cpu(), h, call), {"xz", "state"}, dt, "conv_step");
-  }
-}
-
-TEST(CudaDecode, SsmStepMatchesTheCpu) {
+TEST(CudaDecode, SsmStepMatchesTheCpuInBothModes) {
   MT_REQUIRE_CUDA();
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
     const DType sd = dt == DType::F64 ? DType::F64 : DType::F32;
-    const int64_t B = 3, D = 300, N = 16, R = 5, E = R + 2 * N, P = 7;
+    const int64_t B = 3, D = 300, N = 16, R = 5, E = R + 2 * N, P = 7, K = 4;
     Tensor A = rnd({D, N}, 14, sd).to(DType::F64);
     std::vector<double> av = A.to_vector();
     for (double& a : av) a = -std::exp(a);
     Bufs h{{"uz", rnd({B, 2 * D}, 10, dt)},
            {"xproj", rnd({P, B, E}, 11, sd, 0.3)},
+           {"xw", rnd({E, D}, 17, dt, 0.1)},
+           {"cw", rnd({D, K}, 18, dt, 0.5)},
+           {"cb", rnd({D}, 19, dt)},
+           {"cstate", rnd({B, K - 1, D}, 20, dt)},
            {"dt_w", rnd({D, R}, 12, dt, 0.5)},
            {"dt_b", rnd({D}, 13, sd)},
            {"A", Tensor::from_vector(av, {D, N}, sd)},
            {"D", rnd({D}, 15, sd)},
            {"state", rnd({B, D, N}, 16, sd)},
            {"y", nan_of({B, D}, dt)}};
-    for (bool with_z : {true, false}) {
+    // Modes: partials with and without z, row mode with and without the conv.
+    for (int mode = 0; mode < 4; ++mode) {
       auto call = [&](Bufs& b, bool cuda) {
         SsmStepParams p;
         p.B = B;
@@ -111,10 +88,20 @@ TEST(CudaDecode, SsmStepMatchesTheCpu) {
         p.R = R;
         p.dtype = dt;
         p.u = b["uz"].data_ptr();
-        p.z = with_z ? static_cast<const char*>(b["uz"].data_ptr()) + D * dtype_size(dt) : nullptr;
+        p.z = mode != 1 ? static_cast<const char*>(b["uz"].data_ptr()) + D * dtype_size(dt) : nullptr;
         p.ld = 2 * D;
-        p.xproj = b["xproj"].data_ptr();
-        p.P = P;
+        if (mode < 2) {
+          p.xproj = b["xproj"].data_ptr();
+          p.P = P;
+        } else {
+          p.x_proj_w = b["xw"].data_ptr();
+          if (mode == 2) {
+            p.conv_w = b["cw"].data_ptr();
+            p.conv_b = b["cb"].data_ptr();
+            p.conv_state = b["cstate"].data_ptr();
+            p.K = K;
+          }
+        }
         p.dt_w = b["dt_w"].data_ptr();
         p.dt_bias = b["dt_b"].data_ptr();
         p.A = b["A"].data_ptr();
@@ -123,7 +110,8 @@ TEST(CudaDecode, SsmStepMatchesTheCpu) {
         p.y = b["y"].data_ptr();
         cuda ? ssm_step_cuda(p) : ssm_step_cpu(p);
       };
-      compare(run_on(Device::cuda(), h, call), run_on(Device::cpu(), h, call), {"y", "state"}, dt, "ssm_step");
+      compare(run_on(Device::cuda(), h, call), run_on(Device::cpu(), h, call), {"y", "state", "uz", "cstate"}, dt,
+              "ssm_step mode " + std::to_string(mode));
     }
   }
 }
