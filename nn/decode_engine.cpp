@@ -231,59 +231,56 @@ void DecodeEngine::run_reference_step() {
 
 void DecodeEngine::run_fused_step() {
   const bool cuda = dev_.is_cuda();
-  const int64_t B = opt_.batch, V = cfg_.vocab_size, dm = cfg_.d_model, di = cfg_.d_inner, N = cfg_.d_state;
-  const int64_t R = cfg_.dt_rank, E = R + 2 * N, K = cfg_.d_conv;
+  const int64_t B = opt_.batch, V = cfg_.vocab_size, dm = cfg_.d_model, di = cfg_.d_inner;
   const int64_t nl = static_cast<int64_t>(layers_.size());
-  const bool round_res = !cfg_.residual_in_fp32 && is_half(cd_);
   auto norm_args = [&](const Tensor& w, const Tensor& b) {
     DecodeNormArgs a;
     a.weight = ptr(w);
     a.bias = ptr(b);
     a.rms = cfg_.norm == NormKind::RMSNorm;
     a.eps = cfg_.norm_eps;
-    a.round_residual = round_res;
+    a.round_residual = !cfg_.residual_in_fp32 && is_half(cd_);
     return a;
   };
-  auto gemv = [&](const DecodeGemvParams& p) {
+  auto gemv = [&](DecodeGemvParams p) {
+    p.B = B;
+    p.dtype = cd_;
+    p.pdl = pdl_;
 #if defined(MT_WITH_CUDA)
     if (cuda) return decode_gemv_cuda(p);
 #endif
     decode_gemv_cpu(p);
   };
-  auto ssm = [&](Layer& L, int64_t P) {
-    SsmStepParams s;
-    s.B = B;
-    s.D = di;
-    s.N = N;
-    s.R = R;
-    s.dtype = cd_;
-    s.u = ptr(xz_);
-    s.z = static_cast<const char*>(s.u) + di * dtype_size(cd_);
-    s.ld = 2 * di;
-    if (P > 0) {
-      s.xproj = ptr(xproj_);
-      s.P = P;
-    } else {
-      s.x_proj_w = ptr(L.x_w);
-      s.conv_w = ptr(L.conv_w);
-      s.conv_b = ptr(L.conv_b);
-      s.conv_state = ptr(L.conv_state);
-      s.K = K;
-    }
-    s.dt_w = ptr(L.dt_w);
-    s.dt_bias = ptr(L.dt_b);
-    s.A = ptr(L.A);
-    s.D_skip = ptr(L.D);
-    s.state = ptr(L.ssm_state);
-    s.y = ptr(y_);
-    s.pdl = pdl_;
-#if defined(MT_WITH_CUDA)
-    if (cuda) return ssm_step_cuda(s);
-#endif
-    ssm_step_cpu(s);
+  // y[B, out] = input (x [B, in], or the norm of a residual stream) @ W^T + bias.
+  auto gemv_store = [&](const Tensor& W, const Tensor& bias, DecodeInput input, const void* x, const DecodeNormArgs& na,
+                        void* y, bool y_compute) {
+    DecodeGemvParams g;
+    g.in = W.size(1);
+    g.out = W.size(0);
+    g.W = ptr(W);
+    g.bias = ptr(bias);
+    g.input = input;
+    g.x = x;
+    g.norm = na;
+    g.output = DecodeOutput::Store;
+    g.y = y;
+    g.y_compute = y_compute;
+    gemv(g);
   };
 #if defined(MT_WITH_CUDA)
-  // y[M, N] (row stride ldc) = x[M, K] (row stride lda) @ W[N, K]^T + bias, by cuBLAS; c_f32: y in f32.
+  // The cuBLAS path: xin = the norm of a residual stream; y[M, N] (row stride ldc) = x[M, K] @ W[N, K]^T + bias
+  // (c_f32: y in f32).
+  auto norm_to_xin = [&](DecodeInput input, const DecodeNormArgs& na) {
+    DecodeNormParams np;
+    np.B = B;
+    np.H = dm;
+    np.dtype = cd_;
+    np.input = input;
+    np.norm = na;
+    np.y = ptr(xin_);
+    np.pdl = pdl_;
+    decode_norm_cuda(np);
+  };
   auto gemm = [&](const void* x, int64_t lda, const Tensor& W, const Tensor& bias, void* y, int64_t ldc, bool c_f32) {
     GemmParams g;
     g.dtype = cd_;
@@ -317,11 +314,10 @@ void DecodeEngine::run_fused_step() {
     }
     na.residual_out = ptr(res_[l % 2]);
     if (!cuda || gemv_path_) {
+      // in_proj with the norm in front and the conv step + x_proj partials behind; the state update; out_proj.
       DecodeGemvParams g;
-      g.B = B;
       g.in = dm;
       g.out = 2 * di;
-      g.dtype = cd_;
       g.W = ptr(L.in_w);
       g.bias = ptr(L.in_b);
       g.input = input;
@@ -329,43 +325,22 @@ void DecodeEngine::run_fused_step() {
       g.output = DecodeOutput::MixerIn;
       g.y = ptr(xz_);
       g.d_inner = di;
-      g.K = K;
-      g.E = E;
+      g.K = cfg_.d_conv;
+      g.E = cfg_.dt_rank + 2 * cfg_.d_state;
       g.conv_w = ptr(L.conv_w);
       g.conv_b = ptr(L.conv_b);
       g.conv_state = ptr(L.conv_state);
       g.x_proj_w = ptr(L.x_w);
       g.xproj = ptr(xproj_);
-      g.pdl = pdl_;
       gemv(g);
-      ssm(L, decode_xproj_partials(di));
-      DecodeGemvParams o;
-      o.B = B;
-      o.in = di;
-      o.out = dm;
-      o.dtype = cd_;
-      o.W = ptr(L.out_w);
-      o.bias = ptr(L.out_b);
-      o.input = DecodeInput::Plain;
-      o.x = ptr(y_);
-      o.output = DecodeOutput::Store;
-      o.y = ptr(h_);
-      o.pdl = pdl_;
-      gemv(o);
+      ssm_step(L, /*row_mode=*/false);
+      gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
       continue;
     }
 #if defined(MT_WITH_CUDA)
-    DecodeNormParams np;
-    np.B = B;
-    np.H = dm;
-    np.dtype = cd_;
-    np.input = input;
-    np.norm = na;
-    np.y = ptr(xin_);
-    np.pdl = pdl_;
-    decode_norm_cuda(np);
+    norm_to_xin(input, na);
     gemm(ptr(xin_), dm, L.in_w, L.in_b, ptr(xz_), 2 * di, false);
-    ssm(L, 0);  // row mode: conv step, x_proj and the state update in one kernel
+    ssm_step(L, /*row_mode=*/true);
     gemm(ptr(y_), di, L.out_w, L.out_b, ptr(h_), dm, false);
 #endif
   }
@@ -374,35 +349,49 @@ void DecodeEngine::run_fused_step() {
   nf.h = ptr(h_);
   nf.residual_in = ptr(res_[(nl - 1) % 2]);
   if (!cuda || gemv_path_) {
-    DecodeGemvParams g;
-    g.B = B;
-    g.in = dm;
-    g.out = V;
-    g.dtype = cd_;
-    g.W = ptr(lm_head_);
-    g.input = DecodeInput::Norm;
-    g.norm = nf;
-    g.output = DecodeOutput::Store;
-    g.y = ptr(logits_c_);
-    g.y_compute = true;
-    g.pdl = pdl_;
-    gemv(g);
+    gemv_store(lm_head_, Tensor(), DecodeInput::Norm, nullptr, nf, ptr(logits_c_), true);
   } else {
 #if defined(MT_WITH_CUDA)
-    DecodeNormParams np;
-    np.B = B;
-    np.H = dm;
-    np.dtype = cd_;
-    np.input = DecodeInput::Norm;
-    np.norm = nf;
-    np.y = ptr(xin_);
-    np.pdl = pdl_;
-    decode_norm_cuda(np);
+    norm_to_xin(DecodeInput::Norm, nf);
     gemm(ptr(xin_), dm, lm_head_, Tensor(), ptr(logits_), V, true);
 #endif
   }
   if (!logits_c_.same(logits_)) logits_.copy_(logits_c_);
   sample(pdl_);
+}
+
+void DecodeEngine::ssm_step(Layer& L, bool row_mode) {
+  const int64_t di = cfg_.d_inner;
+  SsmStepParams s;
+  s.B = opt_.batch;
+  s.D = di;
+  s.N = cfg_.d_state;
+  s.R = cfg_.dt_rank;
+  s.dtype = cd_;
+  s.u = ptr(xz_);
+  s.z = static_cast<const char*>(s.u) + di * dtype_size(cd_);
+  s.ld = 2 * di;
+  if (row_mode) {  // conv step, x_proj and the state update in one kernel
+    s.x_proj_w = ptr(L.x_w);
+    s.conv_w = ptr(L.conv_w);
+    s.conv_b = ptr(L.conv_b);
+    s.conv_state = ptr(L.conv_state);
+    s.K = cfg_.d_conv;
+  } else {
+    s.xproj = ptr(xproj_);
+    s.P = decode_xproj_partials(di);
+  }
+  s.dt_w = ptr(L.dt_w);
+  s.dt_bias = ptr(L.dt_b);
+  s.A = ptr(L.A);
+  s.D_skip = ptr(L.D);
+  s.state = ptr(L.ssm_state);
+  s.y = ptr(y_);
+  s.pdl = pdl_;
+#if defined(MT_WITH_CUDA)
+  if (dev_.is_cuda()) return ssm_step_cuda(s);
+#endif
+  ssm_step_cpu(s);
 }
 
 void DecodeEngine::sample(bool pdl) {

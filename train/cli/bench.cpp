@@ -17,21 +17,10 @@
 #include "train/cli/commands.h"
 #include "train/config/config.h"
 #include "train/trainer.h"
-#if defined(MT_WITH_CUDA)
-#include "core/cuda_context.h"
-#endif
 
 namespace mt::train {
 
 namespace {
-
-void synchronize(Device dev) {
-#if defined(MT_WITH_CUDA)
-  if (dev.is_cuda()) CudaContext::get().synchronize();
-#else
-  (void)dev;
-#endif
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -19,14 +19,6 @@ namespace mt::train {
 
 namespace {
 
-void synchronize(Device dev) {
-#if defined(MT_WITH_CUDA)
-  if (dev.is_cuda()) CudaContext::get().synchronize();
-#else
-  (void)dev;
-#endif
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
