@@ -44,6 +44,9 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
   MT_CHECK(!cfg_.bidirectional, ErrorKind::Usage,
            "a bidirectional model cannot generate: it reads every sequence in both directions, so it cannot decode "
            "one token at a time");
+  MT_CHECK(!cfg_.rc_equivariant, ErrorKind::Usage,
+           "a reverse-complement-equivariant model cannot generate: it reads the reverse strand of the whole "
+           "sequence, so it cannot decode one token at a time");
   MT_CHECK(opt_.batch >= 1, ErrorKind::Usage, "decode: batch must be >= 1, got ", opt_.batch);
   MT_CHECK(opt_.max_new_tokens >= 1, ErrorKind::Usage, "decode: max new tokens must be >= 1, got ",
            opt_.max_new_tokens);

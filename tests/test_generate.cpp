@@ -289,4 +289,11 @@ TEST(Generate, BadPromptsAndModelsAreRefusedWithOneClearError) {
   GenerateOptions ok;
   const std::string err = test::error_of([&] { generate(*bm, Device::cpu(), {{1}}, ok); });
   EXPECT_NE(err.find("bidirectional"), std::string::npos) << err;
+  MambaConfig rc = small_config();
+  rc.rc_equivariant = true;
+  for (int64_t v = 0; v < rc.vocab_size; ++v) rc.rc_complement.push_back(v);
+  rc.finalize();
+  auto rm = make_model(rc, DType::F32);
+  const std::string rc_err = test::error_of([&] { generate(*rm, Device::cpu(), {{1}}, ok); });
+  EXPECT_NE(rc_err.find("reverse-complement"), std::string::npos) << rc_err;
 }
