@@ -13,9 +13,10 @@
 // Product: acc[b, o] = sum_i W[o, i] * xin[b, i] + bias[o] (bias optional), accumulated in f32 (f64 for f64).
 // Output (DecodeOutput):
 //   Store:      y[b, o] = acc (in dtype, or in the compute dtype with y_compute: the logits)
-//   MixerIn:    out = 2 * d_inner (in_proj's x and z halves). o < d_inner: x = round(acc), the conv step of
-//               kernels/ssm_step.h (conv_pre) on channel o (conv_state updated) gives u = round(silu(conv)), y[b, o] =
-//               u; o >= d_inner: y[b, o] = round(acc) (z). Then x_proj's partial products over channel groups of
+//   MixerIn:    out = 2 * d_inner (in_proj's x and z halves). o < d_inner: x = round(acc), then the conv step of
+//               channel o (as in ssm_step's row mode: kernels/detail/decode_math.h conv_pre, conv_state [B, K-1,
+//               d_inner] shifted) gives u = round(silu(conv)) and y[b, o] = u; o >= d_inner: y[b, o] = round(acc)
+//               (z). Then x_proj's partial products over channel groups of
 //               kDecodeGemvRows: xproj[p, b, e] = sum_{c in [16p, 16p + 16) and c < d_inner} x_proj_w[e, c] * u[b, c]
 //               for p < ceil(d_inner / 16), e < E (ssm_step sums them).
 // round() stores a value in dtype and reads it back, where the parallel model stores that activation.
@@ -24,7 +25,8 @@
 //
 // Dtypes: W, x, h, embedding, bias, conv_w, conv_b, conv_state, x_proj_w and y share `dtype` (any float dtype);
 // residual_in / residual_out, the norm weights and xproj are in the compute dtype (f64 for f64, else f32).
-// CUDA: B <= kDecodeGemvMaxBatch and `in` a multiple of 8 (16-byte loads); the conv width at most 8.
+// Conv width 1 <= K <= kConvMaxK (kernels/ssm_step.h). CUDA: B <= kDecodeGemvMaxBatch and `in` a multiple of 8
+// (16-byte loads).
 #pragma once
 
 #include <cstdint>

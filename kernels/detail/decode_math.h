@@ -62,10 +62,15 @@ MT_HD int64_t ssm_step_groups(int64_t E, int64_t P) {
 template <typename C, typename Get>
 MT_HD C partial_group_sum(int64_t P, int64_t G, int64_t g, Get get) {
   C a[8] = {C(0), C(0), C(0), C(0), C(0), C(0), C(0), C(0)};
-  for (int64_t q = g; q < P; q += 8 * G) {
+  // Chunks of 32 partials: all loads of a chunk are issued before its adds (one memory round trip on the GPU); the
+  // adds keep the order above.
+  for (int64_t q0 = g; q0 < P; q0 += 32 * G) {
+    C v[32];
     MT_DECODE_UNROLL
-    for (int j = 0; j < 8; ++j)
-      if (q + j * G < P) a[j] += get(q + j * G);
+    for (int k = 0; k < 32; ++k) v[k] = q0 + k * G < P ? get(q0 + k * G) : C(0);
+    MT_DECODE_UNROLL
+    for (int k = 0; k < 32; ++k)
+      if (q0 + k * G < P) a[k % 8] += v[k];
   }
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
