@@ -23,6 +23,8 @@ enum class ErrorKind : int {
   Shape = 9,        // an op got tensors of the wrong shape / dtype / device (a programming error by the caller)
   Device = 10,      // CUDA / cuBLAS / cuDNN failure, or CUDA requested but unavailable
   Io = 11,          // I/O failure (ENOSPC, EIO, permissions)
+  RunLocked = 12,   // the run directory is locked by another trainer (train/run_dir.h)
+  NewestCheckpointInvalid = 13,  // `checkpoint verify`: the newest checkpoint does not verify (an older one may)
 };
 
 class Error : public std::runtime_error {

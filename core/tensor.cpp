@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -38,6 +39,19 @@ Shape contiguous_strides(const Shape& s) {
 
 namespace {
 
+#if defined(NDEBUG)
+std::atomic<bool> g_poison_fresh{false};
+#else
+std::atomic<bool> g_poison_fresh{true};
+#endif
+
+}  // namespace
+
+void set_poison_fresh_memory(bool on) { g_poison_fresh.store(on, std::memory_order_relaxed); }
+bool poison_fresh_memory() { return g_poison_fresh.load(std::memory_order_relaxed); }
+
+namespace {
+
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device dev) {
   for (int64_t d : shape) MT_CHECK_SHAPE(d >= 0, "negative dimension in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
@@ -45,9 +59,7 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device de
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
   impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), dev);
-#if !defined(NDEBUG)
-  // Debug builds poison fresh memory (0xFF bytes: NaN for every float dtype) so unwritten outputs show up.
-  if (impl->storage->bytes()) {
+  if (poison_fresh_memory() && impl->storage->bytes()) {
     if (dev.is_cpu()) {
       std::memset(impl->storage->data(), 0xFF, impl->storage->bytes());
     } else {
@@ -56,7 +68,6 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device de
 #endif
     }
   }
-#endif
   return impl;
 }
 

@@ -27,6 +27,12 @@ Shape contiguous_strides(const Shape& s);
 
 struct AutogradMeta;  // autograd/tape.h
 
+// While on, every fresh tensor (Tensor::empty, so every op output) has its memory filled with 0xFF bytes, NaN in
+// every float dtype, so a kernel that leaves part of an output unwritten shows up. On by default in Debug builds;
+// the op tests turn it on in any build.
+void set_poison_fresh_memory(bool on);
+bool poison_fresh_memory();
+
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   Shape shape;
@@ -46,7 +52,7 @@ class Tensor {
   Tensor() = default;  // undefined tensor
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // ---- factories (uninitialised memory is poisoned with NaN / 0xAA bytes in debug builds) ----
+  // ---- factories (empty's memory is uninitialised: poisoned with 0xFF bytes while poison_fresh_memory()) ----
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device dev = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device dev = Device::cpu());
   static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device dev = Device::cpu());

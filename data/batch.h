@@ -11,12 +11,13 @@
 
 #include <cstdint>
 
+#include "core/ignore_index.h"
 #include "core/tensor.h"
 
 namespace mt::data {
 
 // Value of targets at positions that are not scored (cross_entropy's ignore_index).
-constexpr int64_t kIgnoreIndex = -100;
+using mt::kIgnoreIndex;
 
 struct Batch {
   Tensor ids;          // [B, L] i64, CPU

@@ -212,7 +212,7 @@ void BpeTokenizer::trie_add(Trie& t, const std::string& s, int32_t id) {
 }
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) {
-  const std::string text = read_file_text(path);
+  const std::string text = read_content(path);
   json j;
   try {
     j = json::parse(text);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/bpe.h"
 #include "data/dna.h"
 #include "data/gz_reader.h"
 #include "data/sample_rng.h"
@@ -65,6 +66,7 @@ struct Sink {
   const LabelledOptions& o;
   ReadStats* st;
   std::vector<Example> out;
+  const BpeTokenizer* bpe = nullptr;  // tokenizer bpe
 
   void bad(const std::string& where, const std::string& problem) {
     const std::string msg = where + ": " + problem;
@@ -95,6 +97,14 @@ struct Sink {
         return bad(where, str("'", printable(std::string(1, c)), "' at offset ", at,
                               " is not a DNA letter (A C G T, N or an IUPAC ambiguity code)"));
       }
+    } else if (bpe) {
+      try {
+        const std::vector<int32_t> ids = bpe->encode(text);
+        ex.ids.assign(ids.begin(), ids.end());
+      } catch (const Error& e) {
+        return bad(where, e.what());  // invalid UTF-8, named by its byte offset
+      }
+      if (ex.ids.empty()) return bad(where, "the text encodes to no token");
     } else {
       // Text files are UTF-8: a broken sequence means a corrupt or mis-encoded file (Latin-1, UTF-16), which the
       // byte tokenizer would otherwise learn silently.
@@ -149,7 +159,7 @@ void strip_cr(std::string& line) {
 }
 
 void read_tsv(const std::string& path, Sink& sink) {
-  std::istringstream in(read_file_text(path));
+  std::istringstream in(read_content(path));
   std::string line;
   MT_CHECK(static_cast<bool>(std::getline(in, line)), ErrorKind::Data, path, ": empty file (expected a header line)");
   strip_cr(line);
@@ -217,7 +227,7 @@ bool next_csv_record(const std::string& s, size_t& pos, int64_t& line, std::vect
 }
 
 void read_csv(const std::string& path, Sink& sink) {
-  const std::string s = read_file_text(path);
+  const std::string s = read_content(path);
   size_t pos = 0;
   int64_t line = 1;
   std::vector<std::string> header, f;
@@ -237,7 +247,7 @@ void read_csv(const std::string& path, Sink& sink) {
 }
 
 void read_jsonl(const std::string& path, Sink& sink) {
-  std::istringstream in(read_file_text(path));
+  std::istringstream in(read_content(path));
   std::string line;
   for (int64_t ln = 1; std::getline(in, line); ++ln) {
     strip_cr(line);
@@ -270,7 +280,7 @@ void read_jsonl(const std::string& path, Sink& sink) {
 }
 
 void read_fasta(const std::string& path, int64_t label, Sink& sink) {
-  std::istringstream in(read_file_text(path));
+  std::istringstream in(read_content(path));
   std::string line, seq;
   int64_t rec_line = 0;
   auto flush = [&]() {
@@ -317,6 +327,11 @@ std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<s
   ReadStats local;
   ReadStats* st = stats ? stats : &local;
   Sink sink{o, st, {}};
+  BpeTokenizer bpe;
+  if (o.tokenizer == "bpe") {
+    bpe = BpeTokenizer::load(o.tokenizer_path);
+    sink.bpe = &bpe;
+  }
   MT_CHECK(!files.empty(), ErrorKind::Config, "data: no input files");
   if (o.format == "fasta") {
     MT_CHECK(static_cast<int64_t>(files.size()) == o.num_classes, ErrorKind::Config, "data.class_files: ", files.size(),
@@ -340,8 +355,40 @@ std::vector<Example> read_labelled(const LabelledOptions& o, const std::vector<s
   return std::move(sink.out);
 }
 
+namespace {
+
+// Every class must have training examples: a class file with no usable record, or a label that no row carries,
+// would otherwise train a classifier that can never predict that class (and the run exits 0). `all` counts the rows
+// read per class before the validation split took its share.
+void check_every_class_trained(const LabelledOptions& o, const std::vector<int64_t>& all,
+                               const std::vector<int64_t>& train) {
+  for (size_t k = 0; k < train.size(); ++k) {
+    if (train[k] > 0) continue;
+    const bool fasta = o.format == "fasta";
+    const std::string file = fasta ? o.files[k] : o.files[0];
+    std::string why;
+    if (all[k] > 0)
+      why = str(all[k] == 1 ? "its only example" : str("its ", all[k], " examples"), " in '", file, "' ",
+                all[k] == 1 ? "went" : "all went", " to the validation split (data.val_fraction ", o.val_fraction,
+                "): add examples or give data.val_path");
+    else if (fasta)
+      why = str("'", file, "' (data.class_files[", k, "]) has no usable record");
+    else
+      why = str("no row of '", file, "' has label ", k, " (model.num_classes ", o.num_classes, ": labels 0 .. ",
+                o.num_classes - 1, ")");
+    throw Error(ErrorKind::Data, str("class ", k, " has no training examples: ", why));
+  }
+}
+
+}  // namespace
+
 LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
+  vocab_ = o.tokenizer == "dna"   ? kDnaVocab
+           : o.tokenizer == "bpe" ? BpeTokenizer::load(o.tokenizer_path).vocab_size()
+                                  : 256;
   std::vector<Example> rows = read_labelled(o, o.files, &stats_);
+  std::vector<int64_t> per_class(static_cast<size_t>(o.num_classes), 0);
+  for (const Example& e : rows) ++per_class[static_cast<size_t>(e.label)];
   if (!o.val_path.empty()) {
     train_ = std::move(rows);
     val_ = read_labelled(o, {o.val_path}, &stats_);
@@ -356,6 +403,7 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
     for (int64_t i = 0; i < n; ++i)
       (i >= n - n_val ? val_ : train_).push_back(std::move(rows[static_cast<size_t>(perm[static_cast<size_t>(i)])]));
   }
+  check_every_class_trained(o, per_class, class_counts());
   uint64_t h = 0xcbf29ce484222325ULL;
   for (const auto* part : {&train_, &val_}) {
     for (const Example& e : *part) {
@@ -366,7 +414,7 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
   hash_ = h;
 }
 
-int64_t LabelledDataset::vocab_size() const { return o_.tokenizer == "dna" ? kDnaVocab : 256; }
+int64_t LabelledDataset::vocab_size() const { return vocab_; }
 
 std::vector<int64_t> LabelledDataset::class_counts() const {
   std::vector<int64_t> c(static_cast<size_t>(o_.num_classes), 0);

@@ -1,5 +1,6 @@
 // Labelled sequence-classification data: text rows from TSV / CSV / JSONL files, or DNA records from FASTA files
-// given one per class, tokenized (bytes or DNA characters), with deterministic splits and padded batches.
+// given one per class, tokenized (bytes, DNA characters, or the byte-level BPE of a tokenizer.json: data/bpe.h), with
+// deterministic splits and padded batches.
 //
 // Readers (file and 1-based line in every message):
 //   tsv    first line is a header naming the columns; fields split on tabs, no quoting.
@@ -8,11 +9,13 @@
 //   jsonl  one JSON object per line; the text field must be a string, the label an integer (or a string holding one).
 //   fasta  '>' starts a record (header text ignored), sequence lines are concatenated; CRLF line ends are accepted;
 //          file k of the list holds class k.
-// Labels of tsv / csv / jsonl are integers 0 .. num_classes - 1.
+// Labels of tsv / csv / jsonl are integers 0 .. num_classes - 1. Any file may be gzip-compressed (recognised by its
+// first bytes, data/gz_reader.h).
 // Bad rows (wrong column count, empty text, a label that is not an integer or is out of range, non-DNA letters,
 // an empty FASTA record, text that is not valid UTF-8 with the byte tokenizer is fine: bytes are bytes) are either
 // fatal (bad_rows = "error": mt::Error(Data) "FILE:LINE: problem") or skipped and counted (bad_rows = "skip"; the
-// first few are kept as examples for the log). A file with no usable row is always an error.
+// first few are kept as examples for the log). A file with no usable row is always an error, and so is a class
+// with no training example (an empty class file, a label no row carries, or all of a class held out).
 // Sequences longer than max_len tokens are truncated (counted).
 //
 // Splits: the validation set is val_path when given, else the last val_fraction of a seeded permutation of the
@@ -37,7 +40,8 @@ struct LabelledOptions {
   std::vector<std::string> files;  // tsv / csv / jsonl: one training file; fasta: one file per class
   std::string val_path;            // optional separate validation file (tsv / csv / jsonl)
   std::string text_column = "sentence", label_column = "label";
-  std::string tokenizer = "byte";  // byte | dna
+  std::string tokenizer = "byte";  // byte | dna | bpe
+  std::string tokenizer_path;      // bpe: the HuggingFace tokenizer.json
   int64_t num_classes = 2;
   int64_t max_len = 512;
   double val_fraction = 0.1;  // when there is no val_path
@@ -84,6 +88,7 @@ class LabelledDataset {
   std::vector<Example> train_, val_;
   ReadStats stats_;
   uint64_t hash_ = 0;
+  int64_t vocab_ = 256;  // the tokenizer's ids
 };
 
 }  // namespace mt::data

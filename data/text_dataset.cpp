@@ -1,8 +1,6 @@
 #include "data/text_dataset.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +10,7 @@
 
 #include "data/bpe.h"
 #include "data/dna.h"
+#include "data/gz_reader.h"
 #include "data/sample_rng.h"
 #include "data/token_shards.h"
 
@@ -22,35 +21,21 @@ namespace {
 constexpr uint64_t kTextDomain =
     0x7465787464617461ULL;  // "textdata": separates this stream from other users of the seed
 
-// Closes a file descriptor on scope exit.
-struct Fd {
-  int fd;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
+// The content of a text data file, decompressed when it is gzip (data/gz_reader.h: by its first bytes, whatever its
+// name).
 std::vector<uint8_t> read_file(const std::string& path) {
   MT_CHECK(!path.empty(), ErrorKind::Config, "data.path: no text file given (data.kind 'text' needs data.path)");
-  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  MT_CHECK(f.fd >= 0, ErrorKind::Data, "data.path: cannot open '", path, "': ", std::strerror(errno));
   struct stat st;
-  MT_CHECK(::fstat(f.fd, &st) == 0, ErrorKind::Data, "data.path: cannot stat '", path, "': ", std::strerror(errno));
+  MT_CHECK(::stat(path.c_str(), &st) == 0, ErrorKind::Data, "data.path: cannot open '", path,
+           "': ", std::strerror(errno));
   MT_CHECK(S_ISREG(st.st_mode), ErrorKind::Data, "data.path: '", path, "' is not a regular file");
-  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(f.fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    MT_CHECK(n >= 0, ErrorKind::Data, "data.path: cannot read '", path, "': ", std::strerror(errno));
-    MT_CHECK(n > 0, ErrorKind::Data, "data.path: '", path, "' shrank while being read (", got, " of ", bytes.size(),
-             " bytes)");
-    got += static_cast<size_t>(n);
-  }
+  std::vector<uint8_t> bytes;
+  if (!is_gzip_file(path)) bytes.reserve(static_cast<size_t>(st.st_size));
+  read_chunks(path, "data.path", [&](const char* c, size_t n) { bytes.insert(bytes.end(), c, c + n); });
   return bytes;
 }
 
-// A FASTA file, plain or gzip-compressed (zlib reads both), as DNA tokens with [EOD] after each record.
+// A FASTA file, plain or gzip-compressed, as DNA tokens with [EOD] after each record.
 std::vector<uint8_t> read_fasta_tokens(const std::string& path) {
   std::vector<uint8_t> out;
   read_fasta_dna(

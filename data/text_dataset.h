@@ -36,10 +36,11 @@ class TokenShardSet;  // data/token_shards.h
 
 class TextDataset {
  public:
-  // Reads the whole file. Errors: mt::Error(Data) naming the path when it is missing, unreadable, not a regular
-  // file, or too small (the message says how many bytes seq_len and val_fraction need);
+  // Reads the whole file, decompressed when it is gzip (data/gz_reader.h: by its first bytes). Errors:
+  // mt::Error(Data) naming the path when it is missing, unreadable, not a regular file, damaged gzip, a gzipped token
+  // shard, or too small (the message says how many bytes seq_len and val_fraction need);
   // mt::Error(Config) naming data.val_fraction / data.seq_len for values out of range.
-  // tokenizer "byte": every byte of the file is a token. "dna": the file is FASTA (gzip-compressed or not) and its
+  // tokenizer "byte": every byte of the content is a token. "dna": the file is FASTA and its
   // records become DNA tokens (data/dna.h) separated by [EOD]; a non-DNA letter is mt::Error(Data) naming
   // file:line:column. The split, windows and fingerprint then work on those tokens. A token shard (any tokenizer)
   // must have been written by `tokenizer` (else mt::Error(Config) naming tokenizer.kind); its problems are

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "data/gz_reader.h"
 #include "data/text_dataset.h"  // fnv1a64
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -346,6 +347,9 @@ void TokenShard::read(int64_t start, int64_t n, int64_t* out) const {
 
 std::vector<std::string> shard_set_paths(const std::string& path) {
   if (is_token_shard(path)) return {path};
+  MT_CHECK(!is_gzip_file(path) || peek_content(path, 8) != std::string(kShardMagic, 8), ErrorKind::Data,
+           "token shard '", path,
+           "': gzip-compressed; training memory-maps shards, so decompress it first (gunzip) and give the .bin");
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) {
     // A .bin that is not a shard (a corrupt header, another program's file) must not be read as text.

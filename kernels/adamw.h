@@ -45,11 +45,10 @@ struct AdamWTensor {
 constexpr int kAdamWMaxTensors = 48;  // per launch: the kernel argument stays under 4 KiB
 
 void adamw_cpu(const AdamWParams& p);
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void adamw_cuda(const AdamWParams& p);
 // All of ts in ceil(count / kAdamWMaxTensors) launches per (gradient dtype, copy dtype) (device memory, f32 / bf16
 // / f16 / f64 gradients).
 void adamw_multi_cuda(const AdamWParams& common, const std::vector<AdamWTensor>& ts);
-#endif
 
 }  // namespace mt::kernels

@@ -62,10 +62,9 @@ struct CausalConv1dBwdParams {
 void causal_conv1d_fwd_cpu(const CausalConv1dFwdParams& p);
 void causal_conv1d_bwd_cpu(const CausalConv1dBwdParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void causal_conv1d_fwd_cuda(const CausalConv1dFwdParams& p);
 // Deterministic: dweight / dbias are per-tile partial sums reduced in a fixed order (no atomics).
 void causal_conv1d_bwd_cuda(const CausalConv1dBwdParams& p);
-#endif
 
 }  // namespace mt::kernels

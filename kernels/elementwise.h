@@ -177,12 +177,11 @@ void unary_fwd_cpu(const UnaryParams& p);
 void unary_bwd_cpu(const UnaryBwdParams& p);
 void dropout_apply_cpu(const DropoutParams& p);  // forward on x, backward on g
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void binary_fwd_cuda(const BinaryParams& p);
 void binary_bwd_cuda(const BinaryBwdParams& p);
 void unary_fwd_cuda(const UnaryParams& p);
 void unary_bwd_cuda(const UnaryBwdParams& p);
 void dropout_apply_cuda(const DropoutParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -48,9 +48,8 @@ struct EmbeddingBwdParams {
 int64_t embedding_fwd_cpu(const EmbeddingFwdParams& p);
 void embedding_bwd_cpu(const EmbeddingBwdParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void embedding_fwd_cuda(const EmbeddingFwdParams& p);
 void embedding_bwd_cuda(const EmbeddingBwdParams& p);
-#endif
 
 }  // namespace mt::kernels

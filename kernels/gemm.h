@@ -48,10 +48,9 @@ void gemm_check(const GemmParams& p);
 
 void gemm_cpu(const GemmParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 // cuBLASLt on mt::cuda::stream(); f64 through cublasDgemmStridedBatched. Row-major operands are handed to the
 // column-major library as their transposes (C^T = op(B)^T op(A)^T), so no data moves.
 void gemm_cuda(const GemmParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -32,7 +32,7 @@ bool grad_all_finite_cpu(const GradBuffer& g);
 // Sum of squares of g in double (NaN / +inf when an element is NaN / inf).
 double grad_sum_squares_cpu(const GradBuffer& g);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 // flags[i] = 1 when bufs[i] (device memory) holds an inf or NaN, else 0. One kernel per buffer writing into one
 // device flag array, one device-to-host copy, one stream synchronisation.
 std::vector<uint8_t> grad_nonfinite_flags_cuda(const std::vector<GradBuffer>& bufs);
@@ -40,6 +40,5 @@ std::vector<uint8_t> grad_nonfinite_flags_cuda(const std::vector<GradBuffer>& bu
 // buffer, one kernel reduces each buffer's partials in a fixed order (deterministic, no atomics), then one copy and
 // one stream synchronisation.
 std::vector<double> grad_sum_squares_cuda(const std::vector<GradBuffer>& bufs);
-#endif
 
 }  // namespace mt::kernels

@@ -62,10 +62,9 @@ struct NormBwdParams {
 void norm_fwd_cpu(const NormFwdParams& p);
 void norm_bwd_cpu(const NormBwdParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 // One warp per row; dweight / dbias by a column-tiled partial-sum kernel reduced in a fixed order (deterministic).
 void norm_fwd_cuda(const NormFwdParams& p);
 void norm_bwd_cuda(const NormBwdParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -28,9 +28,8 @@ struct PoolParams {
 
 void pool_fwd_cpu(const PoolParams& p);
 void pool_bwd_cpu(const PoolParams& p);
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void pool_fwd_cuda(const PoolParams& p);
 void pool_bwd_cuda(const PoolParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -27,8 +27,7 @@ struct ReduceParams {
 
 void reduce_sum_fwd_cpu(const ReduceParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void reduce_sum_fwd_cuda(const ReduceParams& p);
-#endif
 
 }  // namespace mt::kernels

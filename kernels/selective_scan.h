@@ -101,7 +101,7 @@ struct SelectiveScanParams {
 void selective_scan_fwd_cpu(const SelectiveScanParams& p);
 void selective_scan_bwd_cpu(const SelectiveScanParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 // N <= 64. The backward allocates its workspace (about B*L*D*N/8 compute-dtype values, see above) on the current
 // device, through the caching allocator.
 constexpr int64_t kSelectiveScanCudaMaxN = 64;
@@ -110,6 +110,5 @@ void selective_scan_bwd_cuda(const SelectiveScanParams& p);
 // Elements of p.tile_states for p's sizes and dtype: B * ceil(L / TT) * N * D (TT = 16, or 8 for f64): 1/16 of the
 // B * L * D * N states (100 MB in f32 at B=8 L=2048 D=1536 N=16).
 int64_t selective_scan_tile_states_numel_cuda(const SelectiveScanParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -4,7 +4,7 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/linear_cross_entropy.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
 
@@ -30,7 +30,7 @@ Tensor chunk_loss_share(const MambaLMHeadModel& model, const Tensor& hidden, con
   if (n_pred <= 0 || count == 0) return Tensor();
   Tensor hs = reshape(slice(hidden, 1, 0, n_pred), {B * n_pred, H});
   Tensor tg = slice(targets, 1, s + 1, s + 1 + n_pred).contiguous().view({B * n_pred});
-  return mul_scalar(linear_cross_entropy(hs, model.head_weight(cd), tg, -100),
+  return mul_scalar(linear_cross_entropy(hs, model.head_weight(cd), tg, kIgnoreIndex),
                     static_cast<double>(count) / static_cast<double>(total));
 }
 
@@ -43,7 +43,7 @@ std::vector<int64_t> scored_per_chunk(const Tensor& targets, int64_t chunk_len) 
     const int64_t e = std::min(s + chunk_len, L - 1);
     int64_t n = 0;
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t p = s; p < e; ++p) n += t[static_cast<size_t>(b * L + p + 1)] != -100;
+      for (int64_t p = s; p < e; ++p) n += t[static_cast<size_t>(b * L + p + 1)] != kIgnoreIndex;
     counts.push_back(n);
   }
   return counts;

@@ -23,9 +23,9 @@ namespace mt::nn {
 
 class ChunkedLMLoss {
  public:
-  // ids, targets [B, L] i64 on the model's device (targets: the ids to predict, -100 where nothing is predicted;
-  // position t predicts targets[:, t + 1]); chunk_len >= 1. opt.compute_dtype is the compute dtype; opt.cache must
-  // be unset. Runs step 1.
+  // ids, targets [B, L] i64 on the model's device (targets: the ids to predict, kIgnoreIndex where nothing is
+  // predicted; position t predicts targets[:, t + 1]); chunk_len >= 1. opt.compute_dtype is the compute dtype;
+  // opt.cache must be unset. Runs step 1.
   ChunkedLMLoss(const MambaLMHeadModel& model, const Tensor& ids, const Tensor& targets, int64_t chunk_len,
                 const ForwardOptions& opt);
 

@@ -2,9 +2,11 @@
 
 #include <cmath>
 
+#include "autograd/ops/cross_entropy.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/linalg.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/embedding.h"
+#include "autograd/ops/gemm.h"
+#include "autograd/ops/linear_cross_entropy.h"
 #include "autograd/ops/pool.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
@@ -55,7 +57,7 @@ Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
   if (L < 2) return mul_scalar(sum(logits), 0.0);  // nothing to predict: a zero that still has a graph
   Tensor lg = reshape(slice(logits, 1, 0, L - 1), {B * (L - 1), V});
   Tensor tg = slice(targets, 1, 1, L).contiguous().view({B * (L - 1)});
-  return cross_entropy(lg, tg, -100);
+  return cross_entropy(lg, tg, kIgnoreIndex);
 }
 
 Tensor MambaLMHeadModel::next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const {
@@ -66,7 +68,7 @@ Tensor MambaLMHeadModel::next_token_loss_fused(const Tensor& hidden, const Tenso
   if (L < 2) return mul_scalar(sum(cast(hidden, cd == DType::F64 ? DType::F64 : DType::F32)), 0.0);
   Tensor hs = reshape(slice(hidden, 1, 0, L - 1), {B * (L - 1), H});
   Tensor tg = slice(targets, 1, 1, L).contiguous().view({B * (L - 1)});
-  return linear_cross_entropy(hs, head_weight(cd), tg, -100);
+  return linear_cross_entropy(hs, head_weight(cd), tg, kIgnoreIndex);
 }
 
 Tensor MambaLMHeadModel::masked_lm_loss(const Tensor& hidden, const Tensor& targets, DType cd) const {
@@ -74,7 +76,8 @@ Tensor MambaLMHeadModel::masked_lm_loss(const Tensor& hidden, const Tensor& targ
       hidden.dim() == 3 && targets.dim() == 2 && targets.size(0) == hidden.size(0) && targets.size(1) == hidden.size(1),
       "masked_lm_loss: hidden states ", hidden.describe(), " and targets ", targets.describe());
   const int64_t B = hidden.size(0), L = hidden.size(1), H = hidden.size(2);
-  return linear_cross_entropy(reshape(hidden, {B * L, H}), head_weight(cd), targets.contiguous().view({B * L}), -100);
+  return linear_cross_entropy(reshape(hidden, {B * L, H}), head_weight(cd), targets.contiguous().view({B * L}),
+                              kIgnoreIndex);
 }
 
 LMOutput MambaLMHeadModel::forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss, const Tensor& targets,

@@ -21,16 +21,16 @@ struct LMOutput {
 class MambaLMHeadModel : public Module {
  public:
   explicit MambaLMHeadModel(const MambaConfig& cfg);
-  // targets (optional) [B, L] i64: token ids to predict with ignore_index -100 (e.g. pads); when undefined and
-  // with_loss, the input ids are the targets. The loss uses logits[:, t] against targets[:, t+1], computed by the
-  // chunked linear_cross_entropy straight from the hidden states (no [B, L, V] logits). with_logits = false skips
-  // the logits (training only needs the loss).
+  // targets (optional) [B, L] i64: token ids to predict, kIgnoreIndex (core/ignore_index.h) where nothing is (e.g.
+  // pads); when undefined and with_loss, the input ids are the targets. The loss uses logits[:, t] against targets[:,
+  // t+1], computed by the chunked linear_cross_entropy straight from the hidden states (no [B, L, V] logits).
+  // with_logits = false skips the logits (training only needs the loss).
   LMOutput forward(const Tensor& ids, const ForwardOptions& opt, bool with_loss = false,
                    const Tensor& targets = Tensor(), bool with_logits = true) const;
   // The mean next-token loss from the final hidden states [B, L, d_model] (compute dtype) and targets [B, L].
   Tensor next_token_loss_fused(const Tensor& hidden, const Tensor& targets, DType cd) const;
   Tensor logits(const Tensor& hidden, DType cd) const;
-  // Masked-LM loss: mean cross-entropy of the logits at position t against targets[:, t] (no shift; -100 = not
+  // Masked-LM loss: mean cross-entropy of the logits at position t against targets[:, t] (no shift; kIgnoreIndex = not
   // scored), from the final hidden states [B, L, d_model] through the chunked head + loss.
   Tensor masked_lm_loss(const Tensor& hidden, const Tensor& targets, DType cd) const;
   // The output projection [V, d_model] in the compute dtype: lm_head, or the embedding matrix when tied.
@@ -42,7 +42,7 @@ class MambaLMHeadModel : public Module {
   std::unique_ptr<Linear> lm_head;  // untied only (tied: the embedding matrix)
 };
 
-// Next-token loss of logits [B, L, V] against targets [B, L] (ignore_index -100), mean over counted positions
+// Next-token loss of logits [B, L, V] against targets [B, L] (kIgnoreIndex skipped), mean over counted positions
 // (the unfused form, for logits computed elsewhere).
 Tensor next_token_loss(const Tensor& logits, const Tensor& targets);
 

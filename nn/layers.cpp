@@ -1,8 +1,8 @@
 #include "nn/layers.h"
 
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/linalg.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/embedding.h"
+#include "autograd/ops/gemm.h"
 #include "autograd/ops/shape_ops.h"
 
 namespace mt::nn {

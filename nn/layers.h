@@ -2,7 +2,7 @@
 // "bias") and casts them to the compute dtype at use (nn/module.h).
 #pragma once
 
-#include "autograd/ops/conv1d.h"
+#include "autograd/ops/causal_conv1d.h"
 #include "autograd/ops/norm.h"
 #include "nn/module.h"
 

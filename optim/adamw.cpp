@@ -1,9 +1,10 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <map>
 
 #include "autograd/autograd.h"
-#include "autograd/ops/op_util.h"
+#include "autograd/ops/dispatch.h"
 #include "optim/grad_check.h"
 
 namespace mt::optim {
@@ -43,9 +44,9 @@ void AdamW::step(double lr, double grad_scale) {
   common.bias_correction1 = static_cast<float>(bc1);
   common.bias_correction2 = static_cast<float>(bc2);
   common.grad_scale = static_cast<float>(grad_scale);
-  std::vector<kernels::AdamWTensor> on_gpu;  // updated together: a few launches for the whole model
-  std::vector<Tensor> keep;                  // contiguous gradient copies, alive until their launch
-  std::vector<TensorImpl*> refreshed;        // parameters whose weight copy this step rewrites
+  std::map<double, std::vector<kernels::AdamWTensor>> on_gpu;  // by lr_scale, updated together: few launches
+  std::vector<Tensor> keep;                                    // contiguous gradient copies, alive until their launch
+  std::vector<TensorImpl*> refreshed;                          // parameters whose weight copy this step rewrites
   for (auto& e : entries_) {
     Tensor g = grad(*e.param);
     if (!g.defined()) continue;
@@ -67,12 +68,13 @@ void AdamW::step(double lr, double grad_scale) {
       refreshed.push_back(&im);
     }
     if (e.param->is_cuda()) {
-      on_gpu.push_back({param, g.data_ptr(), g.dtype(), e.exp_avg.data<float>(), e.exp_avg_sq.data<float>(), copy,
-                        copy_dtype, e.param->numel(), wd});
+      on_gpu[e.lr_scale].push_back({param, g.data_ptr(), g.dtype(), e.exp_avg.data<float>(), e.exp_avg_sq.data<float>(),
+                                    copy, copy_dtype, e.param->numel(), wd});
       keep.push_back(g);
       continue;
     }
     kernels::AdamWParams p = common;
+    p.lr = static_cast<float>(lr * e.lr_scale);
     p.param = param;
     p.copy = copy;
     p.copy_dtype = copy_dtype;
@@ -84,7 +86,10 @@ void AdamW::step(double lr, double grad_scale) {
     p.weight_decay = wd;
     kernels::adamw_cpu(p);
   }
-  if (!on_gpu.empty()) MT_CUDA_ONLY("adamw", kernels::adamw_multi_cuda(common, on_gpu));
+  for (auto& group : on_gpu) {
+    common.lr = static_cast<float>(lr * group.first);
+    ops::run_cuda("adamw", MT_CUDA_KERNEL(adamw_multi_cuda), common, group.second);
+  }
   // Taken after every data() call above (a parameter's storage may hold several parameters): the copies are fresh
   // until the next access to their masters.
   for (TensorImpl* im : refreshed) im->converted_version = im->storage->version();

@@ -26,6 +26,7 @@ struct ParamEntry {
   Tensor* param;  // fp32 master (a requires_grad leaf)
   bool decay;
   Tensor exp_avg, exp_avg_sq;  // f32, same device
+  double lr_scale = 1.0;       // this parameter's LR is lr * lr_scale (a head's own LR; 0 freezes it)
 };
 
 // True for parameters that get weight decay by default: matrices and embeddings, not A_log / D / biases / norms.
@@ -34,7 +35,8 @@ bool default_decay(const std::string& name, const Tensor& param);
 class AdamW {
  public:
   AdamW(const std::vector<std::pair<std::string, Tensor*>>& params, const AdamWOptions& opt);
-  // One update with learning rate lr using each parameter's .grad (parameters without a gradient are skipped).
+  // One update with learning rate lr (times each entry's lr_scale) using each parameter's .grad (parameters without a
+  // gradient are skipped). An entry with lr_scale 0 keeps its weights exactly; its moments still update.
   // grad_scale multiplies every gradient first (1/loss_scale, clip factor), fused into the update. A parameter
   // holding a bf16 / f16 copy (cached_cast, nn::as_compute) gets it rewritten from the new master in the same
   // kernel, bitwise equal to cast(), and marked fresh.

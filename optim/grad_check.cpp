@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "autograd/autograd.h"
+#include "autograd/ops/dispatch.h"
 #include "kernels/grad_check.h"
 
 namespace mt::optim {
@@ -49,17 +50,14 @@ int64_t first_nonfinite_grad(const std::vector<Tensor*>& params) {
   Grads g = collect(params, "first_nonfinite_grad");
   int64_t first = -1;
   if (!g.cuda.empty()) {
-#if defined(MT_WITH_CUDA)
-    const std::vector<uint8_t> flags = kernels::grad_nonfinite_flags_cuda(g.cuda);
+    const std::vector<uint8_t> flags =
+        ops::run_cuda("first_nonfinite_grad", MT_CUDA_KERNEL(grad_nonfinite_flags_cuda), g.cuda);
     for (size_t k = 0; k < flags.size(); ++k) {
       if (flags[k]) {
         first = g.cuda_index[k];
         break;
       }
     }
-#else
-    MT_CHECK(false, ErrorKind::Device, "first_nonfinite_grad: CUDA gradients in a build without CUDA");
-#endif
   }
   // CPU gradients in order; stop at the first bad one (a CUDA hit with a smaller index wins anyway).
   for (size_t k = 0; k < g.cpu.size(); ++k) {
@@ -77,12 +75,8 @@ double grad_global_norm(const std::vector<Tensor*>& params) {
   // Per-parameter sums of squares, then added in parameter order: the same total whatever the device split.
   std::vector<double> sums(params.size(), 0.0);
   if (!g.cuda.empty()) {
-#if defined(MT_WITH_CUDA)
-    const std::vector<double> s = kernels::grad_sum_squares_cuda(g.cuda);
+    const std::vector<double> s = ops::run_cuda("grad_global_norm", MT_CUDA_KERNEL(grad_sum_squares_cuda), g.cuda);
     for (size_t k = 0; k < s.size(); ++k) sums[static_cast<size_t>(g.cuda_index[k])] = s[k];
-#else
-    MT_CHECK(false, ErrorKind::Device, "grad_global_norm: CUDA gradients in a build without CUDA");
-#endif
   }
   for (size_t k = 0; k < g.cpu.size(); ++k) {
     sums[static_cast<size_t>(g.cpu_index[k])] = kernels::grad_sum_squares_cpu(g.cpu[k]);

@@ -18,10 +18,11 @@ struct CliResult {
   std::string out;  // stdout and stderr
 };
 
-// Runs `mamba-train <args>` through the shell (args are shell words), from the source tree's root so that the
-// configs' relative data paths resolve.
-inline CliResult run_cli(const std::string& args) {
-  const std::string cmd = "cd '" + std::string(MT_SOURCE_DIR) + "' && " + std::string(MT_BINARY) + " " + args + " 2>&1";
+// Runs `<prefix> <binary> <args>` through the shell (args are shell words; prefix sets variables, e.g.
+// "MT_FAULT='...'"), from the source tree's root so that the configs' relative data paths resolve. A program killed by
+// signal N exits the shell with 128 + N.
+inline CliResult run_program(const std::string& prefix, const std::string& binary, const std::string& args) {
+  const std::string cmd = "cd '" + std::string(MT_SOURCE_DIR) + "' && " + prefix + " " + binary + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   CliResult r{-1, ""};
   if (!p) return r;
@@ -32,6 +33,9 @@ inline CliResult run_cli(const std::string& args) {
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+
+// `mamba-train <args>` (run_program without a prefix).
+inline CliResult run_cli(const std::string& args) { return run_program("", MT_BINARY, args); }
 
 // A new temporary file holding `content`; the caller unlinks it.
 inline std::string write_temp(const std::string& content) {

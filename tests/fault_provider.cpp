@@ -6,8 +6,8 @@
 //   VALUE   fire only when the site's value equals this (a step); omitted: every time
 //   K       fire only at the K-th matching hit (1 = the first); omitted: every matching hit
 //   RANK    fire only on this rank (environment RANK, 0 when unset); omitted: every rank
-//   ACTION  kill (SIGKILL), stop (SIGSTOP: a frozen rank), term (SIGTERM to itself), exit=N (_exit(N)), nan (the caller
-//   injects NaN),
+//   ACTION  kill (SIGKILL), stop (SIGSTOP: a frozen rank), term / hup (SIGTERM / SIGHUP to itself), exit=N (_exit(N)),
+//           nan (the caller injects NaN),
 //           enospc / eio (the caller fails with that errno), fail (the caller fails: an allocation)
 #include <signal.h>
 #include <unistd.h>
@@ -70,8 +70,8 @@ std::vector<Spec> parse(const char* env) {
       s.code = std::atoi(s.action.c_str() + 5);
       s.action = "exit";
     }
-    if (s.action != "kill" && s.action != "stop" && s.action != "term" && s.action != "exit" && s.action != "nan" &&
-        s.action != "enospc" && s.action != "eio" && s.action != "fail") {
+    if (s.action != "kill" && s.action != "stop" && s.action != "term" && s.action != "hup" && s.action != "exit" &&
+        s.action != "nan" && s.action != "enospc" && s.action != "eio" && s.action != "fail") {
       std::fprintf(stderr, "MT_FAULT: unknown action '%s'\n", s.action.c_str());
       std::_Exit(99);
     }
@@ -98,8 +98,8 @@ bool handle(const char* site, int64_t value, int* err) {
     if (s.nth > 0 && ++s.hits != s.nth) continue;
     if (s.action == "kill") ::raise(SIGKILL);
     if (s.action == "stop") ::raise(SIGSTOP);
-    if (s.action == "term") {
-      ::raise(SIGTERM);  // the trainer's handler notes it and returns here
+    if (s.action == "term" || s.action == "hup") {
+      ::raise(s.action == "term" ? SIGTERM : SIGHUP);  // the trainer's handler notes it and returns here
       return false;
     }
     if (s.action == "exit") {

@@ -20,6 +20,7 @@
 #include <iostream>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -336,6 +337,41 @@ TEST_F(CheckpointFile, StaleTempFilesOfDeadWritersAreRemovedLiveOnesKept) {
   EXPECT_TRUE(fs::exists(live));
   EXPECT_TRUE(fs::exists(fresh));
   ::close(fd);
+}
+
+TEST_F(CheckpointFile, AfterASaveTempFilesOfEarlierProcessesAreGoneWhateverTheirAge) {
+  // Modified before this process started and unlocked: left by a writer that died. Those of this process (a live
+  // writer here would hold its lock) stay.
+  const std::string earlier = dir_ + "/.ckpt-0badc0de.tmp", mine = dir_ + "/.ckpt-33334444.tmp",
+                    locked = dir_ + "/.ckpt-11112222.tmp";
+  for (const auto& p : {earlier, mine, locked}) write_text(p, "partial");
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat_line;
+  std::getline(stat_file, stat_line);
+  // Seconds since this process started: field 22 (clock ticks after boot) against the uptime.
+  std::istringstream fields(stat_line.substr(stat_line.rfind(')') + 2));
+  std::string f;
+  for (int i = 3; i <= 22; ++i) fields >> f;
+  double uptime = 0;
+  std::ifstream("/proc/uptime") >> uptime;
+  const double age = uptime - std::stod(f) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  // Shortly before this process started (under the 10 s that the cleanup before a save waits for, when this process
+  // is young).
+  const time_t before = ::time(nullptr) - static_cast<time_t>(age) - 2;
+  struct timeval tv[2] = {{before, 0}, {before, 0}};
+  ASSERT_EQ(::utimes(earlier.c_str(), tv), 0);
+  ASSERT_EQ(::utimes(locked.c_str(), tv), 0);
+  int fd = ::open(locked.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  EXPECT_EQ(remove_temp_files_of_earlier_processes(dir_), 1);
+  EXPECT_FALSE(fs::exists(earlier));
+  EXPECT_TRUE(fs::exists(mine));
+  EXPECT_TRUE(fs::exists(locked));
+  ::close(fd);
+  save_checkpoint(dir_, 1, make_data(10, 6), 2);  // the save does it too, after publishing
+  EXPECT_FALSE(fs::exists(locked));
+  EXPECT_TRUE(fs::exists(mine));
 }
 
 // The child's write hits RLIMIT_FSIZE (EFBIG, SIGXFSZ ignored): Io error naming the path and errno, no temp file,

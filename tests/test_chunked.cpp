@@ -5,6 +5,7 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops/elementwise.h"
+#include "core/ignore_index.h"
 #include "nn/chunked.h"
 #include "test_util.h"
 
@@ -77,7 +78,7 @@ TEST(ChunkedLM, GradientEqualsTheWholeSequenceGradient) {
     Generator ig(12);
     Tensor ids = Tensor::randint({B, L}, ig, 0, 23);
     std::vector<int64_t> tv = ids.to_vector_i64();
-    tv[5] = tv[L + 9] = tv[L + 10] = -100;  // ignored targets, one of them at a chunk boundary
+    tv[5] = tv[L + 9] = tv[L + 10] = kIgnoreIndex;  // ignored targets, one of them at a chunk boundary
     Tensor targets = Tensor::from_vector_i64(tv, {B, L});
     ForwardOptions fo;
     fo.compute_dtype = dt;
@@ -110,7 +111,7 @@ TEST(ChunkedLM, EvaluationLossEqualsTheWholeSequenceLoss) {
   Generator ig(2);
   Tensor ids = Tensor::randint({3, 17}, ig, 0, 23);
   std::vector<int64_t> tv = ids.to_vector_i64();
-  tv[3] = tv[20] = -100;
+  tv[3] = tv[20] = kIgnoreIndex;
   Tensor targets = Tensor::from_vector_i64(tv, {3, 17});
   ForwardOptions fo;
   fo.compute_dtype = DType::F64;

@@ -339,7 +339,8 @@ TEST(ConfigYaml, UnknownKeysSuggestTheNearest) {
 TEST(ConfigYaml, RangesAndCrossKeyChecks) {
   const std::string text = "data:\n  path: " + source_path("data/corpora/tinyshakespeare.txt") + "\n";
   EXPECT_EQ(load_train_config(text, "cfg.yaml").model.mamba.vocab_size, 256);
-  EXPECT_REFUSED(kCopy + "trainer:\n  max_steps: 0\n", "cfg.yaml:4:14: trainer.max_steps: must be >= 1, got 0");
+  EXPECT_REFUSED(kCopy + "trainer:\n  max_steps: 0\n",
+                 "cfg.yaml:4:3: trainer.max_steps: must be >= 1 (or give trainer.epochs), got 0");
   EXPECT_REFUSED(kCopy + "optimizer:\n  lr: 0\n", "optimizer.lr: must be > 0, got 0");
   EXPECT_REFUSED(kCopy + "optimizer:\n  beta2: 1.0\n", "optimizer.beta2: must be < 1, got 1.0");
   EXPECT_REFUSED(kCopy + "trainer:\n  eval_batches: 0\n", "trainer.eval_batches: must be >= 1, got 0");
@@ -385,8 +386,11 @@ TEST(ConfigYaml, RangesAndCrossKeyChecks) {
                  "model.vocab_size: must be >= 10 (selective_copying uses ids 0..copy_vocab + 1 = 9)");
   EXPECT_REFUSED(text + "model:\n  vocab_size: 100\n",
                  "model.vocab_size: must be >= 256 (the byte tokenizer's vocabulary)");
-  EXPECT_REFUSED(kCopy + "model:\n  init_from: /no/such/dir\n", "model.init_from: no such directory '/no/such/dir'");
-  EXPECT_REFUSED(kCopy + "model:\n  init_from: " + source_path("tests") + "\n", "has no config.json");
+  EXPECT_REFUSED(kCopy + "model:\n  init_from: /no/such/dir\n",
+                 "model.init_from: no such file or directory '/no/such/dir'");
+  EXPECT_REFUSED(
+      kCopy + "model:\n  init_from: " + source_path("tests") + "\n",
+      "is neither a HuggingFace directory (no config.json) nor a run or checkpoint directory with a valid checkpoint");
   // fp16 is allowed on the CPU (our CPU ops compute bf16 / f16 through f32).
   const TrainConfig c = load_train_config(kCopy + "run:\n  device: cpu\ntrainer:\n  precision: fp16\n", "cfg.yaml");
   EXPECT_EQ(c.trainer.precision, "fp16");
@@ -412,7 +416,7 @@ TEST(ConfigYaml, SetOverrides) {
                      "--set logging.plot: expected true or false, got 'yes'");
   EXPECT_SET_REFUSED(kCopy, std::vector<std::string>{"trainer.max_steps="}, "--set trainer.max_steps: has no value");
   EXPECT_SET_REFUSED(kCopy, std::vector<std::string>{"trainer.max_steps=0"},
-                     "--set trainer.max_steps: must be >= 1, got 0");
+                     "--set trainer.max_steps: must be >= 1 (or give trainer.epochs), got 0");
   EXPECT_SET_REFUSED(kCopy, std::vector<std::string>{"optimizer.lrr=1"},
                      "--set optimizer.lrr: unknown key; did you mean 'optimizer.lr'?");
   EXPECT_SET_REFUSED(kCopy, std::vector<std::string>{"optimiser.lr=1"},

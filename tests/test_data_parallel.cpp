@@ -3,9 +3,13 @@
 // A killed or frozen rank must end the job with exit code 8 and a message naming it, never a hang.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,8 +23,11 @@
 #include "cli_util.h"
 #include "test_util.h"
 #include "train/ckpt/checkpoint.h"
+#include "train/dist/error_relay.h"
 #include "train/dist/grad_sync.h"
 #include "train/dist/rendezvous.h"
+
+extern char** environ;
 
 namespace mt::train {
 namespace {
@@ -50,6 +57,31 @@ std::vector<std::string> on_ranks(int world, const std::function<void(int)>& fn)
     });
   for (auto& t : th) t.join();
   return err;
+}
+
+TEST(DataParallel, TheLauncherRelaysRankErrorsOnceEach) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  {
+    ErrorLineRelay relay(p[1], 2);
+    auto add = [&](int r, const std::string& t) { relay.add(r, t.data(), t.size()); };
+    add(0, "note: 1\nmamba-train: error: bad con");
+    add(1, "mamba-train: error: bad config\nmamba-train: error: rank 1 only\n");
+    add(0, "fig\n");                             // rank 0's line, completed: the same as rank 1's
+    add(1, "mamba-train: error: bad config\n");  // even from the same rank
+    add(0, "note: 1\n");                         // other lines are never merged
+    add(1, "no newline at the end");
+    relay.finish(1);
+    relay.finish(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  EXPECT_EQ(out,
+            "note: 1\nmamba-train: error: bad config\nmamba-train: error: rank 1 only\nnote: 1\nno newline at the "
+            "end");
 }
 
 TEST(DataParallel, BucketsTakeParametersInReverseAndNeverSplitOne) {
@@ -306,13 +338,166 @@ TEST(DataParallel, ASignalledRankStopsEveryRankAtOneStep) {
   EXPECT_TRUE(contains(v.out, "ckpt-00000005.h5")) << v.out;
 }
 
+// Runs `shell` (a command line for /bin/sh) from the source tree; returns its exit code and output.
+test::CliResult run_shell(const std::string& shell) {
+  test::CliResult r{-1, ""};
+  FILE* p = popen(("cd '" + std::string(MT_SOURCE_DIR) + "' && { " + shell + "; } 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = p ? pclose(p) : -1;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Two ranks started as a launcher we do not own would: the same command, each with its own environment prefix.
+// Prints "codes A B" at the end.
+std::string two_ranks(const std::string& env0, const std::string& env1, const std::string& dir) {
+  const std::string cmd = std::string(MT_BINARY) + " " + kTiny + "--set run.out_dir=" + dir +
+                          " --set trainer.micro_batch_size=8 --set distributed.timeout_s=60";
+  return "OMP_NUM_THREADS=1 " + env1 + " " + cmd + " > " + dir + ".rank1.log 2>&1 & p1=$!; OMP_NUM_THREADS=1 " + env0 +
+         " " + cmd + "; c0=$?; wait $p1; c1=$?; cat " + dir + ".rank1.log; echo \"codes $c0 $c1\"";
+}
+
+TEST(DataParallel, SlurmTasksFindTheirRanksAndRankZerosHost) {
+  // srun's variables only (no RANK / WORLD_SIZE): rank, world size and local rank from SLURM_*, rank 0's address from
+  // the compressed node list. The job follows one process bit for bit.
+  Job one = train("slurm_ref", "--set trainer.micro_batch_size=8");
+  ASSERT_EQ(one.r.code, 0) << one.r.out;
+  const std::string dir = test::temp_dir("slurm");
+  const std::string common =
+      "SLURM_NTASKS=2 SLURM_JOB_NODELIST='127.0.0.[1-2]' SLURM_JOB_ID=4242 MASTER_PORT=" + std::to_string(free_port());
+  const test::CliResult r =
+      run_shell(two_ranks(common + " SLURM_PROCID=0 SLURM_LOCALID=0", common + " SLURM_PROCID=1 SLURM_LOCALID=1", dir));
+  EXPECT_TRUE(contains(r.out, "codes 0 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "distributed: 2 ranks, gradients over tcp")) << r.out;
+  expect_bit_equal(final_params(one.dir), final_params(dir));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, UnderTorchrunTheRendezvousAvoidsTorchrunsStorePort) {
+  // torchrun's agent store listens on MASTER_PORT (here: a socket this test holds); the ranks meet on
+  // MASTER_PORT + 1.
+  int store = -1, port = 0;
+  for (int attempt = 0; attempt < 20 && store < 0; ++attempt) {
+    port = free_port();
+    const int s = ::socket(AF_INET, SOCK_STREAM, 0), t = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    sockaddr_in b = a;
+    b.sin_port = htons(static_cast<uint16_t>(port + 1));
+    const bool next_free = ::bind(t, reinterpret_cast<sockaddr*>(&b), sizeof b) == 0;
+    ::close(t);
+    if (next_free && ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(s, 4) == 0)
+      store = s;
+    else
+      ::close(s);
+  }
+  ASSERT_GE(store, 0);
+  const std::string dir = test::temp_dir("torchrun");
+  const std::string common =
+      "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " TORCHELASTIC_RUN_ID=none";
+  const test::CliResult r = run_shell(two_ranks(common + " RANK=0 LOCAL_RANK=0", common + " RANK=1 LOCAL_RANK=1", dir));
+  ::close(store);
+  EXPECT_TRUE(contains(r.out, "codes 0 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "distributed: 2 ranks")) << r.out;
+  EXPECT_EQ(losses(dir).size(), 12u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, TheSbatchExampleRunsAsWritten) {
+  // configs/slurm/train.sbatch with a stand-in srun that starts SLURM_NTASKS tasks the way srun does (SLURM_PROCID,
+  // SLURM_LOCALID per task; srun's own options skipped).
+  const std::string dir = test::temp_dir("sbatch");
+  std::ofstream(dir + "/srun") << "#!/bin/bash\n"
+                                  "while [[ $1 == -* ]]; do shift; done\n"
+                                  "pids=()\n"
+                                  "for ((r = 0; r < SLURM_NTASKS; r++)); do\n"
+                                  "  SLURM_PROCID=$r SLURM_LOCALID=$r \"$@\" > \"$SRUN_LOG.$r\" 2>&1 & pids+=($!)\n"
+                                  "done\n"
+                                  "rc=0\n"
+                                  "for p in \"${pids[@]}\"; do wait $p || rc=$?; done\n"
+                                  "cat \"$SRUN_LOG\".*\n"
+                                  "exit $rc\n";
+  std::filesystem::permissions(dir + "/srun", std::filesystem::perms::owner_all);
+  const test::CliResult r =
+      run_shell("PATH='" + dir + "':$PATH SRUN_LOG='" + dir + "/task' MAMBA_TRAIN='" + MT_BINARY +
+                "' SLURM_NTASKS=2 SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=1 SLURM_CPUS_PER_TASK=1 MASTER_PORT=" +
+                std::to_string(free_port()) + " bash configs/slurm/train.sbatch " + kTiny.substr(6) +
+                "--set run.out_dir=" + dir + "/run --set trainer.micro_batch_size=8 --set distributed.timeout_s=60");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "distributed: 2 ranks")) << r.out;
+  EXPECT_EQ(losses(dir + "/run").size(), 12u);
+  std::filesystem::remove_all(dir);
+}
+
+int error_lines(const std::string& out) {
+  int n = 0;
+  for (size_t at = out.find("mamba-train: error:"); at != std::string::npos;
+       at = out.find("mamba-train: error:", at + 1))
+    ++n;
+  return n;
+}
+
 TEST(DataParallel, ABatchThatDoesNotSplitIsRefused) {
+  // Every rank finds the error; the launcher prints it once.
   Job run = train("dp_split", "--set trainer.micro_batch_size=16 --nproc 2");
   EXPECT_EQ(run.r.code, 3) << run.r.out;
   EXPECT_TRUE(contains(run.r.out,
-                       "trainer.global_batch_size (16) must be a multiple of trainer.micro_batch_size (16) "
-                       "x WORLD_SIZE (2)"))
+                       "mamba-train: error: trainer.global_batch_size (16) must be a multiple of "
+                       "trainer.micro_batch_size (16) x WORLD_SIZE (2)"))
       << run.r.out;
+  EXPECT_EQ(error_lines(run.r.out), 1) << run.r.out;
+}
+
+TEST(DataParallel, ADataErrorEveryRankFindsIsPrintedOnce) {
+  const std::string dir = test::temp_dir("dp_data");
+  const std::string gz = dir + "/cut.txt.gz";
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += "line " + std::to_string(i * 7919 % 10007) + "\n";
+  std::ofstream(dir + "/c.txt") << text;
+  ASSERT_EQ(std::system(("gzip -c " + dir + "/c.txt | head -c 2000 > " + gz).c_str()), 0);
+  const test::CliResult r = test::run_cli("train configs/tinyshakespeare.yaml --nproc 2 --set data.path=" + gz +
+                                          " --set run.device=cpu --set run.out_dir=" + dir + "/run");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: data.path: " + gz + ": truncated gzip data")) << r.out;
+  EXPECT_EQ(error_lines(r.out), 1) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DataParallel, ASighupToTheLauncherStopsEveryRankAtOneStep) {
+  // A closed terminal sends SIGHUP to the launcher: it forwards it, the ranks agree on a step, rank 0 writes one
+  // checkpoint, the job exits 129.
+  const std::string dir = test::temp_dir("dp_hup");
+  const std::string log = dir + "/out.log";
+  const std::string cmd = "cd '" + std::string(MT_SOURCE_DIR) + "' && OMP_NUM_THREADS=1 exec " + MT_BINARY + " " +
+                          kTiny + "--set trainer.max_steps=100000 --set trainer.micro_batch_size=8 --nproc 2 " +
+                          "--set checkpoint.every=2 --set run.out_dir=" + dir + "/run > " + log + " 2>&1";
+  pid_t pid = 0;
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  ASSERT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  const std::string first = dir + "/run/checkpoints/" + checkpoint_file_name(2) + ".sha256";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::filesystem::exists(first) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(std::filesystem::exists(first));
+  ASSERT_EQ(::kill(pid, SIGHUP), 0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  std::ifstream in(log);
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(st)) << out;
+  EXPECT_EQ(WEXITSTATUS(st), 129) << out;
+  EXPECT_TRUE(contains(out, "stopped by SIGHUP at step ")) << out;
+  EXPECT_EQ(error_lines(out), 0) << out;
+  const test::CliResult v = test::run_cli("checkpoint verify " + dir + "/run");
+  EXPECT_EQ(v.code, 0) << v.out;
+  const size_t at = out.find("stopped by SIGHUP at step ");
+  const int64_t step = std::atoll(out.c_str() + at + 26);
+  EXPECT_TRUE(contains(v.out, "latest valid: " + dir + "/run/checkpoints/" + checkpoint_file_name(step))) << v.out;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DataParallel, TwoRanksWithChunkedSequencesFollowOneProcessBitForBit) {

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <map>
 
+#include "autograd/ops/cross_entropy.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/nn_ops.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
 #include "nn/heads.h"
@@ -177,7 +177,7 @@ TEST(Model, ChunkedLossEqualsTheLossOfTheFullLogits) {
   m.to(DType::F64);
   Tensor ids = random_ids(3, 9, 29, 8);
   std::vector<int64_t> tv = ids.to_vector_i64();
-  tv[4] = tv[13] = tv[26] = -100;  // ignored positions
+  tv[4] = tv[13] = tv[26] = kIgnoreIndex;  // ignored positions
   Tensor targets = Tensor::from_vector_i64(tv, {3, 9});
   ForwardOptions fo;
   fo.compute_dtype = DType::F64;
@@ -353,8 +353,8 @@ TEST(Model, TokenClassificationHeadShapesAndGradients) {
   ForwardOptions fo;
   Tensor logits = m.forward(ids, fo);
   EXPECT_EQ(logits.shape(), (Shape{2, 5, 4}));
-  Tensor labels = Tensor::from_vector_i64({0, 1, 2, 3, -100, 3, 2, 1, 0, 1}, {10});
-  backward(cross_entropy(reshape(logits, {10, 4}), labels, -100));
+  Tensor labels = Tensor::from_vector_i64({0, 1, 2, 3, kIgnoreIndex, 3, 2, 1, 0, 1}, {10});
+  backward(cross_entropy(reshape(logits, {10, 4}), labels, kIgnoreIndex));
   for (auto& np : m.named_parameters()) {
     ASSERT_TRUE(grad(*np.second).defined()) << np.first;
     double s = 0;

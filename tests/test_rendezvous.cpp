@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -30,6 +31,14 @@ DistEnv env_of(int rank, int world, int port) {
 using mt::test::error_of;
 using mt::test::free_port;
 
+// A getenv over `vars` (read when called, so that later changes to the map count).
+std::function<const char*(const char*)> getter_of(const std::map<std::string, std::string>& vars) {
+  return [&vars](const char* n) -> const char* {
+    auto it = vars.find(n);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
 TEST(Rendezvous, EnvironmentAbsentMeansOneProcess) {
   const DistEnv e = dist_env_from([](const char*) -> const char* { return nullptr; });
   EXPECT_EQ(e.rank, 0);
@@ -40,10 +49,7 @@ TEST(Rendezvous, EnvironmentAbsentMeansOneProcess) {
 TEST(Rendezvous, EnvironmentParsedAndChecked) {
   std::map<std::string, std::string> vars = {
       {"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node07"}, {"MASTER_PORT", "29500"}};
-  auto get = [&](const char* n) -> const char* {
-    auto it = vars.find(n);
-    return it == vars.end() ? nullptr : it->second.c_str();
-  };
+  const auto get = getter_of(vars);
   const DistEnv e = dist_env_from(get);
   EXPECT_EQ(e.rank, 3);
   EXPECT_EQ(e.world_size, 8);
@@ -68,6 +74,73 @@ TEST(Rendezvous, EnvironmentParsedAndChecked) {
   expect_error("MASTER_PORT", "70000", "MASTER_PORT=70000 is out of range");
   expect_error("LOCAL_RANK", "-1", "LOCAL_RANK=-1 is out of range");
   expect_error("MASTER_ADDR", "", "MASTER_ADDR is empty");
+}
+
+TEST(Rendezvous, SlurmEnvironmentGivesRanksAndRankZerosHost) {
+  std::map<std::string, std::string> vars = {{"SLURM_PROCID", "5"},
+                                             {"SLURM_NTASKS", "8"},
+                                             {"SLURM_LOCALID", "1"},
+                                             {"SLURM_JOB_NODELIST", "gpu-a[07-08,11],gpu-b1"},
+                                             {"SLURM_JOB_ID", "123456"}};
+  const auto get = getter_of(vars);
+  DistEnv e = dist_env_from(get);
+  EXPECT_EQ(e.rank, 5);
+  EXPECT_EQ(e.world_size, 8);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.master_addr, "gpu-a07");
+  EXPECT_EQ(e.master_port, 23456);  // 20000 + job id % 10000
+  vars["MASTER_ADDR"] = "head";
+  vars["MASTER_PORT"] = "29600";
+  e = dist_env_from(get);
+  EXPECT_EQ(e.master_addr, "head");
+  EXPECT_EQ(e.master_port, 29600);
+  vars["MT_RENDEZVOUS_PORT"] = "4000";
+  EXPECT_EQ(dist_env_from(get).master_port, 4000);
+  vars.erase("MT_RENDEZVOUS_PORT");
+  vars.erase("SLURM_LOCALID");
+  EXPECT_NE(error_of([&] { dist_env_from(get); }).find("SLURM_LOCALID is not set"), std::string::npos);
+  vars["SLURM_LOCALID"] = "1";
+  vars["SLURM_NTASKS"] = "1";  // one task: one process
+  vars["SLURM_PROCID"] = "0";
+  EXPECT_FALSE(dist_env_from(get).distributed());
+  // A launcher's variables win over Slurm's (--nproc inside a one-task allocation, torchrun under srun).
+  vars = {{"SLURM_PROCID", "0"},  {"SLURM_NTASKS", "4"},
+          {"SLURM_LOCALID", "0"}, {"RANK", "1"},
+          {"WORLD_SIZE", "2"},    {"LOCAL_RANK", "1"},
+          {"MASTER_ADDR", "x"},   {"MASTER_PORT", "29500"},
+          {"SLURM_JOB_ID", "77"}, {"SLURM_JOB_NODELIST", "n[1-4]"}};
+  e = dist_env_from(get);
+  EXPECT_EQ(e.rank, 1);
+  EXPECT_EQ(e.world_size, 2);
+  EXPECT_EQ(e.master_port, 29500);
+}
+
+TEST(Rendezvous, FirstHostOfCompressedSlurmNodeLists) {
+  EXPECT_EQ(first_slurm_host("node[01-04,07]"), "node01");
+  EXPECT_EQ(first_slurm_host("node[07,01-04]"), "node07");
+  EXPECT_EQ(first_slurm_host("a1,b[2-3]"), "a1");
+  EXPECT_EQ(first_slurm_host("gpu[3,5]-ib,cpu1"), "gpu3-ib");
+  EXPECT_EQ(first_slurm_host("rack[1-2]-n[001-016]"), "rack1-n001");
+  EXPECT_EQ(first_slurm_host("127.0.0.[1-2]"), "127.0.0.1");
+  EXPECT_EQ(first_slurm_host("localhost"), "localhost");
+  for (const char* bad : {"", "node[01-04", "node]1[", "[a-b]x", ",n1"})
+    EXPECT_NE(error_of([&] { first_slurm_host(bad); }).find("is not a Slurm node list"), std::string::npos) << bad;
+}
+
+TEST(Rendezvous, UnderTorchrunTheRendezvousLeavesMasterPortToTorchrunsStore) {
+  std::map<std::string, std::string> vars = {{"RANK", "0"},
+                                             {"WORLD_SIZE", "2"},
+                                             {"LOCAL_RANK", "0"},
+                                             {"MASTER_ADDR", "127.0.0.1"},
+                                             {"MASTER_PORT", "29500"},
+                                             {"TORCHELASTIC_RUN_ID", "none"}};
+  const auto get = getter_of(vars);
+  EXPECT_EQ(dist_env_from(get).master_port, 29501);
+  vars["MT_RENDEZVOUS_PORT"] = "31000";
+  EXPECT_EQ(dist_env_from(get).master_port, 31000);
+  vars.erase("MT_RENDEZVOUS_PORT");
+  vars.erase("TORCHELASTIC_RUN_ID");
+  EXPECT_EQ(dist_env_from(get).master_port, 29500);
 }
 
 TEST(Rendezvous, EveryRankReceivesRankZerosPayload) {

@@ -16,6 +16,7 @@
 #include "data/dna.h"
 #include "data/text_dataset.h"
 #include "data/token_shards.h"
+#include "test_util.h"
 
 using namespace mt;
 using namespace mt::data;
@@ -24,14 +25,8 @@ using test::run_cli;
 
 namespace {
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_bytes(const std::string& path, const std::string& b) { std::ofstream(path, std::ios::binary) << b; }
+using test::read_bytes;
+using test::write_bytes;
 
 // The message of the mt::Error(Data) that f throws ("" when it throws nothing; other kinds are marked).
 std::string data_error_of(const std::function<void()>& f) {

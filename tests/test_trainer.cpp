@@ -1,5 +1,6 @@
 // `mamba-train train` end to end through the binary (fresh processes, as users run it): exact resume, gradient
-// accumulation, SIGTERM, non-finite steps, resume refusals, export, checkpoint verify, and a model that learns.
+// accumulation, SIGTERM / SIGHUP / a closed terminal, non-finite steps, resume refusals, export, checkpoint verify, and
+// a model that learns.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -13,9 +14,12 @@
 #include <thread>
 
 #include "cli_util.h"
+#include "hangup_run.h"
 #include "nn/hf_io.h"
+#include "run_util.h"
 #include "test_util.h"
 #include "train/ckpt/checkpoint.h"
+#include "train/ckpt/checkpoint_io.h"
 
 extern char** environ;
 
@@ -23,41 +27,63 @@ using namespace mt;
 using test::contains;
 using test::run_cli;
 
+using test::ckpt;
+using test::read_text;
+using test::small_lm_args;
+
 namespace {
 
-// A small byte-level LM on the shipped corpus: a few CPU seconds for tens of steps.
-std::string small_lm_args(const std::string& out_dir, int64_t max_steps) {
-  return "train configs/tinyshakespeare.yaml --set run.out_dir=" + out_dir +
-         " --set model.d_model=32 --set model.n_layer=2 --set data.seq_len=32 --set trainer.micro_batch_size=4"
-         " --set trainer.global_batch_size=8 --set scheduler.warmup_steps=3 --set trainer.eval_every=5"
-         " --set trainer.eval_batches=2 --set trainer.log_every=2 --set checkpoint.every=4 --set "
-         "checkpoint.keep_last=10"
-         " --set logging.progress=false --set run.device=cpu --set trainer.max_steps=" +
-         std::to_string(max_steps);
+// The training records of metrics.jsonl as "step: loss lr grad_norm" lines (what a resume must reproduce; the
+// throughput and wall-clock fields differ from run to run).
+std::string train_records(const std::string& out_dir) {
+  std::ifstream in(out_dir + "/metrics.jsonl");
+  std::string line, out;
+  while (std::getline(in, line)) {
+    if (!contains(line, "\"tokens_per_s\"")) continue;
+    auto field = [&](const std::string& k) {
+      const size_t at = line.find("\"" + k + "\":");
+      return at == std::string::npos ? std::string("?")
+                                     : line.substr(at + k.size() + 3, line.find(',', at) - at - k.size() - 3);
+    };
+    out += field("step") + ": " + field("loss") + " " + field("lr") + " " + field("grad_norm") + "\n";
+  }
+  return out;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// `mamba-train-faults` with MT_FAULT set (tests/fault_provider.cpp).
+test::CliResult run_faults(const std::string& fault, const std::string& args) {
+  return test::run_program("MT_FAULT='" + fault + "'", MT_FAULTS_BINARY, args);
 }
 
-std::string ckpt(const std::string& out_dir, int64_t step) {
-  return out_dir + "/checkpoints/" + train::checkpoint_file_name(step);
+// Waits for pid with a deadline; returns its wait status, or -1 (after SIGKILL) when it did not end in time.
+int wait_for(pid_t pid, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  int st = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid, &st, WNOHANG) == pid) return st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &st, 0);
+  return -1;
+}
+
+std::string shell_cmd(const std::string& prefix, const char* binary, const std::string& args) {
+  return "cd '" + std::string(MT_SOURCE_DIR) + "' && " + prefix + " exec " + binary + " " + args;
 }
 
 }  // namespace
 
 TEST(Trainer, ResumeIsBitExact) {
   // 12 steps straight vs 5 steps, stop (a fresh process), resume to 12: the final checkpoints (parameters, both
-  // Adam moments, step counters, scaler, RNG and data position) are the same bytes. Gradient accumulation (2
-  // micro-batches per step) is on, and the stop is not at a checkpoint.every boundary.
+  // Adam moments, step counters, scaler, RNG and data position) are the same bits; only the wall-clock
+  // run/elapsed_s differs. Gradient accumulation (2 micro-batches per step) is on, and the stop is not at a
+  // checkpoint.every boundary.
   const std::string dir = test::temp_dir("resume");
   test::CliResult r = run_cli(small_lm_args(dir, 12));
   ASSERT_EQ(r.code, 0) << r.out;
-  const std::string straight = read_text(ckpt(dir, 12) + ".sha256");
-  ASSERT_FALSE(straight.empty());
+  const std::string straight = test::keep_copy(ckpt(dir, 12));
+  const std::string straight_log = train_records(dir);
   std::filesystem::remove_all(dir);
   r = run_cli(small_lm_args(dir, 12) + " --stop-at-step 5");
   ASSERT_EQ(r.code, 0) << r.out;
@@ -66,7 +92,8 @@ TEST(Trainer, ResumeIsBitExact) {
   r = run_cli(small_lm_args(dir, 12));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 5) + " at step 5")) << r.out;
-  EXPECT_EQ(read_text(ckpt(dir, 12) + ".sha256"), straight);
+  test::expect_same_training_state(straight, ckpt(dir, 12));
+  std::filesystem::remove_all(std::filesystem::path(straight).parent_path());
   // The tensors themselves, for a readable failure.
   train::CheckpointData d = train::load_checkpoint(ckpt(dir, 12));
   EXPECT_EQ(d.ints["step"], 12);
@@ -78,6 +105,10 @@ TEST(Trainer, ResumeIsBitExact) {
   int train_lines = 0;
   while (std::getline(m, line)) train_lines += contains(line, "\"tokens_per_s\"");
   EXPECT_EQ(train_lines, 6);  // steps 2, 4, ..., 12
+  // ... with the same mean losses: the record of step 6 averages steps 5 and 6 although step 5 ran in the first
+  // process (the logging window is in the checkpoint).
+  EXPECT_EQ(train_records(dir), straight_log);
+  EXPECT_TRUE(contains(straight_log, "6: ")) << straight_log;
   EXPECT_TRUE(std::filesystem::exists(dir + "/loss.svg"));
   EXPECT_TRUE(contains(read_text(dir + "/config.yaml"), "  d_model: 32\n"));
   std::filesystem::remove_all(dir);
@@ -88,18 +119,18 @@ TEST(Trainer, Bf16ResumeIsBitExact) {
   // masters, so the step after one casts afresh); the stopped and resumed runs cast at other steps. Equal final
   // checkpoints mean the copies AdamW writes are the casts, through accumulation and evals.
   const std::string dir = test::temp_dir("resume_bf16");
-  const std::string args = small_lm_args(dir, 9) + " --set trainer.precision=bf16";
-  test::CliResult r = run_cli(args);
+  const std::string bf16 = " --set trainer.precision=bf16";
+  test::CliResult r = run_cli(small_lm_args(dir, 9) + bf16);
   ASSERT_EQ(r.code, 0) << r.out;
-  const std::string straight = read_text(ckpt(dir, 9) + ".sha256");
-  ASSERT_FALSE(straight.empty());
+  const std::string straight = test::keep_copy(ckpt(dir, 9));
   std::filesystem::remove_all(dir);
-  r = run_cli(args + " --stop-at-step 3");
+  r = run_cli(small_lm_args(dir, 9) + bf16 + " --stop-at-step 3");
   ASSERT_EQ(r.code, 0) << r.out;
-  r = run_cli(args);
+  r = run_cli(small_lm_args(dir, 9) + bf16);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 3) + " at step 3")) << r.out;
-  EXPECT_EQ(read_text(ckpt(dir, 9) + ".sha256"), straight);
+  test::expect_same_training_state(straight, ckpt(dir, 9));
+  std::filesystem::remove_all(std::filesystem::path(straight).parent_path());
   std::filesystem::remove_all(dir);
 }
 
@@ -159,6 +190,80 @@ TEST(Trainer, SigtermSavesACheckpointAndExits143) {
   std::filesystem::remove_all(dir);
 }
 
+// SIGHUP and output that has gone away: a run whose terminal closes (an ssh session ends) checkpoints and exits 129
+// like SIGTERM, even though every write to the terminal now fails; a run whose stdout / stderr pipe lost its reader
+// is not killed by SIGPIPE; under nohup SIGHUP stays ignored.
+TEST(Trainer, ClosedTerminalCheckpointsAndExits129) {
+  // The run's stdout and stderr are a pseudo-terminal, its controlling terminal; closing the master side is what a
+  // closed terminal window or ssh session does: SIGHUP, then EIO on every write (the progress bar, "checkpoint
+  // saved", the final lines). The checkpoint must still be written.
+  const std::string dir = test::temp_dir("hup_pty");
+  const test::HangupRun run = test::run_then_hang_up(
+      MT_SOURCE_DIR,
+      "exec " + std::string(MT_BINARY) + " " + small_lm_args(dir, 100000) + " --set logging.progress=true",
+      [&] { return std::filesystem::exists(ckpt(dir, 4) + ".sha256"); }, 120);
+  ASSERT_TRUE(run.reached) << run.out;  // hung up once the checkpoint of step 4 was published
+  const int st = run.status;
+  ASSERT_TRUE(WIFEXITED(st)) << "status " << st << (WIFSIGNALED(st) ? " (signal)" : "") << "\n" << run.out;
+  EXPECT_EQ(WEXITSTATUS(st), 129) << run.out;
+  std::vector<std::string> skipped;
+  const std::string latest = train::latest_checkpoint(dir + "/checkpoints", &skipped);
+  ASSERT_FALSE(latest.empty());
+  EXPECT_TRUE(skipped.empty());
+  const int64_t step = train::load_checkpoint(latest).ints["step"];
+  EXPECT_GT(step, 4);  // saved at the step where it stopped
+  test::CliResult r = run_cli("checkpoint verify " + dir);
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = run_cli(small_lm_args(dir, step + 1));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + latest)) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, APipeWithoutAReaderDoesNotKillTheRun) {
+  // stdout and stderr go to a pipe whose reader is gone (a `| tee` that died with the session): every write fails
+  // with EPIPE instead of SIGPIPE killing the run. SIGHUP after step 5 then stops it with a checkpoint.
+  const std::string dir = test::temp_dir("hup_pipe");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::close(p[0]);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+  const std::string cmd = shell_cmd("MT_FAULT='step_end=5:hup'", MT_FAULTS_BINARY, small_lm_args(dir, 12));
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, "/bin/sh", &fa, nullptr, const_cast<char**>(argv), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(p[1]);
+  const int st = wait_for(pid, 120);
+  ASSERT_TRUE(WIFEXITED(st)) << "status " << st << (WIFSIGNALED(st) ? " (killed by a signal)" : "");
+  EXPECT_EQ(WEXITSTATUS(st), 129);
+  EXPECT_EQ(train::verify_checkpoint(ckpt(dir, 5)), "");
+  EXPECT_EQ(train::latest_checkpoint(dir + "/checkpoints"), ckpt(dir, 5));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, UnderNohupSighupIsIgnored) {
+  // `nohup mamba-train ...` (SIGHUP ignored when it starts): the run does not stop.
+  const std::string dir = test::temp_dir("hup_nohup");
+  const std::string cmd =
+      shell_cmd("trap '' HUP; MT_FAULT='step_end=2:hup'", MT_FAULTS_BINARY, small_lm_args(dir, 6)) + " 2>&1";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  const int st = ::pclose(f);
+  ASSERT_TRUE(WIFEXITED(st)) << out;
+  EXPECT_EQ(WEXITSTATUS(st), 0) << out;
+  EXPECT_FALSE(contains(out, "stopped by SIGHUP")) << out;
+  EXPECT_EQ(train::latest_checkpoint(dir + "/checkpoints"), ckpt(dir, 6));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Trainer, RepeatedNonFiniteStepsStopNamingStepTensorAndCheckpoint) {
   // A model whose final norm weight holds a NaN: every loss is NaN, every step is skipped, and after
   // max_nonfinite_steps in a row the run stops with exit code 6; the parameters were never touched.
@@ -181,7 +286,8 @@ TEST(Trainer, RepeatedNonFiniteStepsStopNamingStepTensorAndCheckpoint) {
   EXPECT_TRUE(contains(r.out, "mamba-train: error: training stopped at step 3 after 3 consecutive non-finite steps"))
       << r.out;
   EXPECT_TRUE(contains(r.out, "first non-finite tensor: loss")) << r.out;
-  EXPECT_TRUE(contains(r.out, "last good checkpoint: " + ckpt(dir, 2))) << r.out;
+  // The checkpoint of step 2 was saved during the streak: no checkpoint from before it exists.
+  EXPECT_TRUE(contains(r.out, "last good checkpoint: none (every checkpoint was saved during the streak)")) << r.out;
   train::CheckpointData d = train::load_checkpoint(ckpt(dir, 2));
   EXPECT_EQ(d.ints["optim/step"], 0);     // skipped steps never reach the optimizer
   EXPECT_EQ(d.ints["samples_seen"], 16);  // but the data advances
@@ -189,6 +295,57 @@ TEST(Trainer, RepeatedNonFiniteStepsStopNamingStepTensorAndCheckpoint) {
   const auto w = d.tensors.at("model/backbone.layers.0.mixer.in_proj.weight").to_vector();
   const auto w0 = model.parameter("backbone.layers.0.mixer.in_proj.weight").to_vector();
   EXPECT_EQ(w, w0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, ANonFiniteStreakKeepsAndNamesTheCheckpointBeforeIt) {
+  // NaN losses at steps 5, 6 and 7 (max 3 in a row), a checkpoint every 2 steps, keep_last 1: the checkpoint of step
+  // 6 is saved during the streak. The stop names the one of step 4, and retention kept it.
+  const std::string dir = test::temp_dir("nan_streak");
+  const std::string args = small_lm_args(dir, 20) +
+                           " --set trainer.max_nonfinite_steps=3 --set checkpoint.every=2 --set checkpoint.keep_last=1";
+  test::CliResult r = run_faults("loss=5:nan;loss=6:nan;loss=7:nan", args);
+  EXPECT_EQ(r.code, 6) << r.out;
+  EXPECT_TRUE(contains(r.out, "training stopped at step 7 after 3 consecutive non-finite steps")) << r.out;
+  EXPECT_TRUE(contains(
+      r.out, "; last good checkpoint: " + ckpt(dir, 4) + " (the checkpoints after it were saved during the streak)"))
+      << r.out;
+  EXPECT_EQ(train::verify_checkpoint(ckpt(dir, 4)), "");
+  EXPECT_EQ(train::verify_checkpoint(ckpt(dir, 6)), "");
+  EXPECT_FALSE(std::filesystem::exists(ckpt(dir, 2)));  // keep_last 1 applies to the others
+  EXPECT_EQ(train::load_checkpoint(ckpt(dir, 6)).ints["scaler/nonfinite_streak"], 2);
+  // Resumed from the checkpoint saved during the streak, which goes on: the same checkpoint is named.
+  r = run_faults("loss=7:nan", args);
+  EXPECT_EQ(r.code, 6) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 6))) << r.out;
+  EXPECT_TRUE(contains(r.out, "; last good checkpoint: " + ckpt(dir, 4) + " (")) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(ckpt(dir, 4)));
+  // Resumed from it, the run goes on; once the streak is over, retention lets it go.
+  r = run_cli(small_lm_args(dir, 10) + " --set checkpoint.every=2 --set checkpoint.keep_last=1" +
+              " --set checkpoint.resume=" + ckpt(dir, 4));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(ckpt(dir, 4)));
+  EXPECT_EQ(train::verify_checkpoint(ckpt(dir, 10)), "");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, TheTempFileOfAKilledSaveIsGoneAfterTheNextSave) {
+  // kill -9 half-way through writing the checkpoint of step 8 leaves a .ckpt-*.tmp; the resumed run's first save
+  // removes it, however young it is.
+  const std::string dir = test::temp_dir("tmp_debris");
+  test::CliResult r = run_faults("checkpoint:data:partial#2:kill", small_lm_args(dir, 12));
+  EXPECT_EQ(r.code, 128 + SIGKILL) << r.out;
+  auto temps = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir + "/checkpoints"))
+      n += train::is_checkpoint_temp_name(e.path().filename().string());
+    return n;
+  };
+  ASSERT_EQ(temps(), 1);
+  r = run_cli(small_lm_args(dir, 12));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "resumed from " + ckpt(dir, 4))) << r.out;
+  EXPECT_EQ(temps(), 0);
   std::filesystem::remove_all(dir);
 }
 
@@ -219,10 +376,27 @@ TEST(Trainer, ResumeRefusesADifferentModelOrData) {
   r = run_cli(small_lm_args(dir, 12) + " --set checkpoint.resume=" + ckpt(dir, 8));
   EXPECT_EQ(r.code, 5) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: checkpoint '" + ckpt(dir, 8) + "'")) << r.out;
+  // verify exits 13 (the newest checkpoint is invalid) and still names the newest valid one.
   r = run_cli("checkpoint verify " + dir);
-  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.code, 13) << r.out;
   EXPECT_TRUE(contains(r.out, "INVALID " + ckpt(dir, 8))) << r.out;
   EXPECT_TRUE(contains(r.out, "latest valid: " + ckpt(dir, 4) + " (1 valid, 1 invalid)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: the newest checkpoint '" + ckpt(dir, 8) +
+                                  "' is invalid (SHA-256 mismatch: file changed or truncated"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "); the newest valid one is '" + ckpt(dir, 4) + "'")) << r.out;
+  // export of the run says which checkpoint it took.
+  r = run_cli("export " + dir + " --hf " + dir + "/hf");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "warning: skipping invalid checkpoint " + ckpt(dir, 8) + ": SHA-256 mismatch")) << r.out;
+  EXPECT_TRUE(contains(r.out, "exporting " + ckpt(dir, 4) + ", the newest valid checkpoint")) << r.out;
+  EXPECT_TRUE(contains(r.out, "exported " + ckpt(dir, 4) + " (step 4,")) << r.out;
+  // A newest file without a manifest is an interrupted save, never published: not a damaged checkpoint.
+  std::filesystem::remove(ckpt(dir, 8) + ".sha256");
+  r = run_cli("checkpoint verify " + dir);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "partial " + ckpt(dir, 8) + ": no manifest")) << r.out;
+  EXPECT_TRUE(contains(r.out, "latest valid: " + ckpt(dir, 4) + " (1 valid, 0 invalid)")) << r.out;
   r = run_cli(small_lm_args(dir, 12));
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "warning: skipping invalid checkpoint " + ckpt(dir, 8))) << r.out;
@@ -252,8 +426,10 @@ TEST(Trainer, BadConfigsAndUnsupportedSettingsAreOneClearError) {
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_TRUE(contains(r.out, "mamba-train: error: --set optimizer.lrr: unknown key; did you mean 'optimizer.lr'?"))
       << r.out;
-  r = run_cli("train configs/tinyshakespeare.yaml --set model.head=sequence_classification");
+  const std::string dir = test::temp_dir("badcfg");
+  r = run_cli("train configs/tinyshakespeare.yaml --set model.head=sequence_classification --set run.out_dir=" + dir);
   EXPECT_EQ(r.code, 3) << r.out;
+  std::filesystem::remove_all(dir);
   EXPECT_TRUE(contains(r.out, "classification heads need data.kind classification")) << r.out;
   r = run_cli("train /nonexistent.yaml");
   EXPECT_EQ(r.code, 3) << r.out;

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -25,15 +27,41 @@ namespace mt::test {
     if (!::mt::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
   } while (0)
 
-// Path of a file in the source tree (tests/data/..., configs/...).
-// The message of the mt::Error that f throws, or "(no error)".
-inline std::string error_of(const std::function<void()>& f) {
+// The message of the mt::Error that f throws (its kind in *kind when asked), or "(no error)".
+inline std::string error_of(const std::function<void()>& f, ErrorKind* kind = nullptr) {
   try {
     f();
   } catch (const mt::Error& e) {
+    if (kind) *kind = e.kind();
     return e.what();
   }
   return "(no error)";
+}
+
+// The message of the mt::Error(Shape) that f throws; a test failure when it throws another kind or nothing.
+inline std::string shape_error_of(const std::function<void()>& f) {
+  ErrorKind kind = ErrorKind::Internal;
+  const std::string m = error_of(f, &kind);
+  EXPECT_EQ(kind, ErrorKind::Shape) << m;
+  return m;
+}
+
+// A CPU f64 tensor of N(0, std^2) values from a fixed seed.
+inline Tensor randn64(const Shape& s, uint64_t seed, double std = 1.0) {
+  Generator g(seed);
+  return Tensor::randn(s, g, 0.0, std, DType::F64);
+}
+
+// A scalar whose backward hands grads[i] to outs[i]: one backward through several outputs at once.
+inline Tensor seed_loss(const std::vector<Tensor>& outs, const std::vector<Tensor>& grads) {
+  Tensor loss = Tensor::scalar(0.0, DType::F64);
+  auto node = make_lambda_node("test_seed", [grads](const std::vector<Tensor>&) {
+    std::vector<Tensor> r;
+    for (const Tensor& g : grads) r.push_back(g.clone());
+    return r;
+  });
+  record_node(node, outs, {loss});
+  return loss;
 }
 
 // A TCP port on 127.0.0.1 that was free a moment ago (rendezvous / control-plane tests).
@@ -51,6 +79,17 @@ inline int free_port() {
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(MT_SOURCE_DIR) + "/" + rel; }
+
+// A whole file as bytes ("" when it cannot be read), and a file made of `bytes`.
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
 
 // Max over elements of |a-b| / (atol + rtol*|b|); <= 1 means within tolerance. NaN anywhere gives +inf.
 inline double tolerance_ratio(const std::vector<double>& a, const std::vector<double>& b, double atol, double rtol) {

@@ -1,15 +1,14 @@
 #include "train/ids_file.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
+#include <sstream>
 #include <vector>
+
+#include "data/gz_reader.h"
 
 namespace mt::train {
 
 Tensor read_ids_file(const std::string& path, int64_t vocab_size) {
-  std::ifstream f(path);
-  MT_CHECK(f.good(), ErrorKind::Data, "cannot open ids file '", path, "': ", std::strerror(errno));
+  std::istringstream f(data::read_content(path, "ids file"));  // gzip or plain, like every data file
   std::vector<int64_t> ids;
   int64_t rows = 0, len = -1;
   std::string line;

@@ -179,6 +179,7 @@ void Progress::update(int64_t step, double loss, double lr, double grad_norm, do
 
   std::string fields = "loss " + fmt("%.4f", loss) + "  lr " + format_lr(lr) + "  gnorm " + fmt("%.4g", grad_norm);
   std::string tail;
+  if (epoch_ >= 0) tail += "  epoch " + fmt("%.2f", epoch_);
   if (loss_scale != 1.0) tail += "  scale " + fmt("%g", loss_scale);
   if (skipped > 0) tail += "  skipped " + std::to_string(skipped);
   const std::string steps = std::to_string(step) + "/" + std::to_string(total_);

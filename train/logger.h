@@ -45,7 +45,8 @@ std::vector<std::string> null_nonfinite(nlohmann::json& record);
 //     [#########...............]  120/1000  12%  loss 2.3456  lr 3.00e-04  gnorm 0.812  12.3k tok/s  eta 0:01:23
 //   otherwise (CI logs, pipes, enabled = false): one plain line per update, key-value pairs:
 //     step 120/1000  loss 2.3456  lr 3.00e-04  gnorm 0.812  tok/s 12.3k  eta 0:01:23
-//   both add "scale 65536" when the loss scale is not 1 (fp16) and "skipped 3" when steps were skipped.
+//   both add "epoch 1.37" when set_epoch gave one, "scale 65536" when the loss scale is not 1 (fp16) and "skipped 3"
+//   when steps were skipped.
 // The ETA comes from the wall time per step measured from the first update on (the first logged interval holds
 // the warm-up step: CUDA context, allocator, kernel first launches); at the first update, with nothing better,
 // it uses the time since construction.
@@ -60,7 +61,9 @@ class Progress {
   void update(int64_t step, double loss, double lr, double grad_norm, double loss_scale, double tokens_per_s,
               int64_t skipped);
   void message(const std::string& line);  // printed above the bar (eval results, checkpoint saved, warnings)
-  void finish();                          // ends the bar line; idempotent
+  // The epoch (samples seen / samples per epoch) shown by the next updates as "epoch 1.37"; < 0 hides it.
+  void set_epoch(double epoch) { epoch_ = epoch; }
+  void finish();  // ends the bar line; idempotent
   bool tty() const { return tty_; }
 
  private:
@@ -72,6 +75,7 @@ class Progress {
   std::string last_bar_;
   std::chrono::steady_clock::time_point t0_, t_ref_;
   int64_t step_ref_ = -1;  // step of the first update (the ETA reference point); -1 before it
+  double epoch_ = -1;
 };
 
 // Formatting used by Progress (exposed for tests and other console output).

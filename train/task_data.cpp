@@ -41,6 +41,7 @@ class TextTask : public Forwarding<data::TextDataset> {
   }
   int64_t vocab_size() const { return ds_.vocab_size(); }
   int64_t eod_id() const { return ds_.eod_id(); }
+  int64_t epoch_samples() const override { return std::max<int64_t>(1, ds_.train_size() / ds_.seq_len()); }
 
  private:
   std::string tokenizer_;
@@ -101,6 +102,7 @@ data::LabelledOptions labelled_options(const TrainConfig& c) {
   o.text_column = c.data.text_column;
   o.label_column = c.data.label_column;
   o.tokenizer = c.tokenizer.kind;
+  o.tokenizer_path = c.tokenizer.path;
   o.num_classes = c.model.num_classes;
   o.max_len = c.data.seq_len;
   o.val_fraction = c.data.val_fraction;
@@ -123,6 +125,7 @@ class ClassificationTask : public Forwarding<data::LabelledDataset> {
     return s;
   }
   bool classification() const override { return true; }
+  int64_t epoch_samples() const override { return ds_.num_train(); }
 };
 
 }  // namespace

@@ -28,6 +28,10 @@ class TaskData {
   // True for masked language modelling (trainer.objective mlm, data/mlm.h): targets[:, t] is the token at t (no
   // shift) where scored; evaluation reports the masked loss and accuracy.
   virtual bool masked_lm() const { return false; }
+  // Training samples per epoch (trainer.epochs): the training rows of labelled data; for text, the windows of seq_len
+  // tokens that the training split holds (floor(training tokens / seq_len), at least 1); 0 for a source without an
+  // end (selective copying).
+  virtual int64_t epoch_samples() const { return 0; }
 };
 
 // From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head).

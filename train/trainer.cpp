@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/autograd.h"
+#include "autograd/ops/cross_entropy.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/nn_ops.h"
 #include "autograd/ops/shape_ops.h"
 #include "core/allocator.h"
 #include "core/fault_hook.h"
@@ -26,24 +26,33 @@
 #include "optim/grad_check.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
+#include "train/best.h"
 #include "train/ckpt/checkpoint.h"
 #include "train/ckpt/checkpoint_io.h"
 #include "train/cli/commands.h"
+#include "train/config/schema.h"
 #include "train/dist/grad_sync.h"
 #include "train/dist/rendezvous.h"
+#include "train/init_from.h"
 #include "train/logger.h"
 #include "train/metrics.h"
 #include "train/plot.h"
+#include "train/run_dir.h"
 #include "train/task_data.h"
+#include "train/version.h"
 #if defined(MT_WITH_CUDA)
 #include <cuda_runtime.h>
+
+#include "core/cuda_context.h"
 #endif
 
 namespace mt::train {
 
 namespace {
 
-// SIGINT / SIGTERM: remember the signal; the loop checks after each step, saves a checkpoint and returns 128 + sig.
+// SIGINT / SIGTERM / SIGHUP: remember the signal; the loop checks after each step, saves a checkpoint and returns
+// 128 + sig. SIGHUP (the terminal or ssh session closed) stops the run like SIGTERM, unless it was ignored when the
+// run started (nohup): then it stays ignored.
 volatile std::sig_atomic_t g_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_signal = sig; }
 
@@ -56,16 +65,21 @@ class SignalScope {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int_);
     sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGHUP, nullptr, &old_hup_);
+    if (old_hup_.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, nullptr);
   }
   ~SignalScope() {
     sigaction(SIGINT, &old_int_, nullptr);
     sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGHUP, &old_hup_, nullptr);
   }
 
  private:
   struct sigaction old_int_ {
-  }, old_term_{};
+  }, old_term_{}, old_hup_{};
 };
+
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM"; }
 
 const char* kModelPrefix = "model/";
 const char* kAvgPrefix = "optim/exp_avg/";
@@ -107,6 +121,14 @@ Device rank_device(const std::string& name, const DistEnv& env) {
   return d;
 }
 
+// The device for the run records: "cpu", or the GPU as CudaContext describes it.
+std::string device_name(const Device& d) {
+#if defined(MT_WITH_CUDA)
+  if (d.is_cuda()) return CudaContext::get().describe();
+#endif
+  return d.str();
+}
+
 // FNV-1a over the bytes of every parameter (fp32 masters): ranks compare it to prove they start from the same weights.
 uint64_t params_hash(const std::vector<Tensor*>& params) {
   uint64_t h = 1469598103934665603ULL;
@@ -116,6 +138,19 @@ uint64_t params_hash(const std::vector<Tensor*>& params) {
     for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ b[i]) * 1099511628211ULL;
   }
   return h;
+}
+
+// The run's length in optimizer steps: trainer.max_steps, or trainer.epochs passes over the training samples.
+int64_t run_steps(const TrainConfig& c, const TaskData& task) {
+  if (!(c.trainer.epochs > 0)) return c.trainer.max_steps;
+  const int64_t n = task.epoch_samples();
+  MT_CHECK(n > 0, ErrorKind::Config,
+           "trainer.epochs needs data of a finite size (data.kind text or classification): give trainer.max_steps");
+  const double steps =
+      std::ceil(c.trainer.epochs * static_cast<double>(n) / static_cast<double>(c.trainer.global_batch_size));
+  MT_CHECK(steps < 1e15, ErrorKind::Config, "trainer.epochs: ", c.trainer.epochs, " epochs of ", n,
+           " samples are too many steps");
+  return std::max<int64_t>(1, static_cast<int64_t>(steps));
 }
 
 }  // namespace
@@ -142,21 +177,42 @@ struct Trainer::Impl {
   std::vector<Tensor*> params;
   std::unique_ptr<optim::AdamW> opt;
   optim::ScheduleOptions sched;
+  int64_t total_steps = 0;        // the run's length: trainer.max_steps, or from trainer.epochs
+  std::vector<char> in_backbone;  // per optimizer entry: a backbone.* parameter
+  double head_scale = 1.0;        // optimizer.head_lr / optimizer.lr for the others
   std::unique_ptr<optim::DynamicLossScaler> scaler;
   Generator gen;  // reserved for stochastic layers (dropout); its state is checkpointed
   int64_t step = 0, samples_seen = 0;
   std::string last_checkpoint;
+  // The newest checkpoint saved outside a non-finite streak: the one the non-finite stop names, and which retention
+  // keeps while a streak goes on (the checkpoints saved during it come after it).
+  std::string last_good_checkpoint;
+  // The logging window: the losses of the steps since the last logged one (skipped steps excluded). It is in the
+  // checkpoint, so that a resumed run logs the same mean losses as an uninterrupted one.
+  double log_loss_sum = 0;
+  int64_t log_steps = 0;
   // Data parallelism (world_size > 1): the control plane and the gradient all-reduce.
   DistEnv env;
   std::unique_ptr<ControlPlane> cp;
   std::unique_ptr<GradSync> sync;
-  bool stop_vote = false;  // some rank got SIGINT / SIGTERM during the last step: all stop after it
+  int stop_vote = 0;  // some rank got SIGINT / SIGTERM / SIGHUP during the last step: all stop after it, with this one
+  std::vector<std::unique_ptr<RunDirLock>> locks;  // rank 0 of a run that writes outputs: held for the process
+  std::string resumed_config_yaml;                 // the resolved config of the checkpoint resumed from
+  double elapsed_base = 0;                         // run/elapsed_s of that checkpoint
+  BestTracker best;                                // checkpoint.monitor
+  bool best_restored = false;                      // best holds the resumed checkpoint's ranking
+  int64_t best_pointer_step = -1;                  // the step the checkpoint directory's `best` file names
+  std::chrono::steady_clock::time_point t_start = std::chrono::steady_clock::now();
   bool root() const { return env.rank == 0; }
   bool dist() const { return env.world_size > 1; }
 
   Impl(const TrainConfig& c, bool w, const DistEnv& e)
       : cfg(c), outputs_requested(w), write_outputs(w && e.rank == 0), dev(rank_device(c.run.device, e)), env(e) {
+    // Before the data and the model are built: a second trainer in this directory is refused at once, and an
+    // unwritable output directory is found now rather than at the first save.
+    if (write_outputs) locks = prepare_run_directory(cfg);
     cd = precision_dtype(cfg.trainer.precision);
+    best = BestTracker(cfg.checkpoint.monitor, cfg.checkpoint.monitor_mode, cfg.checkpoint.keep_best);
     task = make_task_data(cfg);
     Generator init_gen(cfg.run.seed);
     if (cfg.model.head == "sequence_classification") {
@@ -172,24 +228,10 @@ struct Trainer::Impl {
       backbone = &lm->backbone;
     }
     if (!cfg.model.init_from.empty()) {
-      auto src = nn::load_hf_model(cfg.model.init_from);
-      const std::string where = cfg.model.init_from + "/model.safetensors";
-      if (lm) {
-        lm->load_state_dict(src->state_dict(), true, where);
-      } else {
-        // A pretrained LM's backbone under a new classifier (fine-tuning): every backbone tensor must be there,
-        // except the reverse direction of a Caduceus bidirectional layer, which a causal LM does not have (it keeps
-        // its initialisation).
-        std::map<std::string, Tensor> bb;
-        for (auto& kv : src->state_dict())
-          if (kv.first.compare(0, 9, "backbone.") == 0) bb.insert(kv);
-        size_t expected = 0;
-        for (auto& kv : backbone->named_parameters())
-          expected += kv.first.find(".mixer.reverse.") == std::string::npos || bb.count("backbone." + kv.first);
-        MT_CHECK(bb.size() == expected, ErrorKind::Checkpoint, where, ": ", bb.size(),
-                 " backbone tensors, the model has ", expected);
-        cls->load_state_dict(bb, false, where);
-      }
+      const InitSource src = inspect_init_source(cfg.model.init_from);
+      const InitReport rep = apply_init_tensors(*model, load_init_tensors(src), src, cls ? cfg.model.pooling : "");
+      std::printf("model.init_from: %s\n", src.describe().c_str());
+      for (const std::string& line : rep.lines()) std::printf("  %s\n", line.c_str());
       const std::string bad = nn::check_init_invariants(*backbone, /*after_training=*/true);
       MT_CHECK(bad.empty(), ErrorKind::Checkpoint, "model.init_from '", cfg.model.init_from, "': ", bad);
     }
@@ -207,8 +249,17 @@ struct Trainer::Impl {
              "scheduler.kind: expected cosine, constant or linear, got '", cfg.scheduler.kind, "'");
     sched.peak_lr = cfg.optimizer.lr;
     sched.min_lr = cfg.scheduler.min_lr;
-    sched.warmup_steps = cfg.scheduler.warmup_steps;
-    sched.total_steps = cfg.trainer.max_steps;
+    total_steps = run_steps(cfg, *task);
+    sched.warmup_steps =
+        cfg.scheduler.warmup_ratio > 0
+            ? static_cast<long>(std::llround(cfg.scheduler.warmup_ratio * static_cast<double>(total_steps)))
+            : cfg.scheduler.warmup_steps;
+    sched.total_steps = total_steps;
+    const char* warmup_key = cfg.scheduler.warmup_ratio > 0 ? "scheduler.warmup_ratio" : "scheduler.warmup_steps";
+    MT_CHECK(sched.warmup_steps < total_steps, ErrorKind::Config, warmup_key, ": the warmup (", sched.warmup_steps,
+             " steps) must be shorter than the run (", total_steps, " steps)");
+    head_scale = cfg.optimizer.head_lr > 0 ? cfg.optimizer.head_lr / cfg.optimizer.lr : 1.0;
+    for (const auto& e : opt->entries()) in_backbone.push_back(e.name.rfind("backbone.", 0) == 0);
     scaler = std::make_unique<optim::DynamicLossScaler>(cfg.trainer.loss_scale_init,
                                                         cfg.trainer.loss_scale_growth_interval, 2.0, 0.5,
                                                         /*enabled=*/cd == DType::F16);
@@ -397,11 +448,15 @@ struct Trainer::Impl {
     s.loss = loss_sum.defined() ? loss_sum.item() : 0.0;
     if (dist()) {  // the loss (each rank's share), the tokens, and the stop vote, in one collective
       // The loss is an f32 sum on one process; the f64 sum of two f32 shares rounded back to f32 is that same sum.
-      double v[3] = {s.loss, static_cast<double>(s.tokens), g_signal != 0 ? 1.0 : 0.0};
-      cp->all_reduce_sum(v, 3, str("loss of step ", step));
+      // The vote counts the ranks that got each stop signal, so that all stop naming the same one (SIGINT before
+      // SIGTERM before SIGHUP) and exit with the same code.
+      const int sig = g_signal;
+      double v[5] = {s.loss, static_cast<double>(s.tokens), sig == SIGINT ? 1.0 : 0.0, sig == SIGTERM ? 1.0 : 0.0,
+                     sig == SIGHUP ? 1.0 : 0.0};
+      cp->all_reduce_sum(v, 5, str("loss of step ", step));
       s.loss = static_cast<double>(static_cast<float>(v[0]));
       s.tokens = static_cast<int64_t>(v[1]);
-      stop_vote = v[2] > 0;
+      stop_vote = v[2] > 0 ? SIGINT : v[3] > 0 ? SIGTERM : v[4] > 0 ? SIGHUP : 0;
     }
     int64_t bad = std::isfinite(s.loss) ? optim::first_nonfinite_grad(params) : -2;
     if (bad == -1) {
@@ -416,6 +471,10 @@ struct Trainer::Impl {
     } else {
       const double clip = optim::clip_factor(s.grad_norm, cfg.optimizer.grad_clip);
       s.lr = optim::lr_at(sched, static_cast<long>(opt->step_count()));
+      const bool frozen = opt->step_count() < cfg.trainer.freeze_backbone_steps;
+      auto& entries = opt->entries();
+      for (size_t i = 0; i < entries.size(); ++i)
+        entries[i].lr_scale = in_backbone[i] ? (frozen ? 0.0 : 1.0) : head_scale;
       opt->step(s.lr, clip / s.loss_scale);
       scaler->update(true);
     }
@@ -423,7 +482,8 @@ struct Trainer::Impl {
     return s;
   }
 
-  EvalStats evaluate() {
+  // max_batches > 0 caps trainer.eval_batches (a quick look at the metrics the evaluation reports).
+  EvalStats evaluate(int64_t max_batches = 0) {
     NoGradGuard ng;
     EvalStats e;
     const int64_t B = cfg.trainer.micro_batch_size;
@@ -432,7 +492,7 @@ struct Trainer::Impl {
       e.loss = e.perplexity = std::nan("");
       return e;
     }
-    const int64_t use = std::min(nb, cfg.trainer.eval_batches);
+    const int64_t use = std::min({nb, cfg.trainer.eval_batches, max_batches > 0 ? max_batches : nb});
     nn::ForwardOptions fo;
     fo.compute_dtype = cd;
     double loss_tokens = 0;
@@ -501,6 +561,33 @@ struct Trainer::Impl {
     return e;
   }
 
+  // Ranks an evaluation record by checkpoint.monitor (rank 0's value, so that every rank takes the same decisions).
+  // True when a checkpoint of this step is needed (it entered the best checkpoint.keep_best).
+  bool rank_evaluation(const nlohmann::json& eval) {
+    double v = root() ? best.value_of(eval) : 0.0;
+    if (dist()) {
+      std::vector<uint8_t> b(sizeof v);
+      std::memcpy(b.data(), &v, sizeof v);
+      b = cp->broadcast(b, str("monitored value of step ", step));
+      std::memcpy(&v, b.data(), sizeof v);
+    }
+    return best.update(step, v);
+  }
+  bool early_stopped() const {
+    return cfg.trainer.early_stop_patience > 0 && best.enabled() &&
+           best.evals_since_best() >= cfg.trainer.early_stop_patience;
+  }
+  std::string early_stop_reason() const {
+    return str(cfg.checkpoint.monitor, " did not improve in ", best.evals_since_best(),
+               " evaluations (trainer.early_stop_patience ", cfg.trainer.early_stop_patience, "; best ",
+               best.has_best() ? str(best.best_value(), " at step ", best.best_step()) : std::string("none"), ")");
+  }
+
+  // Wall-clock seconds of the run: this process's so far plus those of the processes before the last resume.
+  double elapsed_s() const {
+    return elapsed_base + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  }
+
   std::string model_config_json() const { return nn_config_json(cfg.model.mamba); }
   static std::string nn_config_json(const MambaConfig& m) { return config_to_hf_json(m); }
 
@@ -528,18 +615,37 @@ struct Trainer::Impl {
     d.strings["model_config_json"] = model_config_json();
     d.strings["model_head"] = cfg.model.head;
     d.strings["data_fingerprint"] = task->fingerprint();
+    d.floats["log/window_loss_sum"] = log_loss_sum;
+    d.ints["log/window_steps"] = log_steps;
+    if (ss.nonfinite_streak > 0) d.strings["last_good_checkpoint"] = last_good_checkpoint;
+    d.floats["run/elapsed_s"] = elapsed_s();
+    if (best.enabled()) d.strings["best/state"] = best.state();
+    d.strings["mamba_train/version"] = version();
+    d.strings["mamba_train/commit"] = git_commit();
     return d;
   }
 
   // Rank 0 writes; the others wait on the control plane's barrier (a CPU-side wait with the timeout, never inside
   // a GPU collective) and learn the path, so that every rank names the same last checkpoint.
   std::string save() {
-    if (root()) last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last);
+    const bool in_streak = scaler->state().nonfinite_streak > 0;
+    if (root()) {
+      // Retention keeps the best checkpoints, and during a non-finite streak the last one from before it.
+      std::vector<int64_t> keep = best.steps();
+      if (in_streak && !last_good_checkpoint.empty())
+        keep.push_back(checkpoint_step_from_name(std::filesystem::path(last_good_checkpoint).filename().string()));
+      last_checkpoint = save_checkpoint(cfg.checkpoint.dir, step, snapshot(), cfg.checkpoint.keep_last, keep);
+      if (best.has_best() && best.best_step() != best_pointer_step) {
+        write_best_pointer(cfg.checkpoint.dir, best.best_step());
+        best_pointer_step = best.best_step();
+      }
+    }
     if (dist()) {
       std::vector<uint8_t> b(last_checkpoint.begin(), last_checkpoint.end());
       b = cp->broadcast(b, str("checkpoint of step ", step, " written by rank 0"));
       last_checkpoint.assign(b.begin(), b.end());
     }
+    if (!in_streak) last_good_checkpoint = last_checkpoint;
     return last_checkpoint;
   }
 
@@ -624,7 +730,20 @@ struct Trainer::Impl {
     gs.seed = static_cast<uint64_t>(need_int("rng/seed"));
     gs.offset = static_cast<uint64_t>(need_int("rng/offset"));
     gen.set_state(gs);
+    auto el = d.floats.find("run/elapsed_s");  // absent in checkpoints written before it existed
+    elapsed_base = el != d.floats.end() && std::isfinite(el->second) && el->second >= 0 ? el->second : 0.0;
+    auto bs = d.strings.find("best/state");
+    best_restored = bs != d.strings.end() && best.restore(bs->second);
+    resumed_config_yaml = need_str("config_yaml");
     last_checkpoint = path;
+    // Checkpoints written before these keys existed: an empty window, and the checkpoint itself as the last good one.
+    auto lg = d.strings.find("last_good_checkpoint");
+    last_good_checkpoint = ss.nonfinite_streak > 0 && lg != d.strings.end() ? lg->second : path;
+    auto wl = d.floats.find("log/window_loss_sum");
+    auto wn = d.ints.find("log/window_steps");
+    log_loss_sum = wl != d.floats.end() ? wl->second : 0.0;
+    log_steps = wn != d.ints.end() ? wn->second : 0;
+    if (log_steps < 0 || !std::isfinite(log_loss_sum)) fail("inconsistent logging window");
   }
 };
 
@@ -714,57 +833,110 @@ RunResult Trainer::run(const RunOptions& ro) {
                 m.env.world_size, m.sync->backend_name().c_str(), m.sync->num_buckets(), c.distributed.bucket_mb,
                 c.distributed.timeout_s);
   std::printf("data: %s\n", m.task->describe().c_str());
+  const int64_t epoch_samples = m.task->epoch_samples();
   std::printf(
       "model: d_model %lld, %lld layers, d_state %lld, vocab %lld, %lld parameters; device %s, %s; batch %lld "
-      "(%lld x %lld micro) x %lld tokens, %lld steps\n",
+      "(%lld x %lld micro) x %lld tokens, %lld steps%s\n",
       (long long)c.model.mamba.d_model, (long long)c.model.mamba.n_layer, (long long)c.model.mamba.d_state,
       (long long)c.model.mamba.vocab_size, (long long)m.model->num_parameters(), m.dev.str().c_str(),
       c.trainer.precision.c_str(), (long long)c.trainer.global_batch_size, (long long)m.accum(),
-      (long long)c.trainer.micro_batch_size, (long long)c.data.seq_len, (long long)c.trainer.max_steps);
+      (long long)c.trainer.micro_batch_size, (long long)c.data.seq_len, (long long)m.total_steps,
+      c.trainer.epochs > 0
+          ? str(" (", schema::format_double(c.trainer.epochs), " epochs of ", epoch_samples, " samples)").c_str()
+          : "");
 
-  // Resume.
+  // Resume: rank 0 decides which checkpoint (if any); every rank then reads that one.
   std::string from;
-  if (c.checkpoint.resume == "auto") {
-    std::vector<std::string> skipped;
-    from = latest_checkpoint(c.checkpoint.dir, &skipped);
-    for (const std::string& s : skipped) std::printf("warning: skipping invalid checkpoint %s\n", s.c_str());
-  } else if (c.checkpoint.resume != "never") {
-    from = c.checkpoint.resume;
+  if (m.root()) {
+    std::vector<std::string> warnings;
+    from = checkpoint_to_resume(c, &warnings);
+    for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
   }
-  if (m.dist()) {  // rank 0 decides which checkpoint (if any); every rank then reads that one
+  if (m.dist()) {
     std::vector<uint8_t> b(from.begin(), from.end());
     b = m.cp->broadcast(b, "checkpoint to resume from");
     from.assign(b.begin(), b.end());
   }
+  std::vector<ConfigChange> changes;
   if (!from.empty()) {
     m.resume(from);
     std::printf("resumed from %s at step %lld (%lld samples seen)\n", from.c_str(), (long long)m.step,
                 (long long)m.samples_seen);
+    changes = config_changes(m.resumed_config_yaml, c);
+    std::vector<ConfigChange> refused;
+    for (const ConfigChange& ch : changes)
+      if (!ch.allowed) refused.push_back(ch);
+    MT_CHECK(refused.empty() || ro.accept_config_change, ErrorKind::Config, "resuming ", from,
+             ": the config differs from the checkpoint's in ", describe_changes(refused),
+             " (pass --accept-config-change to resume anyway, or start a new run with another run.name / "
+             "run.out_dir)");
+    if (!changes.empty()) std::printf("config changes since the checkpoint: %s\n", describe_changes(changes).c_str());
   }
   m.check_replicas(from.empty() ? "after initialisation" : "after the resume");
-  MT_CHECK(m.step <= c.trainer.max_steps, ErrorKind::Config, "trainer.max_steps (", c.trainer.max_steps,
-           ") is below the step of the checkpoint resumed from (", m.step, ", ", from, ")");
+  MT_CHECK(m.step <= m.total_steps, ErrorKind::Config, c.trainer.epochs > 0 ? "trainer.epochs" : "trainer.max_steps",
+           ": the run's ", m.total_steps, " steps are fewer than the step of the checkpoint resumed from (", m.step,
+           ", ", from, ")");
+  if (ro.stop_at_step > 0 && m.step >= ro.stop_at_step) {  // a re-run of a planned stop: nothing to do
+    std::printf("already at step %lld, at or past --stop-at-step %lld: nothing to do\n", (long long)m.step,
+                (long long)ro.stop_at_step);
+    res.step = m.step;
+    res.last_checkpoint = m.last_checkpoint;
+    return res;
+  }
+  if (m.early_stopped()) {  // a re-run of a run that stopped early: nothing to do
+    std::printf("the run stopped early at step %lld: %s; nothing to do (raise trainer.early_stop_patience to go on)\n",
+                (long long)m.step, m.early_stop_reason().c_str());
+    res.step = m.step;
+    res.last_checkpoint = m.last_checkpoint;
+    res.early_stopped = true;
+    return res;
+  }
+  if (m.best.enabled()) {  // a monitor the evaluation record lacks is an error now, not after the first evaluation
+    MT_CHECK(m.task->num_val_batches(c.trainer.micro_batch_size) > 0, ErrorKind::Config, "checkpoint.monitor ",
+             c.checkpoint.monitor, " needs validation data (the data has no held-out part)");
+    m.best.value_of(eval_json(m.evaluate(1)));
+  }
 
   if (m.write_outputs) {
-    ensure_directory(c.run.out_dir);
-    const std::string yaml = dump_train_config(c);
-    write_file_atomic(c.run.out_dir + "/config.yaml", yaml.data(), yaml.size());
+    const std::string config_file = write_run_config(c, !from.empty());
+    append_start_record(c, {{"version", version()},
+                            {"commit", git_commit()},
+                            {"command", command_line()},
+                            {"device", m.dev.str()},
+                            {"gpu", device_name(m.dev)},
+                            {"world_size", m.env.world_size},
+                            {"step", m.step},
+                            {"resumed_from", from},
+                            {"config", config_file}});
+    if (!m.best_restored) remove_best_pointer(c.checkpoint.dir);  // it ranked by another (or no) monitor
+    remove_temp_files_of_earlier_processes(c.run.out_dir);        // a run killed while rewriting a file here
   }
   if (!from.empty() && m.write_outputs) drop_metrics_after(c.logging.metrics_file, m.step);
   std::unique_ptr<MetricsLog> metrics_log;  // rank 0 only
   if (m.root()) metrics_log = std::make_unique<MetricsLog>(c.logging.metrics_file, /*append=*/!from.empty());
-  auto log_metrics = [&](const nlohmann::json& j) {
+  auto epoch = [&]() { return epoch_samples > 0 ? static_cast<double>(m.samples_seen) / epoch_samples : -1.0; };
+  auto log_metrics = [&](nlohmann::json j) {
+    if (epoch_samples > 0) j["epoch"] = epoch();
+    j["elapsed_s"] = m.elapsed_s();
     if (metrics_log) metrics_log->write(j);
   };
-  Progress progress(c.trainer.max_steps, c.logging.progress, m.step);
+  if (!changes.empty()) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const ConfigChange& ch : changes)
+      list.push_back({{"key", ch.key}, {"old", ch.before}, {"new", ch.after}, {"free", ch.allowed}});
+    log_metrics({{"step", m.step},
+                 {"event", "config_change"},
+                 {"changes", list},
+                 {"accept_config_change", ro.accept_config_change}});
+  }
+  Progress progress(m.total_steps, c.logging.progress, m.step);
   SignalScope signals;
 
-  double win_loss = 0, win_tokens = 0;
-  int64_t win_n = 0;
+  double win_tokens = 0;  // tokens and time since the last log record (throughput: this process only)
   auto win_t0 = std::chrono::steady_clock::now();
   const auto run_t0 = win_t0;
   const int64_t first_step = m.step;
-  while (m.step < c.trainer.max_steps) {
+  while (m.step < m.total_steps) {
     const StepStats s = m.train_step();
     fault_point("step_end", m.step);
     if (s.skipped) {
@@ -773,22 +945,26 @@ RunResult Trainer::run(const RunOptions& ro) {
                            m.scaler->scale(), "; ", ss.nonfinite_streak, " in a row"));
       if (ss.nonfinite_streak >= c.trainer.max_nonfinite_steps) {
         progress.finish();
-        throw Error(
-            ErrorKind::NonFinite,
-            str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
-                " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ", s.nonfinite,
-                "; last good checkpoint: ", m.last_checkpoint.empty() ? std::string("none") : m.last_checkpoint));
+        const std::string& good = m.last_good_checkpoint;
+        const char* note = m.last_checkpoint == good ? ""
+                           : good.empty()            ? " (every checkpoint was saved during the streak)"
+                                                     : " (the checkpoints after it were saved during the streak)";
+        throw Error(ErrorKind::NonFinite,
+                    str("training stopped at step ", m.step, " after ", ss.nonfinite_streak,
+                        " consecutive non-finite steps (trainer.max_nonfinite_steps); first non-finite tensor: ",
+                        s.nonfinite, "; last good checkpoint: ", good.empty() ? std::string("none") : good, note));
       }
     } else {
-      win_loss += s.loss;
-      ++win_n;
+      m.log_loss_sum += s.loss;
+      ++m.log_steps;
     }
     win_tokens += static_cast<double>(s.tokens);
-    const bool last = m.step == c.trainer.max_steps;
+    const bool last = m.step == m.total_steps;
     if (m.step % c.trainer.log_every == 0 || last) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
       const double tps = secs > 0 ? win_tokens / secs : 0;
-      const double loss = win_n > 0 ? win_loss / static_cast<double>(win_n) : std::nan("");
+      const double loss = m.log_steps > 0 ? m.log_loss_sum / static_cast<double>(m.log_steps) : std::nan("");
+      progress.set_epoch(epoch());
       progress.update(m.step, loss, s.lr, s.grad_norm, s.loss_scale, tps, m.scaler->state().skipped_total);
       log_metrics({{"step", m.step},
                    {"loss", loss},
@@ -797,34 +973,52 @@ RunResult Trainer::run(const RunOptions& ro) {
                    {"loss_scale", s.loss_scale},
                    {"tokens_per_s", tps},
                    {"samples_seen", m.samples_seen},
-                   {"skipped_total", m.scaler->state().skipped_total},
-                   {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count()}});
-      win_loss = win_tokens = 0;
-      win_n = 0;
+                   {"skipped_total", m.scaler->state().skipped_total}});
+      m.log_loss_sum = win_tokens = 0;
+      m.log_steps = 0;
       win_t0 = std::chrono::steady_clock::now();
     }
+    bool need_best = false, stop_early = false;
     if ((c.trainer.eval_every > 0 && m.step % c.trainer.eval_every == 0) || last) {
       const EvalStats e = m.evaluate();
       progress.message(eval_line(m.step, e));
-      log_metrics({{"step", m.step}, {"eval", eval_json(e)}});
+      nlohmann::json rec = {{"step", m.step}, {"eval", eval_json(e)}};
+      if (m.best.enabled()) {
+        need_best = m.rank_evaluation(rec["eval"]);
+        stop_early = m.early_stopped();
+        if (m.best.improved()) {
+          rec["best"] = true;
+          progress.message(str("new best ", c.checkpoint.monitor, " ", m.best.best_value(), " at step ", m.step));
+        }
+      }
+      log_metrics(rec);
       if (last) res.final_eval = e;
       win_t0 = std::chrono::steady_clock::now();  // evaluation time is not training throughput
     }
     // A signal stops the run after this step. Ranks act on the vote taken in the step's last collective (a signal
     // that arrives later counts at the next step), so that every rank stops at the same step.
-    const int sig = m.dist() ? (m.stop_vote ? (g_signal != 0 ? static_cast<int>(g_signal) : SIGTERM) : 0)
-                             : static_cast<int>(g_signal);
+    const int sig = m.dist() ? m.stop_vote : static_cast<int>(g_signal);
     const bool stop_now = ro.stop_at_step > 0 && m.step == ro.stop_at_step;
-    if (m.outputs_requested &&
-        ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now || sig != 0)) {
+    if (m.outputs_requested && ((c.checkpoint.every > 0 && m.step % c.checkpoint.every == 0) || last || stop_now ||
+                                sig != 0 || need_best || stop_early)) {
       const std::string p = m.save();
       progress.message(str("checkpoint saved: ", p));
     }
     if (sig != 0) {
       progress.finish();
-      std::printf("stopped by %s at step %lld; resume with the same command\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                  (long long)m.step);
+      std::printf("stopped by %s at step %lld; resume with the same command\n", signal_name(sig), (long long)m.step);
       res.exit_code = 128 + sig;
+      break;
+    }
+    if (stop_early) {
+      progress.finish();
+      std::printf("stopped early at step %lld: %s\n", (long long)m.step, m.early_stop_reason().c_str());
+      log_metrics({{"step", m.step},
+                   {"event", "early_stop"},
+                   {"monitor", c.checkpoint.monitor},
+                   {"best_step", m.best.best_step()},
+                   {"best_value", m.best.best_value()}});
+      res.early_stopped = true;
       break;
     }
     if (stop_now) {
@@ -834,10 +1028,9 @@ RunResult Trainer::run(const RunOptions& ro) {
     }
   }
   progress.finish();
-  if (first_step == c.trainer.max_steps) {  // resumed a finished run: report where it stands
+  if (first_step == m.total_steps) {  // resumed a finished run: report where it stands
     res.final_eval = m.evaluate();
-    std::printf("already at trainer.max_steps = %lld; %s\n", (long long)m.step,
-                eval_line(m.step, res.final_eval).c_str());
+    std::printf("already at the last step (%lld); %s\n", (long long)m.step, eval_line(m.step, res.final_eval).c_str());
   }
   res.step = m.step;
   res.last_checkpoint = m.last_checkpoint;
@@ -846,10 +1039,14 @@ RunResult Trainer::run(const RunOptions& ro) {
     plot_from_metrics(c.logging.metrics_file, svg, str(c.run.name, ": loss"));
     std::printf("loss curve: %s\n", svg.c_str());
   }
+  if (m.best.has_best())
+    std::printf("best %s: %g at step %lld (%s)\n", c.checkpoint.monitor.c_str(), m.best.best_value(),
+                (long long)m.best.best_step(),
+                (c.checkpoint.dir + "/" + checkpoint_file_name(m.best.best_step())).c_str());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_t0).count();
   std::printf("done: %lld steps in this process (%.1f s); step %lld of %lld\n", (long long)(m.step - first_step), secs,
-              (long long)m.step, (long long)c.trainer.max_steps);
-  if (m.step == c.trainer.max_steps) {
+              (long long)m.step, (long long)m.total_steps);
+  if (m.step == m.total_steps) {
     MT_CHECK(std::isfinite(res.final_eval.loss) || m.task->num_val_batches(c.trainer.micro_batch_size) == 0,
              ErrorKind::NonFinite, "training ended with a non-finite validation loss (", res.final_eval.loss, ")");
   }

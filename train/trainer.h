@@ -16,10 +16,16 @@
 //   step, samples_seen, optim/step, scaler/{good_steps,skipped_total,nonfinite_streak}, rng/{seed,offset}  ints
 //   scaler/scale                                                      float
 //   config_yaml (the resolved config), model_config_json, model_head, data_fingerprint   strings
+//   log/window_loss_sum (float), log/window_steps (int): the logging window, so that logged losses match too
+//   last_good_checkpoint (string, only when saved during a non-finite streak): the checkpoint from before it
+//   best/state (with checkpoint.monitor: the ranking of train/best.h)   string
+//   run/elapsed_s: wall-clock seconds of training processes so far (the only value that differs between a resumed
+//   run and an uninterrupted one), mamba_train/version, mamba_train/commit   informative
 // The data is a pure function of (run.seed, samples_seen) (data/batch.h), the LR a pure function of the optimizer
 // step, so a run resumed from step N continues bit for bit as the uninterrupted one (CPU, fp32; tested).
 //
-// Run directory (run.out_dir): config.yaml (resolved), metrics.jsonl, loss.svg, checkpoints/ (checkpoint.dir).
+// Run directory (run.out_dir; train/run_dir.h): run.lock, config.yaml (resolved; config.resume-<k>.yaml for each
+// resume), starts.jsonl, metrics.jsonl, loss.svg, checkpoints/ (checkpoint.dir).
 #pragma once
 
 #include <cstdint>
@@ -52,20 +58,23 @@ struct EvalStats {
 };
 
 struct RunOptions {
-  int64_t stop_at_step = 0;  // > 0: save a checkpoint after this step and stop (as a preemption would)
+  int64_t stop_at_step = 0;           // > 0: save a checkpoint after this step and stop (as a preemption would)
+  bool accept_config_change = false;  // resume although the config changed in keys a resume may not change
 };
 
 struct RunResult {
   int64_t step = 0;             // steps done
-  int exit_code = 0;            // 0, or 130 / 143 after SIGINT / SIGTERM (checkpoint saved)
+  int exit_code = 0;            // 0, or 130 / 143 / 129 after SIGINT / SIGTERM / SIGHUP (checkpoint saved)
   std::string last_checkpoint;  // "" when none was written
-  EvalStats final_eval;         // valid when the run reached max_steps
+  EvalStats final_eval;         // valid when the run reached its last step
+  bool early_stopped = false;   // trainer.early_stop_patience ended the run (now or in an earlier process)
 };
 
 class Trainer {
  public:
   // Builds the model (initialised from run.seed, or model.init_from), the data, the optimizer, the schedule and
-  // the loss scaler. write_outputs = false (bench) creates no files.
+  // the loss scaler. write_outputs = false (bench) creates no files; otherwise rank 0 first locks the run directory
+  // and checks it (train/run_dir.h): mt::Error(RunLocked) when another trainer holds it.
   // env: this process's place in a data-parallel job (world_size > 1: connects to the other ranks over the
   // control plane once the model and data are built; rank 0 alone writes the run directory).
   Trainer(const TrainConfig& cfg, bool write_outputs = true, const DistEnv& env = DistEnv{});
@@ -73,8 +82,9 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Whole run: resume per checkpoint.resume, train to trainer.max_steps with evals, logs and checkpoints,
-  // SIGINT / SIGTERM -> checkpoint and exit code 130 / 143.
+  // Whole run: resume per checkpoint.resume (train/run_dir.h), train to trainer.max_steps (or trainer.epochs) with
+  // evals, logs, checkpoints and the best checkpoints (train/best.h), SIGINT / SIGTERM / SIGHUP -> checkpoint and
+  // exit code 130 / 143 / 129 (SIGHUP stays ignored under nohup).
   RunResult run(const RunOptions& opt = {});
 
   StepStats train_step();

@@ -1,6 +1,6 @@
 // Differentiable elementwise ops (autograd/ops/elementwise.h) over the kernels in kernels/elementwise.h.
 //
-// Conventions: outputs are always fresh tensors; CPU bf16 / f16 inputs run through f32 copies (as_cpu_compute);
+// Conventions: outputs are always fresh tensors; CPU bf16 / f16 inputs run through f32 copies (ops::Dispatch);
 // CUDA runs every float dtype natively. Backward lambdas run with grad mode off, so the public ops they call
 // (sum_to_shape, neg) are not recorded.
 #include "autograd/ops/elementwise.h"
@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "autograd/autograd.h"
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "autograd/ops/reduce.h"
 #include "kernels/elementwise.h"
@@ -83,33 +84,18 @@ BroadcastLayout make_layout(const char* op, const Tensor& a, const Tensor& b, co
 
 // out = a op b (no autograd).
 Tensor binary_raw(const char* name, BinaryOp op, const Tensor& a, const Tensor& b, const Shape& out_shape) {
-  if (a.is_cuda()) {
-#if defined(MT_WITH_CUDA)
-    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-    kernels::BinaryParams p;
-    p.a = a.data_ptr();
-    p.b = b.data_ptr();
-    p.out = out.data_ptr();
-    p.dtype = a.dtype();
-    p.op = op;
-    p.layout = make_layout(name, a, b, out_shape);
-    kernels::binary_fwd_cuda(p);
-    return out;
-#else
-    ops::no_cuda(name);
-#endif
-  }
-  const Tensor ac = ops::as_cpu_compute(a), bc = ops::as_cpu_compute(b);
-  Tensor out = Tensor::empty(out_shape, ac.dtype());
+  const ops::Dispatch d(name, a);
+  const Tensor ac = d.input(a), bc = d.input(b);
+  Tensor out = d.output(out_shape, a.dtype());
   kernels::BinaryParams p;
   p.a = ac.data_ptr();
   p.b = bc.data_ptr();
   p.out = out.data_ptr();
-  p.dtype = ac.dtype();
+  p.dtype = d.kernel_dtype(a.dtype());
   p.op = op;
   p.layout = make_layout(name, ac, bc, out_shape);
-  kernels::binary_fwd_cpu(p);
-  return ops::from_cpu_compute(out, a.dtype());
+  d.run(kernels::binary_fwd_cpu, MT_CUDA_KERNEL(binary_fwd_cuda), p);
+  return d.result(out, a.dtype());
 }
 
 // g converted to dtype dt (gradients normally arrive in the output's dtype already).
@@ -121,9 +107,8 @@ Tensor as_dtype(const Tensor& g, DType dt) { return g.dtype() == dt ? g : g.to(d
 std::pair<Tensor, Tensor> binary_bwd_raw(const char* name, BinaryOp op, const Tensor& g_in, const Tensor& a,
                                          const Tensor& b, const Shape& a_shape, const Shape& b_shape, bool need_a,
                                          bool need_b) {
-  const bool cpu = !g_in.is_cuda();
-  auto prep = [&](const Tensor& t) { return !t.defined() ? t : (cpu ? ops::as_cpu_compute(t) : t); };
-  const Tensor g = prep(g_in).contiguous(), ac = prep(a), bc = prep(b);
+  const ops::Dispatch d(name, g_in);
+  const Tensor g = d.input(g_in).contiguous(), ac = d.input(a), bc = d.input(b);
   const DType dt = g.dtype();
   const Shape& out_shape = g.shape();
   const Shape zero_a(a_shape.size(), 0), zero_b(b_shape.size(), 0);
@@ -139,15 +124,7 @@ std::pair<Tensor, Tensor> binary_bwd_raw(const char* name, BinaryOp op, const Te
   Tensor gb = need_b ? Tensor::empty(out_shape, dt, g.device()) : Tensor();
   p.ga = need_a ? ga.data_ptr() : nullptr;
   p.gb = need_b ? gb.data_ptr() : nullptr;
-  if (!cpu) {
-#if defined(MT_WITH_CUDA)
-    kernels::binary_bwd_cuda(p);
-#else
-    ops::no_cuda(name);
-#endif
-  } else {
-    kernels::binary_bwd_cpu(p);
-  }
+  d.run(kernels::binary_bwd_cpu, MT_CUDA_KERNEL(binary_bwd_cuda), p);
   return {ga, gb};
 }
 
@@ -190,53 +167,36 @@ Tensor binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
 
 // y = f(x) (packed, x's dtype), no autograd.
 Tensor unary_raw(const char* name, UnaryOp op, const Tensor& x, double alpha = 1.0, double beta = 0.0) {
-  const bool cpu = !x.is_cuda();
-  const Tensor xc = (cpu ? ops::as_cpu_compute(x) : x).contiguous();
-  Tensor y = Tensor::empty(x.shape(), xc.dtype(), x.device());
+  const ops::Dispatch d(name, x);
+  const Tensor xc = d.input(x).contiguous();
+  Tensor y = d.output(x.shape(), x.dtype());
   kernels::UnaryParams p;
   p.x = xc.data_ptr();
   p.y = y.data_ptr();
-  p.dtype = xc.dtype();
+  p.dtype = d.kernel_dtype(x.dtype());
   p.op = op;
   p.numel = x.numel();
   p.alpha = alpha;
   p.beta = beta;
-  if (!cpu) {
-#if defined(MT_WITH_CUDA)
-    kernels::unary_fwd_cuda(p);
-    return y;
-#else
-    ops::no_cuda(name);
-#endif
-  }
-  kernels::unary_fwd_cpu(p);
-  return ops::from_cpu_compute(y, x.dtype());
+  d.run(kernels::unary_fwd_cpu, MT_CUDA_KERNEL(unary_fwd_cuda), p);
+  return d.result(y, x.dtype());
 }
 
 // gx = g * f'(.) from the saved input or output, in saved's dtype.
 Tensor unary_bwd_raw(const char* name, UnaryOp op, const Tensor& g_in, const Tensor& saved) {
-  const bool cpu = !saved.is_cuda();
   const DType dt = saved.dtype();
-  auto prep = [&](const Tensor& t) { return (cpu ? ops::as_cpu_compute(t) : t).contiguous(); };
-  const Tensor g = prep(as_dtype(g_in, dt)), s = prep(saved);
-  Tensor gx = Tensor::empty(saved.shape(), s.dtype(), saved.device());
+  const ops::Dispatch d(name, saved);
+  const Tensor g = d.input(as_dtype(g_in, dt)).contiguous(), s = d.input(saved).contiguous();
+  Tensor gx = d.output(saved.shape(), dt);
   kernels::UnaryBwdParams p;
   p.g = g.data_ptr();
   p.saved = s.data_ptr();
   p.gx = gx.data_ptr();
-  p.dtype = s.dtype();
+  p.dtype = d.kernel_dtype(dt);
   p.op = op;
   p.numel = saved.numel();
-  if (!cpu) {
-#if defined(MT_WITH_CUDA)
-    kernels::unary_bwd_cuda(p);
-    return gx;
-#else
-    ops::no_cuda(name);
-#endif
-  }
-  kernels::unary_bwd_cpu(p);
-  return ops::from_cpu_compute(gx, dt);
+  d.run(kernels::unary_bwd_cpu, MT_CUDA_KERNEL(unary_bwd_cuda), p);
+  return d.result(gx, dt);
 }
 
 Tensor unary(const char* name, UnaryOp op, const Tensor& a) {
@@ -283,27 +243,19 @@ Tensor identity(const char* name, const Tensor& a) {
 
 // y_i = keep_i ? x_i / (1 - p) : 0 with keep_i from Philox(seed, offset, i); no autograd.
 Tensor dropout_raw(const Tensor& x, double prob, uint64_t seed, uint64_t offset) {
-  const bool cpu = !x.is_cuda();
-  const Tensor xc = (cpu ? ops::as_cpu_compute(x) : x).contiguous();
-  Tensor y = Tensor::empty(x.shape(), xc.dtype(), x.device());
+  const ops::Dispatch d("dropout", x);
+  const Tensor xc = d.input(x).contiguous();
+  Tensor y = d.output(x.shape(), x.dtype());
   kernels::DropoutParams p;
   p.x = xc.data_ptr();
   p.y = y.data_ptr();
-  p.dtype = xc.dtype();
+  p.dtype = d.kernel_dtype(x.dtype());
   p.numel = x.numel();
   p.p = prob;
   p.seed = seed;
   p.offset = offset;
-  if (!cpu) {
-#if defined(MT_WITH_CUDA)
-    kernels::dropout_apply_cuda(p);
-    return y;
-#else
-    ops::no_cuda("dropout");
-#endif
-  }
-  kernels::dropout_apply_cpu(p);
-  return ops::from_cpu_compute(y, x.dtype());
+  d.run(kernels::dropout_apply_cpu, MT_CUDA_KERNEL(dropout_apply_cuda), p);
+  return d.result(y, x.dtype());
 }
 
 }  // namespace

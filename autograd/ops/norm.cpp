@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/norm.h"
 
@@ -15,7 +16,6 @@ namespace {
 const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 void* mut_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
-Tensor to_cpu(const Tensor& t, DType ct) { return t.defined() ? t.to(ct).contiguous() : Tensor(); }
 
 // Compute dtype of statistics and of the residual stream for input x.
 DType compute_dtype(const Tensor& x) { return x.dtype() == DType::F64 ? DType::F64 : DType::F32; }
@@ -62,39 +62,25 @@ NormOut norm_impl(const char* op, bool rms, bool fused, const Tensor& x_in, cons
   const Device dev = x.device();
   const bool need_grad = any_requires_grad({&x_in, &res_in, &w_in, &b_in});
 
+  // The CPU kernels take every buffer in the compute dtype ct; CUDA reads x, weight, bias and writes y as they are.
+  const ops::Dispatch d(op, dev, ct);
+  const Tensor xc = d.input(x), wc = d.input(weight), bc = d.input(bias);
   NormOut out;
   Tensor mean, rstd;
+  const Tensor y = d.output(shape, out_dtype);
+  if (fused) out.residual = Tensor::empty(shape, ct, dev);
+  if (need_grad) {
+    rstd = Tensor::empty({rows}, ct, dev);
+    if (!rms) mean = Tensor::empty({rows}, ct, dev);
+  }
   kernels::NormFwdParams p;
   p.rows = rows, p.H = H, p.rms = rms, p.eps = eps;
-  if (dev.is_cpu()) {
-    const Tensor xc = to_cpu(x, ct), wc = to_cpu(weight, ct), bc = to_cpu(bias, ct);
-    const Tensor yc = Tensor::empty(shape, ct);
-    if (fused) out.residual = Tensor::empty(shape, ct);
-    if (need_grad) {
-      rstd = Tensor::empty({rows}, ct);
-      if (!rms) mean = Tensor::empty({rows}, ct);
-    }
-    p.x = xc.data_ptr(), p.x_dtype = ct, p.residual = ptr(res);
-    p.weight = wc.data_ptr(), p.bias = ptr(bc), p.w_dtype = ct;
-    p.y = yc.data_ptr(), p.y_dtype = ct, p.residual_out = mut_ptr(out.residual);
-    p.mean = mut_ptr(mean), p.rstd = mut_ptr(rstd);
-    kernels::norm_fwd_cpu(p);
-    out.y = ops::from_cpu_compute(yc, out_dtype);
-  } else {
-    MT_CUDA_ONLY(op, {
-      out.y = Tensor::empty(shape, out_dtype, dev);
-      if (fused) out.residual = Tensor::empty(shape, ct, dev);
-      if (need_grad) {
-        rstd = Tensor::empty({rows}, ct, dev);
-        if (!rms) mean = Tensor::empty({rows}, ct, dev);
-      }
-      p.x = x.data_ptr(), p.x_dtype = x.dtype(), p.residual = ptr(res);
-      p.weight = weight.data_ptr(), p.bias = ptr(bias), p.w_dtype = weight.dtype();
-      p.y = out.y.data_ptr(), p.y_dtype = out_dtype, p.residual_out = mut_ptr(out.residual);
-      p.mean = mut_ptr(mean), p.rstd = mut_ptr(rstd);
-      kernels::norm_fwd_cuda(p);
-    });
-  }
+  p.x = xc.data_ptr(), p.x_dtype = d.kernel_dtype(x.dtype()), p.residual = ptr(res);
+  p.weight = wc.data_ptr(), p.bias = ptr(bc), p.w_dtype = d.kernel_dtype(weight.dtype());
+  p.y = y.data_ptr(), p.y_dtype = d.kernel_dtype(out_dtype), p.residual_out = mut_ptr(out.residual);
+  p.mean = mut_ptr(mean), p.rstd = mut_ptr(rstd);
+  d.run(kernels::norm_fwd_cpu, MT_CUDA_KERNEL(norm_fwd_cuda), p);
+  out.y = d.result(y, out_dtype);
 
   if (need_grad) {
     const bool need_x = requires_grad(x_in), need_r = requires_grad(res_in), need_w = requires_grad(w_in),
@@ -103,44 +89,29 @@ NormOut norm_impl(const char* op, bool rms, bool fused, const Tensor& x_in, cons
     const DType x_dtype = x.dtype();
     auto node = make_lambda_node(
         op,
-        [r, mean, rstd, weight = weight.detach(), rms, fused, rows, H, shape, ct, x_dtype, need_x, need_r, need_w,
+        [op, r, mean, rstd, weight = weight.detach(), rms, fused, rows, H, shape, ct, x_dtype, need_x, need_r, need_w,
          need_b](const std::vector<Tensor>& g) -> std::vector<Tensor> {
           const Device dev = r.device();
           const DType wd = weight.dtype();
           const Tensor dy = g[0].contiguous();
           const Tensor dres_out = (fused && g[1].defined()) ? g[1].to(ct).contiguous() : Tensor();
+          const ops::Dispatch d(op, dev, ct);
+          const Tensor rc = d.input(r), wc = d.input(weight), dyc = d.input(dy);
+          Tensor dx = need_x ? d.output(shape, x_dtype) : Tensor();
+          Tensor dres = need_r ? Tensor::empty(shape, ct, dev) : Tensor();
+          Tensor dw = need_w ? d.output({H}, wd) : Tensor();
+          Tensor db = need_b ? d.output({H}, wd) : Tensor();
           kernels::NormBwdParams q;
           q.rows = rows, q.H = H, q.rms = rms;
-          Tensor dx, dres, dw, db;
-          if (dev.is_cpu()) {
-            const Tensor rc = to_cpu(r, ct), wc = to_cpu(weight, ct), dyc = to_cpu(dy, ct);
-            const Tensor dxc = need_x ? Tensor::empty(shape, ct) : Tensor();
-            if (need_r) dres = Tensor::empty(shape, ct);
-            const Tensor dwc = need_w ? Tensor::empty({H}, ct) : Tensor();
-            const Tensor dbc = need_b ? Tensor::empty({H}, ct) : Tensor();
-            q.r = rc.data_ptr(), q.r_dtype = ct, q.mean = ptr(mean), q.rstd = rstd.data_ptr();
-            q.weight = wc.data_ptr(), q.w_dtype = ct, q.dy = dyc.data_ptr(), q.dy_dtype = ct;
-            q.d_residual_out = ptr(dres_out);
-            q.dx = mut_ptr(dxc), q.dx_dtype = ct, q.d_residual = mut_ptr(dres);
-            q.dweight = mut_ptr(dwc), q.dbias = mut_ptr(dbc);
-            kernels::norm_bwd_cpu(q);
-            if (need_x) dx = ops::from_cpu_compute(dxc, x_dtype);
-            if (need_w) dw = ops::from_cpu_compute(dwc, wd);
-            if (need_b) db = ops::from_cpu_compute(dbc, wd);
-          } else {
-            MT_CUDA_ONLY("norm backward", {
-              if (need_x) dx = Tensor::empty(shape, x_dtype, dev);
-              if (need_r) dres = Tensor::empty(shape, ct, dev);
-              if (need_w) dw = Tensor::empty({H}, wd, dev);
-              if (need_b) db = Tensor::empty({H}, wd, dev);
-              q.r = r.data_ptr(), q.r_dtype = r.dtype(), q.mean = ptr(mean), q.rstd = rstd.data_ptr();
-              q.weight = weight.data_ptr(), q.w_dtype = wd, q.dy = dy.data_ptr(), q.dy_dtype = dy.dtype();
-              q.d_residual_out = ptr(dres_out);
-              q.dx = mut_ptr(dx), q.dx_dtype = x_dtype, q.d_residual = mut_ptr(dres);
-              q.dweight = mut_ptr(dw), q.dbias = mut_ptr(db);
-              kernels::norm_bwd_cuda(q);
-            });
-          }
+          q.r = rc.data_ptr(), q.r_dtype = d.kernel_dtype(r.dtype()), q.mean = ptr(mean), q.rstd = rstd.data_ptr();
+          q.weight = wc.data_ptr(), q.w_dtype = d.kernel_dtype(wd), q.dy = dyc.data_ptr();
+          q.dy_dtype = d.kernel_dtype(dy.dtype()), q.d_residual_out = ptr(dres_out);
+          q.dx = mut_ptr(dx), q.dx_dtype = d.kernel_dtype(x_dtype), q.d_residual = mut_ptr(dres);
+          q.dweight = mut_ptr(dw), q.dbias = mut_ptr(db);
+          d.run(kernels::norm_bwd_cpu, MT_CUDA_KERNEL(norm_bwd_cuda), q);
+          dx = d.result(dx, x_dtype);
+          dw = d.result(dw, wd);
+          db = d.result(db, wd);
           if (fused) return {dx, dres, dw, db};
           return {dx, dw, db};
         });

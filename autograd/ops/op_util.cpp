@@ -23,15 +23,21 @@ int64_t wrap_dim(const char* op, int64_t dim, int64_t rank) {
   return d;
 }
 
-Tensor as_cpu_compute(const Tensor& t) {
-  if (t.dtype() == DType::F32 || t.dtype() == DType::F64) return t;
-  return t.to(DType::F32);
+void check_index(const char* op, const char* arg, const Tensor& t) {
+  MT_CHECK_SHAPE(t.defined(), op, ": ", arg, " is undefined");
+  MT_CHECK_SHAPE(t.dtype() == DType::I32 || t.dtype() == DType::I64, op, ": ", arg, " must be i32 or i64, got ",
+                 t.describe());
 }
 
-Tensor from_cpu_compute(const Tensor& r, DType dt) { return r.dtype() == dt ? r : r.to(dt); }
+Tensor bad_flag(int64_t n, Device dev) { return Tensor::full({1}, static_cast<double>(n), DType::I64, dev); }
 
-void no_cuda(const char* op) {
-  throw Error(ErrorKind::Device, str(op, ": tensor is on CUDA but this mamba-train was built without CUDA support"));
+int64_t read_flag(const Tensor& flag, int64_t n) {
+  const int64_t v = flag.to_vector_i64()[0];
+  return v >= n ? -1 : v;
+}
+
+int64_t element_i64(const Tensor& packed, int64_t i) {
+  return packed.as_strided({1}, {1}, packed.offset() + i).to_vector_i64()[0];
 }
 
 }  // namespace mt::ops

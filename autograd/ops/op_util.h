@@ -1,5 +1,5 @@
-// Small helpers shared by the differentiable ops: input validation with messages that name the op, and the
-// device dispatch convention.
+// Small helpers shared by the differentiable ops: input validation with messages that name the op, and the device
+// flag through which CUDA kernels report a bad id or target. Device dispatch: autograd/ops/dispatch.h.
 #pragma once
 
 #include <string>
@@ -16,19 +16,14 @@ void check_float(const char* op, const char* arg, const Tensor& t);
 void check_same(const char* op, const std::vector<const Tensor*>& ts);
 // Normalise a possibly negative dim against rank; throws naming the op.
 int64_t wrap_dim(const char* op, int64_t dim, int64_t rank);
+// Throw mt::Error(Shape) unless t is defined and i32 or i64 (ids, targets).
+void check_index(const char* op, const char* arg, const Tensor& t);
 
-// CPU kernels are written for float and double; bf16 / f16 tensors run through f32 copies.
-// as_cpu_compute(t): t itself if f32 / f64, else an f32 copy.  from_cpu_compute(r, dt): r converted back.
-Tensor as_cpu_compute(const Tensor& t);
-Tensor from_cpu_compute(const Tensor& r, DType dt);
-
-[[noreturn]] void no_cuda(const char* op);
+// Bad ids / targets on CUDA: the kernels record the first bad position in a device int64 (bad_flag(n), n = none)
+// and the op reads that one value back (read_flag: -1 when none), a small copy that synchronises the stream once
+// per call. element_i64 then fetches the offending value (one element of a packed integer tensor) for the message.
+Tensor bad_flag(int64_t n, Device dev);
+int64_t read_flag(const Tensor& flag, int64_t n);
+int64_t element_i64(const Tensor& packed, int64_t i);
 
 }  // namespace mt::ops
-
-// Run the CUDA branch in CUDA builds; in CPU-only builds throw a clear error naming the op.
-#if defined(MT_WITH_CUDA)
-#define MT_CUDA_ONLY(op, ...) __VA_ARGS__
-#else
-#define MT_CUDA_ONLY(op, ...) ::mt::ops::no_cuda(op)
-#endif

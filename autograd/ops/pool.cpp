@@ -1,5 +1,6 @@
 #include "autograd/ops/pool.h"
 
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 
 namespace mt {
@@ -21,9 +22,9 @@ Tensor masked_pool(const Tensor& x_in, const Tensor& mask_in, kernels::PoolMode 
                    x_in.describe());
     mask = mask_in.to(x_in.device()).to(DType::F32).contiguous();
   }
-  const bool cuda = x_in.is_cuda();
-  Tensor x = cuda ? x_in.contiguous() : ops::as_cpu_compute(x_in).contiguous();
-  Tensor out = Tensor::empty({B, D}, x.dtype(), x.device());
+  const ops::Dispatch d("masked_pool", x_in);
+  const Tensor x = d.input(x_in).contiguous();
+  const Tensor out = d.output({B, D}, x_in.dtype());
   Tensor index = mode == kernels::PoolMode::Mean ? Tensor() : Tensor::empty({B, D}, DType::I64, x.device());
   kernels::PoolParams p;
   p.x = x.data_ptr();
@@ -33,31 +34,24 @@ Tensor masked_pool(const Tensor& x_in, const Tensor& mask_in, kernels::PoolMode 
   p.B = B;
   p.L = L;
   p.D = D;
-  p.dtype = x.dtype();
+  p.dtype = d.kernel_dtype(x_in.dtype());
   p.mode = mode;
-  if (cuda) {
-    MT_CUDA_ONLY("masked_pool", kernels::pool_fwd_cuda(p));
-  } else {
-    kernels::pool_fwd_cpu(p);
-  }
-  Tensor result = cuda ? out : ops::from_cpu_compute(out, x_in.dtype());
+  d.run(kernels::pool_fwd_cpu, MT_CUDA_KERNEL(pool_fwd_cuda), p);
+  Tensor result = d.result(out, x_in.dtype());
   if (any_requires_grad({&x_in})) {
     const DType in_dtype = x_in.dtype();
     auto node = make_lambda_node("masked_pool", [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-      Tensor go = cuda ? g[0].contiguous() : ops::as_cpu_compute(g[0]).contiguous();
-      Tensor gx = Tensor::empty({B, L, D}, go.dtype(), go.device());
+      const ops::Dispatch dg("masked_pool", g[0]);
+      const Tensor go = dg.input(g[0]).contiguous();
+      const Tensor gx = dg.output({B, L, D}, g[0].dtype());
       kernels::PoolParams q = p;
       q.mask = mask.defined() ? mask.data<float>() : nullptr;
       q.index = index.defined() ? index.data<int64_t>() : nullptr;
       q.grad_out = go.data_ptr();
       q.grad_x = gx.data_ptr();
-      q.dtype = go.dtype();
-      if (cuda) {
-        MT_CUDA_ONLY("masked_pool", kernels::pool_bwd_cuda(q));
-      } else {
-        kernels::pool_bwd_cpu(q);
-      }
-      return {cuda ? gx : ops::from_cpu_compute(gx, in_dtype)};
+      q.dtype = dg.kernel_dtype(g[0].dtype());
+      dg.run(kernels::pool_bwd_cpu, MT_CUDA_KERNEL(pool_bwd_cuda), q);
+      return {dg.result(gx, in_dtype)};
     });
     record_node(node, {x_in}, {result});
   }

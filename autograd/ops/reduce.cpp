@@ -7,6 +7,7 @@
 #include "autograd/ops/reduce.h"
 
 #include "autograd/autograd.h"
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/reduce.h"
@@ -47,9 +48,9 @@ ReducePlan make_plan(const char* op, const Shape& shape, const std::vector<int64
 }
 
 // scale * sum of a over the reduced dims, packed with shape pl.keep_shape, a's dtype. Not recorded.
-Tensor reduce_raw(const Tensor& a, const ReducePlan& pl, double scale) {
-  const bool cpu = !a.is_cuda();
-  Tensor x = cpu ? ops::as_cpu_compute(a) : a;
+Tensor reduce_raw(const char* name, const Tensor& a, const ReducePlan& pl, double scale) {
+  const ops::Dispatch d(name, a);
+  Tensor x = d.input(a);
   const int64_t rank = x.dim();
 
   // Can x be read as [outer, R, inner] in place? Needs contiguity and the reduced dims of size > 1 adjacent.
@@ -91,25 +92,17 @@ Tensor reduce_raw(const Tensor& a, const ReducePlan& pl, double scale) {
     x = x.as_strided(ps, pst, x.offset()).contiguous();
   }
 
-  Tensor y = Tensor::empty(pl.keep_shape, x.dtype(), x.device());
+  Tensor y = d.output(pl.keep_shape, a.dtype());
   kernels::ReduceParams p;
   p.x = x.data_ptr();
   p.y = y.data_ptr();
-  p.dtype = x.dtype();
+  p.dtype = d.kernel_dtype(a.dtype());
   p.outer = outer;
   p.reduce = R;
   p.inner = inner;
   p.scale = scale;
-  if (!cpu) {
-#if defined(MT_WITH_CUDA)
-    kernels::reduce_sum_fwd_cuda(p);
-    return y;
-#else
-    ops::no_cuda("sum");
-#endif
-  }
-  kernels::reduce_sum_fwd_cpu(p);
-  return ops::from_cpu_compute(y, a.dtype());
+  d.run(kernels::reduce_sum_fwd_cpu, MT_CUDA_KERNEL(reduce_sum_fwd_cuda), p);
+  return d.result(y, a.dtype());
 }
 
 // g (shape pl.out_shape) broadcast back to `in_shape` as a packed tensor.
@@ -125,7 +118,7 @@ Tensor reduction(const char* name, const Tensor& a, const std::vector<int64_t>& 
   ops::check_float(name, "input", a);
   const ReducePlan pl = make_plan(name, a.shape(), dims, keepdim);
   const double scale = mean ? 1.0 / static_cast<double>(pl.count) : 1.0;  // mean of nothing: NaN, like PyTorch
-  Tensor y = reduce_raw(a, pl, scale).view(pl.out_shape);
+  Tensor y = reduce_raw(name, a, pl, scale).view(pl.out_shape);
   if (any_requires_grad({&a})) {
     const Shape in_shape = a.shape();
     const DType dt = a.dtype();
@@ -167,7 +160,7 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
     pl.reduced[k] = k < lead || (want == 1 && n != 1);
     pl.keep_shape.push_back(pl.reduced[k] ? 1 : n);
   }
-  return reduce_raw(g, pl, 1.0).view(shape);
+  return reduce_raw("sum_to_shape", g, pl, 1.0).view(shape);
 }
 
 }  // namespace mt

@@ -5,6 +5,7 @@
 #include "autograd/ops/selective_scan.h"
 
 #include "autograd/autograd.h"
+#include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
 #include "kernels/selective_scan.h"
 
@@ -65,10 +66,8 @@ void validate(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   if (mask.defined())
     MT_CHECK_SHAPE(mask.shape() == Shape({B, L}) && mask.device() == u.device(), kOp, ": mask must be [B, L] = [", B,
                    ", ", L, "] on ", u.device().str(), ", got ", mask.describe());
-#if defined(MT_WITH_CUDA)
   MT_CHECK_SHAPE(u.device().is_cpu() || N <= kernels::kSelectiveScanCudaMaxN, kOp,
                  ": the CUDA kernel supports N <= ", kernels::kSelectiveScanCudaMaxN, ", got N = ", N);
-#endif
 }
 
 // Pointers and sizes of the inputs (already in the dtype the kernel reads).
@@ -94,14 +93,15 @@ kernels::SelectiveScanParams params_for(const ScanInputs& s, bool softplus) {
   return p;
 }
 
-// The CPU kernels read f32 / f64: bf16 / f16 activations go through f32 copies (weights are f32 already).
-ScanInputs cpu_compute(const ScanInputs& s) {
+// The inputs as the kernels read them: the CPU's are f32 / f64, so bf16 / f16 activations go through f32 copies
+// there (the weights are f32 already).
+ScanInputs kernel_inputs(const ops::Dispatch& d, const ScanInputs& s) {
   ScanInputs c = s;
-  c.u = ops::as_cpu_compute(s.u);
-  c.delta = ops::as_cpu_compute(s.delta);
-  c.Bm = ops::as_cpu_compute(s.Bm);
-  c.Cm = ops::as_cpu_compute(s.Cm);
-  if (s.z.defined()) c.z = ops::as_cpu_compute(s.z);
+  c.u = d.input(s.u);
+  c.delta = d.input(s.delta);
+  c.Bm = d.input(s.Bm);
+  c.Cm = d.input(s.Cm);
+  c.z = d.input(s.z);
   return c;
 }
 
@@ -131,51 +131,28 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
   Tensor gy = gy_in.defined() ? gy_in.to(dev).to(dt).contiguous() : Tensor::zeros(s.u.shape(), dt, dev);
   Tensor gS = gS_in.defined() ? gS_in.to(dev).to(wdt).contiguous() : Tensor();
 
-  Tensor du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit;
-  if (dev.is_cpu()) {
-    const ScanInputs c = cpu_compute(s);
-    const DType cdt = c.u.dtype();  // == wdt
-    Tensor gyc = ops::as_cpu_compute(gy);
-    du = Tensor::empty(s.u.shape(), cdt);
-    ddelta = Tensor::empty(s.u.shape(), cdt);
-    if (s.z.defined()) dz = Tensor::empty(s.u.shape(), cdt);
-    dA = Tensor::empty({D, N}, wdt);
-    dBm = Tensor::empty({B, L, N}, cdt);
-    dCm = Tensor::empty({B, L, N}, cdt);
-    if (s.D_skip.defined()) dD = Tensor::empty({D}, wdt);
-    if (s.delta_bias.defined()) dbias = Tensor::empty({D}, wdt);
-    if (s.initial_state.defined()) dinit = Tensor::empty({B, D, N}, wdt);
-    kernels::SelectiveScanParams p = params_for(c, softplus);
-    p.dy = gyc.data_ptr();
-    p.dlast_state = ptr(gS);
-    bind_grads(p, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit);
-    kernels::selective_scan_bwd_cpu(p);
-    du = ops::from_cpu_compute(du, dt);
-    ddelta = ops::from_cpu_compute(ddelta, dt);
-    if (dz.defined()) dz = ops::from_cpu_compute(dz, dt);
-    dBm = ops::from_cpu_compute(dBm, dt);
-    dCm = ops::from_cpu_compute(dCm, dt);
-  } else {
-    MT_CUDA_ONLY(kOp, {
-      du = Tensor::empty(s.u.shape(), dt, dev);
-      ddelta = Tensor::empty(s.u.shape(), dt, dev);
-      if (s.z.defined()) dz = Tensor::empty(s.u.shape(), dt, dev);
-      dA = Tensor::empty({D, N}, wdt, dev);
-      dBm = Tensor::empty({B, L, N}, wdt, dev);
-      dCm = Tensor::empty({B, L, N}, wdt, dev);
-      if (s.D_skip.defined()) dD = Tensor::empty({D}, wdt, dev);
-      if (s.delta_bias.defined()) dbias = Tensor::empty({D}, wdt, dev);
-      if (s.initial_state.defined()) dinit = Tensor::empty({B, D, N}, wdt, dev);
-      kernels::SelectiveScanParams p = params_for(s, softplus);
-      p.dy = gy.data_ptr();
-      p.dlast_state = ptr(gS);
-      p.tile_states = mut_ptr(tile_states);
-      bind_grads(p, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit);
-      kernels::selective_scan_bwd_cuda(p);
-      dBm = dBm.to(dt);
-      dCm = dCm.to(dt);
-    });
-  }
+  const ops::Dispatch d(kOp, s.u);
+  const ScanInputs k = kernel_inputs(d, s);
+  const Tensor gyc = d.input(gy);
+  Tensor du = d.output(s.u.shape(), dt), ddelta = d.output(s.u.shape(), dt);
+  Tensor dz = s.z.defined() ? d.output(s.u.shape(), dt) : Tensor();
+  Tensor dA = Tensor::empty({D, N}, wdt, dev);
+  // dB and dC are summed over the channels in the compute dtype on both devices, then stored in u's dtype.
+  Tensor dBm = Tensor::empty({B, L, N}, wdt, dev), dCm = Tensor::empty({B, L, N}, wdt, dev);
+  Tensor dD = s.D_skip.defined() ? Tensor::empty({D}, wdt, dev) : Tensor();
+  Tensor dbias = s.delta_bias.defined() ? Tensor::empty({D}, wdt, dev) : Tensor();
+  Tensor dinit = s.initial_state.defined() ? Tensor::empty({B, D, N}, wdt, dev) : Tensor();
+  kernels::SelectiveScanParams p = params_for(k, softplus);
+  p.dy = gyc.data_ptr();
+  p.dlast_state = ptr(gS);
+  p.tile_states = mut_ptr(tile_states);
+  bind_grads(p, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit);
+  d.run(kernels::selective_scan_bwd_cpu, MT_CUDA_KERNEL(selective_scan_bwd_cuda), p);
+  du = d.result(du, dt);
+  ddelta = d.result(ddelta, dt);
+  dz = d.result(dz, dt);
+  dBm = d.result(dBm, dt);
+  dCm = d.result(dCm, dt);
   return {du, ddelta, dA, dBm, dCm, dD, dz, dbias, dinit};
 }
 
@@ -196,28 +173,21 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
   const bool grad = any_requires_grad({&u, &delta, &A, &Bm, &Cm, &D_skip, &z, &delta_bias, &initial_state});
   SelectiveScanOut out;
   out.last_state = Tensor::empty({B, D, N}, wdt, dev);
-  Tensor tile_states;  // CUDA with a tape: written by the forward, read by the backward (1/16 of all states)
-  if (dev.is_cpu()) {
-    const ScanInputs c = cpu_compute(s);
-    Tensor y = Tensor::empty(u.shape(), c.u.dtype());
-    kernels::SelectiveScanParams p = params_for(c, delta_softplus);
-    p.y = y.data_ptr();
-    p.last_state = out.last_state.data_ptr();
-    kernels::selective_scan_fwd_cpu(p);
-    out.y = y.dtype() == dt ? y : y.to(dt);
-  } else {
-    MT_CUDA_ONLY(kOp, {
-      out.y = Tensor::empty(u.shape(), dt, dev);
-      kernels::SelectiveScanParams p = params_for(s, delta_softplus);
-      p.y = out.y.data_ptr();
-      p.last_state = out.last_state.data_ptr();
-      if (grad) {
-        tile_states = Tensor::empty({kernels::selective_scan_tile_states_numel_cuda(p)}, wdt, dev);
-        p.tile_states = tile_states.data_ptr();
-      }
-      kernels::selective_scan_fwd_cuda(p);
-    });
+  const ops::Dispatch d(kOp, u);
+  const ScanInputs k = kernel_inputs(d, s);
+  const Tensor y = d.output(u.shape(), dt);
+  kernels::SelectiveScanParams p = params_for(k, delta_softplus);
+  p.y = y.data_ptr();
+  p.last_state = out.last_state.data_ptr();
+  // CUDA with a tape: the forward saves the state entering every tile (1/16 of all states) for the backward.
+  Tensor tile_states;
+  if (grad && !d.cpu()) {
+    tile_states =
+        Tensor::empty({ops::run_cuda(kOp, MT_CUDA_KERNEL(selective_scan_tile_states_numel_cuda), p)}, wdt, dev);
+    p.tile_states = tile_states.data_ptr();
   }
+  d.run(kernels::selective_scan_fwd_cpu, MT_CUDA_KERNEL(selective_scan_fwd_cuda), p);
+  out.y = d.result(y, dt);
 
   if (grad) {
     auto node = make_lambda_node(kOp, [s, delta_softplus, tile_states](const std::vector<Tensor>& g) {

@@ -16,7 +16,8 @@
 // Both outputs are differentiable: the gradient reaching last_state flows into the backward recurrence, so a long
 // sequence can be trained in chunks with the state carried from one call to the next (initial_state = the
 // previous call's last_state). The backward recomputes the states from the saved inputs (O(B*L*D*N) is never
-// stored). On CUDA, dA, dBm, dCm, dD_skip and ddelta_bias are summed with atomics (not bitwise deterministic).
+// stored). On CUDA, dA, dBm, dCm, dD_skip and ddelta_bias are per-block partial sums reduced in a fixed order, no
+// atomics: the gradients are bitwise reproducible run to run.
 #pragma once
 
 #include "core/tensor.h"

@@ -1,6 +1,6 @@
-// Block-per-row building blocks shared by the softmax / cross-entropy kernels (softmax_xent.cu, linear_xent.cu):
-// an online (max, sum of exp) merge, block-wide reductions, 16-byte vector row access and the launch shape.
-// Every function that reduces over the block must be reached by all of its threads.
+// Block-per-row building blocks shared by the softmax / cross-entropy kernels (cross_entropy.cu,
+// linear_cross_entropy.cu): an online (max, sum of exp) merge, block-wide reductions, 16-byte vector row access and the
+// launch shape. Every function that reduces over the block must be reached by all of its threads.
 #pragma once
 
 #include <algorithm>

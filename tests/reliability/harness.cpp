@@ -10,17 +10,21 @@
 // The faults and the fuzz targets run --jobs at a time (default: the number of cores; each training run is one
 // thread), the two faults of a two-rank run alone and last (its collective has a 2 s timeout); reports print in order.
 //
-// Faults. A small CPU training run (selective copying, 12 steps, a checkpoint every 2) is interrupted: through the
-// fault sites of mamba-train-faults (MT_FAULT: a kill at each stage of a checkpoint save, ENOSPC / EIO in the write
-// and the fsync, NaN losses and gradients, a failed allocation, SIGTERM, a killed and a frozen rank of two) and from
-// outside against the release binary (kill -9 at random moments, ulimit -f, a truncated checkpoint, a small tmpfs when
-// this machine lets us mount one). A fault is survived when
+// Faults. A small CPU training run (selective copying, 12 steps, a checkpoint every 2, a log record every 3) is
+// interrupted: through the fault sites of mamba-train-faults (MT_FAULT: a kill at each stage of a checkpoint save,
+// ENOSPC / EIO in the write and the fsync, NaN losses and gradients, a failed allocation, SIGTERM, SIGHUP, a killed
+// and a frozen rank of two) and from outside against the release binary (kill -9 at random moments, a closed
+// terminal, ulimit -f, a truncated checkpoint, a small tmpfs when this machine lets us mount one). A fault is survived
+// when
 //   1. the run ends with the documented exit code (or the signal that killed it) and, when it could speak, exactly
 //      one "mamba-train: error:" line per failing process naming the cause;
-//   2. `mamba-train checkpoint verify RUN_DIR` passes (or says there is none, when none was ever published) and
-//      names as the latest valid checkpoint the newest one that was published (its manifest in place);
+//   2. `mamba-train checkpoint verify RUN_DIR` exits 0 (13 when the newest checkpoint was damaged after the run; 5
+//      saying there is none, when none was ever published) and names as the latest valid checkpoint the newest one
+//      that was published (its manifest in place);
 //   3. resuming with the release binary to the last step gives parameters AND optimizer moments bit-identical to an
-//      uninterrupted run.
+//      uninterrupted run;
+//   4. after the resume, metrics.jsonl holds the uninterrupted run's training records (step, loss, lr, grad_norm) and
+//      no temp file of an interrupted save is left in the run or checkpoint directory.
 // Failing 2 or 3 counts as data lost.
 //
 // Bad inputs. Each case of tests/reliability/bad_inputs.txt (configs with every yaml-cpp quirk, typos, wrong types,
@@ -57,6 +61,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "tests/hangup_run.h"
 #include "train/ckpt/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -152,7 +157,7 @@ const int kSteps = 12;
 std::string train_args(const std::string& dir) {
   return "train configs/selective_copying.yaml --set trainer.max_steps=12 --set trainer.micro_batch_size=8 "
          "--set trainer.global_batch_size=16 --set trainer.eval_every=0 --set trainer.eval_batches=2 "
-         "--set trainer.log_every=1 --set logging.progress=false --set logging.plot=false --set checkpoint.every=2 "
+         "--set trainer.log_every=3 --set logging.progress=false --set logging.plot=false --set checkpoint.every=2 "
          "--set checkpoint.keep_last=3 --set scheduler.warmup_steps=2 --set run.out_dir=" +
          q(dir);
 }
@@ -170,6 +175,38 @@ std::map<std::string, std::vector<double>> final_state(const std::string& run_di
 }
 
 std::map<std::string, std::vector<double>> g_reference;
+
+// The training records of a run's metrics.jsonl, "step loss lr grad_norm" per line (the fields a resume must
+// reproduce; throughput and wall-clock time differ from run to run).
+std::string train_records(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line, out;
+  while (std::getline(in, line)) {
+    if (line.find("\"tokens_per_s\"") == std::string::npos) continue;
+    for (const char* k : {"\"step\":", "\"loss\":", "\"lr\":", "\"grad_norm\":"}) {
+      const size_t at = line.find(k);
+      out += at == std::string::npos ? std::string("?") : line.substr(at, line.find_first_of(",}", at) - at);
+      out += ' ';
+    }
+    out += '\n';
+  }
+  return out;
+}
+std::string g_reference_records;
+
+// Temp files of interrupted saves (".ckpt-*.tmp") in the run directory and its checkpoint directory.
+std::vector<std::string> temp_files(const std::string& run_dir) {
+  std::vector<std::string> r;
+  for (const std::string& d : {run_dir, run_dir + "/checkpoints"}) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(d, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind(".ckpt-", 0) == 0 && n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0)
+        r.push_back(e.path().string());
+    }
+  }
+  return r;
+}
 
 // The newest checkpoint whose manifest is in place (published), or -1.
 int64_t newest_published(const std::string& run_dir) {
@@ -193,9 +230,12 @@ struct Fault {
   std::string expect_msg;  // in the error line(s)
   int max_error_lines = 1;
   int64_t expect_latest = -2;                          // -2: the newest published; otherwise this step (-1: none)
+  int expect_verify = 0;                               // verify's exit code (13: the newest checkpoint is damaged)
+  int64_t resume_step = -1;                            // resume from this checkpoint (-1: checkpoint.resume auto)
   std::function<void(const std::string& dir)> after;   // an external fault applied once the run ended
   std::function<Proc(const std::string& dir)> runner;  // replaces the run (external kills)
-  bool alone = false;  // runs with no other fault beside it (a timeout that load could trip)
+  bool runner_exit = false;  // a runner's run is judged by its exit code and error lines too (rule 1)
+  bool alone = false;        // runs with no other fault beside it (a timeout that load could trip)
 };
 
 struct FaultResult {
@@ -216,13 +256,13 @@ FaultResult run_fault(const Fault& f, int number) {
     p = sh("OMP_NUM_THREADS=1 " + f.how + " exec " + q(bin) + " " + train_args(dir) + " " + f.extra);
   }
   std::vector<std::string> why;
-  if (f.runner == nullptr) {
+  if (f.runner == nullptr || f.runner_exit) {
     if (f.expect_sig ? p.sig != f.expect_sig : (p.code != f.expect_code || p.sig != 0))
       why.push_back(
           "ended with code " + std::to_string(p.code) + " signal " + std::to_string(p.sig) + ", expected " +
           (f.expect_sig ? "signal " + std::to_string(f.expect_sig) : "code " + std::to_string(f.expect_code)));
     const auto errs = error_lines(p.out);
-    if (!f.expect_sig && f.expect_code != 0 && f.expect_code != 143) {
+    if (!f.expect_sig && f.expect_code != 0 && f.expect_code < 128) {  // 128 + N: stopped by signal N, no error
       if (errs.empty() || static_cast<int>(errs.size()) > f.max_error_lines)
         why.push_back(std::to_string(errs.size()) + " error lines");
       else if (errs[0].find(f.expect_msg) == std::string::npos && errs.back().find(f.expect_msg) == std::string::npos)
@@ -241,7 +281,7 @@ FaultResult run_fault(const Fault& f, int number) {
   const Proc v = sh("exec " + q(g.bin) + " checkpoint verify " + q(dir));
   if (want >= 0) {
     const std::string line = "latest valid: " + dir + "/checkpoints/" + mt::train::checkpoint_file_name(want);
-    if (v.code != 0 || v.out.find(line) == std::string::npos) {
+    if (v.code != f.expect_verify || v.out.find(line) == std::string::npos) {
       why.push_back("verify: " + tail(v.out, 400));
       lost = true;
     }
@@ -250,13 +290,22 @@ FaultResult run_fault(const Fault& f, int number) {
     lost = true;
   }
   // 3. resume to the end: bit-identical to the uninterrupted run.
-  const Proc r = sh("OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(dir) + " --set checkpoint.resume=auto");
+  const std::string from =
+      f.resume_step < 0 ? "auto" : q(dir + "/checkpoints/" + mt::train::checkpoint_file_name(f.resume_step));
+  const Proc r = sh("OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(dir) + " --set checkpoint.resume=" + from);
   if (r.code != 0) {
     why.push_back("resume failed: " + tail(r.out, 600));
     lost = true;
   } else if (final_state(dir) != g_reference) {
     why.push_back("resumed run differs from the uninterrupted one");
     lost = true;
+  } else {
+    // 4. the same log, and no debris.
+    const std::string records = train_records(dir);
+    if (records != g_reference_records)
+      why.push_back("metrics.jsonl differs from the uninterrupted run's:\n" + records + "        expected:\n" +
+                    g_reference_records);
+    for (const std::string& t : temp_files(dir)) why.push_back("temp file left behind: " + t);
   }
   FaultResult res;
   char buf[256];
@@ -297,13 +346,54 @@ Proc kill_after(const std::string& dir, int ms) {
   return p;
 }
 
+// mamba-train-faults with MT_FAULT = spec, its stdout and stderr a pipe whose reader is gone (a `| tee` that died
+// with the session): every write fails with EPIPE.
+Proc run_with_dead_pipe(const std::string& dir, const std::string& spec) {
+  Proc p;
+  const std::string cmd = "MT_FAULT='" + spec + "' OMP_NUM_THREADS=1 exec " + q(g.faults_bin) + " " + train_args(dir);
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return p;  // close-on-exec: no other fault's run may hold the reader open
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::chdir(g.src.c_str()) != 0) ::_exit(127);
+    ::close(fds[0]);
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  p.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  p.sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+  p.out = "(output went to a pipe without a reader)";
+  return p;
+}
+
+// The release binary on a pseudo-terminal (its controlling terminal, with the progress bar), closed once the checkpoint
+// of step `after_step` is published (tests/hangup_run.h).
+Proc run_until_hangup(const std::string& dir, int64_t after_step) {
+  const std::string published = dir + "/checkpoints/" + mt::train::checkpoint_file_name(after_step) + ".sha256";
+  const mt::test::HangupRun run = mt::test::run_then_hang_up(
+      g.src, "OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(dir) + " --set logging.progress=true",
+      [&] { return fs::exists(published); }, 300);
+  Proc p;
+  p.out = run.reached ? run.out : "(the checkpoint of step " + std::to_string(after_step) + " never came)\n" + run.out;
+  p.code = run.status != -1 && WIFEXITED(run.status) ? WEXITSTATUS(run.status) : -1;
+  p.sig = run.status != -1 && WIFSIGNALED(run.status) ? WTERMSIG(run.status) : 0;
+  return p;
+}
+
 void faults() {
   std::printf("== faults\n");
   const std::string ref = g.work + "/reference";
   fs::remove_all(ref);
   const Proc p = sh("OMP_NUM_THREADS=1 exec " + q(g.bin) + " " + train_args(ref));
   g_reference = final_state(ref);
-  if (p.code != 0 || g_reference.empty()) {
+  g_reference_records = train_records(ref);
+  if (p.code != 0 || g_reference.empty() || g_reference_records.empty()) {
     std::printf("  the uninterrupted reference run failed:\n%s\n", tail(p.out).c_str());
     std::exit(1);
   }
@@ -353,6 +443,34 @@ void faults() {
          "--set trainer.max_nonfinite_steps=2");
   hooked("a host allocation fails mid-run", "alloc#2000:fail", 7, 0, "out of host memory: could not allocate", -2);
   hooked("SIGTERM after step 5", "step_end=5:term", 143, 0, "", 5);
+  hooked("SIGHUP after step 5 (a closed terminal)", "step_end=5:hup", 129, 0, "", 5);
+  {
+    Fault f;
+    f.name = "SIGHUP after step 5, stdout and stderr a pipe without a reader";
+    f.runner = [](const std::string& dir) { return run_with_dead_pipe(dir, "step_end=5:hup"); };
+    f.runner_exit = true;
+    f.expect_code = 129;
+    f.expect_latest = 5;
+    fs_.push_back(f);
+  }
+  {
+    Fault f;
+    f.name = "release binary: its terminal closed after the checkpoint of step 2";
+    f.runner = [](const std::string& dir) { return run_until_hangup(dir, 2); };
+    f.runner_exit = true;
+    f.expect_code = 129;
+    fs_.push_back(f);
+  }
+  hooked("NaN loss at steps 5-7, a checkpoint saved during the streak (keep_last 1)",
+         "loss=5:nan;loss=6:nan;loss=7:nan", 6, 0,
+         "/checkpoints/ckpt-00000004.h5 (the checkpoints after it were saved during the streak)", -2,
+         "--set trainer.max_nonfinite_steps=3 --set checkpoint.keep_last=1");
+  fs_.back().resume_step = 4;  // the checkpoint it names, which retention kept
+  hooked("kill -9 while writing the last checkpoint (step 12): its temp file", "checkpoint:data:partial#6:kill", 0,
+         SIGKILL, "", 10);
+  hooked("release binary: stop at step 4, between two log records", "", 0, 0, "", 4, "--stop-at-step 4");
+  fs_.back().how = "";
+  fs_.back().faults_bin = false;
   hooked("kill -9 after step 7", "step_end=7:kill", 0, SIGKILL, "", 6);
   hooked("rank 1 of 2 killed after step 5", "step_end=5@1:kill", 8, 0, "rank 1 of 2 was killed by signal 9", 4,
          "--nproc 2 --set distributed.timeout_s=30", 3);
@@ -376,6 +494,7 @@ void faults() {
   hooked("release binary: newest checkpoint truncated after a stop at step 6", "", 0, 0, "", 4, "--stop-at-step 6");
   fs_.back().how = "";
   fs_.back().faults_bin = false;
+  fs_.back().expect_verify = 13;  // verify names the newest valid one, and says the newest is damaged
   fs_.back().after = [](const std::string& dir) {
     const std::string p = dir + "/checkpoints/" + mt::train::checkpoint_file_name(6);
     std::error_code ec;
@@ -585,6 +704,25 @@ void checkpoint_variants() {
                         " --set checkpoint.resume=" + q(path) + " " + v.other_config,
                     5, v.expect.empty() ? "checkpoint" : v.expect);
     if (read_bytes(path) != before) std::printf("  FAIL  %s: the checkpoint file changed\n", v.name.c_str());
+  }
+  // A run directory whose newest checkpoint is damaged (published, then changed): verify exits 13.
+  {
+    const std::string dir = g.work + "/ckpt-newest-damaged";
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/checkpoints");
+    const std::string old_path = dir + "/checkpoints/" + mt::train::checkpoint_file_name(2);
+    const std::string new_path = dir + "/checkpoints/" + mt::train::checkpoint_file_name(4);
+    write_bytes(old_path, bytes);
+    write_bytes(old_path + ".sha256", manifest);
+    std::vector<unsigned char> damaged = bytes;
+    const std::string m4 =
+        mt::train::checkpoint_manifest(mt::train::checkpoint_file_name(4), damaged.data(), damaged.size());
+    write_bytes(new_path + ".sha256", std::vector<unsigned char>(m4.begin(), m4.end()));
+    damaged[damaged.size() / 3] ^= 0x04;
+    write_bytes(new_path, damaged);
+    expect_rejected("checkpoint verify, the newest of two damaged", "exec " + q(g.bin) + " checkpoint verify " + q(dir),
+                    13,
+                    "the newest checkpoint '" + new_path + "' is invalid (SHA-256 mismatch: file changed or truncated");
   }
 }
 

@@ -66,7 +66,7 @@ std::string parse_manifest(const std::vector<unsigned char>& bytes, std::string*
 }
 
 // Manifest, hash, then HDF5. Throws mt::Error(Checkpoint, reason) without the path (callers add it).
-CheckpointData check(const std::string& path, bool read_data) {
+CheckpointData check(const std::string& path, bool read_data, bool read_tensors = true) {
   const std::string name = base_name(path);
   std::vector<unsigned char> bytes;
   const std::string manifest_path = path + kManifestSuffix;
@@ -86,7 +86,7 @@ CheckpointData check(const std::string& path, bool read_data) {
     throw Error(ErrorKind::Checkpoint, str("SHA-256 mismatch: file changed or truncated (", bytes.size(),
                                            " bytes hash to ", got, ", the manifest says ", want, ")"));
   // Only verified bytes reach HDF5.
-  return parse_checkpoint_image(bytes, checkpoint_step_from_name(name), read_data);
+  return parse_checkpoint_image(bytes, checkpoint_step_from_name(name), read_data, read_tensors);
 }
 
 void unlink_or_throw(const std::string& path, const std::string& saved) {
@@ -99,9 +99,10 @@ bool missing(const std::string& path) { return ::access(path.c_str(), F_OK) != 0
 
 // First removes the debris of interrupted saves: checkpoint files without a manifest (a writer died between the two
 // renames; such a file never was a published checkpoint) and manifests without a checkpoint file (a kill between the
-// two unlinks below). Then keeps the keep_last newest checkpoints (and always `saved`) and deletes the rest, data
-// file first, then its manifest. Assumes one writer per directory.
-void apply_retention(const std::string& dir, const std::string& saved_name, int64_t keep_last) {
+// two unlinks below). Then keeps the keep_last newest checkpoints (and always `saved` and the steps in `keep`) and
+// deletes the rest, data file first, then its manifest. Assumes one writer per directory.
+void apply_retention(const std::string& dir, const std::string& saved_name, int64_t keep_last,
+                     const std::vector<int64_t>& keep) {
   const std::string saved = join(dir, saved_name);
   bool deleted = false;
   for (const auto& c : list_checkpoints(dir)) {
@@ -114,7 +115,7 @@ void apply_retention(const std::string& dir, const std::string& saved_name, int6
   auto ckpts = list_checkpoints(dir);
   if (keep_last > 0) {
     for (size_t i = static_cast<size_t>(keep_last); i < ckpts.size(); ++i) {
-      if (ckpts[i].second == saved_name) continue;
+      if (ckpts[i].second == saved_name || std::find(keep.begin(), keep.end(), ckpts[i].first) != keep.end()) continue;
       const std::string p = join(dir, ckpts[i].second);
       unlink_or_throw(p, saved);
       checkpoint_fault_point("retention:deleted");
@@ -166,7 +167,16 @@ std::string checkpoint_manifest(const std::string& file_name, const void* bytes,
   return sha256_hex(bytes, n) + "  " + file_name + "\n";
 }
 
-std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last) {
+std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
+                            const std::string& also_keep) {
+  std::vector<int64_t> keep;
+  if (!also_keep.empty() && checkpoint_step_from_name(also_keep) >= 0)
+    keep.push_back(checkpoint_step_from_name(also_keep));
+  return save_checkpoint(dir, step, data, keep_last, keep);
+}
+
+std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
+                            const std::vector<int64_t>& keep) {
   const std::string name = checkpoint_file_name(step);
   MT_CHECK(!dir.empty(), ErrorKind::Checkpoint, "checkpoint directory name is empty");
   const std::string path = join(dir, name);
@@ -187,13 +197,53 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const Checkpoi
   }
   const std::string latest = name + "\n";
   write_file_atomic(join(dir, "latest"), latest.data(), latest.size(), "latest");
-  apply_retention(dir, name, keep_last);
+  apply_retention(dir, name, keep_last, keep);
+  remove_temp_files_of_earlier_processes(dir);  // what a save killed before this process started left behind
+  return path;
+}
+
+void write_best_pointer(const std::string& dir, int64_t step) {
+  const std::string text = checkpoint_file_name(step) + "\n";
+  write_file_atomic(join(dir, "best"), text.data(), text.size(), "best");
+}
+
+void remove_best_pointer(const std::string& dir) {
+  const std::string p = join(dir, "best");
+  if (::unlink(p.c_str()) != 0 && errno != ENOENT)
+    throw Error(ErrorKind::Io, str(p, ": cannot remove the stale best pointer: ", std::strerror(errno)));
+}
+
+std::string best_checkpoint(const std::string& dir_in) {
+  const std::string dir = checkpoint_dir_of(dir_in);
+  std::vector<unsigned char> bytes;
+  const int err = read_whole_file(join(dir, "best"), &bytes);
+  MT_CHECK(err != ENOENT, ErrorKind::Checkpoint, "no best checkpoint in '", dir,
+           "': the run had no checkpoint.monitor (or no evaluation yet)");
+  MT_CHECK(err == 0, ErrorKind::Checkpoint, "cannot read '", join(dir, "best"), "': ", std::strerror(err));
+  std::string name(bytes.begin(), bytes.end());
+  if (!name.empty() && name.back() == '\n') name.pop_back();
+  MT_CHECK(checkpoint_step_from_name(name) >= 0, ErrorKind::Checkpoint, "'", join(dir, "best"),
+           "' does not name a checkpoint (expected one line ckpt-<step>.h5)");
+  const std::string path = join(dir, name);
+  const std::string why = verify_checkpoint(path);
+  MT_CHECK(why.empty(), ErrorKind::Checkpoint, "the best checkpoint '", path, "' (named by '", join(dir, "best"),
+           "') is invalid: ", why);
   return path;
 }
 
 CheckpointData load_checkpoint(const std::string& path) {
   try {
     return check(path, /*read_data=*/true);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::Checkpoint, str("checkpoint '", path, "': ", e.what()));
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorKind::Checkpoint, str("checkpoint '", path, "': out of memory while loading it"));
+  }
+}
+
+CheckpointData load_checkpoint_metadata(const std::string& path) {
+  try {
+    return check(path, /*read_data=*/true, /*read_tensors=*/false);
   } catch (const Error& e) {
     throw Error(ErrorKind::Checkpoint, str("checkpoint '", path, "': ", e.what()));
   } catch (const std::bad_alloc&) {

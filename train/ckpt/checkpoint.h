@@ -5,6 +5,8 @@
 //   ckpt-<step>.h5.sha256              manifest, one line "<hex sha256 of the whole file>  ckpt-<step>.h5\n"
 //                                      (`sha256sum -c ckpt-<step>.h5.sha256` checks it)
 //   latest                             "ckpt-<step>.h5\n": the checkpoint saved last (a hint; loaders re-verify)
+//   best                               "ckpt-<step>.h5\n": the best checkpoint by checkpoint.monitor (train/best.h),
+//                                      written by the trainer after the save; absent without a monitor
 //   .ckpt-<8 hex>.tmp                  files being written (or left by a killed writer); never read
 //
 // HDF5 layout (format_version 1), readable with h5py / h5dump:
@@ -46,19 +48,35 @@ struct CheckpointData {
 };
 
 // Writes <dir>/ckpt-<step as 8 digits>.h5 and its manifest, then <dir>/latest, then deletes the oldest checkpoints
-// (and their manifests) beyond keep_last (keep_last <= 0 keeps all; the one just written is always kept). Also
-// removes what interrupted saves left: temp files of dead writers (unlocked, older than 10 s), checkpoint files
-// without a manifest and manifests without a checkpoint file. One writer per directory. Creates dir if needed.
-// Returns the checkpoint's path.
+// (and their manifests) beyond keep_last (keep_last <= 0 keeps all; the one just written is always kept, and so is
+// the checkpoint file named `also_keep`, e.g. the last one before a non-finite streak). Also removes what interrupted
+// saves left: temp files of dead writers (before writing: unlocked ones older than 10 s; after publishing: every
+// unlocked one older than this process), checkpoint files without a manifest and manifests without a checkpoint
+// file. One writer per directory. Creates dir if needed. Returns the checkpoint's path.
 // Names must be non-empty '/'-separated paths without empty, "." or ".." components or NUL bytes, and no name may
 // also be the group prefix of another name of the same kind ("a" and "a/b"): mt::Error(Checkpoint) otherwise.
 // I/O failures (ENOSPC, EIO, EFBIG, ...): mt::Error(Io, "<path>: <what>: <strerror>"), the temp file removed and the
 // previous checkpoints intact.
-std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last);
+std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
+                            const std::string& also_keep = "");
+// The same, and retention never deletes the checkpoints of the steps in `keep` (the best ones, the one before a
+// non-finite streak).
+std::string save_checkpoint(const std::string& dir, int64_t step, const CheckpointData& data, int64_t keep_last,
+                            const std::vector<int64_t>& keep);
+
+// The `best` pointer: written atomically naming ckpt-<step>.h5, or removed (a missing file is fine). mt::Error(Io).
+void write_best_pointer(const std::string& dir, int64_t step);
+void remove_best_pointer(const std::string& dir);
+// The checkpoint the `best` file of a run or checkpoint directory names, verified. mt::Error(Checkpoint) when there is
+// no such file ("no best checkpoint in DIR: the run had no checkpoint.monitor"), when it is malformed, or when the
+// checkpoint it names does not verify.
+std::string best_checkpoint(const std::string& dir);
 
 // Verifies the manifest and the SHA-256 of the whole file, then format version, writer and step, then reads
 // everything. Any problem -> mt::Error(Checkpoint, "checkpoint '<path>': <reason>"). Never crashes.
 CheckpointData load_checkpoint(const std::string& path);
+// The same checks, and everything but the tensors (ints, floats, strings: the configs, the step).
+CheckpointData load_checkpoint_metadata(const std::string& path);
 
 // "" if the checkpoint verifies (manifest, hash, HDF5 opens, writer, format version, step, and every object has a
 // supported type and a consistent size), else the reason. No exceptions.

@@ -388,7 +388,8 @@ std::vector<unsigned char> build_checkpoint_image(int64_t step, const Checkpoint
   return image;
 }
 
-CheckpointData parse_checkpoint_image(std::vector<unsigned char>& bytes, int64_t expected_step, bool read_data) {
+CheckpointData parse_checkpoint_image(std::vector<unsigned char>& bytes, int64_t expected_step, bool read_data,
+                                      bool read_tensors) {
   static const unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
   if (bytes.size() < 8 || std::memcmp(bytes.data(), kSignature, 8) != 0)
     fail("not an HDF5 file (no HDF5 signature at offset 0)");
@@ -429,7 +430,7 @@ CheckpointData parse_checkpoint_image(std::vector<unsigned char>& bytes, int64_t
     std::string half = read_attr_str(ds, "mt_dtype", &half_found);
     if (half_found && !(dt == DType::F32 && (half == "bf16" || half == "f16")))
       fail("tensor '" + path + "' has mt_dtype '" + half + "' on a " + dtype_name(dt) + " dataset");
-    if (!read_data) return;
+    if (!read_data || !read_tensors) return;
     Tensor t = Tensor::empty(d.shape, dt);
     if (d.numel > 0 && H5Dread(ds, native_type(dt), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
       h5_fail("cannot read tensor '" + path + "'");

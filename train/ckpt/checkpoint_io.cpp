@@ -239,7 +239,18 @@ bool is_checkpoint_temp_name(const std::string& name) {
   return true;
 }
 
-int remove_stale_temp_files(const std::string& dir, int min_age_s) {
+namespace {
+
+// When this process started (static initialisation): temp files older than that were left by earlier processes. The
+// coarse clock is the one file timestamps come from, so a file this process writes is never dated before it.
+const timespec g_process_start = [] {
+  timespec t{};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &t);
+  return t;
+}();
+
+// Removes the temp files in `dir` that nobody holds a lock on and that were last modified before `cutoff`.
+int remove_unlocked_temp_files(const std::string& dir, const timespec& cutoff) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
   std::vector<std::string> names;
@@ -247,18 +258,31 @@ int remove_stale_temp_files(const std::string& dir, int min_age_s) {
     if (is_checkpoint_temp_name(e->d_name)) names.push_back(e->d_name);
   ::closedir(d);
   int removed = 0;
-  const time_t now = ::time(nullptr);
   for (const auto& name : names) {
     std::string p = dir + "/" + name;
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) continue;
     struct stat st;
-    bool stale = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= min_age_s &&
-                 ::flock(fd, LOCK_EX | LOCK_NB) == 0;  // no live writer holds it
+    const bool old = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                     (st.st_mtim.tv_sec < cutoff.tv_sec ||
+                      (st.st_mtim.tv_sec == cutoff.tv_sec && st.st_mtim.tv_nsec < cutoff.tv_nsec));
+    const bool stale = old && ::flock(fd, LOCK_EX | LOCK_NB) == 0;  // no live writer holds it
     if (stale && ::unlink(p.c_str()) == 0) ++removed;
     ::close(fd);
   }
   return removed;
+}
+
+}  // namespace
+
+int remove_stale_temp_files(const std::string& dir, int min_age_s) {
+  timespec cutoff{};
+  cutoff.tv_sec = ::time(nullptr) - min_age_s + 1;  // modified at least min_age_s whole seconds ago
+  return remove_unlocked_temp_files(dir, cutoff);
+}
+
+int remove_temp_files_of_earlier_processes(const std::string& dir) {
+  return remove_unlocked_temp_files(dir, g_process_start);
 }
 
 }  // namespace mt::train

@@ -36,6 +36,11 @@ void ensure_directory(const std::string& dir);
 // were not modified in the last `min_age_s` seconds. Returns how many were removed. Never throws.
 int remove_stale_temp_files(const std::string& dir, int min_age_s = 10);
 
+// Removes the temp files ".ckpt-*.tmp" in `dir` that earlier processes left (killed while writing): those nobody holds
+// a lock on, last modified before this process started. Called after a successful write into `dir`, so that the
+// debris of a kill does not outlive the next save. Never throws. Assumes one writer process per directory.
+int remove_temp_files_of_earlier_processes(const std::string& dir);
+
 // True for temp-file names this module creates (".ckpt-<8 hex>.tmp").
 bool is_checkpoint_temp_name(const std::string& name);
 

@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "autograd/autograd.h"
-#include "autograd/ops/linalg.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/cross_entropy.h"
+#include "autograd/ops/gemm.h"
+#include "autograd/ops/linear_cross_entropy.h"
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/tensor.h"

@@ -1,8 +1,9 @@
-// mamba-train export CHECKPOINT|RUN_DIR --hf DIR: a training checkpoint as a HuggingFace directory.
+// mamba-train export CHECKPOINT|RUN_DIR [--best] --hf DIR: a training checkpoint as a HuggingFace directory.
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "nn/hf_io.h"
@@ -15,6 +16,7 @@ Runner add_export_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("export", "Write a training checkpoint as a HuggingFace directory");
   struct Opts {
     std::string checkpoint, hf;
+    bool best = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("checkpoint", o->checkpoint,
@@ -22,13 +24,24 @@ Runner add_export_command(CLI::App& app) {
                   "(its newest valid checkpoint)")
       ->required();
   cmd->add_option("--hf", o->hf, "output directory (config.json + model.safetensors)")->required();
+  cmd->add_flag("--best", o->best,
+                "export the run's best checkpoint by checkpoint.monitor (the `best` file of its checkpoint "
+                "directory) instead of the newest");
   return [o]() {
     std::string path = o->checkpoint;
     std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) {
+    if (o->best) {
+      MT_CHECK(std::filesystem::is_directory(path, ec), ErrorKind::Usage,
+               "--best needs a run or checkpoint directory, '", path, "' is not one");
+      path = best_checkpoint(path);
+    } else if (std::filesystem::is_directory(path, ec)) {
       const std::string dir = checkpoint_dir_of(path);
-      path = latest_checkpoint(dir);
+      std::vector<std::string> skipped;
+      path = latest_checkpoint(dir, &skipped);
       MT_CHECK(!path.empty(), ErrorKind::Checkpoint, "no valid checkpoint in '", dir, "'");
+      // Say so when a newer checkpoint was passed over: the export is then not of the last step saved.
+      for (const std::string& s : skipped) std::printf("warning: skipping invalid checkpoint %s\n", s.c_str());
+      if (!skipped.empty()) std::printf("exporting %s, the newest valid checkpoint\n", path.c_str());
     }
     CheckpointData d = load_checkpoint(path);
     auto cfg_it = d.strings.find("model_config_json");

@@ -11,14 +11,19 @@
 #include "core/error.h"
 #include "train/cli/commands.h"
 #include "train/dist/launcher.h"
+#include "train/version.h"
 
 int main(int argc, char** argv) {
   mt::train::set_process_args(argc, argv);  // `train --nproc N` re-executes itself with them
   // Past a file-size limit (ulimit -f) a write must fail with EFBIG, reported as an I/O error with the checkpoint
   // intact, instead of the default SIGXFSZ killing the process mid-save.
   std::signal(SIGXFSZ, SIG_IGN);
+  // Output to a terminal or pipe that has gone (a closed ssh session, a `| tee` that died) must not kill a run in the
+  // middle of its last checkpoint: writes then fail with EPIPE (or EIO on a hung-up terminal) and are dropped.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"mamba-train: train and run Mamba (selective state-space) models, in C++/CUDA"};
-  app.set_version_flag("--version", "mamba-train 0.1.0");
+  app.set_version_flag(
+      "--version", std::string("mamba-train ") + mt::train::version() + " (commit " + mt::train::git_commit() + ")");
   app.require_subcommand(1);
   std::map<std::string, mt::train::Runner> runners;
   for (const mt::train::Command& c : mt::train::kCommands) {

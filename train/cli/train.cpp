@@ -20,6 +20,7 @@ Runner add_train_command(CLI::App& app) {
     std::vector<std::string> set;
     int64_t stop_at = 0;
     int nproc = 0;
+    bool accept_change = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("config", o->config, "YAML config (configs/README.md lists every key)")->required();
@@ -31,6 +32,9 @@ Runner add_train_command(CLI::App& app) {
   cmd->add_option("--stop-at-step", o->stop_at,
                   "save a checkpoint after this step and stop (a planned preemption; resume with the same command)")
       ->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
+  cmd->add_flag("--accept-config-change", o->accept_change,
+                "resume although the config changed in keys that change the training (the changes are recorded in "
+                "metrics.jsonl)");
   return [o]() {
     const DistEnv dist = dist_env_from_process();
     const TrainConfig cfg = load_train_config_file(o->config, o->set);
@@ -46,6 +50,7 @@ Runner add_train_command(CLI::App& app) {
     Trainer t(cfg, true, dist);
     RunOptions ro;
     ro.stop_at_step = o->stop_at;
+    ro.accept_config_change = o->accept_change;
     return t.run(ro).exit_code;
   };
 }

@@ -18,6 +18,7 @@
 #include "data/dna.h"
 #include "train/config/schema.h"
 #include "train/config/strict_yaml.h"
+#include "train/init_from.h"
 
 namespace mt::train {
 namespace {
@@ -377,6 +378,67 @@ int64_t tokenizer_vocab(const TrainConfig& c) {
 
 // The ids the model's embedding must hold for LM data: the tokenizer's, and the mask token with trainer.objective mlm.
 int64_t model_vocab(const TrainConfig& c) { return tokenizer_vocab(c) + (c.trainer.objective == "mlm" ? 1 : 0); }
+// model.init_from: the model's dimensions come from the source. Keys that shape the parameters and were given
+// (in the file, by --set, or by model.variant) must equal the source's; the others take the source's values unless
+// given. model.bidirectional may differ (a causal source can start a bidirectional model, whose Caduceus reverse
+// direction then starts fresh); the layout of the reverse direction (model.bidirectional_weights) is the source's
+// when the source is bidirectional, else the config's. The vocabulary is the source's, extended (rounded up to
+// pad_vocab_size_multiple) when the data's ids need more rows; a given model.vocab_size may be larger than the
+// source's, not smaller.
+void apply_init_source(TrainConfig& c, const Given& g) {
+  const Origin at = g.of("model.init_from");
+  InitSource src;
+  try {
+    src = inspect_init_source(c.model.init_from);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::Config) fail(at, "model.init_from", str(e.what(), cwd_hint(c.model.init_from)));
+    throw Error(e.kind(), str(where(at, "model.init_from"), ": ", e.what()));
+  }
+  static const std::vector<std::string> shape_keys = {
+      "model.d_model", "model.n_layer",   "model.d_state",   "model.d_conv", "model.expand",        "model.d_inner",
+      "model.dt_rank", "model.conv_bias", "model.proj_bias", "model.norm",   "model.tie_embeddings"};
+  static const std::vector<std::string> variant_keys = {"model.d_model", "model.n_layer", "model.d_state",
+                                                        "model.d_conv", "model.expand"};
+  const bool variant = g.has("model.variant") && !c.model.variant.empty();
+  TrainConfig theirs = c;
+  theirs.model.mamba = src.config;
+  std::string mismatch;
+  for (const Key& k : schema::keys()) {
+    if (k.section() != "model" || k.path == "model.variant" || k.path == "model.head" ||
+        k.path == "model.num_classes" || k.path == "model.pooling" || k.path == "model.init_from")
+      continue;
+    const std::string mine = schema::format_yaml(k, k.get(c)), src_value = schema::format_yaml(k, k.get(theirs));
+    const bool zero_derives = k.path == "model.d_inner" || k.path == "model.dt_rank" || k.path == "model.vocab_size";
+    bool given =
+        g.has(k.path) || (variant && std::find(variant_keys.begin(), variant_keys.end(), k.path) != variant_keys.end());
+    if (zero_derives && mine == "0") given = false;
+    if (k.path == "model.vocab_size") {
+      if (given && c.model.mamba.vocab_size < src.config.vocab_size)
+        mismatch += str(mismatch.empty() ? "" : "; ", k.path, ": ", mine, " here, ", src_value,
+                        " in the source (the embedding can grow, not shrink)");
+      continue;
+    }
+    if (k.path == "model.bidirectional_weights" && !src.config.bidirectional) continue;  // no reverse weights there
+    const bool shape = std::find(shape_keys.begin(), shape_keys.end(), k.path) != shape_keys.end() ||
+                       k.path == "model.bidirectional_weights";
+    if (given && shape && mine != src_value)
+      mismatch += str(mismatch.empty() ? "" : "; ", k.path, ": ", mine, " here, ", src_value, " in the source");
+    if (!given) k.set(c, k.get(theirs));
+  }
+  if (!mismatch.empty())
+    fail(at, "model.init_from",
+         str("the model keys given disagree with ", src.describe(), ": ", mismatch,
+             " (leave them out: the dimensions come from the source)"));
+  c.model.mamba.pad_vocab_size_multiple = src.config.pad_vocab_size_multiple;
+  c.model.mamba.pad_token_id = src.config.pad_token_id;
+  c.model.mamba.bos_token_id = src.config.bos_token_id;
+  c.model.mamba.eos_token_id = src.config.eos_token_id;
+  if (c.model.mamba.vocab_size == 0) {
+    const int64_t needed = c.data.kind == "selective_copying" ? c.data.copy_vocab + 2 : model_vocab(c);
+    c.model.mamba.vocab_size =
+        needed <= src.config.vocab_size ? src.config.vocab_size : src.config.padded_vocab(needed);
+  }
+}
 
 void check_cross(const TrainConfig& c, const Given& g) {
   auto fail_at = [&](const std::string& path, const std::string& problem) { fail(g.of(path), path, problem); };
@@ -408,17 +470,6 @@ void check_cross(const TrainConfig& c, const Given& g) {
       c.model.num_classes < 2) {
     fail_at(g.blame("model.num_classes", "model.head"),
             str("model.head ", c.model.head, " needs model.num_classes >= 2, got ", c.model.num_classes));
-  }
-  if (!c.model.init_from.empty()) {
-    std::error_code ec;
-    if (!std::filesystem::is_directory(c.model.init_from, ec)) {
-      fail_at("model.init_from", str("no such directory '", c.model.init_from, "'", cwd_hint(c.model.init_from)));
-    }
-    if (!std::filesystem::is_regular_file(c.model.init_from + "/config.json", ec)) {
-      fail_at("model.init_from", str("'", c.model.init_from,
-                                     "' has no config.json (expected a HuggingFace model "
-                                     "directory: config.json + model.safetensors)"));
-    }
   }
 
   const auto& d = c.data;
@@ -470,10 +521,6 @@ void check_cross(const TrainConfig& c, const Given& g) {
       fail_at(g.blame("data.val_fraction", "data.val_path"),
               "data.val_fraction must be > 0 when there is no data.val_path (a validation split is needed)");
   }
-  if (d.kind == "classification" && c.tokenizer.kind == "bpe")
-    fail_at(g.blame("tokenizer.kind", "data.kind"),
-            "tokenizer.kind bpe feeds data.kind text only (classification "
-            "rows are read as bytes or DNA)");
   if (d.rc_augment && c.tokenizer.kind != "dna")
     fail_at(g.blame("data.rc_augment", "tokenizer.kind"), "data.rc_augment needs tokenizer.kind dna");
   // The embedding must hold every token id the data produces.
@@ -493,7 +540,19 @@ void check_cross(const TrainConfig& c, const Given& g) {
     fail_at(p, str("trainer.global_batch_size (", t.global_batch_size,
                    ") must be a multiple of trainer.micro_batch_size (", t.micro_batch_size, ")"));
   }
-  if (c.scheduler.warmup_steps >= t.max_steps) {
+  if (t.epochs > 0 && t.max_steps > 0 && g.has("trainer.max_steps"))
+    fail_at(g.blame("trainer.epochs", "trainer.max_steps"),
+            "set trainer.max_steps or trainer.epochs, not both (the length of the run is one of them)");
+  if (!(t.epochs > 0) && t.max_steps == 0)
+    fail_at(g.blame("trainer.max_steps", "trainer.epochs"), "must be >= 1 (or give trainer.epochs), got 0");
+  if (t.epochs > 0 && d.kind == "selective_copying")
+    fail_at(g.blame("trainer.epochs", "data.kind"),
+            "trainer.epochs needs data of a finite size (data.kind text or classification); selective_copying draws "
+            "new samples forever: give trainer.max_steps");
+  if (c.scheduler.warmup_steps > 0 && c.scheduler.warmup_ratio > 0)
+    fail_at(g.blame("scheduler.warmup_ratio", "scheduler.warmup_steps"),
+            "set scheduler.warmup_steps or scheduler.warmup_ratio, not both");
+  if (t.max_steps > 0 && !(t.epochs > 0) && c.scheduler.warmup_steps >= t.max_steps) {
     const std::string p = g.blame("scheduler.warmup_steps", "trainer.max_steps");
     fail_at(p, str("scheduler.warmup_steps (", c.scheduler.warmup_steps, ") must be < trainer.max_steps (", t.max_steps,
                    ")"));
@@ -523,6 +582,9 @@ void check_cross(const TrainConfig& c, const Given& g) {
   if (t.objective == "mlm" && t.chunk_len > 0)
     fail_at(g.blame("trainer.chunk_len", "trainer.objective"),
             "trainer.chunk_len trains the next-token objective; trainer.objective mlm needs whole sequences");
+  if (t.early_stop_patience > 0 && c.checkpoint.monitor.empty())
+    fail_at(g.blame("trainer.early_stop_patience", "checkpoint.monitor"),
+            "trainer.early_stop_patience needs checkpoint.monitor (the evaluation metric that must improve)");
   if (c.scheduler.min_lr > c.optimizer.lr) {
     const std::string p = g.blame("scheduler.min_lr", "optimizer.lr");
     fail_at(p, str("scheduler.min_lr (", schema::format_double(c.scheduler.min_lr), ") must be <= optimizer.lr (",
@@ -641,6 +703,7 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
     for (size_t i = 0; i < list.size(); ++i) files += (i ? "," : "") + shipped_path(list[i]);
     c.data.class_files = files;
   }
+  if (!c.model.init_from.empty()) apply_init_source(c, g);
   check_cross(c, g);
 
   // Derived defaults.
@@ -661,6 +724,7 @@ TrainConfig load_train_config(const std::string& yaml_text, const std::string& s
   } catch (const Error& e) {
     config_error(str(source, ": model: ", e.what()));
   }
+  if (c.trainer.epochs > 0) c.trainer.max_steps = 0;  // the trainer derives the steps from the data's size
   if (c.run.out_dir.empty()) c.run.out_dir = "runs/" + c.run.name;
   if (c.checkpoint.dir.empty()) c.checkpoint.dir = c.run.out_dir + "/checkpoints";
   if (c.logging.metrics_file.empty()) c.logging.metrics_file = c.run.out_dir + "/metrics.jsonl";
@@ -723,6 +787,40 @@ std::string dump_train_config(const TrainConfig& c) {
     }
   }
   return out;
+}
+
+std::map<std::string, std::string> config_values(const TrainConfig& c) {
+  std::map<std::string, std::string> out;
+  for (const Key& k : schema::keys()) out[k.path] = schema::format_yaml(k, k.get(c));
+  return out;
+}
+
+std::map<std::string, std::string> config_values_from_yaml(const std::string& yaml_text, const std::string& source) {
+  std::map<std::string, std::string> out;
+  const YamlNode root = parse_strict_yaml(yaml_text, source);
+  if (root.kind != YamlNode::Kind::Map) return out;
+  for (size_t i = 0; i < root.keys.size(); ++i) {
+    const YamlNode& sv = root.items[i];
+    if (sv.kind != YamlNode::Kind::Map) continue;
+    for (size_t j = 0; j < sv.keys.size(); ++j) {
+      const std::string path = root.keys[i].value + "." + sv.keys[j].value;
+      const Key* k = schema::find(path);
+      if (!k) continue;
+      const YamlNode& n = sv.items[j];
+      try {
+        out[path] = schema::format_yaml(*k, parse_value(*k, n, at(source, n), at(source, sv.keys[j])));
+      } catch (const Error&) {
+        out[path] = n.kind == YamlNode::Kind::Scalar ? n.value : describe_yaml_node(n);
+      }
+    }
+  }
+  return out;
+}
+
+std::string config_default_text(const std::string& path) {
+  const Key* k = schema::find(path);
+  if (!k || !k->default_note.empty()) return "";
+  return schema::format_yaml(*k, k->get(schema::defaults()));
 }
 
 }  // namespace mt::train

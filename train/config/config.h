@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,7 @@ struct ModelSection {
   std::string head = "lm";  // lm | sequence_classification | token_classification
   int64_t num_classes = 2;
   std::string pooling = "mean";  // mean | max | last | state (sequence_classification)
-  std::string init_from;         // "" or an HF directory (config.json + model.safetensors) to start from
+  std::string init_from;         // "" | an HF directory | a run directory | a checkpoint file (train/init_from.h)
 };
 
 struct TokenizerSection {
@@ -62,16 +63,19 @@ struct OptimizerSection {
   double eps = 1e-8;
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // global L2 norm; 0 = off
+  double head_lr = 0;      // peak LR of the parameters outside the backbone; 0 = lr
 };
 
 struct SchedulerSection {
   std::string kind = "cosine";  // cosine | constant | linear
   int64_t warmup_steps = 0;
+  double warmup_ratio = 0;  // warmup as a fraction of the run's steps (instead of warmup_steps)
   double min_lr = 1e-5;
 };
 
 struct TrainerSection {
-  int64_t max_steps = 100;
+  int64_t max_steps = 100;  // 0 when trainer.epochs gives the length
+  double epochs = 0;        // passes over the training data (instead of max_steps); 0 = max_steps
   int64_t micro_batch_size = 8;
   int64_t global_batch_size = 8;   // a multiple of micro_batch_size * world size: gradient accumulation
   std::string precision = "fp32";  // fp32 | bf16 | fp16 (fp16: dynamic loss scaling)
@@ -85,13 +89,18 @@ struct TrainerSection {
   std::string activation_checkpointing = "none";  // none | block (recompute each block in the backward)
   std::string objective = "clm";                  // clm (next token) | mlm (masked tokens, data/mlm.h)
   double mlm_probability = 0.15;
+  int64_t early_stop_patience = 0;    // stop after this many evaluations without a new best; 0 = off
+  int64_t freeze_backbone_steps = 0;  // the backbone is not updated during the first N optimizer steps
 };
 
 struct CheckpointSection {
-  std::string dir;    // default: <out_dir>/checkpoints
-  int64_t every = 0;  // steps; 0 = only at the end (and on SIGINT / SIGTERM)
+  std::string dir;       // default: <out_dir>/checkpoints
+  int64_t every = 1000;  // steps; 0 = only at the end (and on SIGINT / SIGTERM / SIGHUP)
   int64_t keep_last = 3;
-  std::string resume = "auto";  // auto (newest valid in dir, else start fresh) | never | a checkpoint path
+  std::string resume = "auto";        // auto (newest valid in dir, else start fresh) | never | a checkpoint path
+  std::string monitor;                // "" | eval.<key>: keep the best checkpoints by it (train/best.h)
+  std::string monitor_mode = "auto";  // auto | min | max
+  int64_t keep_best = 1;              // best checkpoints kept besides the keep_last newest
 };
 
 struct LoggingSection {
@@ -137,5 +146,15 @@ std::vector<std::string> class_file_list(const DataSection& d);
 
 // The resolved config as YAML, every key present (written into the run directory and into checkpoints).
 std::string dump_train_config(const TrainConfig& c);
+
+// Every key's value as canonical YAML text (what dump_train_config writes), by key path.
+std::map<std::string, std::string> config_values(const TrainConfig& c);
+// The same from a resolved config's YAML text (a checkpoint's config_yaml): values are read with the key's type and
+// re-formatted, so equal values give equal text; keys the text lacks are absent from the result; keys the schema no
+// longer knows are skipped; a value that no longer reads (a narrowed range) keeps its text. Throws mt::Error(Config)
+// only when the text is not YAML.
+std::map<std::string, std::string> config_values_from_yaml(const std::string& yaml_text, const std::string& source);
+// The default value of a key as canonical YAML text ("" for keys whose default is derived from others).
+std::string config_default_text(const std::string& path);
 
 }  // namespace mt::train

@@ -116,6 +116,12 @@ struct K {
 
 std::string not_empty(const Value& v) { return v.s.empty() ? "must not be empty" : ""; }
 
+std::string monitor_name(const Value& v) {
+  if (v.s.empty() || (v.s.rfind("eval.", 0) == 0 && v.s.size() > 5)) return "";
+  return str("expected eval.<key> of the evaluation record (eval.loss, eval.accuracy, eval.mcc, ...) or \"\", got '",
+             v.s, "'");
+}
+
 std::string device_name(const Value& v) {
   const std::string& s = v.s;
   if (s == "auto" || s == "cpu" || s == "cuda") return "";
@@ -210,7 +216,11 @@ std::vector<Key> build() {
           .one_of({"mean", "max", "last", "state"})
           .doc("how sequence_classification pools the sequence"),
       K("model.init_from", F(model.init_from))
-          .doc("HuggingFace directory (config.json + model.safetensors) to start from; \"\" = random init"),
+          .doc("weights to start from: a HuggingFace directory (config.json + model.safetensors or sharded "
+               "model-*.safetensors with model.safetensors.index.json; f32 / bf16 / f16), a run directory (its newest "
+               "valid checkpoint) or a checkpoint file; the model's dimensions come from it (model keys given must "
+               "agree); a classifier's head is loaded too when its shape and pooling match; an embedding smaller than "
+               "the tokenizer is extended; \"\" = random init"),
       // ---- tokenizer ----
       K("tokenizer.kind", F(tokenizer.kind))
           .one_of({"byte", "dna", "bpe"})
@@ -278,16 +288,32 @@ std::vector<Key> build() {
           .ge(0)
           .doc("decoupled weight decay (not applied to biases, norms, A_log, D)"),
       K("optimizer.grad_clip", F(optimizer.grad_clip)).ge(0).doc("clip the global gradient L2 norm to this; 0 = off"),
+      K("optimizer.head_lr", F(optimizer.head_lr))
+          .ge(0)
+          .doc("peak learning rate of the parameters outside the backbone (a classifier, an untied lm_head), "
+               "following the same schedule scaled by head_lr / lr; 0 = optimizer.lr"),
       // ---- scheduler ----
       K("scheduler.kind", F(scheduler.kind))
           .one_of({"cosine", "constant", "linear"})
           .doc("learning-rate shape after the linear warmup: cosine or linear decay to min_lr, or constant"),
       K("scheduler.warmup_steps", F(scheduler.warmup_steps))
           .ge(0)
-          .doc("linear warmup steps from 0 to optimizer.lr (< trainer.max_steps)"),
+          .doc("linear warmup steps from 0 to optimizer.lr (< the run's steps)"),
+      K("scheduler.warmup_ratio", F(scheduler.warmup_ratio))
+          .ge(0)
+          .lt(1)
+          .doc("warmup as a fraction of the run's steps (rounded), instead of warmup_steps (setting both is an "
+               "error)"),
       K("scheduler.min_lr", F(scheduler.min_lr)).ge(0).doc("final learning rate of cosine / linear (<= optimizer.lr)"),
       // ---- trainer ----
-      K("trainer.max_steps", F(trainer.max_steps)).ge(1).doc("optimizer steps to train"),
+      K("trainer.max_steps", F(trainer.max_steps))
+          .ge(0)
+          .doc("optimizer steps to train; 0 only with trainer.epochs (setting both is an error)"),
+      K("trainer.epochs", F(trainer.epochs))
+          .ge(0)
+          .doc("train for this many passes over the training data instead of max_steps (steps = ceil(epochs x "
+               "training samples / global_batch_size); text: a sample is a window of seq_len tokens, an epoch "
+               "floor(training tokens / seq_len) of them); 0 = use max_steps"),
       K("trainer.micro_batch_size", F(trainer.micro_batch_size))
           .ge(1)
           .le(kMaxCount)
@@ -328,15 +354,37 @@ std::vector<Key> build() {
           .gt(0)
           .lt(1)
           .doc("mlm: fraction of the positions selected for prediction"),
+      K("trainer.early_stop_patience", F(trainer.early_stop_patience))
+          .ge(0)
+          .doc("stop (with a checkpoint, exit 0) after this many evaluations in a row without a new best "
+               "checkpoint.monitor value; 0 = off"),
+      K("trainer.freeze_backbone_steps", F(trainer.freeze_backbone_steps))
+          .ge(0)
+          .doc("keep the backbone's weights fixed during the first N optimizer steps (learning rate 0: only the "
+               "head learns; the backbone's Adam moments accumulate)"),
       // ---- checkpoint ----
       K("checkpoint.dir", F(checkpoint.dir)).note("<run.out_dir>/checkpoints").doc("directory of the checkpoints"),
       K("checkpoint.every", F(checkpoint.every))
           .ge(0)
-          .doc("checkpoint every this many steps; 0 = only at the end (and on SIGINT / SIGTERM)"),
+          .doc("checkpoint every this many steps; 0 = only at the end (and on SIGINT / SIGTERM / SIGHUP, at a new best "
+               "checkpoint.monitor value, at an early stop)"),
       K("checkpoint.keep_last", F(checkpoint.keep_last)).ge(1).doc("checkpoints kept; older ones are deleted"),
       K("checkpoint.resume", F(checkpoint.resume))
           .check(not_empty)
-          .doc("auto: newest valid checkpoint in checkpoint.dir, else a fresh start; never; or a checkpoint path"),
+          .doc("auto: newest valid checkpoint in checkpoint.dir, else a fresh start (an error when checkpoints are "
+               "there and none verifies); never: a fresh start (an error when checkpoint.dir holds checkpoints); or "
+               "a checkpoint path"),
+      K("checkpoint.monitor", F(checkpoint.monitor))
+          .check(monitor_name)
+          .doc("eval.<key> of the evaluation record (eval.loss, eval.accuracy, eval.mcc, ...): keep the best "
+               "checkpoints by it and name the best in <checkpoint.dir>/best; \"\" = off"),
+      K("checkpoint.monitor_mode", F(checkpoint.monitor_mode))
+          .one_of({"auto", "min", "max"})
+          .doc("whether a smaller or larger monitor value is better; auto = min for loss, perplexity and bits_per_*, "
+               "max otherwise"),
+      K("checkpoint.keep_best", F(checkpoint.keep_best))
+          .ge(1)
+          .doc("with checkpoint.monitor: the best checkpoints kept (never deleted by keep_last)"),
       // ---- logging ----
       K("logging.metrics_file", F(logging.metrics_file))
           .note("<run.out_dir>/metrics.jsonl")

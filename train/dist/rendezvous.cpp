@@ -204,11 +204,69 @@ struct MsgHeader {
 
 }  // namespace
 
+std::string first_slurm_host(const std::string& list) {
+  // The first top-level item (commas inside brackets separate ranges, not hosts).
+  int depth = 0;
+  size_t end = 0;
+  for (; end < list.size(); ++end) {
+    if (list[end] == '[') ++depth;
+    if (list[end] == ']' && --depth < 0) break;
+    if (list[end] == ',' && depth == 0) break;
+  }
+  MT_CHECK(!list.empty() && depth == 0 && end > 0, ErrorKind::Config, "environment SLURM_JOB_NODELIST='", list,
+           "' is not a Slurm node list");
+  const std::string item = list.substr(0, end);
+  // Each bracket holds ranges "a-b" or single numbers separated by commas: the first host takes the first number.
+  std::string host;
+  for (size_t i = 0; i < item.size(); ++i) {
+    if (item[i] != '[') {
+      host += item[i];
+      continue;
+    }
+    const size_t close = item.find(']', i);
+    MT_CHECK(close != std::string::npos, ErrorKind::Config, "environment SLURM_JOB_NODELIST='", list,
+             "' is not a Slurm node list");
+    const std::string first = item.substr(i + 1, item.find_first_of(",-]", i + 1) - i - 1);
+    MT_CHECK(!first.empty() && first.find_first_not_of("0123456789") == std::string::npos, ErrorKind::Config,
+             "environment SLURM_JOB_NODELIST='", list, "' is not a Slurm node list");
+    host += first;
+    i = close;
+  }
+  return host;
+}
+
 DistEnv dist_env_from(const std::function<const char*(const char*)>& getenv) {
   const char* names[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"};
   int set = 0;
   for (const char* n : names) set += getenv(n) != nullptr;
   DistEnv e;
+  const char* port_override = getenv("MT_RENDEZVOUS_PORT");
+  const bool launcher = getenv("RANK") || getenv("WORLD_SIZE") || getenv("LOCAL_RANK");
+  if (!launcher && getenv("SLURM_PROCID") && getenv("SLURM_NTASKS")) {
+    e.world_size = parse_int("SLURM_NTASKS", getenv("SLURM_NTASKS"), 1, 1 << 20);
+    if (e.world_size == 1) return DistEnv{};
+    e.rank = parse_int("SLURM_PROCID", getenv("SLURM_PROCID"), 0, e.world_size - 1);
+    MT_CHECK(getenv("SLURM_LOCALID") != nullptr, ErrorKind::Config,
+             "environment: SLURM_LOCALID is not set (start the ranks with srun, one task per GPU)");
+    e.local_rank = parse_int("SLURM_LOCALID", getenv("SLURM_LOCALID"), 0, 1 << 20);
+    if (getenv("MASTER_ADDR")) {
+      e.master_addr = getenv("MASTER_ADDR");
+    } else {
+      const char* list = getenv("SLURM_JOB_NODELIST") ? getenv("SLURM_JOB_NODELIST") : getenv("SLURM_NODELIST");
+      MT_CHECK(list != nullptr, ErrorKind::Config,
+               "environment: neither MASTER_ADDR nor SLURM_JOB_NODELIST is set (rank 0's host is unknown)");
+      e.master_addr = first_slurm_host(list);
+    }
+    MT_CHECK(!e.master_addr.empty(), ErrorKind::Config, "environment: MASTER_ADDR is empty");
+    if (getenv("MASTER_PORT")) {
+      e.master_port = parse_int("MASTER_PORT", getenv("MASTER_PORT"), 1, 65535);
+    } else {
+      const char* job = getenv("SLURM_JOB_ID");
+      e.master_port = job ? 20000 + parse_int("SLURM_JOB_ID", job, 0, 2147483647) % 10000 : 29500;
+    }
+    if (port_override) e.master_port = parse_int("MT_RENDEZVOUS_PORT", port_override, 1, 65535);
+    return e;
+  }
   if (set == 0) return e;
   for (const char* n : names)
     MT_CHECK(getenv(n) != nullptr, ErrorKind::Config, "environment: ", n,
@@ -219,6 +277,14 @@ DistEnv dist_env_from(const std::function<const char*(const char*)>& getenv) {
   e.master_port = parse_int("MASTER_PORT", getenv("MASTER_PORT"), 1, 65535);
   e.master_addr = getenv("MASTER_ADDR");
   MT_CHECK(!e.master_addr.empty(), ErrorKind::Config, "environment: MASTER_ADDR is empty");
+  if (port_override) {
+    e.master_port = parse_int("MT_RENDEZVOUS_PORT", port_override, 1, 65535);
+  } else if (getenv("TORCHELASTIC_RUN_ID")) {  // torchrun's store holds MASTER_PORT
+    MT_CHECK(e.master_port < 65535, ErrorKind::Config,
+             "environment MASTER_PORT=65535 under torchrun: the rendezvous needs MASTER_PORT + 1 (set "
+             "MT_RENDEZVOUS_PORT)");
+    ++e.master_port;
+  }
   return e;
 }
 

@@ -1,8 +1,18 @@
 // Process-group set-up for data parallelism (issue 7): where a rank learns who it is, and how the ranks exchange the
 // one blob that starts a communicator (an NCCL unique id) over TCP, the way torchrun and Slurm jobs expect.
 //
-// Environment (torchrun's names): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. None set: one process.
-// Any of them set: all five must be, with 0 <= RANK < WORLD_SIZE, 0 <= LOCAL_RANK, 1 <= MASTER_PORT <= 65535.
+// Environment, first match wins:
+//   torchrun / our --nproc launcher: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. Any of them set (but
+//     not under Slurm without RANK, WORLD_SIZE and LOCAL_RANK, below): all five must be, with 0 <= RANK <
+//     WORLD_SIZE, 0 <= LOCAL_RANK, 1 <= MASTER_PORT <= 65535. Under torchrun (TORCHELASTIC_RUN_ID set) torchrun's own
+//     store already listens on MASTER_PORT, so the rendezvous uses MASTER_PORT + 1.
+//   Slurm (srun, one task per GPU; RANK, WORLD_SIZE and LOCAL_RANK unset): SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID;
+//     rank 0's address is MASTER_ADDR when set, else the first host of SLURM_JOB_NODELIST (SLURM_NODELIST), whose
+//     compressed forms ("node[01-04,07]", "gpu[3,5]-ib,cpu1") are expanded as far as the first host; the port is
+//     MASTER_PORT when set, else 20000 + SLURM_JOB_ID % 10000 (29500 without a job id), so that jobs sharing a node
+//     differ. SLURM_NTASKS 1: one process.
+//   None of these: one process.
+// MT_RENDEZVOUS_PORT, when set, is the rendezvous port in every case.
 //
 // Rendezvous: rank 0 listens on MASTER_ADDR:MASTER_PORT; every other rank connects (retrying until the deadline),
 // sends a hello {magic, world size, rank}, and receives the payload. Rank 0 refuses a hello with another world size
@@ -30,6 +40,10 @@ struct DistEnv {
 // getenv is injectable for tests. mt::Error(Config) naming the variable and its value on any problem.
 DistEnv dist_env_from(const std::function<const char*(const char*)>& getenv);
 DistEnv dist_env_from_process();
+
+// The first host of a Slurm node list ("node[01-04,07],gpu5" -> "node01"). mt::Error(Config) naming the list when it
+// is empty or its brackets do not match.
+std::string first_slurm_host(const std::string& nodelist);
 
 // Rank 0 passes the payload and returns it; the others pass anything and return rank 0's. mt::Error(Distributed) on a
 // timeout, a refused hello, or a socket error, naming the address, the rank and what failed.
