@@ -4,10 +4,10 @@
 #include <vector>
 
 #include "autograd/autograd.h"
-#include "autograd/ops/conv1d.h"
+#include "autograd/ops/causal_conv1d.h"
 #include "autograd/ops/elementwise.h"
-#include "autograd/ops/linalg.h"
-#include "autograd/ops/nn_ops.h"
+#include "autograd/ops/embedding.h"
+#include "autograd/ops/gemm.h"
 #include "autograd/ops/norm.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/selective_scan.h"
