@@ -19,10 +19,12 @@
 
 namespace mt::kernels::decode {
 
-MT_HD float exp_c(float x) { return expf(x); }
-MT_HD double exp_c(double x) { return exp(x); }
-MT_HD float log1p_c(float x) { return log1pf(x); }
-MT_HD double log1p_c(double x) { return log1p(x); }
+// Math functions are named ::f: inside namespace mt an unqualified exp would find mt::exp (autograd/ops/
+// elementwise.h) first and fail to compile.
+MT_HD float exp_c(float x) { return ::expf(x); }
+MT_HD double exp_c(double x) { return ::exp(x); }
+MT_HD float log1p_c(float x) { return ::log1pf(x); }
+MT_HD double log1p_c(double x) { return ::log1p(x); }
 
 template <typename C>
 MT_HD C sigmoid(C v) {
@@ -98,7 +100,7 @@ MT_HD float scaled_logit(float logit, bool seen, float penalty, float temperatur
 // weighs 0 and is never drawn. key 0 (NaN) weighs 0.
 MT_HD uint32_t token_weight(float l, float max_l, uint32_t key) {
   if (key == 0u) return 0u;
-  const float e = l == max_l ? 1.0f : expf(l - max_l);
+  const float e = l == max_l ? 1.0f : ::expf(l - max_l);
   return e == e ? static_cast<uint32_t>(e * 2147483648.0f) : 0u;
 }
 
@@ -111,7 +113,7 @@ MT_HD float sample_uniform(uint64_t seed, int64_t step, int64_t row) {
 // The top-p mass target: the kept set is the smallest prefix of tokens by descending logit whose weight reaches
 // ceil(top_p * total) (ties at the boundary are all kept).
 MT_HD uint64_t top_p_target(double top_p, uint64_t total) {
-  return static_cast<uint64_t>(ceil(top_p * static_cast<double>(total)));
+  return static_cast<uint64_t>(::ceil(top_p * static_cast<double>(total)));
 }
 
 // Position of the draw inside the kept weight `kept`: floor(u * kept) < kept.
