@@ -92,11 +92,10 @@ inline int64_t decode_xproj_partials(int64_t d_inner) { return (d_inner + kDecod
 void decode_gemv_cpu(const DecodeGemvParams& p);
 void decode_norm_cpu(const DecodeNormParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 // Shapes the CUDA kernels take (see above); decode_gemv_cuda throws mt::Error(Shape) for others.
 bool decode_gemv_cuda_supports(int64_t B, int64_t in, int64_t K);
 void decode_gemv_cuda(const DecodeGemvParams& p);
 void decode_norm_cuda(const DecodeNormParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -55,9 +55,8 @@ void sample_check(const SampleParams& p);
 
 void sample_cpu(const SampleParams& p);
 
-#if defined(MT_WITH_CUDA)
-// One block per row.
+// One block per row. Defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL
+// (autograd/ops/dispatch.h).
 void sample_cuda(const SampleParams& p);
-#endif
 
 }  // namespace mt::kernels

@@ -59,8 +59,7 @@ struct SsmStepParams {
 void ssm_step_check(const SsmStepParams& p);
 void ssm_step_cpu(const SsmStepParams& p);
 
-#if defined(MT_WITH_CUDA)
+// CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void ssm_step_cuda(const SsmStepParams& p);
-#endif
 
 }  // namespace mt::kernels
