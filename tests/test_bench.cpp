@@ -57,9 +57,10 @@ TEST(OpBreakdown, TimesTheOpsKernelCallsByName) {
 }
 
 TEST(OpBreakdown, ClassesAndTheRestAddUpToTheStep) {
-  const std::map<std::string, double> op_ms = {{"matmul", 5},      {"selective_scan", 3}, {"causal_conv1d", 1},
-                                               {"rms_norm", 0.5},  {"adamw", 0.25},       {"grad_global_norm", 0.25},
-                                               {"linear_cross_entropy", 2}, {"mul", 0.5},  {"embedding", 0.5}};
+  const std::map<std::string, double> op_ms = {
+      {"matmul", 5},     {"selective_scan", 3},      {"causal_conv1d", 1},        {"rms_norm", 0.5},
+      {"adamw", 0.25},   {"grad_global_norm", 0.25}, {"linear_cross_entropy", 2}, {"mul", 0.5},
+      {"embedding", 0.5}};
   const std::vector<BreakdownRow> rows = breakdown_table(op_ms, 20);
   std::map<std::string, double> by;
   double sum = 0;
@@ -78,8 +79,8 @@ TEST(OpBreakdown, ClassesAndTheRestAddUpToTheStep) {
 }
 
 TEST(BenchCli, BreakdownPrintsClassesThatSumToTheStep) {
-  const test::CliResult r = test::run_cli(
-      "bench configs/selective_copying.yaml --steps 2 --warmup 1 --breakdown --set run.device=cpu");
+  const test::CliResult r =
+      test::run_cli("bench configs/selective_copying.yaml --steps 2 --warmup 1 --breakdown --set run.device=cpu");
   ASSERT_EQ(r.code, 0) << r.out;
   const size_t at = r.out.find("breakdown: mean of 2 steps");
   ASSERT_NE(at, std::string::npos) << r.out;
