@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Decoding on the GPU machine, from an existing build (this script builds nothing; tools/gpu-check.sh builds):
-# the `CudaDecode` tests (kernels against their CPU references, whole generations, graph / PDL / cuBLAS paths),
+# the decode kernels' op-table checks (CUDA against the CPU) and the `CudaDecode` tests (whole generations, graph /
+# PDL / cuBLAS paths),
 # memcheck on the kernel tests, `bench decode` for mamba-130m (random weights, prompt 128, 512 new tokens, greedy)
 # at batch 1 and 64 with and without PDL / the CUDA graph, the GEMV / cuBLAS boundary, f32, and greedy checks
 # against the parallel forward. Full logs under $OUT (or ./gpu-logs); a short table last.
@@ -17,12 +18,13 @@ if [ ! -x "$bin" ] || [ ! -x "$tests" ]; then
 fi
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)
 
-"$tests" --gtest_filter='CudaDecode.*' > "$out/decode-tests.log" 2>&1
+"$tests" --gtest_filter='CudaDecode.*:OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step' \
+  > "$out/decode-tests.log" 2>&1
 tests_rc=$?
 memcheck_rc=skipped
 if command -v compute-sanitizer > /dev/null; then
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 99 "$tests" \
-    --gtest_filter='CudaDecode.SsmStep*:CudaDecode.DecodeGemv*:CudaDecode.Sampling*:CudaDecode.Graph*' \
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 "$tests" \
+    --gtest_filter='OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step:CudaDecode.Graph*' \
     > "$out/decode-memcheck.log" 2>&1
   memcheck_rc=$?
 fi
@@ -56,7 +58,7 @@ check() { awk -v sec="== $1:" -v b="decode batch $2:" 'index($0, "== ") == 1 { o
   "$out/bench-decode.log"; }
 
 echo "== decode on ${gpu:-unknown GPU} (logs in $out)"
-echo "CudaDecode tests: rc $tests_rc ($(grep -cE '^\[       OK \]' "$out/decode-tests.log") passed," \
+echo "decode tests: rc $tests_rc ($(grep -cE '^\[       OK \]' "$out/decode-tests.log") passed," \
   "$(grep -cE '^\[  FAILED  \]' "$out/decode-tests.log") failed lines, $(grep -cE '^\[  SKIPPED \]' "$out/decode-tests.log") skipped)"
 echo "memcheck (kernel tests): rc $memcheck_rc"
 printf '%-28s %-6s %12s %12s  %s\n' "bench decode (130m)" batch "tokens/s" "us/step" "path"
