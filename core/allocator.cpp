@@ -40,6 +40,7 @@ class CudaCachingAllocator {
  public:
   void* allocate(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.num_allocations;
     const size_t size = round_size(bytes);
     // Best fit among cached blocks of exactly this class or up to 2x larger (avoids wasting big blocks).
     auto it = free_.lower_bound(size);

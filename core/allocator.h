@@ -24,6 +24,8 @@ struct CudaMemoryStats {
   int64_t cached_bytes = 0;          // obtained from cudaMalloc and not returned (allocated + free in cache)
   int64_t num_device_mallocs = 0;    // cudaMalloc calls so far (steady-state tests check this stops growing)
   int64_t num_device_frees = 0;
+  int64_t num_allocations = 0;  // allocation requests so far, served from the cache or not (a code region that must
+                                // not allocate, such as a CUDA graph capture, checks that this does not move)
 };
 
 CudaMemoryStats cuda_memory_stats();

@@ -3,6 +3,8 @@
 #include "core/error.h"
 #if defined(MT_WITH_CUDA)
 #include <cuda_runtime.h>
+
+#include "core/cuda_context.h"
 #endif
 
 namespace mt {
@@ -49,6 +51,14 @@ Device resolve_device(const std::string& name) {
   MT_CHECK(!d.is_cuda() || cuda_available(), ErrorKind::Device, "--device ", name, ": ",
            built_with_cuda() ? "no CUDA device is visible" : "this mamba-train was built without CUDA");
   return d;
+}
+
+void synchronize(Device dev) {
+#if defined(MT_WITH_CUDA)
+  if (dev.is_cuda()) CudaContext::get().synchronize();
+#else
+  (void)dev;
+#endif
 }
 
 }  // namespace mt

@@ -32,5 +32,8 @@ bool built_with_cuda();
 // A user's device name: "auto" is cuda when available, else cpu; "cpu", "cuda", "cuda:N" as Device::parse, and a
 // CUDA device without a visible GPU (or a CPU-only build) is mt::Error(Device).
 Device resolve_device(const std::string& name);
+// Wait until the device has finished the work queued so far (the CUDA context's stream; nothing on the CPU), and
+// report an asynchronous kernel error as mt::Error.
+void synchronize(Device dev);
 
 }  // namespace mt

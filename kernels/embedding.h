@@ -9,13 +9,18 @@
 // row; the op copies that one int64 back (a 8-byte D2H copy + stream sync per call, which is cheap next to the
 // lookup; copying all the ids to the host would cost O(n) and a sync too) and throws naming id, position and V.
 //
-// Backward on CUDA: atomicAdd of every dout element into an f32 accumulator (f64 for f64 weights), then a cast into
-// the weight dtype when it is bf16 / f16. Atomics make the f32 sum order, hence the last bits, run-dependent.
-// A deterministic variant (for `deterministic: true`) would sort (id, position) pairs by id (cub radix sort), then
-// let one warp per unique id sum its dout rows in position order, with no atomics; it is not needed yet because
-// the scatter sums at most (number of repeats of one token in a batch) terms per element.
+// Backward on CUDA, two paths:
+//   default        atomicAdd of every dout element into an f32 accumulator (f64 for f64 weights). Atomics make the
+//                  f32 sum order, hence the last bits, run-dependent.
+//   deterministic  (p.deterministic, set by the op under core/determinism.h's switch, i.e. `run.deterministic`):
+//                  a stable radix sort of the positions by id (cub), then one block per distinct id sums its dout
+//                  rows in ascending position order, with no atomics. That is the CPU kernel's order and
+//                  accumulator, so the result equals the CPU's bit for bit, every run. Extra memory: the sort's
+//                  scratch (embedding_bwd_sort_bytes_cuda), a few times n * 4 bytes.
+// Either way a cast follows into the weight dtype when it is bf16 / f16.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -42,6 +47,8 @@ struct EmbeddingBwdParams {
   const void* grad_out = nullptr;  // [n, D] contiguous
   void* grad_weight = nullptr;     // [V, D] contiguous, fully written
   void* accum = nullptr;           // CUDA, bf16 / f16 only: f32 scratch [V, D]
+  bool deterministic = false;      // CUDA: the sorted, atomic-free path
+  void* sort_scratch = nullptr;    // CUDA, deterministic only: embedding_bwd_sort_bytes_cuda(n, V) bytes
 };
 
 // Returns the position of the first id outside [0, V), or -1 when all are valid (then out is written).
@@ -51,5 +58,7 @@ void embedding_bwd_cpu(const EmbeddingBwdParams& p);
 // CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void embedding_fwd_cuda(const EmbeddingFwdParams& p);
 void embedding_bwd_cuda(const EmbeddingBwdParams& p);
+// Bytes of sort_scratch the deterministic backward needs for n ids of a vocabulary of V.
+size_t embedding_bwd_sort_bytes_cuda(int64_t n, int64_t V);
 
 }  // namespace mt::kernels

@@ -84,6 +84,7 @@ void AdamW::step(double lr, double grad_scale) {
     p.exp_avg_sq = e.exp_avg_sq.data<float>();
     p.n = e.param->numel();
     p.weight_decay = wd;
+    const OpTimeScope timed("adamw", /*cuda=*/false);
     kernels::adamw_cpu(p);
   }
   for (auto& group : on_gpu) {

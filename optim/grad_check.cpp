@@ -62,6 +62,7 @@ int64_t first_nonfinite_grad(const std::vector<Tensor*>& params) {
   // CPU gradients in order; stop at the first bad one (a CUDA hit with a smaller index wins anyway).
   for (size_t k = 0; k < g.cpu.size(); ++k) {
     if (first >= 0 && g.cpu_index[k] > first) break;
+    const OpTimeScope timed("first_nonfinite_grad", /*cuda=*/false);
     if (!kernels::grad_all_finite_cpu(g.cpu[k])) {
       first = g.cpu_index[k];
       break;
@@ -79,6 +80,7 @@ double grad_global_norm(const std::vector<Tensor*>& params) {
     for (size_t k = 0; k < s.size(); ++k) sums[static_cast<size_t>(g.cuda_index[k])] = s[k];
   }
   for (size_t k = 0; k < g.cpu.size(); ++k) {
+    const OpTimeScope timed("grad_global_norm", /*cuda=*/false);
     sums[static_cast<size_t>(g.cpu_index[k])] = kernels::grad_sum_squares_cpu(g.cpu[k]);
   }
   double total = 0.0;

@@ -28,11 +28,11 @@ using test::small_lm_args;
 namespace {
 
 // A labelled TSV of n rows: texts of a's are class 1, of b's class 0.
-std::string tiny_tsv(const std::string& dir, int n) {
-  const std::string path = dir + "/rows.tsv";
+std::string tiny_tsv(const std::string& dir, int n, int classes = 2) {
+  const std::string path = dir + (classes == 2 ? "/rows.tsv" : "/rows" + std::to_string(classes) + ".tsv");
   std::ofstream f(path);
   f << "sentence\tlabel\n";
-  for (int i = 0; i < n; ++i) f << std::string(3 + i % 5, i % 2 ? 'a' : 'b') << "\t" << i % 2 << "\n";
+  for (int i = 0; i < n; ++i) f << std::string(3 + i % 5, i % 2 ? 'a' : 'b') << "\t" << i % classes << "\n";
   return path;
 }
 
@@ -375,7 +375,7 @@ TEST(FineTune, InitFromARunOrACheckpointLoadsTheHeadWhenItFits) {
     if (kv.first.rfind("model/", 0) == 0) a_model[kv.first.substr(6)] = kv.second;
   expect_close_tensors(a_model, train::load_checkpoint(ckpt(dir + "/b", 1)).tensors, "model/");
   // From the checkpoint file, with other labels or another pooling: the backbone only.
-  r = run_cli(classify_args(dir + "/c", tsv) + still +
+  r = run_cli(classify_args(dir + "/c", tiny_tsv(dir, 60, 3)) + still +
               " --set model.num_classes=3 --set model.init_from=" + ckpt(dir + "/a", 2));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "new (initialised here): classifier.weight, classifier.bias (the source's classifier."))

@@ -22,10 +22,10 @@ cuda_rc=$?
 t2=$(date +%s)
 if [ "${SANITIZE:-1}" = 1 ]; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 ./build/tests/mt_cuda_tests \
-    --gtest_filter='CudaSelectiveScan.*:CudaConvNorm.Conv*' > "$out/memcheck.log" 2>&1
+    --gtest_filter='CudaSelectiveScan.*:CudaCausalConv1d.*:OpTable/Cuda.MatchesCpu/selective_scan:OpTable/Cuda.MatchesCpu/causal_conv1d' > "$out/memcheck.log" 2>&1
   memcheck_rc=$?
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 99 ./build/tests/mt_cuda_tests \
-    --gtest_filter='CudaNn.LinearCrossEntropy*:CudaAdamW.*' > "$out/memcheck-xent-adamw.log" 2>&1
+    --gtest_filter='CudaLinearCrossEntropy.*:CudaAdamW.*:CudaEmbedding.*' > "$out/memcheck-xent-adamw.log" 2>&1
   memcheck2_rc=$?
 else
   memcheck2_rc=skipped
@@ -35,9 +35,15 @@ t2b=$(date +%s)
 ./build/mamba-train bench kernels > "$out/bench.log" 2>&1
 for prec in bf16 fp32; do
   echo "== bench configs/bench-130m.yaml precision $prec"
-  ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set trainer.precision=$prec
+  bd=(); [ "$prec" = bf16 ] && bd=(--breakdown)
+  ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set trainer.precision=$prec "${bd[@]}"
   echo "rc $?"
 done >> "$out/bench.log" 2>&1
+{
+  echo "== bench configs/bench-130m.yaml precision bf16 run.deterministic=true"
+  ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set run.deterministic=true
+  echo "rc $?"
+} >> "$out/bench.log" 2>&1
 t3=$(date +%s)
 summary=""
 [ "${TRAIN:-1}" = 1 ] || summary+="training runs skipped (TRAIN=0)"$'\n'
@@ -65,8 +71,8 @@ t4=$(date +%s)
   echo "cuda tests: rc $cuda_rc; $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log")"
   grep -E '\(Failed\)|\(Timeout\)|Exception' "$out/ctest-cuda.log" | head -20
   echo "memcheck (scan + conv CUDA tests, $((t2b - t2)) s): rc $memcheck_rc; $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$out/memcheck.log" 2>/dev/null | tail -3 | tr '\n' ' ')"
-  echo "memcheck (linear_cross_entropy + AdamW CUDA tests): rc $memcheck2_rc; $(grep -E 'ERROR SUMMARY' "$out/memcheck-xent-adamw.log" 2>/dev/null | tail -1)"
+  echo "memcheck (linear_cross_entropy + AdamW + embedding CUDA tests): rc $memcheck2_rc; $(grep -E 'ERROR SUMMARY' "$out/memcheck-xent-adamw.log" 2>/dev/null | tail -1)"
   grep -E '^device|copy of|^scan|^LM head' "$out/bench.log"
-  grep -E '^== bench|step time|throughput|peak|error|^rc' "$out/bench.log"
+  grep -E '^== bench|step time|throughput|peak|error|^rc|^breakdown|^  ' "$out/bench.log"
   printf '%s' "$summary"
 } | tee "$out/summary.txt"

@@ -16,6 +16,7 @@
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/shape_ops.h"
 #include "core/allocator.h"
+#include "core/determinism.h"
 #include "core/fault_hook.h"
 #include "data/selective_copying.h"
 #include "nn/chunked.h"
@@ -337,6 +338,7 @@ struct Trainer::Impl {
   }
 
   StepStats train_step() {
+    const DeterministicKernelsGuard deterministic(cfg.run.deterministic);  // core/determinism.h
     const int64_t micro = cfg.trainer.micro_batch_size, global = cfg.trainer.global_batch_size;
     std::vector<data::Batch> batches;
     std::vector<int64_t> scored;

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "core/dtype.h"
+#include "core/op_timer.h"
 #include "core/tensor.h"
 
 // kernels::fn (a CUDA entry point) in a CUDA build; a null pointer of its type in a CPU-only build. decltype does not
@@ -41,6 +42,7 @@ namespace mt::ops {
 template <class Fn, class... Args>
 decltype(auto) run_cuda(const char* op, Fn* cuda, Args&&... args) {
   if (cuda == nullptr) no_cuda(op);
+  const OpTimeScope timed(op, /*cuda=*/true);
   return cuda(std::forward<Args>(args)...);
 }
 
@@ -79,7 +81,10 @@ class Dispatch {
   // cpu(args...) on the CPU, run_cuda(op, cuda, args...) on CUDA. Both kernels return the same type.
   template <class CpuFn, class CudaFn, class... Args>
   decltype(auto) run(CpuFn* cpu_fn, CudaFn* cuda_fn, Args&&... args) const {
-    if (cpu()) return cpu_fn(std::forward<Args>(args)...);
+    if (cpu()) {
+      const OpTimeScope timed(op_, /*cuda=*/false);
+      return cpu_fn(std::forward<Args>(args)...);
+    }
     return run_cuda(op_, cuda_fn, std::forward<Args>(args)...);
   }
 

@@ -6,6 +6,7 @@
 
 #include "autograd/ops/dispatch.h"
 #include "autograd/ops/op_util.h"
+#include "core/determinism.h"
 #include "kernels/embedding.h"
 
 namespace mt {
@@ -79,6 +80,15 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
           b.grad_out = gc.data_ptr();
           b.grad_weight = dwc.data_ptr();
           b.accum = acc.defined() ? acc.data_ptr() : nullptr;
+          // run.deterministic: the sorted path (the CPU's sum order) instead of atomics, with its sort scratch.
+          Tensor sort_scratch;
+          if (!d.cpu() && deterministic_kernels() && n > 0) {
+            auto bytes_of = MT_CUDA_KERNEL(embedding_bwd_sort_bytes_cuda);
+            const size_t bytes = ops::run_cuda("embedding", bytes_of, n, V);
+            sort_scratch = Tensor::empty({static_cast<int64_t>((bytes + 7) / 8)}, DType::I64, dev);
+            b.deterministic = true;
+            b.sort_scratch = sort_scratch.data_ptr();
+          }
           d.run(kernels::embedding_bwd_cpu, MT_CUDA_KERNEL(embedding_bwd_cuda), b);
           d.write_back(dwc, dw);
           return {dw, Tensor()};

@@ -1,6 +1,9 @@
 // CUDA embedding. Forward: blocks stride over ids, the threads of a block copy one row (coalesced). Rows are
 // copied as raw 2/4/8-byte words, so no dtype conversion happens. Backward: the same layout doing atomicAdd into
-// an f32 (f64 for f64) accumulator; see kernels/embedding.h for the error flag and the determinism note.
+// an f32 (f64 for f64) accumulator, or the deterministic path (sort by id, one block per id); see
+// kernels/embedding.h for the error flag and both backward paths.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/embedding.h"
 
@@ -37,6 +40,68 @@ __global__ void embedding_bwd_kernel(const I* ids, int64_t n, int64_t D, const G
     A* row = accum + v * D;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) atomicAdd(row + j, static_cast<A>(cuda::load(g, j)));
   }
+}
+
+// The deterministic path's keys (ids as i32) and values (positions).
+template <typename I>
+__global__ void sort_input_kernel(const I* ids, int64_t n, int32_t* keys, int32_t* pos) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    keys[i] = static_cast<int32_t>(ids[i]);
+    pos[i] = static_cast<int32_t>(i);
+  }
+}
+
+// keys / pos sorted by id, positions ascending within an id (the sort is stable). The block at the first sorted
+// entry of an id writes that id's row: each thread sums its columns over the id's positions in ascending order,
+// from 0, as the CPU kernel does.
+template <typename G, typename A>
+__global__ void sorted_sum_kernel(const int32_t* keys, const int32_t* pos, int64_t n, int64_t D, const G* grad_out,
+                                  A* accum) {
+  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    const int32_t v = keys[i];
+    if (i > 0 && keys[i - 1] == v) continue;  // not the id's first entry (the same for the whole block)
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+      A acc = A(0);
+      for (int64_t k = i; k < n && keys[k] == v; ++k)
+        acc += static_cast<A>(cuda::load(grad_out + static_cast<int64_t>(pos[k]) * D, j));
+      accum[static_cast<int64_t>(v) * D + j] = acc;
+    }
+  }
+}
+
+// The layout of sort_scratch: keys, sorted keys, positions, sorted positions (n i32 each), then cub's scratch.
+struct SortScratch {
+  int32_t *keys = nullptr, *keys_sorted = nullptr, *pos = nullptr, *pos_sorted = nullptr;
+  void* cub_tmp = nullptr;
+  size_t cub_bytes = 0, total = 0;
+};
+
+constexpr size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+
+int key_bits(int64_t V) {
+  int bits = 1;
+  while (bits < 31 && (int64_t{1} << bits) < V) ++bits;
+  return bits;
+}
+
+SortScratch sort_scratch_layout(int64_t n, int64_t V, void* base) {
+  SortScratch s;
+  const size_t arr = align256(static_cast<size_t>(n) * sizeof(int32_t));
+  MT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, s.cub_bytes, static_cast<const int32_t*>(nullptr),
+                                                static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                                static_cast<int32_t*>(nullptr), static_cast<int>(n), 0, key_bits(V),
+                                                cuda::stream()));
+  s.total = 4 * arr + align256(s.cub_bytes);
+  if (base != nullptr) {
+    char* b = static_cast<char*>(base);
+    s.keys = reinterpret_cast<int32_t*>(b);
+    s.keys_sorted = reinterpret_cast<int32_t*>(b + arr);
+    s.pos = reinterpret_cast<int32_t*>(b + 2 * arr);
+    s.pos_sorted = reinterpret_cast<int32_t*>(b + 3 * arr);
+    s.cub_tmp = b + 4 * arr;
+  }
+  return s;
 }
 
 template <typename T>
@@ -82,6 +147,12 @@ void embedding_fwd_cuda(const EmbeddingFwdParams& p) {
   });
 }
 
+size_t embedding_bwd_sort_bytes_cuda(int64_t n, int64_t V) {
+  MT_ASSERT(n < (int64_t{1} << 31) && V < (int64_t{1} << 31),
+            "embedding_bwd_cuda: deterministic path needs n, V < 2^31");
+  return n > 0 ? sort_scratch_layout(n, V, nullptr).total : 0;
+}
+
 void embedding_bwd_cuda(const EmbeddingBwdParams& p) {
   const int64_t total = p.V * p.D;
   const bool half = is_half(p.dtype);
@@ -94,7 +165,19 @@ void embedding_bwd_cuda(const EmbeddingBwdParams& p) {
     cuda::dispatch_float(p.dtype, [&](auto gtag) {
       using G = typename decltype(gtag)::type;
       using A = typename cuda::Compute<G>::type;
-      if (p.n > 0 && p.D > 0) {
+      if (p.n > 0 && p.D > 0 && p.deterministic) {
+        MT_ASSERT(p.sort_scratch != nullptr, "embedding_bwd_cuda: the deterministic path needs its sort scratch");
+        const SortScratch s = sort_scratch_layout(p.n, p.V, p.sort_scratch);
+        sort_input_kernel<I>
+            <<<cuda::grid_for(p.n), 256, 0, cuda::stream()>>>(static_cast<const I*>(p.ids), p.n, s.keys, s.pos);
+        MT_CUDA_CHECK_LAUNCH();
+        size_t bytes = s.cub_bytes;
+        MT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.cub_tmp, bytes, s.keys, s.keys_sorted, s.pos, s.pos_sorted,
+                                                      static_cast<int>(p.n), 0, key_bits(p.V), cuda::stream()));
+        sorted_sum_kernel<G, A><<<row_grid(p.n), 256, 0, cuda::stream()>>>(
+            s.keys_sorted, s.pos_sorted, p.n, p.D, static_cast<const G*>(p.grad_out), static_cast<A*>(acc));
+        MT_CUDA_CHECK_LAUNCH();
+      } else if (p.n > 0 && p.D > 0) {
         embedding_bwd_kernel<G, A, I><<<row_grid(p.n), 256, 0, cuda::stream()>>>(
             static_cast<const I*>(p.ids), p.n, p.D, static_cast<const G*>(p.grad_out), static_cast<A*>(acc));
         MT_CUDA_CHECK_LAUNCH();

@@ -1,7 +1,8 @@
 // The CUDA half of the op table (tests/ops/op_table.h): every case of every op on CUDA against the CPU, forward and
 // backward (every input's gradient), in every dtype the case lists, large cases included; fresh memory is poisoned
 // with NaN first, so an output or gradient a kernel leaves unwritten fails. One test per op:
-// OpTable/Cuda.MatchesCpu/<op>; the optimizer's kernels: OpTable/CudaKernel.OwnChecks/<op>.
+// OpTable/Cuda.MatchesCpu/<op>; kernels without an autograd op (adamw, decode_gemv, grad_check, sampling, ssm_step):
+// OpTable/CudaKernel.OwnChecks/<op>.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -40,7 +41,7 @@ INSTANTIATE_TEST_SUITE_P(OpTable, Cuda,
                          ::testing::ValuesIn(op_names([](const OpEntry& e) { return !e.cases(false).empty(); })),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
-// Kernels without an autograd op (the optimizer's): their own CUDA-vs-CPU checks.
+// Kernels without an autograd op (the optimizer's, the decode kernels): their own CUDA-vs-CPU checks.
 class CudaKernel : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaKernel, OwnChecks) {

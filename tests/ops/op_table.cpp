@@ -834,6 +834,7 @@ const std::vector<OpEntry>& op_table() {
       {"adamw", no_cases, adamw_cpu_check, adamw_cuda_check},
       {"causal_conv1d", causal_conv1d_cases, nullptr, nullptr},
       {"cross_entropy", cross_entropy_cases, nullptr, nullptr},
+      {"decode_gemv", no_cases, decode_gemv_cpu_check, decode_gemv_cuda_check},
       {"elementwise", elementwise_cases, nullptr, nullptr},
       {"embedding", embedding_cases, nullptr, nullptr},
       {"gemm", gemm_cases, nullptr, nullptr},
@@ -842,8 +843,10 @@ const std::vector<OpEntry>& op_table() {
       {"norm", norm_cases, nullptr, nullptr},
       {"pool", pool_cases, nullptr, nullptr},
       {"reduce", reduce_cases, nullptr, nullptr},
+      {"sampling", no_cases, sampling_cpu_check, sampling_cuda_check},
       {"selective_scan", selective_scan_cases, nullptr, nullptr},
       {"shape_ops", shape_ops_cases, nullptr, nullptr},
+      {"ssm_step", no_cases, ssm_step_cpu_check, ssm_step_cuda_check},
   };
   return table;
 }

@@ -1,7 +1,8 @@
 // The CPU half of the op table (tests/ops/op_table.h): that every op has an entry, a gradcheck in f64 of every case,
 // and the CPU kernels in f32 / bf16 / f16 (f32 copies for the 16-bit types, autograd/ops/dispatch.h) against the
 // f64 run on the same rounded inputs. One test per op: OpTable/Cpu.Gradcheck/<op>, OpTable/Cpu.DtypesMatchF64/<op>;
-// the optimizer's kernels: OpTable/CpuKernel.OwnChecks/<op>.
+// kernels without an autograd op (adamw, decode_gemv, grad_check, sampling, ssm_step):
+// OpTable/CpuKernel.OwnChecks/<op>.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -113,7 +114,7 @@ INSTANTIATE_TEST_SUITE_P(OpTable, Cpu,
                          ::testing::ValuesIn(op_names([](const OpEntry& e) { return !e.cases(false).empty(); })),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
-// Kernels without an autograd op (the optimizer's): their own checks.
+// Kernels without an autograd op (the optimizer's, the decode kernels): their own checks.
 class CpuKernel : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CpuKernel, OwnChecks) { op_entry(GetParam()).cpu_check(); }

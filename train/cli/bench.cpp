@@ -1,35 +1,29 @@
-// mamba-train bench CONFIG.yaml | kernels | tokenizer: the step time, tokens/s and peak memory of a config's
-// training step, or the kernel / tokenizer benchmarks (bench_kernels.cpp, bench_tokenizer.cpp).
+// mamba-train bench CONFIG.yaml | kernels | tokenizer | decode: the step time, tokens/s and peak memory of a config's
+// training step (with --breakdown, also where its time goes: train/op_breakdown.h), or the kernel / tokenizer /
+// generation benchmarks (bench_kernels.cpp, bench_tokenizer.cpp, bench_decode.cpp).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/paths.h"
+#include "train/cli/bench_decode.h"
 #include "train/cli/bench_kernels.h"
 #include "train/cli/bench_tokenizer.h"
 #include "train/cli/commands.h"
 #include "train/config/config.h"
+#include "train/op_breakdown.h"
 #include "train/trainer.h"
-#if defined(MT_WITH_CUDA)
-#include "core/cuda_context.h"
-#endif
 
 namespace mt::train {
 
 namespace {
-
-void synchronize(Device dev) {
-#if defined(MT_WITH_CUDA)
-  if (dev.is_cuda()) CudaContext::get().synchronize();
-#else
-  (void)dev;
-#endif
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -47,13 +41,19 @@ Runner add_bench_command(CLI::App& app) {
     int64_t steps = 10, warmup = 3;
     std::string tokenizer = "data/tokenizers/gpt-neox-20b/tokenizer.json", file = "data/corpora/tinyshakespeare.txt";
     int repeats = 5;
+    bool breakdown = false;
+    DecodeBenchOptions decode;
+    std::string batches = "1,64";
+    bool no_graph = false, no_pdl = false, reference = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("config", o->config,
-                  "YAML config, `kernels` for the selective-scan kernel benchmark, or `tokenizer` for BPE encoding "
-                  "throughput")
+                  "YAML config, `kernels` for the selective-scan kernel benchmark, `tokenizer` for BPE encoding "
+                  "throughput, or `decode` for generation throughput")
       ->required();
-  cmd->add_option("--set", o->set, "override one key (repeatable)");
+  cmd->add_option("--set", o->set, "override one key (repeatable); bench decode: a model field, e.g. n_layer=2");
+  cmd->add_flag("--breakdown", o->breakdown,
+                "after the timed steps, as many again with every op's kernels timed: ms per step by op class");
   cmd->add_option("--steps", o->steps, "timed steps")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
@@ -62,10 +62,41 @@ Runner add_bench_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_option("--tokenizer", o->tokenizer, "bench tokenizer: the tokenizer.json")->capture_default_str();
   cmd->add_option("--file", o->file, "bench tokenizer: the text file to encode")->capture_default_str();
-  cmd->add_option("--repeats", o->repeats, "bench tokenizer: timed encodings (median)")
+  cmd->add_option("--repeats", o->repeats, "bench tokenizer / decode: timed runs (median)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  cmd->add_option("--variant", o->decode.variant, "bench decode: 130m | 370m | 790m | 1.4b | 2.8b")
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batches, "bench decode: batch sizes, comma-separated")->capture_default_str();
+  cmd->add_option("--prompt-len", o->decode.prompt_len, "bench decode: prompt tokens per row")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--new-tokens", o->decode.new_tokens, "bench decode: new tokens per row")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--device", o->decode.device, "bench decode: auto | cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", o->decode.dtype,
+                  "bench decode: f32 | bf16 | f16 | f64 (default bf16 on CUDA, f32 on the CPU)");
+  cmd->add_flag("--no-cuda-graph", o->no_graph, "bench decode: launch each step's kernels instead of a CUDA graph");
+  cmd->add_flag("--no-pdl", o->no_pdl, "bench decode: no programmatic dependent launch between the step's kernels");
+  cmd->add_flag("--reference", o->reference, "bench decode: the model's forward per token instead of the fused step");
+  cmd->add_flag("--check", o->decode.check,
+                "bench decode: compare greedy tokens with the argmax of the parallel forward (first rows and tokens)");
+  cmd->add_option("--gemv-max-batch", o->decode.engine.gemv_max_batch,
+                  "bench decode: largest batch for the GEMV kernels on CUDA (above: cuBLAS)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{8}));
   return [o]() {
+    if (o->config == "decode") {
+      DecodeBenchOptions d = o->decode;
+      d.sets = o->set;
+      d.batches = parse_batch_list(o->batches);
+      d.repeats = o->repeats;
+      d.engine.cuda_graph = !o->no_graph;
+      d.engine.pdl = !o->no_pdl;
+      d.engine.fused = !o->reference;
+      return run_decode_bench(d);
+    }
     if (o->config == "kernels") return run_kernel_bench();
     if (o->config == "tokenizer")
       return run_tokenizer_bench(shipped_path(o->tokenizer), shipped_path(o->file), o->repeats);
@@ -104,6 +135,26 @@ Runner add_bench_command(CLI::App& app) {
                   static_cast<double>(ms.cached_bytes) / (1 << 30));
     }
     std::printf("last loss %.4f; skipped steps %lld\n", last_loss, (long long)skipped);
+    if (o->breakdown) {
+      // Means over the steps: the per-op times of a step add up, medians would not.
+      OpBreakdown timer(dev);
+      std::map<std::string, double> op_ms;
+      double step_ms = 0;
+      for (int64_t i = 0; i < o->steps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        t.train_step();
+        synchronize(dev);
+        step_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        for (const auto& kv : timer.collect()) op_ms[kv.first] += kv.second;
+      }
+      step_ms /= static_cast<double>(o->steps);
+      for (auto& kv : op_ms) kv.second /= static_cast<double>(o->steps);
+      std::printf("breakdown: mean of %lld steps with each op's kernels timed (%s), %.3f ms per step\n",
+                  (long long)o->steps, dev.is_cuda() ? "CUDA events" : "wall clock", step_ms);
+      std::printf("  %-52s %10s %7s\n", "class", "ms/step", "%");
+      for (const BreakdownRow& r : breakdown_table(op_ms, step_ms))
+        std::printf("  %-52s %10.3f %7.1f\n", r.name.c_str(), r.ms, step_ms > 0 ? 100.0 * r.ms / step_ms : 0.0);
+    }
     MT_CHECK(std::isfinite(last_loss), ErrorKind::NonFinite, "bench: the loss is ", last_loss);
     return 0;
   };

@@ -1,0 +1,65 @@
+// Launch helpers of the single-token decode kernels (decode_gemv, ssm_step, sampling).
+//
+// Programmatic dependent launch (PDL, sm_90): a kernel launched with `pdl` may start while the previous kernel on
+// the stream is still running. Each decode kernel first issues the loads that do not depend on earlier kernels
+// (weights), then waits in pdl_wait() until the previous grid has completed and its writes are visible, and only
+// then reads activations or writes anything; right after the wait it lets the next kernel launch
+// (pdl_launch_dependents). Since every kernel completes only after its own wait returned, each one also runs after
+// all earlier kernels, as without PDL; at most two grids are resident at a time. Without the attribute, or below
+// sm_90, the two calls do nothing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "core/cuda/dtype_cuda.cuh"
+
+namespace mt::kernels::decode_cuda {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Ask L2 for the 128-byte line holding p (weights a kernel will read after its wait).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// kernel<<<grid, block, smem, the context's stream>>>(args...), with the PDL attribute when pdl is set.
+template <typename... KernelArgs, typename... Args>
+void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, bool pdl, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = cuda::stream();
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = pdl ? attr : nullptr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  MT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// v stored in T and read back: the rounding the parallel model applies where it stores an activation in T.
+template <typename T>
+__device__ __forceinline__ typename cuda::Compute<T>::type round_to(typename cuda::Compute<T>::type v) {
+  const T t = cuda::from_compute<T>(v);
+  return cuda::load(&t, 0);
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+}  // namespace mt::kernels::decode_cuda

@@ -1,0 +1,228 @@
+// CUDA token sampling (math in kernels/sampling.h): one block of 512 threads per row.
+//
+// Greedy: one pass over the row, an argmax of (key, smallest id) packed into 64 bits. Sampling: a pass writes the
+// keys, a second the weights (both into the row's scratch); thresholds are found by radix select on the keys, 8 bits
+// per pass from the top, with per-warp histograms of integer weights (counts for top-k, weights for top-p), so the
+// result is exact and independent of the order of the atomics; the draw is a walk in id order (each thread sums a
+// contiguous chunk, an exclusive scan over threads finds the chunk, its thread walks it).
+#include "core/cuda/dtype_cuda.cuh"
+#include "kernels/cuda/decode_launch.cuh"
+#include "kernels/detail/decode_math.h"
+#include "kernels/sampling.h"
+
+namespace mt::kernels {
+
+namespace {
+
+using decode_cuda::pdl_launch_dependents;
+using decode_cuda::pdl_wait;
+using ull = unsigned long long;
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+
+struct SampleSmem {
+  ull hist[kWarps][256];
+  ull total[256];
+  ull warp_part[kWarps];
+  ull result;
+  uint32_t digit;
+  ull above;
+  int64_t token;
+};
+
+__device__ __forceinline__ ull warp_max(ull v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const ull o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+// Block-wide sum or max of one value per thread; every thread gets the result.
+template <bool kMax>
+__device__ ull block_reduce(ull v, SampleSmem& s) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = kMax ? warp_max(v) : decode_cuda::warp_sum(v);
+  if (lane == 0) s.warp_part[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ull r = s.warp_part[0];
+    for (int w = 1; w < kWarps; ++w) r = kMax ? (s.warp_part[w] > r ? s.warp_part[w] : r) : r + s.warp_part[w];
+    s.result = r;
+  }
+  __syncthreads();
+  const ull r = s.result;
+  __syncthreads();  // s.result and s.warp_part may be reused right after
+  return r;
+}
+
+// Sum of the weights (count 1 each when w is null) of keys >= floor_t.
+__device__ ull weight_at_or_above(const uint32_t* keys, const uint32_t* w, int64_t V, uint32_t floor_t, SampleSmem& s) {
+  ull acc = 0;
+  for (int64_t v = threadIdx.x; v < V; v += kThreads)
+    if (keys[v] >= floor_t) acc += w ? w[v] : 1ull;
+  return block_reduce<false>(acc, s);
+}
+
+// The largest key t such that the weight of keys >= t (among keys >= floor_t) is >= target; the caller guarantees
+// that all keys >= floor_t weigh at least target >= 1.
+__device__ uint32_t select_threshold(const uint32_t* keys, const uint32_t* w, int64_t V, uint32_t floor_t, ull target,
+                                     SampleSmem& s) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  uint32_t prefix = 0;
+  ull above = 0;  // weight of the keys whose digits fixed so far exceed the prefix's
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    const uint32_t hi_mask = pass == 0 ? 0u : (0xffffffffu << (shift + 8));
+    for (int i = threadIdx.x; i < kWarps * 256; i += kThreads) (&s.hist[0][0])[i] = 0;
+    if (threadIdx.x == 0) {  // overwritten by the lane that finds the digit (one always does, see above)
+      s.digit = 0;
+      s.above = above;
+    }
+    __syncthreads();
+    for (int64_t v = threadIdx.x; v < V; v += kThreads) {
+      const uint32_t k = keys[v];
+      if (k < floor_t || (k & hi_mask) != prefix) continue;
+      const ull wt = w ? w[v] : 1ull;
+      if (wt) atomicAdd(&s.hist[warp][(k >> shift) & 255u], wt);
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < 256; d += kThreads) {
+      ull t = 0;
+      for (int ww = 0; ww < kWarps; ++ww) t += s.hist[ww][d];
+      s.total[d] = t;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Lane l holds digits [8l, 8l + 8); suf = weight of the digits >= 8l.
+      ull g = 0;
+      for (int j = 0; j < 8; ++j) g += s.total[8 * lane + j];
+      ull suf = g;
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        const ull o = __shfl_down_sync(0xffffffffu, suf, off);
+        if (lane + off < 32) suf += o;
+      }
+      ull suf_next = __shfl_down_sync(0xffffffffu, suf, 1);
+      if (lane == 31) suf_next = 0;
+      const bool hit = above + suf >= target && above + suf_next < target;
+      if (hit) {
+        ull cum = above + suf_next;
+        int digit = 8 * lane;
+        for (int j = 7; j >= 0; --j) {
+          const ull t = s.total[8 * lane + j];
+          if (cum + t >= target) {
+            digit = 8 * lane + j;
+            break;
+          }
+          cum += t;
+        }
+        s.digit = static_cast<uint32_t>(digit);
+        s.above = cum;
+      }
+    }
+    __syncthreads();
+    prefix |= s.digit << shift;
+    above = s.above;
+    __syncthreads();
+  }
+  return prefix;
+}
+
+__global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
+  __shared__ SampleSmem s;
+  pdl_wait();
+  pdl_launch_dependents();
+  const int64_t b = blockIdx.x, V = p.V;
+  const float* lg = p.logits + b * V;
+  const uint32_t* seen = p.seen ? p.seen + b * p.seen_words : nullptr;
+  const bool greedy = p.temperature == 0.0f;
+  uint32_t* keys = greedy ? nullptr : p.scratch + b * 2 * V;
+  uint32_t* wts = greedy ? nullptr : keys + V;
+  auto logit = [&](int64_t v) {
+    const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
+    return decode::scaled_logit(lg[v], sn, p.repetition_penalty, p.temperature);
+  };
+
+  // Pass 1: keys and the argmax (largest key, then smallest id).
+  ull best = 0;
+  for (int64_t v = threadIdx.x; v < V; v += kThreads) {
+    const uint32_t k = decode::order_key(logit(v));
+    if (keys) keys[v] = k;
+    const ull packed = (static_cast<ull>(k) << 32) | (0xffffffffull - static_cast<ull>(v));
+    best = packed > best ? packed : best;
+  }
+  best = block_reduce<true>(best, s);
+  const uint32_t best_key = static_cast<uint32_t>(best >> 32);
+  const int64_t best_id = static_cast<int64_t>(0xffffffffull - (best & 0xffffffffull));
+  int64_t token = best_id;
+  const int64_t step = *p.step;
+
+  if (!greedy && best_key != 0u) {
+    // Pass 2: weights.
+    const float max_l = logit(best_id);
+    for (int64_t v = threadIdx.x; v < V; v += kThreads) wts[v] = decode::token_weight(logit(v), max_l, keys[v]);
+    __syncthreads();
+    uint32_t t = 0;
+    if (p.top_k > 0 && p.top_k < V) t = select_threshold(keys, nullptr, V, 0u, static_cast<ull>(p.top_k), s);
+    if (p.top_p < 1.0) {
+      const ull total = weight_at_or_above(keys, wts, V, t, s);
+      ull target = decode::top_p_target(p.top_p, total);
+      target = target < 1 ? 1 : target;
+      const uint32_t tp = select_threshold(keys, wts, V, t, target, s);
+      t = tp > t ? tp : t;
+    }
+    const ull kept = weight_at_or_above(keys, wts, V, t, s);
+    const ull target = decode::draw_target(decode::sample_uniform(p.seed, step, p.row_ids[b]), kept);
+    // The draw: thread i sums its contiguous chunk of ids, an exclusive scan over threads locates the chunk.
+    const int64_t chunk = (V + kThreads - 1) / kThreads;
+    const int64_t v0 = threadIdx.x * chunk, v1 = v0 + chunk < V ? v0 + chunk : V;
+    ull mine = 0;
+    for (int64_t v = v0; v < v1; ++v)
+      if (keys[v] >= t) mine += wts[v];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    ull incl = mine;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const ull o = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += o;
+    }
+    if (lane == 31) s.warp_part[warp] = incl;
+    if (threadIdx.x == 0) s.token = best_id;
+    __syncthreads();
+    ull offset = incl - mine;
+    for (int w = 0; w < warp; ++w) offset += s.warp_part[w];
+    if (mine > 0 && offset <= target && target < offset + mine) {
+      ull cum = offset;
+      for (int64_t v = v0; v < v1; ++v) {
+        if (keys[v] < t) continue;
+        cum += wts[v];
+        if (cum > target) {
+          s.token = v;
+          break;
+        }
+      }
+    }
+    __syncthreads();
+    token = s.token;
+  }
+  if (threadIdx.x == 0) {
+    p.tokens[b] = token;
+    if (p.history && step >= 0 && step < p.history_len) p.history[b * p.history_len + step] = token;
+    if (p.seen) p.seen[b * p.seen_words + (token >> 5)] |= 1u << (token & 31);
+  }
+}
+
+}  // namespace
+
+void sample_cuda(const SampleParams& p) {
+  sample_check(p);
+  MT_ASSERT(p.temperature == 0.0f || p.scratch, "sample_cuda: sampling needs the scratch buffer");
+  MT_CHECK(p.V < (int64_t{1} << 32), ErrorKind::Shape, "sample_cuda: vocabulary ", p.V, " exceeds 2^32");
+  if (p.B == 0) return;
+  decode_cuda::launch(sample_kernel, dim3(static_cast<unsigned>(p.B)), dim3(kThreads), 0, p.pdl, p);
+}
+
+}  // namespace mt::kernels
