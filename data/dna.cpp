@@ -43,6 +43,8 @@ int32_t dna_token(char c) {
   }
 }
 
+char dna_letter(int64_t id) { return id >= kDnaA && id <= kDnaN ? "ACGTN"[id - kDnaA] : '\0'; }
+
 int64_t encode_dna(const std::string& seq, std::vector<int32_t>& out) {
   const size_t start = out.size();
   out.reserve(start + seq.size());

@@ -21,6 +21,8 @@ constexpr int64_t kDnaVocab = 7;
 
 // Token of one character, or -1 when it is not a DNA letter.
 int32_t dna_token(char c);
+// The letter of a base token (A C G T N), or 0 for the special tokens and ids outside the vocabulary.
+char dna_letter(int64_t id);
 
 // Appends the tokens of `seq` to `out`. Returns -1 when every character is DNA, else the offset of the first that
 // is not (then `out` is unchanged).

@@ -8,8 +8,8 @@
 namespace mt::nn {
 
 std::vector<std::vector<int64_t>> generate(const MambaLMHeadModel& model, Device dev,
-                                           const std::vector<std::vector<int64_t>>& prompts,
-                                           const GenerateOptions& opt) {
+                                           const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& opt,
+                                           GenerateReport* report) {
   const MambaConfig& cfg = model.config();
   MT_CHECK(opt.max_batch >= 1 && opt.poll_every >= 1, ErrorKind::Usage,
            "generate: max_batch and poll_every must be "
@@ -61,6 +61,7 @@ std::vector<std::vector<int64_t>> generate(const MambaLMHeadModel& model, Device
             fresh.push_back(tok);
           }
           out[idx].insert(out[idx].end(), fresh.begin(), fresh.end());
+          if (report) report->new_tokens += static_cast<int64_t>(fresh.size());
           if (opt.on_tokens && !fresh.empty()) opt.on_tokens(idx, fresh);
           all_done = all_done && done[b];
         }
@@ -68,6 +69,7 @@ std::vector<std::vector<int64_t>> generate(const MambaLMHeadModel& model, Device
         if (all_done || have == opt.max_new_tokens) break;
         engine.step(std::min(opt.poll_every, opt.max_new_tokens - have));
       }
+      if (report) report->engine = engine.describe();
     }
   }
   return out;

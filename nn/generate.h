@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "nn/decode_engine.h"
@@ -23,11 +24,16 @@ struct GenerateOptions {
   std::function<void(size_t prompt, const std::vector<int64_t>& tokens)> on_tokens;
 };
 
+struct GenerateReport {
+  int64_t new_tokens = 0;  // returned, over all prompts
+  std::string engine;      // DecodeEngine::describe() of the last batch
+};
+
 // The new tokens of every prompt, in the prompts' order. mt::Error(Data) for an empty prompt or a token id outside
 // [0, vocab_size), naming the prompt (counted from 1) and the position; mt::Error(Usage) for bad options or a
 // bidirectional model.
 std::vector<std::vector<int64_t>> generate(const MambaLMHeadModel& model, Device dev,
-                                           const std::vector<std::vector<int64_t>>& prompts,
-                                           const GenerateOptions& opt);
+                                           const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& opt,
+                                           GenerateReport* report = nullptr);
 
 }  // namespace mt::nn

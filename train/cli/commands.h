@@ -19,6 +19,7 @@ Runner add_info_command(CLI::App& app);        // info.cpp: variants, parameter 
 Runner add_forward_command(CLI::App& app);     // forward.cpp: HF checkpoint -> logits / grads in HDF5
 Runner add_evaluate_command(CLI::App& app);    // evaluate.cpp: metrics of a model on a data file
 Runner add_predict_command(CLI::App& app);     // predict.cpp: class predictions / features of new inputs
+Runner add_generate_command(CLI::App& app);    // generate.cpp: text / token ids from a language model
 
 struct Command {
   const char* name;  // the subcommand's name on the command line
@@ -27,9 +28,10 @@ struct Command {
 
 // Every subcommand, in the order `mamba-train --help` lists them.
 inline const Command kCommands[] = {
-    {"train", add_train_command},     {"evaluate", add_evaluate_command}, {"predict", add_predict_command},
-    {"bench", add_bench_command},     {"export", add_export_command},     {"checkpoint", add_checkpoint_command},
-    {"prepare", add_prepare_command}, {"info", add_info_command},         {"forward", add_forward_command},
+    {"train", add_train_command},           {"evaluate", add_evaluate_command}, {"predict", add_predict_command},
+    {"generate", add_generate_command},     {"bench", add_bench_command},       {"export", add_export_command},
+    {"checkpoint", add_checkpoint_command}, {"prepare", add_prepare_command},   {"info", add_info_command},
+    {"forward", add_forward_command},
 };
 
 }  // namespace mt::train
