@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, the `cuda` tests, the training benchmark and short GPU training runs.
 # Full logs under $OUT (or ./gpu-logs): build.log, ctest-cuda.log, bench.log, train.log; the summary last.
-#   bash tools/gpu-check.sh [bench steps]
+#   bash tools/gpu-check.sh [bench steps]      SANITIZE=0 / BENCH=0 / TRAIN=0 skip memcheck / the benchmarks / the runs
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -32,6 +32,7 @@ else
   memcheck_rc=skipped
 fi
 t2b=$(date +%s)
+[ "${BENCH:-1}" = 1 ] && {
 ./build/mamba-train bench kernels > "$out/bench.log" 2>&1
 for prec in bf16 fp32; do
   echo "== bench configs/bench-130m.yaml precision $prec"
@@ -44,6 +45,7 @@ done >> "$out/bench.log" 2>&1
   ./build/mamba-train bench configs/bench-130m.yaml --steps "$steps" --warmup 3 --set run.deterministic=true
   echo "rc $?"
 } >> "$out/bench.log" 2>&1
+}
 t3=$(date +%s)
 summary=""
 [ "${TRAIN:-1}" = 1 ] || summary+="training runs skipped (TRAIN=0)"$'\n'

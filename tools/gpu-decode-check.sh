@@ -5,7 +5,7 @@
 # memcheck on the kernel tests, `bench decode` for mamba-130m (random weights, prompt 128, 512 new tokens, greedy)
 # at batch 1 and 64 with and without PDL / the CUDA graph, the GEMV / cuBLAS boundary, f32, and greedy checks
 # against the parallel forward. Full logs under $OUT (or ./gpu-logs); a short table last.
-#   bash tools/gpu-decode-check.sh [build dir]
+#   bash tools/gpu-decode-check.sh [build dir]      (MEMCHECK=0 skips memcheck)
 set -uo pipefail
 build=${1:-build}
 out=${OUT:-gpu-logs}
@@ -22,7 +22,7 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)
   > "$out/decode-tests.log" 2>&1
 tests_rc=$?
 memcheck_rc=skipped
-if command -v compute-sanitizer > /dev/null; then
+if [ "${MEMCHECK:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 "$tests" \
     --gtest_filter='OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step:CudaDecode.Graph*' \
     > "$out/decode-memcheck.log" 2>&1
