@@ -196,7 +196,7 @@ TEST(CliGenerate, BadRequestsAreOneClearErrorWithTheirExitCode) {
   one_error(hf + "--prompt-ids " + d + "/big.txt", 4, "outside the model's vocabulary [0, 256)");
   write_file(d + "/blank.txt", "1 2\n\n3\n");
   one_error(hf + "--prompt-ids " + d + "/blank.txt", 4, d + "/blank.txt:2: empty line");
-  one_error(hf + "--prompt-ids " + d + "/missing.txt", 4, "cannot open ids file");
+  one_error(hf + "--prompt-ids " + d + "/missing.txt", 4, "ids file: " + d + "/missing.txt: cannot open");
   one_error(hf, 2, "give --prompt TEXT or --prompt-ids FILE");
   one_error(hf + "--prompt a --prompt-ids " + d + "/bad.txt", 2, "excludes");
   one_error(hf + "--prompt ''", 2, "--prompt is empty");
