@@ -18,7 +18,8 @@ MemoryEstimate estimate_training_memory(const MemoryEstimateInput& in) {
   const double kept_len = chunked ? static_cast<double>(in.chunk_len) : L;
   const double kept_tokens = B * kept_len;
 
-  const double per_layer_token = 4 * d + 4 + a * (d + 5 * di + R + 2 * N) + 4 * di * N / 16;
+  // Per layer and token (the header lists the terms), six d_inner-wide activations among them.
+  const double per_layer_token = 4 * d + 4 + a * (d + 6 * di + R + 2 * N) + 4 * di * N / 16;
   const double inputs_per_layer_token = a * d + 4 * d;
   MemoryEstimate e;
   e.weights = P * (4 + 4 + 4 + 4 + (a < 4 ? a : 0));
@@ -34,11 +35,11 @@ MemoryEstimate estimate_training_memory(const MemoryEstimateInput& in) {
     e.boundaries = chunks * layers * B * di * (4 * N + a * (K - 1));
   }
   if (in.lm) {
-    // linear_cross_entropy: row chunks of at most 512 MiB of f32 logits, the same again for their gradient, the f32
-    // head gradient, and dh for the rows.
+    // linear_cross_entropy: one scratch of logits in the compute dtype, at most 512 MiB (row chunks; the gradient
+    // overwrites it), the f32 head gradient, and dh for the rows.
     const double rows = kept_tokens;
-    const double logits = std::min(rows * V * 4, 512.0 * 1024 * 1024);
-    e.loss = 2 * logits + V * d * 4 + rows * d * a;
+    const double logits = std::min(rows * V * a, 512.0 * 1024 * 1024);
+    e.loss = logits + V * d * 4 + rows * d * a;
   }
   // One layer's backward: the gradients of the x / z halves, the conv output, delta, the scan output and in_proj's
   // output flowing at once, the scan backward's per-block dB / dC partials (f32, one set per 32 channels), and the

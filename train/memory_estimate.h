@@ -2,15 +2,18 @@
 //
 // Per token and layer, a forward on the tape keeps (a = bytes of the compute dtype, d = d_model, di = d_inner,
 // R = dt_rank, N = d_state): the residual stream in f32 and the norm's 1/rms (4 d + 4), the in_proj input (a d), the
-// x and z halves and the conv output (3 a di), delta and the scan output (2 a di), dt, B and C (a (R + 2N)), and on
-// CUDA the scan's saved tile states (one state in 16 steps: 4 di N / 16). With trainer.activation_checkpointing
+// x and z halves and the conv output (3 a di), delta and the scan output (2 a di), one more d_inner-wide activation
+// (a di: measured on an H100, not yet traced to its op), dt, B and C (a (R + 2N)), and on CUDA the scan's saved tile
+// states (one state in 16 steps: 4 di N / 16). With trainer.activation_checkpointing
 // block a layer keeps only its inputs (a d + 4 d), and one block's activations exist while it is recomputed; with
 // trainer.chunk_len only one chunk's tokens are kept, plus every chunk boundary's states. Around them: the weights
-// (f32 masters, gradients and both Adam moments, and the compute-dtype copies), the LM loss's working set (at most
-// 512 MiB of logits per row chunk, their gradient, and the f32 gradient of the head) and the gradient buffers of one
-// layer's backward (with the scan backward's per-block dB / dC partials).
+// (f32 masters, gradients and both Adam moments, and the compute-dtype copies), then the larger of two phases: the LM
+// loss's working set (one scratch of at most 512 MiB of compute-dtype logits, which their gradient overwrites, and
+// the f32 gradient of the head), or one layer's backward (its gradient buffers with the scan backward's per-block
+// dB / dC partials, and with checkpointing the block's recomputed activations).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -34,7 +37,8 @@ struct MemoryEstimate {
   double boundaries = 0;   // chunk boundary states
   double loss = 0;         // LM head and loss working set
   double backward = 0;     // one layer's gradient buffers
-  double total() const { return weights + activations + recompute + boundaries + loss + backward; }
+  // The loss runs before the backward and frees its scratch: the peak is the larger of the two phases.
+  double total() const { return weights + activations + boundaries + std::max(loss, recompute + backward); }
 };
 
 MemoryEstimate estimate_training_memory(const MemoryEstimateInput& in);

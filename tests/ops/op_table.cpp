@@ -674,7 +674,12 @@ std::vector<OpCase> reduce_cases(bool big) {
   };
   for (const auto& l : longs)
     for (bool is_mean : {false, true})
-      cs.add_big([&, sd = seed += 1] { return one(l.first, l.second, false, is_mean, sd); });
+      cs.add_big([&, sd = seed += 1] {
+        OpCase c = one(l.first, l.second, false, is_mean, sd);
+        // A sum of 65k+ values near 1 is past f16's largest value (65504) on every device: not compared in f16.
+        if (!is_mean) c.dtypes = {DType::F32, DType::BF16, DType::F64};
+        return c;
+      });
   // sum_to_shape is the backward of broadcasting (not recorded): compared, not gradchecked.
   for (const Shape& s : {Shape{5}, Shape{3, 1}, Shape{4, 1, 1}, Shape{}, Shape{1, 3, 5}}) {
     OpCase c = op_case(str("sum_to_shape [4, 3, 5] -> ", shape_str(s)), {fixed(uniform({4, 3, 5}, 860, 0.5, 1.5))},
