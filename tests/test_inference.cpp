@@ -175,6 +175,7 @@ TEST(Inference, ClassifierEvaluateEqualsMetricsOfPredictAndExportIsBitExact) {
   EXPECT_EQ(cfg["label2id"].dump(), "{\"neg\":0,\"pos\":1}");
   EXPECT_EQ(cfg["mamba_train"]["head"], "sequence_classification");
   EXPECT_EQ(cfg["mamba_train"]["pooling"], "mean");
+  EXPECT_EQ(cfg["mamba_train"]["batch_size"], 8);  // the run's micro-batch: --hf batches as the run directory does
   EXPECT_EQ(cfg["mamba_train"]["head_tensors"].dump(), "[\"classifier.weight\",\"classifier.bias\"]");
   EXPECT_EQ(cfg["mamba_train"]["data"]["text_column"], "review");
   EXPECT_EQ(cfg["mamba_train"]["data"]["seq_len"], 32);
@@ -189,6 +190,16 @@ TEST(Inference, ClassifierEvaluateEqualsMetricsOfPredictAndExportIsBitExact) {
   r = run_cli("evaluate --hf " + d + "/hf --data " + run.test_csv + " --out " + d + "/eval_hf.json");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(test::read_bytes(d + "/eval_hf.json"), test::read_bytes(d + "/eval.json"));
+  // A damaged batch size is refused naming the key.
+  {
+    nlohmann::json bad = cfg;
+    bad["mamba_train"]["batch_size"] = 0;
+    test::write_bytes(d + "/hf/config.json", bad.dump(2));
+    r = run_cli("predict --hf " + d + "/hf --input " + run.test_csv + " --out " + d + "/p_bad.jsonl");
+    EXPECT_EQ(r.code, 5) << r.out;
+    EXPECT_TRUE(contains(r.out, "mamba_train.batch_size is not a positive integer")) << r.out;
+    test::write_bytes(d + "/hf/config.json", cfg.dump(2));
+  }
   // bf16 weights: half the bytes, and they still run.
   r = run_cli("export " + d + "/run --hf " + d + "/hf16 --dtype bf16");
   ASSERT_EQ(r.code, 0) << r.out;

@@ -255,6 +255,12 @@ void load_from_export(InferenceModel& m, const std::string& dir, const std::vect
     if (!x.mt["objective"].is_string()) bad("mamba_train.objective is not a string");
     base.trainer.objective = x.mt["objective"].get<std::string>();  // checked by the config loader
   }
+  if (x.mt.contains("batch_size")) {  // absent in exports written before it was recorded: the default batch size
+    if (!x.mt["batch_size"].is_number_integer() || x.mt["batch_size"].get<int64_t>() < 1)
+      bad("mamba_train.batch_size is not a positive integer");
+    base.trainer.micro_batch_size = x.mt["batch_size"].get<int64_t>();
+    base.trainer.global_batch_size = base.trainer.micro_batch_size;
+  }
   base.model.mamba.vocab_size = 0;  // the tokenizer's (the model itself is built from config.json)
   m.cfg = load_train_config(dump_train_config(base), x.cfg_path + " (mamba_train)", sets, false);
   m.hf_dir = dir;
@@ -360,6 +366,9 @@ void save_export(const InferenceModel& m, const std::string& dir, DType dtype) {
     mt["objective"] = m.cfg.trainer.objective;  // clm (next token) or mlm (masked tokens)
   }
   mt["tokenizer"] = m.cfg.tokenizer.kind;
+  // evaluate / predict --hf batch as the run did by default: on the GPU another batch size changes the GEMMs' shapes
+  // and with them the last bits of the probabilities.
+  mt["batch_size"] = m.cfg.trainer.micro_batch_size;
   json data = json::object();
   for (const schema::Key& k : schema::keys())
     if (k.section() == "data" && !is_path_key(k.path)) data[k.leaf()] = value_to_json(k, k.get(m.cfg));
