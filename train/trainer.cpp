@@ -784,8 +784,8 @@ struct Trainer::Impl {
   }
 };
 
-Trainer::Trainer(const TrainConfig& cfg, bool write_outputs, const DistEnv& env)
-    : impl_(std::make_unique<Impl>(cfg, write_outputs, env)) {}
+Trainer::Trainer(const TrainConfig& cfg, const TrainerOptions& opt)
+    : impl_(std::make_unique<Impl>(cfg, opt.write_outputs, opt.env)) {}
 Trainer::~Trainer() = default;
 StepStats Trainer::train_step() { return impl_->train_step(); }
 EvalStats Trainer::evaluate() { return impl_->evaluate(); }

@@ -61,6 +61,11 @@ struct EvalStats {
   int64_t n = 0;                // rows (classification) or scored target tokens
 };
 
+struct TrainerOptions {
+  bool write_outputs = true;  // false (bench): no run directory, no files, no lock
+  DistEnv env;                // this process's place in a data-parallel job (one process by default)
+};
+
 struct RunOptions {
   int64_t stop_at_step = 0;           // > 0: save a checkpoint after this step and stop (as a preemption would)
   bool accept_config_change = false;  // resume although the config changed in keys a resume may not change
@@ -77,11 +82,11 @@ struct RunResult {
 class Trainer {
  public:
   // Builds the model (initialised from run.seed, or model.init_from), the data, the optimizer, the schedule and
-  // the loss scaler. write_outputs = false (bench) creates no files; otherwise rank 0 first locks the run directory
-  // and checks it (train/run_dir.h): mt::Error(RunLocked) when another trainer holds it.
-  // env: this process's place in a data-parallel job (world_size > 1: connects to the other ranks over the
-  // control plane once the model and data are built; rank 0 alone writes the run directory).
-  Trainer(const TrainConfig& cfg, bool write_outputs = true, const DistEnv& env = DistEnv{});
+  // the loss scaler. With opt.write_outputs false (bench) it creates no files; otherwise rank 0 first locks the run
+  // directory and checks it (train/run_dir.h): mt::Error(RunLocked) when another trainer holds it. With
+  // opt.env.world_size > 1 it connects to the other ranks over the control plane once the model and data are built;
+  // rank 0 alone writes the run directory.
+  explicit Trainer(const TrainConfig& cfg, const TrainerOptions& opt = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;

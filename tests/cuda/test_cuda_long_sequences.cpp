@@ -41,7 +41,7 @@ TEST(CudaLongSequences, InfoEstimatesThePeakWithinTenPercent) {
       const TrainConfig cfg = long_config(chunk, ck);
       double measured = 0;
       {
-        Trainer t(cfg, /*write_outputs=*/false);
+        Trainer t(cfg, TrainerOptions{/*write_outputs=*/false, {}});
         t.train_step();  // first step: weight copies and optimizer state exist from here on
         CudaContext::get().synchronize();
         cuda_reset_peak_memory();

@@ -102,7 +102,7 @@ Runner add_bench_command(CLI::App& app) {
       return run_tokenizer_bench(shipped_path(o->tokenizer), shipped_path(o->file), o->repeats);
     TrainConfig cfg = load_train_config_file(o->config, o->set);
     cfg.trainer.max_steps = std::max(cfg.trainer.max_steps, o->steps + o->warmup);
-    Trainer t(cfg, /*write_outputs=*/false);
+    Trainer t(cfg, TrainerOptions{/*write_outputs=*/false, {}});
     const Device dev = t.device();
     const int64_t tokens_per_step = cfg.trainer.global_batch_size * cfg.data.seq_len;
     std::printf("bench: %s: %lld parameters, %s, %s, batch %lld x %lld tokens (micro-batch %lld)\n", o->config.c_str(),

@@ -47,7 +47,7 @@ Runner add_train_command(CLI::App& app) {
     }
     // Rank 0 reports; the others keep stderr (errors, warnings) and stay quiet on stdout.
     if (dist.rank > 0 && std::freopen("/dev/null", "w", stdout) == nullptr) std::perror("mamba-train: /dev/null");
-    Trainer t(cfg, true, dist);
+    Trainer t(cfg, TrainerOptions{true, dist});
     RunOptions ro;
     ro.stop_at_step = o->stop_at;
     ro.accept_config_change = o->accept_change;
