@@ -1,4 +1,4 @@
-// mt_reliability: the reliability harness (docs/DESIGN.md "Reliability promises", docs/RELIABILITY.md). Runs
+// mt_reliability: the reliability harness (docs/DESIGN.md "Reliability promises", docs/HARNESS.md). Runs
 // mamba-train as a user would and counts what happened; the last line it prints is the summary
 //   faults: N injected, N survived, data lost: 0; bad inputs: M tried, M rejected cleanly; fuzz: K targets, 0 crashes
 //   in E execs
