@@ -72,6 +72,21 @@ Tensor move_back(const Tensor& src, int64_t d, const Shape& shape) {
   return out;
 }
 
+// What the cross_entropy forward and backward kernels share: sizes, targets, the rows' log-sum-exps and the count
+// of scored rows.
+kernels::CrossEntropyParams shared_params(const Tensor& t, int64_t N, int64_t C, int64_t ignore_index,
+                                          const Tensor& lse, const Tensor& count) {
+  kernels::CrossEntropyParams p;
+  p.target_dtype = t.dtype();
+  p.N = N;
+  p.C = C;
+  p.ignore_index = ignore_index;
+  p.targets = t.data_ptr();
+  p.lse = lse.data_ptr();
+  p.count = count.data_ptr();
+  return p;
+}
+
 }  // namespace
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
@@ -109,14 +124,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor x = logits.contiguous(), t = targets.contiguous();
   Tensor lse = Tensor::empty({N}, cd, dev), count = Tensor::empty({}, cd, dev), loss = Tensor::empty({}, cd, dev);
 
-  kernels::CrossEntropyParams p;
-  p.target_dtype = t.dtype();
-  p.N = N;
-  p.C = C;
-  p.ignore_index = ignore_index;
-  p.targets = t.data_ptr();
-  p.lse = lse.data_ptr();
-  p.count = count.data_ptr();
+  kernels::CrossEntropyParams p = shared_params(t, N, C, ignore_index, lse, count);
   p.loss = loss.data_ptr();
   const ops::Dispatch d("cross_entropy", x);
   const Tensor xc = d.input(x);
@@ -144,14 +152,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
         [x, t, lse, count, ignore_index, N, C, cd, dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
           Tensor gl = g[0].to(cd).contiguous();
           Tensor dx = Tensor::empty({N, C}, x.dtype(), dev);
-          kernels::CrossEntropyParams b;
-          b.target_dtype = t.dtype();
-          b.N = N;
-          b.C = C;
-          b.ignore_index = ignore_index;
-          b.targets = t.data_ptr();
-          b.lse = lse.data_ptr();
-          b.count = count.data_ptr();
+          kernels::CrossEntropyParams b = shared_params(t, N, C, ignore_index, lse, count);
           b.grad_loss = gl.data_ptr();
           const ops::Dispatch d("cross_entropy", x);
           const Tensor xc = d.input(x), dxc = d.output_into(dx);

@@ -11,21 +11,14 @@
 
 namespace mt::kernels::decode {
 
+// C: compute type; load / store element i; round: the value after a store and a load. float and double are their
+// own compute type; the 16-bit types below compute in float.
 template <typename T>
-struct Storage;  // C: compute type; load / store element i; round: the value after a store and a load
-template <>
-struct Storage<float> {
-  using C = float;
-  static float load(const float* p, int64_t i) { return p[i]; }
-  static void store(float* p, int64_t i, float v) { p[i] = v; }
-  static float round(float v) { return v; }
-};
-template <>
-struct Storage<double> {
-  using C = double;
-  static double load(const double* p, int64_t i) { return p[i]; }
-  static void store(double* p, int64_t i, double v) { p[i] = v; }
-  static double round(double v) { return v; }
+struct Storage {
+  using C = T;
+  static T load(const T* p, int64_t i) { return p[i]; }
+  static void store(T* p, int64_t i, T v) { p[i] = v; }
+  static T round(T v) { return v; }
 };
 template <>
 struct Storage<bf16_t> {

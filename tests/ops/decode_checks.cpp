@@ -567,6 +567,28 @@ void out_of_range_options_are_usage_errors() {
 
 // ------------------------------------------------------------------------------------------------ ssm_step
 
+// An f64 ssm_step on the CPU, the fields both modes share: u / z rows of width 2 D in uz, dt_proj, A, D, the state
+// and the output.
+SsmStepParams f64_step(int64_t B, int64_t D, int64_t N, int64_t R, const Tensor& uz, bool with_z, const Tensor& dt_w,
+                       const Tensor& dt_b, const Tensor& A, const Tensor& Dsk, Tensor& state, Tensor& y) {
+  SsmStepParams p;
+  p.B = B;
+  p.D = D;
+  p.N = N;
+  p.R = R;
+  p.dtype = DType::F64;
+  p.u = uz.data_ptr();
+  p.z = with_z ? static_cast<const double*>(uz.data_ptr()) + D : nullptr;
+  p.ld = 2 * D;
+  p.dt_w = dt_w.data_ptr();
+  p.dt_bias = dt_b.data_ptr();
+  p.A = A.data_ptr();
+  p.D_skip = Dsk.data_ptr();
+  p.state = state.data_ptr();
+  p.y = y.data_ptr();
+  return p;
+}
+
 void equals_selective_scan_of_one_step_with_the_state() {
   NoGradGuard ng;
   const int64_t B = 2, D = 6, N = 4, R = 3, E = R + 2 * N, P = 3;
@@ -586,23 +608,9 @@ void equals_selective_scan_of_one_step_with_the_state() {
         selective_scan(u.view({B, 1, D}), delta.view({B, 1, D}), A, Bm.view({B, 1, N}), Cm.view({B, 1, N}), Dsk,
                        with_z ? z.view({B, 1, D}) : Tensor(), dt_b, true, h0);
     Tensor state = h0.clone(), y = Tensor::zeros({B, D}, DType::F64);
-    SsmStepParams p;
-    p.B = B;
-    p.D = D;
-    p.N = N;
-    p.R = R;
-    p.dtype = DType::F64;
-    p.u = uz.data_ptr();
-    p.z = with_z ? static_cast<const double*>(uz.data_ptr()) + D : nullptr;
-    p.ld = 2 * D;
+    SsmStepParams p = f64_step(B, D, N, R, uz, with_z, dt_w, dt_b, A, Dsk, state, y);
     p.xproj = xproj.data_ptr();
     p.P = P;
-    p.dt_w = dt_w.data_ptr();
-    p.dt_bias = dt_b.data_ptr();
-    p.A = A.data_ptr();
-    p.D_skip = Dsk.data_ptr();
-    p.state = state.data_ptr();
-    p.y = y.data_ptr();
     ssm_step_cpu(p);
     expect_near(y, ref.y.view({B, D}), 1e-12, "y");
     expect_near(state, ref.last_state, 1e-12, "state");
@@ -632,15 +640,7 @@ void row_mode_equals_conv_x_proj_and_the_scan_of_one_step() {
           u.view({B, 1, D}), delta.view({B, 1, D}), A, slice(xd, 1, R, R + N).contiguous().view({B, 1, N}),
           slice(xd, 1, R + N, E).contiguous().view({B, 1, N}), Dsk, z.view({B, 1, D}), dt_b, true, h0);
       Tensor conv_state = s0.clone(), state = h0.clone(), y = Tensor::zeros({B, D}, DType::F64);
-      SsmStepParams p;
-      p.B = B;
-      p.D = D;
-      p.N = N;
-      p.R = R;
-      p.dtype = DType::F64;
-      p.u = xz.data_ptr();
-      p.z = static_cast<const double*>(xz.data_ptr()) + D;
-      p.ld = 2 * D;
+      SsmStepParams p = f64_step(B, D, N, R, xz, /*with_z=*/true, dt_w, dt_b, A, Dsk, state, y);
       p.x_proj_w = xw.data_ptr();
       if (with_conv) {
         p.conv_w = cw.data_ptr();
@@ -648,12 +648,6 @@ void row_mode_equals_conv_x_proj_and_the_scan_of_one_step() {
         p.conv_state = K > 1 ? conv_state.data_ptr() : nullptr;
         p.K = K;
       }
-      p.dt_w = dt_w.data_ptr();
-      p.dt_bias = dt_b.data_ptr();
-      p.A = A.data_ptr();
-      p.D_skip = Dsk.data_ptr();
-      p.state = state.data_ptr();
-      p.y = y.data_ptr();
       ssm_step_cpu(p);
       expect_near(y, ref.y.view({B, D}), 1e-12, "y");
       expect_near(state, ref.last_state, 1e-12, "state");
