@@ -17,4 +17,19 @@ Batch padded_eval_batch(int64_t batch_size, int64_t L, int64_t real) {
   return b;
 }
 
+Tensor document_starts(const Tensor& ids_in, int64_t eod_id) {
+  if (eod_id < 0) return Tensor();
+  const Tensor ids = ids_in.to(Device::cpu()).contiguous();
+  const int64_t B = ids.size(0), L = ids.size(1);
+  const int64_t* p = ids.data<int64_t>();
+  Tensor r;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 1; t < L; ++t) {
+      if (p[b * L + t - 1] != eod_id) continue;
+      if (!r.defined()) r = Tensor::zeros({B, L}, DType::I32);
+      r.data<int32_t>()[b * L + t] = 1;
+    }
+  return r;
+}
+
 }  // namespace mt::data

@@ -27,6 +27,12 @@ struct Batch {
   int64_t tokens = 0;  // real (non-padding) input tokens: weight for averaging losses over batches
 };
 
+// Document starts of [B, L] i64 ids for data.reset_at_document_end (nn/mamba.h ForwardOptions::reset): i32 [B, L],
+// 1 at t >= 1 where ids[:, t - 1] is the end-of-document token eod_id (the next document starts there), else 0. An
+// undefined Tensor when eod_id < 0 or no window holds a document start, so such batches run exactly as without it.
+// Position 0 is never a start: a window's first token has no state before it (chunks of a window slice this).
+Tensor document_starts(const Tensor& ids, int64_t eod_id);
+
 // A validation batch of batch_size rows of length L whose first `real` rows the caller fills: ids 0, targets -100
 // (nothing scored), and when real < batch_size a mask that is 1 on the real rows and 0 on the padding rows;
 // tokens = real * L.

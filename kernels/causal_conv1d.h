@@ -14,6 +14,12 @@
 //   dx[b, t, d]   = dxx[b, t + K-1, d],   d_initial_state[b, j, d] = dxx[b, j, d]
 //   dweight[d, k] = sum_{b,t} g_pre[b, t, d] * xx[b, t + k, d],   dbias[d] = sum_{b,t} g_pre[b, t, d]
 //
+// Document resets (reset [B, L] i32, optional; nonzero where a document starts): output t sees an input only from
+// its own document, so tap k of output t (input time tau = t - (K-1-k), negative times in initial_state) counts only
+// when no reset lies in (tau, t]; and final_state row j (time L - (K-1) + j) is zero when a reset lies after it
+// (in (tau, L-1]), so the next chunk does not see it either. The backward differentiates exactly that (a masked tap
+// passes no gradient to its input or weight). Without reset every tap counts, as above.
+//
 // Dtypes: `dtype` is that of x, initial_state, y, final_state, dy, d_final, dx, d_initial_state; `w_dtype` that of
 // weight, bias, dweight, dbias (equal to dtype, or F32). Math runs in f32 (f64 when dtype is F64).
 // CPU kernels take F32 / F64 only and need dtype == w_dtype (the autograd op converts); CUDA takes any float dtype
@@ -35,6 +41,7 @@ struct CausalConv1dFwdParams {
   const void* weight = nullptr;         // [D, K]
   const void* bias = nullptr;           // [D] or nullptr
   const void* initial_state = nullptr;  // [B, K-1, D] or nullptr (zeros)
+  const int32_t* reset = nullptr;       // [B, L] or nullptr (no document starts)
   void* y = nullptr;                    // [B, L, D]
   void* final_state = nullptr;          // [B, K-1, D] or nullptr (not written)
 };
@@ -49,6 +56,7 @@ struct CausalConv1dBwdParams {
   const void* weight = nullptr;
   const void* bias = nullptr;
   const void* initial_state = nullptr;
+  const int32_t* reset = nullptr;
   // upstream gradients
   const void* dy = nullptr;       // [B, L, D]
   const void* d_final = nullptr;  // [B, K-1, D] or nullptr (zero)

@@ -15,6 +15,9 @@
 //     y_t    = y0_t * silu(z[b,t,d]) if z given, else y0_t
 //   masked t (mask == 0): h_t = h_{t-1} (state unchanged), y_t = 0.
 //   last_state = h_{L-1}.
+// Document resets (reset [B, L] i32, optional): where reset[b, t] != 0 a new document starts at t, and the state
+// entering step t is zero instead of h_{t-1} (real or masked t alike; at t = 0 the initial state is dropped). Then a
+// window holding two documents gives, position by position, what the two give run separately. Equivalently a_t = 0.
 //
 // Backward, given gy = dLoss/dy and gS = dLoss/dlast_state (optional, zero when absent). Walk t = L-1 .. 0 with
 // g[n] = dLoss/dh_t, starting from g = gS:
@@ -28,6 +31,7 @@
 //     dd'_t   = sum_n g[n] (A[n] a_t[n] h_{t-1}[n] + Bm_t[n] u_t)
 //     ddelta_t = dd'_t * sigmoid(dt_t) if softplus (1 for dt_t > 20) else dd'_t;   dbias += ddelta_t
 //     g[n]    = g[n] * a_t[n]                    (now g = dLoss/dh_{t-1} through h_t)
+//   reset t (real or masked): as above with a_t = 0 (no dA term), so g = 0 below t: h_t ignores h_{t-1}.
 //   dinitial_state = g after t = 0.
 // dB, dC sum over d; dA over b; dD, dbias over b and t.
 //
@@ -69,6 +73,7 @@ struct SelectiveScanParams {
   const void* initial_state = nullptr;  // optional
   const void* mask = nullptr;           // optional, [B, L] of mask_dtype
   DType mask_dtype = DType::F32;
+  const int32_t* reset = nullptr;  // optional, [B, L]: nonzero = the state is zeroed before step t
 
   // ---- forward outputs ----
   void* y = nullptr;           // storage dtype

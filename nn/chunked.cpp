@@ -49,6 +49,13 @@ std::vector<int64_t> scored_per_chunk(const Tensor& targets, int64_t chunk_len) 
   return counts;
 }
 
+// The forward options of chunk [s, e): the document starts of those positions.
+ForwardOptions chunk_options(const ForwardOptions& opt, int64_t s, int64_t e) {
+  ForwardOptions fo = opt;
+  if (opt.reset.defined()) fo.reset = slice(opt.reset, 1, s, e).contiguous();
+  return fo;
+}
+
 }  // namespace
 
 ChunkedLMLoss::ChunkedLMLoss(const MambaLMHeadModel& model, const Tensor& ids, const Tensor& targets, int64_t chunk_len,
@@ -68,9 +75,9 @@ ChunkedLMLoss::ChunkedLMLoss(const MambaLMHeadModel& model, const Tensor& ids, c
   boundary_.resize(starts_.size());
   NoGradGuard ng;
   InferenceCache cache = make_cache(model.config(), B, opt.compute_dtype, ids.device());
-  ForwardOptions fo = opt_;
-  fo.cache = &cache;
   for (size_t c = 0; c + 1 < starts_.size(); ++c) {
+    ForwardOptions fo = chunk_options(opt_, starts_[c], starts_[c + 1]);
+    fo.cache = &cache;
     model.backbone.forward(slice(ids, 1, starts_[c], starts_[c + 1]).contiguous(), fo);
     boundary_[c + 1] = copy_states(cache);
   }
@@ -94,7 +101,7 @@ Tensor ChunkedLMLoss::objective(int64_t c, double loss_scale) {
   }
   // The forward updates the cache's tensors; keep the leaves in in_ and hand the forward a copy of the handles.
   InferenceCache run = in_;
-  ForwardOptions fo = opt_;
+  ForwardOptions fo = chunk_options(opt_, s, e);
   fo.cache = &run;
   const BackboneOutput out = model_.backbone.forward(slice(ids_, 1, s, e).contiguous(), fo);
   Tensor obj;
@@ -141,10 +148,10 @@ Tensor chunked_lm_loss(const MambaLMHeadModel& model, const Tensor& ids, const T
   int64_t total = 0;
   for (int64_t n : counts) total += n;
   InferenceCache cache = make_cache(model.config(), B, opt.compute_dtype, ids.device());
-  ForwardOptions fo = opt;
-  fo.cache = &cache;
   Tensor loss = Tensor::zeros({}, ld, ids.device());
   for (int64_t s = 0, c = 0; s < L; s += chunk_len, ++c) {
+    ForwardOptions fo = chunk_options(opt, s, std::min(L, s + chunk_len));
+    fo.cache = &cache;
     const BackboneOutput out = model.backbone.forward(slice(ids, 1, s, std::min(L, s + chunk_len)).contiguous(), fo);
     const Tensor part = chunk_loss_share(model, out.last_hidden_state, targets, s, counts[static_cast<size_t>(c)],
                                          total, opt.compute_dtype);

@@ -36,7 +36,8 @@ class Embedding : public Module {
 class CausalConv1d : public Module {
  public:
   CausalConv1d(int64_t channels, int64_t kernel, bool bias);
-  Tensor forward(const Tensor& x, DType cd, bool apply_silu, Tensor* state) const;
+  // reset (optional): [B, L] i32 document starts (autograd/ops/causal_conv1d.h).
+  Tensor forward(const Tensor& x, DType cd, bool apply_silu, Tensor* state, const Tensor& reset = Tensor()) const;
   Tensor* weight;
   Tensor* bias = nullptr;
 };

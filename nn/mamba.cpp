@@ -58,11 +58,11 @@ MambaMixer::MambaMixer(const MambaConfig& c)
 }
 
 Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
-                             const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, DType cd,
-                             LayerState* state, Tensor* last_state) const {
+                             const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask,
+                             const Tensor& reset, DType cd, LayerState* state, Tensor* last_state) const {
   const int64_t n = cfg_.d_state, r = cfg_.dt_rank;
   const DType sd = state_dtype(cd);
-  Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr);
+  Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset);
   Tensor xdbl = xp.forward(u, cd);
   Tensor dt = contiguous(slice(xdbl, -1, 0, r));
   Tensor Bm = contiguous(slice(xdbl, -1, r, r + n));
@@ -70,27 +70,45 @@ Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const L
   Tensor delta = linear(dt, as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
   Tensor A = neg(exp(as_compute(A_log_p, sd)));
   SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, as_compute(D_p, sd), z, as_compute(*dtp.bias, sd),
-                                         /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask);
+                                         /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask, reset);
   if (state) state->ssm_state = scan.last_state;
   if (last_state) *last_state = scan.last_state;
   return scan.y;
 }
 
-Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, DType cd, LayerState* state, Tensor* last_state) const {
+namespace {
+
+// The document starts of the sequence read backwards: a document that starts at t (reset[t]) ends at t - 1, and read
+// backwards the step after t - 1 is at reversed position L - t. So rev[:, L - t] = reset[:, t] for t >= 1, and
+// rev[:, 0] = 0.
+Tensor reversed_resets(const Tensor& reset) {
+  if (!reset.defined()) return Tensor();
+  const int64_t B = reset.size(0), L = reset.size(1);
+  if (L == 1) return Tensor::zeros({B, 1}, reset.dtype(), reset.device());
+  return contiguous(
+      concat({Tensor::zeros({B, 1}, reset.dtype(), reset.device()), slice(flip(reset, 1), 1, 0, L - 1)}, 1));
+}
+
+}  // namespace
+
+Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, const Tensor& reset, DType cd, LayerState* state,
+                       Tensor* last_state) const {
   const int64_t di = cfg_.d_inner;
   Tensor xz = in_proj.forward(h, cd);
   Tensor x = contiguous(slice(xz, -1, 0, di));
   Tensor z = contiguous(slice(xz, -1, di, 2 * di));
   if (mask.defined()) x = mul(x, unsqueeze(mask, -1));  // pads enter the conv as zeros
   if (!reverse)
-    return out_proj.forward(direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, cd, state, last_state), cd);
+    return out_proj.forward(direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, state, last_state),
+                            cd);
   // Caduceus: the reverse direction reads the flipped sequence with its own conv / x_proj / dt_proj / A_log / D and
   // the shared in_proj (in_proj is per token, so flipping its output is flipping its input); its output is flipped
   // back and the two are added. out_proj is shared too: applied once to the sum when it has no bias.
   MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
-  Tensor yf = direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, cd, nullptr, last_state);
-  Tensor yr = direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, flip(x, 1),
-                        flip(z, 1), mask.defined() ? flip(mask, 1) : Tensor(), cd, nullptr, nullptr);
+  Tensor yf = direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, nullptr, last_state);
+  Tensor yr =
+      direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, flip(x, 1),
+                flip(z, 1), mask.defined() ? flip(mask, 1) : Tensor(), reversed_resets(reset), cd, nullptr, nullptr);
   if (out_proj.bias) return add(out_proj.forward(yf, cd), flip(out_proj.forward(yr, cd), 1));
   return out_proj.forward(add(yf, flip(yr, 1)), cd);
 }
@@ -98,11 +116,12 @@ Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, DType cd, LayerState
 Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const {
   const DType cd = opt.compute_dtype;
   Tensor mask = opt.mask.defined() ? opt.mask.to(cd) : Tensor();
-  Tensor out = run(h, mask, cd, state, last_state);
+  Tensor out = run(h, mask, opt.reset, cd, state, last_state);
   if (cfg_.bidirectional && !reverse) {
     MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
     // Shared weights (the first bidirectional variant): the same mixer scans the reversed sequence; outputs added.
-    Tensor rev = run(flip(h, 1), mask.defined() ? flip(mask, 1) : Tensor(), cd, nullptr, nullptr);
+    Tensor rev =
+        run(flip(h, 1), mask.defined() ? flip(mask, 1) : Tensor(), reversed_resets(opt.reset), cd, nullptr, nullptr);
     out = add(out, flip(rev, 1));
   }
   return out;
@@ -148,6 +167,7 @@ BackboneOutput MambaBackbone::forward(const Tensor& ids, const ForwardOptions& o
   const Tensor rc_ids = flip(Tensor::from_vector_i64(v, ids.shape()).to(ids.device()), 1);
   ForwardOptions both = opt;
   if (opt.mask.defined()) both.mask = concat({opt.mask, flip(opt.mask, 1)}, 0);
+  if (opt.reset.defined()) both.reset = contiguous(concat({opt.reset, reversed_resets(opt.reset)}, 0));
   both.output_hidden_states = false;
   const BackboneOutput o = forward_strand(concat({ids, rc_ids}, 0), both);
   const int64_t total = o.last_hidden_state.size(0);
@@ -163,6 +183,9 @@ BackboneOutput MambaBackbone::forward_strand(const Tensor& ids, const ForwardOpt
   if (opt.mask.defined())
     MT_CHECK_SHAPE(opt.mask.shape() == ids.shape(), "Mamba forward: mask ", shape_str(opt.mask.shape()),
                    " does not match ids ", shape_str(ids.shape()));
+  if (opt.reset.defined())
+    MT_CHECK_SHAPE(opt.reset.shape() == ids.shape() && opt.reset.dtype() == DType::I32, "Mamba forward: reset ",
+                   opt.reset.describe(), " must be i32 of the ids' shape ", shape_str(ids.shape()));
   if (opt.cache)
     MT_CHECK_SHAPE(static_cast<int64_t>(opt.cache->layers.size()) == cfg_.n_layer, "inference cache has ",
                    opt.cache->layers.size(), " layers, model has ", cfg_.n_layer);

@@ -31,6 +31,10 @@ struct InferenceCache {
 struct ForwardOptions {
   DType compute_dtype = DType::F32;  // activation / GEMM operand dtype (f32, bf16, f16; f64 for checks)
   Tensor mask;                       // [B, L], nonzero = real token (optional)
+  // [B, L] i32, nonzero where a document starts (optional; data.reset_at_document_end): every layer's conv and SSM
+  // state is reset there, so each document of a packed window is encoded as if alone. Unidirectional layers read it
+  // as is; a reverse direction reads the document starts of the reversed sequence (nn/mamba.cpp).
+  Tensor reset;
   bool output_hidden_states = false;
   InferenceCache* cache = nullptr;  // when set: start from and update these states (streaming)
   // Activation checkpointing (trainer.activation_checkpointing: block): each block keeps only its inputs for the
@@ -70,12 +74,13 @@ class MambaMixer : public Module {
 
  private:
   // One direction of the mixer on already-masked input (in_proj to out_proj).
-  Tensor run(const Tensor& h, const Tensor& mask, DType cd, LayerState* state, Tensor* last_state) const;
+  Tensor run(const Tensor& h, const Tensor& mask, const Tensor& reset, DType cd, LayerState* state,
+             Tensor* last_state) const;
   // The per-direction part: conv + SiLU, x_proj, dt_proj and the scan on x [B, L, d_inner] (masked) and z; returns
   // the scan output y [B, L, d_inner] (before out_proj).
   Tensor direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
-                   const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, DType cd, LayerState* state,
-                   Tensor* last_state) const;
+                   const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, const Tensor& reset,
+                   DType cd, LayerState* state, Tensor* last_state) const;
   MambaConfig cfg_;
 };
 

@@ -103,6 +103,40 @@ TEST(ChunkedLM, GradientEqualsTheWholeSequenceGradient) {
   }
 }
 
+TEST(ChunkedLM, WithDocumentResetsTheGradientEqualsTheWholeSequenceGradient) {
+  // Document starts inside chunks, on a chunk's first position and on its last: the chunked gradient (states
+  // sliced per chunk) still equals the whole window's, in f64.
+  MambaLMHeadModel m(chunk_config());
+  Generator g(8);
+  m.init_parameters(g);
+  m.to(DType::F64);
+  const int64_t B = 2, L = 23;
+  Generator ig(13);
+  const Tensor ids = Tensor::randint({B, L}, ig, 0, 23);
+  std::vector<double> r(B * L, 0.0);
+  for (int64_t t : {3, 5, 9, 10, 19}) r[t] = 1.0;
+  r[L + 1] = r[L + 14] = 1.0;
+  ForwardOptions fo;
+  fo.compute_dtype = DType::F64;
+  fo.reset = Tensor::from_vector(r, {B, L}, DType::I32);
+  const Result whole = grads_of(m, [&] {
+    Tensor loss = m.forward(ids, fo, true, ids, false).loss;
+    backward(loss);
+    return loss.item();
+  });
+  for (int64_t chunk : {1, 5, 10, 23}) {
+    const Result chunked = grads_of(m, [&] {
+      ChunkedLMLoss cl(m, ids, ids, chunk, fo);
+      for (int64_t c = cl.num_chunks() - 1; c >= 0; --c) {
+        backward(cl.objective(c, 1.0));
+        cl.collect(c);
+      }
+      return cl.loss().item();
+    });
+    expect_same(chunked, whole, 1e-10, str("chunk_len ", chunk));
+  }
+}
+
 TEST(ChunkedLM, EvaluationLossEqualsTheWholeSequenceLoss) {
   MambaLMHeadModel m(chunk_config());
   Generator g(6);

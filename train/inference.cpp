@@ -22,6 +22,7 @@
 #include "train/ckpt/checkpoint.h"
 #include "train/ckpt/checkpoint_io.h"
 #include "train/config/schema.h"
+#include "train/run_dir.h"
 
 namespace mt::train {
 
@@ -141,7 +142,8 @@ void load_from_checkpoint(InferenceModel& m, const std::string& path, const std:
            "': model.head ", head, " cannot be run here (lm and sequence_classification can)");
   const MambaConfig mc = config_from_hf_json(need("model_config_json"), file + ": model_config_json");
   m.cfg = load_train_config(need("config_yaml"), str("checkpoint '", file, "' (its config)"), sets, false);
-  auto ln = d.strings.find("label_names");  // absent in checkpoints of integer-labelled runs and older ones
+  keep_pre_key_behaviour(m.cfg, need("config_yaml"));  // the model runs as it was trained
+  auto ln = d.strings.find("label_names");             // absent in checkpoints of integer-labelled runs and older ones
   if (ln != d.strings.end()) m.label_names = parse_label_names(ln->second, "checkpoint '" + file + "'");
   auto st = d.ints.find("step");
   m.step = st == d.ints.end() ? -1 : st->second;
@@ -547,6 +549,8 @@ LanguageModelReport evaluate_language_model(const InferenceModel& m, const std::
         r.bytes += id < static_cast<int64_t>(bytes.size()) ? bytes[static_cast<size_t>(id)] : 0;
       }
     const Tensor dev_ids = ids.to(m.device);
+    const Tensor starts = c.data.reset_at_document_end ? data::document_starts(ids, ds.eod_id()) : Tensor();
+    fo.reset = starts.defined() ? starts.to(m.device) : starts;  // documents read alone, as in training
     // trainer.chunk_len (a run over long sequences): the windows chunk by chunk, one chunk's activations at a time.
     const int64_t chunk = c.trainer.chunk_len > 0 && c.trainer.chunk_len < len ? c.trainer.chunk_len : 0;
     const Tensor loss = chunk > 0 ? nn::chunked_lm_loss(*m.lm, dev_ids, dev_ids, chunk, fo)

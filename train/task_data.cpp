@@ -40,7 +40,7 @@ class TextTask : public Forwarding<data::TextDataset> {
                " held-out tokens; ", ds_.num_val_windows(), " validation windows of ", ds_.seq_len(), ")");
   }
   int64_t vocab_size() const { return ds_.vocab_size(); }
-  int64_t eod_id() const { return ds_.eod_id(); }
+  int64_t eod_id() const override { return ds_.eod_id(); }
   int64_t epoch_samples() const override { return std::max<int64_t>(1, ds_.train_size() / ds_.seq_len()); }
 
  private:
@@ -82,6 +82,7 @@ class MlmTask : public TaskData {
     return str(inner_->describe(), "; masked LM: ", m_.probability, " of the positions, mask id ", m_.mask_id);
   }
   bool masked_lm() const override { return true; }
+  int64_t eod_id() const override { return inner_->eod_id(); }  // never masked (MlmMasking::keep)
 
  private:
   static constexpr uint64_t kTrainDomain = 0x6d6c6d2d747261ULL, kValDomain = 0x6d6c6d2d76616cULL;

@@ -28,6 +28,8 @@ class TaskData {
   // True for masked language modelling (trainer.objective mlm, data/mlm.h): targets[:, t] is the token at t (no
   // shift) where scored; evaluation reports the masked loss and accuracy.
   virtual bool masked_lm() const { return false; }
+  // The end-of-document token of language-model data (data.reset_at_document_end), or -1 when it has none.
+  virtual int64_t eod_id() const { return -1; }
   // Classification: the class names in class order when the labels are names (data/labelled.h), else empty.
   virtual std::vector<std::string> label_names() const { return {}; }
   // Training samples per epoch (trainer.epochs): the training rows of labelled data; for text, the windows of seq_len

@@ -319,6 +319,13 @@ struct Trainer::Impl {
     return n;
   }
 
+  // data.reset_at_document_end: the document starts of an LM batch, on the device (undefined when there are none).
+  Tensor resets_of(const data::Batch& b) const {
+    if (!lm || !cfg.data.reset_at_document_end) return Tensor();
+    const Tensor r = data::document_starts(b.ids, task->eod_id());
+    return r.defined() ? r.to(dev) : r;
+  }
+
   // Mean loss of a batch on the tape; *out (optional) gets the logits.
   Tensor forward_loss(const data::Batch& b, nn::ForwardOptions fo, Tensor* out) const {
     if (cls) {
@@ -327,6 +334,7 @@ struct Trainer::Impl {
       if (out) *out = logits;
       return cross_entropy(logits, b.labels.to(dev), data::kIgnoreIndex);
     }
+    fo.reset = resets_of(b);
     if (task->masked_lm()) {
       nn::LMOutput r = lm->forward(b.ids.to(dev), fo, false, Tensor(), /*with_logits=*/out != nullptr);
       if (out) *out = r.logits;
@@ -420,7 +428,9 @@ struct Trainer::Impl {
       if (have_grads) earlier = take_grads();
       Tensor loss;
       if (chunk > 0) {  // the sequence chunk by chunk, last to first (nn/chunked.h): the whole-sequence gradient
-        nn::ChunkedLMLoss cl(*lm, b.ids.to(dev), b.targets.to(dev), chunk, fo);
+        nn::ForwardOptions fb = fo;
+        fb.reset = resets_of(b);
+        nn::ChunkedLMLoss cl(*lm, b.ids.to(dev), b.targets.to(dev), chunk, fb);
         for (int64_t c = cl.num_chunks() - 1; c >= 0; --c) {
           backward_pass(cl.objective(c, w * s.loss_scale), c + 1 < cl.num_chunks(), last_pass_of_step && c == 0);
           cl.collect(c);
@@ -527,6 +537,7 @@ struct Trainer::Impl {
         }
         continue;
       }
+      fo.reset = resets_of(b);
       if (task->masked_lm()) {  // the masked loss, and the argmax at the masked positions, one row's logits at a time
         const Tensor hidden = lm->forward(b.ids.to(dev), fo, false, Tensor(), false).backbone.last_hidden_state;
         e.lm.nats += lm->masked_lm_loss(hidden, b.targets.to(dev), cd).item() * static_cast<double>(n);
@@ -916,6 +927,8 @@ RunResult Trainer::run(const RunOptions& ro) {
     m.resume(from);
     std::printf("resumed from %s at step %lld (%lld samples seen)\n", from.c_str(), (long long)m.step,
                 (long long)m.samples_seen);
+    for (const std::string& note : keep_pre_key_behaviour(m.cfg, m.resumed_config_yaml))
+      std::printf("%s\n", note.c_str());
     changes = config_changes(m.resumed_config_yaml, c);
     std::vector<ConfigChange> refused;
     for (const ConfigChange& ch : changes)

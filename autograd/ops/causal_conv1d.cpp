@@ -14,7 +14,7 @@ constexpr const char* kOp = "causal_conv1d";
 const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 void* mut_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
-void validate(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& init) {
+void validate(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& init, const Tensor& reset) {
   ops::check_float(kOp, "x", x);
   ops::check_float(kOp, "weight", weight);
   MT_CHECK_SHAPE(x.dim() == 3 && x.size(0) >= 1 && x.size(1) >= 1 && x.size(2) >= 1, kOp,
@@ -38,13 +38,20 @@ void validate(const Tensor& x, const Tensor& weight, const Tensor& bias, const T
                    ": initial_state must be [B, K-1, D] = ", shape_str({B, K - 1, D}), ", got ", init.describe());
     ops::check_same(kOp, {&x, &init});
   }
+  if (reset.defined())
+    MT_CHECK_SHAPE(
+        reset.shape() == (Shape{B, x.size(1)}) && reset.dtype() == DType::I32 && reset.device() == x.device(), kOp,
+        ": reset must be i32[", B, ", ", x.size(1), "] on ", x.device().str(), ", got ", reset.describe());
 }
+
+const int32_t* reset_ptr(const Tensor& r) { return r.defined() ? r.data<int32_t>() : nullptr; }
 
 }  // namespace
 
 CausalConv1dOut causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, const Tensor& init_in,
-                              bool apply_silu) {
-  validate(x_in, weight_in, bias_in, init_in);
+                              bool apply_silu, const Tensor& reset_in) {
+  validate(x_in, weight_in, bias_in, init_in, reset_in);
+  const Tensor reset = reset_in.defined() ? reset_in.contiguous() : Tensor();
   const Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
   const Tensor bias = bias_in.defined() ? bias_in.contiguous() : Tensor();
   const Tensor init = init_in.defined() ? init_in.contiguous() : Tensor();
@@ -58,6 +65,7 @@ CausalConv1dOut causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const
   p.B = B, p.L = L, p.D = D, p.K = K, p.silu = apply_silu;
   p.dtype = d.kernel_dtype(x.dtype()), p.w_dtype = d.kernel_dtype(weight.dtype());
   p.x = xc.data_ptr(), p.weight = wc.data_ptr(), p.bias = ptr(bc), p.initial_state = ptr(ic);
+  p.reset = reset_ptr(reset);
   p.y = y.data_ptr(), p.final_state = mut_ptr(fin);
   d.run(kernels::causal_conv1d_fwd_cpu, MT_CUDA_KERNEL(causal_conv1d_fwd_cuda), p);
   CausalConv1dOut out;
@@ -70,7 +78,7 @@ CausalConv1dOut causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const
     auto node = make_lambda_node(
         "causal_conv1d",
         [x = x.detach(), weight = weight.detach(), bias = bias.defined() ? bias.detach() : Tensor(),
-         init = init.defined() ? init.detach() : Tensor(), apply_silu, need_x, need_w, need_b,
+         init = init.defined() ? init.detach() : Tensor(), reset, apply_silu, need_x, need_w, need_b,
          need_i](const std::vector<Tensor>& g) -> std::vector<Tensor> {
           const int64_t B = x.size(0), L = x.size(1), D = x.size(2), K = weight.size(1);
           const Device dev = x.device();
@@ -87,6 +95,7 @@ CausalConv1dOut causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const
           q.B = B, q.L = L, q.D = D, q.K = K, q.silu = apply_silu;
           q.dtype = d.kernel_dtype(x.dtype()), q.w_dtype = d.kernel_dtype(weight.dtype());
           q.x = xc.data_ptr(), q.weight = wc.data_ptr(), q.bias = ptr(bc), q.initial_state = ptr(ic);
+          q.reset = reset_ptr(reset);
           q.dy = dyc.data_ptr(), q.d_final = ptr(dfc);
           q.dx = mut_ptr(dx), q.dweight = mut_ptr(dw), q.dbias = mut_ptr(db), q.d_initial_state = mut_ptr(di);
           d.run(kernels::causal_conv1d_bwd_cpu, MT_CUDA_KERNEL(causal_conv1d_bwd_cuda), q);

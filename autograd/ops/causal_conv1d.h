@@ -19,7 +19,9 @@ struct CausalConv1dOut {
 // Dtypes: x, initial_state, y, final_state share x's dtype (any float); weight and bias share one dtype, x's or f32.
 // Math accumulates in f32 (f64 for f64 x). Differentiable in x, weight, bias and initial_state through both
 // outputs; gradients have their input's dtype.
+// reset [B, L] i32 (optional, not differentiable): nonzero where a document starts; an output sees only inputs of
+// its own document, and final_state only rows no later document start follows (kernels/causal_conv1d.h).
 CausalConv1dOut causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& initial_state,
-                              bool apply_silu);
+                              bool apply_silu, const Tensor& reset = Tensor());
 
 }  // namespace mt

@@ -17,7 +17,7 @@ constexpr const char* kOp = "selective_scan";
 
 // The inputs of one call, contiguous (optional ones undefined when absent).
 struct ScanInputs {
-  Tensor u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask;
+  Tensor u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask, reset;
 };
 
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
@@ -34,7 +34,7 @@ void check_weight(const char* arg, const Tensor& t, const Shape& shape, DType wd
 // Throws mt::Error(Shape) naming the offending argument.
 void validate(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
               const Tensor& D_skip, const Tensor& z, const Tensor& delta_bias, const Tensor& initial_state,
-              const Tensor& mask) {
+              const Tensor& mask, const Tensor& reset) {
   ops::check_float(kOp, "u", u);
   ops::check_float(kOp, "delta", delta);
   ops::check_float(kOp, "A", A);
@@ -66,6 +66,9 @@ void validate(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   if (mask.defined())
     MT_CHECK_SHAPE(mask.shape() == Shape({B, L}) && mask.device() == u.device(), kOp, ": mask must be [B, L] = [", B,
                    ", ", L, "] on ", u.device().str(), ", got ", mask.describe());
+  if (reset.defined())
+    MT_CHECK_SHAPE(reset.shape() == Shape({B, L}) && reset.dtype() == DType::I32 && reset.device() == u.device(), kOp,
+                   ": reset must be i32[", B, ", ", L, "] on ", u.device().str(), ", got ", reset.describe());
   MT_CHECK_SHAPE(u.device().is_cpu() || N <= kernels::kSelectiveScanCudaMaxN, kOp,
                  ": the CUDA kernel supports N <= ", kernels::kSelectiveScanCudaMaxN, ", got N = ", N);
 }
@@ -90,6 +93,7 @@ kernels::SelectiveScanParams params_for(const ScanInputs& s, bool softplus) {
   p.initial_state = ptr(s.initial_state);
   p.mask = ptr(s.mask);
   if (s.mask.defined()) p.mask_dtype = s.mask.dtype();
+  p.reset = s.reset.defined() ? s.reset.data<int32_t>() : nullptr;
   return p;
 }
 
@@ -160,11 +164,12 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
 
 SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                                 const Tensor& Cm, const Tensor& D_skip, const Tensor& z, const Tensor& delta_bias,
-                                bool delta_softplus, const Tensor& initial_state, const Tensor& mask) {
-  validate(u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask);
+                                bool delta_softplus, const Tensor& initial_state, const Tensor& mask,
+                                const Tensor& reset) {
+  validate(u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask, reset);
   ScanInputs s{
-      contig(u),          contig(delta),         contig(A),   contig(Bm), contig(Cm), contig(D_skip), contig(z),
-      contig(delta_bias), contig(initial_state), contig(mask)};
+      contig(u),          contig(delta),         contig(A),    contig(Bm),   contig(Cm), contig(D_skip), contig(z),
+      contig(delta_bias), contig(initial_state), contig(mask), contig(reset)};
   const DType dt = u.dtype();
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;
   const Device dev = u.device();

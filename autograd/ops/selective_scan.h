@@ -6,9 +6,11 @@
 //   h_t = exp(delta'_t * A) * h_{t-1} + delta'_t * B_t * u_t   (per channel d, state n; h_{-1} = initial_state or 0)
 //   y_t = <C_t, h_t> + D_skip * u_t ; y_t *= silu(z_t) if z given.
 //   Masked positions (mask == 0): h_t = h_{t-1} (state unchanged) and y_t = 0.
+//   reset [B, L] i32 (optional, not differentiable): nonzero where a document starts; the state entering that step
+//   is zero (the initial state too at t = 0), so each document is scanned as if alone.
 //   last_state = h_{L-1} [B, D, N] (always returned).
 //
-// D_skip, z, delta_bias, initial_state and mask may be undefined (absent).
+// D_skip, z, delta_bias, initial_state, mask and reset may be undefined (absent).
 // dtypes: u, delta, z, Bm, Cm share one storage dtype (f32, f64, bf16, f16); A, D_skip, delta_bias, initial_state
 // are f32, or all f64 when the inputs are f64. y has u's dtype; last_state is f32 (f64 for f64 inputs). The state
 // and all accumulation are f32 (f64). On CUDA N <= 64.
@@ -32,6 +34,6 @@ struct SelectiveScanOut {
 SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                                 const Tensor& Cm, const Tensor& D_skip, const Tensor& z, const Tensor& delta_bias,
                                 bool delta_softplus, const Tensor& initial_state = Tensor(),
-                                const Tensor& mask = Tensor());
+                                const Tensor& mask = Tensor(), const Tensor& reset = Tensor());
 
 }  // namespace mt

@@ -29,6 +29,15 @@ struct PaddedInput {
   }
 };
 
+// The largest lag output t of row b sees (kernels/causal_conv1d.h): K-1 without a reset in [t-(K-2), t], else the
+// smallest j with reset[t-j] (the start of t's document is j steps back). Tap k has lag K-1-k.
+int64_t visible_lags(const int32_t* reset, int64_t b, int64_t t, int64_t L, int64_t K) {
+  if (reset == nullptr) return K - 1;
+  for (int64_t j = 0; j < K - 1 && t - j >= 0; ++j)
+    if (reset[b * L + t - j] != 0) return j;
+  return K - 1;
+}
+
 void check_dtypes(const char* what, DType dtype, DType w_dtype) {
   MT_CHECK_SHAPE((dtype == DType::F32 || dtype == DType::F64) && w_dtype == dtype, what,
                  ": CPU kernel needs f32 or f64 with weight of the same dtype, got x ", dtype_name(dtype), ", weight ",
@@ -45,17 +54,20 @@ void fwd(const CausalConv1dFwdParams& p) {
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < B * L; ++bt) {
     const int64_t b = bt / L, t = bt % L;
+    const int64_t k_lo = K - 1 - visible_lags(p.reset, b, t, L, K);  // earlier taps see another document
     for (int64_t d = 0; d < D; ++d) {
       T acc = bias ? bias[d] : T(0);
-      for (int64_t k = 0; k < K; ++k) acc += w[d * K + k] * xx(b, t + k, d);
+      for (int64_t k = k_lo; k < K; ++k) acc += w[d * K + k] * xx(b, t + k, d);
       y[bt * D + d] = p.silu ? acc * sigmoid(acc) : acc;
     }
   }
   if (p.final_state) {
     T* fs = static_cast<T*>(p.final_state);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < K - 1; ++j)
-        for (int64_t d = 0; d < D; ++d) fs[(b * (K - 1) + j) * D + d] = xx(b, L + j, d);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t seen = visible_lags(p.reset, b, L - 1, L, K);
+      for (int64_t j = 0; j < K - 1; ++j)  // row j is time L-(K-1)+j, K-2-j steps before the last output
+        for (int64_t d = 0; d < D; ++d) fs[(b * (K - 1) + j) * D + d] = K - 2 - j <= seen ? xx(b, L + j, d) : T(0);
+    }
   }
 }
 
@@ -76,9 +88,10 @@ void bwd(const CausalConv1dBwdParams& p) {
 #pragma omp parallel for schedule(static)
     for (int64_t bt = 0; bt < B * L; ++bt) {
       const int64_t b = bt / L, t = bt % L;
+      const int64_t k_lo = K - 1 - visible_lags(p.reset, b, t, L, K);
       for (int64_t d = 0; d < D; ++d) {
         T pre = bias ? bias[d] : T(0);
-        for (int64_t k = 0; k < K; ++k) pre += w[d * K + k] * xx(b, t + k, d);
+        for (int64_t k = k_lo; k < K; ++k) pre += w[d * K + k] * xx(b, t + k, d);
         const T s = sigmoid(pre);
         gbuf[bt * D + d] = dy[bt * D + d] * s * (T(1) + pre * (T(1) - s));
       }
@@ -98,9 +111,13 @@ void bwd(const CausalConv1dBwdParams& p) {
                           : (dinit ? dinit + (b * (K - 1) + s) * D : nullptr);
       if (!out) continue;
       const int64_t k_lo = std::max<int64_t>(0, s - (L - 1)), k_hi = std::min<int64_t>(K - 1, s);
+      // Input xx[s] reaches output s-k through tap k when that output sees lag K-1-k, and final_state row s-L when
+      // no reset lies after it.
+      const bool to_final = dfin && s >= L && K - 2 - (s - L) <= visible_lags(p.reset, b, L - 1, L, K);
       for (int64_t d = 0; d < D; ++d) {
-        T acc = (dfin && s >= L) ? dfin[(b * (K - 1) + (s - L)) * D + d] : T(0);
-        for (int64_t k = k_lo; k <= k_hi; ++k) acc += w[d * K + k] * g[(b * L + s - k) * D + d];
+        T acc = to_final ? dfin[(b * (K - 1) + (s - L)) * D + d] : T(0);
+        for (int64_t k = k_lo; k <= k_hi; ++k)
+          if (K - 1 - k <= visible_lags(p.reset, b, s - k, L, K)) acc += w[d * K + k] * g[(b * L + s - k) * D + d];
         out[d] = acc;
       }
     }
@@ -121,7 +138,8 @@ void bwd(const CausalConv1dBwdParams& p) {
           for (int64_t d = d0; d < d1; ++d) {
             const T gv = g[(b * L + t) * D + d];
             acc_b[d - d0] += gv;
-            for (int64_t k = 0; k < K; ++k) acc_w[(d - d0) * K + k] += gv * xx(b, t + k, d);
+            const int64_t k_lo = K - 1 - visible_lags(p.reset, b, t, L, K);
+            for (int64_t k = k_lo; k < K; ++k) acc_w[(d - d0) * K + k] += gv * xx(b, t + k, d);
           }
       for (int64_t d = d0; d < d1; ++d) {
         if (db) db[d] = acc_b[d - d0];

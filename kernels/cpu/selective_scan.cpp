@@ -38,6 +38,12 @@ struct MaskReader {
   bool real(int64_t i) const { return p == nullptr || load_as_double(p, dt, i) != 0.0; }
 };
 
+// reset[b*L + t] != 0: a document starts at t (the state entering t is zero); false when there is no reset.
+struct ResetReader {
+  const int32_t* p;
+  bool at(int64_t i) const { return p != nullptr && p[i] != 0; }
+};
+
 template <typename T>
 struct Inputs {
   const T *u, *delta, *A, *Bm, *Cm, *Dsk, *z, *bias, *init;
@@ -58,6 +64,7 @@ void fwd(const SelectiveScanParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N;
   const Inputs<T> in(p);
   const MaskReader mask{p.mask, p.mask_dtype};
+  const ResetReader reset{p.reset};
   T* y = static_cast<T*>(p.y);
   T* last = static_cast<T*>(p.last_state);
 
@@ -74,6 +81,7 @@ void fwd(const SelectiveScanParams& p) {
         const T* Ad = in.A + d * N;
         for (int64_t t = 0; t < L; ++t) {
           const int64_t idx = (b * L + t) * D + d;
+          if (reset.at(b * L + t)) std::fill(h.begin(), h.end(), T(0));
           if (!mask.real(b * L + t)) {
             y[idx] = T(0);
             continue;
@@ -106,6 +114,7 @@ void bwd(const SelectiveScanParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N;
   const Inputs<T> in(p);
   const MaskReader mask{p.mask, p.mask_dtype};
+  const ResetReader reset{p.reset};
   const T* dy = static_cast<const T*>(p.dy);
   const T* dlast = static_cast<const T*>(p.dlast_state);
   T* du = static_cast<T*>(p.du);
@@ -123,7 +132,7 @@ void bwd(const SelectiveScanParams& p) {
 #pragma omp parallel if (B * D * L * N >= kParallelMinWork)
   {
     std::vector<T> hs(static_cast<size_t>((L + 1) * N));  // hs[(t+1)*N + n] = h_t[n]; hs[n] = h_{-1}[n]
-    std::vector<T> g(N), dA_acc(N);
+    std::vector<T> g(N), dA_acc(N), zero(N, T(0));
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t gi = 0; gi < G; ++gi) {
@@ -138,7 +147,7 @@ void bwd(const SelectiveScanParams& p) {
           // Recompute the states (same expressions as the forward).
           for (int64_t n = 0; n < N; ++n) hs[n] = in.init ? in.init[bd * N + n] : T(0);
           for (int64_t t = 0; t < L; ++t) {
-            const T* hp = hs.data() + t * N;
+            const T* hp = reset.at(b * L + t) ? zero.data() : hs.data() + t * N;
             T* hc = hs.data() + (t + 1) * N;
             const int64_t idx = (b * L + t) * D + d;
             if (!mask.real(b * L + t)) {
@@ -160,10 +169,12 @@ void bwd(const SelectiveScanParams& p) {
           T dD_acc = T(0), dbias_acc = T(0);
           for (int64_t t = L - 1; t >= 0; --t) {
             const int64_t idx = (b * L + t) * D + d;
+            const bool rs = reset.at(b * L + t);
             if (!mask.real(b * L + t)) {
               du[idx] = T(0);
               ddelta[idx] = T(0);
               if (dz) dz[idx] = T(0);
+              if (rs) std::fill(g.begin(), g.end(), T(0));
               continue;
             }
             const T dt_raw = in.delta[idx] + bias;
@@ -171,7 +182,7 @@ void bwd(const SelectiveScanParams& p) {
             const T uu = in.u[idx];
             const T* Bt = in.Bm + (b * L + t) * N;
             const T* Ct = in.Cm + (b * L + t) * N;
-            const T* hp = hs.data() + t * N;
+            const T* hp = rs ? zero.data() : hs.data() + t * N;
             const T* hc = hs.data() + (t + 1) * N;
             const T gy = dy[idx];
             T dy0 = gy;
@@ -187,7 +198,7 @@ void bwd(const SelectiveScanParams& p) {
             T du_v = dy0 * Dd;
             T ddt = T(0);
             for (int64_t n = 0; n < N; ++n) {
-              const T a = std::exp(dt * Ad[n]);
+              const T a = rs ? T(0) : std::exp(dt * Ad[n]);
               dCp[t * N + n] += dy0 * hc[n];
               g[n] += Ct[n] * dy0;
               dBp[t * N + n] += g[n] * dt * uu;

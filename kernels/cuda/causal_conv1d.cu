@@ -7,6 +7,9 @@
 // K-1 steps, writes dx (and d_initial_state for the first tile), and reduces g_pre * xx into per-block partial
 // dweight / dbias sums. A second small kernel adds the partials of all blocks in a fixed order: deterministic,
 // no atomics.
+// Document resets (p.reset): each output counts only the taps its document reaches (visible_lags, as the CPU
+// kernel); the backward stages that count for the tile's rows and masks the same taps in dx, d_initial_state and
+// dweight. Without resets every tap counts and the arithmetic is that of the plain kernels.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -31,6 +34,15 @@ __device__ __forceinline__ C sigmoid_c(C v) {
   return C(1) / (C(1) + exp(-v));
 }
 
+// The largest lag output t of row b sees: K-1 without a document start in [t-(K-2), t], else the lag of the nearest
+// one (kernels/causal_conv1d.h). Tap k has lag K-1-k.
+__device__ __forceinline__ int64_t visible_lags(const int32_t* reset, int64_t b, int64_t t, int64_t L, int64_t K) {
+  if (reset == nullptr) return K - 1;
+  for (int64_t j = 0; j < K - 1 && t - j >= 0; ++j)
+    if (reset[b * L + t - j] != 0) return j;
+  return K - 1;
+}
+
 // xx[b, s, d]: initial_state rows for s < K-1 (zeros when absent), x rows after.
 template <typename Tx>
 __device__ __forceinline__ typename Compute<Tx>::type padded(const Tx* x, const Tx* init, int64_t b, int64_t s,
@@ -42,15 +54,17 @@ __device__ __forceinline__ typename Compute<Tx>::type padded(const Tx* x, const 
 
 template <typename Tx, typename Tw>
 __global__ void conv_fwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
-                                const Tx* __restrict__ init, Tx* __restrict__ y, Tx* __restrict__ final_state,
-                                int64_t B, int64_t L, int64_t D, int64_t K, bool silu) {
+                                const Tx* __restrict__ init, const int32_t* __restrict__ reset, Tx* __restrict__ y,
+                                Tx* __restrict__ final_state, int64_t B, int64_t L, int64_t D, int64_t K, bool silu) {
   using C = typename Compute<Tx>::type;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t n = B * L * D;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
     const int64_t d = i % D, bt = i / D, t = bt % L, b = bt / L;
     C acc = bias ? static_cast<C>(load(bias, d)) : C(0);
-    for (int64_t k = 0; k < K; ++k) acc += static_cast<C>(load(w, d * K + k)) * padded(x, init, b, t + k, d, L, D, K);
+    const int64_t k_lo = K - 1 - visible_lags(reset, b, t, L, K);  // earlier taps see another document
+    for (int64_t k = k_lo; k < K; ++k)
+      acc += static_cast<C>(load(w, d * K + k)) * padded(x, init, b, t + k, d, L, D, K);
     if (silu) acc = acc * sigmoid_c(acc);
     y[i] = cuda::from_compute<Tx>(acc);
   }
@@ -58,19 +72,22 @@ __global__ void conv_fwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
   const int64_t nf = B * (K - 1) * D;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < nf; i += stride) {
     const int64_t d = i % D, bj = i / D, j = bj % (K - 1), b = bj / (K - 1);
-    final_state[i] = cuda::from_compute<Tx>(padded(x, init, b, L + j, d, L, D, K));
+    // Row j (time L-(K-1)+j) stays visible to the next chunk unless a document starts after it.
+    const bool seen = K - 2 - j <= visible_lags(reset, b, L - 1, L, K);
+    final_state[i] = cuda::from_compute<Tx>(seen ? padded(x, init, b, L + j, d, L, D, K) : C(0));
   }
 }
 
 // Shared-memory layout of the backward kernel, in elements of C.
 struct BwdSmem {
-  int64_t xs, gs, red, acc, total;
+  int64_t xs, gs, red, acc, span, total;
   __host__ __device__ explicit BwdSmem(int64_t K) {
     xs = 0;                                     // [kTileL + 2(K-1)][kTileD] padded inputs
     gs = xs + (kTileL + 2 * (K - 1)) * kTileD;  // [kTileL + K-1][kTileD] g_pre
     red = gs + (kTileL + K - 1) * kTileD;       // [kRowsY][kTileD] reduction scratch
     acc = red + kRowsY * kTileD;                // [K+1][kTileD] this block's running dweight (k < K) / dbias (k = K)
-    total = acc + (K + 1) * kTileD;
+    span = acc + (K + 1) * kTileD;              // [kTileL + K-1] visible lags of the tile's outputs (int, resets only)
+    total = span + kTileL + K - 1;
   }
 };
 
@@ -78,10 +95,10 @@ struct BwdSmem {
 // partial: [gridDim.x][K+1][D] in C.
 template <typename Tx, typename Tw>
 __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
-                                const Tx* __restrict__ init, const Tx* __restrict__ dy, const Tx* __restrict__ d_final,
-                                Tx* __restrict__ dx, Tx* __restrict__ dinit,
-                                typename Compute<Tx>::type* __restrict__ partial, int64_t B, int64_t L, int64_t D,
-                                int64_t K, bool silu) {
+                                const Tx* __restrict__ init, const int32_t* __restrict__ reset,
+                                const Tx* __restrict__ dy, const Tx* __restrict__ d_final, Tx* __restrict__ dx,
+                                Tx* __restrict__ dinit, typename Compute<Tx>::type* __restrict__ partial, int64_t B,
+                                int64_t L, int64_t D, int64_t K, bool silu) {
   using C = typename Compute<Tx>::type;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   C* smem = reinterpret_cast<C*>(smem_raw);
@@ -90,6 +107,7 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
   C* gs = smem + lay.gs;
   C* red = smem + lay.red;
   C* acc = smem + lay.acc;
+  int* span = reinterpret_cast<int*>(smem + lay.span);  // span[i]: visible lags of output t0 + i
 
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t d = static_cast<int64_t>(blockIdx.y) * kTileD + tx;
@@ -101,16 +119,21 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
 
   for (int64_t k = ty; k <= K; k += kRowsY) acc[k * kTileD + tx] = C(0);
   const C bias_d = (bias && dvalid) ? static_cast<C>(load(bias, d)) : C(0);
+  // Tap k of output row i counts (the visible-lag test passes, always without resets).
+  auto counts = [&](int64_t i, int64_t k) { return reset == nullptr || K - 1 - k <= span[i]; };
 
   for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     const int64_t b = tile / tiles_per_seq;
     const int64_t t0 = (tile % tiles_per_seq) * kTileL;
     __syncthreads();  // previous tile's readers of xs / gs are done
-    // 1. padded inputs xx[t0 .. t0 + R)
+    // 1. padded inputs xx[t0 .. t0 + R); with resets, the visible lags of outputs t0 .. t0 + G
     for (int64_t r = ty; r < R; r += kRowsY) {
       const int64_t s = t0 + r;
       xs[r * kTileD + tx] = (dvalid && s < L + K - 1) ? padded(x, init, b, s, d, L, D, K) : C(0);
     }
+    if (reset != nullptr)
+      for (int64_t i = ty * kTileD + tx; i < G; i += kRowsY * kTileD)
+        span[i] = t0 + i < L ? static_cast<int>(visible_lags(reset, b, t0 + i, L, K)) : 0;
     __syncthreads();
     // 2. g_pre for t' = t0 + i, i < G (zero past the end of the sequence)
     for (int64_t i = ty; i < G; i += kRowsY) {
@@ -120,7 +143,8 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
         g = load(dy, (b * L + t) * D + d);
         if (silu) {
           C pre = bias_d;
-          for (int64_t k = 0; k < K; ++k) pre += static_cast<C>(load(w, d * K + k)) * xs[(i + k) * kTileD + tx];
+          for (int64_t k = 0; k < K; ++k)
+            if (counts(i, k)) pre += static_cast<C>(load(w, d * K + k)) * xs[(i + k) * kTileD + tx];
           const C sg = sigmoid_c(pre);
           g *= sg * (C(1) + pre * (C(1) - sg));
         }
@@ -129,17 +153,22 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
     }
     __syncthreads();
     // 3. dx[t] = dxx[t + K-1] for t in the tile; the first tile also writes d_initial_state (dxx[0 .. K-1)).
+    // final_state row s - L passes its gradient back unless a document starts after it.
     if (dvalid) {
+      const int64_t last_seen = visible_lags(reset, b, L - 1, L, K);
+      auto to_final = [&](int64_t s) { return d_final && s >= L && K - 2 - (s - L) <= last_seen; };
       for (int64_t i = ty; i < kTileL && t0 + i < L; i += kRowsY) {
         const int64_t s = t0 + i + K - 1;
-        C v = (d_final && s >= L) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
-        for (int64_t k = 0; k < K; ++k) v += static_cast<C>(load(w, d * K + k)) * gs[(i + K - 1 - k) * kTileD + tx];
+        C v = to_final(s) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
+        for (int64_t k = 0; k < K; ++k)
+          if (counts(i + K - 1 - k, k)) v += static_cast<C>(load(w, d * K + k)) * gs[(i + K - 1 - k) * kTileD + tx];
         if (dx) dx[(b * L + t0 + i) * D + d] = cuda::from_compute<Tx>(v);
       }
       if (t0 == 0 && dinit) {
         for (int64_t s = ty; s < K - 1; s += kRowsY) {
-          C v = (d_final && s >= L) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
-          for (int64_t k = 0; k <= s; ++k) v += static_cast<C>(load(w, d * K + k)) * gs[(s - k) * kTileD + tx];
+          C v = to_final(s) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
+          for (int64_t k = 0; k <= s; ++k)
+            if (counts(s - k, k)) v += static_cast<C>(load(w, d * K + k)) * gs[(s - k) * kTileD + tx];
           dinit[(b * (K - 1) + s) * D + d] = cuda::from_compute<Tx>(v);
         }
       }
@@ -149,7 +178,7 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
       for (int64_t k = 0; k <= K; ++k) {
         C s = C(0);
         for (int64_t i = ty; i < kTileL; i += kRowsY)
-          s += gs[i * kTileD + tx] * (k < K ? xs[(i + k) * kTileD + tx] : C(1));
+          if (k == K || counts(i, k)) s += gs[i * kTileD + tx] * (k < K ? xs[(i + k) * kTileD + tx] : C(1));
         red[ty * kTileD + tx] = s;
         __syncthreads();
         if (ty == 0) {
@@ -193,8 +222,8 @@ void launch_fwd(const CausalConv1dFwdParams& p) {
   if (n == 0) return;
   conv_fwd_kernel<Tx, Tw><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(
       static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
-      static_cast<const Tx*>(p.initial_state), static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.B, p.L, p.D,
-      p.K, p.silu);
+      static_cast<const Tx*>(p.initial_state), p.reset, static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.B,
+      p.L, p.D, p.K, p.silu);
   MT_CUDA_CHECK_LAUNCH();
 }
 
@@ -218,7 +247,7 @@ void launch_bwd(const CausalConv1dBwdParams& p) {
   dim3 block(kTileD, kRowsY);
   conv_bwd_kernel<Tx, Tw><<<grid, block, static_cast<size_t>(smem), cuda::stream()>>>(
       static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
-      static_cast<const Tx*>(p.initial_state), static_cast<const Tx*>(p.dy), static_cast<const Tx*>(p.d_final),
+      static_cast<const Tx*>(p.initial_state), p.reset, static_cast<const Tx*>(p.dy), static_cast<const Tx*>(p.d_final),
       static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),
       want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.L, p.D, p.K, p.silu);
   MT_CUDA_CHECK_LAUNCH();

@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
           // whatever the partials hold.
           const int e = tid + r * NT;  // tl * 32 + lane
           const int f = half * TH * 32 + e;
-          const W dt = (&sDU[0][0])[f].v[0], y0 = (&sGr.y0[0][0])[f], u = (&sGr.u[0][0])[f];
+          const W dt = (&sGr.dt[0][0])[f], y0 = (&sGr.y0[0][0])[f], u = (&sGr.u[0][0])[f];
           W sB = W(0), sA = W(0);
 #pragma unroll
           for (int q = 0; q < G; ++q) {

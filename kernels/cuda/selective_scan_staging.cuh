@@ -9,7 +9,10 @@
 // in shared memory, each thread runs its NPT recurrences over the tile, and the sums over n (y, du, d delta) meet in
 // shared memory. The next tile's global loads are issued before the current tile's arithmetic, so their latency
 // hides behind it. Masked steps become d' = 0 in the staged tile (a = 1, b = 0: the state passes through), and so do
-// the padding steps of a partial last tile, which keeps the inner loops free of branches.
+// the padding steps of a partial last tile, which keeps the inner loops free of branches. A document start
+// (p.reset) stages the decay's d' as kResetDt, so a = exp(kResetDt A) flushes to 0 and the state restarts there; the
+// same value in a chunk's sum of d' makes the chunk's P zero, and in the backward it zeroes g through a = 0 (the
+// d' factor of dA meets g a h = 0). The real d' of such a step stays in d' u and, for du, in Grad::dt.
 //
 // Chunks. The recurrence h_t = a_t h_{t-1} + b_t is linear in h, so a chunk maps its entering state H to P H + S with
 // P = exp(A * sum d') and S its end state from zero; backwards, a chunk maps the gradient leaving it, G, to P G + R.
@@ -112,6 +115,13 @@ __device__ __forceinline__ double decay(double dt, double A2) { return exp2(dt *
 __device__ __forceinline__ float exp_decay(float x) { return ex2_(x * static_cast<float>(kLog2e)); }
 __device__ __forceinline__ double exp_decay(double x) { return exp(x); }
 
+// The staged d' of a step that starts a document: exp(kResetDt * A) is 0 for any A below -1e-34 (f32, after ftz) or
+// -1e-298 (f64), and a chunk's sum of d' stays an overflow to +inf at worst, whose P is 0 as well.
+template <typename W>
+__device__ __forceinline__ W reset_dt() {
+  return sizeof(W) == 8 ? W(1e300) : W(1e35f);
+}
+
 // softplus(x) (x for x > 20, as PyTorch / mamba) and its derivative sigmoid(x). f32 from one MUFU.EX2 and one
 // MUFU.LG2 instead of expf + log1pf (those cost about 50 instructions per channel and step, more than the N-state
 // recurrence itself at N = 16): log1p(e) by its series below e = 0.01 (error e^5 / 5), by lg2(1 + e) ln 2 above
@@ -170,8 +180,8 @@ __device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t
 //   sBC[t][w] = {B_n, C_n for the NPT states n of warp w} (0 beyond N and on padding rows): one vector load per
 //   warp and step.
 //   With kWithGrad, one array each in Grad (a warp reads a value of 32 channels as one 128-byte wavefront, and each
-//   loop loads only what it uses): y0[t][lane] = dy0 = dy silu(z), u, gz = dz factor (dz = y0 * gz), gd = dd'/d delta;
-//   sM[t] = step is real.
+//   loop loads only what it uses): y0[t][lane] = dy0 = dy silu(z), u, gz = dz factor (dz = y0 * gz), gd = dd'/d delta,
+//   dt = d' (sDU's d' is kResetDt at a document start); sM[t] = step is real.
 //   With kYPass (the forward's y pass) nothing more is staged: commit hands silu(z) (1 without z, 0 on masked steps)
 //   and u of the thread's own elements back in registers, and the same thread writes their y after the tile.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
@@ -201,12 +211,13 @@ struct Stage {
   static constexpr int UA = TT * CU, UNITS = NA * UA + NB * TT * BU, RU = (UNITS + NT - 1) / NT;
   static constexpr int TG = kWithGrad ? TT : 1;
   struct Grad {
-    W y0[TG][32], u[TG][32], gz[TG][32], gd[TG][32];
+    W y0[TG][32], u[TG][32], gz[TG][32], gd[TG][32], dt[TG][32];
   };
   struct alignas(16) Raw {
     T x[NA][TT][32];
     T bc[NB][TT][NMAX];
     unsigned char m[TT];  // step t is real: inside the chunk and not masked
+    unsigned char r[TT];  // a document starts at step t (p.reset)
   };
 
   int64_t ebase, bbase;  // element offsets of (b, t = 0, channel d0) and of (b, t = 0) in B / C
@@ -275,6 +286,7 @@ struct Stage {
       bool real = tid < len;
       if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, blockIdx.z * p.L + t0 + tid);
       raw.m[tid] = real;
+      raw.r[tid] = p.reset != nullptr && tid < len && p.reset[blockIdx.z * p.L + t0 + tid] != 0;
     }
     const int64_t D = p.D, N = p.N;
     if constexpr (BU >= 1) {
@@ -337,6 +349,7 @@ struct Stage {
       softplus_(x, sp, dsp);
       const W dt = ok ? (softplus ? sp : x) : W(0);
       const W u = ok ? cvt(raw.x[1][t][lane]) : W(0);
+      const bool rs = raw.r[t];
       W zf = W(1), s = W(1), zv = W(0);  // silu(z) = z s, s = sigmoid(z); 1 without z
       if constexpr (kWithGrad || kYPass) {
         zv = cvt(raw.x[2][t][lane]);
@@ -345,7 +358,7 @@ struct Stage {
         zf = has_z ? zv * sg : W(1);
       }
       DU du;
-      du.v[0] = dt;
+      du.v[0] = rs ? reset_dt<W>() : dt;
       du.v[1] = dt * u;
       if constexpr (kWithGrad) {
         const W gyv = cvt(raw.x[NA - 1][t][lane]);
@@ -353,6 +366,7 @@ struct Stage {
         (&sGr->gd[0][0])[e] = ok ? (softplus ? dsp : W(1)) : W(0);
         (&sGr->y0[0][0])[e] = ok ? gyv * zf : W(0);  // dy0 = dy silu(z)
         (&sGr->u[0][0])[e] = u;
+        (&sGr->dt[0][0])[e] = dt;
       }
       (&sDU[0][0])[e] = du;
       if constexpr (kYPass) {

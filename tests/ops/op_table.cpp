@@ -193,23 +193,41 @@ void adamw_cuda_check() {
 
 std::vector<OpCase> no_cases(bool) { return {}; }
 
+// Document starts [B, L] i32 for the conv and the scan (reset): two in a row, one at a CUDA tile boundary (16), one on
+// the last step, one at t = 0 on odd rows (the initial state dropped) and, on long rows, about one per 300 steps at
+// seeded positions, so chunks with and without a reset occur.
+Tensor doc_resets(int64_t B, int64_t L, uint64_t seed) {
+  std::vector<double> r(static_cast<size_t>(B * L), 0.0);
+  const std::vector<double> u = uniform({B, L}, seed, 0.0, 1.0).to_vector();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t : {L / 3, L / 3 + 1, int64_t{16}, L - 1})
+      if (t > 0 && t < L) r[b * L + t] = 1.0;
+    if (b % 2 == 1) r[b * L] = 1.0;
+    if (L > 64)
+      for (int64_t t = 0; t < L; ++t)
+        if (u[b * L + t] < 1.0 / 300) r[b * L + t] = 1.0;
+  }
+  return Tensor::from_vector(r, {B, L}, DType::I32);
+}
+
 // ------------------------------------------------------------------------------------------------ causal_conv1d
 
 struct ConvFlags {
   bool bias, init, silu, w_f32;
   int64_t K = 4;
+  bool reset = false;
 };
 
 OpCase conv_case(int64_t B, int64_t L, int64_t D, int64_t K, const ConvFlags& f, uint64_t seed) {
   const auto w = [&](const Tensor& t) { return f.w_f32 ? master(t) : data(t); };
   OpCase c;
   c.what = str("B=", B, " L=", L, " D=", D, " K=", K, " bias=", f.bias, " init=", f.init, " silu=", f.silu,
-               " w_f32=", f.w_f32);
+               " w_f32=", f.w_f32, " reset=", f.reset);
   c.inputs = {data(randn({B, L, D}, seed)), w(randn({D, K}, seed + 1, 0, 0.5)), opt(f.bias, w(randn({D}, seed + 2))),
-              opt(f.init, data(randn({B, K - 1, D}, seed + 3)))};
+              opt(f.init, data(randn({B, K - 1, D}, seed + 3))), opt(f.reset, fixed(doc_resets(B, L, seed + 4)))};
   const bool silu = f.silu;
   c.run = [silu](Ins v) -> Outs {
-    const CausalConv1dOut o = causal_conv1d(v[0], v[1], v[2], v[3], silu);
+    const CausalConv1dOut o = causal_conv1d(v[0], v[1], v[2], v[3], silu, v[4]);
     return {o.y, o.final_state};
   };
   return c;
@@ -228,12 +246,16 @@ std::vector<OpCase> causal_conv1d_cases(bool big) {
         if (f.init && K == 1) c.dtypes.clear();
         cs.add(c);
       }
+  // Document resets: with and without an initial state, at lengths around the kernel width.
+  for (int64_t L : {1, 2, 5, 9})
+    for (int64_t K : {2, 4})
+      for (int bits = 0; bits < 4; ++bits)
+        cs.add(conv_case(2, L, 3, K, {(bits & 1) != 0, (bits & 2) != 0, true, false, K, true}, seed += 10));
   // Channel counts around the CUDA kernels' blocks, lengths across their time tiles.
-  const ConvFlags options[] = {{true, true, true, false, 4},
-                               {false, false, false, false, 4},
-                               {true, false, true, true, 4},
-                               {false, true, false, true, 3},
-                               {true, false, true, false, 1}};
+  const ConvFlags options[] = {{true, true, true, false, 4},       {false, false, false, false, 4},
+                               {true, false, true, true, 4},       {false, true, false, true, 3},
+                               {true, false, true, false, 1},      {true, true, true, false, 4, true},
+                               {false, true, false, true, 3, true}};
   for (int64_t D : {1, 7, 1536})
     for (int64_t L : {1, 7, 2049})
       for (const ConvFlags& f : options)
@@ -695,8 +717,10 @@ std::vector<OpCase> reduce_cases(bool big) {
 
 struct ScanFlags {
   bool z, D_skip, bias, softplus, init, mask;
+  bool reset = false;
   std::string str() const {
-    return mt::str("z=", z, " D=", D_skip, " bias=", bias, " softplus=", softplus, " init=", init, " mask=", mask);
+    return mt::str("z=", z, " D=", D_skip, " bias=", bias, " softplus=", softplus, " init=", init, " mask=", mask,
+                   " reset=", reset);
   }
 };
 
@@ -729,10 +753,12 @@ OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f,
               opt(f.z, data(randn({B, L, D}, seed + 6))),
               opt(f.bias, master(uniform({D}, seed + 7, -0.5, 0.5))),
               opt(f.init, master(randn({B, D, N}, seed + 8, 0.0, 0.5))),
-              opt(f.mask, fixed(scan_mask(B, L, mask_dtype)))};
+              opt(f.mask, fixed(scan_mask(B, L, mask_dtype))),
+              opt(f.reset, fixed(doc_resets(B, L, seed + 9)))};
   const bool softplus = f.softplus;
   c.run = [softplus](Ins v) -> Outs {
-    const SelectiveScanOut o = selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], softplus, v[8], v[9]);
+    const SelectiveScanOut o =
+        selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], softplus, v[8], v[9], v[10]);
     return {o.y, o.last_state};
   };
   c.tol = [](DType dt) {
@@ -756,6 +782,13 @@ std::vector<OpCase> selective_scan_cases(bool big) {
   for (int64_t L : {1, 7})
     for (const ScanFlags& f : {on, off}) cs.add(scan_case(2, L, 3, 1, f, seed += 10));  // one state
   cs.add(scan_case(2, 13, 3, 4, on, seed += 10, DType::F32));
+  // Document resets, with the initial state, the mask and z on and off (a reset on a masked step included).
+  for (int bits = 0; bits < 8; ++bits)
+    for (int64_t L : {1, 5, 18}) {
+      const bool z = (bits & 1) != 0, init = (bits & 2) != 0, mask = (bits & 4) != 0;
+      cs.add(scan_case(2, L, 3, 2, {z, true, true, true, init, mask, true}, seed += 10));
+    }
+  const ScanFlags on_reset{true, true, true, true, true, true, true};
   // CUDA: N at and inside the template bounds (1, 5, 16, 17, 33, 64), D = 131 not a multiple of 32, L across tiles
   // and (B * D small) chunks; B = 8, D = 1024 runs as one chunk of many tiles.
   for (int64_t L : {1, 7, 2047, 2048, 2049, 4097})
@@ -775,6 +808,20 @@ std::vector<OpCase> selective_scan_cases(bool big) {
   cs.add_big([&] { return scan_case(1, 130, 13, 33, on, 3920); });
   cs.add_big([&] { return scan_case(2, 300, 20, 17, off, 3930); });
   cs.add_big([&] { return scan_case(2, 70, 5, 64, off, 3940); });
+  // Resets across tiles and chunks (B = 1 and 2 at long L run in several chunks).
+  for (int64_t L : {7, 2049, 4097})
+    for (int64_t N : {16, 64})
+      cs.add_big([&, sd = seed += 10] {
+        OpCase c = scan_case(L > 4000 ? 1 : 2, L, 131, N, on_reset, sd);
+        c.dtypes = {DType::F32, DType::BF16};
+        return c;
+      });
+  cs.add_big([&] {
+    OpCase c = scan_case(8, 300, 1024, 16, on_reset, 3950);
+    c.dtypes = {DType::F32, DType::BF16};
+    return c;
+  });
+  cs.add_big([&] { return scan_case(3, 257, 37, 5, on_reset, 3960); });
   return cs.v;
 }
 

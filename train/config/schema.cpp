@@ -301,6 +301,11 @@ std::vector<Key> build() {
           .note("-1 (run.seed)")
           .doc("classification without data.val_path: the seed of the held-out split; set it to keep one split while "
                "run.seed varies the model"),
+      K("data.reset_at_document_end", F(data.reset_at_document_end))
+          .doc("language models: where a window holds an end-of-document token (BPE <|endoftext|>, DNA [EOD] between "
+               "FASTA records, a token shard's eod id), every layer's conv and SSM state restarts at the next token, "
+               "so each document is read as if alone; data without such tokens is unaffected. Checkpoints written "
+               "before this key resume with false, as they were trained"),
       K("data.rc_augment", F(data.rc_augment))
           .doc("classification with tokenizer dna: reverse-complement each training sample with probability 1/2"),
       // ---- optimizer ----
