@@ -88,8 +88,8 @@ inline void check_documents_read_alone(Device dev, DType cd, double tol) {
         s = e;
       }
     }
-    EXPECT_LE(worst, tol * std::max(1.0, scale)) << v.name << ": largest difference " << worst << " (values up to "
-                                                  << scale << ")";
+    EXPECT_LE(worst, tol * std::max(1.0, scale))
+        << v.name << ": largest difference " << worst << " (values up to " << scale << ")";
     // Without the starts the documents do see each other: the check can fail.
     nn::ForwardOptions joined = alone_opt;
     const std::vector<double> mixed =

@@ -65,7 +65,7 @@ TEST(DocumentResets, StartsFollowTheEndOfDocumentToken) {
   const std::vector<double> s = values(data::document_starts(ids, 1));
   // Row 0: ends at 1 and 3, so documents start at 2 and 4; row 1: the end at its last position starts nothing.
   EXPECT_EQ(s, (std::vector<double>{0, 0, 1, 0, 1, 0, 0, 0, 0, 0}));
-  EXPECT_FALSE(data::document_starts(ids, -1).defined());                                      // no such token
+  EXPECT_FALSE(data::document_starts(ids, -1).defined());                                        // no such token
   EXPECT_FALSE(data::document_starts(Tensor::from_vector_i64({3, 3, 1}, {1, 3}), 1).defined());  // only at the end
 }
 
@@ -78,30 +78,34 @@ TEST(DocumentResets, ConvAndScanCarriedAcrossChunksEqualOneCall) {
   // and the scan's last_state carried, they equal one call, for every split point.
   const int64_t B = 2, L = 11, D = 3, N = 2, K = 4;
   Generator g(5);
-  const Tensor x = Tensor::randn({B, L, D}, g, 0.0, 1.0, DType::F64), w = Tensor::randn({D, K}, g, 0.0, 1.0, DType::F64);
-  const Tensor u = Tensor::randn({B, L, D}, g, 0.0, 1.0, DType::F64), delta = Tensor::randn({B, L, D}, g, 0.0, 1.0, DType::F64);
-  const Tensor Bm = Tensor::randn({B, L, N}, g, 0.0, 1.0, DType::F64), Cm = Tensor::randn({B, L, N}, g, 0.0, 1.0, DType::F64);
+  const Tensor x = Tensor::randn({B, L, D}, g, 0.0, 1.0, DType::F64),
+               w = Tensor::randn({D, K}, g, 0.0, 1.0, DType::F64);
+  const Tensor u = Tensor::randn({B, L, D}, g, 0.0, 1.0, DType::F64),
+               delta = Tensor::randn({B, L, D}, g, 0.0, 1.0, DType::F64);
+  const Tensor Bm = Tensor::randn({B, L, N}, g, 0.0, 1.0, DType::F64),
+               Cm = Tensor::randn({B, L, N}, g, 0.0, 1.0, DType::F64);
   const Tensor A = Tensor::from_vector({-1.0, -2.0, -0.5, -1.5, -0.7, -3.0}, {D, N}, DType::F64);
-  const Tensor init_conv = Tensor::randn({B, K - 1, D}, g, 0.0, 1.0, DType::F64), init_ssm = Tensor::randn({B, D, N}, g, 0.0, 1.0, DType::F64);
+  const Tensor init_conv = Tensor::randn({B, K - 1, D}, g, 0.0, 1.0, DType::F64),
+               init_ssm = Tensor::randn({B, D, N}, g, 0.0, 1.0, DType::F64);
   std::vector<double> r(B * L, 0.0);
   for (int64_t t : {3, 5, 6, 10}) r[t] = 1.0;  // row 0
-  r[L] = r[L + 8] = 1.0;                         // row 1: at t = 0 (the initial states dropped) and 8
+  r[L] = r[L + 8] = 1.0;                       // row 1: at t = 0 (the initial states dropped) and 8
   const Tensor reset = Tensor::from_vector(r, {B, L}, DType::I32);
   const CausalConv1dOut conv = causal_conv1d(x, w, Tensor(), init_conv, true, reset);
-  const SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, Tensor(), Tensor(), Tensor(), true, init_ssm,
-                                               Tensor(), reset);
+  const SelectiveScanOut scan =
+      selective_scan(u, delta, A, Bm, Cm, Tensor(), Tensor(), Tensor(), true, init_ssm, Tensor(), reset);
   for (int64_t s = 1; s < L; ++s) {
     auto piece = [&](const Tensor& t, int64_t a, int64_t e) { return slice(t, 1, a, e).contiguous(); };
     const CausalConv1dOut c1 = causal_conv1d(piece(x, 0, s), w, Tensor(), init_conv, true, piece(reset, 0, s));
     const CausalConv1dOut c2 = causal_conv1d(piece(x, s, L), w, Tensor(), c1.final_state, true, piece(reset, s, L));
     EXPECT_LE(test::tolerance_ratio(values(cat1({c1.y, c2.y})), values(conv.y), 1e-13, 1e-13), 1.0) << "split " << s;
     EXPECT_LE(test::tolerance_ratio(values(c2.final_state), values(conv.final_state), 1e-13, 1e-13), 1.0) << s;
-    const SelectiveScanOut s1 = selective_scan(piece(u, 0, s), piece(delta, 0, s), A, piece(Bm, 0, s),
-                                               piece(Cm, 0, s), Tensor(), Tensor(), Tensor(), true, init_ssm, Tensor(),
-                                               piece(reset, 0, s));
-    const SelectiveScanOut s2 = selective_scan(piece(u, s, L), piece(delta, s, L), A, piece(Bm, s, L),
-                                               piece(Cm, s, L), Tensor(), Tensor(), Tensor(), true, s1.last_state,
-                                               Tensor(), piece(reset, s, L));
+    const SelectiveScanOut s1 =
+        selective_scan(piece(u, 0, s), piece(delta, 0, s), A, piece(Bm, 0, s), piece(Cm, 0, s), Tensor(), Tensor(),
+                       Tensor(), true, init_ssm, Tensor(), piece(reset, 0, s));
+    const SelectiveScanOut s2 =
+        selective_scan(piece(u, s, L), piece(delta, s, L), A, piece(Bm, s, L), piece(Cm, s, L), Tensor(), Tensor(),
+                       Tensor(), true, s1.last_state, Tensor(), piece(reset, s, L));
     EXPECT_LE(test::tolerance_ratio(values(cat1({s1.y, s2.y})), values(scan.y), 1e-13, 1e-13), 1.0) << "split " << s;
   }
   // A reset on the last K-1 steps hides the rows before it from the next chunk: row 0's final state keeps only
@@ -131,11 +135,12 @@ TEST(DocumentResets, TrainingUsesThemAndDataWithoutTheTokenTrainsAsBefore) {
   const auto chunked = params_at(root + "/chunked", 4);
   for (auto& kv : on) EXPECT_LE(test::tolerance_ratio(chunked.at(kv.first), kv.second, 1e-6, 1e-4), 1.0) << kv.first;
   // Byte text has no end-of-document token: the key changes nothing, bit for bit.
-  const std::string text_args = " --set model.d_model=16 --set model.n_layer=2 --set data.seq_len=32"
-                                " --set trainer.micro_batch_size=2 --set trainer.global_batch_size=2"
-                                " --set trainer.max_steps=3 --set scheduler.warmup_steps=1 --set checkpoint.every=3 --set trainer.eval_every=3"
-                                " --set trainer.eval_batches=1 --set logging.progress=false --set logging.plot=false"
-                                " --set run.device=cpu";
+  const std::string text_args =
+      " --set model.d_model=16 --set model.n_layer=2 --set data.seq_len=32"
+      " --set trainer.micro_batch_size=2 --set trainer.global_batch_size=2"
+      " --set trainer.max_steps=3 --set scheduler.warmup_steps=1 --set checkpoint.every=3 --set trainer.eval_every=3"
+      " --set trainer.eval_batches=1 --set logging.progress=false --set logging.plot=false"
+      " --set run.device=cpu";
   r = run_cli("train configs/tinyshakespeare.yaml --set run.out_dir=" + root + "/text_on" + text_args);
   ASSERT_EQ(r.code, 0) << r.out;
   r = run_cli("train configs/tinyshakespeare.yaml --set run.out_dir=" + root + "/text_off" + text_args +

@@ -1,5 +1,7 @@
 // CUDA depthwise causal conv1d (math in kernels/causal_conv1d.h).
 //
+// Mamba's width (K = 4) takes the streaming kernels below (a thread per channel or channel pair and run of steps);
+// other widths, or buffers the streaming kernels' vector loads cannot serve, take the general kernels:
 // Forward: one thread per (b, t, d), D fastest, so a warp reads 32 consecutive channels of one time step
 // (coalesced); the K taps of a channel come from L1/L2.
 // Backward: one fused kernel over tiles of kTileL time steps x kTileD channels of one sequence. The block stages the
@@ -12,6 +14,9 @@
 // dweight. Without resets every tap counts and the arithmetic is that of the plain kernels.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
+#include <initializer_list>
 
 #include "core/cuda/dtype_cuda.cuh"
 #include "core/tensor.h"
@@ -93,7 +98,7 @@ struct BwdSmem {
 
 // grid: x = blocks over (b, time tile) pairs (each loops over several when capped), y = channel tiles.
 // partial: [gridDim.x][K+1][D] in C.
-template <typename Tx, typename Tw>
+template <typename Tx, typename Tw, bool kReset>
 __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
                                 const Tx* __restrict__ init, const int32_t* __restrict__ reset,
                                 const Tx* __restrict__ dy, const Tx* __restrict__ d_final, Tx* __restrict__ dx,
@@ -120,7 +125,7 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
   for (int64_t k = ty; k <= K; k += kRowsY) acc[k * kTileD + tx] = C(0);
   const C bias_d = (bias && dvalid) ? static_cast<C>(load(bias, d)) : C(0);
   // Tap k of output row i counts (the visible-lag test passes, always without resets).
-  auto counts = [&](int64_t i, int64_t k) { return reset == nullptr || K - 1 - k <= span[i]; };
+  auto counts = [&](int64_t i, int64_t k) { return !kReset || K - 1 - k <= span[i]; };
 
   for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     const int64_t b = tile / tiles_per_seq;
@@ -131,7 +136,7 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
       const int64_t s = t0 + r;
       xs[r * kTileD + tx] = (dvalid && s < L + K - 1) ? padded(x, init, b, s, d, L, D, K) : C(0);
     }
-    if (reset != nullptr)
+    if (kReset)
       for (int64_t i = ty * kTileD + tx; i < G; i += kRowsY * kTileD)
         span[i] = t0 + i < L ? static_cast<int>(visible_lags(reset, b, t0 + i, L, K)) : 0;
     __syncthreads();
@@ -155,7 +160,7 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
     // 3. dx[t] = dxx[t + K-1] for t in the tile; the first tile also writes d_initial_state (dxx[0 .. K-1)).
     // final_state row s - L passes its gradient back unless a document starts after it.
     if (dvalid) {
-      const int64_t last_seen = visible_lags(reset, b, L - 1, L, K);
+      const int64_t last_seen = kReset ? visible_lags(reset, b, L - 1, L, K) : K - 1;
       auto to_final = [&](int64_t s) { return d_final && s >= L && K - 2 - (s - L) <= last_seen; };
       for (int64_t i = ty; i < kTileL && t0 + i < L; i += kRowsY) {
         const int64_t s = t0 + i + K - 1;
@@ -216,10 +221,277 @@ __global__ void conv_reduce_kernel(const C* __restrict__ partial, int64_t nblk, 
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Streaming kernels for K = kStreamK (Mamba's d_conv) and V-aligned channels. A thread owns V adjacent channels
+// (V = 2 for 16-bit storage: one 4-byte load per row, 1 otherwise) and walks runs of kStreamT time steps holding the
+// previous K-1 inputs in registers, so each input is read about once instead of K times; a document start clears
+// that window (its taps then add zeros). Per output, the arithmetic and its order are those of conv_fwd_kernel.
+// The backward walks the same way K-1 steps further: for each output it recomputes g_pre (as conv_bwd_kernel does),
+// and once the K outputs that read an input are known it writes that input's dx (d_initial_state before t = 0), in
+// conv_bwd_kernel's order; it sums dweight / dbias over its own runs into one partial row per (run column, sequence),
+// and conv_reduce_kernel adds the rows in a fixed order (deterministic; the order differs from conv_bwd_kernel's).
+constexpr int kStreamK = 4;
+constexpr int kStreamT = 32;             // time steps per run
+constexpr int kStreamBlock = 128;        // threads per block, along channels
+constexpr int64_t kStreamMaxRows = 512;  // partial rows of the backward (run columns x sequences), when B allows
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <int V, typename T, typename C>
+__device__ __forceinline__ void load_pack(const T* p, int64_t i, C (&out)[V]) {
+  const Pack<T, V> q = *reinterpret_cast<const Pack<T, V>*>(p + i);
+#pragma unroll
+  for (int v = 0; v < V; ++v) out[v] = load(q.v, v);
+}
+
+template <int V, typename T, typename C>
+__device__ __forceinline__ void store_pack(T* p, int64_t i, const C (&in)[V]) {
+  Pack<T, V> q;
+#pragma unroll
+  for (int v = 0; v < V; ++v) q.v[v] = cuda::from_compute<T>(in[v]);
+  *reinterpret_cast<Pack<T, V>*>(p + i) = q;
+}
+
+// The K-1 inputs before t0 (initial_state rows before time 0, zeros without one), with the taps that a document
+// start in (t0 - (K-1), t0) hides cleared: win[v][j] is time t0 - (K-1) + j.
+template <int K, int V, bool kReset, typename Tx, typename C>
+__device__ __forceinline__ void stream_window(const Tx* x, const Tx* init, const int32_t* reset, int64_t b, int64_t t0,
+                                              int64_t L, int64_t D, int64_t d0, C (&win)[V][K - 1]) {
+#pragma unroll
+  for (int j = 0; j < K - 1; ++j) {
+    const int64_t s = t0 - (K - 1) + j;
+    C v[V];
+    if (s >= 0) {
+      load_pack<V>(x, (b * L + s) * D + d0, v);
+    } else if (init != nullptr) {
+      load_pack<V>(init, (b * (K - 1) + s + K - 1) * D + d0, v);
+    } else {
+#pragma unroll
+      for (int q = 0; q < V; ++q) v[q] = C(0);
+    }
+#pragma unroll
+    for (int q = 0; q < V; ++q) win[q][j] = v[q];
+  }
+  if (kReset) {
+#pragma unroll
+    for (int j = 1; j < K - 1; ++j) {
+      const int64_t s = t0 - (K - 1) + j;
+      if (s >= 0 && reset[b * L + s] != 0) {
+#pragma unroll
+        for (int q = 0; q < V; ++q)
+#pragma unroll
+          for (int i = 0; i < j; ++i) win[q][i] = C(0);
+      }
+    }
+  }
+}
+
+// grid (ceil(D / (kStreamBlock V)), run columns, B); each thread takes runs blockIdx.y, + gridDim.y, ...
+template <typename Tx, typename Tw, int K, int V, bool kReset>
+__global__ void __launch_bounds__(kStreamBlock)
+    conv_fwd_stream_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
+                           const Tx* __restrict__ init, const int32_t* __restrict__ reset, Tx* __restrict__ y,
+                           Tx* __restrict__ final_state, int64_t L, int64_t D, bool silu) {
+  using C = typename Compute<Tx>::type;
+  const int64_t d0 = (static_cast<int64_t>(blockIdx.x) * kStreamBlock + threadIdx.x) * V, b = blockIdx.z;
+  if (d0 >= D) return;
+  C wr[V][K], br[V];
+#pragma unroll
+  for (int q = 0; q < V; ++q) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) wr[q][k] = static_cast<C>(load(w, (d0 + q) * K + k));
+    br[q] = bias ? static_cast<C>(load(bias, d0 + q)) : C(0);
+  }
+  const int64_t runs = (L + kStreamT - 1) / kStreamT;
+  for (int64_t run = blockIdx.y; run < runs; run += gridDim.y) {
+    const int64_t t0 = run * kStreamT, t1 = t0 + kStreamT < L ? t0 + kStreamT : L;
+    C win[V][K - 1];
+    stream_window<K, V, kReset>(x, init, reset, b, t0, L, D, d0, win);
+#pragma unroll 4
+    for (int64_t t = t0; t < t1; ++t) {
+      C xv[V], out[V];
+      load_pack<V>(x, (b * L + t) * D + d0, xv);
+      const bool start = kReset && reset[b * L + t] != 0;
+#pragma unroll
+      for (int q = 0; q < V; ++q) {
+        if (start) {
+#pragma unroll
+          for (int j = 0; j < K - 1; ++j) win[q][j] = C(0);
+        }
+        C acc = br[q];
+#pragma unroll
+        for (int k = 0; k < K - 1; ++k) acc += wr[q][k] * win[q][k];
+        acc += wr[q][K - 1] * xv[q];
+        out[q] = silu ? acc * sigmoid_c(acc) : acc;
+#pragma unroll
+        for (int j = 0; j + 1 < K - 1; ++j) win[q][j] = win[q][j + 1];
+        win[q][K - 2] = xv[q];
+      }
+      store_pack<V>(y, (b * L + t) * D + d0, out);
+    }
+    if (final_state != nullptr && t1 == L) {
+#pragma unroll
+      for (int j = 0; j < K - 1; ++j) {
+        C v[V];
+#pragma unroll
+        for (int q = 0; q < V; ++q) v[q] = win[q][j];
+        store_pack<V>(final_state, (b * (K - 1) + j) * D + d0, v);
+      }
+    }
+  }
+}
+
+// partial: [gridDim.y * B][K+1][D] (row blockIdx.y * B + b) when dweight or dbias is wanted.
+template <typename Tx, typename Tw, int K, int V, bool kReset>
+__global__ void __launch_bounds__(kStreamBlock)
+    conv_bwd_stream_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
+                           const Tx* __restrict__ init, const int32_t* __restrict__ reset, const Tx* __restrict__ dy,
+                           const Tx* __restrict__ d_final, Tx* __restrict__ dx, Tx* __restrict__ dinit,
+                           typename Compute<Tx>::type* __restrict__ partial, int64_t B, int64_t L, int64_t D,
+                           bool silu) {
+  using C = typename Compute<Tx>::type;
+  const int64_t d0 = (static_cast<int64_t>(blockIdx.x) * kStreamBlock + threadIdx.x) * V, b = blockIdx.z;
+  if (d0 >= D) return;
+  C wr[V][K], br[V], aw[V][K + 1];
+#pragma unroll
+  for (int q = 0; q < V; ++q) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) wr[q][k] = static_cast<C>(load(w, (d0 + q) * K + k));
+    br[q] = bias ? static_cast<C>(load(bias, d0 + q)) : C(0);
+#pragma unroll
+    for (int k = 0; k <= K; ++k) aw[q][k] = C(0);
+  }
+  // final_state row j (time L - (K-1) + j) passes its gradient back unless a document starts after it.
+  const int64_t last_seen = kReset ? visible_lags(reset, b, L - 1, L, K) : K - 1;
+  const int64_t runs = (L + kStreamT - 1) / kStreamT;
+  for (int64_t run = blockIdx.y; run < runs; run += gridDim.y) {
+    const int64_t t0 = run * kStreamT, t1 = t0 + kStreamT < L ? t0 + kStreamT : L;
+    C win[V][K - 1];
+    stream_window<K, V, kReset>(x, init, reset, b, t0, L, D, d0, win);
+    C g[V][K];  // g[q][j]: g_pre of output t - (K-1) + j (0 before t0 and from L on)
+    int sp[K];  // visible lags of those outputs
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      sp[j] = K - 1;
+#pragma unroll
+      for (int q = 0; q < V; ++q) g[q][j] = C(0);
+    }
+#pragma unroll 4
+    for (int64_t t = t0; t < t1 + K - 1; ++t) {
+      C gt[V];
+      int st = K - 1;
+      if (t < L) {
+        C xv[V], dyv[V];
+        load_pack<V>(x, (b * L + t) * D + d0, xv);
+        load_pack<V>(dy, (b * L + t) * D + d0, dyv);
+        const bool start = kReset && reset[b * L + t] != 0;
+        if (kReset) st = static_cast<int>(visible_lags(reset, b, t, L, K));
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+          if (start) {
+#pragma unroll
+            for (int j = 0; j < K - 1; ++j) win[q][j] = C(0);
+          }
+          C gv = dyv[q];
+          if (silu) {
+            C pre = br[q];
+#pragma unroll
+            for (int k = 0; k < K - 1; ++k) pre += wr[q][k] * win[q][k];
+            pre += wr[q][K - 1] * xv[q];
+            const C sg = sigmoid_c(pre);
+            gv *= sg * (C(1) + pre * (C(1) - sg));
+          }
+          gt[q] = gv;
+          if (t < t1) {
+#pragma unroll
+            for (int k = 0; k < K - 1; ++k) aw[q][k] += gv * win[q][k];
+            aw[q][K - 1] += gv * xv[q];
+            aw[q][K] += gv;
+          }
+#pragma unroll
+          for (int j = 0; j + 1 < K - 1; ++j) win[q][j] = win[q][j + 1];
+          win[q][K - 2] = xv[q];
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < V; ++q) gt[q] = C(0);
+      }
+#pragma unroll
+      for (int j = 0; j + 1 < K; ++j) {
+        sp[j] = sp[j + 1];
+#pragma unroll
+        for (int q = 0; q < V; ++q) g[q][j] = g[q][j + 1];
+      }
+      sp[K - 1] = st;
+#pragma unroll
+      for (int q = 0; q < V; ++q) g[q][K - 1] = gt[q];
+      // Input tau = t - (K-1) is read by outputs tau .. t, all known now: g[.][j] is output tau + j, tap K-1-j.
+      const int64_t tau = t - (K - 1);
+      if (tau < t0 && !(t0 == 0 && tau < 0)) continue;
+      const int64_t j_fin = tau - (L - (K - 1));  // its final_state row, when >= 0
+      const bool to_final = d_final != nullptr && j_fin >= 0 && K - 2 - j_fin <= last_seen;
+      C v[V];
+      if (to_final) {
+        load_pack<V>(d_final, (b * (K - 1) + j_fin) * D + d0, v);
+      } else {
+#pragma unroll
+        for (int q = 0; q < V; ++q) v[q] = C(0);
+      }
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        if (kReset && K - 1 - k > sp[K - 1 - k]) continue;
+#pragma unroll
+        for (int q = 0; q < V; ++q) v[q] += wr[q][k] * g[q][K - 1 - k];
+      }
+      if (tau >= 0) {
+        if (dx != nullptr) store_pack<V>(dx, (b * L + tau) * D + d0, v);
+      } else if (dinit != nullptr) {
+        store_pack<V>(dinit, (b * (K - 1) + tau + K - 1) * D + d0, v);
+      }
+    }
+  }
+  if (partial != nullptr) {
+    const int64_t row = static_cast<int64_t>(blockIdx.y) * B + b;
+#pragma unroll
+    for (int k = 0; k <= K; ++k)
+#pragma unroll
+      for (int q = 0; q < V; ++q) partial[(row * (K + 1) + k) * D + d0 + q] = aw[q][k];
+  }
+}
+
+// The streaming kernels serve K = kStreamK with every buffer aligned to V elements (V = 2 for 16-bit storage).
+template <typename Tx>
+constexpr int stream_v() {
+  return sizeof(Tx) == 2 ? 2 : 1;
+}
+inline bool stream_ok(int64_t K, int64_t D, int V, std::initializer_list<const void*> ptrs, size_t elem) {
+  if (K != kStreamK || D % V != 0) return false;
+  for (const void* p : ptrs)
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % (elem * V) != 0) return false;
+  return true;
+}
+
 template <typename Tx, typename Tw>
 void launch_fwd(const CausalConv1dFwdParams& p) {
   const int64_t n = p.B * p.L * p.D;
   if (n == 0) return;
+  constexpr int V = stream_v<Tx>();
+  if (p.B <= 65535 && stream_ok(p.K, p.D, V, {p.x, p.initial_state, p.y, p.final_state}, sizeof(Tx))) {
+    const int64_t runs = (p.L + kStreamT - 1) / kStreamT;
+    const dim3 grid(static_cast<unsigned>((p.D / V + kStreamBlock - 1) / kStreamBlock),
+                    static_cast<unsigned>(runs < 65535 ? runs : 65535), static_cast<unsigned>(p.B));
+    auto kernel = p.reset != nullptr ? conv_fwd_stream_kernel<Tx, Tw, kStreamK, V, true>
+                                     : conv_fwd_stream_kernel<Tx, Tw, kStreamK, V, false>;
+    kernel<<<grid, kStreamBlock, 0, cuda::stream()>>>(
+        static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
+        static_cast<const Tx*>(p.initial_state), p.reset, static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.L,
+        p.D, p.silu);
+    MT_CUDA_CHECK_LAUNCH();
+    return;
+  }
   conv_fwd_kernel<Tx, Tw><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(
       static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
       static_cast<const Tx*>(p.initial_state), p.reset, static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.B,
@@ -231,6 +503,35 @@ template <typename Tx, typename Tw>
 void launch_bwd(const CausalConv1dBwdParams& p) {
   using C = typename Compute<Tx>::type;
   if (p.B * p.D == 0) return;
+  constexpr int V = stream_v<Tx>();
+  if (p.B <= 65535 &&
+      stream_ok(p.K, p.D, V, {p.x, p.initial_state, p.dy, p.d_final, p.dx, p.d_initial_state}, sizeof(Tx))) {
+    const int64_t runs = (p.L + kStreamT - 1) / kStreamT;
+    const int64_t cols = std::max<int64_t>(1, std::min<int64_t>({runs, kStreamMaxRows / p.B, 65535}));
+    const bool want_w = p.dweight || p.dbias;
+    Tensor partial;
+    if (want_w)
+      partial = Tensor::empty({cols * p.B, p.K + 1, p.D}, std::is_same<C, double>::value ? DType::F64 : DType::F32,
+                              Device::cuda(CudaContext::get().device()));
+    const dim3 grid(static_cast<unsigned>((p.D / V + kStreamBlock - 1) / kStreamBlock), static_cast<unsigned>(cols),
+                    static_cast<unsigned>(p.B));
+    auto kernel = p.reset != nullptr ? conv_bwd_stream_kernel<Tx, Tw, kStreamK, V, true>
+                                     : conv_bwd_stream_kernel<Tx, Tw, kStreamK, V, false>;
+    kernel<<<grid, kStreamBlock, 0, cuda::stream()>>>(
+        static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
+        static_cast<const Tx*>(p.initial_state), p.reset, static_cast<const Tx*>(p.dy),
+        static_cast<const Tx*>(p.d_final), static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),
+        want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.L, p.D, p.silu);
+    MT_CUDA_CHECK_LAUNCH();
+    if (want_w) {
+      const int64_t n = (p.K + 1) * p.D;
+      conv_reduce_kernel<C, Tw><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(
+          static_cast<const C*>(partial.data_ptr()), cols * p.B, static_cast<Tw*>(p.dweight), static_cast<Tw*>(p.dbias),
+          p.D, p.K);
+      MT_CUDA_CHECK_LAUNCH();
+    }
+    return;
+  }
   const int64_t smem = BwdSmem(p.K).total * static_cast<int64_t>(sizeof(C));
   MT_CHECK_SHAPE(smem <= 48 * 1024, "causal_conv1d_bwd_cuda: kernel width K = ", p.K,
                  " needs more shared memory than the kernel supports (", smem, " > 49152 bytes)");
@@ -245,7 +546,9 @@ void launch_bwd(const CausalConv1dBwdParams& p) {
                             Device::cuda(CudaContext::get().device()));
   dim3 grid(static_cast<unsigned>(nblk), static_cast<unsigned>(dtiles));
   dim3 block(kTileD, kRowsY);
-  conv_bwd_kernel<Tx, Tw><<<grid, block, static_cast<size_t>(smem), cuda::stream()>>>(
+  // The reset paths are a kernel of their own, so the plain one keeps its arithmetic and its speed.
+  auto kernel = p.reset != nullptr ? conv_bwd_kernel<Tx, Tw, true> : conv_bwd_kernel<Tx, Tw, false>;
+  kernel<<<grid, block, static_cast<size_t>(smem), cuda::stream()>>>(
       static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
       static_cast<const Tx*>(p.initial_state), p.reset, static_cast<const Tx*>(p.dy), static_cast<const Tx*>(p.d_final),
       static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),

@@ -6,10 +6,15 @@
 // centred sum of squares (two-pass, as the CPU reference), then the output.
 // dweight / dbias: a column-tiled kernel (32 columns x 8 warps, one chunk of rows per block) writes partial sums,
 // and a second kernel adds the chunks in a fixed order: deterministic, no atomics.
+// The training step's norms (f32 statistics and residual stream, H a multiple of 128) take the row kernels below,
+// which hold a row in registers and use vector loads; the general kernels serve every other case.
 // Storage dtypes are runtime arguments (a uniform switch per load / store), so one instantiation per compute type
 // serves every combination of x / y / weight dtypes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <initializer_list>
+#include <type_traits>
 
 #include "core/cuda/dtype_cuda.cuh"
 #include "core/tensor.h"
@@ -166,8 +171,189 @@ __global__ void norm_dw_reduce_kernel(const C* __restrict__ partial, int64_t nch
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Row kernels for the training step's case: f32 statistics, x / y / dy / dx of one 16- or 32-bit type T, the residual
+// stream, weight and bias in f32, H a multiple of 128 up to 128 NV. A warp holds its row in registers, NV chunks of
+// 4 adjacent elements per lane (chunk j at columns 4 (32 j + lane)), so each input is read once with one 8- or
+// 16-byte load per chunk and each output written once. The row sums run per lane over its chunks, then across the
+// warp: another order than the general kernels', the same math.
+constexpr int kRowVec = 4;
+
+template <typename T>
+struct alignas(sizeof(T) * kRowVec) RowPack {
+  T v[kRowVec];
+};
+struct alignas(16) RowF4 {
+  float v[kRowVec];
+};
+
+template <typename T>
+__device__ __forceinline__ void load_row4(const void* p, int64_t i, float (&out)[kRowVec]) {
+  const RowPack<T> q = *reinterpret_cast<const RowPack<T>*>(static_cast<const T*>(p) + i);
+#pragma unroll
+  for (int e = 0; e < kRowVec; ++e) out[e] = cuda::load(q.v, e);
+}
+template <typename T>
+__device__ __forceinline__ void store_row4(void* p, int64_t i, const float (&in)[kRowVec]) {
+  RowPack<T> q;
+#pragma unroll
+  for (int e = 0; e < kRowVec; ++e) q.v[e] = cuda::from_compute<T>(in[e]);
+  *reinterpret_cast<RowPack<T>*>(static_cast<T*>(p) + i) = q;
+}
+
+template <typename T, int NV>
+__global__ void __launch_bounds__(kWarps * 32) norm_fwd_row_kernel(NormFwdParams p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t H = p.H;
+  const int nv = static_cast<int>(H / (32 * kRowVec));
+  const float eps = static_cast<float>(p.eps), inv_h = 1.0f / static_cast<float>(H);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + warp; i < p.rows;
+       i += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const int64_t off = i * H;
+    float r[NV][kRowVec];
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      if (j >= nv) break;
+      const int64_t c = off + (j * 32 + lane) * kRowVec;
+      load_row4<T>(p.x, c, r[j]);
+      if (p.residual) {
+        const RowF4 q = *reinterpret_cast<const RowF4*>(static_cast<const float*>(p.residual) + c);
+#pragma unroll
+        for (int e = 0; e < kRowVec; ++e) r[j][e] += q.v[e];
+      }
+      if (p.residual_out)
+        *reinterpret_cast<RowF4*>(static_cast<float*>(p.residual_out) + c) =
+            RowF4{{r[j][0], r[j][1], r[j][2], r[j][3]}};
+#pragma unroll
+      for (int e = 0; e < kRowVec; ++e) s += r[j][e];
+    }
+    const float mu = p.rms ? 0.0f : warp_sum(s) * inv_h;
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      if (j >= nv) break;
+#pragma unroll
+      for (int e = 0; e < kRowVec; ++e) ss += (r[j][e] - mu) * (r[j][e] - mu);
+    }
+    const float rstd = 1.0f / sqrtf(warp_sum(ss) * inv_h + eps);
+    if (lane == 0) {
+      if (p.mean) static_cast<float*>(p.mean)[i] = mu;
+      if (p.rstd) static_cast<float*>(p.rstd)[i] = rstd;
+    }
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      if (j >= nv) break;
+      const int64_t col = (j * 32 + lane) * kRowVec;
+      const RowF4 w = *reinterpret_cast<const RowF4*>(static_cast<const float*>(p.weight) + col);
+      float y[kRowVec];
+#pragma unroll
+      for (int e = 0; e < kRowVec; ++e) y[e] = (r[j][e] - mu) * rstd * w.v[e];
+      if (p.bias) {
+        const RowF4 b = *reinterpret_cast<const RowF4*>(static_cast<const float*>(p.bias) + col);
+#pragma unroll
+        for (int e = 0; e < kRowVec; ++e) y[e] += b.v[e];
+      }
+      store_row4<T>(p.y, off + col, y);
+    }
+  }
+}
+
+template <typename T, int NV>
+__global__ void __launch_bounds__(kWarps * 32) norm_bwd_dx_row_kernel(NormBwdParams p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t H = p.H;
+  const int nv = static_cast<int>(H / (32 * kRowVec));
+  const float inv_h = 1.0f / static_cast<float>(H);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + warp; i < p.rows;
+       i += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const int64_t off = i * H;
+    const float mu = p.rms ? 0.0f : static_cast<const float*>(p.mean)[i];
+    const float rs = static_cast<const float*>(p.rstd)[i];
+    float gn[NV][kRowVec], n[NV][kRowVec];
+    float sum_g = 0.0f, sum_gn = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      if (j >= nv) break;
+      const int64_t col = (j * 32 + lane) * kRowVec;
+      float dy[kRowVec];
+      load_row4<T>(p.dy, off + col, dy);
+      const RowF4 w = *reinterpret_cast<const RowF4*>(static_cast<const float*>(p.weight) + col);
+      const RowF4 r = *reinterpret_cast<const RowF4*>(static_cast<const float*>(p.r) + off + col);
+#pragma unroll
+      for (int e = 0; e < kRowVec; ++e) {
+        gn[j][e] = dy[e] * w.v[e];
+        n[j][e] = (r.v[e] - mu) * rs;
+        sum_g += gn[j][e];
+        sum_gn += gn[j][e] * (r.v[e] - mu) * rs;
+      }
+    }
+    const float mean_g = p.rms ? 0.0f : warp_sum(sum_g) * inv_h;
+    const float mean_gn = warp_sum(sum_gn) * inv_h;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      if (j >= nv) break;
+      const int64_t c = off + (j * 32 + lane) * kRowVec;
+      float d[kRowVec];
+#pragma unroll
+      for (int e = 0; e < kRowVec; ++e) d[e] = rs * (gn[j][e] - mean_g - n[j][e] * mean_gn);
+      if (p.d_residual_out) {
+        const RowF4 q = *reinterpret_cast<const RowF4*>(static_cast<const float*>(p.d_residual_out) + c);
+#pragma unroll
+        for (int e = 0; e < kRowVec; ++e) d[e] += q.v[e];
+      }
+      if (p.dx) store_row4<T>(p.dx, c, d);
+      if (p.d_residual)
+        *reinterpret_cast<RowF4*>(static_cast<float*>(p.d_residual) + c) = RowF4{{d[0], d[1], d[2], d[3]}};
+    }
+  }
+}
+
+bool aligned_to(const void* p, size_t bytes) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// Call f(T tag, NV) when the row kernels serve a row of H elements of storage dtype dt with these pointers.
+template <typename F>
+bool row_kernels(int64_t H, DType dt, std::initializer_list<const void*> t_ptrs,
+                 std::initializer_list<const void*> f32_ptrs, F&& f) {
+  if (H % (32 * kRowVec) != 0 || H / (32 * kRowVec) > 24) return false;
+  const size_t es = dt == DType::F32 ? 4 : 2;
+  if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16) return false;
+  for (const void* q : t_ptrs)
+    if (!aligned_to(q, es * kRowVec)) return false;
+  for (const void* q : f32_ptrs)
+    if (!aligned_to(q, 16)) return false;
+  const bool small = H / (32 * kRowVec) <= 8;
+  auto go = [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (small)
+      f(tag, std::integral_constant<int, 8>{});
+    else
+      f(tag, std::integral_constant<int, 24>{});
+  };
+  if (dt == DType::F32)
+    go(cuda::TypeTag<float>{});
+  else if (dt == DType::BF16)
+    go(cuda::TypeTag<__nv_bfloat16>{});
+  else
+    go(cuda::TypeTag<__half>{});
+  return true;
+}
+
 template <typename C>
 void launch_fwd(const NormFwdParams& p) {
+  if constexpr (std::is_same<C, float>::value) {
+    const bool served =
+        p.w_dtype == DType::F32 && p.x_dtype == p.y_dtype &&
+        row_kernels(p.H, p.x_dtype, {p.x, p.y}, {p.residual, p.residual_out, p.weight, p.bias}, [&](auto tag, auto nv) {
+          using T = typename decltype(tag)::type;
+          norm_fwd_row_kernel<T, decltype(nv)::value>
+              <<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
+        });
+    if (served) {
+      MT_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   norm_fwd_kernel<C><<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
   MT_CUDA_CHECK_LAUNCH();
 }
@@ -175,7 +361,16 @@ void launch_fwd(const NormFwdParams& p) {
 template <typename C>
 void launch_bwd(const NormBwdParams& p) {
   if (p.dx || p.d_residual) {
-    norm_bwd_dx_kernel<C><<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
+    bool served = false;
+    if constexpr (std::is_same<C, float>::value)
+      served = p.w_dtype == DType::F32 && p.r_dtype == DType::F32 && (!p.dx || p.dx_dtype == p.dy_dtype) &&
+               row_kernels(p.H, p.dy_dtype, {p.dy, p.dx}, {p.r, p.weight, p.d_residual_out, p.d_residual},
+                           [&](auto tag, auto nv) {
+                             using T = typename decltype(tag)::type;
+                             norm_bwd_dx_row_kernel<T, decltype(nv)::value>
+                                 <<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
+                           });
+    if (!served) norm_bwd_dx_kernel<C><<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
     MT_CUDA_CHECK_LAUNCH();
   }
   if (p.dweight || p.dbias) {

@@ -615,7 +615,8 @@ std::vector<OpCase> norm_cases(bool big) {
   uint64_t seed = 200;
   for (const Shape& shape : {Shape{1, 1}, Shape{3, 7}, Shape{2, 3, 5}})
     for (const NormFlags& f : options) cs.add(norm_case(shape, f, seed += 10));
-  for (int64_t H : {1, 7, 768, 1536})
+  // H = 768, 1536 and 2560 are multiples of 128: the CUDA row kernels (both register sizes) serve them.
+  for (int64_t H : {1, 7, 768, 1536, 2560})
     for (const Shape& lead : {Shape{7}, Shape{2, 1025}})
       for (const NormFlags& f : options)
         cs.add_big([&, sd = seed += 10] {
