@@ -22,7 +22,10 @@
 // D_skip and the state in the compute dtype (f64 for f64, else f32). u and z are read at u[b * ld + d],
 // z[b * ld + d] (e.g. the two halves of in_proj's output). conv_w [D, K] (1 <= K <= kConvMaxK), conv_b [D],
 // conv_state [B, K-1, D], x_proj_w [E, D].
-// CUDA: partials mode runs blocks of 256 channels of one row; row mode one block per row.
+// CUDA: the state update runs 16 threads per channel (states and dt_proj's terms split among them, sums by shuffles),
+// 16 channels per block; partials mode sums the partials per block first. Row mode with xrow: the conv step, then
+// x_proj as a GEMM into xrow (f32 accumulation, rounded to dtype as above), then the update; without xrow one block per
+// row does all three.
 #pragma once
 
 #include <cstdint>
@@ -42,9 +45,12 @@ struct SsmStepParams {
   const void* xproj = nullptr;  // partials mode: [P, B, R + 2N]
   int64_t P = 1;
   const void* x_proj_w = nullptr;  // row mode: [R + 2N, D]
-  const void* conv_w = nullptr;    // row mode, optional: [D, K]
-  const void* conv_b = nullptr;    // [D] or nullptr
-  void* conv_state = nullptr;      // [B, K-1, D]
+  // CUDA row mode, optional: [B, R + 2N] compute-dtype scratch. Given, the step runs as three kernels that fill the
+  // GPU at any batch (the conv step, x_proj as one GEMM into xrow, the state update); else as one block per row.
+  void* xrow = nullptr;
+  const void* conv_w = nullptr;  // row mode, optional: [D, K]
+  const void* conv_b = nullptr;  // [D] or nullptr
+  void* conv_state = nullptr;    // [B, K-1, D]
   int64_t K = 0;
   const void* dt_w = nullptr;     // [D, R]
   const void* dt_bias = nullptr;  // [D] optional

@@ -114,8 +114,10 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
     y_ = Tensor::zeros({B, di}, cd_, dev_);
     if (dev_.is_cpu() || gemv_path_)
       xproj_ = Tensor::zeros({decode_xproj_partials(di), B, E}, sd_, dev_);
-    else
+    else {
       xin_ = Tensor::zeros({B, dm}, cd_, dev_);
+      xrow_ = Tensor::zeros({B, E}, sd_, dev_);
+    }
   }
 }
 
@@ -380,6 +382,7 @@ void DecodeEngine::ssm_step(Layer& L, bool row_mode) {
     s.conv_b = ptr(L.conv_b);
     s.conv_state = ptr(L.conv_state);
     s.K = cfg_.d_conv;
+    s.xrow = ptr(xrow_);
   } else {
     s.xproj = ptr(xproj_);
     s.P = decode_xproj_partials(di);

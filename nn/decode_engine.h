@@ -91,7 +91,7 @@ class DecodeEngine {
   Tensor embedding_, lm_head_, norm_f_w_, norm_f_b_;
   // Buffers
   Tensor tokens_, step_, row_ids_, history_, seen_, scratch_;
-  Tensor h_, res_[2], xz_, xproj_, y_, xin_, logits_c_, logits_;
+  Tensor h_, res_[2], xz_, xproj_, y_, xin_, xrow_, logits_c_, logits_;
   InferenceCache cache_;  // prefill output; the reference path keeps stepping it
   int64_t generated_ = 0;
   bool started_ = false;

@@ -1,15 +1,18 @@
 // CUDA single-token mixer step (math in kernels/ssm_step.h).
 //
-// Partials mode: grid (channel tiles of 256, rows). Before waiting for the previous kernel a thread loads what does
-// not depend on it: its channel's biases, A row and state (the state was last written by this layer one step
-// earlier), into registers when N <= 16, and asks L2 for its dt_proj row. After the wait the block sums the x_proj
-// partials of its row (thread g * E + e adds group g of output e, kernels/detail/decode_math.h, so all loads are in
-// flight at once), then each thread updates one channel: dt_proj, softplus, the N-state recurrence, D and the gate.
-// Row mode: one block of 512 threads per row: the conv step of every channel into shared memory, x_proj with a warp
-// per output, then the channel updates (for batches that take cuBLAS for in_proj / out_proj: three kernels in one).
+// The state update (ssm_update_kernel): 16 threads per channel, 16 channels per block, grid (channel blocks, rows),
+// so one row already fills D / 16 blocks. Before waiting for the previous kernel a thread loads what does not depend
+// on it: its channel's biases and its states' A and h (the state was last written by this layer one step earlier).
+// After the wait the block forms its row's x_proj outputs (partials mode: the partial sums in the fixed order of
+// kernels/detail/decode_math.h, thread g * E + e adding group g of output e; row mode: xrow), then each group of 16
+// lanes splits dt_proj's terms and the N states of one channel and meets by shuffles.
+// Row mode with xrow: conv_step_kernel (one thread per row and channel), x_proj as one GEMM, the update kernel.
+// Row mode without xrow: one block of 512 threads per row does the conv step into shared memory, x_proj with a warp
+// per output and the channel updates.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/detail/decode_math.h"
+#include "kernels/gemm.h"
 #include "kernels/ssm_step.h"
 
 namespace mt::kernels {
@@ -18,18 +21,14 @@ namespace {
 
 using decode_cuda::round_to;
 
-constexpr int kThreads = static_cast<int>(decode::kSsmStepThreads);
 constexpr int kRowThreads = 512;
-constexpr int kRegN = 16;  // states held in registers up to this N
 
-// Channel d of row b once xd (the R + 2N x_proj outputs, rounded) is known. kInRegs: A's row and the state come in
-// a_r / h_r (N <= kRegN), else they are read here.
-template <typename T, bool kInRegs>
+// Channel d of row b once xd (the R + 2N x_proj outputs, rounded) is known: one thread does the whole channel (the
+// one-block-per-row kernel).
+template <typename T>
 __device__ __forceinline__ void channel_update(const SsmStepParams& p, const typename cuda::Compute<T>::type* xd,
                                                int64_t b, int64_t d, typename cuda::Compute<T>::type bias,
-                                               typename cuda::Compute<T>::type dskip,
-                                               const typename cuda::Compute<T>::type* a_r,
-                                               const typename cuda::Compute<T>::type* h_r) {
+                                               typename cuda::Compute<T>::type dskip) {
   using C = typename cuda::Compute<T>::type;
   const int64_t D = p.D, N = p.N, R = p.R;
   const T* dt_w = static_cast<const T*>(p.dt_w) + d * R;
@@ -40,73 +39,16 @@ __device__ __forceinline__ void channel_update(const SsmStepParams& p, const typ
   const C* Bm = xd + R;
   const C* Cm = Bm + N;
   C* h = static_cast<C*>(p.state) + (b * D + d) * N;
+  const C* Ad = static_cast<const C*>(p.A) + d * N;
   C acc = C(0);
-  if constexpr (kInRegs) {
-#pragma unroll
-    for (int n = 0; n < kRegN; ++n)
-      if (n < N) {
-        const C hn = decode::exp_c(dtv * a_r[n]) * h_r[n] + dtv * Bm[n] * uu;
-        h[n] = hn;
-        acc += Cm[n] * hn;
-      }
-  } else {
-    const C* Ad = static_cast<const C*>(p.A) + d * N;
-    for (int64_t n = 0; n < N; ++n) {
-      const C hn = decode::exp_c(dtv * Ad[n]) * h[n] + dtv * Bm[n] * uu;
-      h[n] = hn;
-      acc += Cm[n] * hn;
-    }
+  for (int64_t n = 0; n < N; ++n) {
+    const C hn = decode::exp_c(dtv * Ad[n]) * h[n] + dtv * Bm[n] * uu;
+    h[n] = hn;
+    acc += Cm[n] * hn;
   }
   C yv = acc + dskip * uu;
   if (p.z) yv *= decode::silu(cuda::load(static_cast<const T*>(p.z), b * p.ld + d));
   static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
-}
-
-template <typename T, bool kInRegs>
-__global__ void __launch_bounds__(kThreads) ssm_partials_kernel(SsmStepParams p) {
-  using C = typename cuda::Compute<T>::type;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N, P = p.P;
-  const int64_t G = decode::ssm_step_groups(E, P);
-  C* xd = reinterpret_cast<C*>(smem_raw);  // [E]
-  C* red = xd + E;                         // [G * E]
-  const int64_t b = blockIdx.y;
-  const int64_t d = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
-  const bool active = d < D;
-  C bias = C(0), dskip = C(0);
-  C a_r[kInRegs ? kRegN : 1], h_r[kInRegs ? kRegN : 1];
-  if (active) {
-    if (p.dt_bias) bias = static_cast<const C*>(p.dt_bias)[d];
-    if (p.D_skip) dskip = static_cast<const C*>(p.D_skip)[d];
-    if constexpr (kInRegs) {
-      const C* Ad = static_cast<const C*>(p.A) + d * N;
-      const C* h = static_cast<const C*>(p.state) + (b * D + d) * N;
-#pragma unroll
-      for (int n = 0; n < kRegN; ++n)
-        if (n < N) {
-          a_r[n] = Ad[n];
-          h_r[n] = h[n];
-        }
-    }
-    const char* dt_row = static_cast<const char*>(p.dt_w) + d * R * static_cast<int64_t>(sizeof(T));
-    for (int64_t off = 0; off < R * static_cast<int64_t>(sizeof(T)); off += 128) decode_cuda::prefetch_l2(dt_row + off);
-  }
-  decode_cuda::pdl_wait();
-  decode_cuda::pdl_launch_dependents();
-
-  const C* xproj = static_cast<const C*>(p.xproj);
-  for (int64_t i = threadIdx.x; i < G * E; i += kThreads) {
-    const int64_t g = i / E, e = i % E;
-    red[i] = decode::partial_group_sum<C>(P, G, g, [&](int64_t q) { return xproj[(q * B + b) * E + e]; });
-  }
-  __syncthreads();
-  for (int64_t e = threadIdx.x; e < E; e += kThreads) {
-    C s = red[e];
-    for (int64_t g = 1; g < G; ++g) s += red[g * E + e];
-    xd[e] = round_to<T>(s);
-  }
-  __syncthreads();
-  if (active) channel_update<T, kInRegs>(p, xd, b, d, bias, dskip, a_r, h_r);
 }
 
 template <typename T>
@@ -156,7 +98,127 @@ __global__ void __launch_bounds__(kRowThreads) ssm_row_kernel(SsmStepParams p) {
   const C* bias = static_cast<const C*>(p.dt_bias);
   const C* dskip = static_cast<const C*>(p.D_skip);
   for (int64_t d = threadIdx.x; d < D; d += kRowThreads)
-    channel_update<T, false>(p, xd, b, d, bias ? bias[d] : C(0), dskip ? dskip[d] : C(0), nullptr, nullptr);
+    channel_update<T>(p, xd, b, d, bias ? bias[d] : C(0), dskip ? dskip[d] : C(0));
+}
+
+// ---- The state update with 16 threads per channel (kTpc): thread j of a channel takes the states n = j, j + 16, ...
+// and the dt_proj terms r = j, j + 16, ...; the two sums meet by shuffles within the 16 lanes. kUpdateThreads / kTpc
+// channels per block, so that even one row gives D / 16 blocks. xd (the rounded x_proj outputs of the block's row)
+// comes from the partials (xproj set) or from xrow.
+constexpr int kTpc = 16;
+constexpr int kUpdateThreads = 256;
+constexpr int kUpdRegs = 2;  // states per thread held in registers (N <= 32)
+
+template <typename C>
+__device__ __forceinline__ C group_sum(C v) {
+#pragma unroll
+  for (int o = kTpc / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParams p) {
+  using C = typename cuda::Compute<T>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N;
+  C* xd = reinterpret_cast<C*>(smem_raw);  // [E]
+  C* red = xd + E;                         // partials mode: [G * E]
+  const int64_t b = blockIdx.y;
+  const int j = threadIdx.x % kTpc;
+  const int64_t d_raw = static_cast<int64_t>(blockIdx.x) * (kUpdateThreads / kTpc) + threadIdx.x / kTpc;
+  // Lanes past the last channel compute channel 0's values and store nothing: every lane takes part in the shuffles.
+  const bool active = d_raw < D;
+  const int64_t d = active ? d_raw : 0;
+  // Before the wait: what no earlier kernel of this step writes (weights, and the state this layer wrote a step ago).
+  const C bias = p.dt_bias ? static_cast<const C*>(p.dt_bias)[d] : C(0);
+  const C dskip = p.D_skip ? static_cast<const C*>(p.D_skip)[d] : C(0);
+  C a_r[kUpdRegs], h_r[kUpdRegs];
+#pragma unroll
+  for (int i = 0; i < kUpdRegs; ++i) {
+    const int64_t n = j + static_cast<int64_t>(i) * kTpc;
+    a_r[i] = n < N ? static_cast<const C*>(p.A)[d * N + n] : C(0);
+    h_r[i] = n < N ? static_cast<const C*>(p.state)[(b * D + d) * N + n] : C(0);
+  }
+  decode_cuda::pdl_wait();
+  decode_cuda::pdl_launch_dependents();
+  if (p.xproj != nullptr) {
+    const int64_t G = decode::ssm_step_groups(E, p.P);
+    const C* xproj = static_cast<const C*>(p.xproj);
+    for (int64_t i = threadIdx.x; i < G * E; i += kUpdateThreads) {
+      const int64_t g = i / E, e = i % E;
+      red[i] = decode::partial_group_sum<C>(p.P, G, g, [&](int64_t q) { return xproj[(q * B + b) * E + e]; });
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < E; e += kUpdateThreads) {
+      C s = red[e];
+      for (int64_t g = 1; g < G; ++g) s += red[g * E + e];
+      xd[e] = round_to<T>(s);
+    }
+  } else {
+    const C* xr = static_cast<const C*>(p.xrow) + b * E;
+    for (int64_t e = threadIdx.x; e < E; e += kUpdateThreads) xd[e] = round_to<T>(xr[e]);
+  }
+  __syncthreads();
+  const T* dt_w = static_cast<const T*>(p.dt_w) + d * R;
+  C delta = C(0);
+  for (int64_t r = j; r < R; r += kTpc) delta += cuda::load(dt_w, r) * xd[r];
+  delta = group_sum(delta);
+  const C dtv = decode::softplus(round_to<T>(delta) + bias);
+  const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
+  const C* Bm = xd + R;
+  const C* Cm = Bm + N;
+  C* h = static_cast<C*>(p.state) + (b * D + d) * N;
+  C acc = C(0);
+#pragma unroll
+  for (int i = 0; i < kUpdRegs; ++i) {
+    const int64_t n = j + static_cast<int64_t>(i) * kTpc;
+    if (n < N) {
+      const C hn = decode::exp_c(dtv * a_r[i]) * h_r[i] + dtv * Bm[n] * uu;
+      if (active) h[n] = hn;
+      acc += Cm[n] * hn;
+    }
+  }
+  for (int64_t n = j + kUpdRegs * kTpc; n < N; n += kTpc) {  // states beyond the registers' (N > 32)
+    const C hn = decode::exp_c(dtv * static_cast<const C*>(p.A)[d * N + n]) * h[n] + dtv * Bm[n] * uu;
+    if (active) h[n] = hn;
+    acc += Cm[n] * hn;
+  }
+  acc = group_sum(acc);
+  if (active && j == 0) {
+    C yv = acc + dskip * uu;
+    if (p.z) yv *= decode::silu(cuda::load(static_cast<const T*>(p.z), b * p.ld + d));
+    static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
+  }
+}
+
+// Row mode's conv step, one thread per (row, channel): u[b, d] <- round(silu(conv)), the conv state shifted.
+template <typename T>
+__global__ void conv_step_kernel(SsmStepParams p) {
+  using C = typename cuda::Compute<T>::type;
+  const int K = static_cast<int>(p.K);
+  decode_cuda::pdl_wait();
+  decode_cuda::pdl_launch_dependents();
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.B * p.D;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / p.D, d = i % p.D;
+    T* u = static_cast<T*>(p.u) + b * p.ld;
+    const C uv = cuda::load(u, d);
+    const T* cw = static_cast<const T*>(p.conv_w) + d * K;
+    T* st = static_cast<T*>(p.conv_state) + b * (K - 1) * p.D + d;
+    C w[kConvMaxK], sv[kConvMaxK];
+#pragma unroll
+    for (int k = 0; k < kConvMaxK; ++k) {
+      if (k < K) w[k] = cuda::load(cw, k);
+      if (k + 1 < K) sv[k] = cuda::load(st, k * p.D);
+    }
+    const C cb = p.conv_b ? cuda::load(static_cast<const T*>(p.conv_b), d) : C(0);
+    const C pre = decode::conv_pre<kConvMaxK>(uv, K, w, sv, cb);
+#pragma unroll
+    for (int k = 0; k + 1 < kConvMaxK; ++k)
+      if (k + 2 < K) st[k * p.D] = cuda::from_compute<T>(sv[k + 1]);
+    if (K > 1) st[(K - 2) * p.D] = cuda::from_compute<T>(uv);
+    u[d] = cuda::from_compute<T>(round_to<T>(decode::silu(pre)));
+  }
 }
 
 }  // namespace
@@ -168,6 +230,34 @@ void ssm_step_cuda(const SsmStepParams& p) {
     using T = typename decltype(tag)::type;
     using C = typename cuda::Compute<T>::type;
     const int64_t E = p.R + 2 * p.N;
+    const dim3 ugrid(static_cast<unsigned>((p.D + kUpdateThreads / kTpc - 1) / (kUpdateThreads / kTpc)),
+                     static_cast<unsigned>(p.B));
+    if (p.x_proj_w && p.xrow) {
+      MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
+      if (p.conv_w) {
+        decode_cuda::launch(conv_step_kernel<T>, dim3(static_cast<unsigned>(cuda::grid_for(p.B * p.D, 256))), dim3(256),
+                            0, p.pdl, p);
+      }
+      GemmParams g;  // xrow[B, E] = u[B, D] @ x_proj_w[E, D]^T, accumulated and stored in the compute dtype
+      g.dtype = p.dtype;
+      g.trans_b = true;
+      g.M = p.B;
+      g.N = E;
+      g.K = p.D;
+      g.A = p.u;
+      g.lda = p.ld;
+      g.B = p.x_proj_w;
+      g.ldb = p.D;
+      g.C = p.xrow;
+      g.ldc = E;
+      g.c_f32 = p.dtype == DType::BF16 || p.dtype == DType::F16;
+      gemm_cuda(g);
+      SsmStepParams q = p;
+      q.xproj = nullptr;
+      decode_cuda::launch(ssm_update_kernel<T>, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl,
+                          q);
+      return;
+    }
     if (p.x_proj_w) {
       const size_t smem = static_cast<size_t>(p.D + E) * sizeof(C);
       MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: d_inner ", p.D, " too large for the row mode");
@@ -178,11 +268,7 @@ void ssm_step_cuda(const SsmStepParams& p) {
     MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
     const size_t smem = static_cast<size_t>(E + decode::ssm_step_groups(E, p.P) * E) * sizeof(C);
     MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: dt_rank + 2 d_state = ", E, " too large");
-    const dim3 grid(static_cast<unsigned>((p.D + kThreads - 1) / kThreads), static_cast<unsigned>(p.B));
-    if (p.N <= kRegN)
-      decode_cuda::launch(ssm_partials_kernel<T, true>, grid, dim3(kThreads), smem, p.pdl, p);
-    else
-      decode_cuda::launch(ssm_partials_kernel<T, false>, grid, dim3(kThreads), smem, p.pdl, p);
+    decode_cuda::launch(ssm_update_kernel<T>, ugrid, dim3(kUpdateThreads), smem, p.pdl, p);
   });
 }
 

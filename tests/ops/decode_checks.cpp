@@ -764,9 +764,11 @@ void ssm_step_cuda_check() {
            {"A", Tensor::from_vector(av, {D, N}, sd)},
            {"D", rnd({D}, 15, sd)},
            {"state", rnd({B, D, N}, 16, sd)},
-           {"y", nan_of({B, D}, dt)}};
-    // Modes: partials with and without z, row mode with and without the conv.
-    for (int mode = 0; mode < 4; ++mode) {
+           {"y", nan_of({B, D}, dt)},
+           {"xrow", nan_of({B, E}, sd)}};
+    // Modes: partials with and without z, row mode with and without the conv, in one block per row (2, 3) and as
+    // the conv step, a GEMM into the xrow scratch and the update (4, 5).
+    for (int mode = 0; mode < 6; ++mode) {
       auto call = [&](Bufs& b, bool cuda) {
         SsmStepParams p;
         p.B = B;
@@ -782,7 +784,8 @@ void ssm_step_cuda_check() {
           p.P = P;
         } else {
           p.x_proj_w = b["xw"].data_ptr();
-          if (mode == 2) {
+          if (mode >= 4 && cuda) p.xrow = b["xrow"].data_ptr();
+          if (mode == 2 || mode == 4) {
             p.conv_w = b["cw"].data_ptr();
             p.conv_b = b["cb"].data_ptr();
             p.conv_state = b["cstate"].data_ptr();
