@@ -126,6 +126,7 @@ TEST(DocumentResets, TrainingUsesThemAndDataWithoutTheTokenTrainsAsBefore) {
   // windows with them.
   test::CliResult r = run_cli(dna_args(root + "/on", fasta, 4));
   ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "documents: end-of-document token 1; every layer's state restarts after it")) << r.out;
   r = run_cli(dna_args(root + "/off", fasta, 4) + " --set data.reset_at_document_end=false");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto on = params_at(root + "/on", 4), off = params_at(root + "/off", 4);

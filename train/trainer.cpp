@@ -898,6 +898,10 @@ RunResult Trainer::run(const RunOptions& ro) {
                 m.env.world_size, m.sync->backend_name().c_str(), m.sync->num_buckets(), c.distributed.bucket_mb,
                 c.distributed.timeout_s);
   std::printf("data: %s\n", m.task->describe().c_str());
+  if (m.lm && m.task->eod_id() >= 0)
+    std::printf("documents: end-of-document token %lld; %s\n", (long long)m.task->eod_id(),
+                c.data.reset_at_document_end ? "every layer's state restarts after it (data.reset_at_document_end)"
+                                             : "states carry across it (data.reset_at_document_end false)");
   const int64_t epoch_samples = m.task->epoch_samples();
   std::printf(
       "model: d_model %lld, %lld layers, d_state %lld, vocab %lld, %lld parameters; device %s, %s; batch %lld "
