@@ -209,16 +209,25 @@ bool resume_may_change(const std::string& key) {
   return key.rfind("logging.", 0) == 0 || key.rfind("distributed.", 0) == 0;
 }
 
-std::string pre_key_value(const std::string& key) { return key == "data.reset_at_document_end" ? "false" : ""; }
+namespace {
+
+// Keys whose default differs from the behaviour before they existed, with the value that keeps that behaviour.
+const std::map<std::string, std::string>& pre_key_values() {
+  static const std::map<std::string, std::string> v = {{"data.reset_at_document_end", "false"}};
+  return v;
+}
+
+}  // namespace
 
 std::vector<std::string> keep_pre_key_behaviour(TrainConfig& c, const std::string& checkpoint_yaml) {
   const std::map<std::string, std::string> before = config_values_from_yaml(checkpoint_yaml, "the checkpoint's config");
+  const std::map<std::string, std::string> now = config_values(c);
   std::vector<std::string> notes;
-  if (!before.count("data.reset_at_document_end") && c.data.reset_at_document_end) {
-    c.data.reset_at_document_end = false;
+  for (const auto& [key, value] : pre_key_values()) {
+    if (before.count(key) || now.at(key) == value) continue;
+    apply_overrides(c, {key + "=" + value});
     notes.push_back(
-        "data.reset_at_document_end: false (the checkpoint was written before the key existed, and trained without "
-        "document resets)");
+        str(key, ": ", value, " (the checkpoint was written before the key existed, and trained that way)"));
   }
   return notes;
 }
@@ -229,8 +238,10 @@ std::vector<ConfigChange> config_changes(const std::string& old_yaml, const Trai
   std::vector<ConfigChange> out;
   for (const schema::Key& k : schema::keys()) {
     auto b = before.find(k.path);
-    const std::string legacy = pre_key_value(k.path);
-    const std::string old = b != before.end() ? b->second : !legacy.empty() ? legacy : config_default_text(k.path);
+    const auto legacy = pre_key_values().find(k.path);
+    const std::string old = b != before.end()                  ? b->second
+                            : legacy != pre_key_values().end() ? legacy->second
+                                                               : config_default_text(k.path);
     const std::string& cur = after.at(k.path);
     if (old != cur) out.push_back({k.path, old.empty() ? "(absent)" : old, cur, resume_may_change(k.path)});
   }

@@ -79,14 +79,12 @@ bool resume_may_change(const std::string& key);
 
 // Differences between the resolved config stored in a checkpoint (config_yaml) and `now`, in schema order. Keys
 // missing from the old text (checkpoints written before a key existed) take the value that gives the behaviour of
-// before the key (pre_key_value), else their defaults; keys the schema no longer has are ignored.
+// before the key (see keep_pre_key_behaviour), else their defaults; keys the schema no longer has are ignored.
 std::vector<ConfigChange> config_changes(const std::string& old_yaml, const TrainConfig& now);
 
-// Keys whose default differs from the behaviour before they existed: data.reset_at_document_end (false). Returns
-// that value for such a key, "" for any other.
-std::string pre_key_value(const std::string& key);
+// Some keys' defaults differ from the behaviour before the key existed (data.reset_at_document_end: false before).
 // A run resumed from (or a model loaded from) a checkpoint whose config lacks such a key keeps the behaviour it was
-// trained with: the key is set to pre_key_value in c. Returns one line per key so set, for the console.
+// trained with: the key is set to that value in c. Returns one line per key so set, for the console.
 std::vector<std::string> keep_pre_key_behaviour(TrainConfig& c, const std::string& checkpoint_yaml);
 
 // "optimizer.lr: 0.001 -> 0.0003; data.seq_len: 256 -> 512".
