@@ -289,6 +289,42 @@ __device__ __forceinline__ void stream_window(const Tx* x, const Tx* init, const
   }
 }
 
+// The thread's taps and bias: wr[q][k] = weight[d0 + q, k], br[q] = bias[d0 + q] (0 without one).
+template <int K, int V, typename Tw, typename C>
+__device__ __forceinline__ void stream_weights(const Tw* w, const Tw* bias, int64_t d0, C (&wr)[V][K], C (&br)[V]) {
+#pragma unroll
+  for (int q = 0; q < V; ++q) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) wr[q][k] = static_cast<C>(load(w, (d0 + q) * K + k));
+    br[q] = bias ? static_cast<C>(load(bias, d0 + q)) : C(0);
+  }
+}
+
+// A document starts at this step: the inputs before it leave the window.
+template <int K, typename C>
+__device__ __forceinline__ void stream_clear(C (&win)[K - 1]) {
+#pragma unroll
+  for (int j = 0; j < K - 1; ++j) win[j] = C(0);
+}
+
+// One channel's output before the SiLU at the step of input x, in conv_fwd_kernel's order (bias, then oldest tap
+// first).
+template <int K, typename C>
+__device__ __forceinline__ C stream_pre(const C (&w)[K], C bias, const C (&win)[K - 1], C x) {
+  C acc = bias;
+#pragma unroll
+  for (int k = 0; k < K - 1; ++k) acc += w[k] * win[k];
+  return acc + w[K - 1] * x;
+}
+
+// The window moves one step: x becomes its newest input.
+template <int K, typename C>
+__device__ __forceinline__ void stream_shift(C (&win)[K - 1], C x) {
+#pragma unroll
+  for (int j = 0; j + 1 < K - 1; ++j) win[j] = win[j + 1];
+  win[K - 2] = x;
+}
+
 // grid (ceil(D / (kStreamBlock V)), run columns, B); each thread takes runs blockIdx.y, + gridDim.y, ...
 template <typename Tx, typename Tw, int K, int V, bool kReset>
 __global__ void __launch_bounds__(kStreamBlock)
@@ -299,12 +335,7 @@ __global__ void __launch_bounds__(kStreamBlock)
   const int64_t d0 = (static_cast<int64_t>(blockIdx.x) * kStreamBlock + threadIdx.x) * V, b = blockIdx.z;
   if (d0 >= D) return;
   C wr[V][K], br[V];
-#pragma unroll
-  for (int q = 0; q < V; ++q) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) wr[q][k] = static_cast<C>(load(w, (d0 + q) * K + k));
-    br[q] = bias ? static_cast<C>(load(bias, d0 + q)) : C(0);
-  }
+  stream_weights<K, V>(w, bias, d0, wr, br);
   const int64_t runs = (L + kStreamT - 1) / kStreamT;
   for (int64_t run = blockIdx.y; run < runs; run += gridDim.y) {
     const int64_t t0 = run * kStreamT, t1 = t0 + kStreamT < L ? t0 + kStreamT : L;
@@ -317,18 +348,10 @@ __global__ void __launch_bounds__(kStreamBlock)
       const bool start = kReset && reset[b * L + t] != 0;
 #pragma unroll
       for (int q = 0; q < V; ++q) {
-        if (start) {
-#pragma unroll
-          for (int j = 0; j < K - 1; ++j) win[q][j] = C(0);
-        }
-        C acc = br[q];
-#pragma unroll
-        for (int k = 0; k < K - 1; ++k) acc += wr[q][k] * win[q][k];
-        acc += wr[q][K - 1] * xv[q];
+        if (start) stream_clear<K>(win[q]);
+        const C acc = stream_pre<K>(wr[q], br[q], win[q], xv[q]);
         out[q] = silu ? acc * sigmoid_c(acc) : acc;
-#pragma unroll
-        for (int j = 0; j + 1 < K - 1; ++j) win[q][j] = win[q][j + 1];
-        win[q][K - 2] = xv[q];
+        stream_shift<K>(win[q], xv[q]);
       }
       store_pack<V>(y, (b * L + t) * D + d0, out);
     }
@@ -356,14 +379,11 @@ __global__ void __launch_bounds__(kStreamBlock)
   const int64_t d0 = (static_cast<int64_t>(blockIdx.x) * kStreamBlock + threadIdx.x) * V, b = blockIdx.z;
   if (d0 >= D) return;
   C wr[V][K], br[V], aw[V][K + 1];
+  stream_weights<K, V>(w, bias, d0, wr, br);
 #pragma unroll
-  for (int q = 0; q < V; ++q) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) wr[q][k] = static_cast<C>(load(w, (d0 + q) * K + k));
-    br[q] = bias ? static_cast<C>(load(bias, d0 + q)) : C(0);
+  for (int q = 0; q < V; ++q)
 #pragma unroll
     for (int k = 0; k <= K; ++k) aw[q][k] = C(0);
-  }
   // final_state row j (time L - (K-1) + j) passes its gradient back unless a document starts after it.
   const int64_t last_seen = kReset ? visible_lags(reset, b, L - 1, L, K) : K - 1;
   const int64_t runs = (L + kStreamT - 1) / kStreamT;
@@ -391,16 +411,10 @@ __global__ void __launch_bounds__(kStreamBlock)
         if (kReset) st = static_cast<int>(visible_lags(reset, b, t, L, K));
 #pragma unroll
         for (int q = 0; q < V; ++q) {
-          if (start) {
-#pragma unroll
-            for (int j = 0; j < K - 1; ++j) win[q][j] = C(0);
-          }
+          if (start) stream_clear<K>(win[q]);
           C gv = dyv[q];
           if (silu) {
-            C pre = br[q];
-#pragma unroll
-            for (int k = 0; k < K - 1; ++k) pre += wr[q][k] * win[q][k];
-            pre += wr[q][K - 1] * xv[q];
+            const C pre = stream_pre<K>(wr[q], br[q], win[q], xv[q]);
             const C sg = sigmoid_c(pre);
             gv *= sg * (C(1) + pre * (C(1) - sg));
           }
@@ -411,9 +425,7 @@ __global__ void __launch_bounds__(kStreamBlock)
             aw[q][K - 1] += gv * xv[q];
             aw[q][K] += gv;
           }
-#pragma unroll
-          for (int j = 0; j + 1 < K - 1; ++j) win[q][j] = win[q][j + 1];
-          win[q][K - 2] = xv[q];
+          stream_shift<K>(win[q], xv[q]);
         }
       } else {
 #pragma unroll
