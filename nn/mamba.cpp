@@ -64,9 +64,8 @@ Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const L
   const DType sd = state_dtype(cd);
   Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset);
   Tensor xdbl = xp.forward(u, cd);
-  Tensor dt = contiguous(slice(xdbl, -1, 0, r));
-  Tensor Bm = contiguous(slice(xdbl, -1, r, r + n));
-  Tensor Cm = contiguous(slice(xdbl, -1, r + n, r + 2 * n));
+  const std::vector<Tensor> parts = split(xdbl, -1, {r, n, n});
+  const Tensor &dt = parts[0], &Bm = parts[1], &Cm = parts[2];
   Tensor delta = linear(dt, as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
   Tensor A = neg(exp(as_compute(A_log_p, sd)));
   SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, as_compute(D_p, sd), z, as_compute(*dtp.bias, sd),
@@ -95,8 +94,9 @@ Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, const Tensor& reset,
                        Tensor* last_state) const {
   const int64_t di = cfg_.d_inner;
   Tensor xz = in_proj.forward(h, cd);
-  Tensor x = contiguous(slice(xz, -1, 0, di));
-  Tensor z = contiguous(slice(xz, -1, di, 2 * di));
+  const std::vector<Tensor> xz_parts = split(xz, -1, {di, di});
+  Tensor x = xz_parts[0];
+  const Tensor& z = xz_parts[1];
   if (mask.defined()) x = mul(x, unsqueeze(mask, -1));  // pads enter the conv as zeros
   if (!reverse)
     return out_proj.forward(direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, state, last_state),

@@ -1,11 +1,12 @@
 // Differentiable shape ops: views built with as_strided (no data moves) except where a copy is unavoidable
-// (reshape of a non-contiguous tensor, concat, flip). No kernels of their own: Tensor::copy_ / copy_strided handle
-// any strides, with negative ones, on CPU and CUDA.
+// (reshape of a non-contiguous tensor, concat, split, flip). No kernels of their own: Tensor::copy_ / copy_strided
+// handle any strides, with negative ones, on CPU and CUDA.
 //
 // Backwards: reshape -> reshape back; transpose -> the same transpose; permute -> the inverse permutation;
 // unsqueeze <-> squeeze; slice -> zeros of the input's shape with the gradient copied into the sliced region;
-// concat -> slices (views) of the gradient; flip -> flip. Gradients these backwards return may be strided views
-// of the upstream gradient (like PyTorch's); consumers call .contiguous() where their kernels need packed data.
+// concat -> slices (views) of the gradient; split -> the parts' gradients copied into one tensor; flip -> flip.
+// Gradients these backwards return may be strided views of the upstream gradient (like PyTorch's); consumers call
+// .contiguous() where their kernels need packed data.
 // Shape ops accept any dtype (integer ids / targets are reshaped too); only float inputs take part in autograd.
 #include "autograd/ops/shape_ops.h"
 
@@ -225,6 +226,49 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t dim) {
                 parts, {out});
   }
   return out;
+}
+
+std::vector<Tensor> split(const Tensor& a, int64_t dim, const std::vector<int64_t>& sizes) {
+  check_defined("split", a);
+  MT_CHECK_SHAPE(a.dim() >= 1, "split: needs at least one dimension, got ", a.describe());
+  const int64_t d = ops::wrap_dim("split", dim, a.dim());
+  int64_t total = 0;
+  for (int64_t n : sizes) {
+    MT_CHECK_SHAPE(n >= 0, "split: negative size ", n);
+    total += n;
+  }
+  MT_CHECK_SHAPE(total == a.shape()[d], "split: sizes sum to ", total, ", dim ", dim, " of ", a.describe(), " has ",
+                 a.shape()[d]);
+  std::vector<Tensor> parts;
+  std::vector<int64_t> starts;
+  int64_t at = 0;
+  for (int64_t n : sizes) {
+    starts.push_back(at);
+    parts.push_back(raw_slice(a, d, at, n, 1).contiguous());
+    at += n;
+  }
+  if (any_requires_grad({&a})) {
+    const Shape in_shape = a.shape();
+    const DType dt = a.dtype();
+    const Device dev = a.device();
+    // Each part's gradient lands in its own region of one uninitialised tensor: no zero fill, no sum of
+    // full-size gradients (what a slice per part would cost).
+    record_node(make_lambda_node("split",
+                                 [in_shape, dt, dev, d, starts, sizes](const std::vector<Tensor>& g) {
+                                   Tensor da = Tensor::empty(in_shape, dt, dev);
+                                   for (size_t i = 0; i < sizes.size(); ++i) {
+                                     if (sizes[i] == 0) continue;
+                                     const Tensor region = raw_slice(da, d, starts[i], sizes[i], 1);
+                                     if (g[i].defined())
+                                       region.copy_(g[i]);
+                                     else
+                                       region.fill_(0.0);
+                                   }
+                                   return std::vector<Tensor>{da};
+                                 }),
+                {a}, parts);
+  }
+  return parts;
 }
 
 Tensor flip(const Tensor& a, int64_t dim) {

@@ -839,6 +839,12 @@ std::vector<OpCase> shape_ops_cases(bool big) {
          [](Ins v) -> Outs {
            return {concat({v[0], v[1], v[2]}, 1)};
          });
+  cs.add("split of the last dim, an empty part", {data(randn({3, 2, 9}, 11))}, [](Ins v) -> Outs {
+    return split(v[0], -1, {4, 0, 2, 3});
+  });
+  cs.add("split of a strided view", {data(randn({6, 5}, 12))}, [](Ins v) -> Outs {
+    return split(transpose(v[0], 0, 1), 1, {1, 5});
+  });
   cs.add("flip", {data(randn({5, 3, 2}, 7))}, [](Ins v) -> Outs { return {flip(v[0], 1)}; });
   cs.add("squeeze / unsqueeze / contiguous", {data(randn({5, 3}, 8))},
          [](Ins v) -> Outs { return {squeeze(unsqueeze(contiguous(transpose(v[0], 0, 1)), 1), 1)}; });

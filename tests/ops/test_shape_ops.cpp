@@ -108,3 +108,27 @@ TEST(ShapeOps, SliceBackwardZerosOutsideTheSlice) {
   backward(y, Tensor::from_vector({7, 9}, {2}, DType::F64));
   EXPECT_EQ(grad(x).to_vector(), (std::vector<double>{0, 7, 0, 9, 0}));
 }
+
+TEST(ShapeOps, SplitValuesErrorsAndBackward) {
+  const Tensor a = iota({2, 5});
+  const std::vector<Tensor> parts = split(a, 1, {2, 0, 3});
+  ASSERT_EQ(parts.size(), 3u);
+  EXPECT_EQ(parts[0].to_vector(), (std::vector<double>{0, 1, 5, 6}));
+  EXPECT_EQ(parts[1].shape(), (Shape{2, 0}));
+  EXPECT_EQ(parts[2].to_vector(), (std::vector<double>{2, 3, 4, 7, 8, 9}));
+  EXPECT_TRUE(parts[0].is_contiguous() && parts[2].is_contiguous());
+  EXPECT_THROW(split(a, 1, {2, 2}), Error);   // sizes do not sum to the dim
+  EXPECT_THROW(split(a, 1, {6, -1}), Error);  // negative size
+  EXPECT_THROW(split(a, 2, {5}), Error);      // no such dim
+
+  // The gradient equals the one of a slice per part; a part that takes no part in the loss gets zeros.
+  Tensor x = randn64({3, 7}, 4), y = x.clone();
+  set_requires_grad(x);
+  set_requires_grad(y);
+  const Tensor w = randn64({3, 4}, 5);
+  const std::vector<Tensor> px = split(x, -1, {3, 4});
+  backward(px[1], w);
+  backward(contiguous(slice(y, -1, 3, 7)), w);
+  EXPECT_EQ(grad(x).to_vector(), grad(y).to_vector());
+  EXPECT_EQ(slice(grad(x), 1, 0, 3).contiguous().to_vector(), std::vector<double>(9, 0.0));
+}
