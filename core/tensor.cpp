@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/op_timer.h"
 #include "core/random_formulas.h"
 #if defined(MT_WITH_CUDA)
 #include <cuda_runtime.h>
@@ -382,6 +383,7 @@ Tensor Tensor::detach() const { return as_strided(shape(), strides(), offset());
 
 void copy_strided(const Tensor& dst, const Tensor& src) {
   MT_CHECK_SHAPE(dst.device() == src.device(), "copy_strided across devices");
+  OpTimeScope timed("tensor_copy", dst.device().is_cuda());  // copies outside the ops (bench --breakdown)
   if (dst.device().is_cpu()) return copy_cpu(dst, src);
 #if defined(MT_WITH_CUDA)
   cuda::strided_copy(dst.data_ptr(), dst.dtype(), desc_of(dst), src.data_ptr(), src.dtype(), desc_of(src), dst.numel());
@@ -411,6 +413,7 @@ void Tensor::copy_(const Tensor& src) const {
 
 void Tensor::fill_(double value) const {
   if (numel() == 0) return;
+  OpTimeScope timed("tensor_fill", device().is_cuda());
   if (device().is_cpu()) {
     Tensor one = empty({}, DType::F64, Device::cpu());
     *static_cast<double*>(one.data_ptr()) = value;
