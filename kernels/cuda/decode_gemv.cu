@@ -4,16 +4,16 @@
 // outputs). Batch 1 decoding is bound by reading the weights, so the kernel is built around keeping many weight
 // loads in flight:
 //   1. each lane loads its first stage of the warp's rows (4 x 16 bytes per row, lanes interleaved so a warp reads
-//      512 contiguous bytes per row and vector) before waiting for the previous kernel (PDL, see decode_launch.cuh):
-//      weights never depend on it, so their latency overlaps the previous kernel's tail; so do the conv taps and
-//      conv state the epilogue needs;
+//      512 contiguous bytes per row and vector; two stages with one row per warp) before waiting for the previous
+//      kernel (PDL, see decode_launch.cuh): weights never depend on it, so their latency overlaps the previous
+//      kernel's tail; so do the conv taps and conv state the epilogue needs;
 //   2. the input stage (copy, or residual add + norm, computed redundantly by every block: a few KB) writes the
 //      B input rows into shared memory in the storage dtype;
-//   3. stages of 4 vectors per lane and row are double-buffered; each weight vector is unpacked once and multiplied
-//      with the B input vectors (f32 accumulation);
+//   3. the stages are double-buffered; each weight vector is unpacked once and multiplied with the B input vectors
+//      (f32 accumulation);
 //   4. warp sums; lane r * BT + b owns output (row r, batch row b) and runs the epilogue (store, or the conv step
 //      and SiLU for in_proj's x half); then the block sums x_proj's partial products over its 16 channels.
-// At most 2 blocks of 256 threads per SM (128 registers), about 16 KB of weight loads in flight per block.
+// At most 2 blocks of 256 threads per SM (128 registers), up to 32 KB of weight loads in flight per block.
 // decode_norm: one block per row, the same input stage writing to global memory.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -37,6 +37,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 static_assert(kWarps * 2 == kDecodeGemvRows, "a MixerIn block (2 rows per warp) owns kDecodeGemvRows channels");
 constexpr int kStage = 4;  // 16-byte vectors per lane and row per stage
+constexpr int kNormUnroll = 4;
 
 template <typename T>
 constexpr int kVec = 16 / static_cast<int>(sizeof(T));
@@ -104,16 +105,28 @@ __device__ void norm_stage(DecodeInput input, const DecodeNormArgs& a, int64_t b
     part[b] = 0.0f;
     if (b >= nb) continue;
     const int64_t row = b0 + b;
-    for (int64_t i = threadIdx.x; i < H; i += kThreads) {
-      float r;
-      if (input == DecodeInput::EmbedNorm) {
-        r = cuda::load(emb, a.tokens[row] * H + i);
-      } else {
-        r = cuda::load(h, row * H + i) + (res_in ? res_in[row * H + i] : 0.0f);
+    const int64_t src = input == DecodeInput::EmbedNorm ? a.tokens[row] * H : row * H;
+    // kNormUnroll elements per thread are loaded before any is used (one memory round trip for rows of up to
+    // kThreads * kNormUnroll), then added in order.
+    for (int64_t i0 = threadIdx.x; i0 < H; i0 += kThreads * kNormUnroll) {
+      float r[kNormUnroll];
+#pragma unroll
+      for (int u = 0; u < kNormUnroll; ++u) {
+        const int64_t i = i0 + u * kThreads;
+        if (i >= H) break;
+        if (input == DecodeInput::EmbedNorm)
+          r[u] = cuda::load(emb, src + i);
+        else
+          r[u] = cuda::load(h, src + i) + (res_in ? res_in[src + i] : 0.0f);
       }
-      rs[b * H + i] = r;
-      part[b] += a.rms ? r * r : r;
-      if (write_residual && res_out) res_out[row * H + i] = a.round_residual ? round_to<T>(r) : r;
+#pragma unroll
+      for (int u = 0; u < kNormUnroll; ++u) {
+        const int64_t i = i0 + u * kThreads;
+        if (i >= H) break;
+        rs[b * H + i] = r[u];
+        part[b] += a.rms ? r[u] * r[u] : r[u];
+        if (write_residual && res_out) res_out[row * H + i] = a.round_residual ? round_to<T>(r[u]) : r[u];
+      }
     }
   }
   if (bump_counter && input == DecodeInput::EmbedNorm && a.step_counter && threadIdx.x == 0) ++*a.step_counter;
@@ -191,8 +204,14 @@ __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvPara
         dst[r][j] = (row0 + r < out && c < nv) ? __ldg(Wv + (row0 + r) * nv + c) : make_uint4(0, 0, 0, 0);
       }
   };
-  uint4 w[RPW][kStage];
+  // One output row per warp: two stages in flight from the start, so rows of up to 2 * 32 * kStage vectors
+  // (out_proj's 1536 bf16 inputs of mamba-130m, 2048 of 370m) are read in full before the wait. Two rows per warp
+  // keep one (the registers of a second would spill).
+  constexpr bool kPrefetch2 = RPW == 1;
+  constexpr int64_t kStageVecs = 32 * kStage;
+  uint4 w[RPW][kStage], wn[RPW][kStage];
   load_stage(w, 0);
+  if (kPrefetch2 && nv > kStageVecs) load_stage(wn, kStageVecs);
   // Also independent of the previous kernel: the conv taps and this channel's conv state (last written by this layer
   // one step earlier), and x_proj's columns of this block (to L2).
   float wc[kConvMaxK], sv[kConvMaxK], cb = 0.0f;
@@ -226,10 +245,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvPara
 #pragma unroll
     for (int b = 0; b < BT; ++b) acc[r][b] = 0.0f;
   const uint4* xsv = reinterpret_cast<const uint4*>(xs);
-  for (int64_t s = 0; s < nv; s += 32 * kStage) {
-    uint4 wn[RPW][kStage];
-    const bool more = s + 32 * kStage < nv;
-    if (more) load_stage(wn, s + 32 * kStage);
+  for (int64_t s = 0; s < nv; s += kStageVecs) {
+    if (!kPrefetch2 && s + kStageVecs < nv) load_stage(wn, s + kStageVecs);
 #pragma unroll
     for (int j = 0; j < kStage; ++j) {
       const int64_t c = s + lane + 32 * j;
@@ -248,11 +265,12 @@ __global__ void __launch_bounds__(kThreads, 2) decode_gemv_kernel(DecodeGemvPara
           for (int e = 0; e < VEC; ++e) acc[r][b] = fmaf(wf[r][e], xf[e], acc[r][b]);
       }
     }
-    if (more) {
+    if (s + kStageVecs < nv) {
 #pragma unroll
       for (int r = 0; r < RPW; ++r)
 #pragma unroll
         for (int j = 0; j < kStage; ++j) w[r][j] = wn[r][j];
+      if (kPrefetch2 && s + 2 * kStageVecs < nv) load_stage(wn, s + 2 * kStageVecs);
     }
   }
 

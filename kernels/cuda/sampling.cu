@@ -4,7 +4,9 @@
 // keys, a second the weights (both into the row's scratch); thresholds are found by radix select on the keys, 8 bits
 // per pass from the top, with per-warp histograms of integer weights (counts for top-k, weights for top-p), so the
 // result is exact and independent of the order of the atomics; the draw is a walk in id order (each thread sums a
-// contiguous chunk, an exclusive scan over threads finds the chunk, its thread walks it).
+// contiguous chunk, an exclusive scan over threads finds the chunk, its thread walks it). Every pass over the row
+// issues kUnroll loads per thread before using any (strided_pass), so a 50k-token row costs a few memory round trips
+// per pass rather than one per 512 tokens.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/detail/decode_math.h"
@@ -20,6 +22,26 @@ using ull = unsigned long long;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
+constexpr int kUnroll = 8;
+
+// use(v, load(v)) for v = threadIdx.x, + kThreads, ... < V, the loads of kUnroll consecutive iterations issued first.
+template <typename Load, typename Use>
+__device__ __forceinline__ void strided_pass(int64_t V, Load load, Use use) {
+  using X = decltype(load(int64_t{0}));
+  for (int64_t v0 = threadIdx.x; v0 < V; v0 += static_cast<int64_t>(kThreads) * kUnroll) {
+    X x[kUnroll];
+#pragma unroll
+    for (int i = 0; i < kUnroll; ++i) {
+      const int64_t v = v0 + static_cast<int64_t>(i) * kThreads;
+      if (v < V) x[i] = load(v);
+    }
+#pragma unroll
+    for (int i = 0; i < kUnroll; ++i) {
+      const int64_t v = v0 + static_cast<int64_t>(i) * kThreads;
+      if (v < V) use(v, x[i]);
+    }
+  }
+}
 
 struct SampleSmem {
   ull hist[kWarps][256];
@@ -61,8 +83,8 @@ __device__ ull block_reduce(ull v, SampleSmem& s) {
 // Sum of the weights (count 1 each when w is null) of keys >= floor_t.
 __device__ ull weight_at_or_above(const uint32_t* keys, const uint32_t* w, int64_t V, uint32_t floor_t, SampleSmem& s) {
   ull acc = 0;
-  for (int64_t v = threadIdx.x; v < V; v += kThreads)
-    if (keys[v] >= floor_t) acc += w ? w[v] : 1ull;
+  strided_pass(
+      V, [&](int64_t v) { return keys[v] >= floor_t ? (w ? w[v] : 1u) : 0u; }, [&](int64_t, uint32_t x) { acc += x; });
   return block_reduce<false>(acc, s);
 }
 
@@ -82,12 +104,13 @@ __device__ uint32_t select_threshold(const uint32_t* keys, const uint32_t* w, in
       s.above = above;
     }
     __syncthreads();
-    for (int64_t v = threadIdx.x; v < V; v += kThreads) {
-      const uint32_t k = keys[v];
-      if (k < floor_t || (k & hi_mask) != prefix) continue;
-      const ull wt = w ? w[v] : 1ull;
-      if (wt) atomicAdd(&s.hist[warp][(k >> shift) & 255u], wt);
-    }
+    strided_pass(
+        V, [&](int64_t v) { return keys[v]; },
+        [&](int64_t v, uint32_t k) {
+          if (k < floor_t || (k & hi_mask) != prefix) return;
+          const ull wt = w ? w[v] : 1ull;
+          if (wt) atomicAdd(&s.hist[warp][(k >> shift) & 255u], wt);
+        });
     __syncthreads();
     for (int d = threadIdx.x; d < 256; d += kThreads) {
       ull t = 0;
@@ -141,19 +164,20 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   const bool greedy = p.temperature == 0.0f;
   uint32_t* keys = greedy ? nullptr : p.scratch + b * 2 * V;
   uint32_t* wts = greedy ? nullptr : keys + V;
-  auto logit = [&](int64_t v) {
+  auto scaled = [&](int64_t v, float raw) {
     const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
-    return decode::scaled_logit(lg[v], sn, p.repetition_penalty, p.temperature);
+    return decode::scaled_logit(raw, sn, p.repetition_penalty, p.temperature);
   };
+  auto raw_logit = [&](int64_t v) { return lg[v]; };
 
   // Pass 1: keys and the argmax (largest key, then smallest id).
   ull best = 0;
-  for (int64_t v = threadIdx.x; v < V; v += kThreads) {
-    const uint32_t k = decode::order_key(logit(v));
+  strided_pass(V, raw_logit, [&](int64_t v, float raw) {
+    const uint32_t k = decode::order_key(scaled(v, raw));
     if (keys) keys[v] = k;
     const ull packed = (static_cast<ull>(k) << 32) | (0xffffffffull - static_cast<ull>(v));
     best = packed > best ? packed : best;
-  }
+  });
   best = block_reduce<true>(best, s);
   const uint32_t best_key = static_cast<uint32_t>(best >> 32);
   const int64_t best_id = static_cast<int64_t>(0xffffffffull - (best & 0xffffffffull));
@@ -162,8 +186,9 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
 
   if (!greedy && best_key != 0u) {
     // Pass 2: weights.
-    const float max_l = logit(best_id);
-    for (int64_t v = threadIdx.x; v < V; v += kThreads) wts[v] = decode::token_weight(logit(v), max_l, keys[v]);
+    const float max_l = scaled(best_id, lg[best_id]);
+    strided_pass(V, raw_logit,
+                 [&](int64_t v, float raw) { wts[v] = decode::token_weight(scaled(v, raw), max_l, keys[v]); });
     __syncthreads();
     uint32_t t = 0;
     if (p.top_k > 0 && p.top_k < V) t = select_threshold(keys, nullptr, V, 0u, static_cast<ull>(p.top_k), s);
@@ -180,6 +205,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
     const int64_t chunk = (V + kThreads - 1) / kThreads;
     const int64_t v0 = threadIdx.x * chunk, v1 = v0 + chunk < V ? v0 + chunk : V;
     ull mine = 0;
+#pragma unroll 8
     for (int64_t v = v0; v < v1; ++v)
       if (keys[v] >= t) mine += wts[v];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;

@@ -2,7 +2,8 @@
 //
 // The state update (ssm_update_kernel): 16 threads per channel, 16 channels per block, grid (channel blocks, rows),
 // so one row already fills D / 16 blocks. Before waiting for the previous kernel a thread loads what does not depend
-// on it: its channel's biases and its states' A and h (the state was last written by this layer one step earlier).
+// on it: its channel's biases, its dt_proj row and its states' A and h (the state was last written by this layer one
+// step earlier).
 // After the wait the block forms its row's x_proj outputs (partials mode: the partial sums in the fixed order of
 // kernels/detail/decode_math.h, thread g * E + e adding group g of output e; row mode: xrow), then each group of 16
 // lanes splits dt_proj's terms and the N states of one channel and meets by shuffles.
@@ -108,6 +109,7 @@ __global__ void __launch_bounds__(kRowThreads) ssm_row_kernel(SsmStepParams p) {
 constexpr int kTpc = 16;
 constexpr int kUpdateThreads = 256;
 constexpr int kUpdRegs = 2;  // states per thread held in registers (N <= 32)
+constexpr int kDtRegs = 4;   // dt_proj weights per thread held in registers (R <= 64)
 
 template <typename C>
 __device__ __forceinline__ C group_sum(C v) {
@@ -129,7 +131,8 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   // Lanes past the last channel compute channel 0's values and store nothing: every lane takes part in the shuffles.
   const bool active = d_raw < D;
   const int64_t d = active ? d_raw : 0;
-  // Before the wait: what no earlier kernel of this step writes (weights, and the state this layer wrote a step ago).
+  // Before the wait: what no earlier kernel of this step writes (weights, dt_proj's row included, and the state this
+  // layer wrote a step ago).
   const C bias = p.dt_bias ? static_cast<const C*>(p.dt_bias)[d] : C(0);
   const C dskip = p.D_skip ? static_cast<const C*>(p.D_skip)[d] : C(0);
   C a_r[kUpdRegs], h_r[kUpdRegs];
@@ -139,8 +142,18 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
     a_r[i] = n < N ? static_cast<const C*>(p.A)[d * N + n] : C(0);
     h_r[i] = n < N ? static_cast<const C*>(p.state)[(b * D + d) * N + n] : C(0);
   }
+  const T* dt_w = static_cast<const T*>(p.dt_w) + d * R;
+  C w_r[kDtRegs];
+#pragma unroll
+  for (int i = 0; i < kDtRegs; ++i) {
+    const int64_t r = j + static_cast<int64_t>(i) * kTpc;
+    w_r[i] = r < R ? static_cast<C>(cuda::load(dt_w, r)) : C(0);
+  }
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
+  // The in_proj outputs of this channel, loaded while the x_proj sums are formed.
+  const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
+  const C zz = p.z ? cuda::load(static_cast<const T*>(p.z), b * p.ld + d) : C(0);
   if (p.xproj != nullptr) {
     const int64_t G = decode::ssm_step_groups(E, p.P);
     const C* xproj = static_cast<const C*>(p.xproj);
@@ -159,12 +172,15 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
     for (int64_t e = threadIdx.x; e < E; e += kUpdateThreads) xd[e] = round_to<T>(xr[e]);
   }
   __syncthreads();
-  const T* dt_w = static_cast<const T*>(p.dt_w) + d * R;
   C delta = C(0);
-  for (int64_t r = j; r < R; r += kTpc) delta += cuda::load(dt_w, r) * xd[r];
+#pragma unroll
+  for (int i = 0; i < kDtRegs; ++i) {
+    const int64_t r = j + static_cast<int64_t>(i) * kTpc;
+    if (r < R) delta += w_r[i] * xd[r];
+  }
+  for (int64_t r = j + kDtRegs * kTpc; r < R; r += kTpc) delta += cuda::load(dt_w, r) * xd[r];
   delta = group_sum(delta);
   const C dtv = decode::softplus(round_to<T>(delta) + bias);
-  const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
   const C* Bm = xd + R;
   const C* Cm = Bm + N;
   C* h = static_cast<C*>(p.state) + (b * D + d) * N;
@@ -186,7 +202,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   acc = group_sum(acc);
   if (active && j == 0) {
     C yv = acc + dskip * uu;
-    if (p.z) yv *= decode::silu(cuda::load(static_cast<const T*>(p.z), b * p.ld + d));
+    if (p.z) yv *= decode::silu(zz);
     static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
   }
 }
