@@ -3,7 +3,7 @@
 # the decode kernels' op-table checks (CUDA against the CPU) and the `CudaDecode` tests (whole generations, graph /
 # PDL / cuBLAS paths),
 # memcheck on the kernel tests, `bench decode` for mamba-130m (random weights, prompt 128, 512 new tokens, greedy)
-# at batch 1 and 64 with and without PDL / the CUDA graph, the GEMV / cuBLAS boundary, f32, and greedy checks
+# at batch 1 and 64 with and without PDL / the CUDA graph, the GEMV / cuBLAS boundary, sampling, f32, and greedy checks
 # against the parallel forward. Full logs under $OUT (or ./gpu-logs); a short table last.
 #   bash tools/gpu-decode-check.sh [build dir]      (MEMCHECK=0 skips memcheck)
 set -uo pipefail
@@ -43,6 +43,8 @@ bench() {  # label, extra args
   bench "bf16 gemv at 4 and 8" --batch 4,8 --gemv-max-batch 8
   bench "bf16 cublas at 4 and 8" --batch 4,8 --gemv-max-batch 2
   bench "bf16 reference path" --batch 1 --new-tokens 64 --reference
+  bench "bf16 sampled top-p 0.9" --batch 1,64 --temperature 1 --top-p 0.9
+  bench "bf16 sampled top-k 50" --batch 1,64 --temperature 1 --top-k 50
   bench "f32 with greedy check" --batch 1,16 --dtype f32 --check
   bench "bf16 with greedy check" --batch 1,16 --check
 } > "$out/bench-decode.log" 2>&1
@@ -64,7 +66,8 @@ echo "memcheck (kernel tests): rc $memcheck_rc"
 printf '%-28s %-6s %12s %12s  %s\n' "bench decode (130m)" batch "tokens/s" "us/step" "path"
 for spec in "bf16:1" "bf16:64" "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
   "bf16 gemv at 4 and 8:4" "bf16 gemv at 4 and 8:8" "bf16 cublas at 4 and 8:4" "bf16 cublas at 4 and 8:8" \
-  "bf16 reference path:1" "f32 with greedy check:1" "f32 with greedy check:16"; do
+  "bf16 reference path:1" "bf16 sampled top-p 0.9:1" "bf16 sampled top-p 0.9:64" "bf16 sampled top-k 50:1" \
+  "bf16 sampled top-k 50:64" "f32 with greedy check:1" "f32 with greedy check:16"; do
   label=${spec%:*}
   b=${spec##*:}
   printf '%-28s %-6s %12s %12s  %s\n' "$label" "$b" "$(tok "$label" "$b")" "$(us "$label" "$b")" "$(mode "$label" "$b")"

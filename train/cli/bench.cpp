@@ -82,6 +82,15 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_flag("--reference", o->reference, "bench decode: the model's forward per token instead of the fused step");
   cmd->add_flag("--check", o->decode.check,
                 "bench decode: compare greedy tokens with the argmax of the parallel forward (first rows and tokens)");
+  cmd->add_option("--temperature", o->decode.temperature, "bench decode: 0 is greedy; above 0 samples")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  cmd->add_option("--top-k", o->decode.top_k, "bench decode: sample among the k likeliest tokens (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 31));
+  cmd->add_option("--top-p", o->decode.top_p, "bench decode: nucleus sampling mass (1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-9, 1.0));
   cmd->add_option("--gemv-max-batch", o->decode.engine.gemv_max_batch,
                   "bench decode: largest batch for the GEMV kernels on CUDA (above: cuBLAS)")
       ->capture_default_str()

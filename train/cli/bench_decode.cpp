@@ -86,6 +86,7 @@ int run_decode_bench(const DecodeBenchOptions& o) {
            "bench decode: --prompt-len, --new-tokens and --repeats must be >= 1");
   const Device dev = resolve_device(o.device);
   const DType cd = o.dtype.empty() ? (dev.is_cuda() ? DType::BF16 : DType::F32) : dtype_from_name(o.dtype);
+  MT_CHECK(!o.check || o.temperature == 0.0, ErrorKind::Usage, "bench decode: --check needs greedy (--temperature 0)");
   MT_CHECK(is_floating(cd), ErrorKind::Usage, "bench decode: --dtype must be f32, bf16, f16 or f64, got ", o.dtype);
   // The variant, then --set keys of the config schema (a key without a section is a model key, as for `info`);
   // d_inner and dt_rank follow d_model unless set.
@@ -112,9 +113,13 @@ int run_decode_bench(const DecodeBenchOptions& o) {
 #endif
   std::printf(
       "bench decode: mamba-%s%s with random weights (%s parameters), %s on %s; prompt %lld tokens, %lld new "
-      "tokens per row, greedy; median of %d calls after one untimed\n",
+      "tokens per row, %s; median of %d calls after one untimed\n",
       o.variant.c_str(), o.sets.empty() ? "" : " (overridden)", group_thousands(model.num_parameters()).c_str(),
-      dtype_name(cd), where.c_str(), (long long)o.prompt_len, (long long)o.new_tokens, o.repeats);
+      dtype_name(cd), where.c_str(), (long long)o.prompt_len, (long long)o.new_tokens,
+      o.temperature == 0.0
+          ? "greedy"
+          : str("sampled (temperature ", o.temperature, ", top-k ", o.top_k, ", top-p ", o.top_p, ")").c_str(),
+      o.repeats);
   std::fflush(stdout);
 
   for (int64_t B : o.batches) {
@@ -123,7 +128,9 @@ int run_decode_bench(const DecodeBenchOptions& o) {
     eo.max_new_tokens = o.new_tokens;
     eo.compute_dtype = cd;
     eo.sampling = nn::SamplingConfig{};
-    eo.sampling.temperature = 0.0;
+    eo.sampling.temperature = o.temperature;
+    eo.sampling.top_k = o.top_k;
+    eo.sampling.top_p = o.top_p;
     nn::DecodeEngine engine(model, dev, eo);
     Generator pg(static_cast<uint64_t>(B));
     const Tensor ids = Tensor::randint({B, o.prompt_len}, pg, 0, cfg.vocab_size, DType::I64, dev);
