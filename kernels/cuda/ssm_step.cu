@@ -1,15 +1,14 @@
 // CUDA single-token mixer step (math in kernels/ssm_step.h).
 //
 // The state update (ssm_update_kernel): 16 threads per channel, 16 channels per block, grid (channel blocks, rows),
-// so one row already fills D / 16 blocks. Before waiting for the previous kernel a thread loads what does not depend
-// on it: its channel's biases, its dt_proj row and its states' A and h (the state was last written by this layer one
-// step earlier).
-// After the wait the block forms its row's x_proj outputs (partials mode: the partial sums in the fixed order of
-// kernels/detail/decode_math.h, thread g * E + e adding group g of output e; row mode: xrow), then each group of 16
-// lanes splits dt_proj's terms and the N states of one channel and meets by shuffles.
-// Row mode with xrow: conv_step_kernel (one thread per row and channel), x_proj as one GEMM, the update kernel.
-// Row mode without xrow: one block of 512 threads per row does the conv step into shared memory, x_proj with a warp
-// per output and the channel updates.
+// so one row already fills D / 16 blocks (4 threads and 64 channels per block once that exceeds a wave). Before waiting
+// for the previous kernel a thread loads what does not depend on it: its channel's biases, its dt_proj row and its
+// states' A and h (the state was last written by this layer one step earlier). After the wait the block forms its row's
+// x_proj outputs (partials mode: the partial sums in the fixed order of kernels/detail/decode_math.h, thread g * E + e
+// adding group g of output e; row mode: xrow), then each group of 16 (or 4) lanes splits dt_proj's terms and the N
+// states of one channel and meets by shuffles. Row mode with xrow: conv_step_kernel (one thread per row and channel),
+// x_proj as one GEMM, the update kernel. Row mode without xrow: one block of 512 threads per row does the conv step
+// into shared memory, x_proj with a warp per output and the channel updates.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/detail/decode_math.h"
@@ -102,32 +101,32 @@ __global__ void __launch_bounds__(kRowThreads) ssm_row_kernel(SsmStepParams p) {
     channel_update<T>(p, xd, b, d, bias ? bias[d] : C(0), dskip ? dskip[d] : C(0));
 }
 
-// ---- The state update with 16 threads per channel (kTpc): thread j of a channel takes the states n = j, j + 16, ...
-// and the dt_proj terms r = j, j + 16, ...; the two sums meet by shuffles within the 16 lanes. kUpdateThreads / kTpc
-// channels per block, so that even one row gives D / 16 blocks. xd (the rounded x_proj outputs of the block's row)
-// comes from the partials (xproj set) or from xrow.
-constexpr int kTpc = 16;
+// ---- The state update with TPC threads per channel (16, or 4 for large batches): thread j of a channel takes the
+// states n = j, j + TPC, ... and the dt_proj terms r = j, j + TPC, ...; the two sums meet by shuffles within the TPC
+// lanes. kUpdateThreads / TPC channels per block, so that even one row gives D / 16 blocks; with many rows, 4 threads
+// per channel give each thread four states and a quarter of the blocks, whose waves were the kernel's time.
+// xd (the rounded x_proj outputs of the block's row) comes from the partials (xproj set) or from xrow.
 constexpr int kUpdateThreads = 256;
-constexpr int kUpdRegs = 2;  // states per thread held in registers (N <= 32)
-constexpr int kDtRegs = 4;   // dt_proj weights per thread held in registers (R <= 64)
 
-template <typename C>
+template <int TPC, typename C>
 __device__ __forceinline__ C group_sum(C v) {
 #pragma unroll
-  for (int o = kTpc / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = TPC / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
-template <typename T>
+template <typename T, int TPC>
 __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParams p) {
   using C = typename cuda::Compute<T>::type;
+  constexpr int kUpdRegs = 32 / TPC;  // states per thread held in registers (N <= 32)
+  constexpr int kDtRegs = 64 / TPC;   // dt_proj weights per thread held in registers (R <= 64)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N;
   C* xd = reinterpret_cast<C*>(smem_raw);  // [E]
   C* red = xd + E;                         // partials mode: [G * E]
   const int64_t b = blockIdx.y;
-  const int j = threadIdx.x % kTpc;
-  const int64_t d_raw = static_cast<int64_t>(blockIdx.x) * (kUpdateThreads / kTpc) + threadIdx.x / kTpc;
+  const int j = threadIdx.x % TPC;
+  const int64_t d_raw = static_cast<int64_t>(blockIdx.x) * (kUpdateThreads / TPC) + threadIdx.x / TPC;
   // Lanes past the last channel compute channel 0's values and store nothing: every lane takes part in the shuffles.
   const bool active = d_raw < D;
   const int64_t d = active ? d_raw : 0;
@@ -138,7 +137,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   C a_r[kUpdRegs], h_r[kUpdRegs];
 #pragma unroll
   for (int i = 0; i < kUpdRegs; ++i) {
-    const int64_t n = j + static_cast<int64_t>(i) * kTpc;
+    const int64_t n = j + static_cast<int64_t>(i) * TPC;
     a_r[i] = n < N ? static_cast<const C*>(p.A)[d * N + n] : C(0);
     h_r[i] = n < N ? static_cast<const C*>(p.state)[(b * D + d) * N + n] : C(0);
   }
@@ -146,7 +145,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   C w_r[kDtRegs];
 #pragma unroll
   for (int i = 0; i < kDtRegs; ++i) {
-    const int64_t r = j + static_cast<int64_t>(i) * kTpc;
+    const int64_t r = j + static_cast<int64_t>(i) * TPC;
     w_r[i] = r < R ? static_cast<C>(cuda::load(dt_w, r)) : C(0);
   }
   decode_cuda::pdl_wait();
@@ -175,11 +174,11 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   C delta = C(0);
 #pragma unroll
   for (int i = 0; i < kDtRegs; ++i) {
-    const int64_t r = j + static_cast<int64_t>(i) * kTpc;
+    const int64_t r = j + static_cast<int64_t>(i) * TPC;
     if (r < R) delta += w_r[i] * xd[r];
   }
-  for (int64_t r = j + kDtRegs * kTpc; r < R; r += kTpc) delta += cuda::load(dt_w, r) * xd[r];
-  delta = group_sum(delta);
+  for (int64_t r = j + kDtRegs * TPC; r < R; r += TPC) delta += cuda::load(dt_w, r) * xd[r];
+  delta = group_sum<TPC>(delta);
   const C dtv = decode::softplus(round_to<T>(delta) + bias);
   const C* Bm = xd + R;
   const C* Cm = Bm + N;
@@ -187,19 +186,19 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   C acc = C(0);
 #pragma unroll
   for (int i = 0; i < kUpdRegs; ++i) {
-    const int64_t n = j + static_cast<int64_t>(i) * kTpc;
+    const int64_t n = j + static_cast<int64_t>(i) * TPC;
     if (n < N) {
       const C hn = decode::exp_c(dtv * a_r[i]) * h_r[i] + dtv * Bm[n] * uu;
       if (active) h[n] = hn;
       acc += Cm[n] * hn;
     }
   }
-  for (int64_t n = j + kUpdRegs * kTpc; n < N; n += kTpc) {  // states beyond the registers' (N > 32)
+  for (int64_t n = j + kUpdRegs * TPC; n < N; n += TPC) {  // states beyond the registers' (N > 32)
     const C hn = decode::exp_c(dtv * static_cast<const C*>(p.A)[d * N + n]) * h[n] + dtv * Bm[n] * uu;
     if (active) h[n] = hn;
     acc += Cm[n] * hn;
   }
-  acc = group_sum(acc);
+  acc = group_sum<TPC>(acc);
   if (active && j == 0) {
     C yv = acc + dskip * uu;
     if (p.z) yv *= decode::silu(zz);
@@ -246,8 +245,13 @@ void ssm_step_cuda(const SsmStepParams& p) {
     using T = typename decltype(tag)::type;
     using C = typename cuda::Compute<T>::type;
     const int64_t E = p.R + 2 * p.N;
-    const dim3 ugrid(static_cast<unsigned>((p.D + kUpdateThreads / kTpc - 1) / (kUpdateThreads / kTpc)),
+    // 16 threads per channel while the blocks fit in about one wave (8 per SM), else 4.
+    const int64_t blocks16 = (p.D + kUpdateThreads / 16 - 1) / (kUpdateThreads / 16) * p.B;
+    const bool wide = blocks16 > 8 * static_cast<int64_t>(CudaContext::get().sm_count());
+    const int tpc = wide ? 4 : 16;
+    const dim3 ugrid(static_cast<unsigned>((p.D + kUpdateThreads / tpc - 1) / (kUpdateThreads / tpc)),
                      static_cast<unsigned>(p.B));
+    auto update = wide ? ssm_update_kernel<T, 4> : ssm_update_kernel<T, 16>;
     if (p.x_proj_w && p.xrow) {
       MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
       if (p.conv_w) {
@@ -270,8 +274,7 @@ void ssm_step_cuda(const SsmStepParams& p) {
       gemm_cuda(g);
       SsmStepParams q = p;
       q.xproj = nullptr;
-      decode_cuda::launch(ssm_update_kernel<T>, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl,
-                          q);
+      decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl, q);
       return;
     }
     if (p.x_proj_w) {
@@ -284,7 +287,7 @@ void ssm_step_cuda(const SsmStepParams& p) {
     MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
     const size_t smem = static_cast<size_t>(E + decode::ssm_step_groups(E, p.P) * E) * sizeof(C);
     MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: dt_rank + 2 d_state = ", E, " too large");
-    decode_cuda::launch(ssm_update_kernel<T>, ugrid, dim3(kUpdateThreads), smem, p.pdl, p);
+    decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), smem, p.pdl, p);
   });
 }
 
