@@ -383,7 +383,8 @@ Tensor Tensor::detach() const { return as_strided(shape(), strides(), offset());
 
 void copy_strided(const Tensor& dst, const Tensor& src) {
   MT_CHECK_SHAPE(dst.device() == src.device(), "copy_strided across devices");
-  OpTimeScope timed("tensor_copy", dst.device().is_cuda());  // copies outside the ops (bench --breakdown)
+  // Copies and casts outside the ops (bench --breakdown).
+  OpTimeScope timed(dst.dtype() == src.dtype() ? "tensor_copy" : "tensor_cast", dst.device().is_cuda());
   if (dst.device().is_cpu()) return copy_cpu(dst, src);
 #if defined(MT_WITH_CUDA)
   cuda::strided_copy(dst.data_ptr(), dst.dtype(), desc_of(dst), src.data_ptr(), src.dtype(), desc_of(src), dst.numel());

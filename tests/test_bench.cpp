@@ -60,7 +60,7 @@ TEST(OpBreakdown, ClassesAndTheRestAddUpToTheStep) {
   const std::map<std::string, double> op_ms = {
       {"matmul", 5},      {"selective_scan", 3},      {"causal_conv1d", 1},        {"rms_norm", 0.5},
       {"adamw", 0.25},    {"grad_global_norm", 0.25}, {"linear_cross_entropy", 2}, {"mul", 0.5},
-      {"embedding", 0.5}, {"tensor_copy", 0.75},      {"tensor_fill", 0.25}};
+      {"embedding", 0.5}, {"tensor_copy", 0.5},       {"tensor_cast", 0.25},       {"tensor_fill", 0.25}};
   const std::vector<BreakdownRow> rows = breakdown_table(op_ms, 20);
   std::map<std::string, double> by;
   double sum = 0;
@@ -73,7 +73,9 @@ TEST(OpBreakdown, ClassesAndTheRestAddUpToTheStep) {
   EXPECT_DOUBLE_EQ(by["norms"], 0.5);
   EXPECT_DOUBLE_EQ(by["LM head + loss"], 2);
   EXPECT_DOUBLE_EQ(by["elementwise, reductions, embedding, pooling"], 1);
-  EXPECT_DOUBLE_EQ(by["copies, casts and fills outside the ops"], 1);
+  EXPECT_DOUBLE_EQ(by["tensor copies outside the ops"], 0.5);
+  EXPECT_DOUBLE_EQ(by["dtype casts outside the ops"], 0.25);
+  EXPECT_DOUBLE_EQ(by["fills outside the ops"], 0.25);
   EXPECT_EQ(rows.back().name, "launch gaps and host work");
   EXPECT_DOUBLE_EQ(rows.back().ms, 6);  // 20 - 14
   EXPECT_DOUBLE_EQ(sum, 20);

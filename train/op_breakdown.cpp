@@ -98,7 +98,9 @@ std::string op_class(const std::string& op) {
   if (op == "adamw" || op == "grad_global_norm" || op == "first_nonfinite_grad") return "optimizer";
   if (op == "linear_cross_entropy" || op == "cross_entropy" || op == "log_softmax") return "LM head + loss";
   if (op.find("norm") != std::string::npos) return "norms";
-  if (op == "tensor_copy" || op == "tensor_fill") return "copies, casts and fills outside the ops";
+  if (op == "tensor_copy") return "tensor copies outside the ops";
+  if (op == "tensor_cast") return "dtype casts outside the ops";
+  if (op == "tensor_fill") return "fills outside the ops";
   return "elementwise, reductions, embedding, pooling";
 }
 

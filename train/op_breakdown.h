@@ -1,8 +1,9 @@
 // Where a training step's time goes (`mamba-train bench --breakdown`). OpBreakdown is an OpTimer (core/op_timer.h)
 // that sums the time of every op's kernel calls: on CUDA by events recorded on the stream around each call (the
 // GPU time from the call's first kernel to its last), on the CPU by the wall clock. Tensor copies, casts and fills
-// made outside the ops are timed too (as "tensor_copy" / "tensor_fill"). breakdown_table groups the ops into classes
-// and adds the rest of the step (kernel launch gaps, host work) as one row, so the rows sum to the step time.
+// made outside the ops are timed too (as "tensor_copy", "tensor_cast", "tensor_fill"). breakdown_table groups the ops
+// into classes and adds the rest of the step (kernel launch gaps, host work) as one row, so the rows sum to the step
+// time.
 #pragma once
 
 #include <map>
@@ -32,7 +33,7 @@ class OpBreakdown : public OpTimer {
 };
 
 // The class an op name belongs to ("GEMMs", "selective scan", "causal conv1d", "norms", "LM head + loss",
-// "optimizer", "copies, casts and fills outside the ops", "elementwise, reductions, embedding, pooling").
+// "optimizer", "tensor copies / dtype casts / fills outside the ops", "elementwise, reductions, embedding, pooling").
 std::string op_class(const std::string& op);
 
 struct BreakdownRow {
