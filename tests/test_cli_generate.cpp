@@ -221,6 +221,11 @@ TEST(CliBenchDecode, PrintsOneLinePerBatchSize) {
               " --batch 2 --prompt-len 3 --new-tokens 2 --repeats 1 --reference");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "reference")) << r.out;
+  r = run_cli(std::string("bench decode ") + kTinyModel +
+              " --batch 2 --prompt-len 3 --new-tokens 4 --repeats 1 --temperature 0.7 --top-k 5 --top-p 0.9");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "sampled (temperature 0.7, top-k 5, top-p 0.9)")) << r.out;
+  EXPECT_EQ(lines_starting(r.out, "decode batch 2: ").size(), 1u) << r.out;
 }
 
 TEST(CliBenchDecode, BadOptionsAreUsageErrors) {
@@ -230,4 +235,10 @@ TEST(CliBenchDecode, BadOptionsAreUsageErrors) {
   r = run_cli(std::string("bench decode ") + kTinyModel + " --set bidirectional=true --batch 1");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_TRUE(contains(r.out, "bidirectional")) << r.out;
+  r = run_cli(std::string("bench decode ") + kTinyModel + " --batch 1 --check --temperature 1");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "mamba-train: error: bench decode: --check needs greedy (--temperature 0)")) << r.out;
+  r = run_cli(std::string("bench decode ") + kTinyModel + " --batch 1 --top-p 0");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "--top-p")) << r.out;
 }
