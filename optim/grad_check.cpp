@@ -71,7 +71,10 @@ int64_t first_nonfinite_grad(const std::vector<Tensor*>& params) {
   return first;
 }
 
-double grad_global_norm(const std::vector<Tensor*>& params) {
+namespace {
+
+// Per-parameter sums of squares (0 for parameters without a gradient).
+std::vector<double> sums_of_squares(const std::vector<Tensor*>& params) {
   Grads g = collect(params, "grad_global_norm");
   // Per-parameter sums of squares, then added in parameter order: the same total whatever the device split.
   std::vector<double> sums(params.size(), 0.0);
@@ -83,9 +86,33 @@ double grad_global_norm(const std::vector<Tensor*>& params) {
     const OpTimeScope timed("grad_global_norm", /*cuda=*/false);
     sums[static_cast<size_t>(g.cpu_index[k])] = kernels::grad_sum_squares_cpu(g.cpu[k]);
   }
+  return sums;
+}
+
+double norm_of(const std::vector<double>& sums) {
   double total = 0.0;
   for (double s : sums) total += s;  // NaN / inf propagate
   return std::sqrt(total);
+}
+
+}  // namespace
+
+double grad_global_norm(const std::vector<Tensor*>& params) { return norm_of(sums_of_squares(params)); }
+
+GradHealth grad_health(const std::vector<Tensor*>& params) {
+  const std::vector<double> sums = sums_of_squares(params);
+  GradHealth h;
+  for (double s : sums) {
+    if (!std::isfinite(s)) {
+      h.first_bad = first_nonfinite_grad(params);
+      if (h.first_bad == -1) h.first_bad = -3;
+      h.norm = std::numeric_limits<double>::quiet_NaN();
+      return h;
+    }
+  }
+  h.norm = norm_of(sums);
+  if (!std::isfinite(h.norm)) h.first_bad = -3;
+  return h;
 }
 
 double clip_factor(double norm, double max_norm) {

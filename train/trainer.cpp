@@ -473,10 +473,14 @@ struct Trainer::Impl {
       s.tokens = static_cast<int64_t>(v[1]);
       stop_vote = v[2] > 0 ? SIGINT : v[3] > 0 ? SIGTERM : v[4] > 0 ? SIGHUP : 0;
     }
-    int64_t bad = std::isfinite(s.loss) ? optim::first_nonfinite_grad(params) : -2;
-    if (bad == -1) {
-      s.grad_norm = optim::grad_global_norm(params) / s.loss_scale;
-      if (!std::isfinite(s.grad_norm)) bad = -3;
+    int64_t bad = -2;
+    if (std::isfinite(s.loss)) {
+      const optim::GradHealth health = optim::grad_health(params);  // one pass over the gradients unless one is bad
+      bad = health.first_bad;
+      if (bad == -1) {
+        s.grad_norm = health.norm / s.loss_scale;
+        if (!std::isfinite(s.grad_norm)) bad = -3;
+      }
     }
     if (bad != -1) {
       s.skipped = true;

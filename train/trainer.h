@@ -4,7 +4,8 @@
 //   global_batch_size / micro_batch_size micro-batches, each: forward -> loss * w_a * scale -> backward (gradients
 //   accumulate in the fp32 masters; w_a = scored tokens of micro-batch a / scored tokens of the step, so the
 //   accumulated gradient is exactly that of the mean loss over the whole global batch) ->
-//   first_nonfinite_grad over EVERY gradient (nothing touched yet) -> global norm (unscaled) -> clip factor ->
+//   every gradient checked for inf / NaN and the global norm formed (optim::grad_health, nothing touched yet) ->
+//   the norm unscaled -> clip factor ->
 //   fused AdamW with grad_scale = clip / scale -> dynamic loss scaler update.
 //   A step whose loss or any gradient is inf/NaN is skipped: parameters, moments, the Adam step count and the LR
 //   position (the LR follows the optimizer's step count) stay as they were, the data still advances, and after

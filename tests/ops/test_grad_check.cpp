@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "autograd/autograd.h"
@@ -61,6 +62,39 @@ TEST(GradCheck, AllFiniteIsMinusOneAndParamsWithoutGradsAreIgnored) {
   ps.ts[0].fill_(kNaN);
   EXPECT_EQ(optim::first_nonfinite_grad(ps.ptrs()), -1);
   EXPECT_EQ(optim::first_nonfinite_grad({}), -1);
+}
+
+TEST(GradCheck, HealthNamesTheFirstBadGradientAndGivesTheNormsBits) {
+  for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16}) {
+    for (double bad : {kInf, -kInf, kNaN}) {
+      Params ps;
+      ps.add({1.0, -2.0, 3.0}, dt);
+      ps.add({1.0}, dt, /*has_grad=*/false);
+      ps.add({0.25, bad, -0.5, 7.0}, dt);
+      ps.add({kNaN}, dt);
+      const optim::GradHealth h = optim::grad_health(ps.ptrs());
+      EXPECT_EQ(h.first_bad, 2) << dtype_name(dt) << " " << bad;
+      EXPECT_TRUE(std::isnan(h.norm)) << dtype_name(dt);
+    }
+    Params ok;
+    ok.add({1.0, -2.0, 3.0}, dt);
+    ok.add({65504.0, 6e-8}, dt);
+    const optim::GradHealth h = optim::grad_health(ok.ptrs());
+    EXPECT_EQ(h.first_bad, -1) << dtype_name(dt);
+    const double norm = optim::grad_global_norm(ok.ptrs());
+    EXPECT_EQ(std::memcmp(&h.norm, &norm, sizeof(double)), 0) << dtype_name(dt) << ": " << h.norm << " vs " << norm;
+  }
+  // Finite f64 gradients whose squares overflow: no gradient is bad, the norm is (-3).
+  Params big;
+  big.add({1e200, 2.0}, DType::F64);
+  EXPECT_EQ(optim::first_nonfinite_grad(big.ptrs()), -1);
+  EXPECT_EQ(optim::grad_health(big.ptrs()).first_bad, -3);
+  // The largest f32 gradients stay finite in the sum.
+  Params f32max;
+  f32max.add(std::vector<double>(1000, 3.4e38), DType::F32);
+  EXPECT_EQ(optim::grad_health(f32max.ptrs()).first_bad, -1);
+  EXPECT_EQ(optim::grad_health({}).first_bad, -1);
+  EXPECT_EQ(optim::grad_health({}).norm, 0.0);
 }
 
 TEST(GradCheck, FirstOfSeveralAndSkippedParamsKeepTheirIndex) {
