@@ -406,8 +406,11 @@ void DecodeEngine::sample(bool pdl) {
   p.B = opt_.batch;
   p.V = cfg_.vocab_size;
   p.logits = logits_.data<float>();
-  p.seen = static_cast<uint32_t*>(seen_.data_ptr());
-  p.seen_words = seen_.size(1);
+  // The mask only matters with a penalty: without one the sampler neither reads nor updates it.
+  if (sc.repetition_penalty != 1.0) {
+    p.seen = static_cast<uint32_t*>(seen_.data_ptr());
+    p.seen_words = seen_.size(1);
+  }
   p.temperature = static_cast<float>(sc.temperature);
   p.top_k = sc.top_k;
   p.top_p = sc.top_p;
