@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "core/op_timer.h"
 #include "core/random_formulas.h"
@@ -381,10 +382,26 @@ Tensor Tensor::as_strided(const Shape& new_shape, const Shape& new_strides, int6
 
 Tensor Tensor::detach() const { return as_strided(shape(), strides(), offset()); }
 
+namespace {
+
+// The name a copy, cast or fill is timed under (bench --breakdown): its kind, then the dtypes and shape, so the
+// breakdown can list the largest ones. Built only while a timer is installed.
+std::string timed_name(const char* kind, const Tensor& dst, const Tensor* src) {
+  if (op_timer() == nullptr) return kind;
+  const bool cast = src && src->dtype() != dst.dtype();
+  std::string s = std::string(kind) + " " + (cast ? dtype_name(src->dtype()) : "") + (cast ? " -> " : "") +
+                  dtype_name(dst.dtype()) + shape_str(dst.shape());
+  if (src && (!src->is_contiguous() || !dst.is_contiguous())) s += " strided";
+  return s;
+}
+
+}  // namespace
+
 void copy_strided(const Tensor& dst, const Tensor& src) {
   MT_CHECK_SHAPE(dst.device() == src.device(), "copy_strided across devices");
   // Copies and casts outside the ops (bench --breakdown).
-  OpTimeScope timed(dst.dtype() == src.dtype() ? "tensor_copy" : "tensor_cast", dst.device().is_cuda());
+  const std::string name = timed_name(dst.dtype() == src.dtype() ? "tensor_copy" : "tensor_cast", dst, &src);
+  OpTimeScope timed(name.c_str(), dst.device().is_cuda());
   if (dst.device().is_cpu()) return copy_cpu(dst, src);
 #if defined(MT_WITH_CUDA)
   cuda::strided_copy(dst.data_ptr(), dst.dtype(), desc_of(dst), src.data_ptr(), src.dtype(), desc_of(src), dst.numel());
@@ -414,7 +431,8 @@ void Tensor::copy_(const Tensor& src) const {
 
 void Tensor::fill_(double value) const {
   if (numel() == 0) return;
-  OpTimeScope timed("tensor_fill", device().is_cuda());
+  const std::string name = timed_name("tensor_fill", *this, nullptr);
+  OpTimeScope timed(name.c_str(), device().is_cuda());
   if (device().is_cpu()) {
     Tensor one = empty({}, DType::F64, Device::cpu());
     *static_cast<double*>(one.data_ptr()) = value;

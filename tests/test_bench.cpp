@@ -57,10 +57,19 @@ TEST(OpBreakdown, TimesTheOpsKernelCallsByName) {
 }
 
 TEST(OpBreakdown, ClassesAndTheRestAddUpToTheStep) {
-  const std::map<std::string, double> op_ms = {
-      {"matmul", 5},      {"selective_scan", 3},      {"causal_conv1d", 1},        {"rms_norm", 0.5},
-      {"adamw", 0.25},    {"grad_global_norm", 0.25}, {"linear_cross_entropy", 2}, {"mul", 0.5},
-      {"embedding", 0.5}, {"tensor_copy", 0.5},       {"tensor_cast", 0.25},       {"tensor_fill", 0.25}};
+  const std::map<std::string, double> op_ms = {{"matmul", 5},
+                                               {"selective_scan", 3},
+                                               {"causal_conv1d", 1},
+                                               {"rms_norm", 0.5},
+                                               {"adamw", 0.25},
+                                               {"grad_global_norm", 0.25},
+                                               {"linear_cross_entropy", 2},
+                                               {"mul", 0.5},
+                                               {"embedding", 0.5},
+                                               {"tensor_copy f32[8, 2048, 1536] strided", 0.5},
+                                               {"tensor_cast bf16 -> f32[768, 3072]", 0.125},
+                                               {"tensor_cast f32 -> bf16[16]", 0.125},
+                                               {"tensor_fill f32[4]", 0.25}};
   const std::vector<BreakdownRow> rows = breakdown_table(op_ms, 20);
   std::map<std::string, double> by;
   double sum = 0;
@@ -106,4 +115,28 @@ TEST(BenchCli, BreakdownPrintsClassesThatSumToTheStep) {
   EXPECT_GT(rows["GEMMs"], 0.0) << r.out;
   EXPECT_GT(rows["optimizer"], 0.0) << r.out;
   EXPECT_NEAR(sum, step_ms, 0.001 * static_cast<double>(rows.size()) + 1e-9) << r.out;
+
+  // Then the largest copies / casts / fills outside the ops, each named by kind, dtype and shape; together no more
+  // than their classes' rows.
+  const size_t list = r.out.find("largest copies / casts / fills outside the ops", at);
+  ASSERT_NE(list, std::string::npos) << r.out;
+  std::istringstream listed(r.out.substr(r.out.find('\n', list) + 1));
+  double listed_ms = 0;
+  int n = 0;
+  while (std::getline(listed, line) && line.rfind("  ", 0) == 0) {
+    double ms = 0, calls = 0;
+    char kind[32] = {};
+    ASSERT_EQ(std::sscanf(line.c_str(), "%lf %lf %31s", &ms, &calls, kind), 3) << line;
+    EXPECT_TRUE(std::string(kind) == "tensor_copy" || std::string(kind) == "tensor_cast" ||
+                std::string(kind) == "tensor_fill")
+        << line;
+    EXPECT_NE(line.find('['), std::string::npos) << "names its shape: " << line;
+    EXPECT_GT(calls, 0.0) << line;
+    listed_ms += ms;
+    ++n;
+  }
+  EXPECT_GT(n, 0) << r.out;
+  const double outside =
+      rows["tensor copies outside the ops"] + rows["dtype casts outside the ops"] + rows["fills outside the ops"];
+  EXPECT_LE(listed_ms, outside + 0.001 * n + 1e-9) << r.out;
 }

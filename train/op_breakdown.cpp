@@ -17,6 +17,7 @@ namespace mt::train {
 struct OpBreakdown::Impl {
   Device dev;
   std::map<std::string, double> ms;
+  std::map<std::string, int64_t> calls_per_op;
   // CPU: the open call's start.
   std::chrono::steady_clock::time_point t0;
 #if defined(MT_WITH_CUDA)
@@ -71,9 +72,10 @@ void OpBreakdown::end(const char* op, bool cuda) {
 #endif
   (void)cuda;
   impl_->ms[op] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - impl_->t0).count();
+  ++impl_->calls_per_op[op];
 }
 
-std::map<std::string, double> OpBreakdown::collect() {
+std::map<std::string, double> OpBreakdown::collect(std::map<std::string, int64_t>* calls) {
 #if defined(MT_WITH_CUDA)
   if (!impl_->calls.empty()) {
     MT_CUDA_CHECK(cudaEventSynchronize(impl_->events[impl_->used - 1]));
@@ -81,11 +83,15 @@ std::map<std::string, double> OpBreakdown::collect() {
       float ms = 0;
       MT_CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->events[c.second], impl_->events[c.second + 1]));
       impl_->ms[c.first] += ms;
+      ++impl_->calls_per_op[c.first];
     }
     impl_->calls.clear();
     impl_->used = 0;
   }
 #endif
+  if (calls)
+    for (const auto& kv : impl_->calls_per_op) (*calls)[kv.first] += kv.second;
+  impl_->calls_per_op.clear();
   std::map<std::string, double> out;
   out.swap(impl_->ms);
   return out;
@@ -97,10 +103,11 @@ std::string op_class(const std::string& op) {
   if (op == "causal_conv1d") return "causal conv1d";
   if (op == "adamw" || op == "grad_global_norm" || op == "first_nonfinite_grad") return "optimizer";
   if (op == "linear_cross_entropy" || op == "cross_entropy" || op == "log_softmax") return "LM head + loss";
+  // Named "tensor_copy <dtypes and shape>" etc. (core/tensor.cpp).
+  if (op.rfind("tensor_copy", 0) == 0) return "tensor copies outside the ops";
+  if (op.rfind("tensor_cast", 0) == 0) return "dtype casts outside the ops";
+  if (op.rfind("tensor_fill", 0) == 0) return "fills outside the ops";
   if (op.find("norm") != std::string::npos) return "norms";
-  if (op == "tensor_copy") return "tensor copies outside the ops";
-  if (op == "tensor_cast") return "dtype casts outside the ops";
-  if (op == "tensor_fill") return "fills outside the ops";
   return "elementwise, reductions, embedding, pooling";
 }
 

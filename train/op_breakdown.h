@@ -1,11 +1,13 @@
 // Where a training step's time goes (`mamba-train bench --breakdown`). OpBreakdown is an OpTimer (core/op_timer.h)
 // that sums the time of every op's kernel calls: on CUDA by events recorded on the stream around each call (the
 // GPU time from the call's first kernel to its last), on the CPU by the wall clock. Tensor copies, casts and fills
-// made outside the ops are timed too (as "tensor_copy", "tensor_cast", "tensor_fill"). breakdown_table groups the ops
+// made outside the ops are timed too, under names that start "tensor_copy", "tensor_cast", "tensor_fill" and go on
+// with their dtypes and shape. breakdown_table groups the ops
 // into classes and adds the rest of the step (kernel launch gaps, host work) as one row, so the rows sum to the step
 // time.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -24,8 +26,9 @@ class OpBreakdown : public OpTimer {
 
   void begin(const char* op, bool cuda) override;
   void end(const char* op, bool cuda) override;
-  // Milliseconds per op name since the last collect (call once the device has finished that work).
-  std::map<std::string, double> collect();
+  // Milliseconds per op name since the last collect (call once the device has finished that work); with calls,
+  // also adds the number of timed calls per op name to it.
+  std::map<std::string, double> collect(std::map<std::string, int64_t>* calls = nullptr);
 
  private:
   struct Impl;

@@ -148,13 +148,14 @@ Runner add_bench_command(CLI::App& app) {
       // Means over the steps: the per-op times of a step add up, medians would not.
       OpBreakdown timer(dev);
       std::map<std::string, double> op_ms;
+      std::map<std::string, int64_t> op_calls;
       double step_ms = 0;
       for (int64_t i = 0; i < o->steps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         t.train_step();
         synchronize(dev);
         step_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        for (const auto& kv : timer.collect()) op_ms[kv.first] += kv.second;
+        for (const auto& kv : timer.collect(&op_calls)) op_ms[kv.first] += kv.second;
       }
       step_ms /= static_cast<double>(o->steps);
       for (auto& kv : op_ms) kv.second /= static_cast<double>(o->steps);
@@ -163,6 +164,18 @@ Runner add_bench_command(CLI::App& app) {
       std::printf("  %-52s %10s %7s\n", "class", "ms/step", "%");
       for (const BreakdownRow& r : breakdown_table(op_ms, step_ms))
         std::printf("  %-52s %10.3f %7.1f\n", r.name.c_str(), r.ms, step_ms > 0 ? 100.0 * r.ms / step_ms : 0.0);
+      // Which copies, casts and fills outside the ops cost most, by dtypes and shape.
+      std::vector<std::pair<double, std::string>> outside;
+      for (const auto& kv : op_ms)
+        if (kv.first.rfind("tensor_", 0) == 0) outside.emplace_back(kv.second, kv.first);
+      std::stable_sort(outside.begin(), outside.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+      if (!outside.empty()) {
+        std::printf("largest copies / casts / fills outside the ops (ms per step, calls per step):\n");
+        for (size_t i = 0; i < outside.size() && i < 8; ++i)
+          std::printf("  %10.3f %6.1f  %s\n", outside[i].first,
+                      static_cast<double>(op_calls[outside[i].second]) / static_cast<double>(o->steps),
+                      outside[i].second.c_str());
+      }
     }
     MT_CHECK(std::isfinite(last_loss), ErrorKind::NonFinite, "bench: the loss is ", last_loss);
     return 0;
