@@ -2,9 +2,8 @@
 // that sums the time of every op's kernel calls: on CUDA by events recorded on the stream around each call (the
 // GPU time from the call's first kernel to its last), on the CPU by the wall clock. Tensor copies, casts and fills
 // made outside the ops are timed too, under names that start "tensor_copy", "tensor_cast", "tensor_fill" and go on
-// with their dtypes and shape. breakdown_table groups the ops
-// into classes and adds the rest of the step (kernel launch gaps, host work) as one row, so the rows sum to the step
-// time.
+// with their dtypes and shape. breakdown_table groups the ops into classes and adds the rest of the step (kernel
+// launch gaps, host work) as one row, so the rows sum to the step time.
 #pragma once
 
 #include <cstdint>
