@@ -6,8 +6,8 @@
 #      organism; the variant with the best mean MCC is chosen there;
 #   3. report: the chosen variant and the from-scratch baseline over seeds 1..3 on the test split (data.split_seed 1,
 #      the split of the README's tables): MCC and ROC AUC, mean and sample standard deviation.
-# The three seeds of a variant run at once on the one GPU (the models are small). Full logs in $OUT/promoters/;
-# one line per job and the tables in $OUT/promoters-summary.txt.
+# The three seeds of a variant run at once on the one GPU (the models are small), and both organisms side by side.
+# Full logs in $OUT/promoters/; one line per job and the tables in $OUT/promoters-summary.txt.
 #   bash tools/gpu-promoters.sh
 set -uo pipefail
 out=${OUT:-gpu-logs}
@@ -81,21 +81,27 @@ else:
 EOF
 }
 
-for org in ecoli bsubtilis; do
-  names=()
+# Each organism's selection and report; the two organisms run side by side (their tables go to files of their own,
+# appended to the summary in order at the end).
+organism() {
+  local org=$1 tab=$out/promoters-$1.txt names=() v best
   for v in "${!V[@]}"; do
     variant "$org" "$v" 2
     names+=("$org-$v-split2")
   done
-  echo "== $org, development split (data.split_seed 2)" >> "$sum"
-  stats "${names[@]}" >> "$sum"
+  echo "== $org, development split (data.split_seed 2)" > "$tab"
+  stats "${names[@]}" >> "$tab"
   best=$(stats best "${names[@]}")
   best=${best#"$org-"}
   best=${best%-split2}
-  echo "chosen for $org: $best" >> "$sum"
+  echo "chosen for $org: $best" >> "$tab"
   variant "$org" "$best" 1
   [ "$best" = scratch ] || variant "$org" scratch 1
-  echo "== $org, test split (data.split_seed 1)" >> "$sum"
-  stats "$org-$best-split1" "$org-scratch-split1" >> "$sum"
-done
+  echo "== $org, test split (data.split_seed 1)" >> "$tab"
+  if [ "$best" = scratch ]; then stats "$org-scratch-split1"; else stats "$org-$best-split1" "$org-scratch-split1"; fi >> "$tab"
+}
+organism ecoli &
+organism bsubtilis &
+wait
+cat "$out/promoters-ecoli.txt" "$out/promoters-bsubtilis.txt" >> "$sum"
 cat "$sum"
