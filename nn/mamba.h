@@ -2,7 +2,7 @@
 //
 //   MambaBackbone: embeddings -> n_layer x MambaBlock -> norm_f
 //   MambaBlock (pre-norm, fused residual): residual = h + residual (fp32); h = Norm(residual); h = mixer(h)
-//   MambaMixer: xz = in_proj(h); x, z = split; x = silu(causal_conv1d(x)); [dt | B | C] = x_proj(x);
+//   MambaMixer: x, z = in_proj(h) (one GEMM per half); x = silu(causal_conv1d(x)); [dt | B | C] = x_proj(x);
 //               delta = dt_proj.weight @ dt; y = selective_scan(x, delta, -exp(A_log), B, C, D, z,
 //               dt_proj.bias, softplus); out = out_proj(y)
 // Activations are [B, L, d] (token-major) throughout, so no transposes sit between the GEMMs and the scan.

@@ -18,8 +18,8 @@ MemoryEstimate estimate_training_memory(const MemoryEstimateInput& in) {
   const double kept_len = chunked ? static_cast<double>(in.chunk_len) : L;
   const double kept_tokens = B * kept_len;
 
-  // Per layer and token (the header lists the terms), six d_inner-wide activations among them.
-  const double per_layer_token = 4 * d + 4 + a * (d + 6 * di + R + 2 * N) + 4 * di * N / 16;
+  // Per layer and token (the header lists the terms), five d_inner-wide activations among them.
+  const double per_layer_token = 4 * d + 4 + a * (d + 5 * di + R + 2 * N) + 4 * di * N / 16;
   const double inputs_per_layer_token = a * d + 4 * d;
   MemoryEstimate e;
   e.weights = P * (4 + 4 + 4 + 4 + (a < 4 ? a : 0));

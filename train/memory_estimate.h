@@ -2,9 +2,8 @@
 //
 // Per token and layer, a forward on the tape keeps (a = bytes of the compute dtype, d = d_model, di = d_inner,
 // R = dt_rank, N = d_state): the residual stream in f32 and the norm's 1/rms (4 d + 4), the in_proj input (a d), the
-// x and z halves and the conv output (3 a di), delta and the scan output (2 a di), one more d_inner-wide activation
-// (a di: measured on an H100, not yet traced to its op), dt, B and C (a (R + 2N)), and on CUDA the scan's saved tile
-// states (one state in 16 steps: 4 di N / 16). With trainer.activation_checkpointing
+// x and z halves and the conv output (3 a di), delta and the scan output (2 a di), dt, B and C (a (R + 2N)), and on
+// CUDA the scan's saved tile states (one state in 16 steps: 4 di N / 16). With trainer.activation_checkpointing
 // block a layer keeps only its inputs (a d + 4 d), and one block's activations exist while it is recomputed; with
 // trainer.chunk_len only one chunk's tokens are kept, plus every chunk boundary's states. Around them: the weights
 // (f32 masters, gradients and both Adam moments, and the compute-dtype copies), then the larger of two phases: the LM
