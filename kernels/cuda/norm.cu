@@ -4,8 +4,9 @@
 // elements per step (coalesced) and reduces with shuffles, so rows of any size (1, 7, 768, 1536, ...) need no
 // shared memory and no block-level synchronisation. Passes over the row re-read it from L1/L2: mean, then the
 // centred sum of squares (two-pass, as the CPU reference), then the output.
-// dweight / dbias: a column-tiled kernel (32 columns x 8 warps, one chunk of rows per block) writes partial sums,
-// and a second kernel adds the chunks in a fixed order: deterministic, no atomics.
+// dweight / dbias: the training step's row kernel (below) sums them per block as it computes dx; otherwise a
+// column-tiled kernel (32 columns x 8 warps, one chunk of rows per block) writes partial sums. A second kernel adds
+// the partial sums in a fixed order: deterministic, no atomics.
 // The training step's norms (f32 statistics and residual stream, H a multiple of 128) take the row kernels below,
 // which hold a row in registers and use vector loads; the general kernels serve every other case.
 // Storage dtypes are runtime arguments (a uniform switch per load / store), so one instantiation per compute type
@@ -28,6 +29,8 @@ constexpr int kWarps = 8;        // rows per block in the row kernels
 constexpr int kColTile = 32;     // columns per block in the dweight kernel
 constexpr int kMaxChunks = 512;  // row chunks in the dweight kernel (bounds the workspace)
 constexpr int64_t kMinChunkRows = 64;
+constexpr int64_t kDwBlocks = 512;        // blocks of the row kernel that also sums dweight / dbias
+constexpr size_t kDwMaxSmem = 96 * 1024;  // its shared memory: two blocks per multiprocessor at most
 
 template <typename C>
 __device__ __forceinline__ C load_any(const void* p, DType dt, int64_t i) {
@@ -157,18 +160,28 @@ __global__ void norm_bwd_dw_kernel(NormBwdParams p, C* __restrict__ partial, int
   }
 }
 
+// dw[c] = sum over chunks k of partial[k][0][c], db likewise from partial[k][1]. grid: 2H / 32 column tiles of 32;
+// block (32, kWarps): warp ty sums chunks ty, ty + kWarps, ... and the warps' sums are added in warp order, so the
+// order is fixed by nchunks alone (deterministic) and each thread's loads are independent.
 template <typename C>
 __global__ void norm_dw_reduce_kernel(const C* __restrict__ partial, int64_t nchunks, int64_t H, void* dw, void* db,
                                       DType w_dtype) {
-  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < 2 * H;
-       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t which = j / H, c = j % H;
-    void* out = which == 0 ? dw : db;
-    if (!out) continue;
-    C s = C(0);
-    for (int64_t k = 0; k < nchunks; ++k) s += partial[(k * 2 + which) * H + c];
-    store_any<C>(out, w_dtype, c, s);
+  __shared__ C red[kWarps][kColTile];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kColTile + tx;
+  const int64_t which = j / H, c = j % H;
+  C acc = C(0);
+  if (j < 2 * H) {
+#pragma unroll 8
+    for (int64_t k = ty; k < nchunks; k += kWarps) acc += partial[(k * 2 + which) * H + c];
   }
+  red[ty][tx] = acc;
+  __syncthreads();
+  if (ty != 0 || j >= 2 * H) return;
+  C sum = red[0][tx];
+  for (int w = 1; w < kWarps; ++w) sum += red[w][tx];
+  void* out = which == 0 ? dw : db;
+  if (out) store_any<C>(out, w_dtype, c, sum);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -259,12 +272,24 @@ __global__ void __launch_bounds__(kWarps * 32) norm_fwd_row_kernel(NormFwdParams
   }
 }
 
-template <typename T, int NV>
-__global__ void __launch_bounds__(kWarps * 32) norm_bwd_dx_row_kernel(NormBwdParams p) {
+// kDW: also dweight / dbias. Each warp sums dy * n and dy over its rows into its own slice of dynamic shared memory
+// (acc[warp][0 / 1][H]: registers would cost the kernel half its occupancy); at the end the block adds its warps'
+// sums in warp order into partial[blockIdx.x][0 / 1][:], which norm_dw_reduce_kernel adds over blocks. The grid is
+// fixed by the row count alone (kDwBlocks at most), so the summation order does not depend on the GPU.
+template <typename T, int NV, bool kDW>
+__global__ void __launch_bounds__(kWarps * 32) norm_bwd_dx_row_kernel(NormBwdParams p, float* __restrict__ partial) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t H = p.H;
   const int nv = static_cast<int>(H / (32 * kRowVec));
   const float inv_h = 1.0f / static_cast<float>(H);
+  extern __shared__ float4 dw_smem[];
+  float* acc = reinterpret_cast<float*>(dw_smem);
+  if constexpr (kDW) {
+    for (int64_t k = threadIdx.x; k < kWarps * 2 * H; k += kWarps * 32) acc[k] = 0.0f;
+    __syncthreads();
+  }
+  float* acc_w = acc + warp * 2 * H;
+  float* acc_b = acc_w + H;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + warp; i < p.rows;
        i += static_cast<int64_t>(gridDim.x) * kWarps) {
     const int64_t off = i * H;
@@ -287,6 +312,18 @@ __global__ void __launch_bounds__(kWarps * 32) norm_bwd_dx_row_kernel(NormBwdPar
         sum_g += gn[j][e];
         sum_gn += gn[j][e] * (r.v[e] - mu) * rs;
       }
+      if constexpr (kDW) {
+        RowF4* aw = reinterpret_cast<RowF4*>(acc_w + col);
+        RowF4* ab = reinterpret_cast<RowF4*>(acc_b + col);
+        RowF4 qw = *aw, qb = *ab;
+#pragma unroll
+        for (int e = 0; e < kRowVec; ++e) {
+          qw.v[e] += dy[e] * n[j][e];
+          qb.v[e] += dy[e];
+        }
+        *aw = qw;
+        *ab = qb;
+      }
     }
     const float mean_g = p.rms ? 0.0f : warp_sum(sum_g) * inv_h;
     const float mean_gn = warp_sum(sum_gn) * inv_h;
@@ -305,6 +342,14 @@ __global__ void __launch_bounds__(kWarps * 32) norm_bwd_dx_row_kernel(NormBwdPar
       if (p.dx) store_row4<T>(p.dx, c, d);
       if (p.d_residual)
         *reinterpret_cast<RowF4*>(static_cast<float*>(p.d_residual) + c) = RowF4{{d[0], d[1], d[2], d[3]}};
+    }
+  }
+  if constexpr (kDW) {
+    __syncthreads();
+    for (int64_t k = threadIdx.x; k < 2 * H; k += kWarps * 32) {
+      float t = acc[k];
+      for (int w = 1; w < kWarps; ++w) t += acc[w * 2 * H + k];
+      partial[static_cast<int64_t>(blockIdx.x) * 2 * H + k] = t;
     }
   }
 }
@@ -359,21 +404,50 @@ void launch_fwd(const NormFwdParams& p) {
 }
 
 template <typename C>
+void launch_dw_reduce(const C* partial, int64_t nchunks, const NormBwdParams& p) {
+  const int64_t tiles = (2 * p.H + kColTile - 1) / kColTile;
+  MT_CHECK_SHAPE(tiles <= 2147483647LL, "norm_bwd_cuda: row size ", p.H, " too large");
+  norm_dw_reduce_kernel<C><<<static_cast<unsigned>(tiles), dim3(kColTile, kWarps), 0, cuda::stream()>>>(
+      partial, nchunks, p.H, p.dweight, p.dbias, p.w_dtype);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename C>
 void launch_bwd(const NormBwdParams& p) {
+  const bool want_dw = p.dweight || p.dbias;
   if (p.dx || p.d_residual) {
-    bool served = false;
+    bool served = false, dw_done = false;
     if constexpr (std::is_same<C, float>::value)
       served = p.w_dtype == DType::F32 && p.r_dtype == DType::F32 && (!p.dx || p.dx_dtype == p.dy_dtype) &&
                row_kernels(p.H, p.dy_dtype, {p.dy, p.dx}, {p.r, p.weight, p.d_residual_out, p.d_residual},
                            [&](auto tag, auto nv) {
                              using T = typename decltype(tag)::type;
-                             norm_bwd_dx_row_kernel<T, decltype(nv)::value>
-                                 <<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
+                             constexpr int NV = decltype(nv)::value;
+                             // dweight / dbias in the same pass, while the warps' sums fit in shared memory.
+                             const size_t smem = static_cast<size_t>(kWarps) * 2 * p.H * sizeof(float);
+                             if (want_dw && smem <= kDwMaxSmem) {
+                               auto kernel = norm_bwd_dx_row_kernel<T, NV, true>;
+                               MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                                  static_cast<int>(kDwMaxSmem)));
+                               int64_t blocks = (p.rows + kWarps - 1) / kWarps;
+                               blocks = blocks < kDwBlocks ? blocks : kDwBlocks;
+                               Tensor partial = Tensor::empty({blocks, 2, p.H}, DType::F32,
+                                                              Device::cuda(CudaContext::get().device()));
+                               float* part = static_cast<float*>(partial.data_ptr());
+                               kernel<<<static_cast<unsigned>(blocks), kWarps * 32, smem, cuda::stream()>>>(p, part);
+                               MT_CUDA_CHECK_LAUNCH();
+                               launch_dw_reduce<float>(part, blocks, p);
+                               dw_done = true;
+                               return;
+                             }
+                             norm_bwd_dx_row_kernel<T, NV, false>
+                                 <<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p, nullptr);
                            });
     if (!served) norm_bwd_dx_kernel<C><<<cuda::grid_for(p.rows * 32), kWarps * 32, 0, cuda::stream()>>>(p);
     MT_CUDA_CHECK_LAUNCH();
+    if (dw_done) return;
   }
-  if (p.dweight || p.dbias) {
+  if (want_dw) {
     int64_t rpc = (p.rows + kMaxChunks - 1) / kMaxChunks;
     if (rpc < kMinChunkRows) rpc = kMinChunkRows;
     const int64_t nchunks = (p.rows + rpc - 1) / rpc;
@@ -385,9 +459,7 @@ void launch_bwd(const NormBwdParams& p) {
     dim3 block(kColTile, kWarps);
     norm_bwd_dw_kernel<C><<<grid, block, 0, cuda::stream()>>>(p, static_cast<C*>(partial.data_ptr()), rpc);
     MT_CUDA_CHECK_LAUNCH();
-    norm_dw_reduce_kernel<C><<<cuda::grid_for(2 * p.H), 256, 0, cuda::stream()>>>(
-        static_cast<const C*>(partial.data_ptr()), nchunks, p.H, p.dweight, p.dbias, p.w_dtype);
-    MT_CUDA_CHECK_LAUNCH();
+    launch_dw_reduce<C>(static_cast<const C*>(partial.data_ptr()), nchunks, p);
   }
 }
 

@@ -615,7 +615,8 @@ std::vector<OpCase> norm_cases(bool big) {
   uint64_t seed = 200;
   for (const Shape& shape : {Shape{1, 1}, Shape{3, 7}, Shape{2, 3, 5}})
     for (const NormFlags& f : options) cs.add(norm_case(shape, f, seed += 10));
-  // H = 768, 1536 and 2560 are multiples of 128: the CUDA row kernels (both register sizes) serve them.
+  // H = 768, 1536 and 2560 are multiples of 128: the CUDA row kernels (both register sizes) serve them; the backward
+  // sums dweight in the row kernel for 768 and 1536, in the column-tiled kernel for 2560.
   for (int64_t H : {1, 7, 768, 1536, 2560})
     for (const Shape& lead : {Shape{7}, Shape{2, 1025}})
       for (const NormFlags& f : options)
@@ -626,6 +627,14 @@ std::vector<OpCase> norm_cases(bool big) {
           if (shape_numel(shape) > 20000) c.dtypes = {DType::F32, DType::BF16};
           return c;
         });
+  // 5,100 rows: more than the 512 blocks x 8 warps of the CUDA backward that sums dweight as it goes, so its warps
+  // take several rows each.
+  for (const NormFlags& f : options)
+    cs.add_big([&, sd = seed += 10] {
+      OpCase c = norm_case(Shape{3, 1700, 768}, f, sd);
+      c.dtypes = {DType::F32, DType::BF16};
+      return c;
+    });
   return cs.v;
 }
 
