@@ -44,6 +44,19 @@ struct ResetReader {
   bool at(int64_t i) const { return p != nullptr && p[i] != 0; }
 };
 
+// The walk over time: step s reads position t = s, or t = L-1-s for a reverse scan. Read backwards, a document that
+// starts at t ends before t: the state is zeroed before the step at t-1, i.e. at step s where reset[t + 1] is set.
+struct Walk {
+  int64_t L;
+  bool reverse;
+  ResetReader reset;
+  int64_t pos(int64_t s) const { return reverse ? L - 1 - s : s; }
+  bool zeroed(int64_t b, int64_t s) const {
+    if (!reverse) return reset.at(b * L + s);
+    return s > 0 && reset.at(b * L + L - s);
+  }
+};
+
 template <typename T>
 struct Inputs {
   const T *u, *delta, *A, *Bm, *Cm, *Dsk, *z, *bias, *init;
@@ -64,7 +77,7 @@ void fwd(const SelectiveScanParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N;
   const Inputs<T> in(p);
   const MaskReader mask{p.mask, p.mask_dtype};
-  const ResetReader reset{p.reset};
+  const Walk walk{L, p.reverse, ResetReader{p.reset}};
   T* y = static_cast<T*>(p.y);
   T* last = static_cast<T*>(p.last_state);
 
@@ -79,9 +92,10 @@ void fwd(const SelectiveScanParams& p) {
         const T Dd = in.Dsk ? in.Dsk[d] : T(0);
         const T bias = in.bias ? in.bias[d] : T(0);
         const T* Ad = in.A + d * N;
-        for (int64_t t = 0; t < L; ++t) {
+        for (int64_t s = 0; s < L; ++s) {
+          const int64_t t = walk.pos(s);
           const int64_t idx = (b * L + t) * D + d;
-          if (reset.at(b * L + t)) std::fill(h.begin(), h.end(), T(0));
+          if (walk.zeroed(b, s)) std::fill(h.begin(), h.end(), T(0));
           if (!mask.real(b * L + t)) {
             y[idx] = T(0);
             continue;
@@ -114,7 +128,7 @@ void bwd(const SelectiveScanParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N;
   const Inputs<T> in(p);
   const MaskReader mask{p.mask, p.mask_dtype};
-  const ResetReader reset{p.reset};
+  const Walk walk{L, p.reverse, ResetReader{p.reset}};
   const T* dy = static_cast<const T*>(p.dy);
   const T* dlast = static_cast<const T*>(p.dlast_state);
   T* du = static_cast<T*>(p.du);
@@ -131,7 +145,7 @@ void bwd(const SelectiveScanParams& p) {
 
 #pragma omp parallel if (B * D * L * N >= kParallelMinWork)
   {
-    std::vector<T> hs(static_cast<size_t>((L + 1) * N));  // hs[(t+1)*N + n] = h_t[n]; hs[n] = h_{-1}[n]
+    std::vector<T> hs(static_cast<size_t>((L + 1) * N));  // hs[(s+1)*N + n] = the state after step s; hs[n] = h_{-1}
     std::vector<T> g(N), dA_acc(N), zero(N, T(0));
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
@@ -146,9 +160,10 @@ void bwd(const SelectiveScanParams& p) {
 
           // Recompute the states (same expressions as the forward).
           for (int64_t n = 0; n < N; ++n) hs[n] = in.init ? in.init[bd * N + n] : T(0);
-          for (int64_t t = 0; t < L; ++t) {
-            const T* hp = reset.at(b * L + t) ? zero.data() : hs.data() + t * N;
-            T* hc = hs.data() + (t + 1) * N;
+          for (int64_t s = 0; s < L; ++s) {
+            const int64_t t = walk.pos(s);
+            const T* hp = walk.zeroed(b, s) ? zero.data() : hs.data() + s * N;
+            T* hc = hs.data() + (s + 1) * N;
             const int64_t idx = (b * L + t) * D + d;
             if (!mask.real(b * L + t)) {
               for (int64_t n = 0; n < N; ++n) hc[n] = hp[n];
@@ -167,9 +182,10 @@ void bwd(const SelectiveScanParams& p) {
             dA_acc[n] = T(0);
           }
           T dD_acc = T(0), dbias_acc = T(0);
-          for (int64_t t = L - 1; t >= 0; --t) {
+          for (int64_t s = L - 1; s >= 0; --s) {
+            const int64_t t = walk.pos(s);
             const int64_t idx = (b * L + t) * D + d;
-            const bool rs = reset.at(b * L + t);
+            const bool rs = walk.zeroed(b, s);
             if (!mask.real(b * L + t)) {
               du[idx] = T(0);
               ddelta[idx] = T(0);
@@ -182,8 +198,8 @@ void bwd(const SelectiveScanParams& p) {
             const T uu = in.u[idx];
             const T* Bt = in.Bm + (b * L + t) * N;
             const T* Ct = in.Cm + (b * L + t) * N;
-            const T* hp = rs ? zero.data() : hs.data() + t * N;
-            const T* hc = hs.data() + (t + 1) * N;
+            const T* hp = rs ? zero.data() : hs.data() + s * N;
+            const T* hc = hs.data() + (s + 1) * N;
             const T gy = dy[idx];
             T dy0 = gy;
             if (in.z) {

@@ -413,6 +413,7 @@ void check_params(const SelectiveScanParams& p, const char* what) {
                  "], got ", p.N);
   MT_CHECK_SHAPE(p.B >= 1 && p.B <= 65535, what, ": B must be in [1, 65535], got ", p.B);
   MT_CHECK_SHAPE(p.L >= 1 && p.D >= 1, what, ": L and D must be >= 1, got L = ", p.L, ", D = ", p.D);
+  MT_CHECK_SHAPE(!p.reverse, what, ": the reverse scan has no CUDA kernel yet");
 }
 
 // Chunks along L (Tuning::chunk_min_threads): {chunk length (a multiple of TT), number of chunks}.

@@ -1,10 +1,12 @@
 // Selective scan on the CPU: values against a naive triple loop, gradcheck in f64 for every flag, chunked
-// training with the state carried between calls, masking, dtypes and error messages.
+// training with the state carried between calls, masking, dtypes, error messages, and the reverse scan against the
+// forward scan of the flipped sequence.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <random>
 
 #include <omp.h>
 #include <string>
@@ -15,6 +17,7 @@
 #include "autograd/ops/selective_scan.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/selective_scan.h"
 #include "tests/test_util.h"
 
 using namespace mt;
@@ -602,4 +605,84 @@ TEST(SelectiveScan, LargerProblemThreadedDirectionalDerivative) {
   const double numeric = (loss_of(run(plus)) - loss_of(run(minus))) / (2 * eps);
   EXPECT_NEAR(analytic, numeric, 1e-6 * (1.0 + std::fabs(numeric)))
       << "analytic " << analytic << " numeric " << numeric;
+}
+
+// The reverse scan (kernels/selective_scan.h, SelectiveScanParams::reverse) of a sequence equals the forward scan of
+// the sequence flipped in time, flipped back: y, last_state and every gradient, bit for bit (the same operations in
+// the same order), with a mask, document resets (reversed as the flipped sequence sees them), z, D, the bias,
+// softplus and an initial state.
+template <typename T>
+void check_reverse_scan(DType dt) {
+  const int64_t B = 3, L = 13, D = 5, N = 4;
+  std::mt19937_64 gen(77);
+  auto rnd = [&](int64_t n, double lo, double hi) {
+    std::uniform_real_distribution<double> dist(lo, hi);
+    std::vector<T> v(static_cast<size_t>(n));
+    for (T& x : v) x = static_cast<T>(dist(gen));
+    return v;
+  };
+  const auto u = rnd(B * L * D, -1, 1), delta = rnd(B * L * D, -1.5, 0.5), z = rnd(B * L * D, -1, 1),
+             Bm = rnd(B * L * N, -1, 1), Cm = rnd(B * L * N, -1, 1), A = rnd(D * N, -2, -0.3), Dk = rnd(D, -1, 1),
+             bias = rnd(D, 0, 0.3), init = rnd(B * D * N, -0.5, 0.5), dy = rnd(B * L * D, -1, 1),
+             dlast = rnd(B * D * N, -1, 1);
+  std::vector<T> mask(static_cast<size_t>(B * L), T(1));
+  std::vector<int32_t> reset(static_cast<size_t>(B * L), 0);
+  mask[0 * L + 4] = 0, mask[1 * L + 0] = 0, mask[2 * L + L - 1] = 0;
+  reset[0 * L + 6] = 1, reset[1 * L + 0] = 1, reset[1 * L + 9] = 1, reset[2 * L + 3] = 1, reset[2 * L + 4] = 1;
+  // Flip along t of a [B, L, X] array; resets as the flipped sequence sees them: rev[L - t] = reset[t] for t >= 1.
+  auto flip = [&](const auto& v) {
+    auto out = v;
+    const int64_t X = static_cast<int64_t>(v.size()) / (B * L);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < L; ++t)
+        for (int64_t x = 0; x < X; ++x) out[(b * L + L - 1 - t) * X + x] = v[(b * L + t) * X + x];
+    return out;
+  };
+  std::vector<int32_t> reset_rev(reset.size(), 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 1; t < L; ++t) reset_rev[b * L + L - t] = reset[b * L + t];
+
+  struct Out {
+    std::vector<T> y, last, du, ddelta, dz, dA, dBm, dCm, dD, dbias, dinit;
+  };
+  auto call = [&](bool reverse, const std::vector<T>& uu, const std::vector<T>& de, const std::vector<T>& zz,
+                  const std::vector<T>& bb, const std::vector<T>& cc, const std::vector<T>& mm,
+                  const std::vector<int32_t>& rr, const std::vector<T>& gy) {
+    Out o;
+    o.y.resize(B * L * D), o.last.resize(B * D * N), o.du.resize(B * L * D), o.ddelta.resize(B * L * D);
+    o.dz.resize(B * L * D), o.dA.resize(D * N), o.dBm.resize(B * L * N), o.dCm.resize(B * L * N);
+    o.dD.resize(D), o.dbias.resize(D), o.dinit.resize(B * D * N);
+    kernels::SelectiveScanParams p;
+    p.B = B, p.L = L, p.D = D, p.N = N, p.dtype = dt, p.delta_softplus = true, p.reverse = reverse;
+    p.u = uu.data(), p.delta = de.data(), p.A = A.data(), p.Bm = bb.data(), p.Cm = cc.data(), p.D_skip = Dk.data();
+    p.z = zz.data(), p.delta_bias = bias.data(), p.initial_state = init.data(), p.mask = mm.data();
+    p.mask_dtype = dt, p.reset = rr.data(), p.y = o.y.data(), p.last_state = o.last.data();
+    kernels::selective_scan_fwd_cpu(p);
+    p.dy = gy.data(), p.dlast_state = dlast.data(), p.du = o.du.data(), p.ddelta = o.ddelta.data();
+    p.dz = o.dz.data(), p.dA = o.dA.data(), p.dBm = o.dBm.data(), p.dCm = o.dCm.data(), p.dD_skip = o.dD.data();
+    p.ddelta_bias = o.dbias.data(), p.dinitial_state = o.dinit.data();
+    kernels::selective_scan_bwd_cpu(p);
+    return o;
+  };
+  const Out rev = call(true, u, delta, z, Bm, Cm, mask, reset, dy);
+  const Out ref = call(false, flip(u), flip(delta), flip(z), flip(Bm), flip(Cm), flip(mask), reset_rev, flip(dy));
+  EXPECT_EQ(rev.y, flip(ref.y));
+  EXPECT_EQ(rev.last, ref.last);
+  EXPECT_EQ(rev.du, flip(ref.du));
+  EXPECT_EQ(rev.ddelta, flip(ref.ddelta));
+  EXPECT_EQ(rev.dz, flip(ref.dz));
+  EXPECT_EQ(rev.dBm, flip(ref.dBm));
+  EXPECT_EQ(rev.dCm, flip(ref.dCm));
+  EXPECT_EQ(rev.dA, ref.dA);
+  EXPECT_EQ(rev.dD, ref.dD);
+  EXPECT_EQ(rev.dbias, ref.dbias);
+  EXPECT_EQ(rev.dinit, ref.dinit);
+  // Not the forward scan: the direction matters.
+  const Out fwd = call(false, u, delta, z, Bm, Cm, mask, reset, dy);
+  EXPECT_NE(rev.y, fwd.y);
+}
+
+TEST(SelectiveScan, ReverseEqualsTheFlippedForwardScan) {
+  check_reverse_scan<double>(DType::F64);
+  check_reverse_scan<float>(DType::F32);
 }
