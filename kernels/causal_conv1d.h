@@ -20,6 +20,11 @@
 // (in (tau, L-1]), so the next chunk does not see it either. The backward differentiates exactly that (a masked tap
 // passes no gradient to its input or weight). Without reset every tap counts, as above.
 //
+// Reverse conv (reverse = true): the conv of the sequence flipped in time, every input and output left in its own
+// order (no flipped copies): output t reads x at t, t+1, .., t+K-1 (weight[d, K-1] the current one). Resets keep
+// their meaning for the flipped sequence (a document that starts at t ends there read backwards). It takes no
+// initial or final state. CPU only so far: the CUDA kernels refuse it.
+//
 // Dtypes: `dtype` is that of x, initial_state, y, final_state, dy, d_final, dx, d_initial_state; `w_dtype` that of
 // weight, bias, dweight, dbias (equal to dtype, or F32). Math runs in f32 (f64 when dtype is F64).
 // CPU kernels take F32 / F64 only and need dtype == w_dtype (the autograd op converts); CUDA takes any float dtype
@@ -42,6 +47,7 @@ struct CausalConv1dFwdParams {
   const void* bias = nullptr;           // [D] or nullptr
   const void* initial_state = nullptr;  // [B, K-1, D] or nullptr (zeros)
   const int32_t* reset = nullptr;       // [B, L] or nullptr (no document starts)
+  bool reverse = false;                 // see below
   void* y = nullptr;                    // [B, L, D]
   void* final_state = nullptr;          // [B, K-1, D] or nullptr (not written)
 };
@@ -57,6 +63,7 @@ struct CausalConv1dBwdParams {
   const void* bias = nullptr;
   const void* initial_state = nullptr;
   const int32_t* reset = nullptr;
+  bool reverse = false;
   // upstream gradients
   const void* dy = nullptr;       // [B, L, D]
   const void* d_final = nullptr;  // [B, K-1, D] or nullptr (zero)

@@ -17,24 +17,40 @@ T sigmoid(T v) {
   return T(1) / (T(1) + std::exp(-v));
 }
 
-// xx[b, s, d] (see header): initial_state for s < K-1 (zero when absent), x after.
+// The conv's own time r against the row's positions: r itself, or L-1-r for the reverse conv (which convolves the
+// sequence flipped in time, reading it in place). Read backwards, a document that starts at position t ends there, so
+// in the flipped time it starts at r = L - t (r >= 1).
+struct TimeMap {
+  int64_t L;
+  bool reverse;
+  const int32_t* reset;
+  int64_t pos(int64_t r) const { return reverse ? L - 1 - r : r; }
+  bool starts(int64_t b, int64_t r) const {
+    if (reset == nullptr) return false;
+    if (!reverse) return reset[b * L + r] != 0;
+    return r > 0 && reset[b * L + L - r] != 0;
+  }
+};
+
+// xx[b, s, d] (see header), s in the conv's time: initial_state for s < K-1 (zero when absent), x after.
 template <typename T>
 struct PaddedInput {
   const T* x;
   const T* init;
   int64_t L, D, K;
+  TimeMap tm;
   T operator()(int64_t b, int64_t s, int64_t d) const {
-    if (s >= K - 1) return x[(b * L + (s - (K - 1))) * D + d];
+    if (s >= K - 1) return x[(b * L + tm.pos(s - (K - 1))) * D + d];
     return init ? init[(b * (K - 1) + s) * D + d] : T(0);
   }
 };
 
-// The largest lag output t of row b sees (kernels/causal_conv1d.h): K-1 without a reset in [t-(K-2), t], else the
-// smallest j with reset[t-j] (the start of t's document is j steps back). Tap k has lag K-1-k.
-int64_t visible_lags(const int32_t* reset, int64_t b, int64_t t, int64_t L, int64_t K) {
-  if (reset == nullptr) return K - 1;
+// The largest lag output t of row b sees (kernels/causal_conv1d.h): K-1 without a document start in [t-(K-2), t],
+// else the smallest j with a start at t-j (the start of t's document is j steps back). Tap k has lag K-1-k.
+int64_t visible_lags(const TimeMap& tm, int64_t b, int64_t t, int64_t K) {
+  if (tm.reset == nullptr) return K - 1;
   for (int64_t j = 0; j < K - 1 && t - j >= 0; ++j)
-    if (reset[b * L + t - j] != 0) return j;
+    if (tm.starts(b, t - j)) return j;
   return K - 1;
 }
 
@@ -49,22 +65,24 @@ void fwd(const CausalConv1dFwdParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, K = p.K;
   const T* w = static_cast<const T*>(p.weight);
   const T* bias = static_cast<const T*>(p.bias);
-  const PaddedInput<T> xx{static_cast<const T*>(p.x), static_cast<const T*>(p.initial_state), L, D, K};
+  const TimeMap tm{L, p.reverse, p.reset};
+  const PaddedInput<T> xx{static_cast<const T*>(p.x), static_cast<const T*>(p.initial_state), L, D, K, tm};
   T* y = static_cast<T*>(p.y);
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < B * L; ++bt) {
     const int64_t b = bt / L, t = bt % L;
-    const int64_t k_lo = K - 1 - visible_lags(p.reset, b, t, L, K);  // earlier taps see another document
+    const int64_t k_lo = K - 1 - visible_lags(tm, b, t, K);  // earlier taps see another document
+    T* yt = y + (b * L + tm.pos(t)) * D;
     for (int64_t d = 0; d < D; ++d) {
       T acc = bias ? bias[d] : T(0);
       for (int64_t k = k_lo; k < K; ++k) acc += w[d * K + k] * xx(b, t + k, d);
-      y[bt * D + d] = p.silu ? acc * sigmoid(acc) : acc;
+      yt[d] = p.silu ? acc * sigmoid(acc) : acc;
     }
   }
   if (p.final_state) {
     T* fs = static_cast<T*>(p.final_state);
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t seen = visible_lags(p.reset, b, L - 1, L, K);
+      const int64_t seen = visible_lags(tm, b, L - 1, K);
       for (int64_t j = 0; j < K - 1; ++j)  // row j is time L-(K-1)+j, K-2-j steps before the last output
         for (int64_t d = 0; d < D; ++d) fs[(b * (K - 1) + j) * D + d] = K - 2 - j <= seen ? xx(b, L + j, d) : T(0);
     }
@@ -78,26 +96,27 @@ void bwd(const CausalConv1dBwdParams& p) {
   const T* bias = static_cast<const T*>(p.bias);
   const T* dy = static_cast<const T*>(p.dy);
   const T* dfin = static_cast<const T*>(p.d_final);
-  const PaddedInput<T> xx{static_cast<const T*>(p.x), static_cast<const T*>(p.initial_state), L, D, K};
+  const TimeMap tm{L, p.reverse, p.reset};
+  const PaddedInput<T> xx{static_cast<const T*>(p.x), static_cast<const T*>(p.initial_state), L, D, K, tm};
 
-  // g_pre = dy * silu'(pre), pre recomputed.
+  // g_pre = dy * silu'(pre), pre recomputed; g(b, t) is the row of output t in the conv's time.
   std::vector<T> gbuf;
-  const T* g = dy;
   if (p.silu) {
     gbuf.resize(static_cast<size_t>(B * L * D));
 #pragma omp parallel for schedule(static)
     for (int64_t bt = 0; bt < B * L; ++bt) {
       const int64_t b = bt / L, t = bt % L;
-      const int64_t k_lo = K - 1 - visible_lags(p.reset, b, t, L, K);
+      const int64_t k_lo = K - 1 - visible_lags(tm, b, t, K);
+      const T* dyt = dy + (b * L + tm.pos(t)) * D;
       for (int64_t d = 0; d < D; ++d) {
         T pre = bias ? bias[d] : T(0);
         for (int64_t k = k_lo; k < K; ++k) pre += w[d * K + k] * xx(b, t + k, d);
         const T s = sigmoid(pre);
-        gbuf[bt * D + d] = dy[bt * D + d] * s * (T(1) + pre * (T(1) - s));
+        gbuf[bt * D + d] = dyt[d] * s * (T(1) + pre * (T(1) - s));
       }
     }
-    g = gbuf.data();
   }
+  auto g = [&](int64_t b, int64_t t) { return p.silu ? gbuf.data() + (b * L + t) * D : dy + (b * L + tm.pos(t)) * D; };
 
   // dxx over s in [0, L+K-1): s < K-1 goes to d_initial_state, the rest to dx.
   if (p.dx || p.d_initial_state) {
@@ -107,17 +126,17 @@ void bwd(const CausalConv1dBwdParams& p) {
 #pragma omp parallel for schedule(static)
     for (int64_t bs = 0; bs < B * S; ++bs) {
       const int64_t b = bs / S, s = bs % S;
-      T* out = s >= K - 1 ? (dx ? dx + (b * L + s - (K - 1)) * D : nullptr)
+      T* out = s >= K - 1 ? (dx ? dx + (b * L + tm.pos(s - (K - 1))) * D : nullptr)
                           : (dinit ? dinit + (b * (K - 1) + s) * D : nullptr);
       if (!out) continue;
       const int64_t k_lo = std::max<int64_t>(0, s - (L - 1)), k_hi = std::min<int64_t>(K - 1, s);
       // Input xx[s] reaches output s-k through tap k when that output sees lag K-1-k, and final_state row s-L when
       // no reset lies after it.
-      const bool to_final = dfin && s >= L && K - 2 - (s - L) <= visible_lags(p.reset, b, L - 1, L, K);
+      const bool to_final = dfin && s >= L && K - 2 - (s - L) <= visible_lags(tm, b, L - 1, K);
       for (int64_t d = 0; d < D; ++d) {
         T acc = to_final ? dfin[(b * (K - 1) + (s - L)) * D + d] : T(0);
         for (int64_t k = k_lo; k <= k_hi; ++k)
-          if (K - 1 - k <= visible_lags(p.reset, b, s - k, L, K)) acc += w[d * K + k] * g[(b * L + s - k) * D + d];
+          if (K - 1 - k <= visible_lags(tm, b, s - k, K)) acc += w[d * K + k] * g(b, s - k)[d];
         out[d] = acc;
       }
     }
@@ -136,9 +155,9 @@ void bwd(const CausalConv1dBwdParams& p) {
       for (int64_t b = 0; b < B; ++b)
         for (int64_t t = 0; t < L; ++t)
           for (int64_t d = d0; d < d1; ++d) {
-            const T gv = g[(b * L + t) * D + d];
+            const T gv = g(b, t)[d];
             acc_b[d - d0] += gv;
-            const int64_t k_lo = K - 1 - visible_lags(p.reset, b, t, L, K);
+            const int64_t k_lo = K - 1 - visible_lags(tm, b, t, K);
             for (int64_t k = k_lo; k < K; ++k) acc_w[(d - d0) * K + k] += gv * xx(b, t + k, d);
           }
       for (int64_t d = d0; d < d1; ++d) {
@@ -154,6 +173,8 @@ void bwd(const CausalConv1dBwdParams& p) {
 
 void causal_conv1d_fwd_cpu(const CausalConv1dFwdParams& p) {
   check_dtypes("causal_conv1d_fwd_cpu", p.dtype, p.w_dtype);
+  MT_CHECK_SHAPE(!p.reverse || (!p.initial_state && !p.final_state),
+                 "causal_conv1d_fwd_cpu: the reverse conv takes no initial or final state");
   if (p.dtype == DType::F64)
     fwd<double>(p);
   else
@@ -162,6 +183,8 @@ void causal_conv1d_fwd_cpu(const CausalConv1dFwdParams& p) {
 
 void causal_conv1d_bwd_cpu(const CausalConv1dBwdParams& p) {
   check_dtypes("causal_conv1d_bwd_cpu", p.dtype, p.w_dtype);
+  MT_CHECK_SHAPE(!p.reverse || (!p.initial_state && !p.d_final && !p.d_initial_state),
+                 "causal_conv1d_bwd_cpu: the reverse conv takes no initial or final state");
   if (p.dtype == DType::F64)
     bwd<double>(p);
   else

@@ -584,6 +584,7 @@ void check_w_dtype(const char* what, DType dtype, DType w_dtype) {
 
 void causal_conv1d_fwd_cuda(const CausalConv1dFwdParams& p) {
   check_w_dtype("causal_conv1d_fwd_cuda", p.dtype, p.w_dtype);
+  MT_CHECK_SHAPE(!p.reverse, "causal_conv1d_fwd_cuda: the reverse conv has no CUDA kernel yet");
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (p.w_dtype == p.dtype)
@@ -595,6 +596,7 @@ void causal_conv1d_fwd_cuda(const CausalConv1dFwdParams& p) {
 
 void causal_conv1d_bwd_cuda(const CausalConv1dBwdParams& p) {
   check_w_dtype("causal_conv1d_bwd_cuda", p.dtype, p.w_dtype);
+  MT_CHECK_SHAPE(!p.reverse, "causal_conv1d_bwd_cuda: the reverse conv has no CUDA kernel yet");
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (p.w_dtype == p.dtype)

@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "autograd/ops/causal_conv1d.h"
+#include "kernels/causal_conv1d.h"
 #include "tests/pack_outputs.h"
 #include "tests/test_util.h"
 
@@ -199,4 +201,66 @@ TEST(CausalConv1d, Errors) {
               causal_conv1d(Tensor::ones({2, 5, 3}, DType::I64), w, Tensor(), Tensor(), false);
             }).find("float"),
             std::string::npos);
+}
+
+// The reverse conv (kernels/causal_conv1d.h) of a sequence equals the causal conv of the sequence flipped in time,
+// flipped back: y, dx, dweight and dbias, bit for bit (the same operations in the same order), with document resets
+// reversed as the flipped sequence sees them, silu and a bias.
+template <typename T>
+void check_reverse_conv(DType dt) {
+  const int64_t B = 2, L = 11, D = 3, K = 4;
+  std::mt19937_64 gen(5);
+  auto rnd = [&](int64_t n) {
+    std::uniform_real_distribution<double> dist(-1, 1);
+    std::vector<T> v(static_cast<size_t>(n));
+    for (T& x : v) x = static_cast<T>(dist(gen));
+    return v;
+  };
+  const auto x = rnd(B * L * D), w = rnd(D * K), bias = rnd(D), dy = rnd(B * L * D);
+  std::vector<int32_t> reset(static_cast<size_t>(B * L), 0);
+  reset[0 * L + 5] = 1, reset[1 * L + 0] = 1, reset[1 * L + 2] = 1, reset[1 * L + 3] = 1, reset[1 * L + 9] = 1;
+  auto flip = [&](const std::vector<T>& v) {
+    std::vector<T> out(v.size());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < L; ++t)
+        for (int64_t d = 0; d < D; ++d) out[(b * L + L - 1 - t) * D + d] = v[(b * L + t) * D + d];
+    return out;
+  };
+  std::vector<int32_t> reset_rev(reset.size(), 0);  // rev[L - t] = reset[t] for t >= 1
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 1; t < L; ++t) reset_rev[b * L + L - t] = reset[b * L + t];
+  struct Out {
+    std::vector<T> y, dx, dw, db;
+  };
+  auto call = [&](bool reverse, const std::vector<T>& xx, const std::vector<int32_t>& rr, const std::vector<T>& gy) {
+    Out o{std::vector<T>(B * L * D), std::vector<T>(B * L * D), std::vector<T>(D * K), std::vector<T>(D)};
+    kernels::CausalConv1dFwdParams f;
+    f.B = B, f.L = L, f.D = D, f.K = K, f.dtype = dt, f.w_dtype = dt, f.silu = true, f.reverse = reverse;
+    f.x = xx.data(), f.weight = w.data(), f.bias = bias.data(), f.reset = rr.data(), f.y = o.y.data();
+    kernels::causal_conv1d_fwd_cpu(f);
+    kernels::CausalConv1dBwdParams g;
+    g.B = B, g.L = L, g.D = D, g.K = K, g.dtype = dt, g.w_dtype = dt, g.silu = true, g.reverse = reverse;
+    g.x = xx.data(), g.weight = w.data(), g.bias = bias.data(), g.reset = rr.data(), g.dy = gy.data();
+    g.dx = o.dx.data(), g.dweight = o.dw.data(), g.dbias = o.db.data();
+    kernels::causal_conv1d_bwd_cpu(g);
+    return o;
+  };
+  const Out rev = call(true, x, reset, dy);
+  const Out ref = call(false, flip(x), reset_rev, flip(dy));
+  EXPECT_EQ(rev.y, flip(ref.y));
+  EXPECT_EQ(rev.dx, flip(ref.dx));
+  EXPECT_EQ(rev.dw, ref.dw);
+  EXPECT_EQ(rev.db, ref.db);
+  EXPECT_NE(rev.y, call(false, x, reset, dy).y) << "the direction matters";
+  // No states: the reverse conv runs over a whole sequence.
+  kernels::CausalConv1dFwdParams f;
+  f.B = B, f.L = L, f.D = D, f.K = K, f.dtype = dt, f.w_dtype = dt, f.reverse = true;
+  std::vector<T> y(B * L * D), state(B * (K - 1) * D);
+  f.x = x.data(), f.weight = w.data(), f.y = y.data(), f.final_state = state.data();
+  EXPECT_THROW(kernels::causal_conv1d_fwd_cpu(f), Error);
+}
+
+TEST(CausalConv1d, ReverseEqualsTheFlippedCausalConv) {
+  check_reverse_conv<double>(DType::F64);
+  check_reverse_conv<float>(DType::F32);
 }
