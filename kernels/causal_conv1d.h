@@ -23,7 +23,7 @@
 // Reverse conv (reverse = true): the conv of the sequence flipped in time, every input and output left in its own
 // order (no flipped copies): output t reads x at t, t+1, .., t+K-1 (weight[d, K-1] the current one). Resets keep
 // their meaning for the flipped sequence (a document that starts at t ends there read backwards). It takes no
-// initial or final state. CPU only so far: the CUDA kernels refuse it.
+// initial or final state.
 //
 // Dtypes: `dtype` is that of x, initial_state, y, final_state, dy, d_final, dx, d_initial_state; `w_dtype` that of
 // weight, bias, dweight, dbias (equal to dtype, or F32). Math runs in f32 (f64 when dtype is F64).

@@ -77,7 +77,7 @@ struct SelectiveScanParams {
   // Reverse scan: the recurrence walks t = L-1 .. 0 (step s reads position L-1-s), as the scan of the sequence
   // flipped in time would, with every input and output left in its own order (no flipped copies). Resets keep their
   // meaning for the flipped sequence: a document that starts at t is one that ends at t read backwards, so the state
-  // is zeroed before the step at t-1. last_state is the state after t = 0. CPU only so far: the CUDA kernels refuse it.
+  // is zeroed before the step at t-1. last_state is the state after t = 0.
   bool reverse = false;
 
   // ---- forward outputs ----

@@ -7,7 +7,7 @@ namespace mt {
 
 struct CausalConv1dOut {
   Tensor y;            // [B, L, D], x's dtype
-  Tensor final_state;  // [B, K-1, D], x's dtype: the last K-1 rows of concat(initial_state, x) along time
+  Tensor final_state;  // [B, K-1, D], x's dtype: the last K-1 rows of concat(initial_state, x) along time (not reverse)
 };
 
 // x [B, L, D]; weight [D, K] (callers reshape HF's [D, 1, K]); bias [D] (optional: undefined Tensor());
@@ -21,7 +21,10 @@ struct CausalConv1dOut {
 // outputs; gradients have their input's dtype.
 // reset [B, L] i32 (optional, not differentiable): nonzero where a document starts; an output sees only inputs of
 // its own document, and final_state only rows no later document start follows (kernels/causal_conv1d.h).
+// reverse: the conv of the sequence flipped in time (output t reads x at t .. t+K-1), every input and output in its
+// own order, with no flipped copies; a reset at t then ends a document read backwards. It takes no initial_state and
+// gives no final_state (undefined). Equals flip(conv(flip(x))) bit for bit on the CPU.
 CausalConv1dOut causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& initial_state,
-                              bool apply_silu, const Tensor& reset = Tensor());
+                              bool apply_silu, const Tensor& reset = Tensor(), bool reverse = false);
 
 }  // namespace mt

@@ -74,8 +74,9 @@ void validate(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
 }
 
 // Pointers and sizes of the inputs (already in the dtype the kernel reads).
-kernels::SelectiveScanParams params_for(const ScanInputs& s, bool softplus) {
+kernels::SelectiveScanParams params_for(const ScanInputs& s, bool softplus, bool reverse) {
   kernels::SelectiveScanParams p;
+  p.reverse = reverse;
   p.B = s.u.size(0);
   p.L = s.u.size(1);
   p.D = s.u.size(2);
@@ -126,8 +127,8 @@ void bind_grads(kernels::SelectiveScanParams& p, const Tensor& du, const Tensor&
 }
 
 // tile_states (CUDA, optional): the forward's saved tile states (selective_scan_tile_states_numel_cuda).
-std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tensor& gy_in, const Tensor& gS_in,
-                                  const Tensor& tile_states) {
+std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, bool reverse, const Tensor& gy_in,
+                                  const Tensor& gS_in, const Tensor& tile_states) {
   const DType dt = s.u.dtype();
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;
   const Device dev = s.u.device();
@@ -146,7 +147,7 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
   Tensor dD = s.D_skip.defined() ? Tensor::empty({D}, wdt, dev) : Tensor();
   Tensor dbias = s.delta_bias.defined() ? Tensor::empty({D}, wdt, dev) : Tensor();
   Tensor dinit = s.initial_state.defined() ? Tensor::empty({B, D, N}, wdt, dev) : Tensor();
-  kernels::SelectiveScanParams p = params_for(k, softplus);
+  kernels::SelectiveScanParams p = params_for(k, softplus, reverse);
   p.dy = gyc.data_ptr();
   p.dlast_state = ptr(gS);
   p.tile_states = mut_ptr(tile_states);
@@ -165,7 +166,7 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, const Tens
 SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                                 const Tensor& Cm, const Tensor& D_skip, const Tensor& z, const Tensor& delta_bias,
                                 bool delta_softplus, const Tensor& initial_state, const Tensor& mask,
-                                const Tensor& reset) {
+                                const Tensor& reset, bool reverse) {
   validate(u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask, reset);
   ScanInputs s{
       contig(u),          contig(delta),         contig(A),    contig(Bm),   contig(Cm), contig(D_skip), contig(z),
@@ -181,7 +182,7 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
   const ops::Dispatch d(kOp, u);
   const ScanInputs k = kernel_inputs(d, s);
   const Tensor y = d.output(u.shape(), dt);
-  kernels::SelectiveScanParams p = params_for(k, delta_softplus);
+  kernels::SelectiveScanParams p = params_for(k, delta_softplus, reverse);
   p.y = y.data_ptr();
   p.last_state = out.last_state.data_ptr();
   // CUDA with a tape: the forward saves the state entering every tile (1/16 of all states) for the backward.
@@ -195,8 +196,8 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
   out.y = d.result(y, dt);
 
   if (grad) {
-    auto node = make_lambda_node(kOp, [s, delta_softplus, tile_states](const std::vector<Tensor>& g) {
-      return scan_backward(s, delta_softplus, g[0], g[1], tile_states);
+    auto node = make_lambda_node(kOp, [s, delta_softplus, reverse, tile_states](const std::vector<Tensor>& g) {
+      return scan_backward(s, delta_softplus, reverse, g[0], g[1], tile_states);
     });
     record_node(node, {u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state}, {out.y, out.last_state});
   }

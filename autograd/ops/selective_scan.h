@@ -9,6 +9,9 @@
 //   reset [B, L] i32 (optional, not differentiable): nonzero where a document starts; the state entering that step
 //   is zero (the initial state too at t = 0), so each document is scanned as if alone.
 //   last_state = h_{L-1} [B, D, N] (always returned).
+//   reverse: the scan of the sequence flipped in time (h runs t = L-1 .. 0; last_state is the state after t = 0),
+//   every input and output in its own order, with no flipped copies; a reset at t then ends a document read backwards
+//   (the state is zeroed before t-1). Equals flip(scan(flip(inputs))) bit for bit on the CPU.
 //
 // D_skip, z, delta_bias, initial_state, mask and reset may be undefined (absent).
 // dtypes: u, delta, z, Bm, Cm share one storage dtype (f32, f64, bf16, f16); A, D_skip, delta_bias, initial_state
@@ -34,6 +37,6 @@ struct SelectiveScanOut {
 SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                                 const Tensor& Cm, const Tensor& D_skip, const Tensor& z, const Tensor& delta_bias,
                                 bool delta_softplus, const Tensor& initial_state = Tensor(),
-                                const Tensor& mask = Tensor(), const Tensor& reset = Tensor());
+                                const Tensor& mask = Tensor(), const Tensor& reset = Tensor(), bool reverse = false);
 
 }  // namespace mt

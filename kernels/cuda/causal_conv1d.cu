@@ -39,47 +39,60 @@ __device__ __forceinline__ C sigmoid_c(C v) {
   return C(1) / (C(1) + exp(-v));
 }
 
+// The conv's own time t against a row's positions: t itself, or L-1-t for the reverse conv (the conv of the sequence
+// flipped in time, read in place). Read backwards a document that starts at position t ends there, so in the
+// flipped time it starts at L - t. starts() needs reset != nullptr.
+struct TimeMap {
+  int64_t L;
+  bool reverse;
+  const int32_t* reset;
+  __device__ __forceinline__ int64_t row(int64_t b, int64_t t) const { return b * L + (reverse ? L - 1 - t : t); }
+  __device__ __forceinline__ bool starts(int64_t b, int64_t t) const {
+    return reverse ? t > 0 && reset[b * L + L - t] != 0 : reset[b * L + t] != 0;
+  }
+};
+
 // The largest lag output t of row b sees: K-1 without a document start in [t-(K-2), t], else the lag of the nearest
 // one (kernels/causal_conv1d.h). Tap k has lag K-1-k.
-__device__ __forceinline__ int64_t visible_lags(const int32_t* reset, int64_t b, int64_t t, int64_t L, int64_t K) {
-  if (reset == nullptr) return K - 1;
+__device__ __forceinline__ int64_t visible_lags(const TimeMap& tm, int64_t b, int64_t t, int64_t K) {
+  if (tm.reset == nullptr) return K - 1;
   for (int64_t j = 0; j < K - 1 && t - j >= 0; ++j)
-    if (reset[b * L + t - j] != 0) return j;
+    if (tm.starts(b, t - j)) return j;
   return K - 1;
 }
 
-// xx[b, s, d]: initial_state rows for s < K-1 (zeros when absent), x rows after.
+// xx[b, s, d]: initial_state rows for s < K-1 (zeros when absent), x rows after (s in the conv's time).
 template <typename Tx>
-__device__ __forceinline__ typename Compute<Tx>::type padded(const Tx* x, const Tx* init, int64_t b, int64_t s,
-                                                             int64_t d, int64_t L, int64_t D, int64_t K) {
+__device__ __forceinline__ typename Compute<Tx>::type padded(const Tx* x, const Tx* init, const TimeMap& tm, int64_t b,
+                                                             int64_t s, int64_t d, int64_t D, int64_t K) {
   using C = typename Compute<Tx>::type;
-  if (s >= K - 1) return load(x, (b * L + (s - (K - 1))) * D + d);
+  if (s >= K - 1) return load(x, tm.row(b, s - (K - 1)) * D + d);
   return init ? load(init, (b * (K - 1) + s) * D + d) : C(0);
 }
 
 template <typename Tx, typename Tw>
 __global__ void conv_fwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
-                                const Tx* __restrict__ init, const int32_t* __restrict__ reset, Tx* __restrict__ y,
-                                Tx* __restrict__ final_state, int64_t B, int64_t L, int64_t D, int64_t K, bool silu) {
+                                const Tx* __restrict__ init, TimeMap tm, Tx* __restrict__ y,
+                                Tx* __restrict__ final_state, int64_t B, int64_t D, int64_t K, bool silu) {
   using C = typename Compute<Tx>::type;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t n = B * L * D;
+  const int64_t L = tm.L, n = B * L * D;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    const int64_t d = i % D, bt = i / D, t = bt % L, b = bt / L;
+    const int64_t d = i % D, bt = i / D, t = bt % L, b = bt / L;  // t in the conv's time
     C acc = bias ? static_cast<C>(load(bias, d)) : C(0);
-    const int64_t k_lo = K - 1 - visible_lags(reset, b, t, L, K);  // earlier taps see another document
+    const int64_t k_lo = K - 1 - visible_lags(tm, b, t, K);  // earlier taps see another document
     for (int64_t k = k_lo; k < K; ++k)
-      acc += static_cast<C>(load(w, d * K + k)) * padded(x, init, b, t + k, d, L, D, K);
+      acc += static_cast<C>(load(w, d * K + k)) * padded(x, init, tm, b, t + k, d, D, K);
     if (silu) acc = acc * sigmoid_c(acc);
-    y[i] = cuda::from_compute<Tx>(acc);
+    y[tm.row(b, t) * D + d] = cuda::from_compute<Tx>(acc);
   }
   if (!final_state) return;
   const int64_t nf = B * (K - 1) * D;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < nf; i += stride) {
     const int64_t d = i % D, bj = i / D, j = bj % (K - 1), b = bj / (K - 1);
     // Row j (time L-(K-1)+j) stays visible to the next chunk unless a document starts after it.
-    const bool seen = K - 2 - j <= visible_lags(reset, b, L - 1, L, K);
-    final_state[i] = cuda::from_compute<Tx>(seen ? padded(x, init, b, L + j, d, L, D, K) : C(0));
+    const bool seen = K - 2 - j <= visible_lags(tm, b, L - 1, K);
+    final_state[i] = cuda::from_compute<Tx>(seen ? padded(x, init, tm, b, L + j, d, D, K) : C(0));
   }
 }
 
@@ -100,11 +113,12 @@ struct BwdSmem {
 // partial: [gridDim.x][K+1][D] in C.
 template <typename Tx, typename Tw, bool kReset>
 __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
-                                const Tx* __restrict__ init, const int32_t* __restrict__ reset,
-                                const Tx* __restrict__ dy, const Tx* __restrict__ d_final, Tx* __restrict__ dx,
-                                Tx* __restrict__ dinit, typename Compute<Tx>::type* __restrict__ partial, int64_t B,
-                                int64_t L, int64_t D, int64_t K, bool silu) {
+                                const Tx* __restrict__ init, TimeMap tm, const Tx* __restrict__ dy,
+                                const Tx* __restrict__ d_final, Tx* __restrict__ dx, Tx* __restrict__ dinit,
+                                typename Compute<Tx>::type* __restrict__ partial, int64_t B, int64_t D, int64_t K,
+                                bool silu) {
   using C = typename Compute<Tx>::type;
+  const int64_t L = tm.L;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   C* smem = reinterpret_cast<C*>(smem_raw);
   const BwdSmem lay(K);
@@ -134,18 +148,18 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
     // 1. padded inputs xx[t0 .. t0 + R); with resets, the visible lags of outputs t0 .. t0 + G
     for (int64_t r = ty; r < R; r += kRowsY) {
       const int64_t s = t0 + r;
-      xs[r * kTileD + tx] = (dvalid && s < L + K - 1) ? padded(x, init, b, s, d, L, D, K) : C(0);
+      xs[r * kTileD + tx] = (dvalid && s < L + K - 1) ? padded(x, init, tm, b, s, d, D, K) : C(0);
     }
     if (kReset)
       for (int64_t i = ty * kTileD + tx; i < G; i += kRowsY * kTileD)
-        span[i] = t0 + i < L ? static_cast<int>(visible_lags(reset, b, t0 + i, L, K)) : 0;
+        span[i] = t0 + i < L ? static_cast<int>(visible_lags(tm, b, t0 + i, K)) : 0;
     __syncthreads();
     // 2. g_pre for t' = t0 + i, i < G (zero past the end of the sequence)
     for (int64_t i = ty; i < G; i += kRowsY) {
       const int64_t t = t0 + i;
       C g = C(0);
       if (dvalid && t < L) {
-        g = load(dy, (b * L + t) * D + d);
+        g = load(dy, tm.row(b, t) * D + d);
         if (silu) {
           C pre = bias_d;
           for (int64_t k = 0; k < K; ++k)
@@ -160,14 +174,14 @@ __global__ void conv_bwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__
     // 3. dx[t] = dxx[t + K-1] for t in the tile; the first tile also writes d_initial_state (dxx[0 .. K-1)).
     // final_state row s - L passes its gradient back unless a document starts after it.
     if (dvalid) {
-      const int64_t last_seen = kReset ? visible_lags(reset, b, L - 1, L, K) : K - 1;
+      const int64_t last_seen = kReset ? visible_lags(tm, b, L - 1, K) : K - 1;
       auto to_final = [&](int64_t s) { return d_final && s >= L && K - 2 - (s - L) <= last_seen; };
       for (int64_t i = ty; i < kTileL && t0 + i < L; i += kRowsY) {
         const int64_t s = t0 + i + K - 1;
         C v = to_final(s) ? static_cast<C>(load(d_final, (b * (K - 1) + (s - L)) * D + d)) : C(0);
         for (int64_t k = 0; k < K; ++k)
           if (counts(i + K - 1 - k, k)) v += static_cast<C>(load(w, d * K + k)) * gs[(i + K - 1 - k) * kTileD + tx];
-        if (dx) dx[(b * L + t0 + i) * D + d] = cuda::from_compute<Tx>(v);
+        if (dx) dx[tm.row(b, t0 + i) * D + d] = cuda::from_compute<Tx>(v);
       }
       if (t0 == 0 && dinit) {
         for (int64_t s = ty; s < K - 1; s += kRowsY) {
@@ -258,14 +272,14 @@ __device__ __forceinline__ void store_pack(T* p, int64_t i, const C (&in)[V]) {
 // The K-1 inputs before t0 (initial_state rows before time 0, zeros without one), with the taps that a document
 // start in (t0 - (K-1), t0) hides cleared: win[v][j] is time t0 - (K-1) + j.
 template <int K, int V, bool kReset, typename Tx, typename C>
-__device__ __forceinline__ void stream_window(const Tx* x, const Tx* init, const int32_t* reset, int64_t b, int64_t t0,
-                                              int64_t L, int64_t D, int64_t d0, C (&win)[V][K - 1]) {
+__device__ __forceinline__ void stream_window(const Tx* x, const Tx* init, const TimeMap& tm, int64_t b, int64_t t0,
+                                              int64_t D, int64_t d0, C (&win)[V][K - 1]) {
 #pragma unroll
   for (int j = 0; j < K - 1; ++j) {
     const int64_t s = t0 - (K - 1) + j;
     C v[V];
     if (s >= 0) {
-      load_pack<V>(x, (b * L + s) * D + d0, v);
+      load_pack<V>(x, tm.row(b, s) * D + d0, v);
     } else if (init != nullptr) {
       load_pack<V>(init, (b * (K - 1) + s + K - 1) * D + d0, v);
     } else {
@@ -279,7 +293,7 @@ __device__ __forceinline__ void stream_window(const Tx* x, const Tx* init, const
 #pragma unroll
     for (int j = 1; j < K - 1; ++j) {
       const int64_t s = t0 - (K - 1) + j;
-      if (s >= 0 && reset[b * L + s] != 0) {
+      if (s >= 0 && tm.starts(b, s)) {
 #pragma unroll
         for (int q = 0; q < V; ++q)
 #pragma unroll
@@ -329,9 +343,10 @@ __device__ __forceinline__ void stream_shift(C (&win)[K - 1], C x) {
 template <typename Tx, typename Tw, int K, int V, bool kReset>
 __global__ void __launch_bounds__(kStreamBlock)
     conv_fwd_stream_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
-                           const Tx* __restrict__ init, const int32_t* __restrict__ reset, Tx* __restrict__ y,
-                           Tx* __restrict__ final_state, int64_t L, int64_t D, bool silu) {
+                           const Tx* __restrict__ init, TimeMap tm, Tx* __restrict__ y, Tx* __restrict__ final_state,
+                           int64_t D, bool silu) {
   using C = typename Compute<Tx>::type;
+  const int64_t L = tm.L;
   const int64_t d0 = (static_cast<int64_t>(blockIdx.x) * kStreamBlock + threadIdx.x) * V, b = blockIdx.z;
   if (d0 >= D) return;
   C wr[V][K], br[V];
@@ -340,12 +355,13 @@ __global__ void __launch_bounds__(kStreamBlock)
   for (int64_t run = blockIdx.y; run < runs; run += gridDim.y) {
     const int64_t t0 = run * kStreamT, t1 = t0 + kStreamT < L ? t0 + kStreamT : L;
     C win[V][K - 1];
-    stream_window<K, V, kReset>(x, init, reset, b, t0, L, D, d0, win);
+    stream_window<K, V, kReset>(x, init, tm, b, t0, D, d0, win);
 #pragma unroll 4
     for (int64_t t = t0; t < t1; ++t) {
       C xv[V], out[V];
-      load_pack<V>(x, (b * L + t) * D + d0, xv);
-      const bool start = kReset && reset[b * L + t] != 0;
+      const int64_t row = tm.row(b, t);
+      load_pack<V>(x, row * D + d0, xv);
+      const bool start = kReset && tm.starts(b, t);
 #pragma unroll
       for (int q = 0; q < V; ++q) {
         if (start) stream_clear<K>(win[q]);
@@ -353,7 +369,7 @@ __global__ void __launch_bounds__(kStreamBlock)
         out[q] = silu ? acc * sigmoid_c(acc) : acc;
         stream_shift<K>(win[q], xv[q]);
       }
-      store_pack<V>(y, (b * L + t) * D + d0, out);
+      store_pack<V>(y, row * D + d0, out);
     }
     if (final_state != nullptr && t1 == L) {
 #pragma unroll
@@ -371,11 +387,11 @@ __global__ void __launch_bounds__(kStreamBlock)
 template <typename Tx, typename Tw, int K, int V, bool kReset>
 __global__ void __launch_bounds__(kStreamBlock)
     conv_bwd_stream_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ bias,
-                           const Tx* __restrict__ init, const int32_t* __restrict__ reset, const Tx* __restrict__ dy,
+                           const Tx* __restrict__ init, TimeMap tm, const Tx* __restrict__ dy,
                            const Tx* __restrict__ d_final, Tx* __restrict__ dx, Tx* __restrict__ dinit,
-                           typename Compute<Tx>::type* __restrict__ partial, int64_t B, int64_t L, int64_t D,
-                           bool silu) {
+                           typename Compute<Tx>::type* __restrict__ partial, int64_t B, int64_t D, bool silu) {
   using C = typename Compute<Tx>::type;
+  const int64_t L = tm.L;
   const int64_t d0 = (static_cast<int64_t>(blockIdx.x) * kStreamBlock + threadIdx.x) * V, b = blockIdx.z;
   if (d0 >= D) return;
   C wr[V][K], br[V], aw[V][K + 1];
@@ -385,12 +401,12 @@ __global__ void __launch_bounds__(kStreamBlock)
 #pragma unroll
     for (int k = 0; k <= K; ++k) aw[q][k] = C(0);
   // final_state row j (time L - (K-1) + j) passes its gradient back unless a document starts after it.
-  const int64_t last_seen = kReset ? visible_lags(reset, b, L - 1, L, K) : K - 1;
+  const int64_t last_seen = kReset ? visible_lags(tm, b, L - 1, K) : K - 1;
   const int64_t runs = (L + kStreamT - 1) / kStreamT;
   for (int64_t run = blockIdx.y; run < runs; run += gridDim.y) {
     const int64_t t0 = run * kStreamT, t1 = t0 + kStreamT < L ? t0 + kStreamT : L;
     C win[V][K - 1];
-    stream_window<K, V, kReset>(x, init, reset, b, t0, L, D, d0, win);
+    stream_window<K, V, kReset>(x, init, tm, b, t0, D, d0, win);
     C g[V][K];  // g[q][j]: g_pre of output t - (K-1) + j (0 before t0 and from L on)
     int sp[K];  // visible lags of those outputs
 #pragma unroll
@@ -405,10 +421,11 @@ __global__ void __launch_bounds__(kStreamBlock)
       int st = K - 1;
       if (t < L) {
         C xv[V], dyv[V];
-        load_pack<V>(x, (b * L + t) * D + d0, xv);
-        load_pack<V>(dy, (b * L + t) * D + d0, dyv);
-        const bool start = kReset && reset[b * L + t] != 0;
-        if (kReset) st = static_cast<int>(visible_lags(reset, b, t, L, K));
+        const int64_t row = tm.row(b, t);
+        load_pack<V>(x, row * D + d0, xv);
+        load_pack<V>(dy, row * D + d0, dyv);
+        const bool start = kReset && tm.starts(b, t);
+        if (kReset) st = static_cast<int>(visible_lags(tm, b, t, K));
 #pragma unroll
         for (int q = 0; q < V; ++q) {
           if (start) stream_clear<K>(win[q]);
@@ -459,7 +476,7 @@ __global__ void __launch_bounds__(kStreamBlock)
         for (int q = 0; q < V; ++q) v[q] += wr[q][k] * g[q][K - 1 - k];
       }
       if (tau >= 0) {
-        if (dx != nullptr) store_pack<V>(dx, (b * L + tau) * D + d0, v);
+        if (dx != nullptr) store_pack<V>(dx, tm.row(b, tau) * D + d0, v);
       } else if (dinit != nullptr) {
         store_pack<V>(dinit, (b * (K - 1) + tau + K - 1) * D + d0, v);
       }
@@ -499,15 +516,15 @@ void launch_fwd(const CausalConv1dFwdParams& p) {
                                      : conv_fwd_stream_kernel<Tx, Tw, kStreamK, V, false>;
     kernel<<<grid, kStreamBlock, 0, cuda::stream()>>>(
         static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
-        static_cast<const Tx*>(p.initial_state), p.reset, static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.L,
-        p.D, p.silu);
+        static_cast<const Tx*>(p.initial_state), TimeMap{p.L, p.reverse, p.reset}, static_cast<Tx*>(p.y),
+        static_cast<Tx*>(p.final_state), p.D, p.silu);
     MT_CUDA_CHECK_LAUNCH();
     return;
   }
   conv_fwd_kernel<Tx, Tw><<<cuda::grid_for(n), 256, 0, cuda::stream()>>>(
       static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
-      static_cast<const Tx*>(p.initial_state), p.reset, static_cast<Tx*>(p.y), static_cast<Tx*>(p.final_state), p.B,
-      p.L, p.D, p.K, p.silu);
+      static_cast<const Tx*>(p.initial_state), TimeMap{p.L, p.reverse, p.reset}, static_cast<Tx*>(p.y),
+      static_cast<Tx*>(p.final_state), p.B, p.D, p.K, p.silu);
   MT_CUDA_CHECK_LAUNCH();
 }
 
@@ -531,9 +548,9 @@ void launch_bwd(const CausalConv1dBwdParams& p) {
                                      : conv_bwd_stream_kernel<Tx, Tw, kStreamK, V, false>;
     kernel<<<grid, kStreamBlock, 0, cuda::stream()>>>(
         static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
-        static_cast<const Tx*>(p.initial_state), p.reset, static_cast<const Tx*>(p.dy),
+        static_cast<const Tx*>(p.initial_state), TimeMap{p.L, p.reverse, p.reset}, static_cast<const Tx*>(p.dy),
         static_cast<const Tx*>(p.d_final), static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),
-        want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.L, p.D, p.silu);
+        want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.D, p.silu);
     MT_CUDA_CHECK_LAUNCH();
     if (want_w) {
       const int64_t n = (p.K + 1) * p.D;
@@ -562,9 +579,9 @@ void launch_bwd(const CausalConv1dBwdParams& p) {
   auto kernel = p.reset != nullptr ? conv_bwd_kernel<Tx, Tw, true> : conv_bwd_kernel<Tx, Tw, false>;
   kernel<<<grid, block, static_cast<size_t>(smem), cuda::stream()>>>(
       static_cast<const Tx*>(p.x), static_cast<const Tw*>(p.weight), static_cast<const Tw*>(p.bias),
-      static_cast<const Tx*>(p.initial_state), p.reset, static_cast<const Tx*>(p.dy), static_cast<const Tx*>(p.d_final),
-      static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),
-      want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.L, p.D, p.K, p.silu);
+      static_cast<const Tx*>(p.initial_state), TimeMap{p.L, p.reverse, p.reset}, static_cast<const Tx*>(p.dy),
+      static_cast<const Tx*>(p.d_final), static_cast<Tx*>(p.dx), static_cast<Tx*>(p.d_initial_state),
+      want_w ? static_cast<C*>(partial.data_ptr()) : nullptr, p.B, p.D, p.K, p.silu);
   MT_CUDA_CHECK_LAUNCH();
   if (want_w) {
     const int64_t n = (p.K + 1) * p.D;
@@ -584,7 +601,8 @@ void check_w_dtype(const char* what, DType dtype, DType w_dtype) {
 
 void causal_conv1d_fwd_cuda(const CausalConv1dFwdParams& p) {
   check_w_dtype("causal_conv1d_fwd_cuda", p.dtype, p.w_dtype);
-  MT_CHECK_SHAPE(!p.reverse, "causal_conv1d_fwd_cuda: the reverse conv has no CUDA kernel yet");
+  MT_CHECK_SHAPE(!p.reverse || (!p.initial_state && !p.final_state),
+                 "causal_conv1d_fwd_cuda: the reverse conv takes no initial or final state");
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (p.w_dtype == p.dtype)
@@ -596,7 +614,8 @@ void causal_conv1d_fwd_cuda(const CausalConv1dFwdParams& p) {
 
 void causal_conv1d_bwd_cuda(const CausalConv1dBwdParams& p) {
   check_w_dtype("causal_conv1d_bwd_cuda", p.dtype, p.w_dtype);
-  MT_CHECK_SHAPE(!p.reverse, "causal_conv1d_bwd_cuda: the reverse conv has no CUDA kernel yet");
+  MT_CHECK_SHAPE(!p.reverse || (!p.initial_state && !p.d_final && !p.d_initial_state),
+                 "causal_conv1d_bwd_cuda: the reverse conv takes no initial or final state");
   cuda::dispatch_float(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (p.w_dtype == p.dtype)

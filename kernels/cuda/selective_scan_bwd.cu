@@ -107,7 +107,8 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
     __syncthreads();  // the tile's raw inputs have landed; the previous tile's readers are done
     st.commit(p, raw, active, len, bias, sDU, sBC, &sGr, nullptr, nullptr, sM);  // not the y pass
     __syncthreads();
-    const int64_t orow = st.ebase + static_cast<int64_t>(static_cast<int>(t0) + grp) * D + lane;  // (t0 + grp, d)
+    const int64_t erow = st.erow;  // D, or -D reversed
+    const int64_t orow = st.ebase + static_cast<int64_t>(static_cast<int>(t0) + grp) * erow + lane;  // (t0 + grp, d)
     if (t0 - TT >= t_begin) {
       st.load_tile(p, raw, t0 - TT, TT);
       load_state(t0 - TT);
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
           W y0 = Dd * (&sGr.u[0][0])[e];  // masked: u = 0 and the dz factor is 0
 #pragma unroll
           for (int q = 0; q < G; ++q) y0 += sY[q * TT * 32 + e];
-          dzrow[static_cast<int64_t>(r * G) * D] = from_compute<T>(y0 * (&sGr.gz[0][0])[e]);
+          dzrow[static_cast<int64_t>(r * G) * erow] = from_compute<T>(y0 * (&sGr.gz[0][0])[e]);
         }
       }
       __syncthreads();  // the y0 partials' space holds the du / dd' partials next
@@ -220,7 +221,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, MINB)
           const W ddv = real ? (sA * W(kLn2) + u * sB) * (&sGr.gd[0][0])[f] : W(0);
           dD_acc += y0 * u;
           dbias_acc += ddv;
-          const int64_t o = orow + static_cast<int64_t>(half * TH + r * G) * D;  // row t, channel d
+          const int64_t o = orow + static_cast<int64_t>(half * TH + r * G) * erow;  // row of step t, channel d
           static_cast<T*>(p.du)[o] = from_compute<T>(duv);
           static_cast<T*>(p.ddelta)[o] = from_compute<T>(ddv);
         }
@@ -268,16 +269,16 @@ __global__ void reduce_rows_kernel(const W* in, int64_t R, int64_t M, W* out) {
 }
 
 // dB and dC from the backward's per-block partials pBC [R][2][B][N][L]: thread i = ((c * B + b) * N + n) * L + t sums
-// its R rows in order (reads coalesced along t) and writes dB / dC [B][L][N].
+// its R rows in order (reads coalesced along t) and writes dB / dC [B][L][N] at step t's position (L-1-t reversed).
 template <typename W>
-__global__ void reduce_bc_kernel(const W* in, int64_t R, int64_t B, int64_t L, int64_t N, W* dB, W* dC) {
+__global__ void reduce_bc_kernel(const W* in, int64_t R, int64_t B, int64_t L, int64_t N, bool reverse, W* dB, W* dC) {
   const int64_t M = 2 * B * N * L;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < M;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     W s = W(0);
     for (int64_t r = 0; r < R; ++r) s += in[r * M + i];
     const int64_t t = i % L, n = i / L % N, cb = i / (L * N), b = cb % B;
-    (cb < B ? dB : dC)[(b * L + t) * N + n] = s;
+    (cb < B ? dB : dC)[(b * L + (reverse ? L - 1 - t : t)) * N + n] = s;
   }
 }
 
@@ -329,7 +330,7 @@ void scan_bwd(const SelectiveScanParams& p) {
       <<<grid, NT, smem, cuda::stream()>>>(p, CL, nch, Hs, Rb, pBC, pA, pDD, pBias);
   MT_CUDA_CHECK_LAUNCH();
   reduce_bc_kernel<W><<<cuda::grid_for(2 * B * L * N, 256), 256, 0, cuda::stream()>>>(
-      pBC, nDb, B, L, N, static_cast<W*>(p.dBm), static_cast<W*>(p.dCm));
+      pBC, nDb, B, L, N, p.reverse, static_cast<W*>(p.dBm), static_cast<W*>(p.dCm));
   MT_CUDA_CHECK_LAUNCH();
   reduce_rows<W>(pA, B * nch, D * N, static_cast<W*>(p.dA));
   if (p.dD_skip) reduce_rows<W>(pDD, B * nch, D, static_cast<W*>(p.dD_skip));

@@ -73,8 +73,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
   st.init(p, b, static_cast<int64_t>(blockIdx.x) * 32);
   // The tile states of this thread's states, [(b * nT + tile) * N + n] * D + d: advanced a tile at a time.
   W* hsp = out0 != nullptr ? out0 + (b * nT * N + grp * NPT) * D + d + t_begin / TT * N * D : nullptr;
-  // y row t0 + grp RW, channel d: advanced a tile at a time.
-  T* yrow = kYPass ? static_cast<T*>(p.y) + st.ebase + (t_begin + grp * RW) * D + lane : nullptr;
+  // y of step t0 + grp RW, channel d: advanced a tile at a time (rows st.erow apart, backwards when reversed).
+  const int64_t yst = st.erow;
+  T* yrow = kYPass ? static_cast<T*>(p.y) + st.ebase + (t_begin + grp * RW) * yst + lane : nullptr;
   st.load_tile(p, raw, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
   // One tile. FULL: len == TT (every tile but a chunk's partial last one), known at compile time, so the full tiles
   // carry no row tests and no 64-bit length arithmetic.
@@ -149,10 +150,10 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
         }
 #pragma unroll
         for (int i = 0; i < RW; ++i)
-          if (FULL || grp * RW + i < len) yrow[i * D] = from_compute<T>(yv[i] * zr[i]);
+          if (FULL || grp * RW + i < len) yrow[i * yst] = from_compute<T>(yv[i] * zr[i]);
       }
     }
-    if constexpr (kYPass) yrow += TT * D;
+    if constexpr (kYPass) yrow += TT * yst;
   };
   int64_t t0 = t_begin;
   for (; t0 + TT <= t_end; t0 += TT) tile(std::true_type{}, t0);

@@ -220,9 +220,13 @@ struct Stage {
     unsigned char r[TT];  // a document starts at step t (p.reset)
   };
 
-  int64_t ebase, bbase;  // element offsets of (b, t = 0, channel d0) and of (b, t = 0) in B / C
-  int d0;                // the block's first channel
-  bool vec;              // the 16-byte copies serve this shape (uniform over the grid)
+  // Element offsets of (b, step 0, channel d0) and of (b, step 0) in B / C, and the signed distance between two
+  // steps' rows (D and N, or -D and -N for a reverse scan, whose step s is position L-1-s: the inputs are read in
+  // place, backwards, with no flipped copies).
+  int64_t ebase, bbase;
+  int erow, brow;
+  int d0;    // the block's first channel
+  bool vec;  // the 16-byte copies serve this shape (uniform over the grid)
   // The 16-byte path: unit r of this thread copies from src[r] + t0 * stride[r] (stride D or N), when on[r].
   const T* src[BU >= 1 ? RU : 1];
   int stride[BU >= 1 ? RU : 1];
@@ -252,10 +256,13 @@ struct Stage {
   // Offsets and source pointers computed once and kept in registers (recomputed per tile, the compiler re-reads
   // blockIdx and the kernel parameters and redoes the 64-bit arithmetic).
   __device__ __forceinline__ void init(const SelectiveScanParams& p, int64_t b, int64_t first) {
-    ebase = b * p.L * p.D + first;
-    bbase = b * p.L * p.N;
+    const int64_t last = p.reverse ? p.L - 1 : 0;
+    ebase = (b * p.L + last) * p.D + first;
+    bbase = (b * p.L + last) * p.N;
+    erow = static_cast<int>(p.reverse ? -p.D : p.D);
+    brow = static_cast<int>(p.reverse ? -p.N : p.N);
     d0 = static_cast<int>(first);
-    asm volatile("" : "+l"(ebase), "+l"(bbase), "+r"(d0));
+    asm volatile("" : "+l"(ebase), "+l"(bbase), "+r"(d0), "+r"(erow), "+r"(brow));
     bool ok = BU >= 1 && p.D % VE == 0 && p.N == NMAX && aligned16(p.delta) && aligned16(p.u) && aligned16(p.Bm);
     if (kWithGrad || kYPass) ok = ok && (p.z == nullptr || aligned16(p.z));
     if (kWithGrad) ok = ok && aligned16(p.dy);
@@ -268,7 +275,7 @@ struct Stage {
         unit(threadIdx.x + r * NT, a, t, c);
         const bool x = a < NA;
         const T* base = x ? array(p, a) : static_cast<const T*>(a == NA ? p.Bm : p.Cm);
-        stride[r] = static_cast<int>(x ? p.D : p.N);
+        stride[r] = x ? erow : brow;
         on[r] = ok && threadIdx.x + r * NT < UNITS && (x ? d0 + c * VE < p.D && base != nullptr : true);
         src[r] = on[r] ? base + (x ? ebase : bbase) + static_cast<int64_t>(t) * stride[r] + c * VE : nullptr;
         asm volatile("" : "+l"(src[r]));
@@ -283,10 +290,14 @@ struct Stage {
     if (FULL) len = TT;
     const int tid = threadIdx.x;
     if (tid < TT) {  // the step flags: plain stores, seen by everyone after the barrier before commit
+      // Step s = t0 + tid reads position s, or L-1-s reversed. Read backwards a document that starts at position t
+      // ends there, so the state is zeroed before the step that reads t-1: the reset of position L-s.
+      const int64_t s = t0 + tid, row = blockIdx.z * p.L;
       bool real = tid < len;
-      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, blockIdx.z * p.L + t0 + tid);
+      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, row + (p.reverse ? p.L - 1 - s : s));
       raw.m[tid] = real;
-      raw.r[tid] = p.reset != nullptr && tid < len && p.reset[blockIdx.z * p.L + t0 + tid] != 0;
+      raw.r[tid] =
+          p.reset != nullptr && tid < len && (p.reverse ? s > 0 && p.reset[row + p.L - s] != 0 : p.reset[row + s] != 0);
     }
     const int64_t D = p.D, N = p.N;
     if constexpr (BU >= 1) {
@@ -312,15 +323,15 @@ struct Stage {
       if (t < TT && t < len && active) {
 #pragma unroll
         for (int a = 0; a < NA; ++a)
-          if (a != 2 || p.z != nullptr) raw.x[a][t][lane] = array(p, a)[ebase + (t0 + t) * D + lane];
+          if (a != 2 || p.z != nullptr) raw.x[a][t][lane] = array(p, a)[ebase + (t0 + t) * erow + lane];
       }
     }
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
       const int i = tid + r * NT, t = i / NMAX, n = i % NMAX;
       if (i < TT * NMAX && t < len && n < N) {
-        raw.bc[0][t][n] = static_cast<const T*>(p.Bm)[bbase + (t0 + t) * N + n];
-        if (kWithC) raw.bc[NB - 1][t][n] = static_cast<const T*>(p.Cm)[bbase + (t0 + t) * N + n];
+        raw.bc[0][t][n] = static_cast<const T*>(p.Bm)[bbase + (t0 + t) * brow + n];
+        if (kWithC) raw.bc[NB - 1][t][n] = static_cast<const T*>(p.Cm)[bbase + (t0 + t) * brow + n];
       }
     }
   }
@@ -413,7 +424,6 @@ void check_params(const SelectiveScanParams& p, const char* what) {
                  "], got ", p.N);
   MT_CHECK_SHAPE(p.B >= 1 && p.B <= 65535, what, ": B must be in [1, 65535], got ", p.B);
   MT_CHECK_SHAPE(p.L >= 1 && p.D >= 1, what, ": L and D must be >= 1, got L = ", p.L, ", D = ", p.D);
-  MT_CHECK_SHAPE(!p.reverse, what, ": the reverse scan has no CUDA kernel yet");
 }
 
 // Chunks along L (Tuning::chunk_min_threads): {chunk length (a multiple of TT), number of chunks}.

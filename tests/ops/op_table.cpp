@@ -216,18 +216,20 @@ struct ConvFlags {
   bool bias, init, silu, w_f32;
   int64_t K = 4;
   bool reset = false;
+  bool reverse = false;  // the conv of the flipped sequence (no initial or final state)
 };
 
 OpCase conv_case(int64_t B, int64_t L, int64_t D, int64_t K, const ConvFlags& f, uint64_t seed) {
   const auto w = [&](const Tensor& t) { return f.w_f32 ? master(t) : data(t); };
   OpCase c;
   c.what = str("B=", B, " L=", L, " D=", D, " K=", K, " bias=", f.bias, " init=", f.init, " silu=", f.silu,
-               " w_f32=", f.w_f32, " reset=", f.reset);
+               " w_f32=", f.w_f32, " reset=", f.reset, f.reverse ? " reverse" : "");
   c.inputs = {data(randn({B, L, D}, seed)), w(randn({D, K}, seed + 1, 0, 0.5)), opt(f.bias, w(randn({D}, seed + 2))),
               opt(f.init, data(randn({B, K - 1, D}, seed + 3))), opt(f.reset, fixed(doc_resets(B, L, seed + 4)))};
-  const bool silu = f.silu;
-  c.run = [silu](Ins v) -> Outs {
-    const CausalConv1dOut o = causal_conv1d(v[0], v[1], v[2], v[3], silu, v[4]);
+  const bool silu = f.silu, reverse = f.reverse;
+  c.run = [silu, reverse](Ins v) -> Outs {
+    const CausalConv1dOut o = causal_conv1d(v[0], v[1], v[2], v[3], silu, v[4], reverse);
+    if (reverse) return {o.y};
     return {o.y, o.final_state};
   };
   return c;
@@ -264,6 +266,26 @@ std::vector<OpCase> causal_conv1d_cases(bool big) {
           if (D * L > 20000) c.dtypes = {DType::F32, DType::BF16};
           return c;
         });
+  // The reverse conv: every flag but the state, with and without resets, then the CUDA kernels' shapes (K = 4
+  // streams, K = 3 takes the general kernels).
+  for (int64_t L : {1, 2, 9})
+    for (int64_t K : {1, 2, 4})
+      for (int bits = 0; bits < 16; ++bits) {
+        ConvFlags f{(bits & 1) != 0, false, (bits & 2) != 0, (bits & 4) != 0, K, (bits & 8) != 0};
+        f.reverse = true;
+        cs.add(conv_case(2, L, 3, K, f, seed += 10));
+      }
+  for (int64_t D : {7, 1536})
+    for (int64_t L : {7, 2049})
+      for (int64_t K : {3, 4})
+        for (bool reset : {false, true})
+          cs.add_big([&, s = seed += 10] {
+            ConvFlags f{true, false, true, false, K, reset};
+            f.reverse = true;
+            OpCase c = conv_case(2, L, D, K, f, s);
+            if (D * L > 20000) c.dtypes = {DType::F32, DType::BF16};
+            return c;
+          });
   return cs.v;
 }
 
@@ -728,9 +750,10 @@ std::vector<OpCase> reduce_cases(bool big) {
 struct ScanFlags {
   bool z, D_skip, bias, softplus, init, mask;
   bool reset = false;
+  bool reverse = false;  // the scan of the flipped sequence, read in place
   std::string str() const {
     return mt::str("z=", z, " D=", D_skip, " bias=", bias, " softplus=", softplus, " init=", init, " mask=", mask,
-                   " reset=", reset);
+                   " reset=", reset, reverse ? " reverse" : "");
   }
 };
 
@@ -765,10 +788,10 @@ OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f,
               opt(f.init, master(randn({B, D, N}, seed + 8, 0.0, 0.5))),
               opt(f.mask, fixed(scan_mask(B, L, mask_dtype))),
               opt(f.reset, fixed(doc_resets(B, L, seed + 9)))};
-  const bool softplus = f.softplus;
-  c.run = [softplus](Ins v) -> Outs {
+  const bool softplus = f.softplus, reverse = f.reverse;
+  c.run = [softplus, reverse](Ins v) -> Outs {
     const SelectiveScanOut o =
-        selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], softplus, v[8], v[9], v[10]);
+        selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], softplus, v[8], v[9], v[10], reverse);
     return {o.y, o.last_state};
   };
   c.tol = [](DType dt) {
@@ -832,6 +855,32 @@ std::vector<OpCase> selective_scan_cases(bool big) {
     return c;
   });
   cs.add_big([&] { return scan_case(3, 257, 37, 5, on_reset, 3960); });
+  // The reverse scan: every flag on a tiny problem with resets on, then across tiles, chunks (B = 1 at long L), N
+  // bounds and D = 131, with the mask and resets.
+  for (int bits = 0; bits < 64; bits += 3) {
+    ScanFlags f{
+        (bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, (bits & 8) != 0, (bits & 16) != 0, (bits & 32) != 0, true};
+    f.reverse = true;
+    cs.add(scan_case(2, 5, 2, 3, f, seed += 10));
+  }
+  ScanFlags rev_on = on_reset, rev_off = off;
+  rev_on.reverse = rev_off.reverse = true;
+  for (int64_t L : {1, 17, 33})
+    for (const ScanFlags& f : {rev_on, rev_off}) cs.add(scan_case(1, L, 3, 2, f, seed += 10));
+  for (int64_t L : {7, 2049, 4097})
+    for (int64_t N : {16, 64})
+      for (const ScanFlags& f : {rev_on, rev_off})
+        cs.add_big([&, sd = seed += 10] {
+          OpCase c = scan_case(L > 4000 ? 1 : 2, L, 131, N, f, sd);
+          c.dtypes = {DType::F32, DType::BF16};
+          return c;
+        });
+  cs.add_big([&] {
+    OpCase c = scan_case(8, 300, 1024, 16, rev_on, 3970);
+    c.dtypes = {DType::F32, DType::BF16};
+    return c;
+  });
+  cs.add_big([&] { return scan_case(3, 257, 37, 5, rev_on, 3980); });
   return cs.v;
 }
 
