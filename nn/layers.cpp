@@ -28,11 +28,12 @@ CausalConv1d::CausalConv1d(int64_t channels, int64_t kernel, bool with_bias) {
   if (with_bias) bias = &register_parameter("bias", Tensor::zeros({channels}));
 }
 
-Tensor CausalConv1d::forward(const Tensor& x, DType cd, bool apply_silu, Tensor* state, const Tensor& reset) const {
+Tensor CausalConv1d::forward(const Tensor& x, DType cd, bool apply_silu, Tensor* state, const Tensor& reset,
+                             bool reverse) const {
   const int64_t d = weight->size(0), k = weight->size(2);
   CausalConv1dOut out =
       causal_conv1d(x, reshape(as_compute(*weight, cd), {d, k}), bias ? as_compute(*bias, cd) : Tensor(),
-                    state ? *state : Tensor(), apply_silu, reset);
+                    state ? *state : Tensor(), apply_silu, reset, reverse);
   if (state) *state = out.final_state;
   return out.y;
 }

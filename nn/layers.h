@@ -36,8 +36,10 @@ class Embedding : public Module {
 class CausalConv1d : public Module {
  public:
   CausalConv1d(int64_t channels, int64_t kernel, bool bias);
-  // reset (optional): [B, L] i32 document starts (autograd/ops/causal_conv1d.h).
-  Tensor forward(const Tensor& x, DType cd, bool apply_silu, Tensor* state, const Tensor& reset = Tensor()) const;
+  // reset (optional): [B, L] i32 document starts; reverse: the conv of the flipped sequence, read in place, with no
+  // state (autograd/ops/causal_conv1d.h).
+  Tensor forward(const Tensor& x, DType cd, bool apply_silu, Tensor* state, const Tensor& reset = Tensor(),
+                 bool reverse = false) const;
   Tensor* weight;
   Tensor* bias = nullptr;
 };

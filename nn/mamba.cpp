@@ -59,17 +59,20 @@ MambaMixer::MambaMixer(const MambaConfig& c)
 
 Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
                              const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask,
-                             const Tensor& reset, DType cd, LayerState* state, Tensor* last_state) const {
+                             const Tensor& reset, DType cd, LayerState* state, Tensor* last_state,
+                             bool backwards) const {
   const int64_t n = cfg_.d_state, r = cfg_.dt_rank;
   const DType sd = state_dtype(cd);
-  Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset);
+  MT_CHECK(!(backwards && state), ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
+  Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset, backwards);
   Tensor xdbl = xp.forward(u, cd);
   const std::vector<Tensor> parts = split(xdbl, -1, {r, n, n});
   const Tensor &dt = parts[0], &Bm = parts[1], &Cm = parts[2];
   Tensor delta = linear(dt, as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
   Tensor A = neg(exp(as_compute(A_log_p, sd)));
-  SelectiveScanOut scan = selective_scan(u, delta, A, Bm, Cm, as_compute(D_p, sd), z, as_compute(*dtp.bias, sd),
-                                         /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask, reset);
+  SelectiveScanOut scan =
+      selective_scan(u, delta, A, Bm, Cm, as_compute(D_p, sd), z, as_compute(*dtp.bias, sd),
+                     /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask, reset, backwards);
   if (state) state->ssm_state = scan.last_state;
   if (last_state) *last_state = scan.last_state;
   return scan.y;
@@ -91,7 +94,7 @@ Tensor reversed_resets(const Tensor& reset) {
 }  // namespace
 
 Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, const Tensor& reset, DType cd, LayerState* state,
-                       Tensor* last_state) const {
+                       Tensor* last_state, bool backwards) const {
   const int64_t di = cfg_.d_inner;
   // in_proj as two GEMMs, one per half of its weight (rows [0, d_inner) give x, the rest z): x and z come out
   // packed, with no copy out of one [.., 2 d_inner] output and no copy of their gradients back into one.
@@ -104,18 +107,17 @@ Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, const Tensor& reset,
   const Tensor z = half(di);
   if (mask.defined()) x = mul(x, unsqueeze(mask, -1));  // pads enter the conv as zeros
   if (!reverse)
-    return out_proj.forward(direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, state, last_state),
-                            cd);
-  // Caduceus: the reverse direction reads the flipped sequence with its own conv / x_proj / dt_proj / A_log / D and
-  // the shared in_proj (in_proj is per token, so flipping its output is flipping its input); its output is flipped
-  // back and the two are added. out_proj is shared too: applied once to the sum when it has no bias.
+    return out_proj.forward(
+        direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, state, last_state, backwards), cd);
+  // Caduceus: the reverse direction reads the sequence backwards (in place: the conv and the scan walk it from the
+  // end) with its own conv / x_proj / dt_proj / A_log / D and the shared in_proj; its output, already in the input's
+  // order, is added to the forward direction's. out_proj is shared too: applied once to the sum when it has no bias.
   MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
   Tensor yf = direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, nullptr, last_state);
-  Tensor yr =
-      direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, flip(x, 1),
-                flip(z, 1), mask.defined() ? flip(mask, 1) : Tensor(), reversed_resets(reset), cd, nullptr, nullptr);
-  if (out_proj.bias) return add(out_proj.forward(yf, cd), flip(out_proj.forward(yr, cd), 1));
-  return out_proj.forward(add(yf, flip(yr, 1)), cd);
+  Tensor yr = direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, x, z, mask,
+                        reset, cd, nullptr, nullptr, /*backwards=*/true);
+  if (out_proj.bias) return add(out_proj.forward(yf, cd), out_proj.forward(yr, cd));
+  return out_proj.forward(add(yf, yr), cd);
 }
 
 Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerState* state, Tensor* last_state) const {
@@ -124,10 +126,8 @@ Tensor MambaMixer::forward(const Tensor& h, const ForwardOptions& opt, LayerStat
   Tensor out = run(h, mask, opt.reset, cd, state, last_state);
   if (cfg_.bidirectional && !reverse) {
     MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
-    // Shared weights (the first bidirectional variant): the same mixer scans the reversed sequence; outputs added.
-    Tensor rev =
-        run(flip(h, 1), mask.defined() ? flip(mask, 1) : Tensor(), reversed_resets(opt.reset), cd, nullptr, nullptr);
-    out = add(out, flip(rev, 1));
+    // Shared weights (the first bidirectional variant): the same mixer scans the sequence backwards; outputs added.
+    out = add(out, run(h, mask, opt.reset, cd, nullptr, nullptr, /*backwards=*/true));
   }
   return out;
 }

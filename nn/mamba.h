@@ -73,14 +73,16 @@ class MambaMixer : public Module {
   std::unique_ptr<MixerReverse> reverse;  // bidirectional, Caduceus weights only
 
  private:
-  // One direction of the mixer on already-masked input (in_proj to out_proj).
-  Tensor run(const Tensor& h, const Tensor& mask, const Tensor& reset, DType cd, LayerState* state,
-             Tensor* last_state) const;
+  // The mixer (in_proj to out_proj): one direction, or with Caduceus weights both. backwards: the shared-weights
+  // variant's second pass, which reads the sequence backwards in place (the conv and the scan run reversed).
+  Tensor run(const Tensor& h, const Tensor& mask, const Tensor& reset, DType cd, LayerState* state, Tensor* last_state,
+             bool backwards = false) const;
   // The per-direction part: conv + SiLU, x_proj, dt_proj and the scan on x [B, L, d_inner] (masked) and z; returns
-  // the scan output y [B, L, d_inner] (before out_proj).
+  // the scan output y [B, L, d_inner] (before out_proj). backwards: the conv and the scan read the sequence backwards,
+  // in place (no flipped copies); y is in the input's order.
   Tensor direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
                    const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, const Tensor& reset,
-                   DType cd, LayerState* state, Tensor* last_state) const;
+                   DType cd, LayerState* state, Tensor* last_state, bool backwards = false) const;
   MambaConfig cfg_;
 };
 
