@@ -60,8 +60,9 @@ TEST(CudaLongSequences, InfoEstimatesThePeakWithinTenPercent) {
       std::printf(
           "[ info     ] chunk_len %lld, checkpointing %s: estimate %.3f GiB, measured peak %.3f GiB (%+.1f%%)\n",
           (long long)chunk, ck, est / (1 << 30), measured / (1 << 30), 100.0 * (est - measured) / measured);
-      if (held)
+      if (held) {
         EXPECT_LE(std::abs(est - measured), 0.10 * measured) << "chunk_len " << chunk << ", checkpointing " << ck;
+      }
     }
   }
 }
