@@ -41,11 +41,13 @@ done
 declare -A V
 V[scratch]="${W[*]}"
 V[scratch-rc]="${W[*]} --set model.rc_equivariant=true --set data.rc_augment=false"
-V[mlm]="--set model.init_from=$runs/mlm-hf"
-V[mlm-lr5e-4]="--set model.init_from=$runs/mlm-hf --set optimizer.lr=0.0005"
-V[mlm-rc]="--set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false"
-V[mlm-rc-lr5e-4-1500]="--set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false --set optimizer.lr=0.0005
-  --set trainer.max_steps=1500"
+# The fine-tunes restate the pretrained model's dimensions: the promoter configs set smaller ones, and
+# model.init_from refuses model keys that disagree with the source.
+V[mlm]="${W[*]} --set model.init_from=$runs/mlm-hf"
+V[mlm-lr5e-4]="${W[*]} --set model.init_from=$runs/mlm-hf --set optimizer.lr=0.0005"
+V[mlm-rc]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false"
+V[mlm-rc-lr5e-4-1500]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false
+  --set optimizer.lr=0.0005 --set trainer.max_steps=1500"
 
 variant() {  # organism, variant, split seed: the three model seeds at once
   local org=$1 v=$2 split=$3
