@@ -822,38 +822,28 @@ std::vector<OpCase> selective_scan_cases(bool big) {
       cs.add(scan_case(2, L, 3, 2, {z, true, true, true, init, mask, true}, seed += 10));
     }
   const ScanFlags on_reset{true, true, true, true, true, true, true};
+  // A large case (CUDA only), compared in f32 and bf16.
+  auto add_big_f32_bf16 = [&](int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f, uint64_t sd) {
+    cs.add_big([=] {
+      OpCase c = scan_case(B, L, D, N, f, sd);
+      c.dtypes = {DType::F32, DType::BF16};
+      return c;
+    });
+  };
   // CUDA: N at and inside the template bounds (1, 5, 16, 17, 33, 64), D = 131 not a multiple of 32, L across tiles
   // and (B * D small) chunks; B = 8, D = 1024 runs as one chunk of many tiles.
   for (int64_t L : {1, 7, 2047, 2048, 2049, 4097})
     for (int64_t N : {1, 16, 64})
-      for (const ScanFlags& f : {on, off})
-        cs.add_big([&, sd = seed += 10] {
-          OpCase c = scan_case(2, L, 131, N, f, sd);
-          c.dtypes = {DType::F32, DType::BF16};
-          return c;
-        });
-  cs.add_big([&] {
-    OpCase c = scan_case(8, 300, 1024, 16, on, 3900);
-    c.dtypes = {DType::F32, DType::BF16};
-    return c;
-  });
+      for (const ScanFlags& f : {on, off}) add_big_f32_bf16(2, L, 131, N, f, seed += 10);
+  add_big_f32_bf16(8, 300, 1024, 16, on, 3900);
   cs.add_big([&] { return scan_case(3, 257, 37, 5, on, 3910); });
   cs.add_big([&] { return scan_case(1, 130, 13, 33, on, 3920); });
   cs.add_big([&] { return scan_case(2, 300, 20, 17, off, 3930); });
   cs.add_big([&] { return scan_case(2, 70, 5, 64, off, 3940); });
   // Resets across tiles and chunks (B = 1 and 2 at long L run in several chunks).
   for (int64_t L : {7, 2049, 4097})
-    for (int64_t N : {16, 64})
-      cs.add_big([&, sd = seed += 10] {
-        OpCase c = scan_case(L > 4000 ? 1 : 2, L, 131, N, on_reset, sd);
-        c.dtypes = {DType::F32, DType::BF16};
-        return c;
-      });
-  cs.add_big([&] {
-    OpCase c = scan_case(8, 300, 1024, 16, on_reset, 3950);
-    c.dtypes = {DType::F32, DType::BF16};
-    return c;
-  });
+    for (int64_t N : {16, 64}) add_big_f32_bf16(L > 4000 ? 1 : 2, L, 131, N, on_reset, seed += 10);
+  add_big_f32_bf16(8, 300, 1024, 16, on_reset, 3950);
   cs.add_big([&] { return scan_case(3, 257, 37, 5, on_reset, 3960); });
   // The reverse scan: every flag on a tiny problem with resets on, then across tiles, chunks (B = 1 at long L), N
   // bounds and D = 131, with the mask and resets.
@@ -869,17 +859,8 @@ std::vector<OpCase> selective_scan_cases(bool big) {
     for (const ScanFlags& f : {rev_on, rev_off}) cs.add(scan_case(1, L, 3, 2, f, seed += 10));
   for (int64_t L : {7, 2049, 4097})
     for (int64_t N : {16, 64})
-      for (const ScanFlags& f : {rev_on, rev_off})
-        cs.add_big([&, sd = seed += 10] {
-          OpCase c = scan_case(L > 4000 ? 1 : 2, L, 131, N, f, sd);
-          c.dtypes = {DType::F32, DType::BF16};
-          return c;
-        });
-  cs.add_big([&] {
-    OpCase c = scan_case(8, 300, 1024, 16, rev_on, 3970);
-    c.dtypes = {DType::F32, DType::BF16};
-    return c;
-  });
+      for (const ScanFlags& f : {rev_on, rev_off}) add_big_f32_bf16(L > 4000 ? 1 : 2, L, 131, N, f, seed += 10);
+  add_big_f32_bf16(8, 300, 1024, 16, rev_on, 3970);
   cs.add_big([&] { return scan_case(3, 257, 37, 5, rev_on, 3980); });
   return cs.v;
 }
