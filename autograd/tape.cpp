@@ -14,6 +14,13 @@ thread_local bool t_grad_enabled = true;
 // Sum g into acc. Never writes into g or acc in place (either may alias another tensor's gradient).
 void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
 
+// g is referenced only here, owns all of its storage alone and carries no autograd state: no other tensor can see a
+// write to it.
+bool owned_alone(const Tensor& g) {
+  return g.impl_ptr().use_count() == 1 && g.storage() && g.storage().use_count() == 1 && g.offset() == 0 &&
+         g.is_contiguous() && g.storage()->bytes() == g.nbytes() && !g.impl().autograd;
+}
+
 void check_grad(const Node& node, size_t j, const Tensor& g, const AutogradMeta& in) {
   MT_ASSERT(g.dim() >= 0, "");
   if (in.grad.defined())
@@ -95,7 +102,9 @@ void Tape::backward(const std::vector<Tensor>& roots, const std::vector<Tensor>&
         if (!in || !gin[j].defined()) continue;
         check_grad(*node, j, gin[j], *in);
         if (in->is_leaf && !in->grad.defined()) {
-          in->grad = gin[j].clone();  // leaves own their gradient storage (optimizers update it in place)
+          // Leaves own their gradient storage (optimizers update it in place): a gradient that nothing else holds
+          // (a fresh, packed result of this node's backward) is taken as it is, anything else is copied.
+          in->grad = owned_alone(gin[j]) ? std::move(gin[j]) : gin[j].clone();
         } else if (in->is_leaf) {
           in->grad = add(in->grad, gin[j]);
         } else {

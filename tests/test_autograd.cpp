@@ -107,3 +107,39 @@ TEST(Autograd, GradcheckDetectsAWrongGradient) {
   EXPECT_FALSE(res.ok);
   EXPECT_NE(res.message.find("analytic"), std::string::npos);
 }
+
+// A leaf's first gradient is taken without a copy when nothing else holds it, and copied when something does: the
+// node's output gradient handed straight back, or one tensor handed to two leaves.
+TEST(Autograd, LeafGradientsAreTakenWhenOwnedAloneAndCopiedWhenShared) {
+  Tensor a = Tensor::from_vector({1.0, 2.0}, {2}, DType::F64), b = Tensor::from_vector({3.0, 4.0}, {2}, DType::F64);
+  set_requires_grad(a);
+  set_requires_grad(b);
+  Tensor out;
+  {
+    NoGradGuard ng;
+    out = mul_scalar(a, 1.0);  // a plain tensor to stand for the node's output
+  }
+  const void* fresh = nullptr;
+  const void* passed = nullptr;
+  auto node = make_lambda_node("test_fresh_and_shared", [&](const std::vector<Tensor>& g) {
+    Tensor mine = mul_scalar(g[0], 2.0);  // a fresh tensor nobody else holds
+    fresh = mine.data_ptr();
+    passed = g[0].data_ptr();
+    return std::vector<Tensor>{mine, g[0]};  // b gets the output gradient itself, which the tape still holds
+  });
+  record_node(node, {a, b}, {out});
+  backward(out, Tensor::ones({2}, DType::F64));
+  EXPECT_EQ(grad(a).data_ptr(), fresh);   // taken
+  EXPECT_NE(grad(b).data_ptr(), passed);  // copied
+  EXPECT_EQ(grad(a).to_vector(), (std::vector<double>{2.0, 2.0}));
+  EXPECT_EQ(grad(b).to_vector(), (std::vector<double>{1.0, 1.0}));
+
+  // add() hands the same gradient to both of its inputs: each leaf gets storage of its own.
+  Tensor c = Tensor::from_vector({1.0, 2.0}, {2}, DType::F64), d = Tensor::from_vector({3.0, 4.0}, {2}, DType::F64);
+  set_requires_grad(c);
+  set_requires_grad(d);
+  backward(sum(add(c, d)));
+  EXPECT_NE(grad(c).data_ptr(), grad(d).data_ptr());
+  grad(c).fill_(7.0);
+  EXPECT_EQ(grad(d).to_vector(), (std::vector<double>{1.0, 1.0}));
+}
