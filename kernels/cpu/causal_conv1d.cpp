@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/detail/time_map.h"
 
 namespace mt::kernels {
 
@@ -17,21 +18,6 @@ T sigmoid(T v) {
   return T(1) / (T(1) + std::exp(-v));
 }
 
-// The conv's own time r against the row's positions: r itself, or L-1-r for the reverse conv (which convolves the
-// sequence flipped in time, reading it in place). Read backwards, a document that starts at position t ends there, so
-// in the flipped time it starts at r = L - t (r >= 1).
-struct TimeMap {
-  int64_t L;
-  bool reverse;
-  const int32_t* reset;
-  int64_t pos(int64_t r) const { return reverse ? L - 1 - r : r; }
-  bool starts(int64_t b, int64_t r) const {
-    if (reset == nullptr) return false;
-    if (!reverse) return reset[b * L + r] != 0;
-    return r > 0 && reset[b * L + L - r] != 0;
-  }
-};
-
 // xx[b, s, d] (see header), s in the conv's time: initial_state for s < K-1 (zero when absent), x after.
 template <typename T>
 struct PaddedInput {
@@ -40,7 +26,7 @@ struct PaddedInput {
   int64_t L, D, K;
   TimeMap tm;
   T operator()(int64_t b, int64_t s, int64_t d) const {
-    if (s >= K - 1) return x[(b * L + tm.pos(s - (K - 1))) * D + d];
+    if (s >= K - 1) return x[tm.row(b, s - (K - 1)) * D + d];
     return init ? init[(b * (K - 1) + s) * D + d] : T(0);
   }
 };
@@ -72,7 +58,7 @@ void fwd(const CausalConv1dFwdParams& p) {
   for (int64_t bt = 0; bt < B * L; ++bt) {
     const int64_t b = bt / L, t = bt % L;
     const int64_t k_lo = K - 1 - visible_lags(tm, b, t, K);  // earlier taps see another document
-    T* yt = y + (b * L + tm.pos(t)) * D;
+    T* yt = y + tm.row(b, t) * D;
     for (int64_t d = 0; d < D; ++d) {
       T acc = bias ? bias[d] : T(0);
       for (int64_t k = k_lo; k < K; ++k) acc += w[d * K + k] * xx(b, t + k, d);
@@ -107,7 +93,7 @@ void bwd(const CausalConv1dBwdParams& p) {
     for (int64_t bt = 0; bt < B * L; ++bt) {
       const int64_t b = bt / L, t = bt % L;
       const int64_t k_lo = K - 1 - visible_lags(tm, b, t, K);
-      const T* dyt = dy + (b * L + tm.pos(t)) * D;
+      const T* dyt = dy + tm.row(b, t) * D;
       for (int64_t d = 0; d < D; ++d) {
         T pre = bias ? bias[d] : T(0);
         for (int64_t k = k_lo; k < K; ++k) pre += w[d * K + k] * xx(b, t + k, d);
@@ -116,7 +102,7 @@ void bwd(const CausalConv1dBwdParams& p) {
       }
     }
   }
-  auto g = [&](int64_t b, int64_t t) { return p.silu ? gbuf.data() + (b * L + t) * D : dy + (b * L + tm.pos(t)) * D; };
+  auto g = [&](int64_t b, int64_t t) { return p.silu ? gbuf.data() + (b * L + t) * D : dy + tm.row(b, t) * D; };
 
   // dxx over s in [0, L+K-1): s < K-1 goes to d_initial_state, the rest to dx.
   if (p.dx || p.d_initial_state) {
@@ -126,7 +112,7 @@ void bwd(const CausalConv1dBwdParams& p) {
 #pragma omp parallel for schedule(static)
     for (int64_t bs = 0; bs < B * S; ++bs) {
       const int64_t b = bs / S, s = bs % S;
-      T* out = s >= K - 1 ? (dx ? dx + (b * L + tm.pos(s - (K - 1))) * D : nullptr)
+      T* out = s >= K - 1 ? (dx ? dx + tm.row(b, s - (K - 1)) * D : nullptr)
                           : (dinit ? dinit + (b * (K - 1) + s) * D : nullptr);
       if (!out) continue;
       const int64_t k_lo = std::max<int64_t>(0, s - (L - 1)), k_hi = std::min<int64_t>(K - 1, s);

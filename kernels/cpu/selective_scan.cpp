@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/detail/time_map.h"
 #include "kernels/selective_scan.h"
 
 namespace mt::kernels {
@@ -38,25 +39,6 @@ struct MaskReader {
   bool real(int64_t i) const { return p == nullptr || load_as_double(p, dt, i) != 0.0; }
 };
 
-// reset[b*L + t] != 0: a document starts at t (the state entering t is zero); false when there is no reset.
-struct ResetReader {
-  const int32_t* p;
-  bool at(int64_t i) const { return p != nullptr && p[i] != 0; }
-};
-
-// The walk over time: step s reads position t = s, or t = L-1-s for a reverse scan. Read backwards, a document that
-// starts at t ends before t: the state is zeroed before the step at t-1, i.e. at step s where reset[t + 1] is set.
-struct Walk {
-  int64_t L;
-  bool reverse;
-  ResetReader reset;
-  int64_t pos(int64_t s) const { return reverse ? L - 1 - s : s; }
-  bool zeroed(int64_t b, int64_t s) const {
-    if (!reverse) return reset.at(b * L + s);
-    return s > 0 && reset.at(b * L + L - s);
-  }
-};
-
 template <typename T>
 struct Inputs {
   const T *u, *delta, *A, *Bm, *Cm, *Dsk, *z, *bias, *init;
@@ -77,7 +59,8 @@ void fwd(const SelectiveScanParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N;
   const Inputs<T> in(p);
   const MaskReader mask{p.mask, p.mask_dtype};
-  const Walk walk{L, p.reverse, ResetReader{p.reset}};
+  const TimeMap walk{L, p.reverse, p.reset};  // step s reads position walk.pos(s); the state is zeroed where a
+                                              // document starts
   T* y = static_cast<T*>(p.y);
   T* last = static_cast<T*>(p.last_state);
 
@@ -95,7 +78,7 @@ void fwd(const SelectiveScanParams& p) {
         for (int64_t s = 0; s < L; ++s) {
           const int64_t t = walk.pos(s);
           const int64_t idx = (b * L + t) * D + d;
-          if (walk.zeroed(b, s)) std::fill(h.begin(), h.end(), T(0));
+          if (walk.starts(b, s)) std::fill(h.begin(), h.end(), T(0));
           if (!mask.real(b * L + t)) {
             y[idx] = T(0);
             continue;
@@ -128,7 +111,7 @@ void bwd(const SelectiveScanParams& p) {
   const int64_t B = p.B, L = p.L, D = p.D, N = p.N;
   const Inputs<T> in(p);
   const MaskReader mask{p.mask, p.mask_dtype};
-  const Walk walk{L, p.reverse, ResetReader{p.reset}};
+  const TimeMap walk{L, p.reverse, p.reset};
   const T* dy = static_cast<const T*>(p.dy);
   const T* dlast = static_cast<const T*>(p.dlast_state);
   T* du = static_cast<T*>(p.du);
@@ -162,7 +145,7 @@ void bwd(const SelectiveScanParams& p) {
           for (int64_t n = 0; n < N; ++n) hs[n] = in.init ? in.init[bd * N + n] : T(0);
           for (int64_t s = 0; s < L; ++s) {
             const int64_t t = walk.pos(s);
-            const T* hp = walk.zeroed(b, s) ? zero.data() : hs.data() + s * N;
+            const T* hp = walk.starts(b, s) ? zero.data() : hs.data() + s * N;
             T* hc = hs.data() + (s + 1) * N;
             const int64_t idx = (b * L + t) * D + d;
             if (!mask.real(b * L + t)) {
@@ -185,7 +168,7 @@ void bwd(const SelectiveScanParams& p) {
           for (int64_t s = L - 1; s >= 0; --s) {
             const int64_t t = walk.pos(s);
             const int64_t idx = (b * L + t) * D + d;
-            const bool rs = walk.zeroed(b, s);
+            const bool rs = walk.starts(b, s);
             if (!mask.real(b * L + t)) {
               du[idx] = T(0);
               ddelta[idx] = T(0);

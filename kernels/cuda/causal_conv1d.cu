@@ -21,6 +21,7 @@
 #include "core/cuda/dtype_cuda.cuh"
 #include "core/tensor.h"
 #include "kernels/causal_conv1d.h"
+#include "kernels/detail/time_map.h"
 
 namespace mt::kernels {
 
@@ -38,19 +39,6 @@ template <typename C>
 __device__ __forceinline__ C sigmoid_c(C v) {
   return C(1) / (C(1) + exp(-v));
 }
-
-// The conv's own time t against a row's positions: t itself, or L-1-t for the reverse conv (the conv of the sequence
-// flipped in time, read in place). Read backwards a document that starts at position t ends there, so in the
-// flipped time it starts at L - t. starts() needs reset != nullptr.
-struct TimeMap {
-  int64_t L;
-  bool reverse;
-  const int32_t* reset;
-  __device__ __forceinline__ int64_t row(int64_t b, int64_t t) const { return b * L + (reverse ? L - 1 - t : t); }
-  __device__ __forceinline__ bool starts(int64_t b, int64_t t) const {
-    return reverse ? t > 0 && reset[b * L + L - t] != 0 : reset[b * L + t] != 0;
-  }
-};
 
 // The largest lag output t of row b sees: K-1 without a document start in [t-(K-2), t], else the lag of the nearest
 // one (kernels/causal_conv1d.h). Tap k has lag K-1-k.

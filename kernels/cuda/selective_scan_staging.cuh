@@ -36,6 +36,7 @@
 
 #include "core/cuda/dtype_cuda.cuh"
 #include "core/tensor.h"
+#include "kernels/detail/time_map.h"
 #include "kernels/selective_scan.h"
 
 namespace mt::kernels {
@@ -290,14 +291,12 @@ struct Stage {
     if (FULL) len = TT;
     const int tid = threadIdx.x;
     if (tid < TT) {  // the step flags: plain stores, seen by everyone after the barrier before commit
-      // Step s = t0 + tid reads position s, or L-1-s reversed. Read backwards a document that starts at position t
-      // ends there, so the state is zeroed before the step that reads t-1: the reset of position L-s.
-      const int64_t s = t0 + tid, row = blockIdx.z * p.L;
+      const TimeMap walk{p.L, p.reverse, p.reset};  // step s reads position walk.pos(s)
+      const int64_t s = t0 + tid;
       bool real = tid < len;
-      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, row + (p.reverse ? p.L - 1 - s : s));
+      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, walk.row(blockIdx.z, s));
       raw.m[tid] = real;
-      raw.r[tid] =
-          p.reset != nullptr && tid < len && (p.reverse ? s > 0 && p.reset[row + p.L - s] != 0 : p.reset[row + s] != 0);
+      raw.r[tid] = tid < len && walk.starts(blockIdx.z, s);
     }
     const int64_t D = p.D, N = p.N;
     if constexpr (BU >= 1) {
