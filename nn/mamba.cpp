@@ -96,15 +96,12 @@ Tensor reversed_resets(const Tensor& reset) {
 Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, const Tensor& reset, DType cd, LayerState* state,
                        Tensor* last_state, bool backwards) const {
   const int64_t di = cfg_.d_inner;
-  // in_proj as two GEMMs, one per half of its weight (rows [0, d_inner) give x, the rest z): x and z come out
-  // packed, with no copy out of one [.., 2 d_inner] output and no copy of their gradients back into one.
-  const Tensor w = as_compute(*in_proj.weight, cd);
-  const Tensor b = in_proj.bias ? as_compute(*in_proj.bias, cd) : Tensor();
-  auto half = [&](int64_t at) {
-    return linear(h, slice(w, 0, at, at + di), b.defined() ? slice(b, 0, at, at + di) : Tensor());
-  };
-  Tensor x = half(0);
-  const Tensor z = half(di);
+  // in_proj as one GEMM per half of its weight (rows [0, d_inner) give x, the rest z): x and z come out packed,
+  // each half's weight gradient is written into its rows, and h's gradient is summed inside the GEMMs.
+  const std::vector<Tensor> xz = linear_split(h, as_compute(*in_proj.weight, cd),
+                                              in_proj.bias ? as_compute(*in_proj.bias, cd) : Tensor(), {di, di});
+  Tensor x = xz[0];
+  const Tensor& z = xz[1];
   if (mask.defined()) x = mul(x, unsqueeze(mask, -1));  // pads enter the conv as zeros
   if (!reverse)
     return out_proj.forward(

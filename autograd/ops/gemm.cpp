@@ -105,15 +105,17 @@ Tensor fold_rows(const Tensor& t) {
   return t.as_strided({rows, C}, {rs, nd >= 1 ? st[nd - 1] : 1}, t.offset());
 }
 
-// out (contiguous [batch..., M, N], `batch` matrices) = op(x) @ op(y) (+ bias [N]), where op(x) = x^T if tx.
-// x, y: [batch..., R, C] with the same batch count (or 2-D with batch == 1).
-void gemm_into(const Tensor& x, bool tx, const Tensor& y, bool ty, const Tensor& out, int64_t batch,
-               const Tensor& bias) {
+// out (contiguous [batch..., M, N], `batch` matrices) = op(x) @ op(y) (+ bias [N]) (+ out itself with beta = 1),
+// where op(x) = x^T if tx. x, y: [batch..., R, C] with the same batch count (or 2-D with batch == 1).
+void gemm_into(const Tensor& x, bool tx, const Tensor& y, bool ty, const Tensor& out, int64_t batch, const Tensor& bias,
+               double beta = 0.0) {
   const ops::Dispatch d("matmul", x);
   const Tensor xc = d.input(x), yc = d.input(y);
   Tensor bc = d.input(bias);
   if (bc.defined()) bc = bc.contiguous();
-  const Tensor oc = d.output_into(out);
+  // Accumulating on the CPU into a 16-bit out: the kernel reads and writes an f32 copy of it.
+  const Tensor oc =
+      beta != 0.0 && d.kernel_dtype(out.dtype()) != out.dtype() ? d.input(out).contiguous() : d.output_into(out);
 
   MatArg mx = mat_arg(xc), my = mat_arg(yc);
   const int64_t xr = xc.size(-2), xcols = xc.size(-1), yr = yc.size(-2), ycols = yc.size(-1);
@@ -138,6 +140,7 @@ void gemm_into(const Tensor& x, bool tx, const Tensor& y, bool ty, const Tensor&
   p.stride_c = p.M * p.N;
   if (batch > 1 && p.stride_c == 0) p.stride_c = 1;  // empty matrices: nothing is written
   p.bias = bc.defined() ? bc.data_ptr() : nullptr;
+  p.beta = beta;
   d.run(kernels::gemm_cpu, MT_CUDA_KERNEL(gemm_cuda), p);
   d.write_back(oc, out);
 }
@@ -217,23 +220,38 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  ops::check_float("linear", "x", x);
-  ops::check_float("linear", "weight", weight);
+namespace {
+
+void check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  ops::check_float(op, "x", x);
+  ops::check_float(op, "weight", weight);
   if (bias.defined()) {
-    ops::check_float("linear", "bias", bias);
-    ops::check_same("linear", {&x, &weight, &bias});
+    ops::check_float(op, "bias", bias);
+    ops::check_same(op, {&x, &weight, &bias});
   } else {
-    ops::check_same("linear", {&x, &weight});
+    ops::check_same(op, {&x, &weight});
   }
-  MT_CHECK_SHAPE(weight.dim() == 2, "linear: weight must be [out, in], got ", shape_str(weight.shape()));
-  MT_CHECK_SHAPE(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: x ", shape_str(x.shape()),
+  MT_CHECK_SHAPE(weight.dim() == 2, op, ": weight must be [out, in], got ", shape_str(weight.shape()));
+  MT_CHECK_SHAPE(x.dim() >= 1 && x.size(-1) == weight.size(1), op, ": x ", shape_str(x.shape()),
                  " must end in in_features = ", weight.size(1), " (weight [out, in] is ", shape_str(weight.shape()),
                  ")");
-  const int64_t out_f = weight.size(0), in_f = weight.size(1);
   if (bias.defined())
-    MT_CHECK_SHAPE(bias.dim() == 1 && bias.size(0) == out_f, "linear: bias must be [", out_f, "], got ",
+    MT_CHECK_SHAPE(bias.dim() == 1 && bias.size(0) == weight.size(0), op, ": bias must be [", weight.size(0), "], got ",
                    shape_str(bias.shape()));
+}
+
+// Rows [at, at + n) of a [rows, C] or [rows] tensor, as a view.
+Tensor row_block(const Tensor& t, int64_t at, int64_t n) {
+  Shape shape = t.shape();
+  shape[0] = n;
+  return t.as_strided(shape, t.strides(), t.offset() + at * t.strides()[0]);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("linear", x, weight, bias);
+  const int64_t out_f = weight.size(0), in_f = weight.size(1);
   Tensor x2 = fold_rows(x);
   const int64_t rows = x2.size(0);
   Tensor out = Tensor::empty(with_last(x.shape(), out_f), x.dtype(), x.device());
@@ -270,6 +288,66 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     record_node(node, {x, weight, bias}, {out});
   }
   return out;
+}
+
+std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                 const std::vector<int64_t>& sizes) {
+  check_linear("linear_split", x, weight, bias);
+  const int64_t out_f = weight.size(0), in_f = weight.size(1);
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    MT_CHECK_SHAPE(s >= 1, "linear_split: every part needs at least one output, got sizes ", shape_str(sizes));
+    total += s;
+  }
+  MT_CHECK_SHAPE(!sizes.empty() && total == out_f, "linear_split: sizes ", shape_str(sizes),
+                 " must add up to the weight's ", out_f, " rows");
+  const Tensor x2 = fold_rows(x);
+  const int64_t rows = x2.size(0);
+  std::vector<Tensor> outs;
+  for (int64_t i = 0, at = 0; i < static_cast<int64_t>(sizes.size()); at += sizes[i++]) {
+    outs.push_back(Tensor::empty(with_last(x.shape(), sizes[i]), x.dtype(), x.device()));
+    gemm_into(x2, false, row_block(weight, at, sizes[i]), true, fold_rows(outs.back()), 1,
+              bias.defined() ? row_block(bias, at, sizes[i]) : Tensor());
+  }
+
+  if (any_requires_grad({&x, &weight, &bias})) {
+    const bool need_x = requires_grad(x), need_w = requires_grad(weight), need_b = requires_grad(bias);
+    const Tensor sx = need_w ? x2 : Tensor();
+    const Tensor sw = need_x ? weight : Tensor();
+    const Shape x_shape = x.shape();
+    const DType dt = x.dtype();
+    const Device dev = x.device();
+    auto node = make_lambda_node(
+        "linear_split",
+        [sx, sw, sizes, need_x, need_w, need_b, x_shape, dt, dev, rows, in_f,
+         out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+          Tensor dx, dw, db;
+          if (need_x) dx = Tensor::empty(x_shape, dt, dev);
+          if (need_w) dw = Tensor::empty({out_f, in_f}, dt, dev);
+          if (need_b) db = Tensor::empty({out_f}, dt, dev);
+          const Tensor ones = need_b ? Tensor::ones({1, rows}, dt, dev) : Tensor();
+          bool dx_written = false;
+          for (int64_t i = 0, at = 0; i < static_cast<int64_t>(sizes.size()); at += sizes[i++]) {
+            const int64_t n = sizes[i];
+            if (!g[i].defined()) {  // this part was not used: no gradient through it
+              if (need_w) row_block(dw, at, n).zero_();
+              if (need_b) row_block(db, at, n).zero_();
+              continue;
+            }
+            const Tensor g2 = fold_rows(g[i]);  // [R, n]
+            if (need_x) {                       // dx (+)= dy_i W_i
+              gemm_into(g2, false, row_block(sw, at, n), false, fold_rows(dx), 1, Tensor(), dx_written ? 1.0 : 0.0);
+              dx_written = true;
+            }
+            if (need_w) gemm_into(g2, true, sx, false, row_block(dw, at, n), 1, Tensor());  // dW_i = dy_i^T x
+            if (need_b) gemm_into(ones, false, g2, false, row_block(db, at, n).view({1, n}), 1, Tensor());
+          }
+          if (need_x && !dx_written) dx.zero_();
+          return {dx, dw, db};
+        });
+    record_node(node, {x, weight, bias}, outs);
+  }
+  return outs;
 }
 
 }  // namespace mt

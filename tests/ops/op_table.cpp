@@ -459,6 +459,17 @@ std::vector<OpCase> gemm_cases(bool big) {
   cs.add("linear 1-D x", {data(randn({4}, 44)), data(randn({3, 4}, 45)), data(randn({3}, 46))}, lin);
   cs.add("linear of a transposed x", {data(randn({3, 2, 4}, 47)), data(randn({5, 4}, 48)), data(randn({5}, 49))},
          [](Ins v) -> Outs { return {linear(transpose(v[0], 0, 1), v[1], v[2])}; });
+  auto lin_split = [](std::vector<int64_t> sizes) {
+    return [sizes](Ins v) -> Outs { return linear_split(v[0], v[1], v[2], sizes); };
+  };
+  cs.add("linear_split [2, 3, 4] into 2 + 3, bias",
+         {data(randn({2, 3, 4}, 60)), data(randn({5, 4}, 61)), data(randn({5}, 62))}, lin_split({2, 3}));
+  cs.add("linear_split [3, 4] into 1 + 1 + 3, no bias", {data(randn({3, 4}, 63)), data(randn({5, 4}, 64)), none()},
+         lin_split({1, 1, 3}));
+  cs.add("linear_split 1-D x into 2 + 1", {data(randn({4}, 65)), data(randn({3, 4}, 66)), data(randn({3}, 67))},
+         lin_split({2, 1}));
+  cs.add("linear_split one part", {data(randn({2, 4}, 68)), data(randn({3, 4}, 69)), data(randn({3}, 70))},
+         lin_split({3}));
   cs.add_big([&] {
     return op_case("matmul [37, 129] @ [129, 65]", {data(randn({37, 129}, 20)), data(randn({129, 65}, 21))}, mm);
   });
@@ -480,6 +491,15 @@ std::vector<OpCase> gemm_cases(bool big) {
   cs.add_big([&] {
     return op_case("linear [5, 7, 13] odd sizes",
                    {data(randn({5, 7, 13}, 31)), data(randn({11, 13}, 32)), data(randn({11}, 33))}, lin);
+  });
+  cs.add_big([&] {
+    return op_case("linear_split [2, 37, 257] into 64 + 65, bias",
+                   {data(randn({2, 37, 257}, 71)), data(randn({129, 257}, 72)), data(randn({129}, 73))},
+                   lin_split({64, 65}));
+  });
+  cs.add_big([&] {
+    return op_case("linear_split [5, 7, 13] into 5 + 6 odd sizes",
+                   {data(randn({5, 7, 13}, 74)), data(randn({11, 13}, 75)), data(randn({11}, 76))}, lin_split({5, 6}));
   });
   return cs.v;
 }

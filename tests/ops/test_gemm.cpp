@@ -3,7 +3,10 @@
 
 #include <vector>
 
+#include "autograd/autograd.h"
+#include "autograd/ops/elementwise.h"
 #include "autograd/ops/gemm.h"
+#include "autograd/ops/reduce.h"
 #include "autograd/ops/shape_ops.h"
 #include "kernels/gemm.h"
 #include "tests/test_util.h"
@@ -181,4 +184,48 @@ TEST(Gemm, Errors) {
     EXPECT_NE(m.find("[5, 2]"), std::string::npos) << m;
   }
   EXPECT_THROW(linear(Tensor::zeros({4, 3}), Tensor::zeros({5, 3}), Tensor::zeros({4})), Error);  // bias size
+}
+
+// linear_split gives linear's output cut into packed parts: on the CPU the same values and weight / bias gradients
+// as slicing linear's output, bit for bit (each is the same dot product), and dx to rounding (its sum over the
+// outputs runs part by part). An unused part gets zero weight and bias rows.
+TEST(Gemm, LinearSplitEqualsSlicesOfLinear) {
+  Generator g(21);
+  const Tensor x = Tensor::randn({2, 5, 7}, g), w = Tensor::randn({9, 7}, g), b = Tensor::randn({9}, g);
+  const Tensor gy0 = Tensor::randn({2, 5, 4}, g), gy1 = Tensor::randn({2, 5, 5}, g);
+  auto run = [&](bool split, bool use_second) {
+    Tensor xs = x.clone(), ws = w.clone(), bs = b.clone();
+    set_requires_grad(xs);
+    set_requires_grad(ws);
+    set_requires_grad(bs);
+    std::vector<Tensor> parts;
+    if (split) {
+      parts = linear_split(xs, ws, bs, {4, 5});
+    } else {
+      const Tensor y = linear(xs, ws, bs);
+      parts = {contiguous(slice(y, -1, 0, 4)), contiguous(slice(y, -1, 4, 9))};
+    }
+    Tensor loss = sum(mul(parts[0], gy0));
+    if (use_second) loss = add(loss, sum(mul(parts[1], gy1)));
+    backward(loss);
+    return std::vector<Tensor>{parts[0], parts[1], grad(xs), grad(ws), grad(bs)};
+  };
+  for (bool use_second : {true, false}) {
+    const std::vector<Tensor> a = run(true, use_second), r = run(false, use_second);
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].shape(), r[i].shape()) << i;
+      if (i == 2)  // dx
+        EXPECT_LT(test::rel_l2(a[i].to_vector(), r[i].to_vector()), 1e-6) << "second part used " << use_second;
+      else
+        EXPECT_EQ(a[i].to_vector(), r[i].to_vector()) << "output " << i << ", second part used " << use_second;
+    }
+    if (!use_second) {
+      const std::vector<double> dw = a[3].to_vector(), db = a[4].to_vector();
+      for (size_t i = 4 * 7; i < dw.size(); ++i) EXPECT_EQ(dw[i], 0.0);
+      for (size_t i = 4; i < db.size(); ++i) EXPECT_EQ(db[i], 0.0);
+    }
+  }
+  EXPECT_THROW(linear_split(x, w, b, {4, 4}), Error);  // parts short of the 9 rows
+  EXPECT_THROW(linear_split(x, w, b, {0, 9}), Error);  // an empty part
+  EXPECT_THROW(linear_split(x, w, b, {}), Error);      // no parts
 }
