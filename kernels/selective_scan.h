@@ -79,6 +79,9 @@ struct SelectiveScanParams {
   // meaning for the flipped sequence: a document that starts at t is one that ends at t read backwards, so the state
   // is zeroed before the step at t-1. last_state is the state after t = 0.
   bool reverse = false;
+  // Elements from one (b, t) row of Bm / Cm to the next; 0 means N (packed). Larger on CUDA when Bm and Cm are column
+  // blocks of one wider tensor (x_proj's output), read in place; the CPU kernels take packed rows only.
+  int64_t bc_stride = 0;
 
   // ---- forward outputs ----
   void* y = nullptr;           // storage dtype

@@ -66,7 +66,8 @@ Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const L
   MT_CHECK(!(backwards && state), ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
   Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset, backwards);
   Tensor xdbl = xp.forward(u, cd);
-  const std::vector<Tensor> parts = split(xdbl, -1, {r, n, n});
+  // Views, no copies: dt_proj's GEMM reads dt with xdbl's row stride, and the scan reads B and C in place on CUDA.
+  const std::vector<Tensor> parts = split(xdbl, -1, {r, n, n}, /*views=*/true);
   const Tensor &dt = parts[0], &Bm = parts[1], &Cm = parts[2];
   Tensor delta = linear(dt, as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
   Tensor A = neg(exp(as_compute(A_log_p, sd)));

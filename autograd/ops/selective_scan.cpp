@@ -21,6 +21,17 @@ struct ScanInputs {
 };
 
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
+
+// Bm and Cm as the kernels read them: on CUDA, column blocks of one wider [B, L, W] tensor (x_proj's output, split
+// into views) stay in place when they share a row stride; otherwise, and on the CPU, packed copies.
+std::pair<Tensor, Tensor> bc_inputs(const Tensor& Bm, const Tensor& Cm) {
+  auto rows = [](const Tensor& t) {
+    const Shape& st = t.strides();
+    return st[2] == 1 && st[1] >= t.size(2) && st[0] == t.size(1) * st[1] ? st[1] : int64_t{-1};
+  };
+  if (!Bm.device().is_cpu() && !Bm.is_contiguous() && rows(Bm) > 0 && rows(Bm) == rows(Cm)) return {Bm, Cm};
+  return {Bm.contiguous(), Cm.contiguous()};
+}
 const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 void* mut_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
@@ -88,6 +99,7 @@ kernels::SelectiveScanParams params_for(const ScanInputs& s, bool softplus, bool
   p.A = ptr(s.A);
   p.Bm = ptr(s.Bm);
   p.Cm = ptr(s.Cm);
+  if (!s.Bm.is_contiguous()) p.bc_stride = s.Bm.strides()[1];
   p.D_skip = ptr(s.D_skip);
   p.z = ptr(s.z);
   p.delta_bias = ptr(s.delta_bias);
@@ -168,8 +180,9 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
                                 bool delta_softplus, const Tensor& initial_state, const Tensor& mask,
                                 const Tensor& reset, bool reverse) {
   validate(u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state, mask, reset);
+  const std::pair<Tensor, Tensor> bc = bc_inputs(Bm, Cm);
   ScanInputs s{
-      contig(u),          contig(delta),         contig(A),    contig(Bm),   contig(Cm), contig(D_skip), contig(z),
+      contig(u),          contig(delta),         contig(A),    bc.first,     bc.second, contig(D_skip), contig(z),
       contig(delta_bias), contig(initial_state), contig(mask), contig(reset)};
   const DType dt = u.dtype();
   const DType wdt = dt == DType::F64 ? DType::F64 : DType::F32;

@@ -228,7 +228,7 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t dim) {
   return out;
 }
 
-std::vector<Tensor> split(const Tensor& a, int64_t dim, const std::vector<int64_t>& sizes) {
+std::vector<Tensor> split(const Tensor& a, int64_t dim, const std::vector<int64_t>& sizes, bool views) {
   check_defined("split", a);
   MT_CHECK_SHAPE(a.dim() >= 1, "split: needs at least one dimension, got ", a.describe());
   const int64_t d = ops::wrap_dim("split", dim, a.dim());
@@ -244,7 +244,8 @@ std::vector<Tensor> split(const Tensor& a, int64_t dim, const std::vector<int64_
   int64_t at = 0;
   for (int64_t n : sizes) {
     starts.push_back(at);
-    parts.push_back(raw_slice(a, d, at, n, 1).contiguous());
+    const Tensor piece = raw_slice(a, d, at, n, 1);
+    parts.push_back(views ? piece : piece.contiguous());
     at += n;
   }
   if (any_requires_grad({&a})) {

@@ -258,6 +258,8 @@ void bwd(const SelectiveScanParams& p) {
 void check_dtype(const SelectiveScanParams& p, const char* what) {
   MT_CHECK_SHAPE(p.dtype == DType::F32 || p.dtype == DType::F64, what, ": the CPU kernel computes in f32 or f64, got ",
                  dtype_name(p.dtype));
+  MT_CHECK_SHAPE(p.bc_stride == 0 || p.bc_stride == p.N, what, ": Bm and Cm must be packed (row stride N = ", p.N,
+                 "), got a row stride of ", p.bc_stride);
 }
 
 }  // namespace

@@ -257,14 +257,15 @@ struct Stage {
   // Offsets and source pointers computed once and kept in registers (recomputed per tile, the compiler re-reads
   // blockIdx and the kernel parameters and redoes the 64-bit arithmetic).
   __device__ __forceinline__ void init(const SelectiveScanParams& p, int64_t b, int64_t first) {
-    const int64_t last = p.reverse ? p.L - 1 : 0;
+    const int64_t last = p.reverse ? p.L - 1 : 0, bcs = p.bc_stride > 0 ? p.bc_stride : p.N;
     ebase = (b * p.L + last) * p.D + first;
-    bbase = (b * p.L + last) * p.N;
+    bbase = (b * p.L + last) * bcs;
     erow = static_cast<int>(p.reverse ? -p.D : p.D);
-    brow = static_cast<int>(p.reverse ? -p.N : p.N);
+    brow = static_cast<int>(p.reverse ? -bcs : bcs);
     d0 = static_cast<int>(first);
     asm volatile("" : "+l"(ebase), "+l"(bbase), "+r"(d0), "+r"(erow), "+r"(brow));
-    bool ok = BU >= 1 && p.D % VE == 0 && p.N == NMAX && aligned16(p.delta) && aligned16(p.u) && aligned16(p.Bm);
+    bool ok = BU >= 1 && p.D % VE == 0 && p.N == NMAX && bcs % VE == 0 && aligned16(p.delta) && aligned16(p.u) &&
+              aligned16(p.Bm);
     if (kWithGrad || kYPass) ok = ok && (p.z == nullptr || aligned16(p.z));
     if (kWithGrad) ok = ok && aligned16(p.dy);
     if (kWithC) ok = ok && aligned16(p.Cm);
@@ -423,6 +424,8 @@ void check_params(const SelectiveScanParams& p, const char* what) {
                  "], got ", p.N);
   MT_CHECK_SHAPE(p.B >= 1 && p.B <= 65535, what, ": B must be in [1, 65535], got ", p.B);
   MT_CHECK_SHAPE(p.L >= 1 && p.D >= 1, what, ": L and D must be >= 1, got L = ", p.L, ", D = ", p.D);
+  MT_CHECK_SHAPE(p.bc_stride == 0 || (p.bc_stride >= p.N && p.bc_stride * p.L <= INT32_MAX), what,
+                 ": the row stride of Bm and Cm must be 0 or in [N, 2^31 / L], got ", p.bc_stride);
 }
 
 // Chunks along L (Tuning::chunk_min_threads): {chunk length (a multiple of TT), number of chunks}.

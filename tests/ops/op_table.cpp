@@ -771,9 +771,13 @@ struct ScanFlags {
   bool z, D_skip, bias, softplus, init, mask;
   bool reset = false;
   bool reverse = false;  // the scan of the flipped sequence, read in place
+  // > 0: Bm and Cm are views into one [B, L, bc_view + 2N] input (x_proj's output after [dt | B | C]), read in place
+  // on CUDA.
+  int64_t bc_view = 0;
   std::string str() const {
     return mt::str("z=", z, " D=", D_skip, " bias=", bias, " softplus=", softplus, " init=", init, " mask=", mask,
-                   " reset=", reset, reverse ? " reverse" : "");
+                   " reset=", reset, reverse ? " reverse" : "",
+                   bc_view > 0 ? mt::str(" B, C views after ", bc_view) : "");
   }
 };
 
@@ -800,8 +804,8 @@ OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f,
   c.inputs = {data(randn({B, L, D}, seed + 1)),
               data(f.softplus ? randn({B, L, D}, seed + 2, -2.5, 1.0) : uniform({B, L, D}, seed + 2, 0.01, 0.3)),
               master(Tensor::from_vector(a, {D, N}, DType::F64)),
-              data(randn({B, L, N}, seed + 3)),
-              data(randn({B, L, N}, seed + 4)),
+              data(randn({B, L, f.bc_view > 0 ? f.bc_view + 2 * N : N}, seed + 3)),
+              opt(f.bc_view == 0, data(randn({B, L, N}, seed + 4))),
               opt(f.D_skip, master(randn({D}, seed + 5, 1.0, 0.5))),
               opt(f.z, data(randn({B, L, D}, seed + 6))),
               opt(f.bias, master(uniform({D}, seed + 7, -0.5, 0.5))),
@@ -809,9 +813,16 @@ OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f,
               opt(f.mask, fixed(scan_mask(B, L, mask_dtype))),
               opt(f.reset, fixed(doc_resets(B, L, seed + 9)))};
   const bool softplus = f.softplus, reverse = f.reverse;
-  c.run = [softplus, reverse](Ins v) -> Outs {
+  const int64_t bc_view = f.bc_view;
+  c.run = [softplus, reverse, bc_view, N](Ins v) -> Outs {
+    Tensor Bm = v[3], Cm = v[4];
+    if (bc_view > 0) {
+      const std::vector<Tensor> parts = split(v[3], -1, {bc_view, N, N}, /*views=*/true);
+      Bm = parts[1];
+      Cm = parts[2];
+    }
     const SelectiveScanOut o =
-        selective_scan(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], softplus, v[8], v[9], v[10], reverse);
+        selective_scan(v[0], v[1], v[2], Bm, Cm, v[5], v[6], v[7], softplus, v[8], v[9], v[10], reverse);
     return {o.y, o.last_state};
   };
   c.tol = [](DType dt) {
@@ -882,6 +893,16 @@ std::vector<OpCase> selective_scan_cases(bool big) {
       for (const ScanFlags& f : {rev_on, rev_off}) add_big_f32_bf16(L > 4000 ? 1 : 2, L, 131, N, f, seed += 10);
   add_big_f32_bf16(8, 300, 1024, 16, rev_on, 3970);
   cs.add_big([&] { return scan_case(3, 257, 37, 5, rev_on, 3980); });
+  // B and C read in place from one wider tensor: offsets and row strides that serve the 16-byte copies (8 in front,
+  // N = 16 or 64) and ones that do not (3 in front), forward and reverse.
+  for (int64_t pad : {3, 8}) {
+    ScanFlags f = on_reset, fr = rev_on, fo = off;
+    f.bc_view = fr.bc_view = fo.bc_view = pad;
+    cs.add(scan_case(2, 5, 3, 4, f, seed += 10));
+    cs.add(scan_case(1, 17, 2, 2, fr, seed += 10));
+    for (int64_t N : {16, 64})
+      for (const ScanFlags& g : {f, fr, fo}) add_big_f32_bf16(2, 2049, 131, N, g, seed += 10);
+  }
   return cs.v;
 }
 
