@@ -57,8 +57,8 @@ struct SelectiveScanParams {
   int64_t B = 0, L = 0, D = 0, N = 0;
   // Storage dtype of u, delta, z, Bm, Cm, y, dy, du, ddelta, dz. The CPU kernels accept F32 / F64 only.
   DType dtype = DType::F32;
-  // A, D_skip, delta_bias, initial_state, last_state, dlast_state and the "compute" gradients (dA, dBm, dCm,
-  // dD_skip, ddelta_bias, dinitial_state) are F64 when dtype is F64 and F32 otherwise.
+  // A, D_skip, delta_bias, initial_state, last_state, dlast_state and the "compute" gradients (dA, dD_skip,
+  // ddelta_bias, dinitial_state; dBm and dCm on the CPU) are F64 when dtype is F64 and F32 otherwise.
   bool delta_softplus = false;
 
   // ---- inputs (null = absent where optional) ----
@@ -96,7 +96,8 @@ struct SelectiveScanParams {
   void* du = nullptr;
   void* ddelta = nullptr;
   void* dz = nullptr;
-  // Compute dtype, overwritten by both backends.
+  // Compute dtype, overwritten by both backends; dBm and dCm are in the storage dtype on CUDA (their sums over the
+  // channels run in the compute dtype and are rounded once, as the op would round the CPU's).
   // dD_skip / ddelta_bias / dinitial_state may be null (not wanted, or the input is absent).
   void* dA = nullptr;
   void* dBm = nullptr;

@@ -154,8 +154,10 @@ std::vector<Tensor> scan_backward(const ScanInputs& s, bool softplus, bool rever
   Tensor du = d.output(s.u.shape(), dt), ddelta = d.output(s.u.shape(), dt);
   Tensor dz = s.z.defined() ? d.output(s.u.shape(), dt) : Tensor();
   Tensor dA = Tensor::empty({D, N}, wdt, dev);
-  // dB and dC are summed over the channels in the compute dtype on both devices, then stored in u's dtype.
-  Tensor dBm = Tensor::empty({B, L, N}, wdt, dev), dCm = Tensor::empty({B, L, N}, wdt, dev);
+  // dB and dC are summed over the channels in the compute dtype on both devices and stored in u's dtype: by the CUDA
+  // kernel itself, from the CPU kernel's compute-dtype result here.
+  const DType bc_dt = d.cpu() ? wdt : dt;
+  Tensor dBm = Tensor::empty({B, L, N}, bc_dt, dev), dCm = Tensor::empty({B, L, N}, bc_dt, dev);
   Tensor dD = s.D_skip.defined() ? Tensor::empty({D}, wdt, dev) : Tensor();
   Tensor dbias = s.delta_bias.defined() ? Tensor::empty({D}, wdt, dev) : Tensor();
   Tensor dinit = s.initial_state.defined() ? Tensor::empty({B, D, N}, wdt, dev) : Tensor();

@@ -269,16 +269,17 @@ __global__ void reduce_rows_kernel(const W* in, int64_t R, int64_t M, W* out) {
 }
 
 // dB and dC from the backward's per-block partials pBC [R][2][B][N][L]: thread i = ((c * B + b) * N + n) * L + t sums
-// its R rows in order (reads coalesced along t) and writes dB / dC [B][L][N] at step t's position (L-1-t reversed).
-template <typename W>
-__global__ void reduce_bc_kernel(const W* in, int64_t R, int64_t B, int64_t L, int64_t N, bool reverse, W* dB, W* dC) {
+// its R rows in order (reads coalesced along t) and writes dB / dC [B][L][N] in the storage dtype T at step t's
+// position (L-1-t reversed).
+template <typename W, typename T>
+__global__ void reduce_bc_kernel(const W* in, int64_t R, int64_t B, int64_t L, int64_t N, bool reverse, T* dB, T* dC) {
   const int64_t M = 2 * B * N * L;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < M;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     W s = W(0);
     for (int64_t r = 0; r < R; ++r) s += in[r * M + i];
     const int64_t t = i % L, n = i / L % N, cb = i / (L * N), b = cb % B;
-    (cb < B ? dB : dC)[(b * L + (reverse ? L - 1 - t : t)) * N + n] = s;
+    (cb < B ? dB : dC)[(b * L + (reverse ? L - 1 - t : t)) * N + n] = from_compute<T>(s);
   }
 }
 
@@ -329,8 +330,8 @@ void scan_bwd(const SelectiveScanParams& p) {
   scan_bwd_kernel<T, NMAX, NPT, kMinBlocks>
       <<<grid, NT, smem, cuda::stream()>>>(p, CL, nch, Hs, Rb, pBC, pA, pDD, pBias);
   MT_CUDA_CHECK_LAUNCH();
-  reduce_bc_kernel<W><<<cuda::grid_for(2 * B * L * N, 256), 256, 0, cuda::stream()>>>(
-      pBC, nDb, B, L, N, p.reverse, static_cast<W*>(p.dBm), static_cast<W*>(p.dCm));
+  reduce_bc_kernel<W, T><<<cuda::grid_for(2 * B * L * N, 256), 256, 0, cuda::stream()>>>(
+      pBC, nDb, B, L, N, p.reverse, static_cast<T*>(p.dBm), static_cast<T*>(p.dCm));
   MT_CUDA_CHECK_LAUNCH();
   reduce_rows<W>(pA, B * nch, D * N, static_cast<W*>(p.dA));
   if (p.dD_skip) reduce_rows<W>(pDD, B * nch, D, static_cast<W*>(p.dD_skip));

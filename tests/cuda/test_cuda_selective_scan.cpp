@@ -188,8 +188,8 @@ TEST(CudaSelectiveScan, ForwardSavedTileStatesGiveTheSameBackward) {
                                  Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
                                  Tensor::empty({c.B, c.L, c.D}, c.dt, dev),
                                  Tensor::empty({c.D, c.N}, wdt, dev),
-                                 Tensor::empty({c.B, c.L, c.N}, wdt, dev),
-                                 Tensor::empty({c.B, c.L, c.N}, wdt, dev),
+                                 Tensor::empty({c.B, c.L, c.N}, c.dt, dev),  // dBm, dCm: the storage dtype
+                                 Tensor::empty({c.B, c.L, c.N}, c.dt, dev),
                                  Tensor::empty({c.D}, wdt, dev),
                                  Tensor::empty({c.D}, wdt, dev),
                                  Tensor::empty({c.B, c.D, c.N}, wdt, dev)};

@@ -83,8 +83,8 @@ void bench_scan(const ScanShape& sh, double copy_gbps) {
   Tensor dy = bf({B, L, D}, -1, 1);
   Tensor du = Tensor::empty({B, L, D}, DType::BF16, dev), ddelta = Tensor::empty({B, L, D}, DType::BF16, dev),
          dz = Tensor::empty({B, L, D}, DType::BF16, dev);
-  Tensor dA = Tensor::empty({D, N}, DType::F32, dev), dBm = Tensor::empty({B, L, N}, DType::F32, dev),
-         dCm = Tensor::empty({B, L, N}, DType::F32, dev), dD = Tensor::empty({D}, DType::F32, dev),
+  Tensor dA = Tensor::empty({D, N}, DType::F32, dev), dBm = Tensor::empty({B, L, N}, DType::BF16, dev),
+         dCm = Tensor::empty({B, L, N}, DType::BF16, dev), dD = Tensor::empty({D}, DType::F32, dev),
          dbias = Tensor::empty({D}, DType::F32, dev);
   kernels::SelectiveScanParams p;
   p.B = B;
