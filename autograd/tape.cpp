@@ -92,7 +92,7 @@ void Tape::backward(const std::vector<Tensor>& roots, const std::vector<Tensor>&
     }
     if (any) {
       for (size_t k = 0; k < gout.size(); ++k)
-        if (!gout[k].defined())
+        if (!gout[k].defined() && node->zero_fill_missing)
           gout[k] = Tensor::zeros(node->output_shapes[k], node->output_dtypes[k], node->output_devices[k]);
       std::vector<Tensor> gin = node->backward(gout);
       MT_ASSERT(gin.size() == node->inputs.size(), "node ", node->name(), " returned ", gin.size(), " grads for ",

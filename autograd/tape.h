@@ -50,6 +50,9 @@ class Node {
   std::vector<Shape> output_shapes;  // to build zero grads for outputs that got none
   std::vector<DType> output_dtypes;
   std::vector<Device> output_devices;
+  // False where backward takes an undefined gradient for an output that got none (the selective scan's last state),
+  // so the tape makes no zero tensor for it.
+  bool zero_fill_missing = true;
 };
 
 class Tape {

@@ -214,6 +214,7 @@ SelectiveScanOut selective_scan(const Tensor& u, const Tensor& delta, const Tens
     auto node = make_lambda_node(kOp, [s, delta_softplus, reverse, tile_states](const std::vector<Tensor>& g) {
       return scan_backward(s, delta_softplus, reverse, g[0], g[1], tile_states);
     });
+    node->zero_fill_missing = false;  // no gradient for y or last_state is read as zero, without a zeros tensor
     record_node(node, {u, delta, A, Bm, Cm, D_skip, z, delta_bias, initial_state}, {out.y, out.last_state});
   }
   return out;
