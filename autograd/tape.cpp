@@ -11,8 +11,18 @@ namespace {
 thread_local Tape t_tape;
 thread_local bool t_grad_enabled = true;
 
-// Sum g into acc. Never writes into g or acc in place (either may alias another tensor's gradient).
-void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
+// Sum g into acc. Never writes into g or acc in place (either may alias another tensor's gradient). Where a 16-bit
+// tensor's gradients arrive in f32 and in its own dtype (AutogradMeta::grad_may_be_f32), the sum is in f32.
+void accumulate(Tensor& acc, const Tensor& g) {
+  if (!acc.defined()) {
+    acc = g;
+  } else if (acc.dtype() != g.dtype()) {
+    const DType wide = acc.dtype() == DType::F32 || g.dtype() == DType::F32 ? DType::F32 : acc.dtype();
+    acc = add(acc.to(wide), g.to(wide));
+  } else {
+    acc = add(acc, g);
+  }
+}
 
 // g is referenced only here, owns all of its storage alone and carries no autograd state: no other tensor can see a
 // write to it.
@@ -95,6 +105,7 @@ void Tape::backward(const std::vector<Tensor>& roots, const std::vector<Tensor>&
         if (!gout[k].defined() && node->zero_fill_missing)
           gout[k] = Tensor::zeros(node->output_shapes[k], node->output_dtypes[k], node->output_devices[k]);
       std::vector<Tensor> gin = node->backward(gout);
+      gout.clear();  // a gradient passed through unchanged (a cast to its own dtype) is then held by gin alone
       MT_ASSERT(gin.size() == node->inputs.size(), "node ", node->name(), " returned ", gin.size(), " grads for ",
                 node->inputs.size(), " inputs");
       for (size_t j = 0; j < gin.size(); ++j) {

@@ -33,6 +33,10 @@ struct AutogradMeta {
   int output_nr = 0;  // which output of grad_fn this tensor is
   std::string name;   // parameter name, for error messages and hooks
   std::vector<std::function<void(const Tensor& grad)>> grad_ready_hooks;  // leaves only
+  // A bf16 / f16 copy of an f32 tensor (cached_cast: the GEMMs' weights): an op may hand this tensor's gradient in
+  // f32 (ops::grad_dtype), which the cast's backward passes to the f32 master as it is, neither rounded to 16 bits
+  // nor converted back.
+  bool grad_may_be_f32 = false;
 };
 
 class Node {

@@ -17,7 +17,8 @@
 //                  rows in ascending position order, with no atomics. That is the CPU kernel's order and
 //                  accumulator, so the result equals the CPU's bit for bit, every run. Extra memory: the sort's
 //                  scratch (embedding_bwd_sort_bytes_cuda), a few times n * 4 bytes.
-// Either way a cast follows into the weight dtype when it is bf16 / f16.
+// Either way a cast follows into the weight dtype when it is bf16 / f16, unless grad_weight is null (the f32 sums
+// are the result).
 #pragma once
 
 #include <cstddef>
@@ -45,8 +46,8 @@ struct EmbeddingBwdParams {
   int64_t n = 0;
   int64_t V = 0, D = 0;
   const void* grad_out = nullptr;  // [n, D] contiguous
-  void* grad_weight = nullptr;     // [V, D] contiguous, fully written
-  void* accum = nullptr;           // CUDA, bf16 / f16 only: f32 scratch [V, D]
+  void* grad_weight = nullptr;     // [V, D] contiguous, fully written; CUDA, bf16 / f16: null when accum is the result
+  void* accum = nullptr;           // CUDA, bf16 / f16 only: f32 [V, D], the sums before they are rounded
   bool deterministic = false;      // CUDA: the sorted, atomic-free path
   void* sort_scratch = nullptr;    // CUDA, deterministic only: embedding_bwd_sort_bytes_cuda(n, V) bytes
 };

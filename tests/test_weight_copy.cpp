@@ -12,6 +12,7 @@
 #include "nn/init.h"
 #include "optim/adamw.h"
 #include "test_util.h"
+#include "weight_grad_check.h"
 
 using namespace mt;
 
@@ -190,3 +191,7 @@ TEST_P(WeightCopyTraining, ReusingTheCopyEqualsCastingAtEveryUse) {
 
 INSTANTIATE_TEST_SUITE_P(HalfDtypes, WeightCopyTraining, ::testing::Values(DType::BF16, DType::F16),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
+
+TEST(WeightCopy, GradientsReachTheMasterUnrounded) {
+  testing_weight_grad::expect_unrounded_weight_grads(Device::cpu());
+}

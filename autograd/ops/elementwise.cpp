@@ -313,7 +313,11 @@ Tensor cached_cast(const Tensor& a, DType dtype) {
     im.converted = y.detach().impl_ptr();
     im.converted_version = im.storage ? im.storage->version() : 0;
   }
-  if (any_requires_grad({&a})) record_cast(a, y);
+  if (any_requires_grad({&a})) {
+    record_cast(a, y);
+    // The GEMMs that read this copy may write its gradient in f32: the master then takes it without a round trip.
+    if (a.dtype() == DType::F32 && is_half(dtype)) y.impl().autograd->grad_may_be_f32 = true;
+  }
   return y;
 }
 

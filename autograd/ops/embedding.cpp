@@ -61,11 +61,11 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
                     " of ids ", shape_str(ids.shape()), " is outside [0, ", V, ") (weight ", weight.describe(), ")"));
 
   if (any_requires_grad({&weight})) {
-    const DType dt = weight.dtype();
+    const DType dt = weight.dtype(), wdt = ops::grad_dtype(weight);
     const Device dev = weight.device();
-    auto node =
-        make_lambda_node("embedding", [idc, V, D, n, dt, dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-          Tensor dw = Tensor::empty({V, D}, dt, dev);
+    auto node = make_lambda_node(
+        "embedding", [idc, V, D, n, dt, wdt, dev](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+          Tensor dw = Tensor::empty({V, D}, wdt, dev);
           kernels::EmbeddingBwdParams b;
           b.id_dtype = idc.dtype();
           b.ids = idc.data_ptr();
@@ -74,12 +74,14 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
           b.D = D;
           const ops::Dispatch d("embedding", dev, ops::cpu_compute_dtype(dt));
           const Tensor gc = d.input(g[0].to(dt).contiguous()).contiguous(), dwc = d.output_into(dw);
-          // CUDA sums bf16 / f16 gradients in an f32 buffer of its own (the CPU kernel writes an f32 output).
-          const Tensor acc = !d.cpu() && is_half(dt) ? Tensor::empty({V, D}, DType::F32, dev) : Tensor();
+          // CUDA sums bf16 / f16 gradients in an f32 buffer: its own, or dw itself when dw is f32 (the gradient of a
+          // weight copy whose master is f32). The CPU kernel writes an f32 output.
+          const bool into_f32 = !d.cpu() && is_half(dt) && wdt == DType::F32;
+          const Tensor acc = !d.cpu() && is_half(dt) && !into_f32 ? Tensor::empty({V, D}, DType::F32, dev) : Tensor();
           b.dtype = d.kernel_dtype(dt);
           b.grad_out = gc.data_ptr();
-          b.grad_weight = dwc.data_ptr();
-          b.accum = acc.defined() ? acc.data_ptr() : nullptr;
+          b.grad_weight = into_f32 ? nullptr : dwc.data_ptr();
+          b.accum = into_f32 ? dwc.data_ptr() : acc.defined() ? acc.data_ptr() : nullptr;
           // run.deterministic: the sorted path (the CPU's sum order) instead of atomics, with its sort scratch.
           Tensor sort_scratch;
           if (!d.cpu() && deterministic_kernels() && n > 0) {

@@ -141,6 +141,10 @@ void gemm_into(const Tensor& x, bool tx, const Tensor& y, bool ty, const Tensor&
   if (batch > 1 && p.stride_c == 0) p.stride_c = 1;  // empty matrices: nothing is written
   p.bias = bc.defined() ? bc.data_ptr() : nullptr;
   p.beta = beta;
+  // 16-bit operands into an f32 out (a weight gradient for an f32 master, ops::grad_dtype): cuBLAS writes f32.
+  p.c_f32 = is_half(p.dtype) && oc.dtype() == DType::F32;
+  MT_ASSERT(p.c_f32 || oc.dtype() == p.dtype, "gemm: out ", dtype_name(oc.dtype()), " for ", dtype_name(p.dtype),
+            " operands");
   d.run(kernels::gemm_cpu, MT_CUDA_KERNEL(gemm_cuda), p);
   d.write_back(oc, out);
 }
@@ -262,11 +266,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Tensor sx = need_w ? x2 : Tensor();
     Tensor sw = need_x ? weight : Tensor();
     const Shape x_shape = x.shape();
-    const DType dt = x.dtype();
+    const DType dt = x.dtype(), wdt = ops::grad_dtype(weight), bdt = need_b ? ops::grad_dtype(bias) : dt;
     const Device dev = x.device();
     auto node =
         make_lambda_node("linear",
-                         [sx, sw, need_x, need_w, need_b, x_shape, dt, dev, rows, in_f,
+                         [sx, sw, need_x, need_w, need_b, x_shape, dt, wdt, bdt, dev, rows, in_f,
                           out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
                            Tensor g2 = fold_rows(g[0]);  // [R, out]
                            Tensor dx, dw, db;
@@ -275,11 +279,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                              gemm_into(g2, false, sw, false, fold_rows(dx), 1, Tensor());  // dx = dy W
                            }
                            if (need_w) {
-                             dw = Tensor::empty({out_f, in_f}, dt, dev);
+                             dw = Tensor::empty({out_f, in_f}, wdt, dev);
                              gemm_into(g2, true, sx, false, dw, 1, Tensor());  // dW = dy^T x
                            }
                            if (need_b) {
-                             db = Tensor::empty({out_f}, dt, dev);
+                             db = Tensor::empty({out_f}, bdt, dev);
                              Tensor ones = Tensor::ones({1, rows}, dt, dev);
                              gemm_into(ones, false, g2, false, db.view({1, out_f}), 1, Tensor());  // db = 1^T dy
                            }
@@ -315,16 +319,16 @@ std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Te
     const Tensor sx = need_w ? x2 : Tensor();
     const Tensor sw = need_x ? weight : Tensor();
     const Shape x_shape = x.shape();
-    const DType dt = x.dtype();
+    const DType dt = x.dtype(), wdt = ops::grad_dtype(weight), bdt = need_b ? ops::grad_dtype(bias) : dt;
     const Device dev = x.device();
     auto node = make_lambda_node(
         "linear_split",
-        [sx, sw, sizes, need_x, need_w, need_b, x_shape, dt, dev, rows, in_f,
+        [sx, sw, sizes, need_x, need_w, need_b, x_shape, dt, wdt, bdt, dev, rows, in_f,
          out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
           Tensor dx, dw, db;
           if (need_x) dx = Tensor::empty(x_shape, dt, dev);
-          if (need_w) dw = Tensor::empty({out_f, in_f}, dt, dev);
-          if (need_b) db = Tensor::empty({out_f}, dt, dev);
+          if (need_w) dw = Tensor::empty({out_f, in_f}, wdt, dev);
+          if (need_b) db = Tensor::empty({out_f}, bdt, dev);
           const Tensor ones = need_b ? Tensor::ones({1, rows}, dt, dev) : Tensor();
           bool dx_written = false;
           for (int64_t i = 0, at = 0; i < static_cast<int64_t>(sizes.size()); at += sizes[i++]) {

@@ -85,7 +85,8 @@ Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor&
     p.dweight = grad ? dw.data_ptr() : nullptr;
     d.run(kernels::linear_cross_entropy_cpu, MT_CUDA_KERNEL(linear_cross_entropy_cuda), p);
     if (grad) {
-      const DType hd = h.dtype(), wd = weight.dtype();
+      // dw is summed in cd: handed on in f32 where the weight is a 16-bit copy of an f32 master (ops::grad_dtype).
+      const DType hd = h.dtype(), wd = ops::grad_dtype(weight);
       const bool need_h = requires_grad(h), need_w = requires_grad(weight);
       auto node = make_lambda_node(
           "linear_cross_entropy",

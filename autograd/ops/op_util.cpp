@@ -1,5 +1,7 @@
 #include "autograd/ops/op_util.h"
 
+#include "autograd/tape.h"
+
 namespace mt::ops {
 
 void check_float(const char* op, const char* arg, const Tensor& t) {
@@ -21,6 +23,11 @@ int64_t wrap_dim(const char* op, int64_t dim, int64_t rank) {
   int64_t d = dim < 0 ? dim + rank : dim;
   MT_CHECK_SHAPE(d >= 0 && d < (rank == 0 ? 1 : rank), op, ": dimension ", dim, " out of range for rank ", rank);
   return d;
+}
+
+DType grad_dtype(const Tensor& t) {
+  const auto& m = t.impl().autograd;
+  return m && m->grad_may_be_f32 && is_half(t.dtype()) ? DType::F32 : t.dtype();
 }
 
 void check_index(const char* op, const char* arg, const Tensor& t) {

@@ -19,6 +19,12 @@ int64_t wrap_dim(const char* op, int64_t dim, int64_t rank);
 // Throw mt::Error(Shape) unless t is defined and i32 or i64 (ids, targets).
 void check_index(const char* op, const char* arg, const Tensor& t);
 
+// The dtype in which an op writes the gradient of its input t: f32 for a bf16 / f16 copy of an f32 tensor
+// (AutogradMeta::grad_may_be_f32, the weights cached_cast gives the GEMMs), else t's own dtype. Ops whose
+// backward sums in f32 anyway (GEMMs with an f32 output, the embedding's accumulator) use it to skip rounding to 16
+// bits a gradient that the cast's backward would convert straight back.
+DType grad_dtype(const Tensor& t);
+
 // Bad ids / targets on CUDA: the kernels record the first bad position in a device int64 (bad_flag(n), n = none)
 // and the op reads that one value back (read_flag: -1 when none), a small copy that synchronises the stream once
 // per call. element_i64 then fetches the offending value (one element of a packed integer tensor) for the message.

@@ -183,7 +183,7 @@ void embedding_bwd_cuda(const EmbeddingBwdParams& p) {
         MT_CUDA_CHECK_LAUNCH();
       }
       if constexpr (!std::is_same_v<G, float> && !std::is_same_v<G, double>) {
-        if (total > 0) {
+        if (total > 0 && p.grad_weight != nullptr) {
           cast_kernel<G><<<cuda::grid_for(total), 256, 0, cuda::stream()>>>(static_cast<const float*>(acc),
                                                                             static_cast<G*>(p.grad_weight), total);
           MT_CUDA_CHECK_LAUNCH();

@@ -10,6 +10,7 @@
 #include "kernels/adamw.h"
 #include "optim/adamw.h"
 #include "test_util.h"
+#include "weight_grad_check.h"
 
 using namespace mt;
 
@@ -204,4 +205,10 @@ TEST(CudaAdamW, TheUpdateDoesNotDependOnTheCopy) {
     EXPECT_EQ(ow.entries()[i].exp_avg.to_vector(), on.entries()[i].exp_avg.to_vector()) << sizes[i];
     EXPECT_EQ(ow.entries()[i].exp_avg_sq.to_vector(), on.entries()[i].exp_avg_sq.to_vector()) << sizes[i];
   }
+}
+
+// The gradient of a bf16 weight copy reaches its f32 master as the GEMM's (the embedding's) f32 sum, unrounded.
+TEST(CudaWeightCopy, GradientsReachTheMasterUnrounded) {
+  MT_REQUIRE_CUDA();
+  testing_weight_grad::expect_unrounded_weight_grads(Device::cuda());
 }
