@@ -1,5 +1,6 @@
 // CUDA AdamW: one tensor per launch (adamw_cuda) or up to kAdamWMaxTensors per launch (adamw_multi_cuda), both
 // through the same per-element update, which also writes the bf16 / f16 weight copy when there is one.
+#include <cstdint>
 #include <map>
 #include <type_traits>
 #include <utility>
@@ -39,12 +40,58 @@ __device__ __forceinline__ void update_one(const Hyper& h, float wd, float* para
   if constexpr (!std::is_void_v<C>) static_cast<C*>(copy)[i] = cuda::from_compute<C>(w);
 }
 
+// Four consecutive elements as 16-byte (f32) and 8-byte (16-bit) vectors, the arithmetic of update_one element by
+// element: the same bits, a quarter of the memory instructions. Pointers 16-byte aligned (8 for 16-bit data).
 template <typename G, typename C>
-__global__ void adamw_kernel(AdamWParams p, Hyper h) {
-  const G* g = static_cast<const G*>(p.grad);
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < p.n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    update_one<G, C>(h, p.weight_decay, p.param, g, p.exp_avg, p.exp_avg_sq, p.copy, i);
+__device__ __forceinline__ void update_four(const Hyper& h, float wd, float* param, const G* g, float* exp_avg,
+                                            float* exp_avg_sq, void* copy, int64_t i4) {
+  struct alignas(4 * sizeof(G)) G4 {
+    G v[4];
+  };
+  float4 p4 = reinterpret_cast<const float4*>(param)[i4];
+  float4 m4 = reinterpret_cast<const float4*>(exp_avg)[i4];
+  float4 v4 = reinterpret_cast<const float4*>(exp_avg_sq)[i4];
+  const G4 g4 = reinterpret_cast<const G4*>(g)[i4];
+  float* pp = &p4.x;
+  float* mm = &m4.x;
+  float* vv = &v4.x;
+  [[maybe_unused]] struct alignas(8) { std::conditional_t<std::is_void_v<C>, char, C> v[4]; } c4;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float p1 = pp[j], m1 = mm[j], v1 = vv[j];
+    update_one<G, C>(h, wd, &p1, &g4.v[j], &m1, &v1, &c4.v[j], 0);
+    pp[j] = p1;
+    mm[j] = m1;
+    vv[j] = v1;
+  }
+  reinterpret_cast<float4*>(param)[i4] = p4;
+  reinterpret_cast<float4*>(exp_avg)[i4] = m4;
+  reinterpret_cast<float4*>(exp_avg_sq)[i4] = v4;
+  if constexpr (!std::is_void_v<C>) reinterpret_cast<decltype(c4)*>(copy)[i4] = c4;
+}
+
+// Elements [0, n) by threads start, start + stride, ...: four at a time where vec (aligned; f32 / 16-bit
+// gradients), then the last n % 4 one at a time.
+template <typename G, typename C>
+__device__ __forceinline__ void update_range(const Hyper& h, float wd, float* param, const G* g, float* exp_avg,
+                                             float* exp_avg_sq, void* copy, int64_t n, bool vec, int64_t start,
+                                             int64_t stride) {
+  int64_t done = 0;
+  if constexpr (!std::is_same_v<G, double>) {
+    if (vec) {
+      const int64_t n4 = n / 4;
+      for (int64_t i4 = start; i4 < n4; i4 += stride) update_four<G, C>(h, wd, param, g, exp_avg, exp_avg_sq, copy, i4);
+      done = n4 * 4;
+    }
+  }
+  for (int64_t i = done + start; i < n; i += stride) update_one<G, C>(h, wd, param, g, exp_avg, exp_avg_sq, copy, i);
+}
+
+template <typename G, typename C>
+__global__ void adamw_kernel(AdamWParams p, Hyper h, bool vec) {
+  update_range<G, C>(h, p.weight_decay, p.param, static_cast<const G*>(p.grad), p.exp_avg, p.exp_avg_sq, p.copy, p.n,
+                     vec, blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x,
+                     static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
 struct Batch {
@@ -56,6 +103,7 @@ struct Batch {
   void* copy[kAdamWMaxTensors];
   int64_t n[kAdamWMaxTensors];
   float wd[kAdamWMaxTensors];
+  bool vec[kAdamWMaxTensors];
 };
 static_assert(sizeof(Batch) + sizeof(Hyper) < 4000, "kernel argument too large");
 
@@ -63,12 +111,23 @@ template <typename G, typename C>
 __global__ void adamw_multi_kernel(Batch b, Hyper h) {
   const int64_t start = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int k = 0; k < b.count; ++k) {
-    const G* g = static_cast<const G*>(b.grad[k]);
-    for (int64_t i = start; i < b.n[k]; i += stride)
-      update_one<G, C>(h, b.wd[k], b.param[k], g, b.exp_avg[k], b.exp_avg_sq[k], b.copy[k], i);
-  }
+  for (int k = 0; k < b.count; ++k)
+    update_range<G, C>(h, b.wd[k], b.param[k], static_cast<const G*>(b.grad[k]), b.exp_avg[k], b.exp_avg_sq[k],
+                       b.copy[k], b.n[k], b.vec[k], start, stride);
 }
+
+bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+// Whether a tensor's buffers allow update_four: f32 state 16-byte aligned, 16-bit gradient / copy 8-byte aligned.
+bool vectorizable(const float* param, const void* grad, DType grad_dtype, const float* m, const float* v,
+                  const void* copy) {
+  if (grad_dtype == DType::F64) return false;
+  return aligned(param, 16) && aligned(m, 16) && aligned(v, 16) && aligned(grad, grad_dtype == DType::F32 ? 16 : 8) &&
+         (copy == nullptr || aligned(copy, 8));
+}
+
+// The grid for a launch over tensors of at most n elements, taken four at a time.
+int grid_for_update(int64_t n) { return cuda::grid_for((n + 3) / 4); }
 
 // Call f(TypeTag<C>{}) with C the copy's storage type: void without a copy, else __nv_bfloat16 / __half.
 template <typename F>
@@ -89,7 +148,8 @@ void adamw_cuda(const AdamWParams& p) {
     using G = typename decltype(tag)::type;
     dispatch_copy(p.copy, p.copy_dtype, [&](auto ctag) {
       using C = typename decltype(ctag)::type;
-      adamw_kernel<G, C><<<cuda::grid_for(p.n), 256, 0, cuda::stream()>>>(p, hyper_of(p));
+      const bool vec = vectorizable(p.param, p.grad, p.grad_dtype, p.exp_avg, p.exp_avg_sq, p.copy);
+      adamw_kernel<G, C><<<grid_for_update(p.n), 256, 0, cuda::stream()>>>(p, hyper_of(p), vec);
       MT_CUDA_CHECK_LAUNCH();
     });
   });
@@ -120,9 +180,10 @@ void adamw_multi_cuda(const AdamWParams& common, const std::vector<AdamWTensor>&
             b.copy[j] = t.copy;
             b.n[j] = t.n;
             b.wd[j] = t.weight_decay;
+            b.vec[j] = vectorizable(t.param, t.grad, t.grad_dtype, t.exp_avg, t.exp_avg_sq, t.copy);
             largest = std::max(largest, t.n);
           }
-          adamw_multi_kernel<G, C><<<cuda::grid_for(largest), 256, 0, cuda::stream()>>>(b, h);
+          adamw_multi_kernel<G, C><<<grid_for_update(largest), 256, 0, cuda::stream()>>>(b, h);
           MT_CUDA_CHECK_LAUNCH();
         }
       });
