@@ -272,7 +272,9 @@ void check_every_class_trained(const LabelledOptions& o, const std::vector<std::
     std::string why;
     if (all[k] > 0)
       why = str(all[k] == 1 ? "its only example" : str("its ", all[k], " examples"), " in '", file, "' ",
-                all[k] == 1 ? "went" : "all went", " to the validation split (data.val_fraction ", o.val_fraction,
+                all[k] == 1 ? "went" : "all went",
+                o.test_fraction > 0 ? " to the held-out splits" : " to the validation split", " (data.val_fraction ",
+                o.val_fraction, o.test_fraction > 0 ? str(", data.test_fraction ", o.test_fraction) : std::string(),
                 "): add examples or give data.val_path");
     else if (fasta)
       why = str("'", file, "' (data.class_files[", k, "]) has no usable record");
@@ -304,17 +306,26 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
   } else {
     MT_CHECK(o.val_fraction > 0 && o.val_fraction < 1, ErrorKind::Config,
              "data.val_fraction must be in (0, 1) without data.val_path, got ", o.val_fraction);
+    MT_CHECK(o.test_fraction >= 0 && o.val_fraction + o.test_fraction < 1, ErrorKind::Config,
+             "data.val_fraction + data.test_fraction must be < 1, got ", o.val_fraction, " + ", o.test_fraction);
     const int64_t n = static_cast<int64_t>(rows.size());
     const int64_t n_val = static_cast<int64_t>(static_cast<double>(n) * o.val_fraction);
-    MT_CHECK(n_val >= 1 && n - n_val >= 1, ErrorKind::Data, "data: ", n, " rows are too few to hold out a fraction ",
-             o.val_fraction, " for validation");
+    const int64_t n_test = static_cast<int64_t>(static_cast<double>(n) * o.test_fraction);
+    MT_CHECK(n_val >= 1 && n - n_val - n_test >= 1, ErrorKind::Data, "data: ", n,
+             " rows are too few to hold out a fraction ", o.val_fraction, " for validation",
+             o.test_fraction > 0 ? str(" and ", o.test_fraction, " for test") : std::string());
+    MT_CHECK(o.test_fraction == 0 || n_test >= 1, ErrorKind::Data, "data: ", n,
+             " rows are too few to hold out a fraction ", o.test_fraction, " for test (data.test_fraction)");
+    // The permutation's tail: test, then validation before it; the rest trains.
     const std::vector<int64_t> perm = permutation(n, o.split_seed, kSplitDomain, 0);
-    for (int64_t i = 0; i < n; ++i)
-      (i >= n - n_val ? val_ : train_).push_back(std::move(rows[static_cast<size_t>(perm[static_cast<size_t>(i)])]));
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<Example>& part = i >= n - n_test ? test_ : i >= n - n_test - n_val ? val_ : train_;
+      part.push_back(std::move(rows[static_cast<size_t>(perm[static_cast<size_t>(i)])]));
+    }
   }
   check_every_class_trained(o, label_names_, per_class, class_counts());
   uint64_t h = 0xcbf29ce484222325ULL;
-  for (const auto* part : {&train_, &val_}) {
+  for (const auto* part : {&train_, &val_, &test_}) {
     for (const Example& e : *part) {
       h = fnv_add(h, e.ids.data(), e.ids.size() * sizeof(int32_t));
       h = fnv_add(h, &e.label, sizeof e.label);
@@ -325,6 +336,11 @@ LabelledDataset::LabelledDataset(const LabelledOptions& o) : o_(o) {
 
 int64_t LabelledDataset::vocab_size() const { return vocab_; }
 
+const std::vector<Example>& LabelledDataset::split(const std::string& name) const {
+  MT_CHECK(name == "val" || name == "test", ErrorKind::Usage, "labelled data: no split '", name, "' (val or test)");
+  return name == "val" ? val_ : test_;
+}
+
 std::vector<int64_t> LabelledDataset::class_counts() const {
   std::vector<int64_t> c(static_cast<size_t>(o_.num_classes), 0);
   for (const Example& e : train_) ++c[static_cast<size_t>(e.label)];
@@ -334,8 +350,9 @@ std::vector<int64_t> LabelledDataset::class_counts() const {
 std::string LabelledDataset::fingerprint() const {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_));
+  // The test split appears only when there is one, so runs without it keep their fingerprint.
   return str("labelled:", o_.format, ":", o_.tokenizer, ":train=", train_.size(), ":val=", val_.size(),
-             ":fnv1a64:", hex);
+             test_.empty() ? std::string() : str(":test=", test_.size()), ":fnv1a64:", hex);
 }
 
 Batch LabelledDataset::make_batch(const std::vector<const Example*>& rows, int64_t batch_size,

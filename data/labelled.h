@@ -20,13 +20,14 @@
 // Sequences longer than max_len tokens are truncated (counted).
 //
 // Splits: the validation set is val_path when given, else the last val_fraction of a seeded permutation of the
-// training rows (so it is fixed by the seed and never overlaps training). Training sample i (a global index) is
-// row perm_e[i mod n] of epoch e = i / n, perm_e a Philox-seeded shuffle of (seed, e): batches are a pure function
-// of (seed, samples seen), which makes resumes exact. With rc_augment (DNA), training sample i is reverse-
-// complemented with probability 1/2, also decided by (seed, i).
-// Batches are padded to their longest member with token 0 ([PAD] for DNA, NUL for bytes); Batch::mask marks real
-// tokens; Batch::labels holds the class, kIgnoreIndex (core/ignore_index.h) for padding rows of the last validation
-// batch.
+// training rows (so it is fixed by the seed and never overlaps training). With test_fraction > 0 (no val_path) the
+// last test_fraction of that permutation is a test split, never trained on nor scored during training, and the
+// validation rows are the val_fraction before it; with test_fraction 0 the splits are the same as without it. Training
+// sample i (a global index) is row perm_e[i mod n] of epoch e = i / n, perm_e a Philox-seeded shuffle of (seed, e):
+// batches are a pure function of (seed, samples seen), which makes resumes exact. With rc_augment (DNA), training
+// sample i is reverse-complemented with probability 1/2, also decided by (seed, i). Batches are padded to their
+// longest member with token 0 ([PAD] for DNA, NUL for bytes); Batch::mask marks real tokens; Batch::labels holds the
+// class, kIgnoreIndex (core/ignore_index.h) for padding rows of the last validation batch.
 #pragma once
 
 #include <cstdint>
@@ -48,7 +49,8 @@ struct LabelledOptions {
   std::string tokenizer_path;      // bpe: the HuggingFace tokenizer.json
   int64_t num_classes = 2;
   int64_t max_len = 512;
-  double val_fraction = 0.1;  // when there is no val_path
+  double val_fraction = 0.1;   // when there is no val_path
+  double test_fraction = 0.0;  // when there is no val_path: held out for `evaluate --split test`
   uint64_t split_seed = 0;
   std::string bad_rows = "error";  // error | skip
   bool rc_augment = false;
@@ -90,12 +92,15 @@ class LabelledDataset {
 
   Batch train_batch(uint64_t seed, int64_t first_sample, int64_t batch_size) const;
   Batch val_batch(int64_t batch_index, int64_t batch_size) const;
+  // The held-out rows of a split: "val" (validation) or "test" (empty without test_fraction).
+  const std::vector<Example>& split(const std::string& name) const;
   int64_t num_val_batches(int64_t batch_size) const {
     return (static_cast<int64_t>(val_.size()) + batch_size - 1) / batch_size;
   }
 
   int64_t num_train() const { return static_cast<int64_t>(train_.size()); }
   int64_t num_val() const { return static_cast<int64_t>(val_.size()); }
+  int64_t num_test() const { return static_cast<int64_t>(test_.size()); }
   const ReadStats& stats() const { return stats_; }
   std::vector<int64_t> class_counts() const;  // of the training split
   // "labelled:<format>:<tokenizer>:n=<rows>:fnv1a64:<hex of ids and labels>:split=<seed>/<val_fraction>"
@@ -108,7 +113,7 @@ class LabelledDataset {
   Batch make_batch(const std::vector<const Example*>& rows, int64_t batch_size, const std::vector<bool>& rc) const;
 
   LabelledOptions o_;
-  std::vector<Example> train_, val_;
+  std::vector<Example> train_, val_, test_;
   ReadStats stats_;
   std::vector<std::string> label_names_;
   uint64_t hash_ = 0;

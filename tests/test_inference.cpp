@@ -87,6 +87,18 @@ std::vector<int64_t> truth_of(const std::string& csv) {
   return t;
 }
 
+// DNA records, 24 per class, into DIR/a.fa (class 0) and DIR/b.fa (class 1); returns b.fa's text.
+std::string write_two_class_fasta(const std::string& dir) {
+  std::string a, b;
+  for (int i = 0; i < 24; ++i) {
+    a += str(">a", i, "\n", std::string(static_cast<size_t>(8 + i % 5), "ACGT"[i % 4]), "AAAA\n");
+    b += str(">b", i, "\n", std::string(static_cast<size_t>(8 + i % 3), "ACGT"[(i + 1) % 4]), "TTTT\n");
+  }
+  test::write_bytes(dir + "/a.fa", a);
+  test::write_bytes(dir + "/b.fa", b);
+  return b;
+}
+
 std::vector<std::string> json_keys(const nlohmann::ordered_json& j) {
   std::vector<std::string> k;
   for (auto it = j.begin(); it != j.end(); ++it) k.push_back(it.key());
@@ -399,13 +411,7 @@ TEST(Inference, BadInputsAreOneClearErrorWithItsExitCode) {
 TEST(Inference, IntegerLabelledFastaClassifier) {
   // DNA records, one FASTA file per class, integer labels (no names in the checkpoint, as before string labels).
   const std::string d = test::temp_dir("infer_fasta");
-  std::string a, b;
-  for (int i = 0; i < 24; ++i) {
-    a += str(">a", i, "\n", std::string(static_cast<size_t>(8 + i % 5), "ACGT"[i % 4]), "AAAA\n");
-    b += str(">b", i, "\n", std::string(static_cast<size_t>(8 + i % 3), "ACGT"[(i + 1) % 4]), "TTTT\n");
-  }
-  test::write_bytes(d + "/a.fa", a);
-  test::write_bytes(d + "/b.fa", b);
+  write_two_class_fasta(d);
   test::CliResult r = run_cli(
       "train configs/promoters-ecoli.yaml --set run.out_dir=" + d + "/run --set data.class_files=" + d + "/a.fa," + d +
       "/b.fa --set model.d_model=16 --set model.n_layer=1 --set model.bidirectional=false --set trainer.max_steps=2"
@@ -427,6 +433,65 @@ TEST(Inference, IntegerLabelledFastaClassifier) {
   const std::vector<std::string> rows = lines_of(d + "/p.csv");
   ASSERT_EQ(rows.size(), 25u);
   EXPECT_EQ(rows[0], "row,predicted,prob_0,prob_1");
+  std::filesystem::remove_all(d);
+}
+
+// data.test_fraction holds rows out of training and of its evaluations; `evaluate --split` scores a run on the
+// rows training held out, rebuilt from its config and checked against its data fingerprint.
+TEST(Inference, EvaluateSplitScoresTheRowsTrainingHeldOut) {
+  const std::string d = test::temp_dir("infer_split");
+  const std::string b = write_two_class_fasta(d);
+  const std::string files = " --set data.class_files=" + d + "/a.fa," + d + "/b.fa";
+  const std::string small =
+      " --set model.d_model=16 --set model.n_layer=1 --set model.bidirectional=false --set trainer.max_steps=4"
+      " --set scheduler.warmup_steps=0 --set trainer.micro_batch_size=8 --set trainer.global_batch_size=8"
+      " --set trainer.eval_every=4 --set trainer.eval_batches=0 --set logging.progress=false"
+      " --set checkpoint.every=0 --set run.device=cpu --set data.val_fraction=0.25";
+  test::CliResult r = run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + d + "/run" + files + small +
+                              " --set data.test_fraction=0.25");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "24 train (classes")) << r.out;
+  EXPECT_TRUE(contains(r.out, "/ 12 validation / 12 test (held out)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  n=12")) << r.out;
+  // The validation split scored again equals the training's last evaluation of it (same model, same rows).
+  r = run_cli("evaluate " + d + "/run --split val --out " + d + "/val.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "the validation split (12 rows; data.val_fraction 0.25")) << r.out;
+  const nlohmann::json v = nlohmann::json::parse(test::read_bytes(d + "/val.json"));
+  EXPECT_EQ(v["n"], 12);
+  nlohmann::json last_eval;
+  for (const std::string& l : lines_of(d + "/run/metrics.jsonl")) {
+    const nlohmann::json j = nlohmann::json::parse(l);
+    if (j.contains("eval")) last_eval = j["eval"];
+  }
+  ASSERT_TRUE(last_eval.contains("accuracy")) << last_eval.dump();
+  EXPECT_NEAR(last_eval["accuracy"].get<double>(), v["accuracy"].get<double>(), 1e-12) << v.dump();
+  EXPECT_NEAR(last_eval["mcc"].get<double>(), v["mcc"].get<double>(), 1e-12) << v.dump();
+  r = run_cli("evaluate " + d + "/run --split test --out " + d + "/test.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "the test split (12 rows; data.test_fraction 0.25")) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(test::read_bytes(d + "/test.json"))["n"], 12);
+  // Bad uses: one line each, with its exit code.
+  r = run_cli("evaluate " + d + "/run --split test --data " + d + "/a.fa");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "give --data FILE or --split, not both")) << r.out;
+  r = run_cli("evaluate " + d + "/run --split test" + files);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "drop --set")) << r.out;
+  r = run_cli("evaluate " + d + "/run --split train");
+  EXPECT_EQ(r.code, 2) << r.out;
+  // A run without a test split.
+  r = run_cli("train configs/promoters-ecoli.yaml --set run.out_dir=" + d + "/run2" + files + small);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("evaluate " + d + "/run2 --split test");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "holds out no test rows (train with data.test_fraction > 0)")) << r.out;
+  // The data changed since training: the held-out rows can no longer be told apart.
+  test::write_bytes(d + "/b.fa", b + ">b24\nACGTACGTTTTT\n");
+  r = run_cli("evaluate " + d + "/run --split test");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_TRUE(contains(r.out, "is not what")) << r.out;
+  EXPECT_TRUE(contains(r.out, "trained on")) << r.out;
   std::filesystem::remove_all(d);
 }
 

@@ -37,6 +37,40 @@ LabelledOptions tsv_opts(const std::string& path) {
   return o;
 }
 
+// 50 rows of byte text, labels 0 / 1, every (text, label) distinct.
+std::string distinct_rows_tsv() {
+  std::string rows = "label\ttext\n";
+  for (int i = 0; i < 50; ++i) rows += std::to_string(i % 2) + "\t" + std::string(1 + i % 7, 'a' + i % 26) + "\n";
+  return rows;
+}
+
+// The rows of a byte-text batch as "text/label"; padding after each row must be token 0.
+std::vector<std::string> batch_rows(const Batch& b) {
+  const int64_t B = b.ids.size(0), L = b.ids.size(1);
+  const auto ids = b.ids.to_vector_i64();
+  const auto m = b.mask.to_vector();
+  const auto labels = b.labels.to_vector_i64();
+  std::vector<std::string> out;
+  for (int64_t r = 0; r < B; ++r) {
+    std::string s;
+    for (int64_t t = 0; t < L; ++t) {
+      if (m[r * L + t] != 0)
+        s += static_cast<char>(ids[r * L + t]);
+      else
+        EXPECT_EQ(ids[r * L + t], 0);  // padding after the row
+    }
+    out.push_back(s + "/" + std::to_string(labels[r]));
+  }
+  return out;
+}
+
+// The held-out examples of a split as "text/label" keys.
+std::set<std::string> example_keys(const std::vector<Example>& ex) {
+  std::set<std::string> k;
+  for (const Example& e : ex) k.insert(std::string(e.ids.begin(), e.ids.end()) + "/" + std::to_string(e.label));
+  return k;
+}
+
 }  // namespace
 
 TEST(Dna, TokensCaseIupacAndReverseComplement) {
@@ -312,9 +346,7 @@ TEST(Labelled, AClassWithNoTrainingExampleIsRefusedNamingClassAndFile) {
 }
 
 TEST(Labelled, SplitsEpochsBatchesAndAugmentationAreDeterministic) {
-  std::string rows = "label\ttext\n";
-  for (int i = 0; i < 50; ++i) rows += std::to_string(i % 2) + "\t" + std::string(1 + i % 7, 'a' + i % 26) + "\n";
-  const std::string p = write_file("s.tsv", rows);
+  const std::string p = write_file("s.tsv", distinct_rows_tsv());
   LabelledOptions o = tsv_opts(p);
   o.val_fraction = 0.2;
   o.split_seed = 3;
@@ -329,19 +361,7 @@ TEST(Labelled, SplitsEpochsBatchesAndAugmentationAreDeterministic) {
   for (int64_t first = 0; first < 40; first += 8) {
     Batch b = ds.train_batch(9, first, 8), b2 = again.train_batch(9, first, 8);
     EXPECT_EQ(b.ids.to_vector_i64(), b2.ids.to_vector_i64());
-    const int64_t L = b.ids.size(1);
-    const auto ids = b.ids.to_vector_i64();
-    const auto m = b.mask.to_vector();
-    for (int64_t r = 0; r < 8; ++r) {
-      std::string s;
-      for (int64_t t = 0; t < L; ++t) {
-        if (m[r * L + t] != 0)
-          s += static_cast<char>(ids[r * L + t]);
-        else
-          EXPECT_EQ(ids[r * L + t], 0);  // padding after the row
-      }
-      seen.insert(s + "/" + std::to_string(b.labels.to_vector_i64()[r]));
-    }
+    for (const std::string& k : batch_rows(b)) seen.insert(k);
   }
   EXPECT_EQ(seen.size(), 40u);
   // Row texts are all distinct, so 40 distinct strings mean every training row came exactly once.
@@ -355,6 +375,45 @@ TEST(Labelled, SplitsEpochsBatchesAndAugmentationAreDeterministic) {
   EXPECT_NE(lv[1], kIgnoreIndex);
   EXPECT_EQ(lv[2], kIgnoreIndex);
   EXPECT_EQ(lv[3], kIgnoreIndex);
+  unlink(p.c_str());
+}
+
+// data.test_fraction: the permutation's tail is a test split, validation the rows before it, the three disjoint and
+// covering every row; test_fraction 0 gives exactly the splits (and fingerprint) of a run without it.
+TEST(Labelled, TestSplitIsTheTailOfTheHeldOutPermutation) {
+  const std::string p = write_file("t.tsv", distinct_rows_tsv());
+  LabelledOptions o = tsv_opts(p);
+  o.val_fraction = 0.2;
+  o.split_seed = 3;
+  const LabelledDataset two(o);
+  o.test_fraction = 0.1;
+  const LabelledDataset three(o);
+  EXPECT_EQ(three.num_train(), 35);
+  EXPECT_EQ(three.num_val(), 10);
+  EXPECT_EQ(three.num_test(), 5);
+  EXPECT_EQ(two.num_test(), 0);
+  EXPECT_TRUE(contains(three.fingerprint(), ":test=5:")) << three.fingerprint();
+  EXPECT_FALSE(contains(two.fingerprint(), ":test=")) << two.fingerprint();
+  const std::set<std::string> val = example_keys(three.split("val")), test = example_keys(three.split("test"));
+  // The rows are distinct (text and label), so set sizes count rows.
+  EXPECT_EQ(val.size(), 10u);
+  EXPECT_EQ(test.size(), 5u);
+  for (const std::string& k : test) EXPECT_EQ(val.count(k), 0u) << k;
+  // The test rows and the validation rows are the last 15 of the permutation that, without a test split, puts its
+  // last 10 in validation: the old validation split is the test split plus the last 5 of the new validation split.
+  const std::set<std::string> old_val = example_keys(two.split("val"));
+  for (const std::string& k : test) EXPECT_EQ(old_val.count(k), 1u) << k;
+  // No training sample is a held-out row.
+  for (int64_t first = 0; first < 35; first += 5) {
+    for (const std::string& k : batch_rows(three.train_batch(1, first, 5)))
+      EXPECT_EQ(val.count(k) + test.count(k), 0u) << k;
+  }
+  EXPECT_TRUE(contains(error_of([&] { (void)three.split("train"); }), "no split 'train'"));
+  o.test_fraction = 0.8;
+  EXPECT_TRUE(
+      contains(error_of([&] { LabelledDataset bad(o); }), "data.val_fraction + data.test_fraction must be < 1"));
+  o.test_fraction = 0.01;  // 0.5 of a row
+  EXPECT_TRUE(contains(error_of([&] { LabelledDataset bad(o); }), "too few to hold out a fraction 0.01 for test"));
   unlink(p.c_str());
 }
 
@@ -429,23 +488,33 @@ TEST(Labelled, ClassificationResumeIsBitExact) {
 }
 
 TEST(Labelled, ConfigRulesForClassification) {
-  test::CliResult r = test::run_cli("train configs/promoters-ecoli.yaml --set tokenizer.kind=byte");
-  EXPECT_EQ(r.code, 3) << r.out;
-  EXPECT_TRUE(contains(r.out, "data.format fasta needs tokenizer.kind dna")) << r.out;
-  r = test::run_cli("train configs/promoters-ecoli.yaml --set model.head=lm");
-  EXPECT_EQ(r.code, 3) << r.out;
-  EXPECT_TRUE(contains(r.out, "data.kind classification trains the sequence_classification head")) << r.out;
-  r = test::run_cli("train configs/promoters-ecoli.yaml --set data.class_files=data/corpora/promoters/nope.fa");
-  EXPECT_EQ(r.code, 3) << r.out;
-  EXPECT_TRUE(contains(r.out, "--set data.class_files: no such file 'data/corpora/promoters/nope.fa'")) << r.out;
   const std::string dir = test::temp_dir("cls_rules");
-  r = test::run_cli("train configs/sst2.yaml --set data.text_column=content --set run.out_dir=" + dir);
-  EXPECT_EQ(r.code, 4) << r.out;
+  struct Case {
+    std::string args;
+    int code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"configs/promoters-ecoli.yaml --set tokenizer.kind=byte", 3, "data.format fasta needs tokenizer.kind dna"},
+      {"configs/promoters-ecoli.yaml --set model.head=lm", 3,
+       "data.kind classification trains the sequence_classification head"},
+      {"configs/promoters-ecoli.yaml --set data.class_files=data/corpora/promoters/nope.fa", 3,
+       "--set data.class_files: no such file 'data/corpora/promoters/nope.fa'"},
+      {"configs/sst2.yaml --set data.text_column=content --set run.out_dir=" + dir, 4,
+       "data/corpora/sst2/train.tsv:1: no column 'content'"},
+      {"configs/tinyshakespeare.yaml --set data.rc_augment=true", 3, "data.rc_augment needs tokenizer.kind dna"},
+      {"configs/tinyshakespeare.yaml --set data.test_fraction=0.1", 3,
+       "data.test_fraction holds out rows of data.kind classification"},
+      {"configs/sst2.yaml --set data.test_fraction=0.1", 3, "a data.val_path run does not split"},
+      {"configs/promoters-ecoli.yaml --set data.val_fraction=0.5 --set data.test_fraction=0.5", 3,
+       "data.val_fraction + data.test_fraction must be < 1"},
+  };
+  for (const Case& c : cases) {
+    const test::CliResult r = test::run_cli("train " + c.args);
+    EXPECT_EQ(r.code, c.code) << c.args << "\n" << r.out;
+    EXPECT_TRUE(contains(r.out, c.message)) << c.args << "\n" << r.out;
+  }
   std::filesystem::remove_all(dir);
-  EXPECT_TRUE(contains(r.out, "data/corpora/sst2/train.tsv:1: no column 'content'")) << r.out;
-  r = test::run_cli("train configs/tinyshakespeare.yaml --set data.rc_augment=true");
-  EXPECT_EQ(r.code, 3) << r.out;
-  EXPECT_TRUE(contains(r.out, "data.rc_augment needs tokenizer.kind dna")) << r.out;
 }
 
 TEST(DnaText, FastaGenomeAsTokensPlainOrGzip) {

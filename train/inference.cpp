@@ -143,7 +143,8 @@ void load_from_checkpoint(InferenceModel& m, const std::string& path, const std:
   const MambaConfig mc = config_from_hf_json(need("model_config_json"), file + ": model_config_json");
   m.cfg = load_train_config(need("config_yaml"), str("checkpoint '", file, "' (its config)"), sets, false);
   keep_pre_key_behaviour(m.cfg, need("config_yaml"));  // the model runs as it was trained
-  auto ln = d.strings.find("label_names");             // absent in checkpoints of integer-labelled runs and older ones
+  if (auto fp = d.strings.find("data_fingerprint"); fp != d.strings.end()) m.data_fingerprint = fp->second;
+  auto ln = d.strings.find("label_names");  // absent in checkpoints of integer-labelled runs and older ones
   if (ln != d.strings.end()) m.label_names = parse_label_names(ln->second, "checkpoint '" + file + "'");
   auto st = d.ints.find("step");
   m.step = st == d.ints.end() ? -1 : st->second;

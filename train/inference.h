@@ -44,6 +44,7 @@ struct InferenceModel {
   std::vector<std::string> skipped;      // newer invalid checkpoints passed over ("<path>: <reason>")
   TrainConfig cfg;                       // model.head / num_classes / pooling, tokenizer.*, data.* (overrides applied)
   std::vector<std::string> label_names;  // class names when the run's labels are names; empty: integer labels
+  std::string data_fingerprint;          // the training data's fingerprint (checkpoint sources; "" for --hf)
   std::unique_ptr<nn::MambaLMHeadModel> lm;                 // model.head lm
   std::unique_ptr<nn::MambaForSequenceClassification> cls;  // model.head sequence_classification
   Device device = Device::cpu();

@@ -91,6 +91,26 @@ class MlmTask : public TaskData {
   uint64_t val_seed_;
 };
 
+class ClassificationTask : public Forwarding<data::LabelledDataset> {
+ public:
+  explicit ClassificationTask(const TrainConfig& c) : Forwarding(labelled_options(c)) {}
+  std::string describe() const override {
+    const data::ReadStats& st = ds_.stats();
+    std::string counts;
+    for (int64_t n : ds_.class_counts()) counts += (counts.empty() ? "" : " / ") + std::to_string(n);
+    std::string s = str("labelled sequences: ", ds_.num_train(), " train (classes ", counts, ") / ", ds_.num_val(),
+                        " validation", ds_.num_test() > 0 ? str(" / ", ds_.num_test(), " test (held out)") : "", "; ",
+                        st.skipped, " bad rows skipped, ", st.truncated, " truncated");
+    for (const std::string& e : st.skipped_examples) s += "\n  skipped: " + e;
+    return s;
+  }
+  bool classification() const override { return true; }
+  std::vector<std::string> label_names() const override { return ds_.label_names(); }
+  int64_t epoch_samples() const override { return ds_.num_train(); }
+};
+
+}  // namespace
+
 data::LabelledOptions labelled_options(const TrainConfig& c) {
   data::LabelledOptions o;
   o.format = c.data.format;
@@ -107,31 +127,13 @@ data::LabelledOptions labelled_options(const TrainConfig& c) {
   o.num_classes = c.model.num_classes;
   o.max_len = c.data.seq_len;
   o.val_fraction = c.data.val_fraction;
+  o.test_fraction = c.data.test_fraction;
   o.split_seed = c.data.split_seed >= 0 ? static_cast<uint64_t>(c.data.split_seed) : c.run.seed;
   o.bad_rows = c.data.bad_rows;
   o.rc_augment = c.data.rc_augment;
   o.label_names = c.data.label_names;
   return o;
 }
-
-class ClassificationTask : public Forwarding<data::LabelledDataset> {
- public:
-  explicit ClassificationTask(const TrainConfig& c) : Forwarding(labelled_options(c)) {}
-  std::string describe() const override {
-    const data::ReadStats& st = ds_.stats();
-    std::string counts;
-    for (int64_t n : ds_.class_counts()) counts += (counts.empty() ? "" : " / ") + std::to_string(n);
-    std::string s = str("labelled sequences: ", ds_.num_train(), " train (classes ", counts, ") / ", ds_.num_val(),
-                        " validation; ", st.skipped, " bad rows skipped, ", st.truncated, " truncated");
-    for (const std::string& e : st.skipped_examples) s += "\n  skipped: " + e;
-    return s;
-  }
-  bool classification() const override { return true; }
-  std::vector<std::string> label_names() const override { return ds_.label_names(); }
-  int64_t epoch_samples() const override { return ds_.num_train(); }
-};
-
-}  // namespace
 
 std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg) {
   if (cfg.data.kind == "classification") return std::make_unique<ClassificationTask>(cfg);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "data/batch.h"
+#include "data/labelled.h"
 #include "train/config/config.h"
 
 namespace mt::train {
@@ -41,6 +42,10 @@ class TaskData {
 // From cfg.data (text and selective_copying feed the LM head, classification the sequence-classification head).
 // mt::Error(Config / Data) on problems.
 std::unique_ptr<TaskData> make_task_data(const TrainConfig& cfg);
+
+// The labelled-data options of a classification config (data.*, tokenizer.*, the split seed): the splits training
+// used, for `evaluate --split`.
+data::LabelledOptions labelled_options(const TrainConfig& cfg);
 
 // Data parallelism: which training samples each rank reads. An optimizer step consumes the global batch
 // [samples_seen, samples_seen + global_batch) as global_batch / micro micro-batches of `micro` consecutive samples;

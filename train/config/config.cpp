@@ -559,7 +559,18 @@ void check_cross(const TrainConfig& c, const Given& g, bool check_files) {
     if (d.val_path.empty() && !(d.val_fraction > 0))
       fail_at(g.blame("data.val_fraction", "data.val_path"),
               "data.val_fraction must be > 0 when there is no data.val_path (a validation split is needed)");
+    if (d.test_fraction > 0 && !d.val_path.empty())
+      fail_at(g.blame("data.test_fraction", "data.val_path"),
+              "data.test_fraction splits the rows of data.path, which a data.val_path run does not split: hold out a "
+              "test file of your own and score it with `mamba-train evaluate --data`");
+    if (d.test_fraction > 0 && !(d.val_fraction + d.test_fraction < 1))
+      fail_at(g.blame("data.test_fraction", "data.val_fraction"),
+              str("data.val_fraction + data.test_fraction must be < 1 (some rows must train), got ", d.val_fraction,
+                  " + ", d.test_fraction));
   }
+  if (d.test_fraction > 0 && d.kind != "classification")
+    fail_at(g.blame("data.test_fraction", "data.kind"),
+            str("data.test_fraction holds out rows of data.kind classification, got data.kind ", d.kind));
   if (!d.label_names.empty() && d.kind != "classification")
     fail_at("data.label_names", str("names the classes of data.kind classification, got data.kind ", d.kind));
   if (d.rc_augment && c.tokenizer.kind != "dna")

@@ -55,6 +55,7 @@ struct DataSection {
   std::string bad_rows = "error";        // error | skip
   bool rc_augment = false;               // dna: reverse-complement half of the training samples
   int64_t split_seed = -1;               // classification held-out split (without val_path); -1 = run.seed
+  double test_fraction = 0.0;            // classification without val_path: rows held out for evaluate --split test
   bool reset_at_document_end = true;     // LM: zero every layer's state where a document starts inside a window
 };
 

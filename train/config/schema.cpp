@@ -296,6 +296,13 @@ std::vector<Key> build() {
           .one_of({"error", "skip"})
           .doc("classification: a bad row (wrong column count, empty text, bad label, non-DNA letter) stops the run "
                "naming file:line, or is skipped and counted"),
+      K("data.test_fraction", F(data.test_fraction))
+          .ge(0)
+          .lt(1)
+          .doc("classification without data.val_path: fraction of the rows held out as a test split (the tail of the "
+               "data.split_seed permutation, validation before it), never trained on nor scored during training; "
+               "score it with `mamba-train evaluate RUN_DIR --split test`. 0 = none (the splits are then as without "
+               "it)"),
       K("data.split_seed", F(data.split_seed))
           .ge(-1)
           .note("-1 (run.seed)")
