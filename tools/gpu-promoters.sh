@@ -9,6 +9,11 @@
 # The three seeds of a variant run at once on the one GPU (the models are small), and both organisms side by side.
 # Full logs in $OUT/promoters/; one line per job and the tables in $OUT/promoters-summary.txt.
 #   bash tools/gpu-promoters.sh
+# PROTOCOL=holdout: one split (data.split_seed 1) with a test split held out (data.test_fraction, $TEST_FRACTION,
+# default 0.2; validation $VAL_FRACTION, default 0.1); each job keeps its best checkpoint by validation MCC
+# (checkpoint.monitor eval.mcc), variants are chosen by the mean of those, and the chosen one and the from-scratch
+# baseline are scored once on the test split (`mamba-train evaluate RUN --best --split test`).
+# SMOKE=1 shrinks every job (one layer of width 16, a few steps) to check the script itself on a CPU.
 set -uo pipefail
 out=${OUT:-gpu-logs}
 logs=$out/promoters
@@ -17,6 +22,7 @@ runs=${RUNS:-/tmp/gpu-promoters}
 sum=$out/promoters-summary.txt
 nvidia-smi --query-gpu=name --format=csv,noheader > "$sum"
 B=${MT_BIN:-./build/mamba-train}
+protocol=${PROTOCOL:-two-splits}
 
 job() {  # name, then mamba-train arguments; one line in the summary
   local name=$1; shift
@@ -27,8 +33,16 @@ job() {  # name, then mamba-train arguments; one line in the summary
 }
 
 W=(--set model.d_model=256 --set model.n_layer=4)
-MLM=(train configs/dna-ecoli-pretrain.yaml "${W[@]}" --set model.bidirectional=true --set trainer.objective=mlm
-  --set data.val_fraction=0.15)
+PRE=()   # pretraining only
+TAIL=()  # after each variant's own settings
+if [ "${SMOKE:-0}" = 1 ]; then
+  W=(--set model.d_model=16 --set model.n_layer=1 --set trainer.max_steps=4 --set scheduler.warmup_steps=1
+    --set trainer.eval_every=2)
+  PRE=(--set data.seq_len=256 --set trainer.eval_batches=1)
+  TAIL=(--set trainer.max_steps=4)
+fi
+MLM=(train configs/dna-ecoli-pretrain.yaml "${W[@]}" "${PRE[@]}" --set model.bidirectional=true
+  --set trainer.objective=mlm --set data.val_fraction=0.15)
 job mlm "${MLM[@]}" &
 job mlm-rc "${MLM[@]}" --set model.rc_equivariant=true &
 wait
@@ -49,14 +63,28 @@ V[mlm-rc]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=f
 V[mlm-rc-lr5e-4-1500]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false
   --set optimizer.lr=0.0005 --set trainer.max_steps=1500"
 
+HOLD=(--set data.val_fraction="${VAL_FRACTION:-0.1}" --set data.test_fraction="${TEST_FRACTION:-0.2}"
+  --set checkpoint.monitor=eval.mcc)
 variant() {  # organism, variant, split seed: the three model seeds at once
-  local org=$1 v=$2 split=$3
+  local org=$1 v=$2 split=$3 extra=()
+  [ "$protocol" = holdout ] && extra=("${HOLD[@]}")
   for seed in 1 2 3; do
     # shellcheck disable=SC2086
     job "$org-$v-split$split-seed$seed" train "configs/promoters-$org.yaml" ${V[$v]} --set run.seed=$seed \
-      --set data.split_seed=$split &
+      --set data.split_seed=$split "${extra[@]}" "${TAIL[@]}" &
   done
   wait
+}
+
+# holdout: a job's summary line gets its best validation MCC (what selection reads), then the test split's scores.
+best_line() {  # job name
+  grep -E '^best eval.mcc: ' "$logs/$1.log" | tail -1 | sed -E 's/^best eval.mcc: ([-0-9.e]+).*/MCC \1  ROC AUC 0/'
+}
+test_scores() {  # job name: one summary line "NAME-test-seedK: rc R, MCC x  ROC AUC y"
+  local name=$1 r
+  r=$($B evaluate "$runs/$name" --best --split test 2>&1)
+  echo "${name%-seed*}-test-seed${name##*-seed}: rc $?, $(echo "$r" | grep -E '^accuracy' |
+    sed -E 's/.*mcc ([-0-9.]+)  roc_auc ([-0-9.]+).*/MCC \1  ROC AUC \2/')" >> "$sum"
 }
 
 # Mean and sample sd of MCC and ROC AUC for the jobs whose names match a prefix; "best PREFIX..." picks by MCC.
@@ -102,8 +130,33 @@ organism() {
   echo "== $org, test split (data.split_seed 1)" >> "$tab"
   if [ "$best" = scratch ]; then stats "$org-scratch-split1"; else stats "$org-$best-split1" "$org-scratch-split1"; fi >> "$tab"
 }
-organism ecoli &
-organism bsubtilis &
+# holdout: variants chosen on the best validation MCC of each job (data.split_seed 1), then scored on the test split.
+organism_holdout() {
+  local org=$1 tab=$out/promoters-$1.txt names=() v best seed
+  for v in "${!V[@]}"; do
+    variant "$org" "$v" 1
+    for seed in 1 2 3; do echo "$org-$v-best-seed$seed: rc 0, $(best_line "$org-$v-split1-seed$seed")" >> "$sum"; done
+    names+=("$org-$v-best")
+  done
+  echo "== $org, best validation MCC per job (data.split_seed 1, test split held out)" > "$tab"
+  stats "${names[@]}" | sed -E 's/, ROC AUC [^o]*over/ over/' >> "$tab"
+  best=$(stats best "${names[@]}")
+  best=${best#"$org-"}
+  best=${best%-best}
+  echo "chosen for $org: $best" >> "$tab"
+  for v in $(printf '%s\n' "$best" scratch | sort -u); do
+    for seed in 1 2 3; do test_scores "$org-$v-split1-seed$seed"; done
+  done
+  echo "== $org, test split (scored once, the best checkpoint of each job)" >> "$tab"
+  if [ "$best" = scratch ]; then stats "$org-scratch-split1-test"; else stats "$org-$best-split1-test" "$org-scratch-split1-test"; fi >> "$tab"
+}
+if [ "$protocol" = holdout ]; then
+  organism_holdout ecoli &
+  organism_holdout bsubtilis &
+else
+  organism ecoli &
+  organism bsubtilis &
+fi
 wait
 cat "$out/promoters-ecoli.txt" "$out/promoters-bsubtilis.txt" >> "$sum"
 cat "$sum"
