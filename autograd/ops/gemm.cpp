@@ -251,60 +251,11 @@ Tensor row_block(const Tensor& t, int64_t at, int64_t n) {
   return t.as_strided(shape, t.strides(), t.offset() + at * t.strides()[0]);
 }
 
-}  // namespace
-
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_linear("linear", x, weight, bias);
-  const int64_t out_f = weight.size(0), in_f = weight.size(1);
-  Tensor x2 = fold_rows(x);
-  const int64_t rows = x2.size(0);
-  Tensor out = Tensor::empty(with_last(x.shape(), out_f), x.dtype(), x.device());
-  gemm_into(x2, false, weight, true, fold_rows(out), 1, bias);
-
-  if (any_requires_grad({&x, &weight, &bias})) {
-    const bool need_x = requires_grad(x), need_w = requires_grad(weight), need_b = requires_grad(bias);
-    Tensor sx = need_w ? x2 : Tensor();
-    Tensor sw = need_x ? weight : Tensor();
-    const Shape x_shape = x.shape();
-    const DType dt = x.dtype(), wdt = ops::grad_dtype(weight), bdt = need_b ? ops::grad_dtype(bias) : dt;
-    const Device dev = x.device();
-    auto node =
-        make_lambda_node("linear",
-                         [sx, sw, need_x, need_w, need_b, x_shape, dt, wdt, bdt, dev, rows, in_f,
-                          out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-                           Tensor g2 = fold_rows(g[0]);  // [R, out]
-                           Tensor dx, dw, db;
-                           if (need_x) {
-                             dx = Tensor::empty(x_shape, dt, dev);
-                             gemm_into(g2, false, sw, false, fold_rows(dx), 1, Tensor());  // dx = dy W
-                           }
-                           if (need_w) {
-                             dw = Tensor::empty({out_f, in_f}, wdt, dev);
-                             gemm_into(g2, true, sx, false, dw, 1, Tensor());  // dW = dy^T x
-                           }
-                           if (need_b) {
-                             db = Tensor::empty({out_f}, bdt, dev);
-                             Tensor ones = Tensor::ones({1, rows}, dt, dev);
-                             gemm_into(ones, false, g2, false, db.view({1, out_f}), 1, Tensor());  // db = 1^T dy
-                           }
-                           return {dx, dw, db};
-                         });
-    record_node(node, {x, weight, bias}, {out});
-  }
-  return out;
-}
-
-std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
+// linear's output in packed parts of `sizes` (checked by the callers), one GEMM per block of weight rows; the
+// backward of both linear (one part) and linear_split. op names the node.
+std::vector<Tensor> linear_parts(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
                                  const std::vector<int64_t>& sizes) {
-  check_linear("linear_split", x, weight, bias);
   const int64_t out_f = weight.size(0), in_f = weight.size(1);
-  int64_t total = 0;
-  for (int64_t s : sizes) {
-    MT_CHECK_SHAPE(s >= 1, "linear_split: every part needs at least one output, got sizes ", shape_str(sizes));
-    total += s;
-  }
-  MT_CHECK_SHAPE(!sizes.empty() && total == out_f, "linear_split: sizes ", shape_str(sizes),
-                 " must add up to the weight's ", out_f, " rows");
   const Tensor x2 = fold_rows(x);
   const int64_t rows = x2.size(0);
   std::vector<Tensor> outs;
@@ -322,7 +273,7 @@ std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Te
     const DType dt = x.dtype(), wdt = ops::grad_dtype(weight), bdt = need_b ? ops::grad_dtype(bias) : dt;
     const Device dev = x.device();
     auto node = make_lambda_node(
-        "linear_split",
+        op,
         [sx, sw, sizes, need_x, need_w, need_b, x_shape, dt, wdt, bdt, dev, rows, in_f,
          out_f](const std::vector<Tensor>& g) -> std::vector<Tensor> {
           Tensor dx, dw, db;
@@ -352,6 +303,26 @@ std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Te
     record_node(node, {x, weight, bias}, outs);
   }
   return outs;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("linear", x, weight, bias);
+  return linear_parts("linear", x, weight, bias, {weight.size(0)})[0];
+}
+
+std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                 const std::vector<int64_t>& sizes) {
+  check_linear("linear_split", x, weight, bias);
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    MT_CHECK_SHAPE(s >= 1, "linear_split: every part needs at least one output, got sizes ", shape_str(sizes));
+    total += s;
+  }
+  MT_CHECK_SHAPE(!sizes.empty() && total == weight.size(0), "linear_split: sizes ", shape_str(sizes),
+                 " must add up to the weight's ", weight.size(0), " rows");
+  return linear_parts("linear_split", x, weight, bias, sizes);
 }
 
 }  // namespace mt
