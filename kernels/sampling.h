@@ -42,7 +42,8 @@ struct SampleParams {
   int64_t* tokens = nullptr;         // [B] out
   int64_t* history = nullptr;        // [B, history_len] or nullptr
   int64_t history_len = 0;
-  // CUDA only: scratch [B, 2 * V] (keys and weights of the current row).
+  // CUDA only: scratch [B, 2 * V] (keys and weights of the current row), required to sample. Greedy rows use it when
+  // given, for the argmax over several blocks per row: it must then start zeroed (the kernel leaves it so).
   uint32_t* scratch = nullptr;
   bool pdl = false;  // CUDA only: launch with programmatic dependent launch (see kernels/decode_gemv.h)
 };
@@ -58,5 +59,8 @@ void sample_cpu(const SampleParams& p);
 // One block per row. Defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL
 // (autograd/ops/dispatch.h).
 void sample_cuda(const SampleParams& p);
+// Greedy with a scratch: the blocks per row (slices of at least 1,024 logits, at most kSampleGreedyMaxBlocks).
+constexpr int64_t kSampleGreedyMaxBlocks = 64;
+int64_t sample_greedy_blocks_cuda(int64_t V);
 
 }  // namespace mt::kernels

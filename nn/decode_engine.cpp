@@ -103,7 +103,8 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
   row_ids_ = Tensor::zeros({B}, DType::I64, dev_);
   history_ = Tensor::zeros({B, opt_.max_new_tokens}, DType::I64, dev_);
   seen_ = Tensor::zeros({B, (V + 31) / 32}, DType::I32, dev_);
-  if (dev_.is_cuda() && sc.temperature > 0.0) scratch_ = Tensor::zeros({B, 2 * V}, DType::I32, dev_);
+  // CUDA: sampling's keys and weights; greedy rows use it for their argmax over several blocks (kernels/sampling.h).
+  if (dev_.is_cuda()) scratch_ = Tensor::zeros({B, 2 * V}, DType::I32, dev_);
   logits_ = Tensor::zeros({B, V}, DType::F32, dev_);
   logits_c_ = sd_ == DType::F32 ? logits_ : Tensor::zeros({B, V}, sd_, dev_);
   if (fused_) {

@@ -1,4 +1,5 @@
-// CUDA token sampling (math in kernels/sampling.h): one block of 512 threads per row.
+// CUDA token sampling (math in kernels/sampling.h): one block of 512 threads per row, or for greedy rows with a
+// scratch, several blocks per row (greedy_kernel).
 //
 // Greedy: one pass over the row, an argmax of (key, smallest id) packed into 64 bits. Sampling: a pass writes the
 // keys, a second the weights (both into the row's scratch); thresholds are found by radix select on the keys, 8 bits
@@ -241,13 +242,77 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   }
 }
 
+// Greedy rows over several blocks each (grid kGreedyBlocks x B, scratch given): block g scans its slice of the row
+// and writes its packed argmax into the row's scratch; the last block of the row to finish (a counter in the
+// scratch, reset by that block for the next step) takes the maximum of the slices' and writes the token. The
+// maximum of packed (key, id) values does not depend on the order, so this is the one-block kernel's token.
+constexpr int kGreedyThreads = 256;
+
+__global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SampleParams p) {
+  __shared__ ull warp_best[kGreedyThreads / 32];
+  __shared__ bool last;
+  pdl_wait();
+  pdl_launch_dependents();
+  const int64_t b = blockIdx.y, V = p.V, G = gridDim.x;
+  const int64_t chunk = (V + G - 1) / G, v0 = blockIdx.x * chunk, v1 = v0 + chunk < V ? v0 + chunk : V;
+  const float* lg = p.logits + b * V;
+  const uint32_t* seen = p.seen ? p.seen + b * p.seen_words : nullptr;
+  ull best = 0;
+  for (int64_t v = v0 + threadIdx.x; v < v1; v += kGreedyThreads) {
+    const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
+    const uint32_t k = decode::order_key(decode::scaled_logit(lg[v], sn, p.repetition_penalty, p.temperature));
+    const ull packed = (static_cast<ull>(k) << 32) | (0xffffffffull - static_cast<ull>(v));
+    best = packed > best ? packed : best;
+  }
+  best = warp_max(best);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_best[warp] = best;
+  __syncthreads();
+  // The row's scratch (2 V words, 8-byte aligned): G packed maxima, then the count of blocks done.
+  uint32_t* row = p.scratch + b * 2 * V;
+  ull* partial = reinterpret_cast<ull*>(row);
+  unsigned int* done = row + 2 * G;
+  if (threadIdx.x == 0) {
+    ull m = warp_best[0];
+    for (int w = 1; w < kGreedyThreads / 32; ++w) m = warp_best[w] > m ? warp_best[w] : m;
+    partial[blockIdx.x] = m;
+    __threadfence();  // the slice's maximum is visible before the count says so
+    last = atomicAdd(done, 1u) == static_cast<unsigned int>(G - 1);
+  }
+  __syncthreads();
+  if (!last || threadIdx.x != 0) return;
+  __threadfence();
+  ull m = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const ull x = reinterpret_cast<volatile ull*>(partial)[g];
+    m = x > m ? x : m;
+  }
+  *done = 0;  // ready for the next step (a replayed graph)
+  const int64_t token = static_cast<int64_t>(0xffffffffull - (m & 0xffffffffull));
+  const int64_t step = *p.step;
+  p.tokens[b] = token;
+  if (p.history && step >= 0 && step < p.history_len) p.history[b * p.history_len + step] = token;
+  if (p.seen) p.seen[b * p.seen_words + (token >> 5)] |= 1u << (token & 31);
+}
+
 }  // namespace
+
+int64_t sample_greedy_blocks_cuda(int64_t V) {
+  // Slices of at least 1,024 logits (4 per thread), at most kSampleGreedyMaxBlocks of them.
+  const int64_t g = (V + 1023) / 1024;
+  return g < kSampleGreedyMaxBlocks ? (g > 0 ? g : 1) : kSampleGreedyMaxBlocks;
+}
 
 void sample_cuda(const SampleParams& p) {
   sample_check(p);
   MT_ASSERT(p.temperature == 0.0f || p.scratch, "sample_cuda: sampling needs the scratch buffer");
   MT_CHECK(p.V < (int64_t{1} << 32), ErrorKind::Shape, "sample_cuda: vocabulary ", p.V, " exceeds 2^32");
   if (p.B == 0) return;
+  if (p.temperature == 0.0f && p.scratch && p.V >= 2) {  // the row's 2 V words hold 2 g + 1
+    const unsigned g = static_cast<unsigned>(sample_greedy_blocks_cuda(p.V));
+    decode_cuda::launch(greedy_kernel, dim3(g, static_cast<unsigned>(p.B)), dim3(kGreedyThreads), 0, p.pdl, p);
+    return;
+  }
   decode_cuda::launch(sample_kernel, dim3(static_cast<unsigned>(p.B)), dim3(kThreads), 0, p.pdl, p);
 }
 

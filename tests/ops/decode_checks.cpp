@@ -705,7 +705,13 @@ void sampling_cuda_check() {
     for (int64_t step = 0; step < 3; ++step) {
       std::vector<double> seen_words(static_cast<size_t>(B * W));
       for (size_t i = 0; i < seen_words.size(); ++i) seen_words[i] = static_cast<double>((i * 2654435761u) % 4096);
-      Bufs h{{"logits", rnd({B, V}, 50 + step, DType::F32, 3.0)},
+      Tensor logits = rnd({B, V}, 50 + step, DType::F32, 3.0);
+      if (step == 1) {  // row 2's largest logit at two ids far apart (greedy's slices): the smaller id wins
+        std::vector<double> lv = logits.to_vector();
+        lv[static_cast<size_t>(2 * V + 7)] = lv[static_cast<size_t>(2 * V + 40000)] = 50.0;
+        logits = Tensor::from_vector(lv, {B, V}, DType::F32);
+      }
+      Bufs h{{"logits", logits},
              {"seen", Tensor::from_vector(seen_words, {B, W}, DType::I32)},
              {"rows", Tensor::from_vector_i64({3, 1, 4, 1, 5, 9}, {B})},
              {"step", Tensor::from_vector_i64({step}, {1})},
@@ -731,11 +737,18 @@ void sampling_cuda_check() {
         p.history_len = 4;
         p.scratch = static_cast<uint32_t*>(b["scratch"].data_ptr());
         cuda ? ops::run_cuda("sampling", MT_CUDA_KERNEL(sample_cuda), p) : sample_cpu(p);
+        // Greedy without the penalty (the first call's token is then in `seen`, which moves nothing): a second call
+        // on the same scratch, the tokens cleared first, gives them again (greedy_kernel's count is reset).
+        if (cuda && o.t == 0.0f && o.r == 1.0f) {
+          b["tokens"].fill_(-1);
+          ops::run_cuda("sampling", MT_CUDA_KERNEL(sample_cuda), p);
+        }
       };
       const Bufs g = run_on(Device::cuda(), h, call), r = run_on(Device::cpu(), h, call);
       const std::string what = "t " + std::to_string(o.t) + " k " + std::to_string(o.k) + " p " + std::to_string(o.p) +
                                " r " + std::to_string(o.r) + " step " + std::to_string(step);
       EXPECT_EQ(g.at("tokens").to_vector_i64(), r.at("tokens").to_vector_i64()) << what;
+      if (step == 1 && o.t == 0.0f && o.r == 1.0f) EXPECT_EQ(r.at("tokens").to_vector_i64()[2], 7) << what;
       EXPECT_EQ(g.at("hist").to_vector_i64(), r.at("hist").to_vector_i64()) << what;
       EXPECT_EQ(g.at("seen").to_vector_i64(), r.at("seen").to_vector_i64()) << what;
     }
