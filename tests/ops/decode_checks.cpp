@@ -748,7 +748,9 @@ void sampling_cuda_check() {
       const std::string what = "t " + std::to_string(o.t) + " k " + std::to_string(o.k) + " p " + std::to_string(o.p) +
                                " r " + std::to_string(o.r) + " step " + std::to_string(step);
       EXPECT_EQ(g.at("tokens").to_vector_i64(), r.at("tokens").to_vector_i64()) << what;
-      if (step == 1 && o.t == 0.0f && o.r == 1.0f) EXPECT_EQ(r.at("tokens").to_vector_i64()[2], 7) << what;
+      if (step == 1 && o.t == 0.0f && o.r == 1.0f) {
+        EXPECT_EQ(r.at("tokens").to_vector_i64()[2], 7) << what;
+      }
       EXPECT_EQ(g.at("hist").to_vector_i64(), r.at("hist").to_vector_i64()) << what;
       EXPECT_EQ(g.at("seen").to_vector_i64(), r.at("seen").to_vector_i64()) << what;
     }
