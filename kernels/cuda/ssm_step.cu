@@ -1,14 +1,15 @@
 // CUDA single-token mixer step (math in kernels/ssm_step.h).
 //
 // The state update (ssm_update_kernel): 16 threads per channel, 16 channels per block, grid (channel blocks, rows),
-// so one row already fills D / 16 blocks (4 threads and 64 channels per block once that exceeds a wave). Before waiting
-// for the previous kernel a thread loads what does not depend on it: its channel's biases, its dt_proj row and its
-// states' A and h (the state was last written by this layer one step earlier). After the wait the block forms its row's
-// x_proj outputs (partials mode: the partial sums in the fixed order of kernels/detail/decode_math.h, thread g * E + e
-// adding group g of output e; row mode: xrow), then each group of 16 (or 4) lanes splits dt_proj's terms and the N
-// states of one channel and meets by shuffles. Row mode with xrow: conv_step_kernel (one thread per row and channel),
-// x_proj as one GEMM, the update kernel. Row mode without xrow: one block of 512 threads per row does the conv step
-// into shared memory, x_proj with a warp per output and the channel updates.
+// so one row already fills D / 16 blocks (4 threads and 64 channels per block once that exceeds a wave; in row mode
+// with xrow, one thread per row and channel instead: ssm_update_rows_kernel). Before waiting for the previous kernel a
+// thread loads what does not depend on it: its channel's biases, its dt_proj row and its states' A and h (the state was
+// last written by this layer one step earlier). After the wait the block forms its row's x_proj outputs (partials mode:
+// the partial sums in the fixed order of kernels/detail/decode_math.h, thread g * E + e adding group g of output e; row
+// mode: xrow), then each group of 16 (or 4) lanes splits dt_proj's terms and the N states of one channel and meets by
+// shuffles. Row mode with xrow: conv_step_kernel (one thread per row and channel), x_proj as one GEMM, the update
+// kernel. Row mode without xrow: one block of 512 threads per row does the conv step into shared memory, x_proj with a
+// warp per output and the channel updates.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/detail/decode_math.h"
@@ -206,6 +207,115 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   }
 }
 
+// ---- The state update for many rows in row mode (xrow): one thread per (row, channel), blocks of kTileRows rows x
+// kTileChannels channels. The block stages dt_proj's rows of its channels in shared memory once for all its rows (each
+// thread sums its channel's R terms in order, as the CPU does); a thread holds its channel's A and its row's states in
+// registers (up to kStateRegs, 16-byte loads when they allow) and adds the N terms of y in order. Per state element
+// this reads and writes the state once, where the TPC kernels also re-read A and dt_proj's row per row.
+constexpr int kTileChannels = 32, kTileRows = kUpdateThreads / kTileChannels, kStateRegs = 16;
+
+// Leading dimension of the staged dt_proj rows: odd, so that the 32 lanes of a warp (32 channels) hit 32 banks.
+__host__ __device__ inline int64_t dt_tile_ld(int64_t R) { return R | 1; }
+
+template <typename C>
+size_t update_rows_smem(int64_t R, int64_t E) {
+  return static_cast<size_t>(kTileChannels * dt_tile_ld(R) + kTileRows * E) * sizeof(C);
+}
+
+// v[i] = src[i] for i < min(n, kStateRegs) (zero beyond), 16-byte loads for f32 rows of a multiple of 4 elements.
+template <typename C>
+__device__ __forceinline__ void load_regs(const C* src, int64_t n, C (&v)[kStateRegs]) {
+  if constexpr (sizeof(C) == 4) {
+    if (n % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+#pragma unroll
+      for (int i = 0; i < kStateRegs / 4; ++i) {
+        const float4 q = 4 * i < n ? reinterpret_cast<const float4*>(src)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        v[4 * i] = q.x;
+        v[4 * i + 1] = q.y;
+        v[4 * i + 2] = q.z;
+        v[4 * i + 3] = q.w;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kStateRegs; ++i) v[i] = i < n ? src[i] : C(0);
+}
+
+template <typename C>
+__device__ __forceinline__ void store_regs(C* dst, int64_t n, const C (&v)[kStateRegs]) {
+  if constexpr (sizeof(C) == 4) {
+    if (n % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+#pragma unroll
+      for (int i = 0; i < kStateRegs / 4; ++i)
+        if (4 * i < n)
+          reinterpret_cast<float4*>(dst)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kStateRegs; ++i)
+    if (i < n) dst[i] = v[i];
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kUpdateThreads) ssm_update_rows_kernel(SsmStepParams p) {
+  using C = typename cuda::Compute<T>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N, ldw = dt_tile_ld(R);
+  C* wt = reinterpret_cast<C*>(smem_raw);  // [kTileChannels, ldw]: dt_proj rows of the block's channels
+  C* xd = wt + kTileChannels * ldw;        // [kTileRows, E]: the rows' x_proj outputs, rounded
+  const int c = threadIdx.x % kTileChannels, rb = threadIdx.x / kTileChannels;
+  const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kTileChannels,
+                b0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+  const int64_t nc = D - d0 < kTileChannels ? D - d0 : kTileChannels;
+  const int64_t nr = B - b0 < kTileRows ? B - b0 : kTileRows;
+  // Threads past the last channel or row load a valid one's values and store nothing.
+  const bool active = c < nc && rb < nr;
+  const int64_t d = d0 + (c < nc ? c : nc - 1), b = b0 + (rb < nr ? rb : nr - 1);
+  // Before the wait: what no earlier kernel of this step writes (weights, and the state this layer wrote a step ago).
+  const T* dt_w = static_cast<const T*>(p.dt_w) + d0 * R;
+  for (int64_t i = threadIdx.x; i < nc * R; i += kUpdateThreads) wt[(i / R) * ldw + i % R] = cuda::load(dt_w, i);
+  const C bias = p.dt_bias ? static_cast<const C*>(p.dt_bias)[d] : C(0);
+  const C dskip = p.D_skip ? static_cast<const C*>(p.D_skip)[d] : C(0);
+  C* h = static_cast<C*>(p.state) + (b * D + d) * N;
+  const C* Ad = static_cast<const C*>(p.A) + d * N;
+  C a_r[kStateRegs], h_r[kStateRegs];
+  load_regs(Ad, N, a_r);
+  load_regs<C>(h, N, h_r);
+  decode_cuda::pdl_wait();
+  decode_cuda::pdl_launch_dependents();
+  const C* xr = static_cast<const C*>(p.xrow) + b0 * E;
+  for (int64_t i = threadIdx.x; i < nr * E; i += kUpdateThreads) xd[i] = round_to<T>(xr[i]);
+  const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
+  const C zz = p.z ? cuda::load(static_cast<const T*>(p.z), b * p.ld + d) : C(0);
+  __syncthreads();
+  const C* w = wt + c * ldw;
+  const C* x = xd + rb * E;
+  C delta = C(0);
+  for (int64_t r = 0; r < R; ++r) delta += w[r] * x[r];
+  const C dtv = decode::softplus(round_to<T>(delta) + bias);
+  const C* Bm = x + R;
+  const C* Cm = Bm + N;
+  C acc = C(0);
+#pragma unroll
+  for (int n = 0; n < kStateRegs; ++n)
+    if (n < N) {
+      h_r[n] = decode::exp_c(dtv * a_r[n]) * h_r[n] + dtv * Bm[n] * uu;
+      acc += Cm[n] * h_r[n];
+    }
+  for (int64_t n = kStateRegs; n < N; ++n) {  // states beyond the registers' (N > kStateRegs)
+    const C hn = decode::exp_c(dtv * Ad[n]) * h[n] + dtv * Bm[n] * uu;
+    if (active) h[n] = hn;
+    acc += Cm[n] * hn;
+  }
+  if (!active) return;
+  store_regs(h, N < kStateRegs ? N : kStateRegs, h_r);
+  C yv = acc + dskip * uu;
+  if (p.z) yv *= decode::silu(zz);
+  static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
+}
+
 // Row mode's conv step, one thread per (row, channel): u[b, d] <- round(silu(conv)), the conv state shifted.
 template <typename T>
 __global__ void conv_step_kernel(SsmStepParams p) {
@@ -274,7 +384,14 @@ void ssm_step_cuda(const SsmStepParams& p) {
       gemm_cuda(g);
       SsmStepParams q = p;
       q.xproj = nullptr;
-      decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl, q);
+      const size_t rows_smem = update_rows_smem<C>(p.R, E);
+      if (wide && rows_smem <= 48 * 1024) {
+        const dim3 rgrid(static_cast<unsigned>((p.D + kTileChannels - 1) / kTileChannels),
+                         static_cast<unsigned>((p.B + kTileRows - 1) / kTileRows));
+        decode_cuda::launch(ssm_update_rows_kernel<T>, rgrid, dim3(kUpdateThreads), rows_smem, p.pdl, q);
+      } else {
+        decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl, q);
+      }
       return;
     }
     if (p.x_proj_w) {
