@@ -137,8 +137,17 @@ Tensor MambaForSequenceClassification::classify(const Tensor& features, DType cd
   return classifier.forward(features, cd);
 }
 
+namespace {
+
+// ForwardOptions::classifier_dropout on a classifier's input (identity without a dropout generator).
+Tensor classifier_input(const Tensor& x, const ForwardOptions& opt) {
+  return opt.dropout_gen && opt.classifier_dropout > 0 ? dropout(x, opt.classifier_dropout, true, *opt.dropout_gen) : x;
+}
+
+}  // namespace
+
 Tensor MambaForSequenceClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
-  return classify(features(backbone.forward(ids, opt), opt), opt.compute_dtype);
+  return classify(classifier_input(features(backbone.forward(ids, opt), opt), opt), opt.compute_dtype);
 }
 
 // ---------------------------------------------------------------- token classification
@@ -156,8 +165,7 @@ void MambaForTokenClassification::init_parameters(Generator& gen) {
 
 Tensor MambaForTokenClassification::forward(const Tensor& ids, const ForwardOptions& opt) const {
   BackboneOutput bo = backbone.forward(ids, opt);
-  const DType cd = opt.compute_dtype;
-  return classifier.forward(bo.last_hidden_state, cd);
+  return classifier.forward(classifier_input(bo.last_hidden_state, opt), opt.compute_dtype);
 }
 
 }  // namespace mt::nn

@@ -144,7 +144,9 @@ std::pair<Tensor, Tensor> MambaBlock::forward(const Tensor& h, const Tensor& res
   // still runs in f32, and its result is rounded to the compute dtype (a no-op in f32 / f64).
   if (!cfg_.residual_in_fp32 && is_half(opt.compute_dtype))
     n.residual = cast(cast(n.residual, opt.compute_dtype), n.residual.dtype());
-  return {mixer.forward(n.y, opt, state, last_state), n.residual};
+  Tensor y = mixer.forward(n.y, opt, state, last_state);
+  if (opt.dropout_gen && opt.dropout > 0) y = dropout(y, opt.dropout, true, *opt.dropout_gen);
+  return {y, n.residual};
 }
 
 // ---------------------------------------------------------------- MambaBackbone
@@ -204,10 +206,24 @@ BackboneOutput MambaBackbone::forward_strand(const Tensor& ids, const ForwardOpt
       // The block as a function of (h, residual, conv state, SSM state) -> (h, residual, states, last SSM state).
       const MambaBlock& block = *layers[i];
       const bool want_last = last != nullptr;
-      auto fn = [&block, opt, want_last](const std::vector<Tensor>& in) {
+      // A block's dropout mask comes from a generator of its own, started where the shared one reserves the block's
+      // draw (the same offset as without checkpointing), so that the recomputation in the backward draws it again.
+      ForwardOptions bopt = opt;
+      bopt.dropout_gen = nullptr;
+      const bool drop = opt.dropout_gen && opt.dropout > 0;
+      const GeneratorState ds =
+          drop ? GeneratorState{opt.dropout_gen->seed(), opt.dropout_gen->reserve(static_cast<uint64_t>(h.numel()))}
+               : GeneratorState{};
+      auto fn = [&block, bopt, drop, ds, want_last](const std::vector<Tensor>& in) {
         LayerState s{in[2], in[3]};
         Tensor last_state;
-        auto r = block.forward(in[0], in[1], opt, in[2].defined() ? &s : nullptr, want_last ? &last_state : nullptr);
+        ForwardOptions bo = bopt;
+        Generator g;
+        if (drop) {
+          g.set_state(ds);
+          bo.dropout_gen = &g;
+        }
+        auto r = block.forward(in[0], in[1], bo, in[2].defined() ? &s : nullptr, want_last ? &last_state : nullptr);
         std::vector<Tensor> o = {r.first, r.second};
         if (in[2].defined()) {
           o.push_back(s.conv_state);

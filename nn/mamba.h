@@ -40,6 +40,12 @@ struct ForwardOptions {
   // Activation checkpointing (trainer.activation_checkpointing: block): each block keeps only its inputs for the
   // backward and recomputes its activations there (autograd/checkpoint.h). Same gradients, bit for bit.
   bool checkpoint_blocks = false;
+  // Training-time dropout (inverted: autograd/ops/elementwise.h), masks drawn from *dropout_gen: `dropout` on each
+  // block's mixer output before it joins the residual stream, `classifier_dropout` on a classifier's input (the
+  // pooled features, or each token's hidden state). Off without a generator (evaluation, inference).
+  Generator* dropout_gen = nullptr;
+  double dropout = 0.0;
+  double classifier_dropout = 0.0;
 };
 
 // The per-direction weights of a Caduceus bidirectional layer's reverse direction (submodule "reverse" of the

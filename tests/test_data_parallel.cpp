@@ -279,6 +279,23 @@ TEST(DataParallel, TwoRanksFollowOneProcessBitForBit) {
   EXPECT_EQ(l2.size(), 12u);
 }
 
+TEST(DataParallel, TwoRanksFollowOneProcessBitForBitWithDropout) {
+  // model.dropout draws each micro-batch's masks from its first sample index, so rank 1 draws for micro-batch 1 what
+  // the single process draws for it.
+  const std::string drop = "--set trainer.micro_batch_size=8 --set model.dropout=0.3";
+  Job plain = train("dp_plain", "--set trainer.micro_batch_size=8");
+  ASSERT_EQ(plain.r.code, 0) << plain.r.out;
+  Job one = train("dp_one_drop", drop);
+  ASSERT_EQ(one.r.code, 0) << one.r.out;
+  Job two = train("dp_two_drop", drop + " --nproc 2");
+  ASSERT_EQ(two.r.code, 0) << two.r.out;
+  const auto l0 = losses(plain.dir), l1 = losses(one.dir), l2 = losses(two.dir);
+  ASSERT_EQ(l1.size(), 12u);
+  EXPECT_NE(l1, l0);
+  EXPECT_EQ(l1, l2);
+  expect_bit_equal(final_params(one.dir), final_params(two.dir));
+}
+
 TEST(DataParallel, TwoRanksWithAccumulationFollowOneProcessWithinRounding) {
   // Micro-batches of 4: one process sums four gradients in a row, the ranks two each and then their sums.
   Job one = train("dp_one4", "--set trainer.micro_batch_size=4");

@@ -466,25 +466,29 @@ TEST(Labelled, TrainerLearnsEcoliPromoters) {
 
 TEST(Labelled, ClassificationResumeIsBitExact) {
   // 12 steps straight vs 5, stop, resume: identical checkpoints (label batches, reverse-complement augmentation,
-  // epochs of the shuffled rows and all). A tiny model keeps it quick.
-  const std::string dir = test::temp_dir("cls_resume");
-  const std::string args =
-      "train configs/promoters-ecoli.yaml --set model.d_model=16 --set model.n_layer=1"
-      " --set trainer.max_steps=12 --set scheduler.warmup_steps=2 --set trainer.eval_every=0"
-      " --set trainer.eval_batches=2 --set logging.progress=false --set checkpoint.every=0"
-      " --set run.device=cpu --set run.out_dir=";
-  test::CliResult r = test::run_cli(args + dir);
-  ASSERT_EQ(r.code, 0) << r.out;
-  const std::string straight = test::keep_copy(test::ckpt(dir, 12));
-  std::filesystem::remove_all(dir);
-  r = test::run_cli(args + dir + " --stop-at-step 5");
-  ASSERT_EQ(r.code, 0) << r.out;
-  r = test::run_cli(args + dir);
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_TRUE(contains(r.out, "at step 5")) << r.out;
-  test::expect_same_training_state(straight, test::ckpt(dir, 12));
-  std::filesystem::remove_all(std::filesystem::path(straight).parent_path());
-  std::filesystem::remove_all(dir);
+  // epochs of the shuffled rows and all), without and with both kinds of dropout (a micro-batch's masks depend on the
+  // run's seed and its first sample only). A tiny model keeps it quick.
+  for (const std::string drop : {"", " --set model.dropout=0.2 --set model.classifier_dropout=0.3"}) {
+    const std::string dir = test::temp_dir("cls_resume");
+    const std::string args =
+        "train configs/promoters-ecoli.yaml --set model.d_model=16 --set model.n_layer=1"
+        " --set trainer.max_steps=12 --set scheduler.warmup_steps=2 --set trainer.eval_every=0"
+        " --set trainer.eval_batches=2 --set logging.progress=false --set checkpoint.every=0"
+        " --set run.device=cpu" +
+        drop + " --set run.out_dir=";
+    test::CliResult r = test::run_cli(args + dir);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const std::string straight = test::keep_copy(test::ckpt(dir, 12));
+    std::filesystem::remove_all(dir);
+    r = test::run_cli(args + dir + " --stop-at-step 5");
+    ASSERT_EQ(r.code, 0) << r.out;
+    r = test::run_cli(args + dir);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_TRUE(contains(r.out, "at step 5")) << r.out;
+    test::expect_same_training_state(straight, test::ckpt(dir, 12));
+    std::filesystem::remove_all(std::filesystem::path(straight).parent_path());
+    std::filesystem::remove_all(dir);
+  }
 }
 
 TEST(Labelled, ConfigRulesForClassification) {

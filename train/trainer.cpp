@@ -142,6 +142,14 @@ uint64_t params_hash(const std::vector<Tensor*>& params) {
   return h;
 }
 
+// The Philox key of a micro-batch's dropout masks: a pure function of the run's dropout seed and the micro-batch's
+// first sample index (which no two micro-batches of a run share).
+uint64_t micro_batch_key(uint64_t seed, int64_t first_sample) {
+  uint32_t r[4];
+  Philox::block(seed, static_cast<uint64_t>(first_sample), r);
+  return (static_cast<uint64_t>(r[1]) << 32) | r[0];
+}
+
 // The run's length in optimizer steps: trainer.max_steps, or trainer.epochs passes over the training samples.
 int64_t run_steps(const TrainConfig& c, const TaskData& task) {
   if (!(c.trainer.epochs > 0)) return c.trainer.max_steps;
@@ -184,7 +192,7 @@ struct Trainer::Impl {
   std::vector<char> in_backbone;  // per optimizer entry: a backbone.* parameter
   double head_scale = 1.0;        // optimizer.head_lr / optimizer.lr for the others
   std::unique_ptr<optim::DynamicLossScaler> scaler;
-  Generator gen;  // reserved for stochastic layers (dropout); its state is checkpointed
+  Generator gen;  // its seed keys the dropout masks (micro_batch_key); its state is checkpointed
   int64_t step = 0, samples_seen = 0;
   std::string last_checkpoint;
   // The newest checkpoint saved outside a non-finite streak: the one the non-finite stop names, and which retention
@@ -349,10 +357,11 @@ struct Trainer::Impl {
     const DeterministicKernelsGuard deterministic(cfg.run.deterministic);  // core/determinism.h
     const int64_t micro = cfg.trainer.micro_batch_size, global = cfg.trainer.global_batch_size;
     std::vector<data::Batch> batches;
-    std::vector<int64_t> scored;
+    std::vector<int64_t> scored, firsts;
     int64_t total_scored = 0;
     for (const MicroBatchSlice& mb : rank_micro_batches(samples_seen, global, micro, env.rank, env.world_size)) {
       batches.push_back(task->train_batch(cfg.run.seed, mb.first, mb.count));
+      firsts.push_back(mb.first);
       scored.push_back(scored_count(batches.back()));
       total_scored += scored.back();
     }
@@ -370,6 +379,9 @@ struct Trainer::Impl {
     nn::ForwardOptions fo;
     fo.compute_dtype = cd;
     fo.checkpoint_blocks = cfg.trainer.activation_checkpointing == "block";
+    fo.dropout = cfg.model.dropout;
+    fo.classifier_dropout = cfg.model.classifier_dropout;
+    const bool dropout = fo.dropout > 0 || fo.classifier_dropout > 0;
     Tensor loss_sum;  // device scalar, no graph: the step's mean loss without a host sync per micro-batch
     // Each micro-batch's backward starts from no gradient; the earlier micro-batches' sum is carried and added in
     // front (carried + this), so one process accumulating micro-batches 0, 1 and two ranks holding one each form
@@ -426,6 +438,10 @@ struct Trainer::Impl {
       const double w = static_cast<double>(scored[a]) / static_cast<double>(total_scored);
       const bool last_pass_of_step = sync && a == last_used;
       if (have_grads) earlier = take_grads();
+      // Dropout masks: a generator keyed by the micro-batch's first sample, so that they depend on neither the number
+      // of ranks nor what ran before (a resumed run draws the same ones).
+      Generator mgen(micro_batch_key(gen.seed(), firsts[a]));
+      fo.dropout_gen = dropout ? &mgen : nullptr;
       Tensor loss;
       if (chunk > 0) {  // the sequence chunk by chunk, last to first (nn/chunked.h): the whole-sequence gradient
         nn::ForwardOptions fb = fo;
@@ -917,6 +933,10 @@ RunResult Trainer::run(const RunOptions& ro) {
       c.trainer.epochs > 0
           ? str(" (", schema::format_double(c.trainer.epochs), " epochs of ", epoch_samples, " samples)").c_str()
           : "");
+  if (c.model.dropout > 0 || c.model.classifier_dropout > 0)
+    std::printf("dropout (training only): %s in the blocks, %s on the classifier's input\n",
+                schema::format_double(c.model.dropout).c_str(),
+                schema::format_double(c.model.classifier_dropout).c_str());
 
   // Resume: rank 0 decides which checkpoint (if any); every rank then reads that one.
   std::string from;

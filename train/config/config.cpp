@@ -631,6 +631,14 @@ void check_cross(const TrainConfig& c, const Given& g, bool check_files) {
     fail_at(g.blame("model.rc_equivariant", "trainer.objective"),
             "model.rc_equivariant reads the reverse strand, which holds the next token: a language model needs "
             "trainer.objective mlm");
+  if (t.chunk_len > 0 && c.model.dropout > 0)
+    fail_at(g.blame("trainer.chunk_len", "model.dropout"),
+            "trainer.chunk_len runs each chunk's forward twice (once for the states, once for the gradient), and "
+            "model.dropout would draw a different mask each time: set one of them to 0");
+  if (c.model.classifier_dropout > 0 && c.model.head == "lm")
+    fail_at(g.blame("model.classifier_dropout", "model.head"),
+            "model.classifier_dropout acts on a classification head's input; model.head lm has none (model.dropout "
+            "acts inside the blocks)");
   if (t.objective == "mlm" && t.chunk_len > 0)
     fail_at(g.blame("trainer.chunk_len", "trainer.objective"),
             "trainer.chunk_len trains the next-token objective; trainer.objective mlm needs whole sequences");

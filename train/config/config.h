@@ -26,8 +26,10 @@ struct ModelSection {
   MambaConfig mamba;        // d_model, n_layer, d_state, d_conv, expand, dt_rank, vocab_size (0 = tokenizer's), ...
   std::string head = "lm";  // lm | sequence_classification | token_classification
   int64_t num_classes = 2;
-  std::string pooling = "mean";  // mean | max | last | state (sequence_classification)
-  std::string init_from;         // "" | an HF directory | a run directory | a checkpoint file (train/init_from.h)
+  std::string pooling = "mean";     // mean | max | last | state (sequence_classification)
+  std::string init_from;            // "" | an HF directory | a run directory | a checkpoint file (train/init_from.h)
+  double dropout = 0.0;             // training only: on each block's mixer output (nn/mamba.h ForwardOptions)
+  double classifier_dropout = 0.0;  // training only: on a classification head's input
 };
 
 struct TokenizerSection {

@@ -235,6 +235,17 @@ std::vector<Key> build() {
       K("model.pooling", F(model.pooling))
           .one_of({"mean", "max", "last", "state"})
           .doc("how sequence_classification pools the sequence"),
+      K("model.dropout", F(model.dropout))
+          .ge(0)
+          .lt(1)
+          .doc("training only: dropout on each block's mixer output before it joins the residual stream (inverted: "
+               "kept values scaled by 1 / (1 - p)); masks drawn per micro-batch from run.seed and its first sample, "
+               "so they do not depend on the number of ranks and a resumed run draws the same ones; 0 = off"),
+      K("model.classifier_dropout", F(model.classifier_dropout))
+          .ge(0)
+          .lt(1)
+          .doc("training only: dropout on a classification head's input (the pooled features of "
+               "sequence_classification, each token's hidden state for token_classification); 0 = off"),
       K("model.init_from", F(model.init_from))
           .doc("weights to start from: a HuggingFace directory (config.json + model.safetensors or sharded "
                "model-*.safetensors with model.safetensors.index.json; f32 / bf16 / f16), a run directory (its newest "
