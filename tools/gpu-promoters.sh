@@ -62,6 +62,11 @@ V[mlm-lr5e-4]="${W[*]} --set model.init_from=$runs/mlm-hf --set optimizer.lr=0.0
 V[mlm-rc]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false"
 V[mlm-rc-lr5e-4-1500]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.rc_augment=false
   --set optimizer.lr=0.0005 --set trainer.max_steps=1500"
+# The same two fine-tunes with dropout in the blocks and on the classifier's input (the runs above memorise their
+# training sets).
+DROP="--set model.dropout=0.1 --set model.classifier_dropout=0.1"
+V[mlm-rc-drop]="${V[mlm-rc]} $DROP"
+V[mlm-rc-lr5e-4-1500-drop]="${V[mlm-rc-lr5e-4-1500]} $DROP"
 
 HOLD=(--set data.val_fraction="${VAL_FRACTION:-0.1}" --set data.test_fraction="${TEST_FRACTION:-0.2}"
   --set checkpoint.monitor=eval.mcc)
