@@ -13,6 +13,7 @@
 # default 0.2; validation $VAL_FRACTION, default 0.1); each job keeps its best checkpoint by validation MCC
 # (checkpoint.monitor eval.mcc), variants are chosen by the mean of those, and the chosen one and the from-scratch
 # baseline are scored once on the test split (`mamba-train evaluate RUN --best --split test`).
+# VARIANTS="mlm-rc mlm-rc-drop" runs only the variants named (and scratch).
 # SMOKE=1 shrinks every job (one layer of width 16, a few steps) to check the script itself on a CPU.
 set -uo pipefail
 out=${OUT:-gpu-logs}
@@ -67,6 +68,13 @@ V[mlm-rc-lr5e-4-1500]="${W[*]} --set model.init_from=$runs/mlm-rc-hf --set data.
 DROP="--set model.dropout=0.1 --set model.classifier_dropout=0.1"
 V[mlm-rc-drop]="${V[mlm-rc]} $DROP"
 V[mlm-rc-lr5e-4-1500-drop]="${V[mlm-rc-lr5e-4-1500]} $DROP"
+
+# VARIANTS="a b ...": only these (and the from-scratch baseline, which the report needs).
+if [ -n "${VARIANTS:-}" ]; then
+  for v in "${!V[@]}"; do
+    [[ " $VARIANTS scratch " == *" $v "* ]] || unset "V[$v]"
+  done
+fi
 
 HOLD=(--set data.val_fraction="${VAL_FRACTION:-0.1}" --set data.test_fraction="${TEST_FRACTION:-0.2}"
   --set checkpoint.monitor=eval.mcc)
