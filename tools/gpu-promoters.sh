@@ -42,16 +42,6 @@ if [ "${SMOKE:-0}" = 1 ]; then
   PRE=(--set data.seq_len=256 --set trainer.eval_batches=1)
   TAIL=(--set trainer.max_steps=4)
 fi
-MLM=(train configs/dna-ecoli-pretrain.yaml "${W[@]}" "${PRE[@]}" --set model.bidirectional=true
-  --set trainer.objective=mlm --set data.val_fraction=0.15)
-job mlm "${MLM[@]}" &
-job mlm-rc "${MLM[@]}" --set model.rc_equivariant=true &
-wait
-for m in mlm mlm-rc; do
-  $B export "$runs/$m" --hf "$runs/$m-hf" >> "$logs/export.log" 2>&1
-  echo "export $m: rc $?" >> "$sum"
-done
-
 # The variants: name, then the arguments after the organism's config.
 declare -A V
 V[scratch]="${W[*]}"
@@ -71,10 +61,24 @@ V[mlm-rc-lr5e-4-1500-drop]="${V[mlm-rc-lr5e-4-1500]} $DROP"
 
 # VARIANTS="a b ...": only these (and the from-scratch baseline, which the report needs).
 if [ -n "${VARIANTS:-}" ]; then
+  for v in $VARIANTS; do
+    [ -n "${V[$v]+set}" ] || { echo "gpu-promoters: VARIANTS names '$v', which is not one of: ${!V[*]}" >&2; exit 2; }
+  done
   for v in "${!V[@]}"; do
     [[ " $VARIANTS scratch " == *" $v "* ]] || unset "V[$v]"
   done
 fi
+
+# Pretraining (after the variants are checked, so a misspelt VARIANTS costs no GPU time).
+MLM=(train configs/dna-ecoli-pretrain.yaml "${W[@]}" "${PRE[@]}" --set model.bidirectional=true
+  --set trainer.objective=mlm --set data.val_fraction=0.15)
+job mlm "${MLM[@]}" &
+job mlm-rc "${MLM[@]}" --set model.rc_equivariant=true &
+wait
+for m in mlm mlm-rc; do
+  $B export "$runs/$m" --hf "$runs/$m-hf" >> "$logs/export.log" 2>&1
+  echo "export $m: rc $?" >> "$sum"
+done
 
 HOLD=(--set data.val_fraction="${VAL_FRACTION:-0.1}" --set data.test_fraction="${TEST_FRACTION:-0.2}"
   --set checkpoint.monitor=eval.mcc)
