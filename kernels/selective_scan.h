@@ -85,7 +85,7 @@ struct SelectiveScanParams {
 
   // ---- forward outputs ----
   void* y = nullptr;           // storage dtype
-  void* last_state = nullptr;  // compute dtype
+  void* last_state = nullptr;  // compute dtype; may be null (not wanted)
 
   // ---- backward inputs ----
   const void* dy = nullptr;           // storage dtype

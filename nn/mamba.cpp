@@ -57,23 +57,34 @@ MambaMixer::MambaMixer(const MambaConfig& c)
   }
 }
 
+ScanDirection MambaMixer::scan_inputs(const CausalConv1d& conv, const Linear& xp, const Linear& dtp,
+                                      const Tensor& A_log_p, const Tensor& D_p, const Tensor& x, const Tensor& reset,
+                                      DType cd, LayerState* state, bool backwards) const {
+  const int64_t n = cfg_.d_state, r = cfg_.dt_rank;
+  const DType sd = state_dtype(cd);
+  MT_CHECK(!(backwards && state), ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
+  ScanDirection s;
+  s.u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset, backwards);
+  Tensor xdbl = xp.forward(s.u, cd);
+  // Views, no copies: dt_proj's GEMM reads dt with xdbl's row stride, and the scan reads B and C in place on CUDA.
+  const std::vector<Tensor> parts = split(xdbl, -1, {r, n, n}, /*views=*/true);
+  s.Bm = parts[1];
+  s.Cm = parts[2];
+  s.delta = linear(parts[0], as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
+  s.A = neg(exp(as_compute(A_log_p, sd)));
+  s.D_skip = as_compute(D_p, sd);
+  s.delta_bias = as_compute(*dtp.bias, sd);
+  return s;
+}
+
 Tensor MambaMixer::direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
                              const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask,
                              const Tensor& reset, DType cd, LayerState* state, Tensor* last_state,
                              bool backwards) const {
-  const int64_t n = cfg_.d_state, r = cfg_.dt_rank;
-  const DType sd = state_dtype(cd);
-  MT_CHECK(!(backwards && state), ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
-  Tensor u = conv.forward(x, cd, /*apply_silu=*/true, state ? &state->conv_state : nullptr, reset, backwards);
-  Tensor xdbl = xp.forward(u, cd);
-  // Views, no copies: dt_proj's GEMM reads dt with xdbl's row stride, and the scan reads B and C in place on CUDA.
-  const std::vector<Tensor> parts = split(xdbl, -1, {r, n, n}, /*views=*/true);
-  const Tensor &dt = parts[0], &Bm = parts[1], &Cm = parts[2];
-  Tensor delta = linear(dt, as_compute(*dtp.weight, cd));  // the bias goes into the scan, in fp32
-  Tensor A = neg(exp(as_compute(A_log_p, sd)));
+  const ScanDirection s = scan_inputs(conv, xp, dtp, A_log_p, D_p, x, reset, cd, state, backwards);
   SelectiveScanOut scan =
-      selective_scan(u, delta, A, Bm, Cm, as_compute(D_p, sd), z, as_compute(*dtp.bias, sd),
-                     /*delta_softplus=*/true, state ? state->ssm_state : Tensor(), mask, reset, backwards);
+      selective_scan(s.u, s.delta, s.A, s.Bm, s.Cm, s.D_skip, z, s.delta_bias, /*delta_softplus=*/true,
+                     state ? state->ssm_state : Tensor(), mask, reset, backwards);
   if (state) state->ssm_state = scan.last_state;
   if (last_state) *last_state = scan.last_state;
   return scan.y;
@@ -111,9 +122,19 @@ Tensor MambaMixer::run(const Tensor& h, const Tensor& mask, const Tensor& reset,
   // end) with its own conv / x_proj / dt_proj / A_log / D and the shared in_proj; its output, already in the input's
   // order, is added to the forward direction's. out_proj is shared too: applied once to the sum when it has no bias.
   MT_CHECK(state == nullptr, ErrorKind::Usage, "a bidirectional Mamba cannot be run step by step");
-  Tensor yf = direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, nullptr, last_state);
-  Tensor yr = direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, x, z, mask,
-                        reset, cd, nullptr, nullptr, /*backwards=*/true);
+  Tensor yf, yr;
+  if (last_state) {  // the forward scan's final state is asked for: two one-direction scans
+    yf = direction(conv1d, x_proj, dt_proj, *A_log, *D, x, z, mask, reset, cd, nullptr, last_state);
+    yr = direction(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log, *reverse->D, x, z, mask, reset,
+                   cd, nullptr, nullptr, /*backwards=*/true);
+  } else {  // both scans in one two-direction op (one launch per pass on CUDA)
+    const ScanDirection f = scan_inputs(conv1d, x_proj, dt_proj, *A_log, *D, x, reset, cd, nullptr, false);
+    const ScanDirection b = scan_inputs(reverse->conv1d, reverse->x_proj, reverse->dt_proj, *reverse->A_log,
+                                        *reverse->D, x, reset, cd, nullptr, /*backwards=*/true);
+    const SelectiveScanBidirOut o = selective_scan_bidir(f, b, z, /*delta_softplus=*/true, mask, reset);
+    yf = o.y_fwd;
+    yr = o.y_rev;
+  }
   if (out_proj.bias) return add(out_proj.forward(yf, cd), out_proj.forward(yr, cd));
   return out_proj.forward(add(yf, yr), cd);
 }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "autograd/ops/selective_scan_bidir.h"
 #include "core/rng.h"
 #include "nn/config.h"
 #include "nn/layers.h"
@@ -89,6 +90,10 @@ class MambaMixer : public Module {
   Tensor direction(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
                    const Tensor& D_p, const Tensor& x, const Tensor& z, const Tensor& mask, const Tensor& reset,
                    DType cd, LayerState* state, Tensor* last_state, bool backwards = false) const;
+  // direction's inputs of the scan: conv + SiLU, x_proj, dt_proj; the conv state of `state` advances.
+  ScanDirection scan_inputs(const CausalConv1d& conv, const Linear& xp, const Linear& dtp, const Tensor& A_log_p,
+                            const Tensor& D_p, const Tensor& x, const Tensor& reset, DType cd, LayerState* state,
+                            bool backwards) const;
   MambaConfig cfg_;
 };
 

@@ -99,7 +99,7 @@ std::map<std::string, double> OpBreakdown::collect(std::map<std::string, int64_t
 
 std::string op_class(const std::string& op) {
   if (op == "matmul") return "GEMMs";
-  if (op == "selective_scan") return "selective scan";
+  if (op == "selective_scan" || op == "selective_scan_bidir") return "selective scan";
   if (op == "causal_conv1d") return "causal conv1d";
   if (op == "adamw" || op == "grad_global_norm" || op == "first_nonfinite_grad") return "optimizer";
   if (op == "linear_cross_entropy" || op == "cross_entropy" || op == "log_softmax") return "LM head + loss";

@@ -100,7 +100,8 @@ void fwd(const SelectiveScanParams& p) {
           }
           y[idx] = yv;
         }
-        for (int64_t n = 0; n < N; ++n) last[bd * N + n] = h[n];
+        if (last)  // null: not wanted (the two-direction op asks for none)
+          for (int64_t n = 0; n < N; ++n) last[bd * N + n] = h[n];
       }
     }
   }

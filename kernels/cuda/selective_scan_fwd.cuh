@@ -11,18 +11,20 @@ namespace {
 enum class Pass { Y, Local, LocalGrad, Checkpoint };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Forward-direction pass over chunk blockIdx.y of batch row blockIdx.z, channels blockIdx.x * 32 + lane.
+// Forward-direction pass over chunk blockIdx.y of batch row b of p's scan, channels blockIdx.x * 32 + lane
+// (scan_fwd_kernel: the launch's row w = blockIdx.z picks the direction, ScanDirs). The buffers H0, out0, out1 and
+// sumdt hold the rows of every direction of the launch and are indexed by w; p's own arrays by b.
 //   Y:          y from the entering state (H0[chunk], or initial_state / 0 with one chunk; then writes last_state);
 //               with out0 set, also the Checkpoint pass's tile states (the backward then skips that pass).
 //   Local:      S = end state from zero (out0) and sum of d' (sumdt) per chunk.
 //   LocalGrad:  also R = sum_t (prod_{s<=t} a_s) C_t dy0_t (out1).
-//   Checkpoint: the state entering every tile into out0 (Hs: [(b * nT + tile) * N + n] * D + d).
+//   Checkpoint: the state entering every tile into out0 (Hs: [(w * nT + tile) * N + n] * D + d).
 // Dynamic shared memory (Y): sYv [G][TT / RW][32] vectors of RW steps, the per-warp partial sums of C h.
 template <typename T, int NMAX, int NPT, Pass PASS>
-__global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typename Compute<T>::type>(NMAX)))
-    scan_fwd_kernel(SelectiveScanParams p, int64_t CL, int64_t nch, const typename Compute<T>::type* H0,
-                    typename Compute<T>::type* out0, typename Compute<T>::type* out1,
-                    typename Compute<T>::type* sumdt) {
+__device__ __forceinline__ void scan_fwd_block(const SelectiveScanParams& p, int64_t b, int64_t w, int64_t CL,
+                                               int64_t nch, const typename Compute<T>::type* H0,
+                                               typename Compute<T>::type* out0, typename Compute<T>::type* out1,
+                                               typename Compute<T>::type* sumdt) {
   using W = typename Compute<T>::type;
   constexpr bool kWithC = PASS == Pass::Y || PASS == Pass::LocalGrad;
   constexpr bool kWithGrad = PASS == Pass::LocalGrad;
@@ -41,7 +43,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
   const int N = static_cast<int>(p.N);
   const int64_t L = p.L, D = p.D;
   const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 5;
-  const int64_t d = static_cast<int64_t>(blockIdx.x) * 32 + lane, k = blockIdx.y, b = blockIdx.z;
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * 32 + lane, k = blockIdx.y;
   const bool active = d < D;
   const W* A = static_cast<const W*>(p.A);
   const W* init = static_cast<const W*>(p.initial_state);
@@ -57,7 +59,7 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
     Rc[j] = W(0);
     if ((PASS == Pass::Y || PASS == Pass::Checkpoint) && on) {
       if (H0)
-        h[j] = H0[cidx(b, k, n, d, nch, N, D)];
+        h[j] = H0[cidx(w, k, n, d, nch, N, D)];
       else if (init)
         h[j] = init[(b * D + d) * N + n];
     }
@@ -71,12 +73,12 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
   const int64_t nT = (L + TT - 1) / TT;
   St st;
   st.init(p, b, static_cast<int64_t>(blockIdx.x) * 32);
-  // The tile states of this thread's states, [(b * nT + tile) * N + n] * D + d: advanced a tile at a time.
-  W* hsp = out0 != nullptr ? out0 + (b * nT * N + grp * NPT) * D + d + t_begin / TT * N * D : nullptr;
+  // The tile states of this thread's states, [(w * nT + tile) * N + n] * D + d: advanced a tile at a time.
+  W* hsp = out0 != nullptr ? out0 + (w * nT * N + grp * NPT) * D + d + t_begin / TT * N * D : nullptr;
   // y of step t0 + grp RW, channel d: advanced a tile at a time (rows st.erow apart, backwards when reversed).
   const int64_t yst = st.erow;
   T* yrow = kYPass ? static_cast<T*>(p.y) + st.ebase + (t_begin + grp * RW) * yst + lane : nullptr;
-  st.load_tile(p, raw, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
+  st.load_tile(p, raw, b, t_begin, static_cast<int>(t_end - t_begin < TT ? t_end - t_begin : TT));
   // One tile. FULL: len == TT (every tile but a chunk's partial last one), known at compile time, so the full tiles
   // carry no row tests and no 64-bit length arithmetic.
   auto tile = [&](auto full, int64_t t0) {
@@ -97,9 +99,9 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
     __syncthreads();
     const int64_t t1 = t0 + TT;
     if (t1 + TT <= t_end)
-      st.template load_tile<true>(p, raw, t1, TT);
+      st.template load_tile<true>(p, raw, b, t1, TT);
     else if (t1 < t_end)
-      st.load_tile(p, raw, t1, static_cast<int>(t_end - t1));
+      st.load_tile(p, raw, b, t1, static_cast<int>(t_end - t1));
     // The per-warp partials of y: stored 4 steps at a time (as RW-step vectors). Stored step by step, they keep the
     // compiler from loading the next steps' inputs before each store (it cannot tell the arrays apart); all 16
     // held to the end of the tile, they take 16 registers during the recurrence.
@@ -171,22 +173,36 @@ __global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typen
     for (int j = 0; j < NPT; ++j) {
       const int n = grp * NPT + j;
       if (n < N) {
-        out0[cidx(b, k, n, d, nch, N, D)] = h[j];
-        if (kWithGrad) out1[cidx(b, k, n, d, nch, N, D)] = Rc[j];
+        out0[cidx(w, k, n, d, nch, N, D)] = h[j];
+        if (kWithGrad) out1[cidx(w, k, n, d, nch, N, D)] = Rc[j];
       }
     }
-    if (grp == 0) sumdt[(b * nch + k) * D + d] = sdt;
+    if (grp == 0) sumdt[(w * nch + k) * D + d] = sdt;
   }
 }
 
-// Sequential combine over chunks, thread per (b, n, d). grid (ceil(D / 128), N, B), block 128.
-//   Sb (optional): S -> H0 (state entering each chunk), from initial_state; writes last (optional).
+// The launch of scan_fwd_block for NDIR directions: grid (channel blocks, chunks, NDIR * B).
+template <typename T, int NMAX, int NPT, Pass PASS, int NDIR>
+__global__ void __launch_bounds__(NMAX / NPT * 32, (Tuning::fwd_min_blocks<typename Compute<T>::type>(NMAX)))
+    scan_fwd_kernel(ScanDirs<NDIR> dirs, int64_t CL, int64_t nch, const typename Compute<T>::type* H0,
+                    typename Compute<T>::type* out0, typename Compute<T>::type* out1,
+                    typename Compute<T>::type* sumdt) {
+  for_direction(dirs, [&](const SelectiveScanParams& p, int64_t b) {
+    scan_fwd_block<T, NMAX, NPT, PASS>(p, b, blockIdx.z, CL, nch, H0, out0, out1, sumdt);
+  });
+}
+
+// Sequential combine over chunks, thread per (w, n, d) (launch row w = batch row b of its direction's p).
+// grid (ceil(D / 128), N, NDIR * B), block 128. Sb, Rb and sumdt are indexed by w.
+//   Sb (optional): S -> H0 (state entering each chunk), from initial_state; writes p.last_state when `last` is set
+//   and p.last_state is not null.
 //   Rb (optional): R -> Gend (gradient leaving each chunk), from dlast_state.
 template <typename W>
-__global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W* Rb, const W* sumdt, W* last) {
+__device__ __forceinline__ void scan_combine_thread(const SelectiveScanParams& p, int64_t b, int64_t w, int64_t nch,
+                                                    W* Sb, W* Rb, const W* sumdt, bool last) {
   const int64_t D = p.D, N = p.N;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t n = blockIdx.y, b = blockIdx.z;
+  const int64_t n = blockIdx.y;
   if (d >= D) return;
   const W Adn = static_cast<const W*>(p.A)[d * N + n];
   const int64_t sn = (b * D + d) * N + n;
@@ -195,32 +211,77 @@ __global__ void scan_combine_kernel(SelectiveScanParams p, int64_t nch, W* Sb, W
     W H = init ? init[sn] : W(0);
 #pragma unroll 4
     for (int64_t k = 0; k < nch; ++k) {
-      const int64_t i = cidx(b, k, n, d, nch, N, D);
+      const int64_t i = cidx(w, k, n, d, nch, N, D);
       const W s = Sb[i];
-      const W P = exp_decay(Adn * sumdt[(b * nch + k) * D + d]);
+      const W P = exp_decay(Adn * sumdt[(w * nch + k) * D + d]);
       Sb[i] = H;
       H = P * H + s;
     }
-    if (last) last[sn] = H;
+    if (last && p.last_state) static_cast<W*>(p.last_state)[sn] = H;
   }
   if (Rb) {
     const W* dlast = static_cast<const W*>(p.dlast_state);
     W G = dlast ? dlast[sn] : W(0);
 #pragma unroll 4
     for (int64_t k = nch - 1; k >= 0; --k) {
-      const int64_t i = cidx(b, k, n, d, nch, N, D);
+      const int64_t i = cidx(w, k, n, d, nch, N, D);
       const W r = Rb[i];
-      const W P = exp_decay(Adn * sumdt[(b * nch + k) * D + d]);
+      const W P = exp_decay(Adn * sumdt[(w * nch + k) * D + d]);
       Rb[i] = G;
       G = P * G + r;
     }
   }
 }
 
-template <typename W>
-void launch_combine(const SelectiveScanParams& p, int64_t nch, W* Sb, W* Rb, const W* sumdt, W* last) {
-  const dim3 grid(static_cast<unsigned>((p.D + 127) / 128), static_cast<unsigned>(p.N), static_cast<unsigned>(p.B));
-  scan_combine_kernel<W><<<grid, 128, 0, cuda::stream()>>>(p, nch, Sb, Rb, sumdt, last);
+template <typename W, int NDIR>
+__global__ void scan_combine_kernel(ScanDirs<NDIR> dirs, int64_t nch, W* Sb, W* Rb, const W* sumdt, bool last) {
+  for_direction(dirs, [&](const SelectiveScanParams& p, int64_t b) {
+    scan_combine_thread<W>(p, b, blockIdx.z, nch, Sb, Rb, sumdt, last);
+  });
+}
+
+template <typename W, int NDIR>
+void launch_combine(const ScanDirs<NDIR>& dirs, int64_t nch, W* Sb, W* Rb, const W* sumdt, bool last) {
+  const SelectiveScanParams& p = dirs.p[0];
+  const dim3 grid(static_cast<unsigned>((p.D + 127) / 128), static_cast<unsigned>(p.N),
+                  static_cast<unsigned>(NDIR * p.B));
+  scan_combine_kernel<W, NDIR><<<grid, 128, 0, cuda::stream()>>>(dirs, nch, Sb, Rb, sumdt, last);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host side of the forward, for the NDIR scans of dirs (one launch per pass for all of them): chunked as each scan
+// alone would be, so every direction gets the bits of its own one-direction call. With tile states wanted, they are
+// one buffer for the launch: dirs.p[i].tile_states = dirs.p[0].tile_states + i * (one direction's numel).
+template <typename T, int NMAX, int NPT, int NDIR>
+void scan_fwd(const ScanDirs<NDIR>& dirs) {
+  using W = typename Compute<T>::type;
+  const SelectiveScanParams& p = dirs.p[0];
+  constexpr int G = NMAX / NPT, NT = 32 * G, TT = Tuning::tile_steps<W>();
+  const auto [CL, nch] = chunking(p, NT, TT);
+  const int64_t rows = NDIR * p.B;
+  const dim3 grid(static_cast<unsigned>((p.D + 31) / 32), static_cast<unsigned>(nch), static_cast<unsigned>(rows));
+  const size_t smem_y = sizeof(W) * G * TT * 32;
+  static bool smem_set = false;  // one per template instantiation
+  allow_smem(scan_fwd_kernel<T, NMAX, NPT, Pass::Y, NDIR>, smem_y, smem_set);
+  W* Hs = static_cast<W*>(p.tile_states);
+  if (nch == 1) {
+    scan_fwd_kernel<T, NMAX, NPT, Pass::Y, NDIR>
+        <<<grid, NT, smem_y, cuda::stream()>>>(dirs, CL, 1, nullptr, Hs, nullptr, nullptr);
+    MT_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const DType wdt = p.dtype == DType::F64 ? DType::F64 : DType::F32;
+  const int64_t nS = rows * nch * p.N * p.D;
+  Tensor ws = Tensor::empty({nS + rows * nch * p.D}, wdt, Device::cuda(CudaContext::get().device()));
+  W* Sb = static_cast<W*>(ws.data_ptr());  // stream-ordered reuse through the caching allocator
+  W* sumdt = Sb + nS;
+  scan_fwd_kernel<T, NMAX, NPT, Pass::Local, NDIR>
+      <<<grid, NT, 0, cuda::stream()>>>(dirs, CL, nch, nullptr, Sb, nullptr, sumdt);
+  MT_CUDA_CHECK_LAUNCH();
+  launch_combine<W, NDIR>(dirs, nch, Sb, nullptr, sumdt, true);
+  scan_fwd_kernel<T, NMAX, NPT, Pass::Y, NDIR>
+      <<<grid, NT, smem_y, cuda::stream()>>>(dirs, CL, nch, Sb, Hs, nullptr, nullptr);
   MT_CUDA_CHECK_LAUNCH();
 }
 

@@ -169,6 +169,24 @@ __device__ __forceinline__ int64_t cidx(int64_t b, int64_t k, int64_t n, int64_t
   return ((b * nch + k) * N + n) * D + d;
 }
 
+// The scans of one launch: one (NDIR = 1), or both directions of a bidirectional layer (NDIR = 2, of equal B, L, D,
+// N and dtype). The launch's batch rows are dirs.p[0]'s B rows, then dirs.p[1]'s.
+template <int NDIR>
+struct ScanDirs {
+  SelectiveScanParams p[NDIR];
+};
+
+// f(p, b) for the scan and batch row of launch row blockIdx.z. Each direction is its own inlined call with a
+// constant index, so its parameters stay loads from the kernel's constant bank.
+template <int NDIR, typename F>
+__device__ __forceinline__ void for_direction(const ScanDirs<NDIR>& dirs, F&& f) {
+  const int64_t w = blockIdx.z, B = dirs.p[0].B;
+  if (NDIR == 1 || w < B)
+    f(dirs.p[0], w);
+  else
+    f(dirs.p[NDIR - 1], w - B);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Tile staging shared by the kernels, in two steps. load_tile copies the next tile's inputs, still in the storage
 // dtype, into a raw buffer in shared memory (Raw) with cp.async (16-byte pieces, no registers involved, so nothing
@@ -285,19 +303,19 @@ struct Stage {
     }
   }
 
-  // Start copying tile [t0, t0 + len) into raw; the caller has made sure nobody still reads raw. FULL: the caller
-  // knows that len == TT, and no row test is left.
+  // Start copying tile [t0, t0 + len) of batch row b into raw; the caller has made sure nobody still reads raw. FULL:
+  // the caller knows that len == TT, and no row test is left.
   template <bool FULL = false>
-  __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, Raw& raw, int64_t t0, int len) {
+  __device__ __forceinline__ void load_tile(const SelectiveScanParams& p, Raw& raw, int64_t b, int64_t t0, int len) {
     if (FULL) len = TT;
     const int tid = threadIdx.x;
     if (tid < TT) {  // the step flags: plain stores, seen by everyone after the barrier before commit
       const TimeMap walk{p.L, p.reverse, p.reset};  // step s reads position walk.pos(s)
       const int64_t s = t0 + tid;
       bool real = tid < len;
-      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, walk.row(blockIdx.z, s));
+      if (p.mask != nullptr) real = real && mask_real(p.mask, p.mask_dtype, walk.row(b, s));
       raw.m[tid] = real;
-      raw.r[tid] = tid < len && walk.starts(blockIdx.z, s);
+      raw.r[tid] = tid < len && walk.starts(b, s);
     }
     const int64_t D = p.D, N = p.N;
     if constexpr (BU >= 1) {
@@ -426,6 +444,14 @@ void check_params(const SelectiveScanParams& p, const char* what) {
   MT_CHECK_SHAPE(p.L >= 1 && p.D >= 1, what, ": L and D must be >= 1, got L = ", p.L, ", D = ", p.D);
   MT_CHECK_SHAPE(p.bc_stride == 0 || (p.bc_stride >= p.N && p.bc_stride * p.L <= INT32_MAX), what,
                  ": the row stride of Bm and Cm must be 0 or in [N, 2^31 / L], got ", p.bc_stride);
+}
+
+// The scans of a two-direction launch must share the sizes and the dtype that shape the grid and the templates.
+void check_pair(const SelectiveScanParams& a, const SelectiveScanParams& b, const char* what) {
+  MT_CHECK_SHAPE(a.B == b.B && a.L == b.L && a.D == b.D && a.N == b.N && a.dtype == b.dtype, what,
+                 ": both directions must have the same B, L, D, N and dtype, got B, L, D, N = ", a.B, ", ", a.L, ", ",
+                 a.D, ", ", a.N, " and ", b.B, ", ", b.L, ", ", b.D, ", ", b.N);
+  MT_CHECK_SHAPE(a.B * 2 <= 65535, what, ": 2 B must be at most 65535, got B = ", a.B);
 }
 
 // Chunks along L (Tuning::chunk_min_threads): {chunk length (a multiple of TT), number of chunks}.

@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "kernels/selective_scan.h"
+#include "tests/bidir_scan_check.h"
 #include "tests/test_util.h"
 
 using namespace mt;
@@ -269,4 +270,16 @@ TEST(CudaSelectiveScan, ChunkedStateCarryMatchesOneCall) {
     expect_close(grad(p2[k]).to_vector(), slice_t(fg[k], L1, c.L).to_vector(), 1e-3, 1e-4, "grad chunk 2");
   }
   for (int k : {2, 5, 7, 8}) expect_close(grad(w[k]).to_vector(), fg[k].to_vector(), 1e-3, 1e-4, "shared grad");
+}
+
+// Both directions in one launch per pass give each direction the bits of its own one-direction call: outputs and
+// every gradient, in one chunk and chunked (B * D small), at N = 16 and 64, with a mask, resets and B, C views.
+TEST(CudaSelectiveScan, BidirectionalEqualsTwoScansBitForBit) {
+  MT_REQUIRE_CUDA();
+  using mt::test::BidirCase;
+  for (const BidirCase& c :
+       {BidirCase{8, 200, 1024, 16, DType::BF16, true}, BidirCase{1, 3000, 131, 16, DType::F32, true},
+        BidirCase{2, 2049, 131, 64, DType::F32, true}, BidirCase{2, 300, 256, 16, DType::BF16, true, 8},
+        BidirCase{1, 2500, 96, 16, DType::BF16, false}, BidirCase{2, 37, 40, 5, DType::F64, true}})
+    mt::test::expect_bidir_equals_two_scans(c, Device::cuda());
 }

@@ -20,6 +20,7 @@
 #include "autograd/ops/pool.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/ops/selective_scan.h"
+#include "autograd/ops/selective_scan_bidir.h"
 #include "autograd/ops/shape_ops.h"
 #include "core/device.h"
 #include "core/ignore_index.h"
@@ -906,6 +907,89 @@ std::vector<OpCase> selective_scan_cases(bool big) {
   return cs.v;
 }
 
+// ------------------------------------------------------------------------------------------------ selective_scan_bidir
+
+// Both directions' inputs (u, delta, A, B (or the wide tensor B and C are views of), C, D_skip, delta_bias each),
+// then the shared z, mask and resets; f.init and f.reverse are not used.
+OpCase bidir_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f, uint64_t seed) {
+  OpCase c;
+  c.what = str("B=", B, " L=", L, " D=", D, " N=", N, " ", f.str());
+  for (uint64_t dir = 0; dir < 2; ++dir) {
+    const uint64_t sd = seed + 20 * dir;
+    std::vector<double> a(static_cast<size_t>(D * N));
+    const std::vector<double> jitter = uniform({D, N}, sd, 0.8, 1.2).to_vector();
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t n = 0; n < N; ++n) a[d * N + n] = -static_cast<double>(n + 1) * jitter[d * N + n];
+    for (OpInput in :
+         {data(randn({B, L, D}, sd + 1)),
+          data(f.softplus ? randn({B, L, D}, sd + 2, -2.5, 1.0) : uniform({B, L, D}, sd + 2, 0.01, 0.3)),
+          master(Tensor::from_vector(a, {D, N}, DType::F64)),
+          data(randn({B, L, f.bc_view > 0 ? f.bc_view + 2 * N : N}, sd + 3)),
+          opt(f.bc_view == 0, data(randn({B, L, N}, sd + 4))), opt(f.D_skip, master(randn({D}, sd + 5, 1.0, 0.5))),
+          opt(f.bias, master(uniform({D}, sd + 7, -0.5, 0.5)))})
+      c.inputs.push_back(in);
+  }
+  c.inputs.push_back(opt(f.z, data(randn({B, L, D}, seed + 50))));
+  c.inputs.push_back(opt(f.mask, fixed(scan_mask(B, L, DType::I32))));
+  c.inputs.push_back(opt(f.reset, fixed(doc_resets(B, L, seed + 51))));
+  const bool softplus = f.softplus;
+  const int64_t bc_view = f.bc_view;
+  c.run = [softplus, bc_view, N](Ins v) -> Outs {
+    auto dir = [&](size_t o) {
+      ScanDirection s{v[o], v[o + 1], v[o + 2], v[o + 3], v[o + 4], v[o + 5], v[o + 6]};
+      if (bc_view > 0) {
+        const std::vector<Tensor> parts = split(v[o + 3], -1, {bc_view, N, N}, /*views=*/true);
+        s.Bm = parts[1];
+        s.Cm = parts[2];
+      }
+      return s;
+    };
+    const SelectiveScanBidirOut o = selective_scan_bidir(dir(0), dir(7), v[14], softplus, v[15], v[16]);
+    return {o.y_fwd, o.y_rev};
+  };
+  c.tol = [](DType dt) {
+    return dt == DType::F64 ? Tol{1e-10, 1e-12, 0} : is_half(dt) ? Tol{3e-2, 5e-3, 0} : Tol{1e-3, 1e-4, 0};
+  };
+  return c;
+}
+
+std::vector<OpCase> selective_scan_bidir_cases(bool big) {
+  Cases cs{big, {}};
+  uint64_t seed = 5000;
+  // Flag combinations on a tiny problem (resets on in half of them), then lengths across the CUDA tiles.
+  for (int bits = 0; bits < 64; bits += 3) {
+    ScanFlags f{(bits & 1) != 0, (bits & 2) != 0,  (bits & 4) != 0, (bits & 8) != 0,
+                false,           (bits & 16) != 0, (bits & 32) != 0};
+    cs.add(bidir_case(2, 5, 2, 3, f, seed += 100));
+  }
+  const ScanFlags on{true, true, true, true, false, true, true}, off{false, false, false, false, false, false};
+  for (int64_t L : {1, 17, 33})
+    for (const ScanFlags& f : {on, off}) cs.add(bidir_case(1, L, 3, 2, f, seed += 100));
+  ScanFlags view = on;
+  view.bc_view = 3;
+  cs.add(bidir_case(2, 6, 3, 4, view, seed += 100));
+  // CUDA: several chunks (B = 1 and 2 at long L), N = 16 and 64, D = 131, one chunk of many tiles at B = 8, and B, C
+  // as views that do (8 in front) and do not (3) serve the 16-byte copies; with and without masks and resets.
+  auto add_big = [&](int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f, uint64_t sd) {
+    cs.add_big([=] {
+      OpCase c = bidir_case(B, L, D, N, f, sd);
+      c.dtypes = {DType::F32, DType::BF16};
+      return c;
+    });
+  };
+  for (int64_t L : {7, 2049, 4097})
+    for (int64_t N : {16, 64})
+      for (const ScanFlags& f : {on, off}) add_big(L > 4000 ? 1 : 2, L, 131, N, f, seed += 100);
+  add_big(8, 300, 1024, 16, on, seed += 100);
+  for (int64_t pad : {3, 8}) {
+    ScanFlags f = on;
+    f.bc_view = pad;
+    add_big(2, 2049, 131, 16, f, seed += 100);
+  }
+  cs.add_big([&] { return bidir_case(3, 257, 37, 5, on, 5990); });
+  return cs.v;
+}
+
 // ------------------------------------------------------------------------------------------------ shape_ops
 
 std::vector<OpCase> shape_ops_cases(bool big) {
@@ -984,6 +1068,7 @@ const std::vector<OpEntry>& op_table() {
       {"reduce", reduce_cases, nullptr, nullptr},
       {"sampling", no_cases, sampling_cpu_check, sampling_cuda_check},
       {"selective_scan", selective_scan_cases, nullptr, nullptr},
+      {"selective_scan_bidir", selective_scan_bidir_cases, nullptr, nullptr},
       {"shape_ops", shape_ops_cases, nullptr, nullptr},
       {"ssm_step", no_cases, ssm_step_cpu_check, ssm_step_cuda_check},
   };
