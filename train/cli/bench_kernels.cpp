@@ -2,7 +2,8 @@
 // D=1536 N=16 with z, D, delta_bias and softplus) and at B=1 L=65536: forward and forward+backward times (CUDA events,
 // median of 20 after 3 warm-up runs), the effective bandwidth of the forward (the fewest bytes it must move: u, delta,
 // z, B, C read once, y written once) and that bandwidth as a fraction of a device-to-device copy measured in the same
-// run. Inputs are random (never zeros); the 50 MB inputs at the first shape about fill the L2, so repeated runs see
+// run; then both directions of a bidirectional layer as two calls and as one selective_scan_bidir call. Inputs are
+// random (never zeros); the 50 MB inputs at the first shape about fill the L2, so repeated runs see
 // a warm cache as they would in a training step that just wrote them. Then the LM head + loss at mamba-130m's shape,
 // unfused against the chunked linear_cross_entropy (time and peak memory); and AdamW over mamba-130m's parameters
 // with and without writing the bf16 weight copies, against casting them separately.
@@ -21,6 +22,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/selective_scan.h"
+#include "kernels/selective_scan_bidir.h"
 #include "nn/heads.h"
 #include "optim/adamw.h"
 #if defined(MT_WITH_CUDA)
@@ -137,6 +139,56 @@ void bench_scan(const ScanShape& sh, double copy_gbps) {
       "rate\n",
       (long long)B, (long long)L, (long long)D, (long long)N, tf, tfb, tfs, bytes / 1e6, gbps,
       100.0 * gbps / copy_gbps);
+
+  // Both directions of a bidirectional layer, forward saving tile states + backward: two one-direction calls (the
+  // reverse one reading its inputs backwards in place) against one two-direction call. The reverse direction has
+  // inputs and outputs of its own, as a Caduceus layer's has.
+  Tensor u2 = bf({B, L, D}, -1, 1), delta2 = bf({B, L, D}, -3, 0), Bm2 = bf({B, L, N}, -1, 1),
+         Cm2 = bf({B, L, N}, -1, 1);
+  Tensor y2 = Tensor::empty({B, L, D}, DType::BF16, dev), dy2 = bf({B, L, D}, -1, 1);
+  Tensor du2 = Tensor::empty({B, L, D}, DType::BF16, dev), ddelta2 = Tensor::empty({B, L, D}, DType::BF16, dev),
+         dz2 = Tensor::empty({B, L, D}, DType::BF16, dev);
+  Tensor dA2 = Tensor::empty({D, N}, DType::F32, dev), dBm2 = Tensor::empty({B, L, N}, DType::BF16, dev),
+         dCm2 = Tensor::empty({B, L, N}, DType::BF16, dev), dD2 = Tensor::empty({D}, DType::F32, dev),
+         dbias2 = Tensor::empty({D}, DType::F32, dev);
+  kernels::SelectiveScanBidirParams bp{pt, pt};
+  kernels::SelectiveScanParams& r = bp.rev;
+  r.reverse = true;
+  r.u = u2.data_ptr();
+  r.delta = delta2.data_ptr();
+  r.Bm = Bm2.data_ptr();
+  r.Cm = Cm2.data_ptr();
+  r.y = y2.data_ptr();
+  r.last_state = nullptr;
+  bp.fwd.last_state = nullptr;
+  r.dy = dy2.data_ptr();
+  r.du = du2.data_ptr();
+  r.ddelta = ddelta2.data_ptr();
+  r.dz = dz2.data_ptr();
+  r.dA = dA2.data_ptr();
+  r.dBm = dBm2.data_ptr();
+  r.dCm = dCm2.data_ptr();
+  r.dD_skip = dD2.data_ptr();
+  r.ddelta_bias = dbias2.data_ptr();
+  const int64_t nt = kernels::selective_scan_tile_states_numel_cuda(p);
+  Tensor tiles2 = Tensor::empty({2 * nt}, DType::F32, dev);
+  bp.fwd.tile_states = tiles2.data_ptr();
+  r.tile_states = static_cast<float*>(tiles2.data_ptr()) + nt;
+  auto two_calls = [&]() {
+    kernels::selective_scan_fwd_cuda(bp.fwd);
+    kernels::selective_scan_fwd_cuda(bp.rev);
+    kernels::selective_scan_bwd_cuda(bp.fwd);
+    kernels::selective_scan_bwd_cuda(bp.rev);
+  };
+  auto one_call = [&]() {
+    kernels::selective_scan_bidir_fwd_cuda(bp);
+    kernels::selective_scan_bidir_bwd_cuda(bp);
+  };
+  const double t2 = time_ms(two_calls), t1 = time_ms(one_call);
+  std::printf(
+      "scan both directions bf16 B=%lld L=%lld D=%lld N=%lld, forward (saving tile states) + backward: two calls "
+      "%.3f ms, one selective_scan_bidir call %.3f ms (%.3fx)\n",
+      (long long)B, (long long)L, (long long)D, (long long)N, t2, t1, t2 / t1);
 }
 
 // The LM head and its loss at mamba-130m's B=8 L=2048 (N = 8 * 2047 rows, H = 768, V = 50280, bf16), forward +
