@@ -793,18 +793,34 @@ Tensor scan_mask(int64_t B, int64_t L, DType dt) {
   return Tensor::from_vector(m, {B, L}, dt);
 }
 
-OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f, uint64_t seed,
-                 DType mask_dtype = DType::I32) {
-  // A = -exp(A_log) with A_log = log(1..N) jittered per channel (S4D-real), d' around 0.01 .. 0.5.
+// A = -exp(A_log) with A_log = log(1..N) jittered per channel (S4D-real).
+Tensor scan_A(int64_t D, int64_t N, uint64_t seed) {
   std::vector<double> a(static_cast<size_t>(D * N));
   const std::vector<double> jitter = uniform({D, N}, seed, 0.8, 1.2).to_vector();
   for (int64_t d = 0; d < D; ++d)
     for (int64_t n = 0; n < N; ++n) a[d * N + n] = -static_cast<double>(n + 1) * jitter[d * N + n];
+  return Tensor::from_vector(a, {D, N}, DType::F64);
+}
+
+// Bm and Cm as the op receives them: v3 and v4 as given, or (bc_view > 0) views after bc_view columns of v3.
+std::pair<Tensor, Tensor> scan_bc(const Tensor& v3, const Tensor& v4, int64_t bc_view, int64_t N) {
+  if (bc_view == 0) return {v3, v4};
+  const std::vector<Tensor> parts = split(v3, -1, {bc_view, N, N}, /*views=*/true);
+  return {parts[1], parts[2]};
+}
+
+Tol scan_tol(DType dt) {
+  return dt == DType::F64 ? Tol{1e-10, 1e-12, 0} : is_half(dt) ? Tol{3e-2, 5e-3, 0} : Tol{1e-3, 1e-4, 0};
+}
+
+OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f, uint64_t seed,
+                 DType mask_dtype = DType::I32) {
+  // d' around 0.01 .. 0.5.
   OpCase c;
   c.what = str("B=", B, " L=", L, " D=", D, " N=", N, " ", f.str());
   c.inputs = {data(randn({B, L, D}, seed + 1)),
               data(f.softplus ? randn({B, L, D}, seed + 2, -2.5, 1.0) : uniform({B, L, D}, seed + 2, 0.01, 0.3)),
-              master(Tensor::from_vector(a, {D, N}, DType::F64)),
+              master(scan_A(D, N, seed)),
               data(randn({B, L, f.bc_view > 0 ? f.bc_view + 2 * N : N}, seed + 3)),
               opt(f.bc_view == 0, data(randn({B, L, N}, seed + 4))),
               opt(f.D_skip, master(randn({D}, seed + 5, 1.0, 0.5))),
@@ -816,19 +832,12 @@ OpCase scan_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f,
   const bool softplus = f.softplus, reverse = f.reverse;
   const int64_t bc_view = f.bc_view;
   c.run = [softplus, reverse, bc_view, N](Ins v) -> Outs {
-    Tensor Bm = v[3], Cm = v[4];
-    if (bc_view > 0) {
-      const std::vector<Tensor> parts = split(v[3], -1, {bc_view, N, N}, /*views=*/true);
-      Bm = parts[1];
-      Cm = parts[2];
-    }
+    const auto [Bm, Cm] = scan_bc(v[3], v[4], bc_view, N);
     const SelectiveScanOut o =
         selective_scan(v[0], v[1], v[2], Bm, Cm, v[5], v[6], v[7], softplus, v[8], v[9], v[10], reverse);
     return {o.y, o.last_state};
   };
-  c.tol = [](DType dt) {
-    return dt == DType::F64 ? Tol{1e-10, 1e-12, 0} : is_half(dt) ? Tol{3e-2, 5e-3, 0} : Tol{1e-3, 1e-4, 0};
-  };
+  c.tol = scan_tol;
   return c;
 }
 
@@ -916,15 +925,10 @@ OpCase bidir_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f
   c.what = str("B=", B, " L=", L, " D=", D, " N=", N, " ", f.str());
   for (uint64_t dir = 0; dir < 2; ++dir) {
     const uint64_t sd = seed + 20 * dir;
-    std::vector<double> a(static_cast<size_t>(D * N));
-    const std::vector<double> jitter = uniform({D, N}, sd, 0.8, 1.2).to_vector();
-    for (int64_t d = 0; d < D; ++d)
-      for (int64_t n = 0; n < N; ++n) a[d * N + n] = -static_cast<double>(n + 1) * jitter[d * N + n];
     for (OpInput in :
          {data(randn({B, L, D}, sd + 1)),
           data(f.softplus ? randn({B, L, D}, sd + 2, -2.5, 1.0) : uniform({B, L, D}, sd + 2, 0.01, 0.3)),
-          master(Tensor::from_vector(a, {D, N}, DType::F64)),
-          data(randn({B, L, f.bc_view > 0 ? f.bc_view + 2 * N : N}, sd + 3)),
+          master(scan_A(D, N, sd)), data(randn({B, L, f.bc_view > 0 ? f.bc_view + 2 * N : N}, sd + 3)),
           opt(f.bc_view == 0, data(randn({B, L, N}, sd + 4))), opt(f.D_skip, master(randn({D}, sd + 5, 1.0, 0.5))),
           opt(f.bias, master(uniform({D}, sd + 7, -0.5, 0.5)))})
       c.inputs.push_back(in);
@@ -936,20 +940,13 @@ OpCase bidir_case(int64_t B, int64_t L, int64_t D, int64_t N, const ScanFlags& f
   const int64_t bc_view = f.bc_view;
   c.run = [softplus, bc_view, N](Ins v) -> Outs {
     auto dir = [&](size_t o) {
-      ScanDirection s{v[o], v[o + 1], v[o + 2], v[o + 3], v[o + 4], v[o + 5], v[o + 6]};
-      if (bc_view > 0) {
-        const std::vector<Tensor> parts = split(v[o + 3], -1, {bc_view, N, N}, /*views=*/true);
-        s.Bm = parts[1];
-        s.Cm = parts[2];
-      }
-      return s;
+      const auto [Bm, Cm] = scan_bc(v[o + 3], v[o + 4], bc_view, N);
+      return ScanDirection{v[o], v[o + 1], v[o + 2], Bm, Cm, v[o + 5], v[o + 6]};
     };
     const SelectiveScanBidirOut o = selective_scan_bidir(dir(0), dir(7), v[14], softplus, v[15], v[16]);
     return {o.y_fwd, o.y_rev};
   };
-  c.tol = [](DType dt) {
-    return dt == DType::F64 ? Tol{1e-10, 1e-12, 0} : is_half(dt) ? Tol{3e-2, 5e-3, 0} : Tol{1e-3, 1e-4, 0};
-  };
+  c.tol = scan_tol;
   return c;
 }
 
