@@ -163,6 +163,26 @@ TEST(CudaDecode, GraphPdlAndEagerLaunchesGiveTheSameBits) {
   }
 }
 
+TEST(CudaDecode, ThePersistentKernelGivesTheSeparateKernelsBits) {
+  MT_REQUIRE_CUDA();
+  for (bool odd : {false, true})
+    for (DType cd : {DType::F32, DType::BF16})
+      for (int64_t B : {1, 2}) {
+        const MambaConfig c = decode_config(odd);
+        auto gpu = decode_model(c, Device::cuda());
+        const std::vector<int64_t> prompt = prompt_ids(B * 4, c.vocab_size);
+        nn::DecodeEngineOptions sep;
+        sep.persistent = false;
+        const DecodeRun a = decode(*gpu, Device::cuda(), cd, prompt, B, 10);
+        const DecodeRun b = decode(*gpu, Device::cuda(), cd, prompt, B, 10, sep);
+        const std::string what = std::string(dtype_name(cd)) + " B " + std::to_string(B) + (odd ? " odd" : "");
+        EXPECT_NE(a.mode.find("persistent"), std::string::npos) << what << ": " << a.mode;
+        EXPECT_EQ(b.mode.find("persistent"), std::string::npos) << what << ": " << b.mode;
+        EXPECT_EQ(a.tokens, b.tokens) << what;
+        EXPECT_EQ(a.logits, b.logits) << what;
+      }
+}
+
 TEST(CudaDecode, GenerateOnTheGpuEqualsTheCpuForGreedyAndSampledTokens) {
   MT_REQUIRE_CUDA();
   const MambaConfig c = decode_config(false);

@@ -22,6 +22,7 @@
 #include "autograd/ops/selective_scan.h"
 #include "autograd/ops/shape_ops.h"
 #include "kernels/decode_gemv.h"
+#include "kernels/decode_step.h"
 #include "kernels/detail/decode_math.h"
 #include "kernels/sampling.h"
 #include "kernels/ssm_step.h"
@@ -668,6 +669,189 @@ void row_mode_equals_conv_x_proj_and_the_scan_of_one_step() {
   EXPECT_NE(error_of([&] { ssm_step_cpu(bad); }).find("conv width"), std::string::npos);
 }
 
+// ------------------------------------------------------------------------------------------------ decode_step
+
+Bufs clone_all(const Bufs& b) {
+  Bufs c;
+  for (const auto& kv : b) c[kv.first] = kv.second.clone();
+  return c;
+}
+
+Tensor shifted(const Tensor& t, double by) {
+  std::vector<double> v = t.to_vector();
+  for (double& x : v) x += by;
+  return Tensor::from_vector(v, t.shape(), t.dtype());
+}
+
+// A random model's decode_step buffers: weights, states and work buffers (outputs NaN).
+struct StepCase {
+  int64_t B = 1, V = 300, dm = 48, di = 72, N = 16, R = 5, K = 4, nl = 3;
+  bool layernorm = true, biases = true;
+  DType dt = DType::F32;
+
+  DType sd() const { return dt == DType::F64 ? DType::F64 : DType::F32; }
+  std::string l(const char* name, int64_t i) const { return std::string(name) + std::to_string(i); }
+
+  Bufs host() const {
+    const int64_t E = R + 2 * N;
+    const double ws = 1.0 / std::sqrt(static_cast<double>(dm)), wi = 1.0 / std::sqrt(static_cast<double>(di));
+    Bufs h{{"emb", rnd({V, dm}, 60, dt)},
+           {"tokens", Tensor::from_vector_i64(std::vector<int64_t>{7, 299}, {2}).to(DType::I64)},
+           {"step", Tensor::from_vector_i64({5}, {1})},
+           {"nfw", rnd({dm}, 61, sd(), 0.2)},
+           {"nfb", rnd({dm}, 62, sd(), 0.1)},
+           {"head", rnd({V, dm}, 63, dt, ws)},
+           {"h", nan_of({B, dm}, dt)},
+           {"res0", nan_of({B, dm}, sd())},
+           {"res1", nan_of({B, dm}, sd())},
+           {"xz", nan_of({B, 2 * di}, dt)},
+           {"xproj", nan_of({decode_xproj_partials(di), B, E}, sd())},
+           {"y", nan_of({B, di}, dt)},
+           {"logits", nan_of({B, V}, sd())}};
+    h["tokens"] = slice(h["tokens"], 0, 0, B).contiguous();
+    for (int64_t i = 0; i < nl; ++i) {
+      const uint64_t s = 100 + 20 * static_cast<uint64_t>(i);
+      std::vector<double> a = rnd({di, N}, s, DType::F64).to_vector();
+      for (double& v : a) v = -std::exp(v);
+      h[l("nw", i)] = shifted(rnd({dm}, s + 1, sd(), 0.2), 1.0);
+      h[l("nb", i)] = rnd({dm}, s + 2, sd(), 0.1);
+      h[l("inw", i)] = rnd({2 * di, dm}, s + 3, dt, ws);
+      h[l("inb", i)] = rnd({2 * di}, s + 4, dt, 0.1);
+      h[l("cw", i)] = rnd({di, K}, s + 5, dt, 0.5);
+      h[l("cb", i)] = rnd({di}, s + 6, dt, 0.1);
+      h[l("cstate", i)] = rnd({B, K - 1, di}, s + 7, dt);
+      h[l("xw", i)] = rnd({E, di}, s + 8, dt, wi);
+      h[l("dtw", i)] = rnd({di, R}, s + 9, dt, 0.5 / std::sqrt(static_cast<double>(R)));
+      h[l("dtb", i)] = shifted(rnd({di}, s + 10, sd(), 0.5), -2.0);
+      h[l("A", i)] = Tensor::from_vector(a, {di, N}, sd());
+      h[l("D", i)] = rnd({di}, s + 11, sd());
+      h[l("outw", i)] = rnd({dm, di}, s + 12, dt, wi);
+      h[l("outb", i)] = rnd({dm}, s + 13, dt, 0.1);
+      h[l("sstate", i)] = rnd({B, di, N}, s + 14, sd(), 0.5);
+    }
+    return h;
+  }
+
+  // The call for layers [first, first + n) of b's model.
+  DecodeStepParams params(Bufs& b, int64_t first, int64_t n) const {
+    DecodeStepParams p;
+    p.B = B;
+    p.V = V;
+    p.d_model = dm;
+    p.d_inner = di;
+    p.N = N;
+    p.R = R;
+    p.K = K;
+    p.dtype = dt;
+    p.rms = !layernorm;
+    p.round_residual = is_half(dt);
+    p.first = first;
+    p.n_layer = n;
+    p.last = first + n == nl;
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t i = first + j;
+      DecodeStepLayer& q = p.layers[j];
+      q.norm_w = b[l("nw", i)].data_ptr();
+      q.norm_b = layernorm ? b[l("nb", i)].data_ptr() : nullptr;
+      q.in_w = b[l("inw", i)].data_ptr();
+      q.in_b = biases ? b[l("inb", i)].data_ptr() : nullptr;
+      q.conv_w = b[l("cw", i)].data_ptr();
+      q.conv_b = b[l("cb", i)].data_ptr();
+      q.conv_state = b[l("cstate", i)].data_ptr();
+      q.x_w = b[l("xw", i)].data_ptr();
+      q.dt_w = b[l("dtw", i)].data_ptr();
+      q.dt_b = b[l("dtb", i)].data_ptr();
+      q.A = b[l("A", i)].data_ptr();
+      q.D = b[l("D", i)].data_ptr();
+      q.out_w = b[l("outw", i)].data_ptr();
+      q.out_b = biases ? b[l("outb", i)].data_ptr() : nullptr;
+      q.ssm_state = b[l("sstate", i)].data_ptr();
+    }
+    p.embedding = b["emb"].data_ptr();
+    p.tokens = b["tokens"].data<int64_t>();
+    p.step_counter = b["step"].data<int64_t>();
+    p.norm_f_w = b["nfw"].data_ptr();
+    p.norm_f_b = layernorm ? b["nfb"].data_ptr() : nullptr;
+    p.lm_head = b["head"].data_ptr();
+    p.h = b["h"].data_ptr();
+    p.res[0] = b["res0"].data_ptr();
+    p.res[1] = b["res1"].data_ptr();
+    p.xz = b["xz"].data_ptr();
+    p.xproj = b["xproj"].data_ptr();
+    p.y = b["y"].data_ptr();
+    p.logits = b["logits"].data_ptr();
+    return p;
+  }
+
+  // Every buffer a step writes.
+  std::vector<std::string> outputs() const {
+    std::vector<std::string> o = {"logits", "h", "res0", "res1", "xz", "y", "step"};
+    for (int64_t i = 0; i < nl; ++i) {
+      o.push_back(l("cstate", i));
+      o.push_back(l("sstate", i));
+    }
+    return o;
+  }
+};
+
+// Two steps (the second from the states and tokens the first left) of the model as one call, or as calls of `chunk`
+// layers.
+void run_step_calls(const StepCase& c, Bufs& b, bool cuda, int64_t chunk, bool persistent) {
+  Tensor bar = Tensor::zeros({1}, DType::I32, cuda ? Device::cuda() : Device::cpu());
+  for (int rep = 0; rep < 2; ++rep)
+    for (int64_t first = 0; first < c.nl; first += chunk) {
+      DecodeStepParams p = c.params(b, first, std::min(chunk, c.nl - first));
+      p.persistent = persistent;
+      p.barrier = static_cast<unsigned*>(bar.data_ptr());
+      cuda ? ops::run_cuda("decode_step", MT_CUDA_KERNEL(decode_step_cuda), p) : decode_step_cpu(p);
+    }
+}
+
+void one_call_equals_the_kernels_in_order() {
+  for (bool ln : {false, true}) {
+    StepCase c;
+    c.B = 2;
+    c.layernorm = ln;
+    c.biases = ln;
+    const Bufs h = c.host();
+    Bufs step = clone_all(h), parts = clone_all(h);
+    run_step_calls(c, step, false, c.nl, false);
+    for (int rep = 0; rep < 2; ++rep) {
+      for (int64_t l = 0; l < c.nl; ++l) {
+        DecodeStepParams p = c.params(parts, 0, c.nl);
+        decode_gemv_cpu(decode_step_in_proj(p, l));
+        ssm_step_cpu(decode_step_ssm(p, l));
+        decode_gemv_cpu(decode_step_out_proj(p, l));
+      }
+      decode_gemv_cpu(decode_step_lm_head(c.params(parts, 0, c.nl)));
+    }
+    for (const std::string& n : c.outputs()) expect_near(step.at(n), parts.at(n), 0.0, n.c_str());
+    EXPECT_EQ(step.at("step").to_vector_i64()[0], 7);
+    // The residual stream of layer l is in res[l % 2]; the LM head reads the last layer's.
+    for (const std::string& n : {"logits", "res0", "res1", "h"})
+      EXPECT_FALSE(std::isnan(step.at(n).to_vector()[0])) << n;
+  }
+}
+
+void calls_of_a_few_layers_equal_one_call() {
+  StepCase c;
+  c.nl = 5;
+  const Bufs h = c.host();
+  for (int64_t chunk : {1, 2, 3}) {
+    Bufs one = clone_all(h), parts = clone_all(h);
+    run_step_calls(c, one, false, c.nl, false);
+    run_step_calls(c, parts, false, chunk, false);
+    for (const std::string& n : c.outputs()) expect_near(parts.at(n), one.at(n), 0.0, n.c_str());
+  }
+}
+
+void more_layers_than_a_call_takes_is_a_shape_error() {
+  StepCase c;
+  Bufs b = c.host();
+  DecodeStepParams p = c.params(b, 0, c.nl);
+  p.n_layer = kDecodeStepMaxLayers + 1;
+  EXPECT_NE(error_of([&] { decode_step_cpu(p); }).find("layers"), std::string::npos);
+}
 }  // namespace
 
 void decode_gemv_cpu_check() {
@@ -678,6 +862,47 @@ void decode_gemv_cpu_check() {
 
 void decode_gemv_cuda_check() {
   run_checks({NAMED_CHECK(mixer_in_matches_the_cpu), NAMED_CHECK(store_and_decode_norm_match_the_cpu)});
+}
+
+void decode_step_cpu_check() {
+  run_checks({NAMED_CHECK(one_call_equals_the_kernels_in_order), NAMED_CHECK(calls_of_a_few_layers_equal_one_call),
+              NAMED_CHECK(more_layers_than_a_call_takes_is_a_shape_error)});
+}
+
+// CUDA: the persistent kernel gives the separate kernels' bits (one call, and calls of 2 layers), and both follow the
+// CPU within the dtype's tolerances (two steps of a 3-layer model: the differences compound).
+void decode_step_cuda_check() {
+  for (DType dt : kDtypes)
+    for (int64_t B : {1, 2})
+      for (int variant = 0; variant < 2; ++variant) {
+        StepCase c;
+        c.B = B;
+        c.dt = dt;
+        if (variant == 1) {  // RMSNorm, no biases, d_inner a multiple of 16, a larger vocabulary
+          c.layernorm = c.biases = false;
+          c.dm = 64;
+          c.di = 128;
+          c.V = 1000;
+        }
+        const Bufs h = c.host();
+        const std::string what =
+            std::string(dtype_name(dt)) + " B " + std::to_string(B) + " variant " + std::to_string(variant);
+        auto call = [&](int64_t chunk, bool persistent) {
+          return [&, chunk, persistent](Bufs& b, bool cuda) { run_step_calls(c, b, cuda, chunk, persistent); };
+        };
+        const Bufs sep = run_on(Device::cuda(), h, call(c.nl, false));
+        const Bufs per = run_on(Device::cuda(), h, call(c.nl, true));
+        const Bufs per2 = run_on(Device::cuda(), h, call(2, true));
+        const Bufs cpu = run_on(Device::cpu(), h, call(c.nl, false));
+        for (const std::string& n : c.outputs()) {
+          EXPECT_EQ(per.at(n).to_vector(), sep.at(n).to_vector()) << what << ": " << n;
+          EXPECT_EQ(per2.at(n).to_vector(), sep.at(n).to_vector()) << what << " (calls of 2 layers): " << n;
+        }
+        std::vector<std::string> outs = c.outputs();
+        outs.erase(std::find(outs.begin(), outs.end(), "step"));
+        compare(sep, cpu, outs, dt, what, dt == DType::F32 ? 20.0 : 4.0);
+        EXPECT_EQ(sep.at("step").to_vector_i64()[0], 7) << what;
+      }
 }
 
 void sampling_cpu_check() {
