@@ -185,6 +185,20 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
     }
 #endif
   }
+#if defined(MT_WITH_CUDA)
+  // The cuBLAS path: one eager step with GEMM tuning on, on the engine's own buffers. What it writes (states,
+  // activations, logits, the step counter) is all set again by prefill().
+  if (dev_.is_cuda() && fused_ && steps_.empty() && opt_.tune_gemms) {
+    const bool was = gemm_cuda_set_tuning(true);
+    try {
+      run_cublas_layers();
+    } catch (...) {
+      gemm_cuda_set_tuning(was);
+      throw;
+    }
+    gemm_cuda_set_tuning(was);
+  }
+#endif
 }
 
 DecodeEngine::~DecodeEngine() {

@@ -49,6 +49,9 @@ struct DecodeEngineOptions {
   // CUDA, GEMV path, batches up to kernels::kDecodeStepMaxBatch: the layers and the LM head as one persistent kernel
   // (kernels/decode_step.h) instead of three kernels per layer; same bits.
   bool persistent = true;
+  // CUDA, cuBLAS path: time cuBLASLt's candidate algorithms for the step's GEMMs once, when the engine is built
+  // (kernels/gemm.h gemm_cuda_set_tuning), instead of taking the heuristic's first choice.
+  bool tune_gemms = true;
 };
 
 class DecodeEngine {
