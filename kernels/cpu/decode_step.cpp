@@ -11,8 +11,8 @@ void decode_step_check(const DecodeStepParams& p) {
   MT_ASSERT(p.first >= 0, "decode_step: bad first layer");
   MT_ASSERT(p.B >= 0 && p.V >= 1 && p.d_model >= 1 && p.d_inner >= 1 && p.N >= 1 && p.R >= 1 && p.K >= 1,
             "decode_step: bad sizes");
-  MT_ASSERT((p.first > 0 || (p.embedding && p.tokens)) && (!p.last || (p.norm_f_w && p.lm_head)) && p.h && p.res[0] && p.res[1] && p.xz && p.xproj &&
-                p.y && p.logits,
+  MT_ASSERT((p.first > 0 || (p.embedding && p.tokens)) && (!p.last || (p.norm_f_w && p.lm_head)) && p.h && p.res[0] &&
+                p.res[1] && p.xz && p.xproj && p.y && p.logits,
             "decode_step: missing buffers");
 }
 

@@ -70,7 +70,8 @@ int64_t update_channel_blocks(const DecodeStepParams& p) {
 }
 
 template <typename T, int BT>
-__global__ void __launch_bounds__(kThreads, kMaxBlocksPerSm) decode_step_kernel(const __grid_constant__ DecodeStepParams p) {
+__global__ void __launch_bounds__(kThreads, kMaxBlocksPerSm)
+    decode_step_kernel(const __grid_constant__ DecodeStepParams p) {
   unsigned n = 0;
   const int64_t in_tasks = (2 * p.d_inner + kWarps * 2 - 1) / (kWarps * 2);
   const int64_t upd_cb = (p.d_inner + kUpdateThreads / kUpdateTpc - 1) / (kUpdateThreads / kUpdateTpc);
@@ -127,7 +128,8 @@ void dispatch_step(const DecodeStepParams& p, F&& f) {
     case DType::F32: by_batch(cuda::TypeTag<float>{}); return;
     case DType::BF16: by_batch(cuda::TypeTag<__nv_bfloat16>{}); return;
     case DType::F16: by_batch(cuda::TypeTag<__half>{}); return;
-    default: throw Error(ErrorKind::Shape, str("decode_step on CUDA takes f32, bf16 or f16, got ", dtype_name(p.dtype)));
+    default:
+      throw Error(ErrorKind::Shape, str("decode_step on CUDA takes f32, bf16 or f16, got ", dtype_name(p.dtype)));
   }
 }
 
@@ -163,8 +165,8 @@ void decode_step_cuda(const DecodeStepParams& p) {
     if (p.last) decode_gemv_cuda(decode_step_lm_head(p));
     return;
   }
-  MT_CHECK(decode_step_cuda_persistent_supports(p), ErrorKind::Shape, "decode_step_cuda: batch ", p.B, ", ",
-           p.n_layer, " layers, d_model ", p.d_model, ", d_inner ", p.d_inner,
+  MT_CHECK(decode_step_cuda_persistent_supports(p), ErrorKind::Shape, "decode_step_cuda: batch ", p.B, ", ", p.n_layer,
+           " layers, d_model ", p.d_model, ", d_inner ", p.d_inner,
            " not supported by the persistent kernel (decode_step_cuda_persistent_supports)");
   MT_ASSERT(p.barrier, "decode_step: missing barrier counter");
   const CudaContext& ctx = CudaContext::get();
