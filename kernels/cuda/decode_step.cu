@@ -30,16 +30,25 @@ constexpr int kMaxBlocksPerSm = 2;
 // Grid-wide barrier number n (1, 2, ...): thread 0 of each block counts its arrival and waits for n * gridDim.x
 // arrivals. The fences order the block's writes before its arrival and the other blocks' writes before what the
 // block reads afterwards; __syncthreads carries both to the block's other threads.
+// A wait of more than kBarrierSpins reads of the counter (several seconds at a few hundred nanoseconds a read: the
+// grid's blocks are not all running, a bug) traps, so that the launch fails with an error instead of hanging. The trap
+// sits in a function of its own: inlined, it made the kernel spill three times as much.
+constexpr unsigned kBarrierSpins = 1u << 25;
+
+__device__ __noinline__ void barrier_timed_out() { __trap(); }
+
 __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned n) {
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
     atomicAdd(counter, 1u);
     const unsigned target = n * gridDim.x;
-    unsigned seen = 0;
-    do {
+    unsigned seen = 0, spins = 0;
+    for (;;) {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
-    } while (seen < target);
+      if (seen >= target) break;
+      if (++spins == kBarrierSpins) barrier_timed_out();
+    }
     __threadfence();
   }
   __syncthreads();
