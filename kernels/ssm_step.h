@@ -25,9 +25,8 @@
 // CUDA: the state update runs 16 threads per channel (states and dt_proj's terms split among them, sums by shuffles),
 // 16 channels per block; partials mode sums the partials per block first. Past about one wave of such blocks, 4
 // threads per channel, or in row mode with xrow one thread per row and channel in tiles of 8 rows x 32 channels. Row
-// mode with xrow: one kernel does the conv step and x_proj's partial products over channel chunks of
-// kSsmStepXrowChannels into xrow (f32 accumulation), then the update adds the partials and rounds to dtype as above;
-// without xrow one block per row does all three.
+// mode with xrow: the conv step, then x_proj as a GEMM into xrow (f32 accumulation, rounded to dtype as above), then
+// the update; without xrow one block per row does all three.
 #pragma once
 
 #include <cstdint>
@@ -38,10 +37,6 @@ namespace mt::kernels {
 
 constexpr int kConvMaxK = 8;  // conv width limit of the decode kernels (the GPU keeps taps and state in registers)
 
-// CUDA row mode with xrow: x_proj's partial products over chunks of this many channels, and their number.
-constexpr int64_t kSsmStepXrowChannels = 128;
-inline int64_t ssm_step_xrow_partials(int64_t D) { return (D + kSsmStepXrowChannels - 1) / kSsmStepXrowChannels; }
-
 struct SsmStepParams {
   int64_t B = 0, D = 0, N = 0, R = 0;
   DType dtype = DType::F32;
@@ -51,9 +46,8 @@ struct SsmStepParams {
   const void* xproj = nullptr;  // partials mode: [P, B, R + 2N]
   int64_t P = 1;
   const void* x_proj_w = nullptr;  // row mode: [R + 2N, D]
-  // CUDA row mode, optional: [ssm_step_xrow_partials(D), B, R + 2N] compute-dtype scratch. Given, the step runs as
-  // two kernels that fill the GPU at any batch (the conv step with x_proj's partial products into xrow, the state
-  // update); else as one block per row.
+  // CUDA row mode, optional: [B, R + 2N] compute-dtype scratch. Given, the step runs as three kernels that fill the
+  // GPU at any batch (the conv step, x_proj as one GEMM into xrow, the state update); else as one block per row.
   void* xrow = nullptr;
   const void* conv_w = nullptr;  // row mode, optional: [D, K]
   const void* conv_b = nullptr;  // [D] or nullptr

@@ -118,7 +118,7 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
       xproj_ = Tensor::zeros({decode_xproj_partials(di), B, E}, sd_, dev_);
     else {
       xin_ = Tensor::zeros({B, dm}, cd_, dev_);
-      xrow_ = Tensor::zeros({ssm_step_xrow_partials(di), B, E}, sd_, dev_);
+      xrow_ = Tensor::zeros({B, E}, sd_, dev_);
     }
   }
   // The GEMV path (every fused CPU step): decode_step calls of up to kDecodeStepMaxLayers layers each.
@@ -407,7 +407,7 @@ void DecodeEngine::run_cublas_layers() {
   gemm(ptr(xin_), dm, lm_head_, Tensor(), ptr(logits_), V, true);
 }
 
-// ssm_step in row mode with xrow: the conv step with x_proj's partial products, and the state update.
+// ssm_step in row mode with xrow: the conv step, x_proj as a GEMM and the state update.
 void DecodeEngine::ssm_step_rows(Layer& L) {
   const int64_t di = cfg_.d_inner;
   SsmStepParams s;

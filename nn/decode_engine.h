@@ -10,7 +10,7 @@
 //     captured once in a CUDA graph and replayed. At batches 1 and 2 the layers and the LM head run as one persistent
 //     kernel (persistent; else as separate kernels chained by programmatic dependent launch). Batches above
 //     gemv_max_batch (or widths the GEMV kernels do not take) use cuBLAS for in_proj, out_proj and the LM head: per
-//     layer decode_norm, GEMM, ssm_step in row mode (conv step with x_proj, state update), GEMM.
+//     layer decode_norm, GEMM, ssm_step in row mode (conv step, x_proj, state update), GEMM.
 //   reference (fused = false, and f64 on CUDA): the model's own forward with the inference cache, one token at a time.
 //
 // Sampling (kernels/sampling.h) runs on the engine's device; the tokens of a row depend on (seed, its row id, the

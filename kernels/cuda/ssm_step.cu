@@ -4,16 +4,17 @@
 // so one row already fills D / 16 blocks (4 threads and 64 channels per block once that exceeds a wave; in row mode
 // with xrow, one thread per row and channel instead: ssm_update_rows_kernel). Before waiting for the previous kernel a
 // thread loads what does not depend on it: its channel's biases, its dt_proj row and its states' A and h (the state was
-// last written by this layer one step earlier). After the wait the block adds its row's x_proj partial sums (in the
-// fixed order of kernels/detail/decode_math.h, thread g * E + e adding group g of output e), then each group of 16 (or
-// 4) lanes splits dt_proj's terms and the N states of one channel and meets by shuffles. Row mode with xrow:
-// conv_xproj_kernel (the conv step and x_proj's partial products over blocks of 8 rows x 128 channels, into xrow),
-// then the update adding those partials. Row mode without xrow: one block of 512 threads per row does the conv step
-// into shared memory, x_proj with a warp per output and the channel updates.
+// last written by this layer one step earlier). After the wait the block forms its row's x_proj outputs (partials mode:
+// the partial sums in the fixed order of kernels/detail/decode_math.h, thread g * E + e adding group g of output e; row
+// mode: xrow), then each group of 16 (or 4) lanes splits dt_proj's terms and the N states of one channel and meets by
+// shuffles. Row mode with xrow: conv_step_kernel (one thread per row and channel), x_proj as one GEMM, the update
+// kernel. Row mode without xrow: one block of 512 threads per row does the conv step into shared memory, x_proj with a
+// warp per output and the channel updates.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/cuda/ssm_step.cuh"
 #include "kernels/detail/decode_math.h"
+#include "kernels/gemm.h"
 #include "kernels/ssm_step.h"
 
 namespace mt::kernels {
@@ -111,11 +112,11 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   });
 }
 
-// ---- The state update for many rows in row mode (xrow's partials): one thread per (row, channel), blocks of kTileRows
-// rows x kTileChannels channels. The block stages dt_proj's rows of its channels in shared memory once for all its rows
-// (each thread sums its channel's R terms in order, as the CPU does); a thread holds its channel's A and its row's
-// states in registers (up to kStateRegs, 16-byte loads when they allow) and adds the N terms of y in order. Per state
-// element this reads and writes the state once, where the TPC kernels also re-read A and dt_proj's row per row.
+// ---- The state update for many rows in row mode (xrow): one thread per (row, channel), blocks of kTileRows rows x
+// kTileChannels channels. The block stages dt_proj's rows of its channels in shared memory once for all its rows (each
+// thread sums its channel's R terms in order, as the CPU does); a thread holds its channel's A and its row's states in
+// registers (up to kStateRegs, 16-byte loads when they allow) and adds the N terms of y in order. Per state element
+// this reads and writes the state once, where the TPC kernels also re-read A and dt_proj's row per row.
 constexpr int kTileChannels = 32, kTileRows = kUpdateThreads / kTileChannels, kStateRegs = 16;
 
 // Leading dimension of the staged dt_proj rows: odd, so that the 32 lanes of a warp (32 channels) hit 32 banks.
@@ -189,13 +190,8 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_rows_kernel(SsmStep
   load_regs<C>(h, N, h_r);
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
-  // The x_proj outputs of the block's rows: the P partials (p.xproj [P, B, E]) added in order.
-  const C* xp = static_cast<const C*>(p.xproj) + b0 * E;
-  for (int64_t i = threadIdx.x; i < nr * E; i += kUpdateThreads) {
-    C acc = xp[i];
-    for (int64_t q = 1; q < p.P; ++q) acc += xp[q * B * E + i];
-    xd[i] = round_to<T>(acc);
-  }
+  const C* xr = static_cast<const C*>(p.xrow) + b0 * E;
+  for (int64_t i = threadIdx.x; i < nr * E; i += kUpdateThreads) xd[i] = round_to<T>(xr[i]);
   const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
   const C zz = p.z ? cuda::load(static_cast<const T*>(p.z), b * p.ld + d) : C(0);
   __syncthreads();
@@ -225,89 +221,33 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_rows_kernel(SsmStep
   static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
 }
 
-// Row mode with xrow, before the update: blocks of kXpRows rows x kSsmStepXrowChannels channels. Each thread does the
-// conv step of one channel for a quarter of the rows (u[b, d] <- round(silu(conv)), the conv state shifted; without a
-// conv u is read as is) into shared memory, then warp w forms x_proj's partial products over the block's channels for
-// outputs e = w, w + 8, ...: xrow[chunk, b, e] = sum of x_proj_w[e, d] * u[b, d] over the chunk's channels (each lane
-// four channels, then a warp sum). Conv taps and states are loaded before the PDL wait.
-constexpr int kXpRows = 8, kXpThreads = 256, kXpRowGroups = kXpThreads / static_cast<int>(kSsmStepXrowChannels);
-constexpr int kXpRowsPerThread = kXpRows / kXpRowGroups;
-static_assert(kSsmStepXrowChannels % 32 == 0 && kXpRows % kXpRowGroups == 0, "conv_xproj_kernel's tiling");
-
+// Row mode's conv step, one thread per (row, channel): u[b, d] <- round(silu(conv)), the conv state shifted.
 template <typename T>
-__global__ void __launch_bounds__(kXpThreads) conv_xproj_kernel(SsmStepParams p) {
+__global__ void conv_step_kernel(SsmStepParams p) {
   using C = typename cuda::Compute<T>::type;
-  constexpr int CH = static_cast<int>(kSsmStepXrowChannels);
-  __shared__ C us[kXpRows][CH];
-  const int64_t B = p.B, D = p.D, E = p.R + 2 * p.N;
   const int K = static_cast<int>(p.K);
-  const int64_t d0 = static_cast<int64_t>(blockIdx.x) * CH, b0 = static_cast<int64_t>(blockIdx.y) * kXpRows;
-  const int nc = static_cast<int>(D - d0 < CH ? D - d0 : CH),
-            nr = static_cast<int>(B - b0 < kXpRows ? B - b0 : kXpRows);
-  const int c = threadIdx.x % CH, rg = threadIdx.x / CH;
-  const int64_t d = d0 + c;
-  const bool conv = p.conv_w != nullptr;
-  C w[kConvMaxK], sv[kXpRowsPerThread][kConvMaxK], cb = C(0);
-  if (conv && c < nc) {
-    const T* cw = static_cast<const T*>(p.conv_w) + d * K;
-#pragma unroll
-    for (int k = 0; k < kConvMaxK; ++k)
-      if (k < K) w[k] = cuda::load(cw, k);
-    if (p.conv_b) cb = cuda::load(static_cast<const T*>(p.conv_b), d);
-#pragma unroll
-    for (int i = 0; i < kXpRowsPerThread; ++i) {
-      const int r = rg + i * kXpRowGroups;
-      if (r >= nr) continue;
-      const T* st = static_cast<const T*>(p.conv_state) + (b0 + r) * (K - 1) * D + d;
-#pragma unroll
-      for (int k = 0; k + 1 < kConvMaxK; ++k)
-        if (k + 1 < K) sv[i][k] = cuda::load(st, k * D);
-    }
-  }
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.B * p.D;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / p.D, d = i % p.D;
+    T* u = static_cast<T*>(p.u) + b * p.ld;
+    const C uv = cuda::load(u, d);
+    const T* cw = static_cast<const T*>(p.conv_w) + d * K;
+    T* st = static_cast<T*>(p.conv_state) + b * (K - 1) * p.D + d;
+    C w[kConvMaxK], sv[kConvMaxK];
 #pragma unroll
-  for (int i = 0; i < kXpRowsPerThread; ++i) {
-    const int r = rg + i * kXpRowGroups;
-    C uv = C(0);
-    if (c < nc && r < nr) {
-      T* u = static_cast<T*>(p.u) + (b0 + r) * p.ld;
-      uv = cuda::load(u, d);
-      if (conv) {
-        T* st = static_cast<T*>(p.conv_state) + (b0 + r) * (K - 1) * D + d;
-        const C pre = decode::conv_pre<kConvMaxK>(uv, K, w, sv[i], cb);
-#pragma unroll
-        for (int k = 0; k + 1 < kConvMaxK; ++k)
-          if (k + 2 < K) st[k * D] = cuda::from_compute<T>(sv[i][k + 1]);
-        if (K > 1) st[(K - 2) * D] = cuda::from_compute<T>(uv);
-        uv = round_to<T>(decode::silu(pre));
-        u[d] = cuda::from_compute<T>(uv);
-      }
+    for (int k = 0; k < kConvMaxK; ++k) {
+      if (k < K) w[k] = cuda::load(cw, k);
+      if (k + 1 < K) sv[k] = cuda::load(st, k * p.D);
     }
-    us[r][c] = uv;
-  }
-  __syncthreads();
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const T* xw = static_cast<const T*>(p.x_proj_w);
-  C* xrow = static_cast<C*>(p.xrow);
-  for (int64_t e = warp; e < E; e += kXpThreads / 32) {
-    C wv[CH / 32];
+    const C cb = p.conv_b ? cuda::load(static_cast<const T*>(p.conv_b), d) : C(0);
+    const C pre = decode::conv_pre<kConvMaxK>(uv, K, w, sv, cb);
 #pragma unroll
-    for (int j = 0; j < CH / 32; ++j) {
-      const int cc = lane + 32 * j;
-      wv[j] = cc < nc ? static_cast<C>(cuda::load(xw, e * D + d0 + cc)) : C(0);
-    }
-    C acc[kXpRows];
-#pragma unroll
-    for (int r = 0; r < kXpRows; ++r) {
-      acc[r] = C(0);
-#pragma unroll
-      for (int j = 0; j < CH / 32; ++j) acc[r] += wv[j] * us[r][lane + 32 * j];
-      acc[r] = decode_cuda::warp_sum(acc[r]);
-    }
-#pragma unroll
-    for (int r = 0; r < kXpRows; ++r)
-      if (lane == r && r < nr) xrow[(static_cast<int64_t>(blockIdx.x) * B + b0 + r) * E + e] = acc[r];
+    for (int k = 0; k + 1 < kConvMaxK; ++k)
+      if (k + 2 < K) st[k * p.D] = cuda::from_compute<T>(sv[k + 1]);
+    if (K > 1) st[(K - 2) * p.D] = cuda::from_compute<T>(uv);
+    u[d] = cuda::from_compute<T>(round_to<T>(decode::silu(pre)));
   }
 }
 
@@ -328,27 +268,34 @@ void ssm_step_cuda(const SsmStepParams& p) {
                      static_cast<unsigned>(p.B));
     auto update = wide ? ssm_update_kernel<T, 4> : ssm_update_kernel<T, 16>;
     if (p.x_proj_w && p.xrow) {
-      MT_CHECK(p.B <= 65535 * static_cast<int64_t>(kXpRows), ErrorKind::Shape, "ssm_step_cuda: batch ", p.B,
-               " too large for the row mode");
-      const int64_t P = ssm_step_xrow_partials(p.D);
-      decode_cuda::launch(conv_xproj_kernel<T>,
-                          dim3(static_cast<unsigned>(P), static_cast<unsigned>((p.B + kXpRows - 1) / kXpRows)),
-                          dim3(kXpThreads), 0, p.pdl, p);
-      // The update adds xrow's partials.
+      MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
+      if (p.conv_w) {
+        decode_cuda::launch(conv_step_kernel<T>, dim3(static_cast<unsigned>(cuda::grid_for(p.B * p.D, 256))), dim3(256),
+                            0, p.pdl, p);
+      }
+      GemmParams g;  // xrow[B, E] = u[B, D] @ x_proj_w[E, D]^T, accumulated and stored in the compute dtype
+      g.dtype = p.dtype;
+      g.trans_b = true;
+      g.M = p.B;
+      g.N = E;
+      g.K = p.D;
+      g.A = p.u;
+      g.lda = p.ld;
+      g.B = p.x_proj_w;
+      g.ldb = p.D;
+      g.C = p.xrow;
+      g.ldc = E;
+      g.c_f32 = p.dtype == DType::BF16 || p.dtype == DType::F16;
+      gemm_cuda(g);
       SsmStepParams q = p;
-      q.xproj = p.xrow;
-      q.P = P;
-      q.xrow = nullptr;
+      q.xproj = nullptr;
       const size_t rows_smem = update_rows_smem<C>(p.R, E);
       if (wide && rows_smem <= 48 * 1024) {
         const dim3 rgrid(static_cast<unsigned>((p.D + kTileChannels - 1) / kTileChannels),
                          static_cast<unsigned>((p.B + kTileRows - 1) / kTileRows));
         decode_cuda::launch(ssm_update_rows_kernel<T>, rgrid, dim3(kUpdateThreads), rows_smem, p.pdl, q);
       } else {
-        MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
-        const size_t smem = static_cast<size_t>(E + decode::ssm_step_groups(E, P) * E) * sizeof(C);
-        MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: dt_rank + 2 d_state = ", E, " too large");
-        decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), smem, p.pdl, q);
+        decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl, q);
       }
       return;
     }

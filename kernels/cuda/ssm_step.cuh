@@ -63,7 +63,7 @@ __device__ __forceinline__ void ssm_update_block(const SsmStepParams& p, int64_t
   // The in_proj outputs of this channel, loaded while the x_proj sums are formed.
   const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
   const C zz = p.z ? cuda::load(static_cast<const T*>(p.z), b * p.ld + d) : C(0);
-  {
+  if (p.xproj != nullptr) {
     const int64_t G = decode::ssm_step_groups(E, p.P);
     const C* xproj = static_cast<const C*>(p.xproj);
     for (int64_t i = threadIdx.x; i < G * E; i += kUpdateThreads) {
@@ -76,6 +76,9 @@ __device__ __forceinline__ void ssm_update_block(const SsmStepParams& p, int64_t
       for (int64_t g = 1; g < G; ++g) s += red[g * E + e];
       xd[e] = round_to<T>(s);
     }
+  } else {
+    const C* xr = static_cast<const C*>(p.xrow) + b * E;
+    for (int64_t e = threadIdx.x; e < E; e += kUpdateThreads) xd[e] = round_to<T>(xr[e]);
   }
   __syncthreads();
   C delta = C(0);
