@@ -7,8 +7,8 @@
 //     decode_gemv (residual add + norm, in_proj, conv step, x_proj partial products), ssm_step (x_proj sums, dt_proj,
 //     softplus, state update, D, gate) and decode_gemv (out_proj); then decode_gemv (norm_f + LM head) and sample.
 //     Weights are the model's compute-dtype copies, all buffers are allocated once, and on CUDA the whole step is
-//     captured once in a CUDA graph and replayed. At batches 1 and 2 the layers and the LM head run as one persistent
-//     kernel (persistent; else as separate kernels chained by programmatic dependent launch). Batches above
+//     captured once in a CUDA graph and replayed, its kernels chained by programmatic dependent launch (with
+//     persistent, at batches 1 and 2 the layers and the LM head run as one persistent kernel instead). Batches above
 //     gemv_max_batch (or widths the GEMV kernels do not take) use cuBLAS for in_proj, out_proj and the LM head: per
 //     layer decode_norm, GEMM, ssm_step in row mode (conv step, x_proj, state update), GEMM.
 //   reference (fused = false, and f64 on CUDA): the model's own forward with the inference cache, one token at a time.
@@ -47,11 +47,12 @@ struct DecodeEngineOptions {
   // kernels win at batches 1 and 2 (441 against 640, 568 against 646 us per step) and cuBLAS from 3 (646 against 665).
   int64_t gemv_max_batch = 2;
   // CUDA, GEMV path, batches up to kernels::kDecodeStepMaxBatch: the layers and the LM head as one persistent kernel
-  // (kernels/decode_step.h) instead of three kernels per layer; same bits.
-  bool persistent = true;
+  // (kernels/decode_step.h) instead of three kernels per layer; same bits. Off by default until it has run on a GPU.
+  bool persistent = false;
   // CUDA, cuBLAS path: time cuBLASLt's candidate algorithms for the step's GEMMs once, when the engine is built
-  // (kernels/gemm.h gemm_cuda_set_tuning), instead of taking the heuristic's first choice.
-  bool tune_gemms = true;
+  // (kernels/gemm.h gemm_cuda_set_tuning), instead of taking the heuristic's first choice. Off by default until it has
+  // run on a GPU.
+  bool tune_gemms = false;
 };
 
 class DecodeEngine {

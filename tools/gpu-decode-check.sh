@@ -39,8 +39,8 @@ bench() {  # label, extra args
 }
 {
   bench "bf16" --batch 1,64
-  bench "bf16 no persistent" --batch 1,2 --no-persistent
-  bench "bf16 no gemm tuning" --batch 64 --no-gemm-tuning
+  bench "bf16 persistent" --batch 1,2 --persistent
+  bench "bf16 gemm tuning" --batch 64 --gemm-tuning
   bench "bf16 no pdl" --batch 1,64 --no-pdl
   bench "bf16 no graph" --batch 1,64 --no-cuda-graph
   bench "bf16 gemv at 4 and 8" --batch 4,8 --gemv-max-batch 8
@@ -67,7 +67,7 @@ echo "decode tests: rc $tests_rc ($(grep -cE '^\[       OK \]' "$out/decode-test
   "$(grep -cE '^\[  FAILED  \]' "$out/decode-tests.log") failed lines, $(grep -cE '^\[  SKIPPED \]' "$out/decode-tests.log") skipped)"
 echo "memcheck (kernel tests): rc $memcheck_rc"
 printf '%-28s %-6s %12s %12s  %s\n' "bench decode (130m)" batch "tokens/s" "us/step" "path"
-for spec in "bf16:1" "bf16:64" "bf16 no persistent:1" "bf16 no persistent:2" "bf16 no gemm tuning:64" "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
+for spec in "bf16:1" "bf16:64" "bf16 persistent:1" "bf16 persistent:2" "bf16 gemm tuning:64" "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
   "bf16 gemv at 4 and 8:4" "bf16 gemv at 4 and 8:8" "bf16 cublas at 4 and 8:4" "bf16 cublas at 4 and 8:8" \
   "bf16 reference path:1" "bf16 sampled top-p 0.9:1" "bf16 sampled top-p 0.9:64" "bf16 sampled top-k 50:1" \
   "bf16 sampled top-k 50:64" "f32 with greedy check:1" "f32 with greedy check:16"; do
