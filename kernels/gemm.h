@@ -53,11 +53,4 @@ void gemm_cpu(const GemmParams& p);
 // column-major library as their transposes (C^T = op(B)^T op(A)^T), so no data moves.
 void gemm_cuda(const GemmParams& p);
 
-// CUDA: while on (per thread), gemm_cuda times cuBLASLt's candidate algorithms for each cuBLASLt problem it has not
-// timed yet (not while the stream is being captured): each candidate runs 3 times untimed and 10 times timed on the
-// call's own buffers, and the fastest by median is kept for that problem from then on, in place of the heuristic's
-// first choice. The outputs are written many times over, so only calls whose outputs are scratch belong inside.
-// Returns the previous setting.
-bool gemm_cuda_set_tuning(bool on);
-
 }  // namespace mt::kernels

@@ -7,7 +7,6 @@
 #include "autograd/ops/shape_ops.h"
 #include "core/allocator.h"
 #include "kernels/decode_gemv.h"
-#include "kernels/decode_step.h"
 #include "kernels/gemm.h"
 #include "kernels/sampling.h"
 #include "kernels/ssm_step.h"
@@ -121,84 +120,6 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
       xrow_ = Tensor::zeros({B, E}, sd_, dev_);
     }
   }
-  // The GEMV path (every fused CPU step): decode_step calls of up to kDecodeStepMaxLayers layers each.
-  if (fused_ && (dev_.is_cpu() || gemv_path_)) {
-    const int64_t nl = static_cast<int64_t>(layers_.size());
-    for (int64_t first = 0; first < nl; first += kDecodeStepMaxLayers) {
-      DecodeStepParams p;
-      p.B = B;
-      p.V = V;
-      p.d_model = dm;
-      p.d_inner = di;
-      p.N = N;
-      p.R = R;
-      p.K = K;
-      p.dtype = cd_;
-      p.rms = cfg_.norm == NormKind::RMSNorm;
-      p.eps = cfg_.norm_eps;
-      p.round_residual = !cfg_.residual_in_fp32 && is_half(cd_);
-      p.first = first;
-      p.n_layer = std::min(kDecodeStepMaxLayers, nl - first);
-      p.last = first + p.n_layer == nl;
-      for (int64_t i = 0; i < p.n_layer; ++i) {
-        const Layer& L = layers_[first + i];
-        DecodeStepLayer& q = p.layers[i];
-        q.norm_w = ptr(L.norm_w);
-        q.norm_b = ptr(L.norm_b);
-        q.in_w = ptr(L.in_w);
-        q.in_b = ptr(L.in_b);
-        q.conv_w = ptr(L.conv_w);
-        q.conv_b = ptr(L.conv_b);
-        q.conv_state = ptr(L.conv_state);
-        q.x_w = ptr(L.x_w);
-        q.dt_w = ptr(L.dt_w);
-        q.dt_b = ptr(L.dt_b);
-        q.A = ptr(L.A);
-        q.D = ptr(L.D);
-        q.out_w = ptr(L.out_w);
-        q.out_b = ptr(L.out_b);
-        q.ssm_state = ptr(L.ssm_state);
-      }
-      p.embedding = ptr(embedding_);
-      p.tokens = tokens_.data<int64_t>();
-      p.step_counter = step_.data<int64_t>();
-      p.norm_f_w = ptr(norm_f_w_);
-      p.norm_f_b = ptr(norm_f_b_);
-      p.lm_head = ptr(lm_head_);
-      p.h = ptr(h_);
-      p.res[0] = ptr(res_[0]);
-      p.res[1] = ptr(res_[1]);
-      p.xz = ptr(xz_);
-      p.xproj = ptr(xproj_);
-      p.y = ptr(y_);
-      p.logits = ptr(logits_c_);
-      steps_.push_back(p);
-    }
-#if defined(MT_WITH_CUDA)
-    if (dev_.is_cuda() && opt_.persistent) {
-      barrier_ = Tensor::zeros({1}, DType::I32, dev_);
-      persistent_ = true;
-      for (DecodeStepParams& p : steps_) {
-        p.barrier = static_cast<unsigned*>(barrier_.data_ptr());
-        persistent_ = persistent_ && decode_step_cuda_persistent_supports(p);
-      }
-    }
-#endif
-  }
-#if defined(MT_WITH_CUDA)
-  // The cuBLAS path: one eager step with GEMM tuning on, on the engine's own buffers. What it writes (states,
-  // activations, logits, the step counter) is all set again by prefill().
-  if (dev_.is_cuda() && fused_ && steps_.empty() && opt_.tune_gemms) {
-    const bool was = gemm_cuda_set_tuning(true);
-    try {
-      run_cublas_layers();
-    } catch (...) {
-      gemm_cuda_set_tuning(was);
-      throw;
-    }
-    gemm_cuda_set_tuning(was);
-  }
-#endif
 }
 
 DecodeEngine::~DecodeEngine() {
@@ -219,7 +140,6 @@ std::string DecodeEngine::describe() const {
     s += ", no cuda graph (" + graph_note_ + ")";
   s += pdl_ ? ", pdl" : ", no pdl";
   s += gemv_path_ ? ", gemv kernels" : ", cublas projections";
-  if (persistent_) s += " in one persistent kernel";
   return s;
 }
 
@@ -316,32 +236,7 @@ void DecodeEngine::run_reference_step() {
 }
 
 void DecodeEngine::run_fused_step() {
-  if (!steps_.empty()) {  // the GEMV path
-    for (DecodeStepParams& p : steps_) {
-      p.persistent = persistent_;
-      p.pdl = pdl_;
-#if defined(MT_WITH_CUDA)
-      if (dev_.is_cuda()) {
-        decode_step_cuda(p);
-        continue;
-      }
-#endif
-      decode_step_cpu(p);
-    }
-  } else {
-#if defined(MT_WITH_CUDA)
-    run_cublas_layers();
-#endif
-  }
-  if (!logits_c_.same(logits_)) logits_.copy_(logits_c_);
-  // The persistent kernel is a cooperative launch, which lets no dependent kernel start early.
-  sample(pdl_ && !persistent_);
-}
-
-#if defined(MT_WITH_CUDA)
-// Per layer decode_norm, in_proj as a GEMM, ssm_step in row mode (conv step, x_proj, state update), out_proj as a
-// GEMM; then norm_f and the LM head GEMM.
-void DecodeEngine::run_cublas_layers() {
+  const bool cuda = dev_.is_cuda();
   const int64_t B = opt_.batch, V = cfg_.vocab_size, dm = cfg_.d_model, di = cfg_.d_inner;
   const int64_t nl = static_cast<int64_t>(layers_.size());
   auto norm_args = [&](const Tensor& w, const Tensor& b) {
@@ -353,7 +248,34 @@ void DecodeEngine::run_cublas_layers() {
     a.round_residual = !cfg_.residual_in_fp32 && is_half(cd_);
     return a;
   };
-  // xin = the norm of a residual stream.
+  auto gemv = [&](DecodeGemvParams p) {
+    p.B = B;
+    p.dtype = cd_;
+    p.pdl = pdl_;
+#if defined(MT_WITH_CUDA)
+    if (cuda) return decode_gemv_cuda(p);
+#endif
+    decode_gemv_cpu(p);
+  };
+  // y[B, out] = input (x [B, in], or the norm of a residual stream) @ W^T + bias.
+  auto gemv_store = [&](const Tensor& W, const Tensor& bias, DecodeInput input, const void* x, const DecodeNormArgs& na,
+                        void* y, bool y_compute) {
+    DecodeGemvParams g;
+    g.in = W.size(1);
+    g.out = W.size(0);
+    g.W = ptr(W);
+    g.bias = ptr(bias);
+    g.input = input;
+    g.x = x;
+    g.norm = na;
+    g.output = DecodeOutput::Store;
+    g.y = y;
+    g.y_compute = y_compute;
+    gemv(g);
+  };
+#if defined(MT_WITH_CUDA)
+  // The cuBLAS path: xin = the norm of a residual stream; y[M, N] (row stride ldc) = x[M, K] @ W[N, K]^T + bias
+  // (c_f32: y in f32).
   auto norm_to_xin = [&](DecodeInput input, const DecodeNormArgs& na) {
     DecodeNormParams np;
     np.B = B;
@@ -365,7 +287,6 @@ void DecodeEngine::run_cublas_layers() {
     np.pdl = pdl_;
     decode_norm_cuda(np);
   };
-  // y[M, N] (row stride ldc) = x[M, K] @ W[N, K]^T + bias (c_f32: y in f32).
   auto gemm = [&](const void* x, int64_t lda, const Tensor& W, const Tensor& bias, void* y, int64_t ldc, bool c_f32) {
     GemmParams g;
     g.dtype = cd_;
@@ -383,9 +304,12 @@ void DecodeEngine::run_cublas_layers() {
     g.c_f32 = c_f32 && is_half(cd_);
     gemm_cuda(g);
   };
+#endif
+
   for (int64_t l = 0; l < nl; ++l) {
     Layer& L = layers_[l];
     DecodeNormArgs na = norm_args(L.norm_w, L.norm_b);
+    const DecodeInput input = l == 0 ? DecodeInput::EmbedNorm : DecodeInput::Norm;
     if (l == 0) {
       na.embedding = ptr(embedding_);
       na.tokens = tokens_.data<int64_t>();
@@ -395,20 +319,54 @@ void DecodeEngine::run_cublas_layers() {
       na.residual_in = ptr(res_[(l - 1) % 2]);
     }
     na.residual_out = ptr(res_[l % 2]);
-    norm_to_xin(l == 0 ? DecodeInput::EmbedNorm : DecodeInput::Norm, na);
+    if (!cuda || gemv_path_) {
+      // in_proj with the norm in front and the conv step + x_proj partials behind; the state update; out_proj.
+      DecodeGemvParams g;
+      g.in = dm;
+      g.out = 2 * di;
+      g.W = ptr(L.in_w);
+      g.bias = ptr(L.in_b);
+      g.input = input;
+      g.norm = na;
+      g.output = DecodeOutput::MixerIn;
+      g.y = ptr(xz_);
+      g.d_inner = di;
+      g.K = cfg_.d_conv;
+      g.E = cfg_.dt_rank + 2 * cfg_.d_state;
+      g.conv_w = ptr(L.conv_w);
+      g.conv_b = ptr(L.conv_b);
+      g.conv_state = ptr(L.conv_state);
+      g.x_proj_w = ptr(L.x_w);
+      g.xproj = ptr(xproj_);
+      gemv(g);
+      ssm_step(L, /*row_mode=*/false);
+      gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
+      continue;
+    }
+#if defined(MT_WITH_CUDA)
+    norm_to_xin(input, na);
     gemm(ptr(xin_), dm, L.in_w, L.in_b, ptr(xz_), 2 * di, false);
-    ssm_step_rows(L);
+    ssm_step(L, /*row_mode=*/true);
     gemm(ptr(y_), di, L.out_w, L.out_b, ptr(h_), dm, false);
+#endif
   }
+
   DecodeNormArgs nf = norm_args(norm_f_w_, norm_f_b_);
   nf.h = ptr(h_);
   nf.residual_in = ptr(res_[(nl - 1) % 2]);
-  norm_to_xin(DecodeInput::Norm, nf);
-  gemm(ptr(xin_), dm, lm_head_, Tensor(), ptr(logits_), V, true);
+  if (!cuda || gemv_path_) {
+    gemv_store(lm_head_, Tensor(), DecodeInput::Norm, nullptr, nf, ptr(logits_c_), true);
+  } else {
+#if defined(MT_WITH_CUDA)
+    norm_to_xin(DecodeInput::Norm, nf);
+    gemm(ptr(xin_), dm, lm_head_, Tensor(), ptr(logits_), V, true);
+#endif
+  }
+  if (!logits_c_.same(logits_)) logits_.copy_(logits_c_);
+  sample(pdl_);
 }
 
-// ssm_step in row mode with xrow: the conv step, x_proj as a GEMM and the state update.
-void DecodeEngine::ssm_step_rows(Layer& L) {
+void DecodeEngine::ssm_step(Layer& L, bool row_mode) {
   const int64_t di = cfg_.d_inner;
   SsmStepParams s;
   s.B = opt_.batch;
@@ -419,12 +377,17 @@ void DecodeEngine::ssm_step_rows(Layer& L) {
   s.u = ptr(xz_);
   s.z = static_cast<const char*>(s.u) + di * dtype_size(cd_);
   s.ld = 2 * di;
-  s.x_proj_w = ptr(L.x_w);
-  s.conv_w = ptr(L.conv_w);
-  s.conv_b = ptr(L.conv_b);
-  s.conv_state = ptr(L.conv_state);
-  s.K = cfg_.d_conv;
-  s.xrow = ptr(xrow_);
+  if (row_mode) {  // conv step, x_proj and the state update in one kernel
+    s.x_proj_w = ptr(L.x_w);
+    s.conv_w = ptr(L.conv_w);
+    s.conv_b = ptr(L.conv_b);
+    s.conv_state = ptr(L.conv_state);
+    s.K = cfg_.d_conv;
+    s.xrow = ptr(xrow_);
+  } else {
+    s.xproj = ptr(xproj_);
+    s.P = decode_xproj_partials(di);
+  }
   s.dt_w = ptr(L.dt_w);
   s.dt_bias = ptr(L.dt_b);
   s.A = ptr(L.A);
@@ -432,9 +395,11 @@ void DecodeEngine::ssm_step_rows(Layer& L) {
   s.state = ptr(L.ssm_state);
   s.y = ptr(y_);
   s.pdl = pdl_;
-  ssm_step_cuda(s);
-}
+#if defined(MT_WITH_CUDA)
+  if (dev_.is_cuda()) return ssm_step_cuda(s);
 #endif
+  ssm_step_cpu(s);
+}
 
 void DecodeEngine::sample(bool pdl) {
   const SamplingConfig& sc = opt_.sampling;
@@ -469,9 +434,8 @@ void DecodeEngine::capture_graph() {
 #if defined(MT_WITH_CUDA)
   graph_tried_ = true;
   const cudaStream_t stream = CudaContext::get().stream();
-  // Up to three attempts: as configured, then with the separate kernels instead of the persistent one, then without
-  // PDL.
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  // Up to two attempts: with PDL as configured, then without it.
+  for (int attempt = 0; attempt < 2; ++attempt) {
     const int64_t allocations = cuda_memory_stats().num_allocations;
     MT_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
     std::string err;
@@ -498,13 +462,8 @@ void DecodeEngine::capture_graph() {
       return;
     }
     graph_note_ = err;
-    // Next attempt: the separate kernels, then without PDL.
-    if (persistent_)
-      persistent_ = false;
-    else if (pdl_)
-      pdl_ = false;
-    else
-      return;
+    if (!pdl_) return;
+    pdl_ = false;
   }
 #endif
 }

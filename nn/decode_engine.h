@@ -3,14 +3,13 @@
 // prefill() runs the prompts through the model's parallel forward (the scan with its final state, plus the conv
 // state: nn/mamba.h InferenceCache), then every step() feeds each row's last token through the recurrence:
 //
-//   fused (default, every dtype on the CPU; f32 / bf16 / f16 on CUDA): kernels/decode_step.h, i.e. per layer
-//     decode_gemv (residual add + norm, in_proj, conv step, x_proj partial products), ssm_step (x_proj sums, dt_proj,
-//     softplus, state update, D, gate) and decode_gemv (out_proj); then decode_gemv (norm_f + LM head) and sample.
-//     Weights are the model's compute-dtype copies, all buffers are allocated once, and on CUDA the whole step is
-//     captured once in a CUDA graph and replayed, its kernels chained by programmatic dependent launch (with
-//     persistent, at batches 1 and 2 the layers and the LM head run as one persistent kernel instead). Batches above
-//     gemv_max_batch (or widths the GEMV kernels do not take) use cuBLAS for in_proj, out_proj and the LM head: per
-//     layer decode_norm, GEMM, ssm_step in row mode (conv step, x_proj, state update), GEMM.
+//   fused (default, every dtype on the CPU; f32 / bf16 / f16 on CUDA): per layer decode_gemv (residual add + norm,
+//     in_proj, conv step, x_proj partial products), ssm_step (x_proj sums, dt_proj, softplus, state update, D, gate)
+//     and decode_gemv (out_proj); then decode_gemv (norm_f + LM head) and sample. Weights are the model's compute-
+//     dtype copies, all buffers are allocated once, and on CUDA the whole step is captured once in a CUDA graph and
+//     replayed, its kernels chained by programmatic dependent launch. Batches above kDecodeGemvMaxBatch (or widths
+//     the GEMV kernels do not take) use cuBLAS for in_proj, out_proj and the LM head: per layer decode_norm, GEMM,
+//     ssm_step in row mode (conv step, x_proj, state update), GEMM.
 //   reference (fused = false, and f64 on CUDA): the model's own forward with the inference cache, one token at a time.
 //
 // Sampling (kernels/sampling.h) runs on the engine's device; the tokens of a row depend on (seed, its row id, the
@@ -22,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/decode_step.h"
 #include "nn/heads.h"
 
 namespace mt::nn {
@@ -46,13 +44,6 @@ struct DecodeEngineOptions {
   // CUDA: larger batches take the cuBLAS path (at most kDecodeGemvMaxBatch). On an H100 (130m, bf16) the GEMV
   // kernels win at batches 1 and 2 (441 against 640, 568 against 646 us per step) and cuBLAS from 3 (646 against 665).
   int64_t gemv_max_batch = 2;
-  // CUDA, GEMV path, batches up to kernels::kDecodeStepMaxBatch: the layers and the LM head as one persistent kernel
-  // (kernels/decode_step.h) instead of three kernels per layer; same bits. Off by default until it has run on a GPU.
-  bool persistent = false;
-  // CUDA, cuBLAS path: time cuBLASLt's candidate algorithms for the step's GEMMs once, when the engine is built
-  // (kernels/gemm.h gemm_cuda_set_tuning), instead of taking the heuristic's first choice. Off by default until it has
-  // run on a GPU.
-  bool tune_gemms = false;
 };
 
 class DecodeEngine {
@@ -83,10 +74,9 @@ class DecodeEngine {
 
  private:
   struct Layer;
-  void run_step();           // one step's work, issued on the device (eager or under capture)
-  void run_fused_step();     // the fused kernels
-  void run_cublas_layers();  // CUDA, batches past the GEMV kernels: the layers and the LM head with cuBLAS GEMMs
-  void ssm_step_rows(Layer& L);
+  void run_step();        // one step's work, issued on the device (eager or under capture)
+  void run_fused_step();  // the fused kernels
+  void ssm_step(Layer& L, bool row_mode);
   void run_reference_step();
   void sample(bool pdl);
   void capture_graph();
@@ -97,11 +87,8 @@ class DecodeEngine {
   DecodeEngineOptions opt_;
   DType cd_, sd_;  // compute and state dtypes
   bool fused_ = true;
-  bool gemv_path_ = true;    // CUDA fused: the decode_gemv kernels (else cuBLAS)
-  bool persistent_ = false;  // CUDA fused GEMV path: the persistent decode_step kernel
+  bool gemv_path_ = true;  // CUDA fused: the decode_gemv kernels (else cuBLAS)
   bool pdl_ = false;
-  std::vector<kernels::DecodeStepParams> steps_;  // the GEMV path's decode_step calls
-  Tensor barrier_;                                // the persistent kernel's barrier counter
   std::vector<Layer> layers_;
   Tensor embedding_, lm_head_, norm_f_w_, norm_f_b_;
   // Buffers

@@ -3,9 +3,8 @@
 # the decode kernels' op-table checks (CUDA against the CPU) and the `CudaDecode` tests (whole generations, graph /
 # PDL / cuBLAS paths),
 # memcheck on the kernel tests, `bench decode` for mamba-130m (random weights, prompt 128, 512 new tokens, greedy)
-# at batch 1 and 64 with and without the persistent kernel, GEMM tuning, PDL and the CUDA graph, the GEMV / cuBLAS
-# boundary, sampling, f32, and greedy checks against the parallel forward. Full logs under $OUT (or ./gpu-logs); a
-# short table last.
+# at batch 1 and 64 with and without PDL / the CUDA graph, the GEMV / cuBLAS boundary, sampling, f32, and greedy checks
+# against the parallel forward. Full logs under $OUT (or ./gpu-logs); a short table last.
 #   bash tools/gpu-decode-check.sh [build dir]      (MEMCHECK=0 skips memcheck)
 set -uo pipefail
 build=${1:-build}
@@ -19,13 +18,13 @@ if [ ! -x "$bin" ] || [ ! -x "$tests" ]; then
 fi
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -1)
 
-"$tests" --gtest_filter='CudaDecode.*:OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/decode_step:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step' \
+"$tests" --gtest_filter='CudaDecode.*:OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step' \
   > "$out/decode-tests.log" 2>&1
 tests_rc=$?
 memcheck_rc=skipped
 if [ "${MEMCHECK:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 "$tests" \
-    --gtest_filter='OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/decode_step:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step:CudaDecode.Graph*' \
+    --gtest_filter='OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step:CudaDecode.Graph*' \
     > "$out/decode-memcheck.log" 2>&1
   memcheck_rc=$?
 fi
@@ -39,8 +38,6 @@ bench() {  # label, extra args
 }
 {
   bench "bf16" --batch 1,64
-  bench "bf16 persistent" --batch 1,2 --persistent
-  bench "bf16 gemm tuning" --batch 64 --gemm-tuning
   bench "bf16 no pdl" --batch 1,64 --no-pdl
   bench "bf16 no graph" --batch 1,64 --no-cuda-graph
   bench "bf16 gemv at 4 and 8" --batch 4,8 --gemv-max-batch 8
@@ -67,7 +64,7 @@ echo "decode tests: rc $tests_rc ($(grep -cE '^\[       OK \]' "$out/decode-test
   "$(grep -cE '^\[  FAILED  \]' "$out/decode-tests.log") failed lines, $(grep -cE '^\[  SKIPPED \]' "$out/decode-tests.log") skipped)"
 echo "memcheck (kernel tests): rc $memcheck_rc"
 printf '%-28s %-6s %12s %12s  %s\n' "bench decode (130m)" batch "tokens/s" "us/step" "path"
-for spec in "bf16:1" "bf16:64" "bf16 persistent:1" "bf16 persistent:2" "bf16 gemm tuning:64" "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
+for spec in "bf16:1" "bf16:64" "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
   "bf16 gemv at 4 and 8:4" "bf16 gemv at 4 and 8:8" "bf16 cublas at 4 and 8:4" "bf16 cublas at 4 and 8:8" \
   "bf16 reference path:1" "bf16 sampled top-p 0.9:1" "bf16 sampled top-p 0.9:64" "bf16 sampled top-k 50:1" \
   "bf16 sampled top-k 50:64" "f32 with greedy check:1" "f32 with greedy check:16"; do

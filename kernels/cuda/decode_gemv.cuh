@@ -208,7 +208,8 @@ __device__ __forceinline__ void gemv_block(const DecodeGemvParams& p, int64_t bx
     }
     if (p.conv_b) cb = cuda::load(static_cast<const T*>(p.conv_b), my_o);
   }
-  if (mixer && blk0 < di && threadIdx.x < p.E) prefetch_l2(static_cast<const T*>(p.x_proj_w) + threadIdx.x * di + blk0);
+  if (mixer && blk0 < di && threadIdx.x < p.E)
+    prefetch_l2(static_cast<const T*>(p.x_proj_w) + threadIdx.x * di + blk0);
 
   wait();
 

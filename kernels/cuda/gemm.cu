@@ -12,9 +12,7 @@
 // heuristic offers an algorithm for it; otherwise (f64, K == 0, no algorithm) a separate broadcast-add kernel.
 //
 // Algorithm choice: cublasLtMatmulAlgoGetHeuristic is queried once per distinct problem (sizes, strides, flags,
-// pointer alignments) and cached; the cache is guarded by a mutex (one process drives one GPU). With tuning on
-// (gemm_cuda_set_tuning) the heuristic's candidates are timed instead and the fastest is cached.
-#include <algorithm>
+// pointer alignments) and cached; the cache is guarded by a mutex (one process drives one GPU).
 #include <map>
 #include <mutex>
 #include <vector>
@@ -106,49 +104,8 @@ void make_layout(cublasLtMatrixLayout_t* out, cudaDataType_t dt, int64_t rows, i
 
 struct CacheEntry {
   bool found = false;
-  bool tuned = false;
   cublasLtMatmulHeuristicResult_t result{};
 };
-
-thread_local bool t_tuning = false;
-constexpr int kTuneCandidates = 16;
-
-// The fastest of `n` candidate algorithms for the problem of d on p's buffers (median of 10 timed runs after 3).
-int fastest_algo(const GemmParams& p, const LtDescs& d, const cublasLtMatmulHeuristicResult_t* cand, int n) {
-  const float alpha = static_cast<float>(p.alpha), beta = static_cast<float>(p.beta);
-  const cudaStream_t s = cuda::stream();
-  cudaEvent_t ev[11];
-  for (cudaEvent_t& e : ev) MT_CUDA_CHECK(cudaEventCreate(&e));
-  int best = -1;
-  float best_ms = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    if (cand[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    auto run = [&] {
-      return cublasLtMatmul(CudaContext::get().cublaslt(), d.op, &alpha, p.B, d.a, p.A, d.b, &beta, p.C, d.c, p.C, d.c,
-                            &cand[i].algo, CudaContext::get().lt_workspace(), CudaContext::get().lt_workspace_bytes(),
-                            s);
-    };
-    bool ok = true;
-    for (int w = 0; w < 3 && ok; ++w) ok = run() == CUBLAS_STATUS_SUCCESS;
-    if (!ok) continue;
-    MT_CUDA_CHECK(cudaEventRecord(ev[0], s));
-    for (int r = 0; r < 10 && ok; ++r) {
-      ok = run() == CUBLAS_STATUS_SUCCESS;
-      MT_CUDA_CHECK(cudaEventRecord(ev[r + 1], s));
-    }
-    MT_CUDA_CHECK(cudaEventSynchronize(ev[10]));
-    if (!ok) continue;
-    float ms[10];
-    for (int r = 0; r < 10; ++r) MT_CUDA_CHECK(cudaEventElapsedTime(&ms[r], ev[r], ev[r + 1]));
-    std::sort(ms, ms + 10);
-    if (best < 0 || ms[5] < best_ms) {
-      best = i;
-      best_ms = ms[5];
-    }
-  }
-  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
-  return best < 0 ? 0 : best;
-}
 
 std::mutex g_cache_mutex;
 std::map<std::vector<int64_t>, CacheEntry> g_cache;
@@ -196,13 +153,10 @@ bool lt_try(const GemmParams& p, bool with_bias, LtDescs& d, cublasLtMatmulHeuri
                               with_bias ? static_cast<int64_t>(alignment(p.bias, 0, elem, 1)) : -1,
                               CudaContext::get().device(),
                               p.c_f32};
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (t_tuning) MT_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &capture));
-  const bool tune = t_tuning && capture == cudaStreamCaptureStatusNone;
   {
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     auto it = g_cache.find(key);
-    if (it != g_cache.end() && (!tune || it->second.tuned || !it->second.found)) {
+    if (it != g_cache.end()) {
       result = it->second.result;
       return it->second.found;
     }
@@ -219,14 +173,12 @@ bool lt_try(const GemmParams& p, bool with_bias, LtDescs& d, cublasLtMatmulHeuri
   MT_CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
   int count = 0;
-  cublasLtMatmulHeuristicResult_t cand[kTuneCandidates] = {};
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(CudaContext::get().cublaslt(), d.op, d.a, d.b, d.c, d.c, d.pref,
-                                                     tune ? kTuneCandidates : 1, cand, &count);
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(CudaContext::get().cublaslt(), d.op, d.a, d.b, d.c, d.c, d.pref, 1,
+                                                     &result, &count);
   const bool found = st == CUBLAS_STATUS_SUCCESS && count > 0;
   if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) MT_CUBLAS_CHECK(st);
-  result = found ? cand[tune && count > 1 ? fastest_algo(p, d, cand, count) : 0] : cublasLtMatmulHeuristicResult_t{};
   std::lock_guard<std::mutex> lock(g_cache_mutex);
-  g_cache[key] = CacheEntry{found, tune, result};
+  g_cache[key] = CacheEntry{found, result};
   return found;
 }
 
@@ -253,12 +205,6 @@ void gemm_lt(const GemmParams& p) {
 }
 
 }  // namespace
-
-bool gemm_cuda_set_tuning(bool on) {
-  const bool was = t_tuning;
-  t_tuning = on;
-  return was;
-}
 
 void gemm_cuda(const GemmParams& p) {
   gemm_check(p);

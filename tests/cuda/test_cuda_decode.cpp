@@ -163,45 +163,6 @@ TEST(CudaDecode, GraphPdlAndEagerLaunchesGiveTheSameBits) {
   }
 }
 
-TEST(CudaDecode, ThePersistentKernelGivesTheSeparateKernelsBits) {
-  MT_REQUIRE_CUDA();
-  for (bool odd : {false, true})
-    for (DType cd : {DType::F32, DType::BF16})
-      for (int64_t B : {1, 2}) {
-        const MambaConfig c = decode_config(odd);
-        auto gpu = decode_model(c, Device::cuda());
-        const std::vector<int64_t> prompt = prompt_ids(B * 4, c.vocab_size);
-        nn::DecodeEngineOptions per, sep;
-        per.persistent = true;
-        sep.persistent = false;
-        const DecodeRun a = decode(*gpu, Device::cuda(), cd, prompt, B, 10, per);
-        const DecodeRun b = decode(*gpu, Device::cuda(), cd, prompt, B, 10, sep);
-        const std::string what = std::string(dtype_name(cd)) + " B " + std::to_string(B) + (odd ? " odd" : "");
-        EXPECT_NE(a.mode.find("persistent"), std::string::npos) << what << ": " << a.mode;
-        EXPECT_EQ(b.mode.find("persistent"), std::string::npos) << what << ": " << b.mode;
-        EXPECT_EQ(a.tokens, b.tokens) << what;
-        EXPECT_EQ(a.logits, b.logits) << what;
-      }
-}
-
-TEST(CudaDecode, GemmTuningOnlyReordersTheCublasPathsSums) {
-  MT_REQUIRE_CUDA();
-  const MambaConfig c = decode_config(true);
-  auto gpu = decode_model(c, Device::cuda());
-  const int64_t B = 12;
-  const std::vector<int64_t> prompt = prompt_ids(B * 4, c.vocab_size);
-  nn::DecodeEngineOptions tuned, plain;
-  tuned.tune_gemms = true;
-  plain.tune_gemms = false;
-  const DecodeRun a = decode(*gpu, Device::cuda(), DType::F32, prompt, B, 6, tuned);
-  const DecodeRun b = decode(*gpu, Device::cuda(), DType::F32, prompt, B, 6, plain);
-  EXPECT_NE(a.mode.find("cublas projections"), std::string::npos) << a.mode;
-  for (size_t s = 0; s < a.logits.size(); ++s) {
-    if (s > 0 && a.tokens != b.tokens) break;  // a near-tie took another path
-    EXPECT_LE(test::rel_l2(a.logits[s], b.logits[s]), 1e-5) << "step " << s;
-  }
-}
-
 TEST(CudaDecode, GenerateOnTheGpuEqualsTheCpuForGreedyAndSampledTokens) {
   MT_REQUIRE_CUDA();
   const MambaConfig c = decode_config(false);

@@ -1055,7 +1055,6 @@ const std::vector<OpEntry>& op_table() {
       {"causal_conv1d", causal_conv1d_cases, nullptr, nullptr},
       {"cross_entropy", cross_entropy_cases, nullptr, nullptr},
       {"decode_gemv", no_cases, decode_gemv_cpu_check, decode_gemv_cuda_check},
-      {"decode_step", no_cases, decode_step_cpu_check, decode_step_cuda_check},
       {"elementwise", elementwise_cases, nullptr, nullptr},
       {"embedding", embedding_cases, nullptr, nullptr},
       {"gemm", gemm_cases, nullptr, nullptr},

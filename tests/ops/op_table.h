@@ -5,8 +5,8 @@
 //     an entry.
 //   tests/cuda/test_cuda_op_table.cpp (label cuda): CUDA against the CPU, forward and backward, in every dtype the
 //     case lists, with fresh memory poisoned (0xFF bytes, NaN) so an output a kernel does not write fails.
-// Kernels with no differentiable op (the optimizer's adamw and grad_check, the decode kernels decode_gemv,
-// decode_step, sampling and ssm_step) register checks of their own instead.
+// Kernels with no differentiable op (the optimizer's adamw and grad_check, the decode kernels decode_gemv, sampling
+// and ssm_step) register checks of their own instead.
 #pragma once
 
 #include <functional>
@@ -64,8 +64,6 @@ struct OpEntry {
 // The decode kernels' own checks (tests/ops/decode_checks.cpp).
 void decode_gemv_cpu_check();
 void decode_gemv_cuda_check();
-void decode_step_cpu_check();
-void decode_step_cuda_check();
 void sampling_cpu_check();
 void sampling_cuda_check();
 void ssm_step_cpu_check();

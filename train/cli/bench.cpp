@@ -44,7 +44,7 @@ Runner add_bench_command(CLI::App& app) {
     bool breakdown = false;
     DecodeBenchOptions decode;
     std::string batches = "1,64";
-    bool no_graph = false, no_pdl = false, persistent = false, tuning = false, reference = false;
+    bool no_graph = false, no_pdl = false, reference = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("config", o->config,
@@ -79,13 +79,6 @@ Runner add_bench_command(CLI::App& app) {
                   "bench decode: f32 | bf16 | f16 | f64 (default bf16 on CUDA, f32 on the CPU)");
   cmd->add_flag("--no-cuda-graph", o->no_graph, "bench decode: launch each step's kernels instead of a CUDA graph");
   cmd->add_flag("--no-pdl", o->no_pdl, "bench decode: no programmatic dependent launch between the step's kernels");
-  cmd->add_flag(
-      "--persistent", o->persistent,
-      "bench decode: one persistent kernel instead of three kernels per layer (batches 1 and 2; not yet run on "
-      "a GPU)");
-  cmd->add_flag("--gemm-tuning", o->tuning,
-                "bench decode: the fastest of cuBLASLt's candidates for each GEMM instead of the heuristic's first "
-                "choice (not yet run on a GPU)");
   cmd->add_flag("--reference", o->reference, "bench decode: the model's forward per token instead of the fused step");
   cmd->add_flag("--check", o->decode.check,
                 "bench decode: compare greedy tokens with the argmax of the parallel forward (first rows and tokens)");
@@ -110,8 +103,6 @@ Runner add_bench_command(CLI::App& app) {
       d.repeats = o->repeats;
       d.engine.cuda_graph = !o->no_graph;
       d.engine.pdl = !o->no_pdl;
-      d.engine.persistent = o->persistent;
-      d.engine.tune_gemms = o->tuning;
       d.engine.fused = !o->reference;
       return run_decode_bench(d);
     }
