@@ -87,7 +87,7 @@ struct DecodeGemvParams {
 };
 
 // Number of x_proj partials MixerIn writes.
-MT_HD int64_t decode_xproj_partials(int64_t d_inner) { return (d_inner + kDecodeGemvRows - 1) / kDecodeGemvRows; }
+inline int64_t decode_xproj_partials(int64_t d_inner) { return (d_inner + kDecodeGemvRows - 1) / kDecodeGemvRows; }
 
 void decode_gemv_cpu(const DecodeGemvParams& p);
 void decode_norm_cpu(const DecodeNormParams& p);
