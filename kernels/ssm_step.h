@@ -24,9 +24,9 @@
 // conv_state [B, K-1, D], x_proj_w [E, D].
 // CUDA: the state update runs 16 threads per channel (states and dt_proj's terms split among them, sums by shuffles),
 // 16 channels per block; partials mode sums the partials per block first. Past about one wave of such blocks, 4
-// threads per channel, or in row mode with xrow one thread per row and channel in tiles of 8 rows x 32 channels. Row
-// mode with xrow: the conv step, then x_proj as a GEMM into xrow (f32 accumulation, rounded to dtype as above), then
-// the update; without xrow one block per row does all three.
+// threads per channel, or in row mode with xrow (N <= 16) 4 threads per row and channel, each holding 4 consecutive
+// states, in tiles of 8 rows x 8 channels. Row mode with xrow: the conv step, then x_proj as a GEMM into xrow (f32
+// accumulation, rounded to dtype as above), then the update; without xrow one block per row does all three.
 #pragma once
 
 #include <cstdint>

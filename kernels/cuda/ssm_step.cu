@@ -2,14 +2,14 @@
 //
 // The state update (ssm_update_kernel): 16 threads per channel, 16 channels per block, grid (channel blocks, rows),
 // so one row already fills D / 16 blocks (4 threads and 64 channels per block once that exceeds a wave; in row mode
-// with xrow, one thread per row and channel instead: ssm_update_rows_kernel). Before waiting for the previous kernel a
-// thread loads what does not depend on it: its channel's biases, its dt_proj row and its states' A and h (the state was
-// last written by this layer one step earlier). After the wait the block forms its row's x_proj outputs (partials mode:
-// the partial sums in the fixed order of kernels/detail/decode_math.h, thread g * E + e adding group g of output e; row
-// mode: xrow), then each group of 16 (or 4) lanes splits dt_proj's terms and the N states of one channel and meets by
-// shuffles. Row mode with xrow: conv_step_kernel (one thread per row and channel), x_proj as one GEMM, the update
-// kernel. Row mode without xrow: one block of 512 threads per row does the conv step into shared memory, x_proj with a
-// warp per output and the channel updates.
+// with xrow and N <= 16, 4 threads per row and channel instead: ssm_update_quads_kernel). Before waiting for the
+// previous kernel a thread loads what does not depend on it: its channel's biases, its dt_proj row and its states' A
+// and h (the state was last written by this layer one step earlier). After the wait the block forms its row's x_proj
+// outputs (partials mode: the partial sums in the fixed order of kernels/detail/decode_math.h, thread g * E + e adding
+// group g of output e; row mode: xrow), then each group of 16 (or 4) lanes splits dt_proj's terms and the N states of
+// one channel and meets by shuffles. Row mode with xrow: conv_step_kernel (one thread per row and channel), x_proj as
+// one GEMM, the update kernel. Row mode without xrow: one block of 512 threads per row does the conv step into shared
+// memory, x_proj with a warp per output and the channel updates.
 #include "core/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/decode_launch.cuh"
 #include "kernels/detail/decode_math.h"
@@ -207,82 +207,82 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   }
 }
 
-// ---- The state update for many rows in row mode (xrow): one thread per (row, channel), blocks of kTileRows rows x
-// kTileChannels channels. The block stages dt_proj's rows of its channels in shared memory once for all its rows (each
-// thread sums its channel's R terms in order, as the CPU does); a thread holds its channel's A and its row's states in
-// registers (up to kStateRegs, 16-byte loads when they allow) and adds the N terms of y in order. Per state element
-// this reads and writes the state once, where the TPC kernels also re-read A and dt_proj's row per row.
-constexpr int kTileChannels = 32, kTileRows = kUpdateThreads / kTileChannels, kStateRegs = 16;
-
-// Leading dimension of the staged dt_proj rows: odd, so that the 32 lanes of a warp (32 channels) hit 32 banks.
+// Leading dimension of the staged dt_proj rows: odd, so that the lanes of a warp reading different channels' rows at
+// the same r hit different banks.
 __host__ __device__ inline int64_t dt_tile_ld(int64_t R) { return R | 1; }
 
+// ---- The state update for many rows in row mode (xrow), N <= 16: kQuad threads per (row, channel), each holding
+// kQuadStates consecutive states, so that a warp (8 channels of one row) reads and writes 512 contiguous bytes of the
+// state with 16-byte accesses. A block is 8 rows (one per warp) x 8 channels: warp w stages channel w's dt_proj row in
+// shared memory (coalesced, no index division), the block stages its rows' x_proj outputs, and the 4 threads of a
+// channel split dt_proj's terms and y's states and meet by shuffles, as the TPC kernels do.
+constexpr int kQuad = 4, kQuadStates = 4, kQuadChannels = 32 / kQuad, kQuadRows = kUpdateThreads / 32;
+constexpr int64_t kQuadMaxN = kQuad * kQuadStates;
+static_assert(kQuadChannels == kQuadRows, "warp w stages channel w's dt_proj row");
+
 template <typename C>
-size_t update_rows_smem(int64_t R, int64_t E) {
-  return static_cast<size_t>(kTileChannels * dt_tile_ld(R) + kTileRows * E) * sizeof(C);
+size_t update_quads_smem(int64_t R, int64_t E) {
+  return static_cast<size_t>(kQuadChannels * dt_tile_ld(R) + kQuadRows * E) * sizeof(C);
 }
 
-// v[i] = src[i] for i < min(n, kStateRegs) (zero beyond), 16-byte loads for f32 rows of a multiple of 4 elements.
+// v[i] = src[i] for i < min(n, kQuadStates) (zero beyond): one 16-byte load for f32 where n >= 4 and src is aligned.
 template <typename C>
-__device__ __forceinline__ void load_regs(const C* src, int64_t n, C (&v)[kStateRegs]) {
+__device__ __forceinline__ void load_quad(const C* src, int64_t n, C (&v)[kQuadStates]) {
   if constexpr (sizeof(C) == 4) {
-    if (n % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-#pragma unroll
-      for (int i = 0; i < kStateRegs / 4; ++i) {
-        const float4 q = 4 * i < n ? reinterpret_cast<const float4*>(src)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-        v[4 * i] = q.x;
-        v[4 * i + 1] = q.y;
-        v[4 * i + 2] = q.z;
-        v[4 * i + 3] = q.w;
-      }
+    if (n >= 4 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+      const float4 q = *reinterpret_cast<const float4*>(src);
+      v[0] = q.x;
+      v[1] = q.y;
+      v[2] = q.z;
+      v[3] = q.w;
       return;
     }
   }
 #pragma unroll
-  for (int i = 0; i < kStateRegs; ++i) v[i] = i < n ? src[i] : C(0);
+  for (int i = 0; i < kQuadStates; ++i) v[i] = i < n ? src[i] : C(0);
 }
 
 template <typename C>
-__device__ __forceinline__ void store_regs(C* dst, int64_t n, const C (&v)[kStateRegs]) {
+__device__ __forceinline__ void store_quad(C* dst, int64_t n, const C (&v)[kQuadStates]) {
   if constexpr (sizeof(C) == 4) {
-    if (n % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-#pragma unroll
-      for (int i = 0; i < kStateRegs / 4; ++i)
-        if (4 * i < n)
-          reinterpret_cast<float4*>(dst)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+    if (n >= 4 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+      *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
       return;
     }
   }
 #pragma unroll
-  for (int i = 0; i < kStateRegs; ++i)
+  for (int i = 0; i < kQuadStates; ++i)
     if (i < n) dst[i] = v[i];
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kUpdateThreads) ssm_update_rows_kernel(SsmStepParams p) {
+__global__ void __launch_bounds__(kUpdateThreads) ssm_update_quads_kernel(SsmStepParams p) {
   using C = typename cuda::Compute<T>::type;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t B = p.B, D = p.D, N = p.N, R = p.R, E = R + 2 * N, ldw = dt_tile_ld(R);
-  C* wt = reinterpret_cast<C*>(smem_raw);  // [kTileChannels, ldw]: dt_proj rows of the block's channels
-  C* xd = wt + kTileChannels * ldw;        // [kTileRows, E]: the rows' x_proj outputs, rounded
-  const int c = threadIdx.x % kTileChannels, rb = threadIdx.x / kTileChannels;
-  const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kTileChannels,
-                b0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
-  const int64_t nc = D - d0 < kTileChannels ? D - d0 : kTileChannels;
-  const int64_t nr = B - b0 < kTileRows ? B - b0 : kTileRows;
-  // Threads past the last channel or row load a valid one's values and store nothing.
+  C* wt = reinterpret_cast<C*>(smem_raw);  // [kQuadChannels, ldw]: dt_proj rows of the block's channels
+  C* xd = wt + kQuadChannels * ldw;        // [kQuadRows, E]: the rows' x_proj outputs, rounded
+  const int lane = threadIdx.x % 32, rb = threadIdx.x / 32, c = lane / kQuad, q = lane % kQuad;
+  const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kQuadChannels,
+                b0 = static_cast<int64_t>(blockIdx.y) * kQuadRows;
+  const int64_t nc = D - d0 < kQuadChannels ? D - d0 : kQuadChannels;
+  const int64_t nr = B - b0 < kQuadRows ? B - b0 : kQuadRows;
+  // Threads past the last channel or row compute a valid one's values (every lane takes part in the shuffles) and
+  // store nothing.
   const bool active = c < nc && rb < nr;
   const int64_t d = d0 + (c < nc ? c : nc - 1), b = b0 + (rb < nr ? rb : nr - 1);
   // Before the wait: what no earlier kernel of this step writes (weights, and the state this layer wrote a step ago).
-  const T* dt_w = static_cast<const T*>(p.dt_w) + d0 * R;
-  for (int64_t i = threadIdx.x; i < nc * R; i += kUpdateThreads) wt[(i / R) * ldw + i % R] = cuda::load(dt_w, i);
+  if (rb < nc) {
+    const T* src = static_cast<const T*>(p.dt_w) + (d0 + rb) * R;
+    for (int64_t r = lane; r < R; r += 32) wt[rb * ldw + r] = cuda::load(src, r);
+  }
   const C bias = p.dt_bias ? static_cast<const C*>(p.dt_bias)[d] : C(0);
   const C dskip = p.D_skip ? static_cast<const C*>(p.D_skip)[d] : C(0);
-  C* h = static_cast<C*>(p.state) + (b * D + d) * N;
-  const C* Ad = static_cast<const C*>(p.A) + d * N;
-  C a_r[kStateRegs], h_r[kStateRegs];
-  load_regs(Ad, N, a_r);
-  load_regs<C>(h, N, h_r);
+  const int64_t n0 = static_cast<int64_t>(q) * kQuadStates;
+  C* h = static_cast<C*>(p.state) + (b * D + d) * N + n0;
+  C a_r[kQuadStates], h_r[kQuadStates];
+  load_quad(static_cast<const C*>(p.A) + d * N + n0, N - n0, a_r);
+  load_quad<C>(h, N - n0, h_r);
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
   const C* xr = static_cast<const C*>(p.xrow) + b0 * E;
@@ -293,57 +293,57 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_rows_kernel(SsmStep
   const C* w = wt + c * ldw;
   const C* x = xd + rb * E;
   C delta = C(0);
-  for (int64_t r = 0; r < R; ++r) delta += w[r] * x[r];
+  for (int64_t r = q; r < R; r += kQuad) delta += w[r] * x[r];
+  delta = group_sum<kQuad>(delta);
   const C dtv = decode::softplus(round_to<T>(delta) + bias);
-  const C* Bm = x + R;
-  const C* Cm = Bm + N;
+  const C* Bm = x + R + n0;
+  const C* Cm = x + R + N + n0;
   C acc = C(0);
 #pragma unroll
-  for (int n = 0; n < kStateRegs; ++n)
-    if (n < N) {
-      h_r[n] = decode::exp_c(dtv * a_r[n]) * h_r[n] + dtv * Bm[n] * uu;
-      acc += Cm[n] * h_r[n];
+  for (int i = 0; i < kQuadStates; ++i)
+    if (n0 + i < N) {
+      h_r[i] = decode::exp_c(dtv * a_r[i]) * h_r[i] + dtv * Bm[i] * uu;
+      acc += Cm[i] * h_r[i];
     }
-  for (int64_t n = kStateRegs; n < N; ++n) {  // states beyond the registers' (N > kStateRegs)
-    const C hn = decode::exp_c(dtv * Ad[n]) * h[n] + dtv * Bm[n] * uu;
-    if (active) h[n] = hn;
-    acc += Cm[n] * hn;
-  }
+  acc = group_sum<kQuad>(acc);
   if (!active) return;
-  store_regs(h, N < kStateRegs ? N : kStateRegs, h_r);
-  C yv = acc + dskip * uu;
-  if (p.z) yv *= decode::silu(zz);
-  static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
+  store_quad(h, N - n0, h_r);
+  if (q == 0) {
+    C yv = acc + dskip * uu;
+    if (p.z) yv *= decode::silu(zz);
+    static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
+  }
 }
 
-// Row mode's conv step, one thread per (row, channel): u[b, d] <- round(silu(conv)), the conv state shifted.
+// Row mode's conv step, one thread per (row, channel), grid (channel blocks, rows): u[b, d] <- round(silu(conv)), the
+// conv state shifted. The taps, the bias and the conv state (this layer's, from a step ago) are loaded before the wait.
 template <typename T>
 __global__ void conv_step_kernel(SsmStepParams p) {
   using C = typename cuda::Compute<T>::type;
   const int K = static_cast<int>(p.K);
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, b = blockIdx.y;
+  const bool active = d < p.D;
+  const int64_t dd = active ? d : 0;
+  const T* cw = static_cast<const T*>(p.conv_w) + dd * K;
+  T* st = static_cast<T*>(p.conv_state) + b * (K - 1) * p.D + dd;
+  C w[kConvMaxK], sv[kConvMaxK];
+#pragma unroll
+  for (int k = 0; k < kConvMaxK; ++k) {
+    if (k < K) w[k] = cuda::load(cw, k);
+    if (k + 1 < K) sv[k] = cuda::load(st, k * p.D);
+  }
+  const C cb = p.conv_b ? cuda::load(static_cast<const T*>(p.conv_b), dd) : C(0);
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.B * p.D;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / p.D, d = i % p.D;
-    T* u = static_cast<T*>(p.u) + b * p.ld;
-    const C uv = cuda::load(u, d);
-    const T* cw = static_cast<const T*>(p.conv_w) + d * K;
-    T* st = static_cast<T*>(p.conv_state) + b * (K - 1) * p.D + d;
-    C w[kConvMaxK], sv[kConvMaxK];
+  if (!active) return;
+  T* u = static_cast<T*>(p.u) + b * p.ld;
+  const C uv = cuda::load(u, d);
+  const C pre = decode::conv_pre<kConvMaxK>(uv, K, w, sv, cb);
 #pragma unroll
-    for (int k = 0; k < kConvMaxK; ++k) {
-      if (k < K) w[k] = cuda::load(cw, k);
-      if (k + 1 < K) sv[k] = cuda::load(st, k * p.D);
-    }
-    const C cb = p.conv_b ? cuda::load(static_cast<const T*>(p.conv_b), d) : C(0);
-    const C pre = decode::conv_pre<kConvMaxK>(uv, K, w, sv, cb);
-#pragma unroll
-    for (int k = 0; k + 1 < kConvMaxK; ++k)
-      if (k + 2 < K) st[k * p.D] = cuda::from_compute<T>(sv[k + 1]);
-    if (K > 1) st[(K - 2) * p.D] = cuda::from_compute<T>(uv);
-    u[d] = cuda::from_compute<T>(round_to<T>(decode::silu(pre)));
-  }
+  for (int k = 0; k + 1 < kConvMaxK; ++k)
+    if (k + 2 < K) st[k * p.D] = cuda::from_compute<T>(sv[k + 1]);
+  if (K > 1) st[(K - 2) * p.D] = cuda::from_compute<T>(uv);
+  u[d] = cuda::from_compute<T>(round_to<T>(decode::silu(pre)));
 }
 
 }  // namespace
@@ -365,8 +365,9 @@ void ssm_step_cuda(const SsmStepParams& p) {
     if (p.x_proj_w && p.xrow) {
       MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
       if (p.conv_w) {
-        decode_cuda::launch(conv_step_kernel<T>, dim3(static_cast<unsigned>(cuda::grid_for(p.B * p.D, 256))), dim3(256),
-                            0, p.pdl, p);
+        decode_cuda::launch(conv_step_kernel<T>,
+                            dim3(static_cast<unsigned>((p.D + 255) / 256), static_cast<unsigned>(p.B)), dim3(256), 0,
+                            p.pdl, p);
       }
       GemmParams g;  // xrow[B, E] = u[B, D] @ x_proj_w[E, D]^T, accumulated and stored in the compute dtype
       g.dtype = p.dtype;
@@ -384,11 +385,11 @@ void ssm_step_cuda(const SsmStepParams& p) {
       gemm_cuda(g);
       SsmStepParams q = p;
       q.xproj = nullptr;
-      const size_t rows_smem = update_rows_smem<C>(p.R, E);
-      if (wide && rows_smem <= 48 * 1024) {
-        const dim3 rgrid(static_cast<unsigned>((p.D + kTileChannels - 1) / kTileChannels),
-                         static_cast<unsigned>((p.B + kTileRows - 1) / kTileRows));
-        decode_cuda::launch(ssm_update_rows_kernel<T>, rgrid, dim3(kUpdateThreads), rows_smem, p.pdl, q);
+      const size_t quads_smem = update_quads_smem<C>(p.R, E);
+      if (wide && p.N <= kQuadMaxN && quads_smem <= 48 * 1024) {
+        const dim3 qgrid(static_cast<unsigned>((p.D + kQuadChannels - 1) / kQuadChannels),
+                         static_cast<unsigned>((p.B + kQuadRows - 1) / kQuadRows));
+        decode_cuda::launch(ssm_update_quads_kernel<T>, qgrid, dim3(kUpdateThreads), quads_smem, p.pdl, q);
       } else {
         decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), static_cast<size_t>(E) * sizeof(C), p.pdl, q);
       }

@@ -770,9 +770,10 @@ void ssm_step_cuda_check() {
   struct Sizes {
     int64_t B, D, N, R;
   };
-  // The third takes the one-thread-per-row-and-channel update in row mode with xrow (a partial tile of rows and of
-  // channels) with its states in registers.
-  for (const Sizes& sz : {Sizes{3, 300, 16, 5}, Sizes{600, 300, 40, 70}, Sizes{90, 300, 16, 12}})
+  // The third and fourth take the update for many rows in row mode with xrow (partial tiles of rows and of channels):
+  // N = 16 fills every thread's 4 states, N = 10 leaves the third thread of a channel 2 and the fourth none.
+  for (const Sizes& sz :
+       {Sizes{3, 300, 16, 5}, Sizes{600, 300, 40, 70}, Sizes{90, 300, 16, 12}, Sizes{200, 140, 10, 7}})
     for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
       const DType sd = dt == DType::F64 ? DType::F64 : DType::F32;
       const int64_t B = sz.B, D = sz.D, N = sz.N, R = sz.R, E = R + 2 * N, P = 7, K = 4;
