@@ -290,7 +290,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_quads_kernel(SsmSte
   const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
   const C zz = p.z ? cuda::load(static_cast<const T*>(p.z), b * p.ld + d) : C(0);
   __syncthreads();
-  const C* w = wt + c * ldw;
+  const C* w = wt + (d - d0) * ldw;  // lanes past the last channel read the clamped channel's staged row
   const C* x = xd + rb * E;
   C delta = C(0);
   for (int64_t r = q; r < R; r += kQuad) delta += w[r] * x[r];
