@@ -25,8 +25,8 @@
 //
 // Dtypes: W, x, h, embedding, bias, conv_w, conv_b, conv_state, x_proj_w and y share `dtype` (any float dtype);
 // residual_in / residual_out, the norm weights and xproj are in the compute dtype (f64 for f64, else f32).
-// Conv width 1 <= K <= kConvMaxK (kernels/ssm_step.h). CUDA: B <= kDecodeGemvMaxBatch and `in` a multiple of 8
-// (16-byte loads).
+// Conv width 1 <= K <= kConvMaxK (kernels/ssm_step.h). CUDA: B <= kDecodeGemvMaxBatch, `in` a multiple of 8
+// (16-byte loads), f32, bf16 or f16, and a block's tile within shared memory (decode_gemv_cuda_supports).
 #pragma once
 
 #include <cstdint>
@@ -94,7 +94,9 @@ void decode_norm_cpu(const DecodeNormParams& p);
 
 // CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 // Shapes the CUDA kernels take (see above); decode_gemv_cuda throws mt::Error(Shape) for others.
-bool decode_gemv_cuda_supports(int64_t B, int64_t in, int64_t K);
+// E: x_proj's width for MixerIn calls (0 otherwise); the block's weight rows, input rows and x_proj columns must fit in
+// shared memory.
+bool decode_gemv_cuda_supports(int64_t B, int64_t in, int64_t K, int64_t E, DType dtype);
 void decode_gemv_cuda(const DecodeGemvParams& p);
 void decode_norm_cuda(const DecodeNormParams& p);
 

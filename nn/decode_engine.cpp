@@ -67,7 +67,7 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
     // f64 takes the reference path on the GPU.
     if (cd_ == DType::F64) fused_ = false;
     gemv_path_ = B <= std::min<int64_t>(opt_.gemv_max_batch, kDecodeGemvMaxBatch) &&
-                 decode_gemv_cuda_supports(B, dm, K) && decode_gemv_cuda_supports(B, di, 1);
+                 decode_gemv_cuda_supports(B, dm, K, E, cd_) && decode_gemv_cuda_supports(B, di, 1, 0, cd_);
     pdl_ = opt_.pdl && CudaContext::get().props().major >= 9;
   }
 #endif

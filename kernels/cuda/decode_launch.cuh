@@ -55,6 +55,22 @@ __device__ __forceinline__ typename cuda::Compute<T>::type round_to(typename cud
   return cuda::load(&t, 0);
 }
 
+// dst[i] = f(src[i]) for i = i0, i0 + step, ... below n, U loads issued before any of their stores: a thread's copy
+// into shared memory costs one memory round trip per U elements, not one per element (a loop that stores each value
+// before loading the next waits for every load in turn).
+template <int U, typename D, typename S, typename F>
+__device__ __forceinline__ void batched_copy(D* dst, const S* src, int64_t i0, int64_t n, int64_t step, F f) {
+  for (int64_t i = i0; i < n; i += U * step) {
+    S v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (i + u * step < n) v[u] = src[i + u * step];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (i + u * step < n) dst[i + u * step] = f(v[u]);
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
