@@ -59,7 +59,7 @@ void sample_cpu(const SampleParams& p);
 // One block per row. Defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL
 // (autograd/ops/dispatch.h).
 void sample_cuda(const SampleParams& p);
-// Greedy with a scratch: the blocks per row (slices of at least 1,024 logits, at most kSampleGreedyMaxBlocks).
+// Greedy with a scratch: the blocks per row (slices of at least 4,096 logits, at most kSampleGreedyMaxBlocks).
 constexpr int64_t kSampleGreedyMaxBlocks = 64;
 int64_t sample_greedy_blocks_cuda(int64_t V);
 

@@ -242,11 +242,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   }
 }
 
-// Greedy rows over several blocks each (grid kGreedyBlocks x B, scratch given): block g scans its slice of the row
-// and writes its packed argmax into the row's scratch; the last block of the row to finish (a counter in the
-// scratch, reset by that block for the next step) takes the maximum of the slices' and writes the token. The
-// maximum of packed (key, id) values does not depend on the order, so this is the one-block kernel's token.
+// Greedy rows over several blocks each (grid G x B, scratch given): block g scans its slice of the row and writes
+// its packed argmax into the row's scratch; the last block of the row to finish (a counter in the scratch, reset by
+// that block for the next step) takes the maximum of the slices' and writes the token. The maximum of packed
+// (key, id) values does not depend on the order, so this is the one-block kernel's token. A thread loads its
+// kGreedyUnroll logits of a round before using any (one memory round trip per round: one for slices of
+// kGreedyThreads * kGreedyUnroll), and the last block reads the G slice maxima with all its threads.
 constexpr int kGreedyThreads = 256;
+constexpr int kGreedyUnroll = 16;
 
 __global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SampleParams p) {
   __shared__ ull warp_best[kGreedyThreads / 32];
@@ -256,37 +259,56 @@ __global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SampleParams p) 
   const int64_t b = blockIdx.y, V = p.V, G = gridDim.x;
   const int64_t chunk = (V + G - 1) / G, v0 = blockIdx.x * chunk, v1 = v0 + chunk < V ? v0 + chunk : V;
   const float* lg = p.logits + b * V;
-  const uint32_t* seen = p.seen ? p.seen + b * p.seen_words : nullptr;
+  // The seen bits matter only with a repetition penalty (decode::scaled_logit).
+  const uint32_t* seen = p.seen && p.repetition_penalty != 1.0f ? p.seen + b * p.seen_words : nullptr;
   ull best = 0;
-  for (int64_t v = v0 + threadIdx.x; v < v1; v += kGreedyThreads) {
-    const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
-    const uint32_t k = decode::order_key(decode::scaled_logit(lg[v], sn, p.repetition_penalty, p.temperature));
-    const ull packed = (static_cast<ull>(k) << 32) | (0xffffffffull - static_cast<ull>(v));
-    best = packed > best ? packed : best;
+  for (int64_t r0 = v0 + threadIdx.x; r0 < v1; r0 += kGreedyThreads * kGreedyUnroll) {
+    float x[kGreedyUnroll];
+#pragma unroll
+    for (int u = 0; u < kGreedyUnroll; ++u) {
+      const int64_t v = r0 + u * kGreedyThreads;
+      x[u] = v < v1 ? lg[v] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kGreedyUnroll; ++u) {
+      const int64_t v = r0 + u * kGreedyThreads;
+      if (v >= v1) break;
+      const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
+      const uint32_t k = decode::order_key(decode::scaled_logit(x[u], sn, p.repetition_penalty, p.temperature));
+      const ull packed = (static_cast<ull>(k) << 32) | (0xffffffffull - static_cast<ull>(v));
+      best = packed > best ? packed : best;
+    }
   }
-  best = warp_max(best);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_best[warp] = best;
-  __syncthreads();
+  auto block_max = [&](ull v) {
+    v = warp_max(v);
+    if (lane == 0) warp_best[warp] = v;
+    __syncthreads();
+    ull m = warp_best[0];
+    for (int w = 1; w < kGreedyThreads / 32; ++w) m = warp_best[w] > m ? warp_best[w] : m;
+    return m;
+  };
+  best = block_max(best);
   // The row's scratch (2 V words, 8-byte aligned): G packed maxima, then the count of blocks done.
   uint32_t* row = p.scratch + b * 2 * V;
   ull* partial = reinterpret_cast<ull*>(row);
   unsigned int* done = row + 2 * G;
   if (threadIdx.x == 0) {
-    ull m = warp_best[0];
-    for (int w = 1; w < kGreedyThreads / 32; ++w) m = warp_best[w] > m ? warp_best[w] : m;
-    partial[blockIdx.x] = m;
+    partial[blockIdx.x] = best;
     __threadfence();  // the slice's maximum is visible before the count says so
     last = atomicAdd(done, 1u) == static_cast<unsigned int>(G - 1);
   }
   __syncthreads();
-  if (!last || threadIdx.x != 0) return;
+  if (!last) return;
   __threadfence();
   ull m = 0;
-  for (int64_t g = 0; g < G; ++g) {
+  for (int64_t g = threadIdx.x; g < G; g += kGreedyThreads) {
     const ull x = reinterpret_cast<volatile ull*>(partial)[g];
     m = x > m ? x : m;
   }
+  __syncthreads();  // warp_best is reused
+  m = block_max(m);
+  if (threadIdx.x != 0) return;
   *done = 0;  // ready for the next step (a replayed graph)
   const int64_t token = static_cast<int64_t>(0xffffffffull - (m & 0xffffffffull));
   const int64_t step = *p.step;
@@ -298,8 +320,9 @@ __global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SampleParams p) 
 }  // namespace
 
 int64_t sample_greedy_blocks_cuda(int64_t V) {
-  // Slices of at least 1,024 logits (4 per thread), at most kSampleGreedyMaxBlocks of them.
-  const int64_t g = (V + 1023) / 1024;
+  // Slices of at least kGreedyThreads * kGreedyUnroll logits (one load round per thread), at most
+  // kSampleGreedyMaxBlocks of them.
+  const int64_t g = (V + kGreedyThreads * kGreedyUnroll - 1) / (kGreedyThreads * kGreedyUnroll);
   return g < kSampleGreedyMaxBlocks ? (g > 0 ? g : 1) : kSampleGreedyMaxBlocks;
 }
 
