@@ -272,9 +272,9 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_quads_kernel(SsmSte
   const bool active = c < nc && rb < nr;
   const int64_t d = d0 + (c < nc ? c : nc - 1), b = b0 + (rb < nr ? rb : nr - 1);
   // Before the wait: what no earlier kernel of this step writes (weights, and the state this layer wrote a step ago).
+  const auto to_c = [](T v) { return cuda::load(&v, 0); };
   if (rb < nc) {
-    const T* src = static_cast<const T*>(p.dt_w) + (d0 + rb) * R;
-    for (int64_t r = lane; r < R; r += 32) wt[rb * ldw + r] = cuda::load(src, r);
+    decode_cuda::batched_copy<4>(wt + rb * ldw, static_cast<const T*>(p.dt_w) + (d0 + rb) * R, lane, R, 32, to_c);
   }
   const C bias = p.dt_bias ? static_cast<const C*>(p.dt_bias)[d] : C(0);
   const C dskip = p.D_skip ? static_cast<const C*>(p.D_skip)[d] : C(0);
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_quads_kernel(SsmSte
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
   const C* xr = static_cast<const C*>(p.xrow) + b0 * E;
-  for (int64_t i = threadIdx.x; i < nr * E; i += kUpdateThreads) xd[i] = round_to<T>(xr[i]);
+  decode_cuda::batched_copy<4>(xd, xr, threadIdx.x, nr * E, kUpdateThreads, [](C v) { return round_to<T>(v); });
   const C uu = cuda::load(static_cast<const T*>(p.u), b * p.ld + d);
   const C zz = p.z ? cuda::load(static_cast<const T*>(p.z), b * p.ld + d) : C(0);
   __syncthreads();
