@@ -37,7 +37,6 @@ using decode_cuda::warp_sum;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 static_assert(kWarps * 2 == kDecodeGemvRows, "a MixerIn block (2 rows per warp) owns kDecodeGemvRows channels");
-constexpr int kStage = 4;  // 16-byte vectors per lane and row per stage
 constexpr int kNormUnroll = 4;
 
 template <typename T>

@@ -29,9 +29,6 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// Ask L2 for the 128-byte line holding p (weights a kernel will read after its wait).
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 // kernel<<<grid, block, smem, the context's stream>>>(args...), with the PDL attribute when pdl is set.
 template <typename... KernelArgs, typename... Args>
 void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, bool pdl, Args&&... args) {
