@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/detail/l2_prefetch.h"
 
 namespace mt::kernels {
 
@@ -60,6 +61,7 @@ struct SsmStepParams {
   void* state = nullptr;          // [B, D, N]
   void* y = nullptr;              // [B, D]
   bool pdl = false;               // CUDA only (kernels/cuda/decode_launch.cuh)
+  L2Prefetch prefetch;            // CUDA only: issued by the update kernel before its wait
 };
 
 // mt::Error(Shape) for a conv width outside [1, kConvMaxK]; mt::Error(Internal) for bad sizes or missing buffers.

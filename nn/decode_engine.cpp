@@ -339,7 +339,7 @@ void DecodeEngine::run_fused_step() {
       g.x_proj_w = ptr(L.x_w);
       g.xproj = ptr(xproj_);
       gemv(g);
-      ssm_step(L, /*row_mode=*/false);
+      ssm_step(L, /*row_mode=*/false, l + 1 < nl ? &layers_[l + 1] : nullptr);
       gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
       continue;
     }
@@ -366,7 +366,7 @@ void DecodeEngine::run_fused_step() {
   sample(pdl_);
 }
 
-void DecodeEngine::ssm_step(Layer& L, bool row_mode) {
+void DecodeEngine::ssm_step(Layer& L, bool row_mode, const Layer* next) {
   const int64_t di = cfg_.d_inner;
   SsmStepParams s;
   s.B = opt_.batch;
@@ -387,6 +387,10 @@ void DecodeEngine::ssm_step(Layer& L, bool row_mode) {
   } else {
     s.xproj = ptr(xproj_);
     s.P = decode_xproj_partials(di);
+    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next, and of the next
+    // layer's in_proj, so that their kernels copy them from L2 rather than DRAM.
+    s.prefetch.add(ptr(L.out_w), static_cast<int64_t>(L.out_w.nbytes()));
+    if (next) s.prefetch.add(ptr(next->in_w), static_cast<int64_t>(next->in_w.nbytes()));
   }
   s.dt_w = ptr(L.dt_w);
   s.dt_bias = ptr(L.dt_b);

@@ -76,7 +76,7 @@ class DecodeEngine {
   struct Layer;
   void run_step();        // one step's work, issued on the device (eager or under capture)
   void run_fused_step();  // the fused kernels
-  void ssm_step(Layer& L, bool row_mode);
+  void ssm_step(Layer& L, bool row_mode, const Layer* next = nullptr);  // next: the following layer, if any
   void run_reference_step();
   void sample(bool pdl);
   void capture_graph();

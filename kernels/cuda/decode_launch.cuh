@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "core/cuda/dtype_cuda.cuh"
+#include "kernels/detail/l2_prefetch.h"
 
 namespace mt::kernels::decode_cuda {
 
@@ -26,6 +27,29 @@ __device__ __forceinline__ void pdl_wait() {
 __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Issues the L2 prefetches of pf (kernels/detail/l2_prefetch.h) in chunks of 32 KB, chunk c by thread c / blocks of
+// block c % blocks, so that the copy engines of all the grid's SMs take a share. sm_90 (a bulk prefetch) only.
+__device__ __forceinline__ void l2_prefetch(const L2Prefetch& pf) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int64_t kChunk = 32 * 1024;
+  const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z;
+  const int64_t block = (static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t thread = (static_cast<int64_t>(threadIdx.z) * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  const int64_t first = thread * blocks + block, step = blocks * blockDim.x * blockDim.y * blockDim.z;
+#pragma unroll 1
+  for (int i = 0; i < L2Prefetch::kMax; ++i) {
+    const char* base = static_cast<const char*>(pf.ptr[i]);
+    const int64_t n = pf.bytes[i];
+    for (int64_t c = first; base != nullptr && c * kChunk < n; c += step) {
+      const int64_t off = c * kChunk, len = (n - off < kChunk ? n - off : kChunk) & ~int64_t{15};
+      if (len > 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + off), "r"(static_cast<unsigned>(len))
+                     : "memory");
+    }
+  }
 #endif
 }
 

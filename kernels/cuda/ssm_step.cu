@@ -149,6 +149,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
     const int64_t r = j + static_cast<int64_t>(i) * TPC;
     w_r[i] = r < R ? static_cast<C>(cuda::load(dt_w, r)) : C(0);
   }
+  decode_cuda::l2_prefetch(p.prefetch);
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
   // The in_proj outputs of this channel, loaded while the x_proj sums are formed.
@@ -283,6 +284,7 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_quads_kernel(SsmSte
   C a_r[kQuadStates], h_r[kQuadStates];
   load_quad(static_cast<const C*>(p.A) + d * N + n0, N - n0, a_r);
   load_quad<C>(h, N - n0, h_r);
+  decode_cuda::l2_prefetch(p.prefetch);
   decode_cuda::pdl_wait();
   decode_cuda::pdl_launch_dependents();
   const C* xr = static_cast<const C*>(p.xrow) + b0 * E;
