@@ -26,7 +26,8 @@
 // 16 channels per block; partials mode sums the partials per block first. Past about one wave of such blocks, 4
 // threads per channel, or in row mode with xrow (N <= 16) 4 threads per row and channel, each holding 4 consecutive
 // states, in tiles of 8 rows x 8 channels. Row mode with xrow: the conv step, then x_proj as a GEMM into xrow (f32
-// accumulation, rounded to dtype as above), then the update; without xrow one block per row does all three.
+// accumulation, rounded to dtype as above), then the update; without xrow one block per row does all three. The update
+// kernels issue `prefetch` (L2 prefetches of weights that later kernels read) before waiting for the previous kernel.
 #pragma once
 
 #include <cstdint>

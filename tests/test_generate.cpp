@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "kernels/detail/l2_prefetch.h"
 #include "nn/generate.h"
 #include "test_util.h"
 
@@ -296,4 +297,19 @@ TEST(Generate, BadPromptsAndModelsAreRefusedWithOneClearError) {
   auto rm = make_model(rc, DType::F32);
   const std::string rc_err = test::error_of([&] { generate(*rm, Device::cpu(), {{1}}, ok); });
   EXPECT_NE(rc_err.find("reverse-complement"), std::string::npos) << rc_err;
+}
+
+TEST(Generate, L2PrefetchListKeepsOnlyAlignedNonEmptyRangesUpToItsSize) {
+  // The GPU's bulk prefetch takes 16-byte aligned addresses: the list drops what it could not issue.
+  alignas(16) static char buf[1024];
+  kernels::L2Prefetch pf;
+  pf.add(buf + 8, 256);  // unaligned
+  pf.add(buf, 8);        // shorter than one 16-byte unit
+  pf.add(nullptr, 256);  // no buffer
+  EXPECT_EQ(pf.ptr[0], nullptr);
+  for (int i = 0; i < kernels::L2Prefetch::kMax + 2; ++i) pf.add(buf + 16 * i, 64 + i);
+  for (int i = 0; i < kernels::L2Prefetch::kMax; ++i) {
+    EXPECT_EQ(pf.ptr[i], buf + 16 * i) << i;
+    EXPECT_EQ(pf.bytes[i], 64 + i) << i;
+  }
 }
