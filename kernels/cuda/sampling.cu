@@ -250,35 +250,54 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
 // kGreedyThreads * kGreedyUnroll), and the last block reads the G slice maxima with all its threads.
 constexpr int kGreedyThreads = 256;
 constexpr int kGreedyUnroll = 16;
+// At most 32 registers a thread, so that 8 blocks share an SM and a batch of 64 rows (13 blocks each for a vocabulary
+// of 50,280) runs in one wave; with 70 registers, 3 blocks fit and the grid took 3 waves.
+constexpr int kGreedyBlocksPerSm = 8;
 
-__global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SampleParams p) {
+template <bool kScaled>
+__global__ void __launch_bounds__(kGreedyThreads, kScaled ? 6 : kGreedyBlocksPerSm) greedy_kernel(SampleParams p) {
   __shared__ ull warp_best[kGreedyThreads / 32];
   __shared__ bool last;
   pdl_wait();
   pdl_launch_dependents();
-  const int64_t b = blockIdx.y, V = p.V, G = gridDim.x;
-  const int64_t chunk = (V + G - 1) / G, v0 = blockIdx.x * chunk, v1 = v0 + chunk < V ? v0 + chunk : V;
-  const float* lg = p.logits + b * V;
-  // The seen bits matter only with a repetition penalty (decode::scaled_logit).
-  const uint32_t* seen = p.seen && p.repetition_penalty != 1.0f ? p.seen + b * p.seen_words : nullptr;
-  ull best = 0;
-  for (int64_t r0 = v0 + threadIdx.x; r0 < v1; r0 += kGreedyThreads * kGreedyUnroll) {
+  const int64_t b = blockIdx.y;
+  // 32-bit ids (V < 2^31, so r0 + kGreedyUnroll * kGreedyThreads cannot wrap).
+  const uint32_t V = static_cast<uint32_t>(p.V), G = gridDim.x;
+  const uint32_t chunk = (V + G - 1) / G, v0 = blockIdx.x * chunk, v1 = v0 + chunk < V ? v0 + chunk : V;
+  const float* lg = p.logits + b * p.V;
+  // The seen bits matter only with a repetition penalty (decode::scaled_logit). Without one (kScaled false) the
+  // key is the logit's own.
+  const uint32_t* seen = kScaled && p.seen && p.repetition_penalty != 1.0f ? p.seen + b * p.seen_words : nullptr;
+  // The thread visits its ids in increasing order, so its first largest key (strict >) is the one with the smallest
+  // id among its ties: the packed maximum below, with a 32-bit compare per logit instead of a 64-bit one.
+  uint32_t best_k = 0, best_v = 0xffffffffu;  // 0xffffffff: none yet
+#pragma unroll 1
+  for (uint32_t r0 = v0 + threadIdx.x; r0 < v1; r0 += kGreedyThreads * kGreedyUnroll) {
+    // Offsets from one base pointer, bounds against one count: constants in the loads and compares.
+    const float* q = lg + r0;
+    const uint32_t n = v1 - r0;
     float x[kGreedyUnroll];
 #pragma unroll
-    for (int u = 0; u < kGreedyUnroll; ++u) {
-      const int64_t v = r0 + u * kGreedyThreads;
-      x[u] = v < v1 ? lg[v] : 0.0f;
-    }
+    for (int u = 0; u < kGreedyUnroll; ++u)
+      x[u] = static_cast<uint32_t>(u * kGreedyThreads) < n ? q[u * kGreedyThreads] : 0.0f;
 #pragma unroll
     for (int u = 0; u < kGreedyUnroll; ++u) {
-      const int64_t v = r0 + u * kGreedyThreads;
-      if (v >= v1) break;
-      const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
-      const uint32_t k = decode::order_key(decode::scaled_logit(x[u], sn, p.repetition_penalty, p.temperature));
-      const ull packed = (static_cast<ull>(k) << 32) | (0xffffffffull - static_cast<ull>(v));
-      best = packed > best ? packed : best;
+      if (static_cast<uint32_t>(u * kGreedyThreads) >= n) break;
+      const uint32_t v = r0 + u * kGreedyThreads;
+      uint32_t k;
+      if constexpr (kScaled) {
+        const bool sn = seen && ((seen[v >> 5] >> (v & 31)) & 1u);
+        k = decode::order_key(decode::scaled_logit(x[u], sn, p.repetition_penalty, p.temperature));
+      } else {
+        k = decode::order_key(x[u]);
+      }
+      if (k > best_k || best_v == 0xffffffffu) {
+        best_k = k;
+        best_v = v;
+      }
     }
   }
+  ull best = best_v == 0xffffffffu ? 0 : (static_cast<ull>(best_k) << 32) | (0xffffffffull - best_v);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   auto block_max = [&](ull v) {
     v = warp_max(v);
@@ -331,9 +350,11 @@ void sample_cuda(const SampleParams& p) {
   MT_ASSERT(p.temperature == 0.0f || p.scratch, "sample_cuda: sampling needs the scratch buffer");
   MT_CHECK(p.V < (int64_t{1} << 32), ErrorKind::Shape, "sample_cuda: vocabulary ", p.V, " exceeds 2^32");
   if (p.B == 0) return;
-  if (p.temperature == 0.0f && p.scratch && p.V >= 2) {  // the row's 2 V words hold 2 g + 1
+  if (p.temperature == 0.0f && p.scratch && p.V >= 2 && p.V < (int64_t{1} << 31)) {  // the row's 2 V words hold 2 g + 1
     const unsigned g = static_cast<unsigned>(sample_greedy_blocks_cuda(p.V));
-    decode_cuda::launch(greedy_kernel, dim3(g, static_cast<unsigned>(p.B)), dim3(kGreedyThreads), 0, p.pdl, p);
+    // Greedy has temperature 0, so only a repetition penalty changes the keys.
+    auto kernel = p.seen && p.repetition_penalty != 1.0f ? greedy_kernel<true> : greedy_kernel<false>;
+    decode_cuda::launch(kernel, dim3(g, static_cast<unsigned>(p.B)), dim3(kGreedyThreads), 0, p.pdl, p);
     return;
   }
   decode_cuda::launch(sample_kernel, dim3(static_cast<unsigned>(p.B)), dim3(kThreads), 0, p.pdl, p);

@@ -711,6 +711,12 @@ void sampling_cuda_check() {
         lv[static_cast<size_t>(2 * V + 7)] = lv[static_cast<size_t>(2 * V + 40000)] = 50.0;
         logits = Tensor::from_vector(lv, {B, V}, DType::F32);
       }
+      if (step == 2 && o.t == 0.0f) {  // greedy: a tie within one thread's logits, and NaNs
+        std::vector<double> lv = logits.to_vector();
+        lv[static_cast<size_t>(3 * V + 300)] = lv[static_cast<size_t>(3 * V + 556)] = 60.0;  // ids 256 apart
+        for (int64_t v : {0, 1, 5000, 300}) lv[static_cast<size_t>(5 * V + v)] = NAN;
+        logits = Tensor::from_vector(lv, {B, V}, DType::F32);
+      }
       Bufs h{{"logits", logits},
              {"seen", Tensor::from_vector(seen_words, {B, W}, DType::I32)},
              {"rows", Tensor::from_vector_i64({3, 1, 4, 1, 5, 9}, {B})},
@@ -750,6 +756,11 @@ void sampling_cuda_check() {
       EXPECT_EQ(g.at("tokens").to_vector_i64(), r.at("tokens").to_vector_i64()) << what;
       if (step == 1 && o.t == 0.0f && o.r == 1.0f) {
         EXPECT_EQ(r.at("tokens").to_vector_i64()[2], 7) << what;
+      }
+      if (step == 2 && o.t == 0.0f && o.r == 1.0f) {
+        EXPECT_EQ(r.at("tokens").to_vector_i64()[3], 300) << what;
+        const std::vector<double> lv = logits.to_vector();
+        EXPECT_FALSE(std::isnan(lv[static_cast<size_t>(5 * V + r.at("tokens").to_vector_i64()[5])])) << what;
       }
       EXPECT_EQ(g.at("hist").to_vector_i64(), r.at("hist").to_vector_i64()) << what;
       EXPECT_EQ(g.at("seen").to_vector_i64(), r.at("seen").to_vector_i64()) << what;
