@@ -250,12 +250,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
 // kGreedyThreads * kGreedyUnroll), and the last block reads the G slice maxima with all its threads.
 constexpr int kGreedyThreads = 256;
 constexpr int kGreedyUnroll = 16;
-// At most 32 registers a thread, so that 8 blocks share an SM and a batch of 64 rows (13 blocks each for a vocabulary
-// of 50,280) runs in one wave; with 70 registers, 3 blocks fit and the grid took 3 waves.
+// Blocks per SM the launch bounds ask for: 8 holds a thread at 32 registers, so that a batch of 64 rows (13 blocks
+// each for a vocabulary of 50,280) runs in one wave; the repetition-penalty variant needs more registers (40).
 constexpr int kGreedyBlocksPerSm = 8;
+constexpr int kGreedyScaledBlocksPerSm = 6;
 
 template <bool kScaled>
-__global__ void __launch_bounds__(kGreedyThreads, kScaled ? 6 : kGreedyBlocksPerSm) greedy_kernel(SampleParams p) {
+__global__ void __launch_bounds__(kGreedyThreads, kScaled ? kGreedyScaledBlocksPerSm : kGreedyBlocksPerSm)
+    greedy_kernel(SampleParams p) {
   __shared__ ull warp_best[kGreedyThreads / 32];
   __shared__ bool last;
   pdl_wait();
@@ -269,7 +271,7 @@ __global__ void __launch_bounds__(kGreedyThreads, kScaled ? 6 : kGreedyBlocksPer
   // key is the logit's own.
   const uint32_t* seen = kScaled && p.seen && p.repetition_penalty != 1.0f ? p.seen + b * p.seen_words : nullptr;
   // The thread visits its ids in increasing order, so its first largest key (strict >) is the one with the smallest
-  // id among its ties: the packed maximum below, with a 32-bit compare per logit instead of a 64-bit one.
+  // id among its ties; the packed (key, id) value is formed once, after the loop, so each logit costs a 32-bit compare.
   uint32_t best_k = 0, best_v = 0xffffffffu;  // 0xffffffff: none yet
 #pragma unroll 1
   for (uint32_t r0 = v0 + threadIdx.x; r0 < v1; r0 += kGreedyThreads * kGreedyUnroll) {
