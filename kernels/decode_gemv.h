@@ -99,5 +99,8 @@ void decode_norm_cpu(const DecodeNormParams& p);
 bool decode_gemv_cuda_supports(int64_t B, int64_t in, int64_t K, int64_t E, DType dtype);
 void decode_gemv_cuda(const DecodeGemvParams& p);
 void decode_norm_cuda(const DecodeNormParams& p);
+// An empty kernel of `blocks` blocks in the decode step's chain: it waits for the previous kernel (PDL) and lets the
+// next one launch, nothing else. bench decode --empty-kernels adds such kernels to measure what a boundary costs.
+void decode_empty_cuda(int64_t blocks, bool pdl);
 
 }  // namespace mt::kernels

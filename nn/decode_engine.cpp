@@ -50,6 +50,7 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
   MT_CHECK(opt_.batch >= 1, ErrorKind::Usage, "decode: batch must be >= 1, got ", opt_.batch);
   MT_CHECK(opt_.max_new_tokens >= 1, ErrorKind::Usage, "decode: max new tokens must be >= 1, got ",
            opt_.max_new_tokens);
+  MT_CHECK(opt_.empty_kernels >= 0, ErrorKind::Usage, "decode: empty kernels must be >= 0, got ", opt_.empty_kernels);
   MT_CHECK(is_floating(cd_), ErrorKind::Usage, "decode: compute dtype must be a float type, got ", dtype_name(cd_));
   const SamplingConfig& sc = opt_.sampling;
   sample_check_options(sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty);
@@ -149,6 +150,7 @@ std::string DecodeEngine::describe() const {
   s += pdl_ ? ", pdl" : ", no pdl";
   s += gemv_path_ ? ", gemv kernels" : ", cublas projections";
   if (fuse_out_) s += ", out_proj in the update";
+  if (gemv_path_ && opt_.empty_kernels > 0) s += str(", ", opt_.empty_kernels, " empty kernels after each");
   return s;
 }
 
@@ -282,6 +284,12 @@ void DecodeEngine::run_fused_step() {
     g.y_compute = y_compute;
     gemv(g);
   };
+  auto empty_kernels = [&] {
+#if defined(MT_WITH_CUDA)
+    if (cuda)
+      for (int64_t i = 0; i < opt_.empty_kernels; ++i) decode_empty_cuda(CudaContext::get().sm_count(), pdl_);
+#endif
+  };
 #if defined(MT_WITH_CUDA)
   // The cuBLAS path: xin = the norm of a residual stream; y[M, N] (row stride ldc) = x[M, K] @ W[N, K]^T + bias
   // (c_f32: y in f32).
@@ -348,8 +356,13 @@ void DecodeEngine::run_fused_step() {
       g.x_proj_w = ptr(L.x_w);
       g.xproj = ptr(xproj_);
       gemv(g);
+      empty_kernels();
       ssm_step(L, /*row_mode=*/false, l + 1 < nl ? &layers_[l + 1] : nullptr);
-      if (!fuse_out_) gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
+      empty_kernels();
+      if (!fuse_out_) {
+        gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
+        empty_kernels();
+      }
       continue;
     }
 #if defined(MT_WITH_CUDA)

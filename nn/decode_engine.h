@@ -49,6 +49,9 @@ struct DecodeEngineOptions {
   // the update runs 16 threads per channel (ssm_step_cuda_fuses_out; elsewhere out_proj stays a kernel of its own).
   // Off by default until its speed is measured.
   bool fuse_out_proj = false;
+  // CUDA, GEMV path, for benchmarks: this many empty kernels (one block per SM) after each of a layer's kernels. The
+  // step's growth per kernel added is what a kernel boundary costs in the step's chain.
+  int64_t empty_kernels = 0;
 };
 
 class DecodeEngine {

@@ -402,6 +402,11 @@ __global__ void __launch_bounds__(kThreads) decode_norm_kernel(DecodeNormParams 
   norm_stage<T, 1>(p.input, p.norm, b, 1, p.H, static_cast<T*>(p.y) + b * p.H, rs, red, nw, true, b == 0);
 }
 
+__global__ void decode_empty_kernel(int) {
+  decode_cuda::pdl_wait();
+  decode_cuda::pdl_launch_dependents();
+}
+
 template <typename F>
 void dispatch_gemv_dtype(DType dt, F&& f) {
   switch (dt) {
@@ -490,6 +495,11 @@ void decode_norm_cuda(const DecodeNormParams& p) {
       MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     decode_cuda::launch(kernel, dim3(static_cast<unsigned>(p.B)), dim3(kThreads), smem, p.pdl, p);
   });
+}
+
+void decode_empty_cuda(int64_t blocks, bool pdl) {
+  MT_ASSERT(blocks >= 1 && blocks <= 0x7fffffff, "decode_empty: bad block count");
+  decode_cuda::launch(decode_empty_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, pdl, 0);
 }
 
 }  // namespace mt::kernels

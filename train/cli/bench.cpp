@@ -94,6 +94,11 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_flag("--fuse-out-proj", o->decode.engine.fuse_out_proj,
                 "bench decode: out_proj inside the state update (two kernels per layer on CUDA, at the batches "
                 "the GEMV kernels take)");
+  cmd->add_option("--empty-kernels", o->decode.engine.empty_kernels,
+                  "bench decode: CUDA, GEMV path: empty kernels after each of a layer's kernels (what a kernel "
+                  "boundary costs)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{16}));
   cmd->add_option("--gemv-max-batch", o->decode.engine.gemv_max_batch,
                   "bench decode: largest batch for the GEMV kernels on CUDA (above: cuBLAS)")
       ->capture_default_str()
