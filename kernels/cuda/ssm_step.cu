@@ -123,10 +123,11 @@ constexpr unsigned kOutReducers = 32;
 
 // The fused out_proj's tail (math in kernels/ssm_step.h), after the block's channels have their y (yr: this
 // thread's channel's y rounded to T, the same in all its lanes; 0 for inactive channels). The block adds its channels'
-// terms for every output into out_partial[blockIdx.x, b], then takes a ticket; the last kOutReducers blocks wait
-// until every block has one (they are the last, so the blocks they wait for are already running), sum the partials of
-// a share of the B * dm outputs in a fixed order (lane l takes groups l, l + 32, ..., then a warp sum) and store
-// out_h. The last reducer to finish sets the counters back to zero for the next call. sm: kChannels + 1 words.
+// terms for every output into out_partial[blockIdx.x, b], then takes a ticket. The last kOutReducers blocks wait
+// until every block has one (no more than kOutReducers blocks ever wait, so the blocks they wait for always find room
+// on an SM), sum the partials of a share of the B * dm outputs in a fixed order (lane l takes groups l, l + 32, ...,
+// then a warp sum) and store out_h. The last reducer to finish sets the counters back to zero for the next call.
+// sm: kChannels + 1 words.
 template <typename T, int kChannels, typename C>
 __device__ __forceinline__ void fused_out_proj(const SsmStepParams& p, const C (&ow)[kOutRegRows][kChannels], C yr,
                                                int64_t d0, int64_t nch, C* sm) {
