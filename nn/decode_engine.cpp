@@ -409,8 +409,8 @@ void DecodeEngine::ssm_step(Layer& L, bool row_mode, const Layer* next) {
   } else {
     s.xproj = ptr(xproj_);
     s.P = decode_xproj_partials(di);
-    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next, and of the next
-    // layer's in_proj, so that their kernels copy them from L2 rather than DRAM.
+    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next (unless the update runs
+    // it), and of the next layer's in_proj, so that their kernels copy them from L2 rather than DRAM.
     if (fuse_out_) {  // out_proj inside the update, which stages its columns of out_w itself
       s.out_w = ptr(L.out_w);
       s.out_b = ptr(L.out_b);
