@@ -177,6 +177,7 @@ __device__ __forceinline__ void fused_out_proj(const SsmStepParams& p, const C (
   const T* bias = static_cast<const T*>(p.out_b);
   T* h = static_cast<T*>(p.out_h);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // A warp takes kU outputs at a time, a lane kQ groups of each per pass: all kU * kQ loads are issued before the adds.
   constexpr int kWarps = kUpdateThreads / 32, kU = 4, kQ = 4;
   for (int64_t i0 = start + warp; i0 < end; i0 += kU * kWarps) {
     C s[kU];
