@@ -28,8 +28,6 @@
 // states, in tiles of 8 rows x 8 channels. Row mode with xrow: the conv step, then x_proj as a GEMM into xrow (f32
 // accumulation, rounded to dtype as above), then the update; without xrow one block per row does all three. The update
 // kernels issue `prefetch` (L2 prefetches of weights that later kernels read) before waiting for the previous kernel.
-// With out_proj fused in (partials mode, 16 threads per channel), each block also loads its channels' columns of
-// out_w before the wait, so that a layer's decode step is two kernels instead of three.
 #pragma once
 
 #include <cstdint>
@@ -65,21 +63,7 @@ struct SsmStepParams {
   void* y = nullptr;              // [B, D]
   bool pdl = false;               // CUDA only (kernels/cuda/decode_launch.cuh)
   L2Prefetch prefetch;            // CUDA only: issued by the update kernel before its wait
-  // Partials mode, optional: out_proj fused in, out_h[b, o] = round(sum_d out_w[o, d] * y[b, d] + out_b[o]) with y as
-  // stored (rounded to dtype), summed in f32 (f64 for f64) over groups of 16 channels: the CPU adds the groups in
-  // order; CUDA (where ssm_step_cuda_fuses_out(B, D)) has each block write its group's sums into out_partial
-  // [ssm_step_out_partials(D), B, dm] (compute dtype), and the last blocks to finish add them in a fixed order
-  // (deterministic, but not the CPU's). out_counters: 2 words, zero before the call, and zero again after it.
-  const void* out_w = nullptr;  // [dm, D]
-  const void* out_b = nullptr;  // [dm] or nullptr
-  int64_t dm = 0;
-  void* out_h = nullptr;  // [B, dm] in dtype
-  void* out_partial = nullptr;
-  unsigned* out_counters = nullptr;
 };
-
-// Channel groups of the fused out_proj (out_partial's first dimension).
-inline int64_t ssm_step_out_partials(int64_t D) { return (D + 15) / 16; }
 
 // mt::Error(Shape) for a conv width outside [1, kConvMaxK]; mt::Error(Internal) for bad sizes or missing buffers.
 void ssm_step_check(const SsmStepParams& p);
@@ -87,7 +71,5 @@ void ssm_step_cpu(const SsmStepParams& p);
 
 // CUDA: defined in kernels/cuda/ in CUDA builds only; callers name it through MT_CUDA_KERNEL (autograd/ops/dispatch.h).
 void ssm_step_cuda(const SsmStepParams& p);
-// Whether ssm_step_cuda can fuse out_proj at this shape (partials mode, 16 threads per channel).
-bool ssm_step_cuda_fuses_out(int64_t B, int64_t D);
 
 }  // namespace mt::kernels

@@ -114,17 +114,9 @@ DecodeEngine::DecodeEngine(const MambaLMHeadModel& model, Device dev, const Deco
     res_[1] = Tensor::zeros({B, dm}, sd_, dev_);
     xz_ = Tensor::zeros({B, 2 * di}, cd_, dev_);
     y_ = Tensor::zeros({B, di}, cd_, dev_);
-    if (dev_.is_cpu() || gemv_path_) {
+    if (dev_.is_cpu() || gemv_path_)
       xproj_ = Tensor::zeros({decode_xproj_partials(di), B, E}, sd_, dev_);
-      fuse_out_ = opt_.fuse_out_proj;
-#if defined(MT_WITH_CUDA)
-      if (dev_.is_cuda()) fuse_out_ = fuse_out_ && ssm_step_cuda_fuses_out(B, di);
-#endif
-      if (fuse_out_ && dev_.is_cuda()) {
-        out_partial_ = Tensor::zeros({ssm_step_out_partials(di), B, dm}, sd_, dev_);
-        out_counters_ = Tensor::zeros({2}, DType::I32, dev_);
-      }
-    } else {
+    else {
       xin_ = Tensor::zeros({B, dm}, cd_, dev_);
       xrow_ = Tensor::zeros({B, E}, sd_, dev_);
     }
@@ -139,7 +131,7 @@ DecodeEngine::~DecodeEngine() {
 
 std::string DecodeEngine::describe() const {
   if (!fused_) return "reference (the model's forward per token)";
-  if (dev_.is_cpu()) return fuse_out_ ? "fused, cpu, out_proj in the update" : "fused, cpu";
+  if (dev_.is_cpu()) return "fused, cpu";
   std::string s = "fused";
   if (graph_exec_)
     s += ", cuda graph";
@@ -149,7 +141,6 @@ std::string DecodeEngine::describe() const {
     s += ", no cuda graph (" + graph_note_ + ")";
   s += pdl_ ? ", pdl" : ", no pdl";
   s += gemv_path_ ? ", gemv kernels" : ", cublas projections";
-  if (fuse_out_) s += ", out_proj in the update";
   if (gemv_path_ && opt_.empty_kernels > 0) s += str(", ", opt_.empty_kernels, " empty kernels after each");
   return s;
 }
@@ -359,10 +350,8 @@ void DecodeEngine::run_fused_step() {
       empty_kernels();
       ssm_step(L, /*row_mode=*/false, l + 1 < nl ? &layers_[l + 1] : nullptr);
       empty_kernels();
-      if (!fuse_out_) {
-        gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
-        empty_kernels();
-      }
+      gemv_store(L.out_w, L.out_b, DecodeInput::Plain, ptr(y_), DecodeNormArgs{}, ptr(h_), false);
+      empty_kernels();
       continue;
     }
 #if defined(MT_WITH_CUDA)
@@ -409,18 +398,9 @@ void DecodeEngine::ssm_step(Layer& L, bool row_mode, const Layer* next) {
   } else {
     s.xproj = ptr(xproj_);
     s.P = decode_xproj_partials(di);
-    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next (unless the update runs
-    // it), and of the next layer's in_proj, so that their kernels copy them from L2 rather than DRAM.
-    if (fuse_out_) {  // out_proj inside the update, which stages its columns of out_w itself
-      s.out_w = ptr(L.out_w);
-      s.out_b = ptr(L.out_b);
-      s.dm = cfg_.d_model;
-      s.out_h = ptr(h_);
-      s.out_partial = ptr(out_partial_);
-      s.out_counters = static_cast<unsigned*>(ptr(out_counters_));
-    } else {
-      s.prefetch.add(ptr(L.out_w), static_cast<int64_t>(L.out_w.nbytes()));
-    }
+    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next, and of the next
+    // layer's in_proj, so that their kernels copy them from L2 rather than DRAM.
+    s.prefetch.add(ptr(L.out_w), static_cast<int64_t>(L.out_w.nbytes()));
     if (next) s.prefetch.add(ptr(next->in_w), static_cast<int64_t>(next->in_w.nbytes()));
   }
   s.dt_w = ptr(L.dt_w);

@@ -9,8 +9,7 @@
 //     dtype copies, all buffers are allocated once, and on CUDA the whole step is captured once in a CUDA graph and
 //     replayed, its kernels chained by programmatic dependent launch. Batches above kDecodeGemvMaxBatch (or widths
 //     the GEMV kernels do not take) use cuBLAS for in_proj, out_proj and the LM head: per layer decode_norm, GEMM,
-//     ssm_step in row mode (conv step, x_proj, state update), GEMM. With fuse_out_proj the GEMV path runs out_proj
-//     inside ssm_step (two kernels per layer on CUDA).
+//     ssm_step in row mode (conv step, x_proj, state update), GEMM.
 //   reference (fused = false, and f64 on CUDA): the model's own forward with the inference cache, one token at a time.
 //
 // Sampling (kernels/sampling.h) runs on the engine's device; the tokens of a row depend on (seed, its row id, the
@@ -45,10 +44,6 @@ struct DecodeEngineOptions {
   // CUDA: larger batches take the cuBLAS path (at most kDecodeGemvMaxBatch). On an H100 (130m, bf16) the GEMV
   // kernels win at batches 1 and 2 (441 against 640, 568 against 646 us per step) and cuBLAS from 3 (646 against 665).
   int64_t gemv_max_batch = 2;
-  // The GEMV path: out_proj inside ssm_step (kernels/ssm_step.h). On CUDA that is one kernel fewer per layer where
-  // the update runs 16 threads per channel (ssm_step_cuda_fuses_out; elsewhere out_proj stays a kernel of its own).
-  // Off by default until its speed is measured.
-  bool fuse_out_proj = false;
   // CUDA, GEMV path, for benchmarks: this many empty kernels (one block per SM) after each of a layer's kernels. The
   // step's growth per kernel added is what a kernel boundary costs in the step's chain.
   int64_t empty_kernels = 0;
@@ -97,14 +92,12 @@ class DecodeEngine {
   bool fused_ = true;
   bool gemv_path_ = true;  // CUDA fused: the decode_gemv kernels (else cuBLAS)
   bool pdl_ = false;
-  bool fuse_out_ = false;  // out_proj inside ssm_step
   std::vector<Layer> layers_;
   Tensor embedding_, lm_head_, norm_f_w_, norm_f_b_;
   // Buffers
   Tensor tokens_, step_, row_ids_, history_, seen_, scratch_;
   Tensor h_, res_[2], xz_, xproj_, y_, xin_, xrow_, logits_c_, logits_;
-  Tensor out_partial_, out_counters_;  // the fused out_proj's partial rows and ticket counters
-  InferenceCache cache_;               // prefill output; the reference path keeps stepping it
+  InferenceCache cache_;  // prefill output; the reference path keeps stepping it
   int64_t generated_ = 0;
   bool started_ = false;
   // CUDA graph of one step (opaque cudaGraphExec_t), and why there is none.

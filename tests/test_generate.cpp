@@ -78,9 +78,8 @@ struct StepRun {
 };
 
 StepRun run_engine(const MambaLMHeadModel& m, const std::vector<int64_t>& prompt, int64_t B, int64_t n, DType cd,
-                   bool fused, const SamplingConfig& sc = SamplingConfig{0.0}, bool fuse_out = false) {
+                   bool fused, const SamplingConfig& sc = SamplingConfig{0.0}) {
   DecodeEngineOptions o;
-  o.fuse_out_proj = fuse_out;
   o.batch = B;
   o.max_new_tokens = n;
   o.compute_dtype = cd;
@@ -103,9 +102,9 @@ StepRun run_engine(const MambaLMHeadModel& m, const std::vector<int64_t>& prompt
 
 // Checks the engine's logits and greedy tokens against the parallel forward over prompt + generated tokens.
 void check_against_parallel(const MambaLMHeadModel& m, const std::vector<int64_t>& prompt, int64_t B, int64_t n,
-                            DType cd, bool fused, double atol, double rtol, bool fuse_out = false) {
+                            DType cd, bool fused, double atol, double rtol) {
   const int64_t V = m.config().vocab_size, L = static_cast<int64_t>(prompt.size()) / B;
-  StepRun r = run_engine(m, prompt, B, n, cd, fused, SamplingConfig{0.0}, fuse_out);
+  StepRun r = run_engine(m, prompt, B, n, cd, fused);
   std::vector<int64_t> full;
   for (int64_t b = 0; b < B; ++b) {
     full.insert(full.end(), prompt.begin() + b * L, prompt.begin() + (b + 1) * L);
@@ -144,16 +143,6 @@ TEST(Generate, FusedAndReferenceStepsEqualTheParallelForwardInF32) {
     auto m = make_model(c, DType::F32);
     for (bool fused : {true, false})
       check_against_parallel(*m, random_ids(2 * 5, c.vocab_size, 2), 2, 7, DType::F32, fused, 2e-5, 2e-5);
-  }
-}
-
-TEST(Generate, OutProjInsideTheStateUpdateEqualsTheParallelForward) {
-  for (bool variant : {false, true}) {  // d_inner 24: a full group of 16 channels and a part of one
-    MambaConfig c = small_config(variant);
-    auto m64 = make_model(c, DType::F64);
-    check_against_parallel(*m64, random_ids(3 * 4, c.vocab_size, 1), 3, 6, DType::F64, true, 1e-10, 1e-10, true);
-    auto m32 = make_model(c, DType::F32);
-    check_against_parallel(*m32, random_ids(2 * 5, c.vocab_size, 2), 2, 7, DType::F32, true, 2e-5, 2e-5, true);
   }
 }
 

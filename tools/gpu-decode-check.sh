@@ -3,8 +3,8 @@
 # the decode kernels' op-table checks (CUDA against the CPU) and the `CudaDecode` tests (whole generations, graph /
 # PDL / cuBLAS paths),
 # memcheck on the kernel tests, `bench decode` for mamba-130m (random weights, prompt 128, 512 new tokens, greedy)
-# at batch 1 and 64 with and without PDL / the CUDA graph, out_proj inside the state update (batches 1 and 2), empty
-# kernels added after each kernel (the cost of a boundary), the GEMV / cuBLAS boundary, sampling, f32, and greedy checks
+# at batch 1 and 64 with and without PDL / the CUDA graph, empty kernels added after each kernel (the cost of a
+# boundary), the GEMV / cuBLAS boundary, sampling, f32, and greedy checks
 # against the parallel forward. Full logs under $OUT (or ./gpu-logs); a short table last.
 #   bash tools/gpu-decode-check.sh [build dir]      (MEMCHECK=0 skips memcheck)
 set -uo pipefail
@@ -25,7 +25,7 @@ tests_rc=$?
 memcheck_rc=skipped
 if [ "${MEMCHECK:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 "$tests" \
-    --gtest_filter='OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step:CudaDecode.Graph*:CudaDecode.OutProj*' \
+    --gtest_filter='OpTable/CudaKernel.OwnChecks/decode_gemv:OpTable/CudaKernel.OwnChecks/sampling:OpTable/CudaKernel.OwnChecks/ssm_step:CudaDecode.Graph*' \
     > "$out/decode-memcheck.log" 2>&1
   memcheck_rc=$?
 fi
@@ -39,8 +39,6 @@ bench() {  # label, extra args
 }
 {
   bench "bf16" --batch 1,64
-  bench "bf16 out_proj in the update" --batch 1,2 --fuse-out-proj --check
-  bench "bf16 batch 2" --batch 2
   bench "bf16 1 empty kernel after each" --batch 1 --empty-kernels 1
   bench "bf16 2 empty kernels after each" --batch 1 --empty-kernels 2
   bench "bf16 no pdl" --batch 1,64 --no-pdl
@@ -69,8 +67,8 @@ echo "decode tests: rc $tests_rc ($(grep -cE '^\[       OK \]' "$out/decode-test
   "$(grep -cE '^\[  FAILED  \]' "$out/decode-tests.log") failed lines, $(grep -cE '^\[  SKIPPED \]' "$out/decode-tests.log") skipped)"
 echo "memcheck (kernel tests): rc $memcheck_rc"
 printf '%-28s %-6s %12s %12s  %s\n' "bench decode (130m)" batch "tokens/s" "us/step" "path"
-for spec in "bf16:1" "bf16:64" "bf16 out_proj in the update:1" "bf16 out_proj in the update:2" "bf16 batch 2:2" \
-  "bf16 1 empty kernel after each:1" "bf16 2 empty kernels after each:1" "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
+for spec in "bf16:1" "bf16:64" "bf16 1 empty kernel after each:1" "bf16 2 empty kernels after each:1" \
+  "bf16 no pdl:1" "bf16 no pdl:64" "bf16 no graph:1" "bf16 no graph:64" \
   "bf16 gemv at 4 and 8:4" "bf16 gemv at 4 and 8:8" "bf16 cublas at 4 and 8:4" "bf16 cublas at 4 and 8:8" \
   "bf16 reference path:1" "bf16 sampled top-p 0.9:1" "bf16 sampled top-p 0.9:64" "bf16 sampled top-k 50:1" \
   "bf16 sampled top-k 50:64" "f32 with greedy check:1" "f32 with greedy check:16"; do
@@ -79,7 +77,6 @@ for spec in "bf16:1" "bf16:64" "bf16 out_proj in the update:1" "bf16 out_proj in
   printf '%-28s %-6s %12s %12s  %s\n' "$label" "$b" "$(tok "$label" "$b")" "$(us "$label" "$b")" "$(mode "$label" "$b")"
 done
 echo "targets (H100): batch 1 >= 5000 tokens/s; batch 64 >= 2 x the reference's, measured in the same call"
-for spec in "f32 with greedy check:1" "f32 with greedy check:16" "bf16 with greedy check:1" "bf16 with greedy check:16" \
-  "bf16 out_proj in the update:1" "bf16 out_proj in the update:2"; do
+for spec in "f32 with greedy check:1" "f32 with greedy check:16" "bf16 with greedy check:1" "bf16 with greedy check:16"; do
   echo "greedy check ${spec%:*}, batch ${spec##*:}: $(check "${spec%:*}" "${spec##*:}")"
 done

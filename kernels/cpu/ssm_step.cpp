@@ -76,20 +76,6 @@ void run(const SsmStepParams& p) {
       if (z) yv *= decode::silu(S::load(z, b * p.ld + d));
       S::store(y, b * D + d, yv);
     }
-    if (p.out_w) {  // out_proj over channel groups of 16, in group order
-      const T* ow = static_cast<const T*>(p.out_w);
-      const T* ob = static_cast<const T*>(p.out_b);
-      for (int64_t o = 0; o < p.dm; ++o) {
-        C acc = C(0);
-        for (int64_t d0 = 0; d0 < D; d0 += 16) {
-          C part = C(0);
-          for (int64_t d = d0; d < D && d < d0 + 16; ++d) part += S::load(ow, o * D + d) * S::load(y, b * D + d);
-          acc += part;
-        }
-        if (ob) acc += S::load(ob, o);
-        S::store(static_cast<T*>(p.out_h), b * p.dm + o, acc);
-      }
-    }
   }
 }
 
@@ -103,7 +89,6 @@ void ssm_step_check(const SsmStepParams& p) {
              "]");
     MT_ASSERT(p.K == 1 || p.conv_state, "ssm_step: missing conv state");
   }
-  if (p.out_w) MT_ASSERT(p.dm >= 1 && p.out_h && !p.x_proj_w, "ssm_step: bad fused out_proj arguments");
 }
 
 void ssm_step_cpu(const SsmStepParams& p) {

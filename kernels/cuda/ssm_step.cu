@@ -116,104 +116,7 @@ __device__ __forceinline__ C group_sum(C v) {
   return v;
 }
 
-// The fused out_proj (kOut): rows of out_w a thread holds in registers (o = threadIdx.x + i * kUpdateThreads; rows
-// past kOutRegRows * kUpdateThreads are read after the wait), and the blocks that sum the partials.
-constexpr int kOutRegRows = 4;
-constexpr unsigned kOutReducers = 32;
-
-// The fused out_proj's tail (math in kernels/ssm_step.h), after the block's channels have their y (yr: this
-// thread's channel's y rounded to T, the same in all its lanes; 0 for inactive channels). The block adds its channels'
-// terms for every output into out_partial[blockIdx.x, b], then takes a ticket. The last kOutReducers blocks wait
-// until every block has one (no more than kOutReducers blocks ever wait, so the blocks they wait for always find room
-// on an SM), sum the partials of a share of the B * dm outputs in a fixed order (lane l takes groups l, l + 32, ...,
-// then a warp sum) and store out_h. The last reducer to finish sets the counters back to zero for the next call.
-// sm: kChannels + 1 words.
-template <typename T, int kChannels, typename C>
-__device__ __forceinline__ void fused_out_proj(const SsmStepParams& p, const C (&ow)[kOutRegRows][kChannels], C yr,
-                                               int64_t d0, int64_t nch, C* sm) {
-  constexpr int TPC = kUpdateThreads / kChannels;
-  const int64_t B = p.B, dm = p.dm, D = p.D, b = blockIdx.y;
-  C* ys = sm;
-  unsigned* ticket = reinterpret_cast<unsigned*>(sm + kChannels);
-  if (threadIdx.x % TPC == 0) ys[threadIdx.x / TPC] = yr;
-  __syncthreads();
-  C yv[kChannels];
-#pragma unroll
-  for (int c = 0; c < kChannels; ++c) yv[c] = ys[c];
-  C* part = static_cast<C*>(p.out_partial) + (static_cast<int64_t>(blockIdx.x) * B + b) * dm;
-#pragma unroll
-  for (int i = 0; i < kOutRegRows; ++i) {
-    const int64_t o = threadIdx.x + static_cast<int64_t>(i) * kUpdateThreads;
-    if (o >= dm) break;
-    C s = C(0);
-#pragma unroll
-    for (int c = 0; c < kChannels; ++c) s += ow[i][c] * yv[c];
-    part[o] = s;
-  }
-  const T* W = static_cast<const T*>(p.out_w);
-  for (int64_t o = threadIdx.x + kOutRegRows * kUpdateThreads; o < dm; o += kUpdateThreads) {
-    C s = C(0);
-    for (int c = 0; c < nch; ++c) s += cuda::load(W, o * D + d0 + c) * yv[c];
-    part[o] = s;
-  }
-  __threadfence();  // this block's partials visible to the reducers before its ticket
-  __syncthreads();
-  unsigned* cnt = p.out_counters;
-  const unsigned total = gridDim.x * gridDim.y;
-  const unsigned nred = total < kOutReducers ? total : kOutReducers;
-  if (threadIdx.x == 0) *ticket = atomicAdd(&cnt[0], 1u);
-  __syncthreads();
-  if (*ticket < total - nred) return;
-  const unsigned k = *ticket - (total - nred);
-  if (threadIdx.x == 0) {
-    while (*reinterpret_cast<volatile unsigned*>(&cnt[0]) < total) {
-    }
-    __threadfence();
-  }
-  __syncthreads();
-  const int64_t G = gridDim.x, n_out = B * dm, chunk = (n_out + nred - 1) / nred;
-  const int64_t start = k * chunk, end = start + chunk < n_out ? start + chunk : n_out;
-  const C* partial = static_cast<const C*>(p.out_partial);
-  const T* bias = static_cast<const T*>(p.out_b);
-  T* h = static_cast<T*>(p.out_h);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // A warp takes kU outputs at a time, a lane kQ groups of each per pass: all kU * kQ loads are issued before the adds.
-  constexpr int kWarps = kUpdateThreads / 32, kU = 4, kQ = 4;
-  for (int64_t i0 = start + warp; i0 < end; i0 += kU * kWarps) {
-    C s[kU];
-#pragma unroll
-    for (int u = 0; u < kU; ++u) s[u] = C(0);
-    for (int64_t g0 = 0; g0 < G; g0 += 32 * kQ) {
-      C v[kU][kQ];
-#pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const int64_t idx = i0 + u * kWarps;
-#pragma unroll
-        for (int q = 0; q < kQ; ++q) {
-          const int64_t g = g0 + lane + 32 * q;
-          v[u][q] = idx < end && g < G ? __ldcg(partial + (g * B + idx / dm) * dm + idx % dm) : C(0);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kU; ++u)
-#pragma unroll
-        for (int q = 0; q < kQ; ++q) s[u] += v[u][q];
-    }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t idx = i0 + u * kWarps;
-      const C t = decode_cuda::warp_sum(s[u]);
-      if (lane == 0 && idx < end) h[idx] = cuda::from_compute<T>(t + (bias ? cuda::load(bias, idx % dm) : C(0)));
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x == 0 && atomicAdd(&cnt[1], 1u) == nred - 1) {
-    atomicExch(&cnt[0], 0u);
-    atomicExch(&cnt[1], 0u);
-  }
-}
-
-template <typename T, int TPC, bool kOut>
+template <typename T, int TPC>
 __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParams p) {
   using C = typename cuda::Compute<T>::type;
   constexpr int kUpdRegs = 32 / TPC;  // states per thread held in registers (N <= 32)
@@ -223,33 +126,6 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
   C* xd = reinterpret_cast<C*>(smem_raw);  // [E]
   C* red = xd + E;                         // partials mode: [G * E]
   const int64_t b = blockIdx.y;
-  // kOut: out_w's columns of this block's channels, [row i][channel c] for rows o = threadIdx.x + i * kUpdateThreads.
-  constexpr int kChannels = kUpdateThreads / TPC;
-  const int64_t blk_d0 = static_cast<int64_t>(blockIdx.x) * kChannels;
-  const int64_t nch = D - blk_d0 < kChannels ? D - blk_d0 : kChannels;
-  C ow[kOut ? kOutRegRows : 1][kChannels];
-  if constexpr (kOut) {
-    const T* W = static_cast<const T*>(p.out_w);
-    constexpr int kPerVec = 16 / static_cast<int>(sizeof(T));
-    const bool vec = nch == kChannels && D % kPerVec == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
-#pragma unroll
-    for (int i = 0; i < kOutRegRows; ++i) {
-      const int64_t o = threadIdx.x + static_cast<int64_t>(i) * kUpdateThreads;
-      T t[kChannels];
-      if (o < p.dm && vec) {
-        uint4 v[kChannels / kPerVec];
-#pragma unroll
-        for (int k = 0; k < kChannels / kPerVec; ++k) v[k] = reinterpret_cast<const uint4*>(W + o * D + blk_d0)[k];
-        memcpy(t, v, sizeof(t));
-      } else {
-#pragma unroll
-        for (int c = 0; c < kChannels; ++c)
-          t[c] = o < p.dm && c < nch ? W[o * D + blk_d0 + c] : cuda::from_compute<T>(C(0));
-      }
-#pragma unroll
-      for (int c = 0; c < kChannels; ++c) ow[i][c] = cuda::load(t, c);
-    }
-  }
   const int j = threadIdx.x % TPC;
   const int64_t d_raw = static_cast<int64_t>(blockIdx.x) * (kUpdateThreads / TPC) + threadIdx.x / TPC;
   // Lanes past the last channel compute channel 0's values and store nothing: every lane takes part in the shuffles.
@@ -325,12 +201,11 @@ __global__ void __launch_bounds__(kUpdateThreads) ssm_update_kernel(SsmStepParam
     acc += Cm[n] * hn;
   }
   acc = group_sum<TPC>(acc);
-  C yv = acc + dskip * uu;
-  if (p.z) yv *= decode::silu(zz);
-  if (active && j == 0) static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
-  if constexpr (kOut)
-    fused_out_proj<T, kChannels>(p, ow, active ? round_to<T>(yv) : C(0), blk_d0, nch,
-                                 red + decode::ssm_step_groups(E, p.P) * E);
+  if (active && j == 0) {
+    C yv = acc + dskip * uu;
+    if (p.z) yv *= decode::silu(zz);
+    static_cast<T*>(p.y)[b * D + d] = cuda::from_compute<T>(yv);
+  }
 }
 
 // Leading dimension of the staged dt_proj rows: odd, so that the lanes of a warp reading different channels' rows at
@@ -473,15 +348,7 @@ __global__ void conv_step_kernel(SsmStepParams p) {
   u[d] = cuda::from_compute<T>(round_to<T>(decode::silu(pre)));
 }
 
-// 16 threads per channel while the blocks fit in about one wave (8 per SM), else 4.
-bool update_wide(int64_t B, int64_t D) {
-  const int64_t blocks16 = (D + kUpdateThreads / 16 - 1) / (kUpdateThreads / 16) * B;
-  return blocks16 > 8 * static_cast<int64_t>(CudaContext::get().sm_count());
-}
-
 }  // namespace
-
-bool ssm_step_cuda_fuses_out(int64_t B, int64_t D) { return B >= 1 && B <= 65535 && !update_wide(B, D); }
 
 void ssm_step_cuda(const SsmStepParams& p) {
   ssm_step_check(p);
@@ -490,11 +357,13 @@ void ssm_step_cuda(const SsmStepParams& p) {
     using T = typename decltype(tag)::type;
     using C = typename cuda::Compute<T>::type;
     const int64_t E = p.R + 2 * p.N;
-    const bool wide = update_wide(p.B, p.D);
+    // 16 threads per channel while the blocks fit in about one wave (8 per SM), else 4.
+    const int64_t blocks16 = (p.D + kUpdateThreads / 16 - 1) / (kUpdateThreads / 16) * p.B;
+    const bool wide = blocks16 > 8 * static_cast<int64_t>(CudaContext::get().sm_count());
     const int tpc = wide ? 4 : 16;
     const dim3 ugrid(static_cast<unsigned>((p.D + kUpdateThreads / tpc - 1) / (kUpdateThreads / tpc)),
                      static_cast<unsigned>(p.B));
-    auto update = wide ? ssm_update_kernel<T, 4, false> : ssm_update_kernel<T, 16, false>;
+    auto update = wide ? ssm_update_kernel<T, 4> : ssm_update_kernel<T, 16>;
     if (p.x_proj_w && p.xrow) {
       MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
       if (p.conv_w) {
@@ -538,14 +407,6 @@ void ssm_step_cuda(const SsmStepParams& p) {
     MT_CHECK(p.B <= 65535, ErrorKind::Shape, "ssm_step_cuda: batch ", p.B, " exceeds 65535");
     const size_t smem = static_cast<size_t>(E + decode::ssm_step_groups(E, p.P) * E) * sizeof(C);
     MT_CHECK(smem <= 48 * 1024, ErrorKind::Shape, "ssm_step_cuda: dt_rank + 2 d_state = ", E, " too large");
-    if (p.out_w) {
-      MT_CHECK(!wide, ErrorKind::Shape, "ssm_step_cuda: out_proj cannot be fused at batch ", p.B, " (d_inner ", p.D,
-               ")");
-      MT_ASSERT(p.out_partial && p.out_counters, "ssm_step_cuda: missing fused out_proj buffers");
-      decode_cuda::launch(ssm_update_kernel<T, 16, true>, ugrid, dim3(kUpdateThreads),
-                          smem + (kUpdateThreads / 16 + 1) * sizeof(C), p.pdl, p);
-      return;
-    }
     decode_cuda::launch(update, ugrid, dim3(kUpdateThreads), smem, p.pdl, p);
   });
 }

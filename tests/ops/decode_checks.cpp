@@ -773,7 +773,6 @@ void ssm_step_cpu_check() {
 }
 
 void ssm_step_cuda_check() {
-  constexpr int64_t kOutDm = 1030;  // the fused out_proj's output width (mode 6)
   // The second shape has enough rows for the update's 4-threads-per-channel blocks, and N and R past what a thread
   // holds in registers. dt_proj's weights shrink with R so that delta keeps its spread. Over its 180k outputs the
   // largest f32 difference reaches about 2.2e-4 on the H100, in the one-block-per-row kernel as in the others
@@ -804,17 +803,10 @@ void ssm_step_cuda_check() {
              {"D", rnd({D}, 15, sd)},
              {"state", rnd({B, D, N}, 16, sd)},
              {"y", nan_of({B, D}, dt)},
-             {"xrow", nan_of({B, E}, sd)},
-             {"out_w", rnd({kOutDm, D}, 21, dt, 0.1)},
-             {"out_b", rnd({kOutDm}, 22, dt)},
-             {"out_h", nan_of({B, kOutDm}, dt)},
-             {"out_partial", nan_of({ssm_step_out_partials(D), B, kOutDm}, sd)},
-             {"out_counters", Tensor::zeros({2}, DType::I32)}};
+             {"xrow", nan_of({B, E}, sd)}};
       // Modes: partials with and without z, row mode with and without the conv, in one block per row (2, 3) and as
-      // the conv step, a GEMM into the xrow scratch and the update (4, 5); partials with out_proj fused in (6), on
-      // the first shape, whose update runs 16 threads per channel. Its width kOutDm passes what a thread holds in
-      // registers (4 rows of 256), and its last group of channels is partial (300 = 18 x 16 + 12).
-      for (int mode = 0; mode < (B == 3 ? 7 : 6); ++mode) {
+      // the conv step, a GEMM into the xrow scratch and the update (4, 5).
+      for (int mode = 0; mode < 6; ++mode) {
         auto call = [&](Bufs& b, bool cuda) {
           SsmStepParams p;
           p.B = B;
@@ -844,19 +836,9 @@ void ssm_step_cuda_check() {
           p.D_skip = b["D"].data_ptr();
           p.state = b["state"].data_ptr();
           p.y = b["y"].data_ptr();
-          if (mode == 6) {
-            p.out_w = b["out_w"].data_ptr();
-            p.out_b = b["out_b"].data_ptr();
-            p.dm = kOutDm;
-            p.out_h = b["out_h"].data_ptr();
-            p.out_partial = b["out_partial"].data_ptr();
-            p.out_counters = static_cast<unsigned*>(b["out_counters"].data_ptr());
-          }
           cuda ? ops::run_cuda("ssm_step", MT_CUDA_KERNEL(ssm_step_cuda), p) : ssm_step_cpu(p);
         };
-        std::vector<std::string> outs = {"y", "state", "uz", "cstate"};
-        if (mode == 6) outs.insert(outs.end(), {"out_h", "out_counters"});  // the counters back at zero
-        compare(run_on(Device::cuda(), h, call), run_on(Device::cpu(), h, call), outs, dt,
+        compare(run_on(Device::cuda(), h, call), run_on(Device::cpu(), h, call), {"y", "state", "uz", "cstate"}, dt,
                 "ssm_step B " + std::to_string(B) + " mode " + std::to_string(mode),
                 B == 3 || dt == DType::F64 ? 1.0
                 : dt == DType::F32         ? 50.0

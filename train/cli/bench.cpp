@@ -91,9 +91,6 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--top-p", o->decode.top_p, "bench decode: nucleus sampling mass (1: off)")
       ->capture_default_str()
       ->check(CLI::Range(1e-9, 1.0));
-  cmd->add_flag("--fuse-out-proj", o->decode.engine.fuse_out_proj,
-                "bench decode: out_proj inside the state update (two kernels per layer on CUDA, at the batches "
-                "the GEMV kernels take)");
   cmd->add_option("--empty-kernels", o->decode.engine.empty_kernels,
                   "bench decode: CUDA, GEMV path: empty kernels after each of a layer's kernels (what a kernel "
                   "boundary costs)")
