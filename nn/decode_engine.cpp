@@ -398,10 +398,21 @@ void DecodeEngine::ssm_step(Layer& L, bool row_mode, const Layer* next) {
   } else {
     s.xproj = ptr(xproj_);
     s.P = decode_xproj_partials(di);
-    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next, and of the next
-    // layer's in_proj, so that their kernels copy them from L2 rather than DRAM.
-    s.prefetch.add(ptr(L.out_w), static_cast<int64_t>(L.out_w.nbytes()));
-    if (next) s.prefetch.add(ptr(next->in_w), static_cast<int64_t>(next->in_w.nbytes()));
+    // The GEMV path on CUDA: the update asks L2 for the weights of out_proj, which comes next, and for what the next
+    // layer's in_proj reads: its weights, and what its blocks load before their wait (x_proj's weights, the conv taps
+    // and state, the norm's weights), so that those kernels find them in L2 rather than DRAM and in_proj's blocks
+    // reach their wait sooner.
+    auto pf = [&](const Tensor& t) {
+      if (t.defined()) s.prefetch.add(ptr(t), static_cast<int64_t>(t.nbytes()));
+    };
+    pf(L.out_w);
+    if (next) {
+      pf(next->in_w);
+      pf(next->x_w);
+      pf(next->conv_w);
+      pf(next->conv_state);
+      pf(next->norm_w);
+    }
   }
   s.dt_w = ptr(L.dt_w);
   s.dt_bias = ptr(L.dt_b);

@@ -1,6 +1,7 @@
 // Byte ranges that a CUDA decode kernel asks the L2 cache to fetch from DRAM before it waits for the previous kernel:
-// what a later kernel of the step reads (its weights), so that the later kernel finds it in L2. A hint only: it
-// changes no result, ranges the GPU cannot prefetch (not 16-byte aligned) are dropped, and the CPU kernels ignore it.
+// what a later kernel of the step reads (its weights, and the conv state and weights it loads before its own wait), so
+// that the later kernel finds it in L2. A hint only: it changes no result, ranges the GPU cannot prefetch (not 16-byte
+// aligned) are dropped, and the CPU kernels ignore it.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +9,7 @@
 namespace mt::kernels {
 
 struct L2Prefetch {
-  static constexpr int kMax = 4;
+  static constexpr int kMax = 8;
   const void* ptr[kMax] = {};
   int64_t bytes[kMax] = {};
 
